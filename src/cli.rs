@@ -1,0 +1,73 @@
+//! The command line: one enum of subcommands, dispatched to `commands`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+
+#[derive(Parser, Debug)]
+#[command(name = "lablink", version, about = "GPU workshop VMs: allocator and agent in one executable")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the allocator: participant page, agent API and the store.
+    Serve(ServeArgs),
+    /// Print the agents' API token of a data directory.
+    Token {
+        /// Data directory of the allocator.
+        #[arg(long, default_value = "./lablink-data")]
+        data_dir: PathBuf,
+    },
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Report every problem in a config.yaml (exit 2 if there is any).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// List every configuration key with its environment variable.
+    Keys,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// config.yaml to load (also LABLINK_CONFIG, or upstream's CONFIG_DIR/CONFIG_NAME).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:5000 (overrides server.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the store and generated files (overrides server.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LABLINK_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Token { data_dir } => commands::token::run(&data_dir),
+        Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
+        Command::Config(ConfigCommand::Keys) => commands::config::keys(),
+    }
+}

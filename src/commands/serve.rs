@@ -1,0 +1,177 @@
+//! `lablink serve`: load the configuration, open the store, serve until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{EXIT_CONFIG, fail};
+use crate::cli::ServeArgs;
+use crate::config::{Config, Problem};
+use crate::logging;
+use crate::server::{self, App};
+use crate::store::Store;
+
+/// The config file to read: the flag, `LABLINK_CONFIG`, or upstream's
+/// `CONFIG_DIR`/`CONFIG_NAME` (as the lablink-template container sets them).
+fn config_path(args: &ServeArgs, env: &[(String, String)]) -> Option<PathBuf> {
+    let var = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    if let Some(p) = &args.config {
+        return Some(p.clone());
+    }
+    if let Some(p) = var("LABLINK_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    let dir = var("CONFIG_DIR")?;
+    let name = var("CONFIG_NAME").unwrap_or_else(|| "config.yaml".into());
+    Some(PathBuf::from(dir).join(name))
+}
+
+/// File < environment < flags, with every problem collected.
+pub fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config, Vec<String>> {
+    let mut problems: Vec<String> = Vec::new();
+    let path = config_path(args, env);
+    let mut config = match &path {
+        Some(p) => match Config::from_file(p) {
+            Ok((c, file_problems)) => {
+                problems.extend(file_problems.iter().map(|x| format!("{}: {x}", p.display())));
+                c
+            }
+            Err(message) => return Err(vec![message]),
+        },
+        None => Config::default(),
+    };
+    problems.extend(config.apply_env(env).iter().map(Problem::to_string));
+    if let Some(listen) = &args.listen {
+        config.server.listen = listen.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.server.data_dir = dir.display().to_string();
+    }
+    problems.extend(config.validate().iter().map(Problem::to_string));
+    if problems.is_empty() { Ok(config) } else { Err(problems) }
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    logging::init(args.log_format);
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = match resolve(&args, &env) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("lablink: {p}");
+            }
+            eprintln!("lablink: configuration has {} problem(s); not starting", problems.len());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let addr = match config.listen_addr() {
+        Ok(a) => a,
+        Err(e) => return fail(format!("server.listen: {e}")),
+    };
+    let store = match Store::open(&config.data_dir()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let app = match App::start(config, store.clone()).await {
+        Ok(app) => app,
+        Err(e) => {
+            store.close();
+            return fail(e);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            store.close();
+            return fail(format!("cannot listen on {addr}: {e} (set --listen or server.listen)"));
+        }
+    };
+    let local = listener.local_addr().map_or(addr, |a| a);
+    tracing::info!(
+        url = %format!("http://{local}/"),
+        data_dir = %app.config.data_dir().display(),
+        admin_user = %app.admin.user,
+        "LabLink allocator ready"
+    );
+    match server::serve(listener, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C will stop the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "server:\n  listen: 127.0.0.1:7000\n  data_dir: /from/file\n  long_poll_seconds: 20\n")
+            .expect("write");
+        let args = ServeArgs {
+            config: Some(file),
+            listen: Some("127.0.0.1:9000".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            &args,
+            &env(&[("LABLINK_SERVER_LISTEN", "127.0.0.1:8000"), ("LABLINK_SERVER_DATA_DIR", "/from/env")]),
+        )
+        .expect("valid");
+        assert_eq!(c.server.listen, "127.0.0.1:9000");
+        assert_eq!(c.server.data_dir, "/from/env");
+        assert_eq!(c.server.long_poll_seconds, 20);
+    }
+
+    #[test]
+    fn upstream_config_dir_is_honoured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.yaml"), "app:\n  admin_password: PLACEHOLDER_ADMIN_PASSWORD\n")
+            .expect("write");
+        let problems = resolve(
+            &ServeArgs::default(),
+            &env(&[("CONFIG_DIR", dir.path().to_str().expect("utf-8"))]),
+        )
+        .expect_err("placeholder refused");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("app.admin_password:"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn no_file_means_safe_defaults() {
+        let c = resolve(&ServeArgs::default(), &[]).expect("defaults are valid");
+        assert_eq!(c, Config::default());
+    }
+}

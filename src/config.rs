@@ -1,0 +1,523 @@
+//! One typed configuration: upstream-style `config.yaml` < `LABLINK_*` environment < flags.
+//!
+//! Every key is declared once, in the `visit` methods below; the YAML reader, the
+//! environment reader and `config check` all walk that one declaration, so a key can't be
+//! known to one of them and unknown to another.
+
+mod sources;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use sources::{Problem, env_name};
+
+/// Anything visiting the configuration tree: the readers that fill it, and the key lister.
+pub trait Visitor {
+    fn string(&mut self, key: &str, slot: &mut String);
+    fn opt_string(&mut self, key: &str, slot: &mut Option<String>);
+    fn boolean(&mut self, key: &str, slot: &mut bool);
+    fn integer(&mut self, key: &str, slot: &mut u64);
+    fn section(&mut self, key: &str, visit: &mut dyn FnMut(&mut dyn Visitor));
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub deployment_name: String,
+    pub environment: String,
+    pub bucket_name: String,
+    pub db: DbConfig,
+    pub machine: MachineConfig,
+    pub app: AppConfig,
+    pub dns: DnsConfig,
+    pub eip: EipConfig,
+    pub ssl: SslConfig,
+    pub allocator: AllocatorImageConfig,
+    pub startup_script: StartupScriptConfig,
+    pub monitoring: MonitoringConfig,
+    pub server: ServerConfig,
+}
+
+/// PostgreSQL settings of the system we replace: accepted so old files load, then ignored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DbConfig {
+    pub dbname: String,
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u64,
+    pub table_name: String,
+    pub message_channel: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MachineConfig {
+    pub machine_type: String,
+    pub repository: Option<String>,
+    pub image: String,
+    pub ami_id: String,
+    pub software: String,
+    pub extension: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppConfig {
+    pub admin_user: String,
+    /// `None` when no file, variable or flag set it: a password is then generated on first
+    /// start (see `server::admin_password`).
+    pub admin_password: Option<String>,
+    pub region: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    pub terraform_managed: bool,
+    pub domain: String,
+    pub zone_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EipConfig {
+    pub strategy: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SslConfig {
+    pub provider: String,
+    pub email: String,
+    pub certificate_arn: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllocatorImageConfig {
+    pub image_tag: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartupScriptConfig {
+    pub enabled: bool,
+    pub path: String,
+    pub on_error: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MonitoringConfig {
+    pub enabled: bool,
+    pub email: String,
+    pub max_instances_per_5min: u64,
+    pub max_terminations_per_5min: u64,
+    pub max_unauthorized_calls_per_15min: u64,
+    pub budget_enabled: bool,
+    pub monthly_budget_usd: u64,
+    pub cloudtrail_retention_days: u64,
+}
+
+/// LabLink's own settings (not in upstream files).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: String,
+    /// How long `/vm_startup` holds a request before answering 408 so the agent asks again.
+    /// Keep it below the idle timeout of any proxy in front (AWS ALB: 60 s).
+    pub long_poll_seconds: u64,
+    /// Per VM and log type (cloud-init, container), oldest lines dropped first.
+    pub log_cap_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            deployment_name: String::new(),
+            environment: "prod".into(),
+            bucket_name: "tf-state-lablink-allocator-bucket".into(),
+            db: DbConfig {
+                dbname: "lablink_db".into(),
+                user: "lablink".into(),
+                password: "lablink".into(),
+                host: "localhost".into(),
+                port: 5432,
+                table_name: "vm_table".into(),
+                message_channel: "vm_updates".into(),
+            },
+            machine: MachineConfig {
+                machine_type: "g4dn.xlarge".into(),
+                repository: None,
+                image: "ghcr.io/talmolab/lablink-client-base-image:latest".into(),
+                ami_id: "ami-00c257e12d6828491".into(),
+                software: "sleap".into(),
+                extension: "slp".into(),
+            },
+            app: AppConfig {
+                admin_user: "admin".into(),
+                admin_password: None,
+                region: "us-west-2".into(),
+            },
+            dns: DnsConfig {
+                enabled: false,
+                terraform_managed: true,
+                domain: String::new(),
+                zone_id: String::new(),
+            },
+            eip: EipConfig {
+                strategy: "dynamic".into(),
+            },
+            // Upstream defaults to letsencrypt, which its own validator rejects without DNS;
+            // plain HTTP is the only default that is valid on its own.
+            ssl: SslConfig {
+                provider: "none".into(),
+                email: String::new(),
+                certificate_arn: String::new(),
+            },
+            allocator: AllocatorImageConfig {
+                image_tag: "linux-amd64-latest".into(),
+            },
+            startup_script: StartupScriptConfig {
+                enabled: false,
+                path: String::new(),
+                on_error: "continue".into(),
+            },
+            monitoring: MonitoringConfig {
+                enabled: false,
+                email: String::new(),
+                max_instances_per_5min: 10,
+                max_terminations_per_5min: 20,
+                max_unauthorized_calls_per_15min: 5,
+                budget_enabled: false,
+                monthly_budget_usd: 500,
+                cloudtrail_retention_days: 90,
+            },
+            server: ServerConfig {
+                listen: "127.0.0.1:5000".into(),
+                data_dir: "./lablink-data".into(),
+                long_poll_seconds: 50,
+                log_cap_bytes: 1024 * 1024,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Walks every key, in file order of the upstream schema.
+    pub fn visit(&mut self, v: &mut dyn Visitor) {
+        v.string("deployment_name", &mut self.deployment_name);
+        v.string("environment", &mut self.environment);
+        v.string("bucket_name", &mut self.bucket_name);
+        v.section("db", &mut |v| {
+            let db = &mut self.db;
+            v.string("dbname", &mut db.dbname);
+            v.string("user", &mut db.user);
+            v.string("password", &mut db.password);
+            v.string("host", &mut db.host);
+            v.integer("port", &mut db.port);
+            v.string("table_name", &mut db.table_name);
+            v.string("message_channel", &mut db.message_channel);
+        });
+        v.section("machine", &mut |v| {
+            let m = &mut self.machine;
+            v.string("machine_type", &mut m.machine_type);
+            v.opt_string("repository", &mut m.repository);
+            v.string("image", &mut m.image);
+            v.string("ami_id", &mut m.ami_id);
+            v.string("software", &mut m.software);
+            v.string("extension", &mut m.extension);
+        });
+        v.section("app", &mut |v| {
+            let a = &mut self.app;
+            v.string("admin_user", &mut a.admin_user);
+            v.opt_string("admin_password", &mut a.admin_password);
+            v.string("region", &mut a.region);
+        });
+        v.section("dns", &mut |v| {
+            let d = &mut self.dns;
+            v.boolean("enabled", &mut d.enabled);
+            v.boolean("terraform_managed", &mut d.terraform_managed);
+            v.string("domain", &mut d.domain);
+            v.string("zone_id", &mut d.zone_id);
+        });
+        v.section("eip", &mut |v| v.string("strategy", &mut self.eip.strategy));
+        v.section("ssl", &mut |v| {
+            let s = &mut self.ssl;
+            v.string("provider", &mut s.provider);
+            v.string("email", &mut s.email);
+            v.string("certificate_arn", &mut s.certificate_arn);
+        });
+        v.section("allocator", &mut |v| {
+            v.string("image_tag", &mut self.allocator.image_tag)
+        });
+        v.section("startup_script", &mut |v| {
+            let s = &mut self.startup_script;
+            v.boolean("enabled", &mut s.enabled);
+            v.string("path", &mut s.path);
+            v.string("on_error", &mut s.on_error);
+        });
+        v.section("monitoring", &mut |v| {
+            let m = &mut self.monitoring;
+            v.boolean("enabled", &mut m.enabled);
+            v.string("email", &mut m.email);
+            v.section("thresholds", &mut |v| {
+                v.integer("max_instances_per_5min", &mut m.max_instances_per_5min);
+                v.integer("max_terminations_per_5min", &mut m.max_terminations_per_5min);
+                v.integer(
+                    "max_unauthorized_calls_per_15min",
+                    &mut m.max_unauthorized_calls_per_15min,
+                );
+            });
+            v.section("budget", &mut |v| {
+                v.boolean("enabled", &mut m.budget_enabled);
+                v.integer("monthly_budget_usd", &mut m.monthly_budget_usd);
+            });
+            v.section("cloudtrail", &mut |v| {
+                v.integer("retention_days", &mut m.cloudtrail_retention_days)
+            });
+        });
+        v.section("server", &mut |v| {
+            let s = &mut self.server;
+            v.string("listen", &mut s.listen);
+            v.string("data_dir", &mut s.data_dir);
+            v.integer("long_poll_seconds", &mut s.long_poll_seconds);
+            v.integer("log_cap_bytes", &mut s.log_cap_bytes);
+        });
+    }
+
+    /// Reads a YAML file over the defaults. Problems (unknown keys, wrong types) are all
+    /// collected; the config is only usable when the list is empty.
+    pub fn from_file(path: &Path) -> Result<(Config, Vec<Problem>), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let mut config = Config::default();
+        let problems = sources::apply_yaml(&mut config, &text)
+            .map_err(|e| format!("{}: not valid YAML: {e}", path.display()))?;
+        Ok((config, problems))
+    }
+
+    /// Applies `LABLINK_<SECTION>_<KEY>` (and `…_FILE`) variables from `vars`.
+    pub fn apply_env(&mut self, vars: &[(String, String)]) -> Vec<Problem> {
+        sources::apply_env(self, vars)
+    }
+
+    /// Every dotted key path this config knows, for documentation and checks.
+    pub fn keys() -> Vec<String> {
+        sources::list_keys(&mut Config::default())
+    }
+
+    /// Checks values that parse but make no sense together. Every problem is returned.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message,
+            })
+        };
+
+        if is_placeholder(&self.app.admin_user) {
+            bad(
+                "app.admin_user",
+                "empty or still a placeholder; set the admin user name in config.yaml or LABLINK_APP_ADMIN_USER".into(),
+            );
+        }
+        if let Some(password) = &self.app.admin_password
+            && is_placeholder(password)
+        {
+            bad(
+                "app.admin_password",
+                "empty or still a placeholder; set a real password in config.yaml, \
+                 LABLINK_APP_ADMIN_PASSWORD or LABLINK_APP_ADMIN_PASSWORD_FILE, \
+                 or remove the key to have one generated on first start"
+                    .into(),
+            );
+        }
+        if self.dns.enabled && self.dns.domain.is_empty() {
+            bad(
+                "dns.domain",
+                "dns.enabled is true but no domain is set".into(),
+            );
+        }
+        if self.dns.domain.starts_with('.') || self.dns.domain.ends_with('.') {
+            bad(
+                "dns.domain",
+                format!(
+                    "`{}` must not start or end with a dot",
+                    self.dns.domain
+                ),
+            );
+        }
+        match self.ssl.provider.as_str() {
+            "none" => {}
+            "letsencrypt" | "cloudflare" | "acm" if !self.dns.enabled => bad(
+                "ssl.provider",
+                format!(
+                    "`{}` needs dns.enabled: true and a dns.domain (or use `none`)",
+                    self.ssl.provider
+                ),
+            ),
+            "letsencrypt" if self.ssl.email.is_empty() => bad(
+                "ssl.email",
+                "letsencrypt needs an e-mail address for the ACME account".into(),
+            ),
+            "acm" if self.ssl.certificate_arn.is_empty() => bad(
+                "ssl.certificate_arn",
+                "acm needs the ARN of the certificate".into(),
+            ),
+            "cloudflare" if self.dns.terraform_managed => bad(
+                "dns.terraform_managed",
+                "must be false with ssl.provider cloudflare (Cloudflare manages the record)".into(),
+            ),
+            "letsencrypt" | "cloudflare" | "acm" => {}
+            other => bad(
+                "ssl.provider",
+                format!("`{other}` is not one of none, letsencrypt, cloudflare, acm"),
+            ),
+        }
+        if !matches!(self.eip.strategy.as_str(), "persistent" | "dynamic") {
+            bad(
+                "eip.strategy",
+                format!(
+                    "`{}` is not one of persistent, dynamic",
+                    self.eip.strategy
+                ),
+            );
+        }
+        if !matches!(self.startup_script.on_error.as_str(), "continue" | "fail") {
+            bad(
+                "startup_script.on_error",
+                format!(
+                    "`{}` is not one of continue, fail",
+                    self.startup_script.on_error
+                ),
+            );
+        }
+        if self.machine.software.trim().is_empty() {
+            bad("machine.software", "must not be empty".into());
+        }
+        if let Err(e) = self.listen_addr() {
+            bad("server.listen", e);
+        }
+        if self.server.data_dir.trim().is_empty() {
+            bad("server.data_dir", "must not be empty".into());
+        }
+        if !(1..=3600).contains(&self.server.long_poll_seconds) {
+            bad(
+                "server.long_poll_seconds",
+                format!(
+                    "{} is outside 1..=3600",
+                    self.server.long_poll_seconds
+                ),
+            );
+        }
+        if !(4096..=64 * 1024 * 1024).contains(&self.server.log_cap_bytes) {
+            bad(
+                "server.log_cap_bytes",
+                format!(
+                    "{} is outside 4096..=67108864",
+                    self.server.log_cap_bytes
+                ),
+            );
+        }
+        problems
+    }
+
+    /// Settings accepted only for compatibility; worth a warning when they are set.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.db != Config::default().db {
+            warnings.push(
+                "db.*: LabLink keeps its data in an embedded store; the PostgreSQL settings are ignored"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.server.listen.parse().map_err(|_| {
+            format!(
+                "`{}` is not an address:port such as 127.0.0.1:5000 or 0.0.0.0:5000",
+                self.server.listen
+            )
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.server.data_dir)
+    }
+
+    pub fn long_poll(&self) -> Duration {
+        Duration::from_secs(self.server.long_poll_seconds)
+    }
+}
+
+/// Upstream's sentinel (`MISSING`), the template's `PLACEHOLDER_*` values, or nothing.
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim();
+    v.is_empty() || v == "MISSING" || v.to_ascii_uppercase().starts_with("PLACEHOLDER")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_listen_on_loopback() {
+        let c = Config::default();
+        assert_eq!(c.validate(), vec![]);
+        assert!(c.listen_addr().expect("addr").ip().is_loopback());
+        assert_eq!(c.data_dir(), PathBuf::from("./lablink-data"));
+    }
+
+    #[test]
+    fn placeholders_are_refused_with_a_hint() {
+        for pw in ["", "MISSING", "PLACEHOLDER_ADMIN_PASSWORD", "  "] {
+            let mut c = Config::default();
+            c.app.admin_password = Some(pw.into());
+            let problems = c.validate();
+            assert_eq!(problems.len(), 1, "{pw:?}");
+            assert_eq!(problems[0].key, "app.admin_password");
+            assert!(problems[0].message.contains("LABLINK_APP_ADMIN_PASSWORD"));
+        }
+        let mut c = Config::default();
+        c.app.admin_password = Some("a real one".into());
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn tls_rules_of_the_upstream_validator() {
+        let mut c = Config::default();
+        c.ssl.provider = "letsencrypt".into();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["ssl.provider"]);
+        c.dns.enabled = true;
+        c.dns.domain = "lab.example.org".into();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["ssl.email"]);
+        c.ssl.provider = "cloudflare".into();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["dns.terraform_managed"]);
+        c.ssl.provider = "acme".into();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["ssl.provider"]);
+    }
+
+    #[test]
+    fn key_list_covers_every_upstream_section() {
+        let keys = Config::keys();
+        for k in [
+            "db.password",
+            "machine.repository",
+            "app.admin_password",
+            "dns.zone_id",
+            "eip.strategy",
+            "ssl.certificate_arn",
+            "allocator.image_tag",
+            "bucket_name",
+            "startup_script.on_error",
+            "monitoring.thresholds.max_unauthorized_calls_per_15min",
+            "monitoring.budget.monthly_budget_usd",
+            "monitoring.cloudtrail.retention_days",
+            "server.long_poll_seconds",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} missing");
+        }
+    }
+}

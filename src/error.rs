@@ -1,0 +1,85 @@
+//! Errors at the HTTP boundary. API errors answer JSON `{"error": …}` with upstream's
+//! messages; page errors render the page again with the message. Internals go to the
+//! log, never to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Missing or invalid Authorization header.")]
+    MissingToken,
+    #[error("Invalid API token.")]
+    BadToken,
+    #[error("Unauthorized Access")]
+    BadBasic,
+    #[error("VM not found.")]
+    VmNotFound,
+    #[error("No VMs found.")]
+    NoVms,
+    #[error("Request body is larger than {0} bytes.")]
+    TooLarge(usize),
+    #[error("timeout")]
+    PollTimeout,
+    #[error("The allocator is shutting down; ask again shortly.")]
+    ShuttingDown,
+    /// A store failure, answered with the endpoint's generic message.
+    #[error("{message}")]
+    Store {
+        message: &'static str,
+        source: StoreError,
+    },
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(message.into())
+    }
+
+    /// Wraps a store error with the message this endpoint shows for it.
+    pub fn store(message: &'static str) -> impl FnOnce(StoreError) -> ApiError {
+        move |source| ApiError::Store { message, source }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MissingToken | ApiError::BadToken | ApiError::BadBasic => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::VmNotFound | ApiError::NoVms => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PollTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store { source, message } = &self {
+            tracing::error!(error = %source, "{message}");
+        }
+        let status = self.status();
+        match self {
+            // Flask-HTTPAuth's answer, which scripts written for upstream expect.
+            ApiError::BadBasic => (
+                status,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    "Basic realm=\"Authentication Required\"",
+                )],
+                "Unauthorized Access",
+            )
+                .into_response(),
+            other => (status, Json(json!({ "error": other.to_string() }))).into_response(),
+        }
+    }
+}

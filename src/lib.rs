@@ -1,0 +1,15 @@
+//! LabLink: a GPU workshop VM allocator (`lablink serve`) and the agent on each VM, in one
+//! executable.
+
+pub mod assets;
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod crd;
+pub mod error;
+pub mod logging;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod views;

@@ -1,0 +1,460 @@
+//! The VM record, its statuses and health, and every state change as a pure function.
+//!
+//! Nothing here touches the store or the clock: callers pass `now` in, which keeps the
+//! transitions easy to test and the store the only place that persists them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Longest value accepted in any free-text VM field (upstream used VARCHAR(1024)).
+pub const MAX_FIELD_LEN: usize = 1024;
+
+/// Longest hostname accepted (DNS limit).
+pub const MAX_HOSTNAME_LEN: usize = 253;
+
+/// Hostnames travel in URL paths and log lines: letters, digits, `.`, `_` and `-` only.
+pub fn validate_hostname(hostname: &str) -> Result<(), String> {
+    if hostname.is_empty() || hostname.len() > MAX_HOSTNAME_LEN {
+        return Err(format!(
+            "Hostname must be 1 to {MAX_HOSTNAME_LEN} characters long."
+        ));
+    }
+    if !hostname
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("Hostname may contain only letters, digits, '.', '_' and '-'.".into());
+    }
+    Ok(())
+}
+
+/// Lifecycle status as reported by the VM (or set by the allocator for `rebooting`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmStatus {
+    Initializing,
+    Running,
+    Error,
+    Rebooting,
+    Unknown,
+}
+
+impl VmStatus {
+    pub const ALL: [VmStatus; 5] = [
+        VmStatus::Initializing,
+        VmStatus::Running,
+        VmStatus::Error,
+        VmStatus::Rebooting,
+        VmStatus::Unknown,
+    ];
+
+    pub fn parse(value: &str) -> Option<VmStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmStatus::Initializing => "initializing",
+            VmStatus::Running => "running",
+            VmStatus::Error => "error",
+            VmStatus::Rebooting => "rebooting",
+            VmStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// Last GPU health report. Upstream accepts any string; the three known ones get names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    NotAvailable,
+    Other(String),
+}
+
+impl Health {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Unhealthy => "Unhealthy",
+            Health::NotAvailable => "N/A",
+            Health::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for Health {
+    fn from(value: String) -> Self {
+        match value.as_str() {
+            "Healthy" => Health::Healthy,
+            "Unhealthy" => Health::Unhealthy,
+            "N/A" => Health::NotAvailable,
+            _ => Health::Other(value),
+        }
+    }
+}
+
+impl From<Health> for String {
+    fn from(value: Health) -> Self {
+        value.as_str().to_owned()
+    }
+}
+
+/// A participant's hold on a VM. Only the validated Chrome Remote Desktop code is kept,
+/// never the text the participant pasted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub email: String,
+    pub crd_code: String,
+    pub pin: String,
+    pub assigned_at: DateTime<Utc>,
+}
+
+impl Assignment {
+    /// The command handed to the VM: the canonical Chrome Remote Desktop invocation with
+    /// only the validated code in it. Upstream 0.1.2 clients parse `--code` out of this.
+    pub fn crd_command(&self) -> String {
+        format!(
+            "DISPLAY= /opt/google/chrome-remote-desktop/start-host --code=\"{}\" \
+             --redirect-url=\"https://remotedesktop.google.com/_/oauthredirect\" --name=$(hostname)",
+            self.crd_code
+        )
+    }
+}
+
+/// One measured startup phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub terraform_apply: Phase,
+    pub cloud_init: Phase,
+    pub container: Phase,
+}
+
+impl Timings {
+    /// Sum of the three phase durations; a phase not measured counts as zero.
+    pub fn total_seconds(&self) -> f64 {
+        [&self.terraform_apply, &self.cloud_init, &self.container]
+            .iter()
+            .filter_map(|p| p.duration_seconds)
+            .sum()
+    }
+
+    pub fn any_measured(&self) -> bool {
+        [&self.terraform_apply, &self.cloud_init, &self.container]
+            .iter()
+            .any(|p| p.duration_seconds.is_some())
+    }
+}
+
+/// Startup timings a VM reports about itself (`POST /api/vm-metrics/<hostname>`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsReport {
+    pub cloud_init_start: Option<DateTime<Utc>>,
+    pub cloud_init_end: Option<DateTime<Utc>>,
+    pub cloud_init_duration_seconds: Option<f64>,
+    pub container_start: Option<DateTime<Utc>>,
+    pub container_end: Option<DateTime<Utc>>,
+    pub container_startup_duration_seconds: Option<f64>,
+}
+
+impl MetricsReport {
+    pub fn is_empty(&self) -> bool {
+        *self == MetricsReport::default()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Vm {
+    pub hostname: String,
+    pub status: Option<VmStatus>,
+    pub health: Option<Health>,
+    pub in_use: bool,
+    pub assignment: Option<Assignment>,
+    #[serde(default)]
+    pub timings: Timings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub reboot_count: u32,
+    #[serde(default)]
+    pub last_reboot_time: Option<DateTime<Utc>>,
+}
+
+/// Why a VM could not be assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotAvailable {
+    NotRunning,
+    AlreadyAssigned,
+    Unhealthy,
+}
+
+impl Vm {
+    /// A VM row as first created by a report from the VM (or a timing upsert).
+    pub fn new(hostname: &str, now: DateTime<Utc>) -> Vm {
+        Vm {
+            hostname: hostname.to_owned(),
+            status: None,
+            health: None,
+            in_use: false,
+            assignment: None,
+            timings: Timings::default(),
+            created_at: now,
+            updated_at: now,
+            reboot_count: 0,
+            last_reboot_time: None,
+        }
+    }
+
+    /// The one availability rule: running, unassigned, and not reporting an unhealthy GPU.
+    pub fn availability(&self) -> Result<(), NotAvailable> {
+        if self.status != Some(VmStatus::Running) {
+            Err(NotAvailable::NotRunning)
+        } else if self.assignment.is_some() {
+            Err(NotAvailable::AlreadyAssigned)
+        } else if self.health == Some(Health::Unhealthy) {
+            Err(NotAvailable::Unhealthy)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.availability().is_ok()
+    }
+
+    /// Ordering key for the deterministic pick: the number after the last `-vm-`
+    /// (or the trailing digits), then the name. Hosts without a number sort last.
+    pub fn pick_order(hostname: &str) -> u64 {
+        let digits: String = hostname
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        digits.parse().unwrap_or(u64::MAX)
+    }
+
+    /// Status report: the last writer wins (upstream does not enforce transitions).
+    pub fn with_status(mut self, status: VmStatus, now: DateTime<Utc>) -> Vm {
+        self.status = Some(status);
+        self.updated_at = now;
+        self
+    }
+
+    pub fn with_health(mut self, health: Health, now: DateTime<Utc>) -> Vm {
+        self.health = Some(health);
+        self.updated_at = now;
+        self
+    }
+
+    pub fn with_in_use(mut self, in_use: bool, now: DateTime<Utc>) -> Vm {
+        self.in_use = in_use;
+        self.updated_at = now;
+        self
+    }
+
+    /// Hands the VM to a participant. Refused unless the VM is available.
+    pub fn assign(mut self, assignment: Assignment) -> Result<Vm, NotAvailable> {
+        self.availability()?;
+        self.updated_at = assignment.assigned_at;
+        self.in_use = false;
+        self.assignment = Some(assignment);
+        Ok(self)
+    }
+
+    /// The participant came back with a fresh Chrome Remote Desktop code for the VM they
+    /// already hold (codes are single-use); the PIN stays the same.
+    pub fn with_rotated_code(mut self, crd_code: &str, now: DateTime<Utc>) -> Vm {
+        if let Some(a) = self.assignment.as_mut() {
+            a.crd_code = crd_code.to_owned();
+            self.updated_at = now;
+        }
+        self
+    }
+
+    /// Applies the fields present in a metrics report. An empty report changes nothing.
+    pub fn with_metrics(mut self, report: &MetricsReport, now: DateTime<Utc>) -> Vm {
+        if report.is_empty() {
+            return self;
+        }
+        let ci = &mut self.timings.cloud_init;
+        ci.start = report.cloud_init_start.or(ci.start);
+        ci.end = report.cloud_init_end.or(ci.end);
+        ci.duration_seconds = report.cloud_init_duration_seconds.or(ci.duration_seconds);
+        let c = &mut self.timings.container;
+        c.start = report.container_start.or(c.start);
+        c.end = report.container_end.or(c.end);
+        c.duration_seconds = report
+            .container_startup_duration_seconds
+            .or(c.duration_seconds);
+        self.updated_at = now;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).single().expect("valid time")
+    }
+
+    fn assignment(email: &str) -> Assignment {
+        Assignment {
+            email: email.into(),
+            crd_code: "4/0Abc".into(),
+            pin: "123987".into(),
+            assigned_at: t(10),
+        }
+    }
+
+    #[test]
+    fn a_new_vm_has_no_status_and_is_not_available() {
+        let vm = Vm::new("sleap-vm-1", t(0));
+        assert_eq!(vm.status, None);
+        assert_eq!(vm.availability(), Err(NotAvailable::NotRunning));
+    }
+
+    #[test]
+    fn status_parse_accepts_exactly_the_five_values() {
+        for s in VmStatus::ALL {
+            assert_eq!(VmStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(VmStatus::parse("Running"), None);
+        assert_eq!(VmStatus::parse("ready"), None);
+        assert_eq!(VmStatus::parse(""), None);
+    }
+
+    #[test]
+    fn running_unassigned_vm_is_available_until_assigned() {
+        let vm = Vm::new("vm-1", t(0)).with_status(VmStatus::Running, t(1));
+        assert!(vm.is_available());
+        let vm = vm.assign(assignment("a@example.org")).expect("available");
+        assert_eq!(vm.availability(), Err(NotAvailable::AlreadyAssigned));
+        assert_eq!(vm.updated_at, t(10));
+        assert!(!vm.in_use);
+    }
+
+    #[test]
+    fn assigning_an_unavailable_vm_is_refused_and_changes_nothing() {
+        let vm = Vm::new("vm-1", t(0)).with_status(VmStatus::Initializing, t(1));
+        assert_eq!(
+            vm.clone().assign(assignment("a@example.org")),
+            Err(NotAvailable::NotRunning)
+        );
+        let taken = vm
+            .with_status(VmStatus::Running, t(2))
+            .assign(assignment("a@example.org"))
+            .expect("available");
+        assert_eq!(
+            taken.assign(assignment("b@example.org")),
+            Err(NotAvailable::AlreadyAssigned)
+        );
+    }
+
+    #[test]
+    fn unhealthy_gpu_makes_a_running_vm_unavailable_and_recovery_restores_it() {
+        let vm = Vm::new("vm-1", t(0))
+            .with_status(VmStatus::Running, t(1))
+            .with_health(Health::Unhealthy, t(2));
+        assert_eq!(vm.availability(), Err(NotAvailable::Unhealthy));
+        let vm = vm.with_health(Health::Healthy, t(3));
+        assert!(vm.is_available());
+        let vm = vm.with_health(Health::NotAvailable, t(4));
+        assert!(vm.is_available(), "N/A (no GPU tooling) does not block");
+    }
+
+    #[test]
+    fn health_round_trips_through_its_string_form() {
+        for s in ["Healthy", "Unhealthy", "N/A", "Degraded"] {
+            let h = Health::from(s.to_owned());
+            assert_eq!(h.as_str(), s);
+            let json = serde_json::to_string(&h).expect("encode");
+            assert_eq!(json, format!("\"{s}\""));
+        }
+    }
+
+    #[test]
+    fn status_changes_keep_the_assignment() {
+        let vm = Vm::new("vm-1", t(0))
+            .with_status(VmStatus::Running, t(1))
+            .assign(assignment("a@example.org"))
+            .expect("available")
+            .with_status(VmStatus::Rebooting, t(20));
+        assert!(vm.assignment.is_some());
+        assert_eq!(vm.status, Some(VmStatus::Rebooting));
+    }
+
+    #[test]
+    fn rotating_the_code_keeps_the_pin() {
+        let vm = Vm::new("vm-1", t(0))
+            .with_status(VmStatus::Running, t(1))
+            .assign(assignment("a@example.org"))
+            .expect("available")
+            .with_rotated_code("4/0New", t(30));
+        let a = vm.assignment.expect("assigned");
+        assert_eq!(a.crd_code, "4/0New");
+        assert_eq!(a.pin, "123987");
+    }
+
+    #[test]
+    fn crd_command_contains_only_the_code() {
+        let cmd = assignment("a@example.org").crd_command();
+        assert!(cmd.contains("--code=\"4/0Abc\""));
+        assert!(cmd.starts_with("DISPLAY= /opt/google/chrome-remote-desktop/start-host"));
+    }
+
+    #[test]
+    fn hostnames_are_checked() {
+        assert!(validate_hostname("sleap-lablink-client-prod-vm-1").is_ok());
+        assert!(validate_hostname("host.example_1").is_ok());
+        for bad in ["", "a/b", "a b", "vm-1\n", "ä"] {
+            assert!(validate_hostname(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_hostname(&"a".repeat(254)).is_err());
+    }
+
+    #[test]
+    fn pick_order_uses_the_trailing_number() {
+        assert_eq!(Vm::pick_order("sleap-lablink-client-prod-vm-12"), 12);
+        assert_eq!(Vm::pick_order("vm-2"), 2);
+        assert_eq!(Vm::pick_order("workstation"), u64::MAX);
+        assert!(Vm::pick_order("vm-2") < Vm::pick_order("vm-10"));
+    }
+
+    #[test]
+    fn metrics_merge_and_total() {
+        let vm = Vm::new("vm-1", t(0));
+        let vm = vm.with_metrics(
+            &MetricsReport {
+                cloud_init_duration_seconds: Some(60.0),
+                cloud_init_start: Some(t(0)),
+                ..Default::default()
+            },
+            t(60),
+        );
+        let vm = vm.with_metrics(
+            &MetricsReport {
+                container_startup_duration_seconds: Some(30.5),
+                ..Default::default()
+            },
+            t(90),
+        );
+        assert_eq!(vm.timings.cloud_init.start, Some(t(0)));
+        assert_eq!(vm.timings.total_seconds(), 90.5);
+        let unchanged = vm.clone().with_metrics(&MetricsReport::default(), t(100));
+        assert_eq!(unchanged, vm);
+    }
+}

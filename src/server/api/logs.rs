@@ -1,0 +1,119 @@
+//! Log shipping from VMs (`POST /api/vm-logs`) and reading it back.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::model::validate_hostname;
+use crate::server::auth::{Agent, AgentOrAdmin};
+use crate::server::body::JsonBody;
+use crate::server::state::App;
+use crate::store::logs::{self, LogKind};
+use crate::store::vms;
+
+#[derive(Deserialize)]
+pub struct LogBatch {
+    log_group: Option<String>,
+    log_stream: Option<String>,
+    messages: Option<Vec<String>>,
+}
+
+/// Removes terminal escape sequences and keeps lines with something in them.
+fn clean(messages: Vec<String>) -> Vec<String> {
+    messages
+        .into_iter()
+        .map(|m| strip_ansi_escapes::strip_str(&m))
+        .filter(|m| !m.trim().is_empty())
+        .collect()
+}
+
+pub async fn post_logs(
+    State(app): State<App>,
+    _: Agent,
+    JsonBody(batch): JsonBody<LogBatch>,
+) -> Result<Json<Value>, ApiError> {
+    const MISSING: &str = "Log group, stream, and messages are required.";
+    let group = batch.log_group.filter(|g| !g.is_empty());
+    let host = batch.log_stream.filter(|s| !s.is_empty());
+    let messages = batch.messages.filter(|m| !m.is_empty());
+    let (Some(group), Some(host), Some(messages)) = (group, host, messages) else {
+        return Err(ApiError::bad_request(MISSING));
+    };
+    validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    let lines = clean(messages);
+    let kind = LogKind::from_log_group(&group);
+    let cap = app.config.server.log_cap_bytes;
+    let found = app
+        .store
+        .write(move |tx| {
+            if vms::exists(tx, &host)? {
+                logs::append(tx, &host, kind, &lines, cap)?;
+                Ok(Some(lines.len()))
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+        .map_err(ApiError::store("Failed to post VM logs."))?;
+    match found {
+        None => Err(ApiError::VmNotFound),
+        Some(0) => Ok(Json(json!({"message": "No log messages after filtering."}))),
+        Some(_) => Ok(Json(json!({"message": "VM logs posted successfully."}))),
+    }
+}
+
+pub async fn get_logs(
+    State(app): State<App>,
+    _: AgentOrAdmin,
+    Path(host): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    let lookup = host.clone();
+    let found = app
+        .store
+        .read(move |tx| {
+            if vms::get(tx, &lookup)?.is_none() {
+                return Ok(None);
+            }
+            let cloud_init = logs::read(tx, &lookup, LogKind::CloudInit)?;
+            let container = logs::read(tx, &lookup, LogKind::Container)?;
+            Ok(Some((cloud_init, container)))
+        })
+        .await
+        .map_err(ApiError::store("Failed to get VM logs."))?;
+    let (cloud_init, container) = found.ok_or(ApiError::VmNotFound)?;
+    let combined = match (&cloud_init, &container) {
+        (None, None) => None,
+        (a, b) => Some(
+            [a.as_deref(), b.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    };
+    Ok(Json(json!({
+        "hostname": host,
+        "cloud_init_logs": cloud_init,
+        "docker_logs": container,
+        "logs": combined,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaning_strips_colour_and_drops_blank_lines() {
+        let out = clean(vec![
+            "\u{1b}[32mok\u{1b}[0m done".into(),
+            "   ".into(),
+            "\u{1b}[1m\u{1b}[0m".into(),
+            "plain".into(),
+        ]);
+        assert_eq!(out, vec!["ok done".to_owned(), "plain".to_owned()]);
+    }
+}

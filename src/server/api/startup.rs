@@ -1,0 +1,63 @@
+//! `POST /vm_startup`: the agent's long-poll for its assignment.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use super::required_hostname;
+use crate::error::ApiError;
+use crate::server::auth::Agent;
+use crate::server::body::JsonBody;
+use crate::server::state::App;
+use crate::server::waiters::Wake;
+use crate::store::vms;
+
+#[derive(Deserialize)]
+pub struct StartupRequest {
+    hostname: Option<String>,
+}
+
+/// The 0.1.2 client reads exactly these keys; `status` is always "success" on a 200.
+#[derive(Serialize)]
+pub struct StartupAnswer {
+    status: &'static str,
+    pin: String,
+    command: String,
+}
+
+fn success(pin: String, command: String) -> Json<StartupAnswer> {
+    Json(StartupAnswer {
+        status: "success",
+        pin,
+        command,
+    })
+}
+
+/// Answers at once when the VM is assigned; otherwise parks until the claim wakes it, the
+/// hold time ends (408, the agent asks again), or the server shuts down (503).
+pub async fn vm_startup(
+    State(app): State<App>,
+    _: Agent,
+    JsonBody(req): JsonBody<StartupRequest>,
+) -> Result<Json<StartupAnswer>, ApiError> {
+    let host = required_hostname(req.hostname, "Hostname is required.")?;
+    let mut waiter = app.waiters.subscribe(&host);
+    let lookup = host.clone();
+    let vm = app
+        .store
+        .read(move |tx| vms::get(tx, &lookup))
+        .await
+        .map_err(ApiError::store("Failed to read the VM."))?
+        .ok_or(ApiError::VmNotFound)?;
+    if let Some(a) = vm.assignment {
+        return Ok(success(a.pin.clone(), a.crd_command()));
+    }
+    tokio::select! {
+        wake = waiter.wait() => match wake {
+            Wake::Assigned { pin, command } => Ok(success(pin, command)),
+            Wake::Deleted | Wake::Pending => Err(ApiError::VmNotFound),
+        },
+        () = tokio::time::sleep(app.long_poll()) => Err(ApiError::PollTimeout),
+        () = app.shutdown.cancelled() => Err(ApiError::ShuttingDown),
+    }
+}

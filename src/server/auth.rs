@@ -1,0 +1,168 @@
+//! Who may call what: agents with the bearer token, the admin with HTTP Basic.
+
+use std::path::Path;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
+use super::state::{App, write_private_file};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::store::{Store, StoreError, meta};
+
+/// Written when no admin password is configured: the generated one, for the operator.
+pub const GENERATED_PASSWORD_FILE: &str = "initial-admin-password";
+
+pub struct AdminCredentials {
+    pub user: String,
+    password_hash: String,
+}
+
+fn hash_password(password: &str) -> Result<String, StoreError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Unavailable(format!("cannot hash the admin password: {e}")))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+impl AdminCredentials {
+    /// The configured password wins and its hash is stored; with none configured, the
+    /// stored hash is used, and on the very first start a password is generated.
+    pub async fn load_or_create(
+        config: &Config,
+        store: &Store,
+        data_dir: &Path,
+    ) -> Result<AdminCredentials, StoreError> {
+        let stored = store.read(meta::admin_password_hash).await?;
+        let configured = config.app.admin_password.clone();
+        let password_hash = match (configured, stored) {
+            (Some(password), Some(hash)) if verify_blocking(&password, &hash).await => hash,
+            (Some(password), _) => store_new_hash(store, password).await?,
+            (None, Some(hash)) => hash,
+            (None, None) => {
+                let password = meta::random_secret();
+                let path = data_dir.join(GENERATED_PASSWORD_FILE);
+                write_private_file(&path, &password)?;
+                tracing::warn!(
+                    file = %path.display(),
+                    "no admin password configured; generated one and wrote it to this file \
+                     (set app.admin_password or LABLINK_APP_ADMIN_PASSWORD to choose your own)"
+                );
+                store_new_hash(store, password).await?
+            }
+        };
+        Ok(AdminCredentials {
+            user: config.app.admin_user.clone(),
+            password_hash,
+        })
+    }
+
+    /// Checks a Basic `user:password` pair (argon2, off the async threads).
+    pub async fn verify(&self, user: &str, password: &str) -> bool {
+        let user_ok: bool = user.as_bytes().ct_eq(self.user.as_bytes()).into();
+        let password_ok = verify_blocking(password, &self.password_hash).await;
+        user_ok && password_ok
+    }
+}
+
+async fn verify_blocking(password: &str, hash: &str) -> bool {
+    let (password, hash) = (password.to_owned(), hash.to_owned());
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+async fn store_new_hash(store: &Store, password: String) -> Result<String, StoreError> {
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    let saved = hash.clone();
+    store
+        .write(move |tx| meta::set_admin_password_hash(tx, &saved))
+        .await?;
+    Ok(hash)
+}
+
+fn authorization(parts: &Parts) -> Option<&str> {
+    parts.headers.get(AUTHORIZATION)?.to_str().ok()
+}
+
+fn check_bearer(app: &App, header: Option<&str>) -> Result<(), ApiError> {
+    // Upstream matches the scheme case-sensitively and takes the rest verbatim.
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or(ApiError::MissingToken)?;
+    if bool::from(token.as_bytes().ct_eq(app.api_token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::BadToken)
+    }
+}
+
+async fn check_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
+    let encoded = header
+        .and_then(|h| h.strip_prefix("Basic "))
+        .ok_or(ApiError::BadBasic)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(ApiError::BadBasic)?;
+    let (user, password) = decoded.split_once(':').ok_or(ApiError::BadBasic)?;
+    if app.admin.verify(user, password).await {
+        Ok(())
+    } else {
+        Err(ApiError::BadBasic)
+    }
+}
+
+/// A VM agent, authenticated by the bearer token.
+pub struct Agent;
+
+impl FromRequestParts<App> for Agent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        check_bearer(app, authorization(parts)).map(|_| Agent)
+    }
+}
+
+/// A VM agent or the admin: a `Bearer` header is checked first, with no fallback.
+pub struct AgentOrAdmin;
+
+impl FromRequestParts<App> for AgentOrAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let header = authorization(parts);
+        if header.is_some_and(|h| h.starts_with("Bearer ")) {
+            check_bearer(app, header).map(|_| AgentOrAdmin)
+        } else {
+            check_basic(app, header).await.map(|_| AgentOrAdmin)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2_hashes_verify_only_the_right_password() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("correct horse ", &hash));
+    }
+}

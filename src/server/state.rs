@@ -1,0 +1,81 @@
+//! What every handler shares.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::auth::AdminCredentials;
+use super::waiters::Waiters;
+use crate::config::Config;
+use crate::store::{Store, StoreError, meta};
+
+/// Written next to the store at every start so operators (and `lablink token`) can read
+/// the agents' token while the allocator holds the store.
+pub const TOKEN_FILE: &str = "api-token";
+
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+pub struct AppInner {
+    pub config: Config,
+    pub store: Store,
+    pub waiters: Arc<Waiters>,
+    pub api_token: String,
+    pub admin: AdminCredentials,
+    /// Cancelled when the server starts shutting down: parked long-polls answer at once.
+    pub shutdown: CancellationToken,
+    pub started_at: Instant,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.inner
+    }
+}
+
+impl App {
+    /// Loads (or creates) the agent token and the admin credentials.
+    pub async fn start(config: Config, store: Store) -> Result<App, StoreError> {
+        let api_token = store.write(meta::api_token_or_create).await?;
+        let data_dir = config.data_dir();
+        write_private_file(&data_dir.join(TOKEN_FILE), &api_token)?;
+        let admin = AdminCredentials::load_or_create(&config, &store, &data_dir).await?;
+        Ok(App {
+            inner: Arc::new(AppInner {
+                config,
+                store,
+                waiters: Arc::new(Waiters::default()),
+                api_token,
+                admin,
+                shutdown: CancellationToken::new(),
+                started_at: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn long_poll(&self) -> Duration {
+        self.config.long_poll()
+    }
+}
+
+/// Writes a secret readable by the owner only.
+pub fn write_private_file(path: &Path, contents: &str) -> Result<(), StoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)?;
+    file.write_all(b"\n").map_err(fail)?;
+    file.sync_all().map_err(fail)
+}

@@ -1,0 +1,53 @@
+//! Schema version and the ordered migrations that bring an older store up to date.
+
+use redb::{ReadableTable, TableHandle, WriteTransaction};
+
+use super::tables::{FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, VM_BY_EMAIL, VMS};
+use super::{StoreError, codec};
+
+/// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const VERSION_KEY: &str = "schema_version";
+
+type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// `MIGRATIONS[n]` takes a store from version n to n + 1. Version 0 is an empty file.
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_tables_v1];
+
+fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(META)?;
+    tx.open_table(VMS)?;
+    tx.open_table(FREE_VMS)?;
+    tx.open_table(VM_BY_EMAIL)?;
+    tx.open_table(LOG_HEADS)?;
+    tx.open_table(LOG_CHUNKS)?;
+    Ok(())
+}
+
+/// Reads the recorded version, refuses a newer one, and applies what is missing in one
+/// transaction (a failed migration leaves the file as it was).
+pub fn run(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let found = read_version(tx)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for step in &MIGRATIONS[found as usize..] {
+        step(tx)?;
+    }
+    let mut meta = tx.open_table(META)?;
+    meta.insert(VERSION_KEY, codec::encode(&SCHEMA_VERSION).as_slice())?;
+    Ok(found)
+}
+
+fn read_version(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let meta = tx.open_table(META)?;
+    let version = match meta.get(VERSION_KEY)? {
+        Some(v) => codec::decode(META.name(), VERSION_KEY, v.value())?,
+        None => 0,
+    };
+    Ok(version)
+}

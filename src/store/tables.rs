@@ -1,0 +1,25 @@
+//! Every table of the store, in one place. Names carry a version suffix: a change of key or
+//! value layout gets a new name and a migration in `migrate.rs`.
+
+use redb::TableDefinition;
+
+/// Store-wide values: `schema_version`, `api_token`, `admin_password_hash`.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+
+/// hostname → encoded `model::Vm`.
+pub const VMS: TableDefinition<&str, &[u8]> = TableDefinition::new("vms_v1");
+
+/// (pick order, hostname) → () for every VM that is available right now. Maintained in the
+/// same transaction as every VM write, so the claim reads its first entry instead of
+/// scanning the pool.
+pub const FREE_VMS: TableDefinition<(u64, &str), ()> = TableDefinition::new("free_vms_v1");
+
+/// participant e-mail (normalised) → hostname of the VM they hold.
+pub const VM_BY_EMAIL: TableDefinition<&str, &str> = TableDefinition::new("vm_by_email_v1");
+
+/// (hostname, log kind) → encoded `logs::LogHead`.
+pub const LOG_HEADS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("log_heads_v1");
+
+/// (hostname, log kind, sequence) → one shipped batch of lines, each ending in '\n'.
+pub const LOG_CHUNKS: TableDefinition<(&str, u8, u64), &[u8]> =
+    TableDefinition::new("log_chunks_v1");

@@ -1,0 +1,174 @@
+//! The VM aggregate: records, the free-VM index and the e-mail index, always changed
+//! together in one transaction.
+
+use chrono::{DateTime, Utc};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableHandle, WriteTransaction};
+
+use super::tables::{FREE_VMS, VM_BY_EMAIL, VMS};
+use super::{StoreError, codec};
+use crate::model::{Assignment, Vm, VmStatus};
+
+fn decode_vm(host: &str, bytes: &[u8]) -> Result<Vm, StoreError> {
+    codec::decode(VMS.name(), host, bytes)
+}
+
+fn load(table: &impl ReadableTable<&'static str, &'static [u8]>, host: &str) -> Result<Option<Vm>, StoreError> {
+    match table.get(host)? {
+        Some(bytes) => Ok(Some(decode_vm(host, bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes `after` and keeps the free index in step with it.
+fn save(
+    vms: &mut Table<&'static str, &'static [u8]>,
+    free: &mut Table<(u64, &'static str), ()>,
+    before: Option<&Vm>,
+    after: &Vm,
+) -> Result<(), StoreError> {
+    let order = Vm::pick_order(&after.hostname);
+    let was_free = before.is_some_and(Vm::is_available);
+    if was_free && !after.is_available() {
+        free.remove((order, after.hostname.as_str()))?;
+    } else if !was_free && after.is_available() {
+        free.insert((order, after.hostname.as_str()), ())?;
+    }
+    vms.insert(after.hostname.as_str(), codec::encode(after).as_slice())?;
+    Ok(())
+}
+
+pub fn get(tx: &ReadTransaction, host: &str) -> Result<Option<Vm>, StoreError> {
+    load(&tx.open_table(VMS)?, host)
+}
+
+/// All VMs in pick order (lowest VM number first).
+pub fn list(tx: &ReadTransaction) -> Result<Vec<Vm>, StoreError> {
+    let table = tx.open_table(VMS)?;
+    let mut vms = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        vms.push(decode_vm(k.value(), v.value())?);
+    }
+    vms.sort_by(|a, b| {
+        (Vm::pick_order(&a.hostname), &a.hostname).cmp(&(Vm::pick_order(&b.hostname), &b.hostname))
+    });
+    Ok(vms)
+}
+
+pub fn count_free(tx: &ReadTransaction) -> Result<u64, StoreError> {
+    Ok(tx.open_table(FREE_VMS)?.len()?)
+}
+
+/// A status report. Creates the VM on first contact (upstream user_data relies on it).
+/// `status` is `None` for a value outside the five known ones: the row is still created,
+/// the status left as it was.
+pub fn report_status(
+    tx: &WriteTransaction,
+    host: &str,
+    status: Option<VmStatus>,
+    now: DateTime<Utc>,
+) -> Result<Vm, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let before = load(&vms, host)?;
+    let base = before.clone().unwrap_or_else(|| Vm::new(host, now));
+    let after = match status {
+        Some(s) => base.with_status(s, now),
+        None => base,
+    };
+    if before.as_ref() != Some(&after) {
+        save(&mut vms, &mut free, before.as_ref(), &after)?;
+    }
+    Ok(after)
+}
+
+/// Applies `change` to an existing VM; `Ok(None)` when there is no such VM.
+pub fn update(
+    tx: &WriteTransaction,
+    host: &str,
+    change: impl FnOnce(Vm) -> Vm,
+) -> Result<Option<Vm>, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let Some(before) = load(&vms, host)? else {
+        return Ok(None);
+    };
+    let after = change(before.clone());
+    if after != before {
+        save(&mut vms, &mut free, Some(&before), &after)?;
+    }
+    Ok(Some(after))
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClaimOutcome {
+    /// A free VM was handed to this participant.
+    Assigned(Vm),
+    /// The participant already holds this VM; `rotated` when their new code replaced the old.
+    Rejoined { vm: Vm, rotated: bool },
+    NoneFree,
+}
+
+/// Picks the first free VM and assigns it, or returns the one this e-mail already holds —
+/// read and write in the same transaction, so no VM is ever handed out twice.
+pub fn claim(
+    tx: &WriteTransaction,
+    email: &str,
+    crd_code: &str,
+    pin: &str,
+    now: DateTime<Utc>,
+) -> Result<ClaimOutcome, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let mut by_email = tx.open_table(VM_BY_EMAIL)?;
+
+    let held = by_email.get(email)?.map(|h| h.value().to_owned());
+    if let Some(host) = held {
+        if let Some(vm) = load(&vms, &host)?
+            && vm.assignment.as_ref().is_some_and(|a| a.email == email)
+        {
+            let rotated = vm.assignment.as_ref().is_some_and(|a| a.crd_code != crd_code);
+            if !rotated {
+                return Ok(ClaimOutcome::Rejoined { vm, rotated });
+            }
+            let after = vm.clone().with_rotated_code(crd_code, now);
+            save(&mut vms, &mut free, Some(&vm), &after)?;
+            return Ok(ClaimOutcome::Rejoined { vm: after, rotated });
+        }
+        // The VM this e-mail held is gone or was released: they may claim a new one.
+        by_email.remove(email)?;
+    }
+
+    // Entries are only ever free VMs; one that is not (an index out of step after a crash
+    // in an older version) is dropped and the next one tried.
+    loop {
+        let first = free.first()?.map(|(k, _)| {
+            let (order, host) = k.value();
+            (order, host.to_owned())
+        });
+        let Some((order, host)) = first else {
+            return Ok(ClaimOutcome::NoneFree);
+        };
+        let assignment = Assignment {
+            email: email.to_owned(),
+            crd_code: crd_code.to_owned(),
+            pin: pin.to_owned(),
+            assigned_at: now,
+        };
+        match load(&vms, &host)?.map(|vm| (vm.clone(), vm.assign(assignment))) {
+            Some((before, Ok(after))) => {
+                save(&mut vms, &mut free, Some(&before), &after)?;
+                by_email.insert(email, host.as_str())?;
+                return Ok(ClaimOutcome::Assigned(after));
+            }
+            _ => {
+                tracing::warn!(host, "free-VM index entry was stale; dropped");
+                free.remove((order, host.as_str()))?;
+            }
+        }
+    }
+}
+
+pub fn exists(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
+    Ok(tx.open_table(VMS)?.get(host)?.is_some())
+}

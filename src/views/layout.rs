@@ -1,0 +1,23 @@
+use maud::{DOCTYPE, Markup, html};
+
+/// The page shell every page shares. Scripts are optional: pages work without them.
+pub fn page(title: &str, scripts: &[&str], body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · LabLink" }
+                link rel="stylesheet" href="/assets/app.css";
+                @for src in scripts {
+                    script src=(src) defer {}
+                }
+            }
+            body {
+                header.top { a.brand href="/" { "LabLink" } }
+                main { (body) }
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Server-rendered HTML (maud).
+
+pub mod layout;
+pub mod participant;
