@@ -27,6 +27,8 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure a release build: claims/s, long-polls, wake latency, memory, start time.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,5 +71,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token { data_dir } => commands::token::run(&data_dir),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }

@@ -2,6 +2,7 @@
 //! executable.
 
 pub mod assets;
+pub mod bench;
 
 pub mod cli;
 pub mod commands;

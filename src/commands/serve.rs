@@ -52,6 +52,10 @@ pub fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config, Vec
 
 pub fn run(args: ServeArgs) -> ExitCode {
     logging::init(args.log_format);
+    // Every parked agent holds a socket; the soft limit is often far below the hard one.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
     let env: Vec<(String, String)> = std::env::vars().collect();
     let config = match resolve(&args, &env) {
         Ok(c) => c,

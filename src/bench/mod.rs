@@ -1,0 +1,362 @@
+//! `lablink bench`: starts `lablink serve` as a child process (the same executable, so run
+//! it from a release build) in a scratch data directory on loopback and prints figures:
+//! start to first answer, idle RSS, `GET /api/health` requests/s, durable claims/s with
+//! latency percentiles, claim→wake latency, and the RSS cost of parked long-polls.
+//! Nothing here asserts a threshold: it measures.
+
+mod client;
+mod longpoll;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use hyper::{Method, StatusCode};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use client::{Budget, Conn, Samples, run_load};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Concurrent clients for the throughput phases.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds each throughput phase runs.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Free VMs registered before the claim phase (the phase stops when they are gone).
+    #[arg(long, default_value_t = 200_000)]
+    pub pool: u64,
+    /// Long-polls parked at once for the memory measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub parked: u64,
+    /// Claims whose wake-up latency is measured.
+    #[arg(long, default_value_t = 200)]
+    pub wakes: u64,
+    /// The lablink executable to start (default: this one).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return crate::commands::fail(e),
+    };
+    match runtime.block_on(bench(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => crate::commands::fail(format!("bench: {e}")),
+    }
+}
+
+struct Server {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    token: String,
+}
+
+async fn start_server(exe: &Path, dir: &Path) -> Result<(Server, Duration), String> {
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("LABLINK_APP_ADMIN_PASSWORD", "bench-only-password")
+        .env("LABLINK_SERVER_LONG_POLL_SECONDS", "600")
+        .env("LABLINK_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let pid = child.id().ok_or("server exited at once")?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("url=http://").nth(1) {
+                return rest.split('/').next().and_then(|a| a.parse::<SocketAddr>().ok());
+            }
+            eprintln!("server: {line}");
+        }
+        None
+    })
+    .await
+    .map_err(|_| "server did not report its address within 20 s")?
+    .ok_or("server exited before it was ready")?;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    let first_answer = wait_healthy(addr).await?;
+    let startup = first_answer.duration_since(started);
+    let token = std::fs::read_to_string(dir.join(crate::server::state::TOKEN_FILE))
+        .map_err(|e| format!("token file: {e}"))?
+        .trim()
+        .to_owned();
+    Ok((
+        Server {
+            child,
+            pid,
+            addr,
+            token,
+        },
+        startup,
+    ))
+}
+
+async fn wait_healthy(addr: SocketAddr) -> Result<Instant, String> {
+    for _ in 0..5000 {
+        if let Ok(mut c) = Conn::open(addr).await
+            && let Ok(s) = c.send(Method::GET, "/api/health", &[], Bytes::new()).await
+            && s == StatusCode::OK
+        {
+            return Ok(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Err("server never answered /api/health".into())
+}
+
+/// (VmRSS, VmHWM) of a process in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn status_json(host: &str, status: &str) -> Bytes {
+    Bytes::from(format!("{{\"hostname\":\"{host}\",\"status\":\"{status}\"}}"))
+}
+
+/// Registers `count` VMs named `{prefix}-vm-{n}` (n from 1) with `status`.
+async fn register(server: &Server, prefix: &'static str, count: u64, status: &'static str, clients: usize) -> Result<(), String> {
+    let auth = format!("Bearer {}", server.token);
+    let s = run_load(
+        server.addr,
+        clients,
+        Budget { count: Some(count), deadline: None },
+        StatusCode::CONFLICT,
+        move |i| {
+            (
+                Method::POST,
+                "/api/vm-status".into(),
+                vec![("authorization", auth.clone()), ("content-type", "application/json".into())],
+                status_json(&format!("{prefix}-vm-{}", i + 1), status),
+            )
+        },
+    )
+    .await;
+    if s.ok != count {
+        return Err(format!("registered {} of {count} VMs ({} errors)", s.ok, s.errors));
+    }
+    Ok(())
+}
+
+fn claim_body(n: u64) -> Bytes {
+    Bytes::from(format!(
+        "email=participant-{n}%40example.org&crd_command=DISPLAY%3D+start-host+--code%3D%224%2F0Abench{n}%22"
+    ))
+}
+
+fn print_phase(name: &str, s: &mut Samples, secs: f64) -> f64 {
+    let rate = (s.ok + s.refused) as f64 / secs;
+    println!(
+        "{name:<28} {rate:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ok {}  refused {}  errors {}",
+        s.quantile_ms(0.5),
+        s.quantile_ms(0.99),
+        s.ok,
+        s.refused,
+        s.errors
+    );
+    rate
+}
+
+async fn bench(args: BenchArgs) -> Result<(), String> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let exe = match &args.server {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|e| e.to_string())?,
+    };
+    let dir = std::env::temp_dir().join(format!("lablink-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = phases(&args, &exe, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> {
+    println!("lablink bench: {} clients, {} s phases, server {}", args.clients, args.seconds, exe.display());
+    let (mut server, startup) = start_server(exe, dir).await?;
+    println!("{:<28} {:>10.1} ms", "start to first answer", startup.as_secs_f64() * 1000.0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!("{:<28} {:>10.1} MiB", "idle RSS", rss_mib(server.pid).0);
+
+    let phase = Duration::from_secs(args.seconds);
+    let t = Instant::now();
+    let mut health = run_load(
+        server.addr,
+        args.clients,
+        Budget { count: None, deadline: Some(Instant::now() + phase) },
+        StatusCode::SERVICE_UNAVAILABLE,
+        |_| (Method::GET, "/api/health".into(), vec![], Bytes::new()),
+    )
+    .await;
+    let health_rate = print_phase("GET /api/health", &mut health, t.elapsed().as_secs_f64());
+
+    wake_latency(&server, args).await?;
+    parked_cost(&server, args).await?;
+
+    let t = Instant::now();
+    register(&server, "pool", args.pool, "running", args.clients).await?;
+    let reg_secs = t.elapsed().as_secs_f64();
+    println!(
+        "{:<28} {:>10.0} req/s   ({} VMs in {:.1} s)",
+        "register VMs (status POST)",
+        args.pool as f64 / reg_secs,
+        args.pool,
+        reg_secs
+    );
+
+    let t = Instant::now();
+    let mut claims = run_load(
+        server.addr,
+        args.clients,
+        Budget { count: Some(args.pool), deadline: Some(Instant::now() + phase) },
+        StatusCode::SERVICE_UNAVAILABLE,
+        |n| {
+            (
+                Method::POST,
+                "/api/request_vm".into(),
+                vec![("content-type", "application/x-www-form-urlencoded".into())],
+                claim_body(n),
+            )
+        },
+    )
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    let claim_rate = print_phase("POST /api/request_vm", &mut claims, secs);
+    println!(
+        "{:<28} {:>10.0} claims/s durable   = {:.3} × health req/s",
+        "claims",
+        claims.ok as f64 / secs,
+        claim_rate / health_rate
+    );
+
+    let (rss, hwm) = rss_mib(server.pid);
+    println!("{:<28} {:>10.1} MiB   (peak {:.1} MiB)", "RSS after load", rss, hwm);
+
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|e| e.to_string())?;
+    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .map_err(|_| "server did not exit within 10 s of SIGTERM")?
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{:<28} {:>10.1} ms   ({status})",
+        "SIGTERM to exit",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
+/// Parks a long-poll on each of `wakes` VMs, then claims them one at a time and measures
+/// from sending the claim to the agent's socket receiving its assignment.
+async fn wake_latency(server: &Server, args: &BenchArgs) -> Result<(), String> {
+    register(server, "wake", args.wakes, "running", 8).await?;
+    let mut pollers = Vec::new();
+    for n in 1..=args.wakes {
+        let stream = longpoll::park(server.addr, &server.token, &format!("wake-vm-{n}"))
+            .await
+            .map_err(|e| format!("park: {e}"))?;
+        pollers.push(tokio::spawn(longpoll::answer(stream)));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = Conn::open(server.addr).await.map_err(|e| e.to_string())?;
+    let mut sent = Vec::new();
+    for n in 0..args.wakes {
+        sent.push(Instant::now());
+        let status = conn
+            .send(
+                Method::POST,
+                "/api/request_vm",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                claim_body(u64::MAX - n),
+            )
+            .await?;
+        if status != StatusCode::OK {
+            return Err(format!("wake claim answered {status}"));
+        }
+    }
+    let mut samples = Samples::default();
+    // The pick order is the VM number, so claim n went to wake-vm-(n+1).
+    for (poller, sent_at) in pollers.into_iter().zip(sent) {
+        match tokio::time::timeout(Duration::from_secs(10), poller).await {
+            Ok(Ok(Ok((200, at)))) => {
+                samples.ok += 1;
+                samples.micros.push(at.saturating_duration_since(sent_at).as_micros() as u32);
+            }
+            _ => samples.errors += 1,
+        }
+    }
+    println!(
+        "{:<28} p50 {:>6.2} ms   p99 {:>6.2} ms   woken {} of {}",
+        "claim → agent wake",
+        samples.quantile_ms(0.5),
+        samples.quantile_ms(0.99),
+        samples.ok,
+        args.wakes
+    );
+    Ok(())
+}
+
+/// Parks `parked` long-polls at once and reports the server's RSS growth per request.
+async fn parked_cost(server: &Server, args: &BenchArgs) -> Result<(), String> {
+    register(server, "park", args.parked, "initializing", args.clients).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_mib(server.pid).0;
+    let mut streams = Vec::with_capacity(args.parked as usize);
+    let mut failed = 0u64;
+    for n in 1..=args.parked {
+        match longpoll::park(server.addr, &server.token, &format!("park-vm-{n}")).await {
+            Ok(s) => streams.push(s),
+            Err(_) => failed += 1,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_mib(server.pid).0;
+    let mut still_parked = 0u64;
+    let mut buf = [0u8; 1];
+    for s in &streams {
+        if matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+            still_parked += 1;
+        }
+    }
+    let per = (after - before) * 1024.0 / streams.len().max(1) as f64;
+    println!(
+        "{:<28} {:>10} parked   RSS {before:.1} → {after:.1} MiB   {per:.1} KiB each   (failed to park {failed})",
+        "parked long-polls", still_parked
+    );
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! A real allocator on 127.0.0.1 with its own data directory, and the requests tests send it.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lablink::config::Config;
+use lablink::server::App;
+use lablink::store::Store;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "test-admin-pw";
+/// Hold time of `/vm_startup` unless a test sets its own: short, so a poll that parks by
+/// mistake ends quickly.
+pub const DEFAULT_LONG_POLL_SECONDS: u64 = 5;
+/// Upper bound on any single request of the suite.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The command Google shows for "Debian Linux", with `code` as its `--code`.
+pub fn crd_command(code: &str) -> String {
+    format!(
+        "DISPLAY= /opt/google/chrome-remote-desktop/start-host --code=\"{code}\" \
+         --redirect-url=\"https://remotedesktop.google.com/_/oauthredirect\" --name=$(hostname)"
+    )
+}
+
+/// Runs `fut`, failing the test when it takes longer than `secs`.
+pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no result within {secs} s"))
+}
+
+/// Polls `check` every 10 ms until it is true; fails the test after `secs`.
+pub async fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still not true after {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client that never goes through a proxy and never waits forever.
+pub fn client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("reqwest client")
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.data_dir = dir.display().to_string();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.server.long_poll_seconds = DEFAULT_LONG_POLL_SECONDS;
+    cfg.app.admin_password = Some(ADMIN_PASSWORD.into());
+    cfg
+}
+
+/// The status code and body of an answer, read as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub text: String,
+}
+
+impl Answer {
+    pub async fn read(response: Response) -> Answer {
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.expect("response body");
+        Answer {
+            status,
+            content_type,
+            text,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "expected JSON, got {:?} ({}): {}",
+            self.content_type,
+            self.status,
+            self.text
+        );
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// Asserts the status and returns the JSON body.
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self.json()
+    }
+
+    /// Asserts the status and the exact `{"error": message}` body.
+    pub fn expect_error(&self, status: u16, message: &str) {
+        let body = self.expect(status);
+        assert_eq!(body, json!({ "error": message }), "body of the {status}");
+    }
+}
+
+/// The outcome of a participant's claim.
+#[derive(Debug)]
+pub struct Claimed {
+    pub status: StatusCode,
+    pub html: String,
+}
+
+impl Claimed {
+    /// Text of the element with this id (`hostname`, `pin`, `free-count`).
+    pub fn field(&self, id: &str) -> Option<String> {
+        html_field(&self.html, id)
+    }
+
+    pub fn hostname(&self) -> String {
+        self.field("hostname")
+            .unwrap_or_else(|| panic!("no hostname in the page ({}): {}", self.status, self.html))
+    }
+
+    pub fn pin(&self) -> String {
+        let pin = self
+            .field("pin")
+            .unwrap_or_else(|| panic!("no PIN in the page ({}): {}", self.status, self.html));
+        assert!(
+            pin.len() == 6 && pin.bytes().all(|b| b.is_ascii_digit()),
+            "PIN is not 6 digits: {pin:?}"
+        );
+        pin
+    }
+}
+
+/// The text inside `<tag id="ID">…</tag>` of a rendered page.
+pub fn html_field(html: &str, id: &str) -> Option<String> {
+    let marker = format!("id=\"{id}\"");
+    let at = html.find(&marker)?;
+    let rest = &html[at + marker.len()..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].to_owned())
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub app: App,
+    pub client: Client,
+    pub dir: PathBuf,
+    tempdir: Option<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server on a fresh data directory with the default test configuration.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server on a fresh data directory; `tune` adjusts the test configuration.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let mut server = TestServer::start_in(tempdir.path(), tune).await;
+        server.tempdir = Some(tempdir);
+        server
+    }
+
+    /// A server on `dir`, which the caller keeps (so a later server can reopen it).
+    pub async fn start_in(dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let mut cfg = test_config(dir);
+        tune(&mut cfg);
+        cfg.server.data_dir = dir.display().to_string();
+        let store = Store::open(dir).expect("open the store");
+        let app = App::start(cfg, store).await.expect("start the app");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(lablink::server::serve(listener, app.clone(), shutdown));
+        TestServer {
+            base: format!("http://{addr}"),
+            app,
+            client: client(),
+            dir: dir.to_path_buf(),
+            tempdir: None,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops this server and starts a new one on the same data directory.
+    pub async fn restart(mut self, tune: impl FnOnce(&mut Config)) -> TestServer {
+        self.stop().await;
+        let tempdir = self.tempdir.take();
+        let mut next = TestServer::start_in(&self.dir, tune).await;
+        next.tempdir = tempdir;
+        next
+    }
+
+    /// Triggers shutdown and waits for `serve` to return (the store is closed then).
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            within(10, "serve() after shutdown", task)
+                .await
+                .expect("serve task panicked")
+                .expect("serve returned an error");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn token(&self) -> &str {
+        &self.app.api_token
+    }
+
+    /// POST a JSON body with `Authorization: Bearer <token>` when a token is given.
+    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Answer {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Answer::read(req.send().await.expect("POST")).await
+    }
+
+    /// POST a JSON body as the agent (with the right token).
+    pub async fn agent_post(&self, path: &str, body: &Value) -> Answer {
+        self.post_json(path, body, Some(self.token())).await
+    }
+
+    /// POST raw bytes with the given content type, as the agent.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        let req = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(self.token())
+            .header(CONTENT_TYPE, content_type)
+            .body(body);
+        Answer::read(req.send().await.expect("POST")).await
+    }
+
+    /// GET with the given authorization.
+    pub async fn get(&self, path: &str, auth: Auth<'_>) -> Answer {
+        let req = auth.apply(self.client.get(self.url(path)));
+        Answer::read(req.send().await.expect("GET")).await
+    }
+
+    /// GET as the agent.
+    pub async fn agent_get(&self, path: &str) -> Answer {
+        self.get(path, Auth::Bearer(self.token())).await
+    }
+
+    /// A participant submits the form.
+    pub async fn claim(&self, email: &str, command: &str) -> Claimed {
+        claim_with(&self.client, &self.base, email, command).await
+    }
+
+    /// The VM reports `running` (the first report creates it).
+    pub async fn register_running(&self, host: &str) {
+        self.report_status(host, "running").await;
+    }
+
+    pub async fn report_status(&self, host: &str, status: &str) {
+        let a = self
+            .agent_post("/api/vm-status", &json!({"hostname": host, "status": status}))
+            .await;
+        assert_eq!(
+            a.expect(200),
+            json!({"message": "VM status updated successfully."})
+        );
+    }
+
+    /// `vm-1` … `vm-N`, all running, registered concurrently.
+    pub async fn register_many(&self, n: usize) -> Vec<String> {
+        let hosts: Vec<String> = (1..=n).map(|i| format!("vm-{i}")).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for host in &hosts {
+            let (c, url, token, host) = (
+                self.client.clone(),
+                self.url("/api/vm-status"),
+                self.token().to_owned(),
+                host.clone(),
+            );
+            set.spawn(async move {
+                c.post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"hostname": host, "status": "running"}))
+                    .send()
+                    .await
+                    .expect("POST /api/vm-status")
+                    .status()
+            });
+        }
+        while let Some(status) = set.join_next().await {
+            assert_eq!(status.expect("task"), StatusCode::OK);
+        }
+        hosts
+    }
+
+    /// `/api/unassigned_vms_count`.
+    pub async fn free_count(&self) -> u64 {
+        let body = self
+            .get("/api/unassigned_vms_count", Auth::None)
+            .await
+            .expect(200);
+        body["count"].as_u64().expect("count is a number")
+    }
+
+    /// `/vm_startup` as the agent of `host`.
+    pub async fn vm_startup(&self, host: &str) -> Answer {
+        self.agent_post("/vm_startup", &json!({ "hostname": host }))
+            .await
+    }
+
+    /// The VM as stored.
+    pub async fn stored_vm(&self, host: &str) -> Option<lablink::model::Vm> {
+        let host = host.to_owned();
+        self.app
+            .store
+            .read(move |tx| lablink::store::vms::get(tx, &host))
+            .await
+            .expect("store read")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A claim through any client (the concurrency test shares one among many tasks).
+pub async fn claim_with(client: &Client, base: &str, email: &str, command: &str) -> Claimed {
+    let response = client
+        .post(format!("{base}/api/request_vm"))
+        .form(&[("email", email), ("crd_command", command)])
+        .send()
+        .await
+        .expect("POST /api/request_vm");
+    let status = response.status();
+    let html = response.text().await.expect("page");
+    Claimed { status, html }
+}
+
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Basic(&'a str, &'a str),
+    /// The whole Authorization header, verbatim.
+    Raw(&'a str),
+}
+
+impl Auth<'_> {
+    pub fn admin() -> Auth<'static> {
+        Auth::Basic(ADMIN_USER, ADMIN_PASSWORD)
+    }
+
+    fn apply(self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::Raw(h) => req.header(reqwest::header::AUTHORIZATION, h),
+        }
+    }
+}
+
+/// Runs the real `lablink` binary with a clean environment; fails the test after `secs`.
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)], secs: u64) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"));
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    within(secs, &format!("lablink {}", args.join(" ")), cmd.output())
+        .await
+        .expect("run lablink")
+}

@@ -1,0 +1,180 @@
+//! The store across restarts, its lock against a second process, and schema versions.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use lablink::store::{Store, StoreError};
+
+use crate::helpers::{ADMIN_PASSWORD, Auth, TestServer, crd_command, run_binary, within};
+
+#[tokio::test]
+async fn a_restart_keeps_data_and_token() {
+    let s = TestServer::start().await;
+    let s = within(30, "first run", async {
+        s.register_many(3).await;
+        let c = s.claim("ada@example.org", &crd_command("4/0Persist")).await;
+        assert_eq!(c.status, StatusCode::OK);
+        s.agent_post(
+            "/api/vm-logs",
+            &json!({"log_group": "g", "log_stream": "vm-1", "messages": ["kept across restarts"]}),
+        )
+        .await
+        .expect(200);
+        s
+    })
+    .await;
+    let token = s.token().to_owned();
+    let pin = s.stored_vm("vm-1").await.expect("vm").assignment.expect("a").pin;
+
+    let s = within(30, "restart", s.restart(|_| {})).await;
+    within(30, "second run", async {
+        assert_eq!(s.token(), token, "the agents' token survives a restart");
+        assert_eq!(
+            std::fs::read_to_string(s.dir.join("api-token"))
+                .expect("token file")
+                .trim_end(),
+            token
+        );
+        let a = s.stored_vm("vm-1").await.expect("vm").assignment.expect("a");
+        assert_eq!(a.email, "ada@example.org");
+        assert_eq!(a.pin, pin);
+        assert_eq!(s.free_count().await, 2);
+        let logs = s.agent_get("/api/vm-logs/vm-1").await.expect(200);
+        assert_eq!(logs["cloud_init_logs"], "kept across restarts");
+        // The old token still works; the VM still answers its poll at once.
+        let answer = s.vm_startup("vm-1").await.expect(200);
+        assert_eq!(answer["pin"], pin.as_str());
+        assert!(answer["command"].as_str().is_some_and(|c| c.contains("4/0Persist")));
+        // Same participant, same VM.
+        let again = s.claim("ADA@example.org", &crd_command("4/0Persist")).await;
+        assert_eq!(again.status, StatusCode::OK, "{}", again.html);
+        assert_eq!(again.hostname(), "vm-1");
+        assert_eq!(again.pin(), pin);
+        assert_eq!(s.free_count().await, 2);
+        // The admin password was kept (hash verified, not re-created).
+        s.get("/api/vm-status", Auth::admin()).await.expect(200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_open_of_a_running_store_is_refused() {
+    let s = TestServer::start().await;
+    let dir = s.dir.clone();
+    let result = tokio::task::spawn_blocking(move || Store::open(&dir).map(|_| ()))
+        .await
+        .expect("open task");
+    match result {
+        Err(e @ StoreError::AlreadyOpen(_)) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&s.dir.display().to_string()),
+                "the message names the data dir: {message}"
+            );
+            assert!(message.contains("in use by another lablink process"), "{message}");
+        }
+        Err(other) => panic!("expected AlreadyOpen, got {other:?}"),
+        Ok(()) => panic!("a second Store::open succeeded while the server runs"),
+    }
+    // The server is unaffected.
+    within(10, "health", s.get("/api/health", Auth::None))
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn a_second_serve_process_exits_with_a_clear_message() {
+    let s = TestServer::start().await;
+    let dir = s.dir.display().to_string();
+    let out = run_binary(
+        &["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"],
+        &[("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        10,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exited {:?}; stderr: {stderr}", out.status);
+    assert!(
+        stderr.contains("in use by another lablink process"),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains(&dir), "names the directory: {stderr}");
+    // The running server still serves.
+    within(10, "health", s.get("/api/health", Auth::None))
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn lablink_token_prints_the_token_while_running_and_after() {
+    let mut s = TestServer::start().await;
+    let dir = s.dir.display().to_string();
+    let token = s.token().to_owned();
+    let out = run_binary(&["token", "--data-dir", &dir], &[], 10).await;
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), token);
+
+    s.stop().await;
+    let out = run_binary(&["token", "--data-dir", &dir], &[], 10).await;
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), token);
+
+    // A directory without a store is an error, not a new token.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = run_binary(
+        &["token", "--data-dir", &empty.path().display().to_string()],
+        &[],
+        10,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(!empty.path().join("lablink.redb").exists());
+}
+
+#[tokio::test]
+async fn a_store_from_a_newer_version_is_refused() {
+    let mut s = TestServer::start().await;
+    s.register_running("vm-1").await;
+    s.stop().await;
+    let dir = s.dir.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let db = redb::Database::create(dir.join("lablink.redb")).expect("open redb directly");
+        let tx = db.begin_write().expect("begin write");
+        {
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta_v1");
+            let mut table = tx.open_table(meta).expect("meta table");
+            table
+                .insert("schema_version", b"99".as_slice())
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+        drop(db);
+        Store::open(&dir).map(|_| ())
+    })
+    .await
+    .expect("task");
+    match result {
+        Err(StoreError::SchemaTooNew { found, known }) => {
+            assert_eq!(found, 99);
+            assert!(known < 99);
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
+        Ok(()) => panic!("a store with schema 99 was opened"),
+    }
+    // And the refusal did not rewrite the version (a later, newer binary still can).
+    let dir = s.dir.clone();
+    let again = tokio::task::spawn_blocking(move || Store::open(&dir).map(|_| ()))
+        .await
+        .expect("task");
+    assert!(matches!(again, Err(StoreError::SchemaTooNew { found: 99, .. })), "{again:?}");
+}
