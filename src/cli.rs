@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::commands;
 
 #[derive(Parser, Debug)]
-#[command(name = "lablink", version, about = "GPU workshop VMs: allocator and agent in one executable")]
+#[command(
+    name = "lablink",
+    version,
+    about = "GPU workshop VMs: allocator and agent in one executable"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -257,7 +257,10 @@ impl Config {
             v.string("email", &mut m.email);
             v.section("thresholds", &mut |v| {
                 v.integer("max_instances_per_5min", &mut m.max_instances_per_5min);
-                v.integer("max_terminations_per_5min", &mut m.max_terminations_per_5min);
+                v.integer(
+                    "max_terminations_per_5min",
+                    &mut m.max_terminations_per_5min,
+                );
                 v.integer(
                     "max_unauthorized_calls_per_15min",
                     &mut m.max_unauthorized_calls_per_15min,
@@ -337,10 +340,7 @@ impl Config {
         if self.dns.domain.starts_with('.') || self.dns.domain.ends_with('.') {
             bad(
                 "dns.domain",
-                format!(
-                    "`{}` must not start or end with a dot",
-                    self.dns.domain
-                ),
+                format!("`{}` must not start or end with a dot", self.dns.domain),
             );
         }
         match self.ssl.provider.as_str() {
@@ -373,10 +373,7 @@ impl Config {
         if !matches!(self.eip.strategy.as_str(), "persistent" | "dynamic") {
             bad(
                 "eip.strategy",
-                format!(
-                    "`{}` is not one of persistent, dynamic",
-                    self.eip.strategy
-                ),
+                format!("`{}` is not one of persistent, dynamic", self.eip.strategy),
             );
         }
         if !matches!(self.startup_script.on_error.as_str(), "continue" | "fail") {
@@ -400,19 +397,13 @@ impl Config {
         if !(1..=3600).contains(&self.server.long_poll_seconds) {
             bad(
                 "server.long_poll_seconds",
-                format!(
-                    "{} is outside 1..=3600",
-                    self.server.long_poll_seconds
-                ),
+                format!("{} is outside 1..=3600", self.server.long_poll_seconds),
             );
         }
         if !(4096..=64 * 1024 * 1024).contains(&self.server.log_cap_bytes) {
             bad(
                 "server.log_cap_bytes",
-                format!(
-                    "{} is outside 4096..=67108864",
-                    self.server.log_cap_bytes
-                ),
+                format!("{} is outside 4096..=67108864", self.server.log_cap_bytes),
             );
         }
         problems

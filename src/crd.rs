@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn refuses_commands_without_a_code() {
-        assert_eq!(extract_code("start-host --name=x"), Err(CrdError::MissingCode));
+        assert_eq!(
+            extract_code("start-host --name=x"),
+            Err(CrdError::MissingCode)
+        );
         assert_eq!(extract_code(""), Err(CrdError::MissingCode));
         assert_eq!(extract_code("start-host --code"), Err(CrdError::EmptyCode));
         assert_eq!(extract_code("--code=\"\""), Err(CrdError::EmptyCode));

@@ -48,9 +48,16 @@ impl Conn {
         }
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         self.sender.ready().await.map_err(|e| e.to_string())?;
-        let resp = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
-        resp.into_body().collect().await.map_err(|e| e.to_string())?;
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(status)
     }
 }

@@ -43,7 +43,10 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return crate::commands::fail(e),
     };
@@ -80,7 +83,10 @@ async fn start_server(exe: &Path, dir: &Path) -> Result<(Server, Duration), Stri
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.split("url=http://").nth(1) {
-                return rest.split('/').next().and_then(|a| a.parse::<SocketAddr>().ok());
+                return rest
+                    .split('/')
+                    .next()
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
             }
             eprintln!("server: {line}");
         }
@@ -141,29 +147,46 @@ fn rss_mib(pid: u32) -> (f64, f64) {
 }
 
 fn status_json(host: &str, status: &str) -> Bytes {
-    Bytes::from(format!("{{\"hostname\":\"{host}\",\"status\":\"{status}\"}}"))
+    Bytes::from(format!(
+        "{{\"hostname\":\"{host}\",\"status\":\"{status}\"}}"
+    ))
 }
 
 /// Registers `count` VMs named `{prefix}-vm-{n}` (n from 1) with `status`.
-async fn register(server: &Server, prefix: &'static str, count: u64, status: &'static str, clients: usize) -> Result<(), String> {
+async fn register(
+    server: &Server,
+    prefix: &'static str,
+    count: u64,
+    status: &'static str,
+    clients: usize,
+) -> Result<(), String> {
     let auth = format!("Bearer {}", server.token);
     let s = run_load(
         server.addr,
         clients,
-        Budget { count: Some(count), deadline: None },
+        Budget {
+            count: Some(count),
+            deadline: None,
+        },
         StatusCode::CONFLICT,
         move |i| {
             (
                 Method::POST,
                 "/api/vm-status".into(),
-                vec![("authorization", auth.clone()), ("content-type", "application/json".into())],
+                vec![
+                    ("authorization", auth.clone()),
+                    ("content-type", "application/json".into()),
+                ],
                 status_json(&format!("{prefix}-vm-{}", i + 1), status),
             )
         },
     )
     .await;
     if s.ok != count {
-        return Err(format!("registered {} of {count} VMs ({} errors)", s.ok, s.errors));
+        return Err(format!(
+            "registered {} of {count} VMs ({} errors)",
+            s.ok, s.errors
+        ));
     }
     Ok(())
 }
@@ -201,9 +224,18 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
 }
 
 async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> {
-    println!("lablink bench: {} clients, {} s phases, server {}", args.clients, args.seconds, exe.display());
+    println!(
+        "lablink bench: {} clients, {} s phases, server {}",
+        args.clients,
+        args.seconds,
+        exe.display()
+    );
     let (mut server, startup) = start_server(exe, dir).await?;
-    println!("{:<28} {:>10.1} ms", "start to first answer", startup.as_secs_f64() * 1000.0);
+    println!(
+        "{:<28} {:>10.1} ms",
+        "start to first answer",
+        startup.as_secs_f64() * 1000.0
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!("{:<28} {:>10.1} MiB", "idle RSS", rss_mib(server.pid).0);
 
@@ -212,7 +244,10 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
     let mut health = run_load(
         server.addr,
         args.clients,
-        Budget { count: None, deadline: Some(Instant::now() + phase) },
+        Budget {
+            count: None,
+            deadline: Some(Instant::now() + phase),
+        },
         StatusCode::SERVICE_UNAVAILABLE,
         |_| (Method::GET, "/api/health".into(), vec![], Bytes::new()),
     )
@@ -237,7 +272,10 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
     let mut claims = run_load(
         server.addr,
         args.clients,
-        Budget { count: Some(args.pool), deadline: Some(Instant::now() + phase) },
+        Budget {
+            count: Some(args.pool),
+            deadline: Some(Instant::now() + phase),
+        },
         StatusCode::SERVICE_UNAVAILABLE,
         |n| {
             (
@@ -259,7 +297,10 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
     );
 
     let (rss, hwm) = rss_mib(server.pid);
-    println!("{:<28} {:>10.1} MiB   (peak {:.1} MiB)", "RSS after load", rss, hwm);
+    println!(
+        "{:<28} {:>10.1} MiB   (peak {:.1} MiB)",
+        "RSS after load", rss, hwm
+    );
 
     let t = Instant::now();
     nix::sys::signal::kill(
@@ -313,7 +354,9 @@ async fn wake_latency(server: &Server, args: &BenchArgs) -> Result<(), String> {
         match tokio::time::timeout(Duration::from_secs(10), poller).await {
             Ok(Ok(Ok((200, at)))) => {
                 samples.ok += 1;
-                samples.micros.push(at.saturating_duration_since(sent_at).as_micros() as u32);
+                samples
+                    .micros
+                    .push(at.saturating_duration_since(sent_at).as_micros() as u32);
             }
             _ => samples.errors += 1,
         }

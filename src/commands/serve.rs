@@ -32,7 +32,11 @@ pub fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config, Vec
     let mut config = match &path {
         Some(p) => match Config::from_file(p) {
             Ok((c, file_problems)) => {
-                problems.extend(file_problems.iter().map(|x| format!("{}: {x}", p.display())));
+                problems.extend(
+                    file_problems
+                        .iter()
+                        .map(|x| format!("{}: {x}", p.display())),
+                );
                 c
             }
             Err(message) => return Err(vec![message]),
@@ -47,7 +51,11 @@ pub fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config, Vec
         config.server.data_dir = dir.display().to_string();
     }
     problems.extend(config.validate().iter().map(Problem::to_string));
-    if problems.is_empty() { Ok(config) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -63,14 +71,20 @@ pub fn run(args: ServeArgs) -> ExitCode {
             for p in &problems {
                 eprintln!("lablink: {p}");
             }
-            eprintln!("lablink: configuration has {} problem(s); not starting", problems.len());
+            eprintln!(
+                "lablink: configuration has {} problem(s); not starting",
+                problems.len()
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
@@ -97,7 +111,9 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             store.close();
-            return fail(format!("cannot listen on {addr}: {e} (set --listen or server.listen)"));
+            return fail(format!(
+                "cannot listen on {addr}: {e} (set --listen or server.listen)"
+            ));
         }
     };
     let local = listener.local_addr().map_or(addr, |a| a);
@@ -135,15 +151,21 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn flags_beat_environment_beat_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("config.yaml");
-        std::fs::write(&file, "server:\n  listen: 127.0.0.1:7000\n  data_dir: /from/file\n  long_poll_seconds: 20\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "server:\n  listen: 127.0.0.1:7000\n  data_dir: /from/file\n  long_poll_seconds: 20\n",
+        )
+        .expect("write");
         let args = ServeArgs {
             config: Some(file),
             listen: Some("127.0.0.1:9000".into()),
@@ -151,7 +173,10 @@ mod tests {
         };
         let c = resolve(
             &args,
-            &env(&[("LABLINK_SERVER_LISTEN", "127.0.0.1:8000"), ("LABLINK_SERVER_DATA_DIR", "/from/env")]),
+            &env(&[
+                ("LABLINK_SERVER_LISTEN", "127.0.0.1:8000"),
+                ("LABLINK_SERVER_DATA_DIR", "/from/env"),
+            ]),
         )
         .expect("valid");
         assert_eq!(c.server.listen, "127.0.0.1:9000");
@@ -162,15 +187,22 @@ mod tests {
     #[test]
     fn upstream_config_dir_is_honoured() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("config.yaml"), "app:\n  admin_password: PLACEHOLDER_ADMIN_PASSWORD\n")
-            .expect("write");
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "app:\n  admin_password: PLACEHOLDER_ADMIN_PASSWORD\n",
+        )
+        .expect("write");
         let problems = resolve(
             &ServeArgs::default(),
             &env(&[("CONFIG_DIR", dir.path().to_str().expect("utf-8"))]),
         )
         .expect_err("placeholder refused");
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("app.admin_password:"), "{}", problems[0]);
+        assert!(
+            problems[0].starts_with("app.admin_password:"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub fn run(data_dir: &Path) -> ExitCode {
     }
     match Store::open(data_dir) {
         Ok(store) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return fail(e),
             };
@@ -32,7 +35,8 @@ pub fn run(data_dir: &Path) -> ExitCode {
             }
         }
         // The allocator is running and holds the store; it exported the token at start.
-        Err(StoreError::AlreadyOpen(_)) => match std::fs::read_to_string(data_dir.join(TOKEN_FILE)) {
+        Err(StoreError::AlreadyOpen(_)) => match std::fs::read_to_string(data_dir.join(TOKEN_FILE))
+        {
             Ok(token) => {
                 println!("{}", token.trim_end());
                 ExitCode::SUCCESS

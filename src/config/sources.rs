@@ -463,10 +463,24 @@ environment: "dev"
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
-            vec!["db.port", "machine.sofware", "app.region", "app.admin_pasword", "dns", "foo"],
+            vec![
+                "db.port",
+                "machine.sofware",
+                "app.region",
+                "app.admin_pasword",
+                "dns",
+                "foo"
+            ],
         );
-        let typo = problems.iter().find(|p| p.key == "app.admin_pasword").expect("typo");
-        assert!(typo.message.contains("did you mean `admin_password`"), "{}", typo.message);
+        let typo = problems
+            .iter()
+            .find(|p| p.key == "app.admin_pasword")
+            .expect("typo");
+        assert!(
+            typo.message.contains("did you mean `admin_password`"),
+            "{}",
+            typo.message
+        );
     }
 
     #[test]
@@ -478,7 +492,8 @@ environment: "dev"
 
     #[test]
     fn scalars_convert_like_omegaconf() {
-        let (c, problems) = load("deployment_name: 2024\ndns:\n  enabled: 'yes'\ndb:\n  port: '6543'\n");
+        let (c, problems) =
+            load("deployment_name: 2024\ndns:\n  enabled: 'yes'\ndb:\n  port: '6543'\n");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(c.deployment_name, "2024");
         assert!(c.dns.enabled);
@@ -498,7 +513,10 @@ environment: "dev"
         let secret = dir.path().join("pw");
         std::fs::write(&secret, "from-a-file\n").expect("write");
         let vars = vec![
-            ("LABLINK_SERVER_LISTEN".to_owned(), "0.0.0.0:8080".to_owned()),
+            (
+                "LABLINK_SERVER_LISTEN".to_owned(),
+                "0.0.0.0:8080".to_owned(),
+            ),
             (
                 "LABLINK_APP_ADMIN_PASSWORD_FILE".to_owned(),
                 secret.display().to_string(),

@@ -71,7 +71,10 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: answering parked long-polls, finishing requests");
     app.shutdown.cancel();
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
     }
     let store = app.store.clone();

@@ -84,7 +84,10 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         let mut map = self.waiters.map();
         // This receiver is still alive here, so "only me" is a count of one.
-        if map.get(&self.host).is_some_and(|tx| tx.receiver_count() <= 1) {
+        if map
+            .get(&self.host)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
             map.remove(&self.host);
         }
     }

@@ -118,9 +118,11 @@ pub fn read(tx: &ReadTransaction, host: &str, kind: LogKind) -> Result<Option<St
         return Ok(None);
     }
     // Batches are built from `String`s and cut only after '\n', so this is UTF-8.
-    String::from_utf8(bytes).map(Some).map_err(|e| StoreError::Corrupt {
-        table: LOG_CHUNKS.name().to_owned(),
-        key: head_key(host, kind),
-        reason: e.to_string(),
-    })
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            table: LOG_CHUNKS.name().to_owned(),
+            key: head_key(host, kind),
+            reason: e.to_string(),
+        })
 }

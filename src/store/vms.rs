@@ -2,7 +2,9 @@
 //! together in one transaction.
 
 use chrono::{DateTime, Utc};
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableHandle, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableHandle, WriteTransaction,
+};
 
 use super::tables::{FREE_VMS, VM_BY_EMAIL, VMS};
 use super::{StoreError, codec};
@@ -12,7 +14,10 @@ fn decode_vm(host: &str, bytes: &[u8]) -> Result<Vm, StoreError> {
     codec::decode(VMS.name(), host, bytes)
 }
 
-fn load(table: &impl ReadableTable<&'static str, &'static [u8]>, host: &str) -> Result<Option<Vm>, StoreError> {
+fn load(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    host: &str,
+) -> Result<Option<Vm>, StoreError> {
     match table.get(host)? {
         Some(bytes) => Ok(Some(decode_vm(host, bytes.value())?)),
         None => Ok(None),
@@ -105,7 +110,10 @@ pub enum ClaimOutcome {
     /// A free VM was handed to this participant.
     Assigned(Vm),
     /// The participant already holds this VM; `rotated` when their new code replaced the old.
-    Rejoined { vm: Vm, rotated: bool },
+    Rejoined {
+        vm: Vm,
+        rotated: bool,
+    },
     NoneFree,
 }
 
@@ -127,7 +135,10 @@ pub fn claim(
         if let Some(vm) = load(&vms, &host)?
             && vm.assignment.as_ref().is_some_and(|a| a.email == email)
         {
-            let rotated = vm.assignment.as_ref().is_some_and(|a| a.crd_code != crd_code);
+            let rotated = vm
+                .assignment
+                .as_ref()
+                .is_some_and(|a| a.crd_code != crd_code);
             if !rotated {
                 return Ok(ClaimOutcome::Rejoined { vm, rotated });
             }

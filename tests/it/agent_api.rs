@@ -44,13 +44,19 @@ async fn vm_status_post_creates_and_validates() {
             json!({"hostname": "vm-2", "status": "exploded"}),
             json!({"hostname": "vm 2/..", "status": "running"}),
             json!("vm-2"),
+            json!(["vm-2", "running"]),
         ] {
             let a = s.agent_post("/api/vm-status", &body).await;
             let err = a.expect(400);
             assert!(err["error"].is_string(), "{body}: {err}");
         }
         // Not JSON at all, and an empty body.
-        for raw in [&b"hostname=vm-2&status=running"[..], b"{\"hostname\": ", b"", b"  \n"] {
+        for raw in [
+            &b"hostname=vm-2&status=running"[..],
+            b"{\"hostname\": ",
+            b"",
+            b"  \n",
+        ] {
             let a = s
                 .post_raw("/api/vm-status", "application/json", raw.to_vec())
                 .await;
@@ -98,7 +104,10 @@ async fn vm_status_reads_single_and_all() {
         let all = json!({"vm-1": "running", "vm-2": "initializing"});
         assert_eq!(s.agent_get("/api/vm-status").await.expect(200), all);
         // The admin's browser reads the same map with Basic.
-        assert_eq!(s.get("/api/vm-status", Auth::admin()).await.expect(200), all);
+        assert_eq!(
+            s.get("/api/vm-status", Auth::admin()).await.expect(200),
+            all
+        );
 
         // A wrong bearer token is refused as JSON; there is no fallback to Basic.
         let a = s.get("/api/vm-status", Auth::Bearer("not-the-token")).await;
@@ -131,16 +140,28 @@ async fn bearer_auth_errors() {
         s.post_json("/api/vm-status", &body, Some("wrong-token"))
             .await
             .expect_error(401, "Invalid API token.");
-        // The token plus anything is not the token.
-        let longer = format!("{} ", s.token());
+        // The token plus anything is not the token (trailing blanks are not part of a
+        // header value on the wire, so the extra character is a visible one).
+        let longer = format!("{}x", s.token());
         s.post_json("/api/vm-status", &body, Some(&longer))
+            .await
+            .expect_error(401, "Invalid API token.");
+        let shorter = &s.token()[..s.token().len() - 1];
+        s.post_json("/api/vm-status", &body, Some(shorter))
+            .await
+            .expect_error(401, "Invalid API token.");
+        // The token is taken verbatim after "Bearer ": a second blank is not skipped.
+        let doubled = format!("Bearer  {}", s.token());
+        s.get("/api/vm-status/vm-1", Auth::Raw(&doubled))
             .await
             .expect_error(401, "Invalid API token.");
         // The scheme is matched case-sensitively, as upstream does.
         let lower = format!("bearer {}", s.token());
         let a = s.get("/api/vm-status/vm-1", Auth::Raw(&lower)).await;
         a.expect_error(401, "Missing or invalid Authorization header.");
-        let basic = s.get("/api/vm-status/vm-1", Auth::Raw("Basic YWRtaW46eA==")).await;
+        let basic = s
+            .get("/api/vm-status/vm-1", Auth::Raw("Basic YWRtaW46eA=="))
+            .await;
         basic.expect_error(401, "Missing or invalid Authorization header.");
         // The right token works, and the 401s changed nothing.
         assert_eq!(
@@ -220,7 +241,10 @@ async fn update_inuse_status() {
         assert_eq!(a.expect(200), ok);
         assert!(!s.stored_vm("vm-1").await.expect("vm").in_use);
 
-        for body in [json!({"status": true}), json!({"hostname": "", "status": true})] {
+        for body in [
+            json!({"status": true}),
+            json!({"hostname": "", "status": true}),
+        ] {
             s.agent_post("/api/update_inuse_status", &body)
                 .await
                 .expect_error(400, "Hostname is required.");
@@ -230,7 +254,10 @@ async fn update_inuse_status() {
             json!({"hostname": "vm-1", "status": 1}),
             json!({"hostname": "vm-1"}),
         ] {
-            let err = s.agent_post("/api/update_inuse_status", &body).await.expect(400);
+            let err = s
+                .agent_post("/api/update_inuse_status", &body)
+                .await
+                .expect(400);
             assert!(err["error"].is_string(), "{body}: {err}");
         }
         assert!(!s.stored_vm("vm-1").await.expect("vm").in_use);
@@ -356,7 +383,10 @@ async fn vm_metrics() {
             json!({"cloud_init_start": -5}),
             json!({"cloud_init_start": "yesterday"}),
         ] {
-            let err = s.agent_post("/api/vm-metrics/vm-1", &body).await.expect(400);
+            let err = s
+                .agent_post("/api/vm-metrics/vm-1", &body)
+                .await
+                .expect(400);
             assert!(err["error"].is_string(), "{body}: {err}");
         }
         let after = s.stored_vm("vm-1").await.expect("vm");
@@ -571,7 +601,10 @@ async fn body_size_limits() {
         let a = s.agent_post("/api/vm-status", &big).await;
         assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
         let err = a.json();
-        assert!(err["error"].as_str().is_some_and(|e| e.contains("65536")), "{err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| e.contains("65536")),
+            "{err}"
+        );
 
         // Just under 64 KiB is fine.
         let padding = "p".repeat(60 * 1024);

@@ -29,7 +29,11 @@ async fn landing_page_shows_the_form_and_the_free_count() {
     within(30, "test", async {
         let page = s.get("/", Auth::None).await;
         assert_eq!(page.status, StatusCode::OK);
-        assert!(page.content_type.starts_with("text/html"), "{}", page.content_type);
+        assert!(
+            page.content_type.starts_with("text/html"),
+            "{}",
+            page.content_type
+        );
         assert!(page.text.contains("action=\"/api/request_vm\""));
         assert!(page.text.contains("name=\"email\""));
         assert!(page.text.contains("name=\"crd_command\""));
@@ -56,7 +60,11 @@ async fn a_claim_shows_the_hostname_and_a_pin() {
         s.register_many(2).await;
         let c = s.claim("ada@example.org", REAL_COMMAND).await;
         assert_eq!(c.status, StatusCode::OK, "{}", c.html);
-        assert_eq!(c.hostname(), "vm-1", "the lowest-numbered free VM is picked");
+        assert_eq!(
+            c.hostname(),
+            "vm-1",
+            "the lowest-numbered free VM is picked"
+        );
         let pin = c.pin();
         assert!(c.html.contains("https://remotedesktop.google.com/access"));
         assert_eq!(s.free_count().await, 1);
@@ -119,8 +127,14 @@ async fn bad_claims_are_refused_and_write_nothing() {
             assert_form_error(&c, 400, "Invalid CRD command");
         }
         // The e-mail the participant typed is kept in the form.
-        let c = s.claim("mallory@example.org", &crd_command("$(reboot)")).await;
-        assert!(c.html.contains("value=\"mallory@example.org\""), "{}", c.html);
+        let c = s
+            .claim("mallory@example.org", &crd_command("$(reboot)"))
+            .await;
+        assert!(
+            c.html.contains("value=\"mallory@example.org\""),
+            "{}",
+            c.html
+        );
 
         // Nothing was assigned.
         assert_eq!(s.free_count().await, 2);
@@ -128,7 +142,9 @@ async fn bad_claims_are_refused_and_write_nothing() {
             let vm = s.stored_vm(host).await.expect("vm");
             assert!(vm.assignment.is_none(), "{host} was assigned: {vm:?}");
             assert_eq!(
-                s.agent_get(&format!("/api/vm-status/{host}")).await.expect(200),
+                s.agent_get(&format!("/api/vm-status/{host}"))
+                    .await
+                    .expect(200),
                 json!({"hostname": host, "status": "running"})
             );
         }
@@ -143,8 +159,7 @@ async fn refused_claims_do_not_wake_the_agent() {
         s.register_running("vm-1").await;
         let poll = s.vm_startup("vm-1");
         let claim = async {
-            crate::helpers::wait_until(5, "the poll parks", || s.app.waiters.parked() == 1)
-                .await;
+            crate::helpers::wait_until(5, "the poll parks", || s.app.waiters.parked() == 1).await;
             s.claim("ada@example.org", &crd_command("$(reboot)")).await
         };
         let (poll, c) = tokio::join!(poll, claim);
@@ -205,7 +220,11 @@ async fn rejoining_returns_the_same_vm_and_pin() {
         assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.html);
         assert_eq!(rotated.hostname(), host);
         assert_eq!(rotated.pin(), pin);
-        assert!(rotated.html.contains("new Chrome Remote Desktop code"), "{}", rotated.html);
+        assert!(
+            rotated.html.contains("new Chrome Remote Desktop code"),
+            "{}",
+            rotated.html
+        );
         assert_eq!(s.free_count().await, 2);
         let answer = s.vm_startup(&host).await.expect(200);
         assert_eq!(

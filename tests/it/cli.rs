@@ -90,7 +90,11 @@ async fn config_check_accepts_an_upstream_file() {
     let out = run_binary(&["config", "check", &path], &[], 10).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}; stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}; stderr: {stderr}"
+    );
     assert!(stdout.contains("OK"), "{stdout}");
     assert!(stdout.contains(&path), "{stdout}");
 }

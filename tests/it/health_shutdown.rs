@@ -26,7 +26,10 @@ async fn health_reports_the_store() {
         assert_eq!(body["checks"], json!({"store": "failed"}));
         // Endpoints that need the store fail cleanly (500 JSON), they do not hang.
         let a = s
-            .agent_post("/api/vm-status", &json!({"hostname": "vm-1", "status": "running"}))
+            .agent_post(
+                "/api/vm-status",
+                &json!({"hostname": "vm-1", "status": "running"}),
+            )
             .await;
         a.expect_error(500, "Failed to update VM status.");
     })
@@ -72,7 +75,11 @@ async fn stop_is_prompt_with_idle_keep_alive_connections() {
     }
     let started = Instant::now();
     within(5, "stop()", s.stop()).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -99,7 +106,10 @@ async fn acknowledged_writes_survive_a_stop() {
         let vm1 = s.stored_vm("vm-1").await.expect("vm-1");
         assert!(vm1.in_use);
         let a = vm1.assignment.expect("assigned");
-        assert_eq!((a.email.as_str(), a.pin.as_str()), ("last@example.org", pin.as_str()));
+        assert_eq!(
+            (a.email.as_str(), a.pin.as_str()),
+            ("last@example.org", pin.as_str())
+        );
         assert_eq!(
             s.agent_get("/api/vm-status/vm-2").await.expect(200),
             json!({"hostname": "vm-2", "status": "error"})
@@ -116,7 +126,11 @@ async fn writes_racing_the_stop_are_either_refused_or_kept() {
     // must be in the store afterwards.
     let mut tasks = tokio::task::JoinSet::new();
     for i in 1..=40 {
-        let (client, url, token) = (s.client.clone(), s.url("/api/vm-status"), s.token().to_owned());
+        let (client, url, token) = (
+            s.client.clone(),
+            s.url("/api/vm-status"),
+            s.token().to_owned(),
+        );
         tasks.spawn(async move {
             let host = format!("vm-{i}");
             let ok = client

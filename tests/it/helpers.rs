@@ -103,8 +103,7 @@ impl Answer {
             self.status,
             self.text
         );
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
 
     /// Asserts the status and returns the JSON body.
@@ -292,7 +291,10 @@ impl TestServer {
 
     pub async fn report_status(&self, host: &str, status: &str) {
         let a = self
-            .agent_post("/api/vm-status", &json!({"hostname": host, "status": status}))
+            .agent_post(
+                "/api/vm-status",
+                &json!({"hostname": host, "status": status}),
+            )
             .await;
         assert_eq!(
             a.expect(200),

@@ -11,8 +11,14 @@ use crate::helpers::{Answer, TestServer, crd_command, wait_until, within};
 async fn bad_requests_and_unknown_hosts() {
     let s = TestServer::start().await;
     within(30, "test", async {
-        s.vm_startup("vm-404").await.expect_error(404, "VM not found.");
-        for body in [json!({}), json!({"hostname": ""}), json!({"hostname": null})] {
+        s.vm_startup("vm-404")
+            .await
+            .expect_error(404, "VM not found.");
+        for body in [
+            json!({}),
+            json!({"hostname": ""}),
+            json!({"hostname": null}),
+        ] {
             s.agent_post("/vm_startup", &body)
                 .await
                 .expect_error(400, "Hostname is required.");
@@ -35,11 +41,17 @@ async fn an_assigned_vm_answers_at_once() {
     let s = TestServer::start().await;
     within(30, "test", async {
         s.register_running("vm-1").await;
-        let c = s.claim("ada@example.org", &crd_command("4/0Immediate")).await;
+        let c = s
+            .claim("ada@example.org", &crd_command("4/0Immediate"))
+            .await;
         assert_eq!(c.status, StatusCode::OK);
         let started = Instant::now();
         let answer = s.vm_startup("vm-1").await.expect(200);
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(answer["status"], "success");
         assert_eq!(answer["pin"], c.pin().as_str());
         let command = answer["command"].as_str().expect("command");
@@ -83,11 +95,12 @@ async fn a_parked_poll_is_woken_by_the_claim() {
         let claimed_at = Instant::now();
         assert_eq!(c.status, StatusCode::OK, "{}", c.html);
         assert_eq!(c.hostname(), "vm-1");
-        let (answer, answered_at) = within(2, "the woken poll", poll)
-            .await
-            .expect("poll task");
+        let (answer, answered_at) = within(2, "the woken poll", poll).await.expect("poll task");
         let delay = answered_at.saturating_duration_since(claimed_at);
-        assert!(delay < Duration::from_secs(1), "answered {delay:?} after the claim");
+        assert!(
+            delay < Duration::from_secs(1),
+            "answered {delay:?} after the claim"
+        );
         assert_eq!(
             answer.expect(200),
             json!({"status": "success", "pin": c.pin(), "command": crd_command("4/0Wake-Up")})
@@ -133,7 +146,8 @@ async fn a_client_that_goes_away_frees_its_waiter() {
         s.register_running("vm-1").await;
         let mut polls = Vec::new();
         for _ in 0..3 {
-            let (client, url, token) = (s.client.clone(), s.url("/vm_startup"), s.token().to_owned());
+            let (client, url, token) =
+                (s.client.clone(), s.url("/vm_startup"), s.token().to_owned());
             polls.push(tokio::spawn(async move {
                 client
                     .post(url)
@@ -183,7 +197,11 @@ async fn shutdown_answers_parked_polls_with_503() {
                 .await
                 .expect("poll task")
         });
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         answer.expect_error(503, "The allocator is shutting down; ask again shortly.");
     })
     .await;

@@ -24,7 +24,13 @@ async fn a_restart_keeps_data_and_token() {
     })
     .await;
     let token = s.token().to_owned();
-    let pin = s.stored_vm("vm-1").await.expect("vm").assignment.expect("a").pin;
+    let pin = s
+        .stored_vm("vm-1")
+        .await
+        .expect("vm")
+        .assignment
+        .expect("a")
+        .pin;
 
     let s = within(30, "restart", s.restart(|_| {})).await;
     within(30, "second run", async {
@@ -35,7 +41,12 @@ async fn a_restart_keeps_data_and_token() {
                 .trim_end(),
             token
         );
-        let a = s.stored_vm("vm-1").await.expect("vm").assignment.expect("a");
+        let a = s
+            .stored_vm("vm-1")
+            .await
+            .expect("vm")
+            .assignment
+            .expect("a");
         assert_eq!(a.email, "ada@example.org");
         assert_eq!(a.pin, pin);
         assert_eq!(s.free_count().await, 2);
@@ -44,7 +55,11 @@ async fn a_restart_keeps_data_and_token() {
         // The old token still works; the VM still answers its poll at once.
         let answer = s.vm_startup("vm-1").await.expect(200);
         assert_eq!(answer["pin"], pin.as_str());
-        assert!(answer["command"].as_str().is_some_and(|c| c.contains("4/0Persist")));
+        assert!(
+            answer["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("4/0Persist"))
+        );
         // Same participant, same VM.
         let again = s.claim("ADA@example.org", &crd_command("4/0Persist")).await;
         assert_eq!(again.status, StatusCode::OK, "{}", again.html);
@@ -71,7 +86,10 @@ async fn a_second_open_of_a_running_store_is_refused() {
                 message.contains(&s.dir.display().to_string()),
                 "the message names the data dir: {message}"
             );
-            assert!(message.contains("in use by another lablink process"), "{message}");
+            assert!(
+                message.contains("in use by another lablink process"),
+                "{message}"
+            );
         }
         Err(other) => panic!("expected AlreadyOpen, got {other:?}"),
         Ok(()) => panic!("a second Store::open succeeded while the server runs"),
@@ -93,7 +111,11 @@ async fn a_second_serve_process_exits_with_a_clear_message() {
     )
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "exited {:?}; stderr: {stderr}", out.status);
+    assert!(
+        !out.status.success(),
+        "exited {:?}; stderr: {stderr}",
+        out.status
+    );
     assert!(
         stderr.contains("in use by another lablink process"),
         "stderr: {stderr}"
@@ -176,5 +198,8 @@ async fn a_store_from_a_newer_version_is_refused() {
     let again = tokio::task::spawn_blocking(move || Store::open(&dir).map(|_| ()))
         .await
         .expect("task");
-    assert!(matches!(again, Err(StoreError::SchemaTooNew { found: 99, .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::SchemaTooNew { found: 99, .. })),
+        "{again:?}"
+    );
 }

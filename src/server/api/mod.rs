@@ -11,7 +11,9 @@ use crate::model::validate_hostname;
 
 /// A required hostname field: absent, null or empty gets upstream's message.
 fn required_hostname(value: Option<String>, missing: &str) -> Result<String, ApiError> {
-    let host = value.filter(|h| !h.is_empty()).ok_or_else(|| ApiError::bad_request(missing))?;
+    let host = value
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ApiError::bad_request(missing))?;
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     Ok(host)
 }

@@ -30,7 +30,9 @@ pub async fn post_status(
 ) -> Result<Json<Value>, ApiError> {
     const MISSING: &str = "Hostname and status are required.";
     let host = required_hostname(report.hostname, MISSING)?;
-    let text = report.status.ok_or_else(|| ApiError::bad_request(MISSING))?;
+    let text = report
+        .status
+        .ok_or_else(|| ApiError::bad_request(MISSING))?;
     let status = VmStatus::parse(&text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "Unknown status '{}'; expected one of initializing, running, error, rebooting, unknown.",
@@ -104,7 +106,9 @@ pub async fn post_in_use(
         .await
         .map_err(ApiError::store("Failed to update in-use status."))?
         .ok_or(ApiError::VmNotFound)?;
-    Ok(Json(json!({"message": "In-use status updated successfully."})))
+    Ok(Json(
+        json!({"message": "In-use status updated successfully."}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -120,7 +124,9 @@ pub async fn post_gpu_health(
 ) -> Result<Json<Value>, ApiError> {
     const MISSING: &str = "GPU status and hostname are required.";
     let host = required_hostname(report.hostname, MISSING)?;
-    let gpu = report.gpu_status.ok_or_else(|| ApiError::bad_request(MISSING))?;
+    let gpu = report
+        .gpu_status
+        .ok_or_else(|| ApiError::bad_request(MISSING))?;
     if gpu.len() > MAX_FIELD_LEN {
         return Err(ApiError::bad_request(format!(
             "gpu_status is longer than {MAX_FIELD_LEN} bytes."
@@ -133,7 +139,9 @@ pub async fn post_gpu_health(
         .await
         .map_err(ApiError::store("Failed to update GPU health status."))?
         .ok_or(ApiError::VmNotFound)?;
-    Ok(Json(json!({"message": "GPU health status updated successfully."})))
+    Ok(Json(
+        json!({"message": "GPU health status updated successfully."}),
+    ))
 }
 
 /// Unix seconds (integer or fractional), as start.sh and user_data send them.
@@ -151,7 +159,9 @@ fn timestamp(key: &str, value: Option<f64>) -> Result<Option<DateTime<Utc>>, Api
     let Some(secs) = value else { return Ok(None) };
     let millis = (secs * 1000.0).round();
     if !millis.is_finite() || millis < 0.0 {
-        return Err(ApiError::bad_request(format!("{key} must be Unix seconds ≥ 0.")));
+        return Err(ApiError::bad_request(format!(
+            "{key} must be Unix seconds ≥ 0."
+        )));
     }
     DateTime::from_timestamp_millis(millis as i64)
         .map(Some)
@@ -171,9 +181,17 @@ pub async fn post_metrics(
     State(app): State<App>,
     _: Agent,
     Path(host): Path<String>,
-    JsonBody(body): JsonBody<MetricsBody>,
+    body: Result<JsonBody<MetricsBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    // Upstream answers an unknown host before looking at the body.
+    let lookup = host.clone();
+    app.store
+        .read(move |tx| vms::get(tx, &lookup))
+        .await
+        .map_err(ApiError::store("Failed to post VM metrics."))?
+        .ok_or(ApiError::VmNotFound)?;
+    let JsonBody(body) = body?;
     let report = MetricsReport {
         cloud_init_start: timestamp("cloud_init_start", body.cloud_init_start)?,
         cloud_init_end: timestamp("cloud_init_end", body.cloud_init_end)?,

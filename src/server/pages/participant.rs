@@ -1,10 +1,10 @@
 //! `GET /` and `POST /api/request_vm`: a participant asks for a VM.
 
+use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
@@ -18,8 +18,7 @@ use crate::views::participant::{self as view, Assigned, FormState};
 pub const MAX_EMAIL_LEN: usize = 254;
 pub const MAX_COMMAND_LEN: usize = 4096;
 
-const UNEXPECTED: &str =
-    "An unexpected error occurred while processing your request. Please ask your instructor for help.";
+const UNEXPECTED: &str = "An unexpected error occurred while processing your request. Please ask your instructor for help.";
 
 pub async fn landing(State(app): State<App>) -> Response {
     render_form(&app, StatusCode::OK, &FormState::default()).await
@@ -65,8 +64,17 @@ pub async fn request_vm(
     let form = match form {
         Ok(Form(f)) => f,
         Err(rejection) => {
-            let message = format!("The form could not be read ({rejection}); please submit it again.");
-            return render_form(&app, rejection.status(), &FormState { email: "", error: Some(&message) }).await;
+            let message =
+                format!("The form could not be read ({rejection}); please submit it again.");
+            return render_form(
+                &app,
+                rejection.status(),
+                &FormState {
+                    email: "",
+                    error: Some(&message),
+                },
+            )
+            .await;
         }
     };
     let raw_email = form.email.unwrap_or_default();
@@ -79,7 +87,9 @@ pub async fn request_vm(
         }
         let email = normalize_email(&raw_email).map_err(problem)?;
         if command.len() > MAX_COMMAND_LEN {
-            return Err(problem("That command is far longer than a Chrome Remote Desktop command; copy it again."));
+            return Err(problem(
+                "That command is far longer than a Chrome Remote Desktop command; copy it again.",
+            ));
         }
         let code = crd::extract_code(&command).map_err(|e| {
             (
@@ -93,7 +103,15 @@ pub async fn request_vm(
         Ok(v) => v,
         Err((status, message)) => {
             let shown = raw_email.chars().take(MAX_EMAIL_LEN).collect::<String>();
-            return render_form(&app, status, &FormState { email: &shown, error: Some(&message) }).await;
+            return render_form(
+                &app,
+                status,
+                &FormState {
+                    email: &shown,
+                    error: Some(&message),
+                },
+            )
+            .await;
         }
     };
 
@@ -107,20 +125,28 @@ pub async fn request_vm(
     match outcome {
         Ok(ClaimOutcome::Assigned(vm)) => answer(&app, &vm, false, false),
         Ok(ClaimOutcome::Rejoined { vm, rotated }) => answer(&app, &vm, true, rotated),
-        Ok(ClaimOutcome::NoneFree) => {
+        Ok(ClaimOutcome::NoneFree) => render_form(
+            &app,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &FormState {
+                email: &email,
+                error: Some(
+                    "No available VMs. Please try again later. Please ask your instructor for help",
+                ),
+            },
+        )
+        .await,
+        Err(e) => {
+            tracing::error!(error = %e, "claim failed");
             render_form(
                 &app,
-                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::INTERNAL_SERVER_ERROR,
                 &FormState {
                     email: &email,
-                    error: Some("No available VMs. Please try again later. Please ask your instructor for help"),
+                    error: Some(UNEXPECTED),
                 },
             )
             .await
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "claim failed");
-            render_form(&app, StatusCode::INTERNAL_SERVER_ERROR, &FormState { email: &email, error: Some(UNEXPECTED) }).await
         }
     }
 }
@@ -154,8 +180,17 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email("  Ada@Example.ORG "), Ok("ada@example.org".into()));
-        for bad in ["ada", "ada@", "@example.org", "a b@example.org", "ada@@example.org"] {
+        assert_eq!(
+            normalize_email("  Ada@Example.ORG "),
+            Ok("ada@example.org".into())
+        );
+        for bad in [
+            "ada",
+            "ada@",
+            "@example.org",
+            "a b@example.org",
+            "ada@@example.org",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
         let long = format!("{}@example.org", "a".repeat(250));
