@@ -27,59 +27,7 @@ async fn config_check_lists_every_problem() {
     assert!(stderr.contains("did you mean `software`"), "{stderr}");
 }
 
-const UPSTREAM: &str = r#"
-db:
-  dbname: "lablink_db"
-  user: "lablink"
-  password: "lablink"
-  host: "localhost"
-  port: 5432
-  table_name: "vm_table"
-  message_channel: "vm_updates"
-machine:
-  machine_type: "g4dn.xlarge"
-  image: "ghcr.io/talmolab/lablink-client-base-image:linux-amd64-latest-test"
-  ami_id: "ami-0601752c11b394251"
-  repository: "https://github.com/talmolab/sleap-tutorial-data.git"
-  software: "sleap"
-  extension: "slp"
-app:
-  admin_user: "admin"
-  admin_password: "a-real-password-42"
-  region: "us-west-2"
-dns:
-  enabled: false
-  terraform_managed: false
-  domain: ""
-  zone_id: ""
-eip:
-  strategy: "dynamic"
-ssl:
-  provider: "none"
-  email: ""
-  certificate_arn: ""
-allocator:
-  image_tag: "linux-amd64-latest-test"
-startup_script:
-  enabled: false
-  path: "config/custom-startup.sh"
-  on_error: "continue"
-monitoring:
-  enabled: false
-  email: ""
-  thresholds:
-    max_instances_per_5min: 10
-    max_terminations_per_5min: 20
-    max_unauthorized_calls_per_15min: 5
-  budget:
-    enabled: false
-    monthly_budget_usd: 500
-  cloudtrail:
-    retention_days: 90
-bucket_name: "tf-state-lablink-allocator-bucket"
-deployment_name: "lablink"
-environment: "dev"
-"#;
+const UPSTREAM: &str = include_str!("../fixtures/upstream-config.yaml");
 
 #[tokio::test]
 async fn config_check_accepts_an_upstream_file() {

@@ -40,22 +40,13 @@ async fn health_reports_the_store() {
 async fn stop_is_prompt_with_a_parked_poll() {
     let mut s = TestServer::start_with(|c| c.server.long_poll_seconds = 60).await;
     s.register_running("vm-1").await;
-    let (client, url, token) = (s.client.clone(), s.url("/vm_startup"), s.token().to_owned());
-    let poll = tokio::spawn(async move {
-        client
-            .post(url)
-            .bearer_auth(token)
-            .json(&json!({"hostname": "vm-1"}))
-            .send()
-            .await
-            .map(|r| r.status())
-    });
+    let poll = s.spawn_poll("vm-1");
     wait_until(5, "the poll parks", || s.app.waiters.parked() == 1).await;
     let started = Instant::now();
     within(5, "stop() with a parked poll", s.stop()).await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    let status = within(5, "the poll's answer", poll).await.expect("task");
-    assert_eq!(status.expect("an answer").as_u16(), 503);
+    let (answer, _) = within(5, "the poll's answer", poll).await.expect("task");
+    answer.expect(503);
 
     // The port no longer answers.
     let refused = crate::helpers::client()

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lablink::config::Config;
 use lablink::server::App;
@@ -342,6 +342,27 @@ impl TestServer {
     pub async fn vm_startup(&self, host: &str) -> Answer {
         self.agent_post("/vm_startup", &json!({ "hostname": host }))
             .await
+    }
+
+    /// Starts `/vm_startup` for `host` in its own task; the answer and when it came.
+    pub fn spawn_poll(&self, host: &str) -> tokio::task::JoinHandle<(Answer, Instant)> {
+        let (client, url, token) = (
+            self.client.clone(),
+            self.url("/vm_startup"),
+            self.token().to_owned(),
+        );
+        let body = json!({ "hostname": host });
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("POST /vm_startup");
+            let answer = Answer::read(r).await;
+            (answer, Instant::now())
+        })
     }
 
     /// The VM as stored.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Answer, TestServer, crd_command, wait_until, within};
+use crate::helpers::{TestServer, crd_command, wait_until, within};
 
 #[tokio::test]
 async fn bad_requests_and_unknown_hosts() {
@@ -65,30 +65,13 @@ async fn an_assigned_vm_answers_at_once() {
     .await;
 }
 
-/// Starts `/vm_startup` for `host` in its own task; the answer and when it came.
-fn spawn_poll(s: &TestServer, host: &str) -> tokio::task::JoinHandle<(Answer, Instant)> {
-    let (client, url, token) = (s.client.clone(), s.url("/vm_startup"), s.token().to_owned());
-    let body = json!({ "hostname": host });
-    tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST /vm_startup");
-        let answer = Answer::read(r).await;
-        (answer, Instant::now())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_poll_is_woken_by_the_claim() {
     let s = TestServer::start_with(|c| c.server.long_poll_seconds = 30).await;
     within(30, "test", async {
         s.register_many(2).await;
-        let poll = spawn_poll(&s, "vm-1");
-        let other = spawn_poll(&s, "vm-2");
+        let poll = s.spawn_poll("vm-1");
+        let other = s.spawn_poll("vm-2");
         wait_until(5, "both polls park", || s.app.waiters.parked() == 2).await;
 
         let c = s.claim("ada@example.org", &crd_command("4/0Wake-Up")).await;
@@ -146,16 +129,7 @@ async fn a_client_that_goes_away_frees_its_waiter() {
         s.register_running("vm-1").await;
         let mut polls = Vec::new();
         for _ in 0..3 {
-            let (client, url, token) =
-                (s.client.clone(), s.url("/vm_startup"), s.token().to_owned());
-            polls.push(tokio::spawn(async move {
-                client
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"hostname": "vm-1"}))
-                    .send()
-                    .await
-            }));
+            polls.push(s.spawn_poll("vm-1"));
         }
         wait_until(5, "three polls park", || s.app.waiters.parked() == 3).await;
         let last = polls.pop().expect("a poll");
@@ -189,7 +163,7 @@ async fn shutdown_answers_parked_polls_with_503() {
     let mut s = TestServer::start_with(|c| c.server.long_poll_seconds = 30).await;
     within(30, "test", async {
         s.register_running("vm-1").await;
-        let poll = spawn_poll(&s, "vm-1");
+        let poll = s.spawn_poll("vm-1");
         wait_until(5, "the poll parks", || s.app.waiters.parked() == 1).await;
         let started = Instant::now();
         let (_, (answer, _)) = tokio::join!(s.stop(), async {

@@ -127,29 +127,27 @@ async fn a_second_serve_process_exits_with_a_clear_message() {
         .expect(200);
 }
 
+/// What `lablink token --data-dir DIR` prints; it must succeed.
+async fn printed_token(dir: &str) -> String {
+    let out = run_binary(&["token", "--data-dir", dir], &[], 10).await;
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
 #[tokio::test]
 async fn lablink_token_prints_the_token_while_running_and_after() {
     let mut s = TestServer::start().await;
     let dir = s.dir.display().to_string();
     let token = s.token().to_owned();
-    let out = run_binary(&["token", "--data-dir", &dir], &[], 10).await;
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), token);
+    assert_eq!(printed_token(&dir).await, token);
 
     s.stop().await;
-    let out = run_binary(&["token", "--data-dir", &dir], &[], 10).await;
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), token);
+    assert_eq!(printed_token(&dir).await, token);
 
     // A directory without a store is an error, not a new token.
     let empty = tempfile::tempdir().expect("tempdir");
