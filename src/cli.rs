@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the allocator: participant page, agent API and the store.
     Serve(ServeArgs),
+    /// Run on a VM: register with the allocator, report health, start the desktop.
+    Agent(Box<crate::agent::AgentArgs>),
     /// Print the agents' API token of a data directory.
     Token {
         /// Data directory of the allocator.
@@ -72,6 +74,7 @@ pub enum LogFormat {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => commands::serve::run(args),
+        Command::Agent(args) => crate::agent::run(*args),
         Command::Token { data_dir } => commands::token::run(&data_dir),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),

@@ -1,6 +1,7 @@
 //! LabLink: a GPU workshop VM allocator (`lablink serve`) and the agent on each VM, in one
 //! executable.
 
+pub mod agent;
 pub mod assets;
 pub mod bench;
 
@@ -11,6 +12,7 @@ pub mod crd;
 pub mod error;
 pub mod logging;
 pub mod model;
+pub mod process;
 pub mod server;
 pub mod store;
 pub mod views;

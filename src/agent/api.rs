@@ -1,0 +1,188 @@
+//! The allocator's agent API, as upstream 0.1.2 defines it. Only 0.1.2 paths and bodies are
+//! used, so the agent works against either allocator.
+
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(
+        "the allocator refused the API token (401); check API_TOKEN against `lablink token` on the allocator"
+    )]
+    Unauthorized,
+    #[error("the allocator does not know this VM yet (404)")]
+    NotFound,
+    #[error("the allocator answered {0}")]
+    Status(StatusCode),
+    #[error("cannot reach the allocator: {0}")]
+    Transport(String),
+}
+
+impl CallError {
+    /// Nothing will change by asking again: stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, CallError::Unauthorized)
+    }
+}
+
+/// What `/vm_startup` said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Startup {
+    Assigned {
+        pin: String,
+        command: String,
+    },
+    /// Our allocator's bounded wait ended (408): ask again at once.
+    NotYet,
+    /// 200 with a status other than "success": upstream clients give up on this.
+    Rejected(String),
+}
+
+#[derive(Deserialize)]
+struct StartupBody {
+    status: Option<String>,
+    pin: Option<Value>,
+    command: Option<String>,
+    message: Option<String>,
+}
+
+pub struct Allocator {
+    http: Client,
+    base: String,
+    token: String,
+    pub vm_name: String,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Allocator {
+    pub fn new(base: String, token: String, vm_name: String) -> Result<Allocator, String> {
+        let http = Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            // A long-poll against upstream blocks for hours: keep-alive probes find a dead
+            // peer where a read timeout would abandon a live request.
+            .tcp_keepalive(Duration::from_secs(60))
+            .tcp_keepalive_interval(Duration::from_secs(15))
+            .tcp_keepalive_retries(4)
+            .user_agent(concat!("lablink-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Allocator {
+            http,
+            base,
+            token,
+            vm_name,
+        })
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.post(format!("{}{path}", self.base));
+        if self.token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.token)
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::UNAUTHORIZED => Err(CallError::Unauthorized),
+            StatusCode::NOT_FOUND => Err(CallError::NotFound),
+            s => Err(CallError::Status(s)),
+        }
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> Result<(), CallError> {
+        self.send(self.post(path).timeout(CALL_TIMEOUT).json(&body))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn report_status(&self, status: &str) -> Result<(), CallError> {
+        self.post_json(
+            "/api/vm-status",
+            json!({"hostname": self.vm_name, "status": status}),
+        )
+        .await
+    }
+
+    pub async fn report_gpu(&self, gpu_status: &str) -> Result<(), CallError> {
+        self.post_json(
+            "/api/gpu_health",
+            json!({"hostname": self.vm_name, "gpu_status": gpu_status}),
+        )
+        .await
+    }
+
+    pub async fn report_in_use(&self, in_use: bool) -> Result<(), CallError> {
+        self.post_json(
+            "/api/update_inuse_status",
+            json!({"hostname": self.vm_name, "status": in_use}),
+        )
+        .await
+    }
+
+    pub async fn ship_logs(&self, group: &str, lines: &[String]) -> Result<(), CallError> {
+        self.post_json(
+            "/api/vm-logs",
+            json!({"log_group": group, "log_stream": self.vm_name, "messages": lines}),
+        )
+        .await
+    }
+
+    pub async fn report_metrics(&self, metrics: Value) -> Result<(), CallError> {
+        self.post_json(&format!("/api/vm-metrics/{}", self.vm_name), metrics)
+            .await
+    }
+
+    /// One long-poll. No read timeout: our allocator answers 408 on its own; upstream's
+    /// holds the request until an assignment exists.
+    pub async fn wait_for_assignment(&self) -> Result<Startup, CallError> {
+        let req = self
+            .post("/vm_startup")
+            .json(&json!({"hostname": self.vm_name}));
+        let resp = match self.send(req).await {
+            Err(CallError::Status(StatusCode::REQUEST_TIMEOUT)) => return Ok(Startup::NotYet),
+            other => other?,
+        };
+        let body: StartupBody = resp
+            .json()
+            .await
+            .map_err(|e| CallError::Transport(format!("unreadable /vm_startup answer: {e}")))?;
+        match (body.status.as_deref(), body.pin, body.command) {
+            (Some("success"), Some(pin), Some(command)) => Ok(Startup::Assigned {
+                // Upstream stores the PIN as text; accept a number too.
+                pin: match pin {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                },
+                command,
+            }),
+            (status, _, _) => Ok(Startup::Rejected(
+                body.message
+                    .or(status.map(str::to_owned))
+                    .unwrap_or_else(|| "no status".into()),
+            )),
+        }
+    }
+}
+
+/// reqwest's top-level message hides the cause ("error sending request"); name it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,162 @@
+//! `lablink agent` settings: flags, each also read from the variable upstream's client uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::cli::LogFormat;
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Base URL of the allocator, e.g. https://lablink.example.org.
+    #[arg(long, env = "ALLOCATOR_URL")]
+    pub allocator_url: Option<String>,
+    /// Allocator host, used as http://HOST:80 when no URL is given (upstream fallback).
+    #[arg(long, env = "ALLOCATOR_HOST")]
+    pub allocator_host: Option<String>,
+    /// Bearer token of the allocator (`lablink token`); empty sends no Authorization header.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// This VM's name as the allocator knows it (default: the OS hostname).
+    #[arg(long, env = "VM_NAME")]
+    pub vm_name: Option<String>,
+    /// Process name that means the workshop software is in use.
+    #[arg(long, env = "SUBJECT_SOFTWARE", default_value = "sleap")]
+    pub software: String,
+    /// Chrome Remote Desktop's start-host program.
+    #[arg(
+        long,
+        env = "LABLINK_START_HOST",
+        default_value = "/opt/google/chrome-remote-desktop/start-host"
+    )]
+    pub start_host: PathBuf,
+    /// Chrome Remote Desktop daemon, started directly when the host is already registered
+    /// (no systemd inside containers).
+    #[arg(
+        long,
+        env = "LABLINK_CRD_DAEMON",
+        default_value = "/opt/google/chrome-remote-desktop/chrome-remote-desktop"
+    )]
+    pub crd_daemon: PathBuf,
+    /// Where start-host writes the host registration (default: ~/.config/chrome-remote-desktop).
+    #[arg(long, env = "LABLINK_CRD_CONFIG_DIR")]
+    pub crd_config_dir: Option<PathBuf>,
+    /// Seconds start-host may run before it is stopped.
+    #[arg(long, default_value_t = 120)]
+    pub desktop_timeout: u64,
+    /// GPU probe: `auto` tries NVML, then nvidia-smi; `none` reports N/A.
+    #[arg(long, value_enum, default_value_t = GpuProbeKind::Auto)]
+    pub gpu_probe: GpuProbeKind,
+    /// Seconds between GPU checks (upstream: 20).
+    #[arg(long, default_value_t = 20.0)]
+    pub gpu_interval: f64,
+    /// Seconds between in-use checks (upstream: 20).
+    #[arg(long, default_value_t = 20.0)]
+    pub inuse_interval: f64,
+    /// Seconds nvidia-smi may take before the GPU counts as unhealthy.
+    #[arg(long, default_value_t = 10)]
+    pub gpu_timeout: u64,
+    /// A cloud-init style log file to ship (repeatable), e.g. /var/log/cloud-init-output.log.
+    #[arg(long = "log-file")]
+    pub log_files: Vec<PathBuf>,
+    /// A container log file to ship (repeatable); shipped with the `-docker` group suffix.
+    #[arg(long = "container-log-file")]
+    pub container_log_files: Vec<PathBuf>,
+    /// Log group sent with shipped logs (upstream: CLOUD_INIT_LOG_GROUP).
+    #[arg(
+        long,
+        env = "CLOUD_INIT_LOG_GROUP",
+        default_value = "lablink-cloud-init"
+    )]
+    pub log_group: String,
+    /// Milliseconds between log flushes when fewer than a batch of lines arrived.
+    #[arg(long, default_value_t = 15_000)]
+    pub log_flush_ms: u64,
+    /// Directory for the agent's own state (how far each log was shipped).
+    #[arg(long, env = "LABLINK_AGENT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Unix time the VM started booting, to report the cloud-init phase duration.
+    #[arg(long, env = "LABLINK_BOOT_STARTED_AT")]
+    pub boot_started_at: Option<f64>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LABLINK_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuProbeKind {
+    Auto,
+    Nvml,
+    NvidiaSmi,
+    None,
+}
+
+/// Upstream's sanitising of `ALLOCATOR_URL`: no trailing `/`, `://.` → `://`, no leading `.`.
+pub fn sanitize_url(raw: &str) -> String {
+    let mut url = raw.trim().trim_end_matches('/').replace("://.", "://");
+    while let Some(rest) = url.strip_prefix('.') {
+        url = rest.to_owned();
+    }
+    url
+}
+
+impl AgentArgs {
+    /// The base URL to call, or a message naming the flag to set.
+    pub fn base_url(&self) -> Result<String, String> {
+        let url = match (&self.allocator_url, &self.allocator_host) {
+            (Some(url), _) if !url.trim().is_empty() => sanitize_url(url),
+            (_, Some(host)) if !host.trim().is_empty() => format!("http://{}:80", host.trim()),
+            _ => {
+                return Err(
+                    "set --allocator-url (ALLOCATOR_URL) or --allocator-host (ALLOCATOR_HOST)"
+                        .into(),
+                );
+            }
+        };
+        match reqwest::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(url),
+            _ => Err(format!(
+                "--allocator-url: `{url}` is not an http:// or https:// URL"
+            )),
+        }
+    }
+
+    pub fn vm_name(&self) -> Result<String, String> {
+        let name = match &self.vm_name {
+            Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
+            _ => nix::unistd::gethostname()
+                .map_err(|e| format!("--vm-name not set and the OS hostname is unreadable: {e}"))?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        crate::model::validate_hostname(&name).map_err(|e| format!("--vm-name: {e}"))?;
+        Ok(name)
+    }
+
+    pub fn interval(secs: f64, flag: &str) -> Result<Duration, String> {
+        if secs.is_finite() && (0.05..=86_400.0).contains(&secs) {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(format!("--{flag}: {secs} is outside 0.05..=86400 seconds"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_sanitised_like_upstream() {
+        assert_eq!(
+            sanitize_url("https://lab.example.org/"),
+            "https://lab.example.org"
+        );
+        assert_eq!(
+            sanitize_url("http://.lab.example.org"),
+            "http://lab.example.org"
+        );
+        assert_eq!(sanitize_url(".http://x//"), "http://x");
+    }
+}

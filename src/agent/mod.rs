@@ -1,0 +1,227 @@
+//! `lablink agent`: runs on each VM. Registers it, reports GPU health, in-use status, logs
+//! and startup timings, waits for a participant and starts their desktop.
+
+pub mod api;
+pub mod config;
+pub mod desktop;
+pub mod gpu;
+pub mod inuse;
+pub mod logs;
+pub mod retry;
+pub mod subscribe;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use api::{Allocator, CallError};
+pub use config::AgentArgs;
+use desktop::Desktop;
+use retry::{Gave, until_acknowledged};
+
+/// Exit status when the allocator refuses the token: restarting will not help.
+pub const EXIT_UNAUTHORIZED: u8 = 3;
+
+pub fn run(args: AgentArgs) -> ExitCode {
+    crate::logging::init(args.log_format);
+    let checked = (|| {
+        Ok::<_, String>((
+            args.base_url()?,
+            args.vm_name()?,
+            AgentArgs::interval(args.gpu_interval, "gpu-interval")?,
+            AgentArgs::interval(args.inuse_interval, "inuse-interval")?,
+        ))
+    })();
+    let (base, vm_name, gpu_every, inuse_every) = match checked {
+        Ok(v) => v,
+        Err(message) => {
+            eprintln!("lablink agent: {message}");
+            return ExitCode::from(crate::commands::EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return crate::commands::fail(e),
+    };
+    runtime.block_on(agent(args, base, vm_name, gpu_every, inuse_every))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn state_dir(args: &AgentArgs) -> Option<PathBuf> {
+    args.state_dir
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/lablink-agent"))
+        })
+}
+
+async fn agent(
+    args: AgentArgs,
+    base: String,
+    vm_name: String,
+    gpu_every: Duration,
+    inuse_every: Duration,
+) -> ExitCode {
+    let started = unix_now();
+    let alloc = match Allocator::new(base.clone(), args.token.clone(), vm_name.clone()) {
+        Ok(a) => Arc::new(a),
+        Err(e) => return crate::commands::fail(e),
+    };
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            crate::commands::serve::shutdown_signal().await;
+            tracing::info!("stopping");
+            cancel.cancel();
+        });
+    }
+    tracing::info!(allocator = %base, vm = %vm_name, "LabLink agent starting");
+
+    match until_acknowledged("status initializing", &cancel, || {
+        alloc.report_status("initializing")
+    })
+    .await
+    {
+        Gave::Acknowledged => {}
+        Gave::Fatal(e) => return refused(&e),
+        Gave::Cancelled => return ExitCode::SUCCESS,
+    }
+
+    let mut tasks: JoinSet<Result<(), CallError>> = JoinSet::new();
+    let probe = gpu::Probe::detect(args.gpu_probe, Duration::from_secs(args.gpu_timeout)).await;
+    tasks.spawn(gpu::monitor(
+        alloc.clone(),
+        probe,
+        gpu_every,
+        cancel.clone(),
+    ));
+    tasks.spawn(inuse::monitor(
+        alloc.clone(),
+        args.software.clone(),
+        inuse_every,
+        cancel.clone(),
+    ));
+    let positions = Arc::new(logs::Positions::load(state_dir(&args).as_deref()));
+    let sources = args
+        .log_files
+        .iter()
+        .map(|p| (p, args.log_group.clone()))
+        .chain(
+            args.container_log_files
+                .iter()
+                .map(|p| (p, format!("{}-docker", args.log_group))),
+        );
+    for (path, group) in sources {
+        let source = logs::Source {
+            path: path.clone(),
+            group,
+        };
+        tasks.spawn(logs::ship(
+            alloc.clone(),
+            source,
+            positions.clone(),
+            Duration::from_millis(args.log_flush_ms.max(100)),
+            cancel.clone(),
+        ));
+    }
+
+    let desktop = Desktop {
+        start_host: args.start_host.clone(),
+        daemon: args.crd_daemon.clone(),
+        config_dir: args
+            .crd_config_dir
+            .clone()
+            .unwrap_or_else(Desktop::default_config_dir),
+        timeout: Duration::from_secs(args.desktop_timeout),
+        vm_name: vm_name.clone(),
+    };
+    let subscriber = {
+        let (alloc, cancel) = (alloc.clone(), cancel.clone());
+        async move {
+            let ended = subscribe::run(alloc.clone(), desktop, cancel.clone()).await?;
+            if let subscribe::Ended::DesktopStarted = ended {
+                // Telemetry continues; the agent stays until it is stopped.
+                cancel.cancelled().await;
+            }
+            Ok(())
+        }
+    };
+    tasks.spawn(subscriber);
+    tasks.spawn(report_timings(
+        alloc.clone(),
+        started,
+        args.boot_started_at,
+        cancel.clone(),
+    ));
+
+    let mut exit = ExitCode::SUCCESS;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            if e.is_fatal() {
+                exit = refused(&e);
+            }
+            cancel.cancel();
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    // Give the others a moment to finish what they are sending (final log lines).
+    let _ = tokio::time::timeout(Duration::from_secs(6), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    exit
+}
+
+fn refused(e: &CallError) -> ExitCode {
+    tracing::error!("{e}; stopping");
+    ExitCode::from(EXIT_UNAUTHORIZED)
+}
+
+/// Startup timings: the container phase is from agent start to ready; the cloud-init phase
+/// from boot start (when known) to agent start.
+async fn report_timings(
+    alloc: Arc<Allocator>,
+    started: f64,
+    boot: Option<f64>,
+    cancel: CancellationToken,
+) -> Result<(), CallError> {
+    let ready = unix_now();
+    let mut metrics = json!({
+        "container_start": started,
+        "container_end": ready,
+        "container_startup_duration_seconds": ready - started,
+    });
+    if let Some(boot) = boot.filter(|b| *b > 0.0 && *b <= started) {
+        metrics["cloud_init_start"] = json!(boot);
+        metrics["cloud_init_end"] = json!(started);
+        metrics["cloud_init_duration_seconds"] = json!(started - boot);
+    }
+    match until_acknowledged("startup timings", &cancel, || {
+        alloc.report_metrics(metrics.clone())
+    })
+    .await
+    {
+        Gave::Fatal(e) => Err(e),
+        Gave::Acknowledged | Gave::Cancelled => {
+            cancel.cancelled().await;
+            Ok(())
+        }
+    }
+}

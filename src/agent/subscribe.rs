@@ -1,0 +1,96 @@
+//! Waiting for a participant: long-poll `/vm_startup`, then hand over the desktop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::api::{Allocator, CallError, Startup};
+use super::desktop::Desktop;
+use super::retry::{Gave, backoff, until_acknowledged};
+use crate::crd;
+
+/// After a failed hand-over, how often to look for a fresh code from the participant
+/// (codes are single-use; the same code will fail again).
+const FRESH_CODE_POLL: Duration = Duration::from_secs(15);
+
+pub enum Ended {
+    /// The desktop is started; nothing more to wait for.
+    DesktopStarted,
+    Stopped,
+}
+
+/// Reports "running" (the agent is now waiting, so the VM is really ready for a
+/// participant), then polls until an assignment arrives and its desktop starts.
+pub async fn run(
+    alloc: Arc<Allocator>,
+    desktop: Desktop,
+    cancel: CancellationToken,
+) -> Result<Ended, CallError> {
+    match until_acknowledged("status running", &cancel, || alloc.report_status("running")).await {
+        Gave::Acknowledged => tracing::info!("reported running; waiting for a participant"),
+        Gave::Fatal(e) => return Err(e),
+        Gave::Cancelled => return Ok(Ended::Stopped),
+    }
+    let mut delays = backoff(Duration::from_secs(30));
+    let mut failed_code: Option<String> = None;
+    loop {
+        let answer = tokio::select! {
+            a = alloc.wait_for_assignment() => a,
+            () = cancel.cancelled() => return Ok(Ended::Stopped),
+        };
+        let pause = match answer {
+            Ok(Startup::NotYet) => {
+                delays = backoff(Duration::from_secs(30));
+                continue;
+            }
+            Ok(Startup::Assigned { pin, command }) => {
+                delays = backoff(Duration::from_secs(30));
+                match crd::extract_code(&command) {
+                    Err(e) => {
+                        tracing::error!(error = %e, "the assignment's command has no usable code");
+                        FRESH_CODE_POLL
+                    }
+                    Ok(code) if failed_code.as_deref() == Some(code.as_str()) => FRESH_CODE_POLL,
+                    Ok(code) => {
+                        tracing::info!("assigned to a participant; starting the desktop");
+                        match desktop.start(&code, &pin, &cancel).await {
+                            Ok(()) => {
+                                tracing::info!("desktop started; the participant can connect");
+                                return Ok(Ended::DesktopStarted);
+                            }
+                            Err(reason) => {
+                                tracing::error!(%reason, "desktop did not start; reporting error and waiting for a fresh code");
+                                failed_code = Some(code);
+                                match until_acknowledged("status error", &cancel, || {
+                                    alloc.report_status("error")
+                                })
+                                .await
+                                {
+                                    Gave::Fatal(e) => return Err(e),
+                                    Gave::Cancelled => return Ok(Ended::Stopped),
+                                    Gave::Acknowledged => {}
+                                }
+                                FRESH_CODE_POLL
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Startup::Rejected(message)) => {
+                tracing::warn!(%message, "the allocator rejected this VM's startup request");
+                delays.next().unwrap_or(Duration::from_secs(30))
+            }
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in = ?delay, "waiting for an assignment failed");
+                delay
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = cancel.cancelled() => return Ok(Ended::Stopped),
+        }
+    }
+}

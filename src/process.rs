@@ -1,0 +1,199 @@
+//! Running an external program: explicit argument vector (never a shell), its own process
+//! group, stdin fed from memory, stdout/stderr handed over line by line, a timeout, and on
+//! timeout or cancellation SIGINT to the whole group, then SIGKILL after a grace period.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Exited(ExitStatus),
+    TimedOut,
+    Cancelled,
+}
+
+pub struct Limits {
+    pub timeout: Duration,
+    /// Between SIGINT and SIGKILL.
+    pub grace: Duration,
+}
+
+/// Runs `cmd` to completion (or until `timeout`/`cancel`), calling `on_line` for every
+/// output line. Spawn errors (program missing, not executable) are returned as such.
+pub async fn run(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    limits: Limits,
+    cancel: &CancellationToken,
+    mut on_line: impl FnMut(Stream, String),
+) -> std::io::Result<Outcome> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0)
+    .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A program that exits without reading its input is not an error here.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    if let Some(out) = child.stdout.take() {
+        forward_lines(out, Stream::Stdout, tx.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        forward_lines(err, Stream::Stderr, tx.clone());
+    }
+    drop(tx);
+
+    let deadline = tokio::time::sleep(limits.timeout);
+    tokio::pin!(deadline);
+    let mut lines_open = true;
+    let outcome = loop {
+        tokio::select! {
+            line = rx.recv(), if lines_open => match line {
+                Some((stream, text)) => on_line(stream, text),
+                None => lines_open = false,
+            },
+            status = child.wait() => break Outcome::Exited(status?),
+            () = &mut deadline => break Outcome::TimedOut,
+            () = cancel.cancelled() => break Outcome::Cancelled,
+        }
+    };
+    if !matches!(outcome, Outcome::Exited(_)) {
+        stop_group(&mut child, pgid, limits.grace).await;
+    }
+    // Output written just before exit is still in the pipe: drain what is there.
+    while let Ok(Some((stream, text))) =
+        tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+    {
+        on_line(stream, text);
+    }
+    Ok(outcome)
+}
+
+fn forward_lines(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    stream: Stream,
+    tx: mpsc::Sender<(Stream, String)>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send((stream, line)).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// SIGINT to the group, then SIGKILL if it is still there after `grace`.
+async fn stop_group(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGINT);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            let _ = killpg(pgid, Signal::SIGKILL); // stragglers of the group
+            return;
+        }
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    let _ = child.kill().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(ms: u64) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(ms),
+            grace: Duration::from_millis(200),
+        }
+    }
+
+    #[tokio::test]
+    async fn output_and_stdin_and_exit_status() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "read a; echo got:$a; echo oops >&2; exit 3"]);
+        let mut lines = Vec::new();
+        let outcome = run(
+            cmd,
+            Some(b"hello\n".to_vec()),
+            limits(5000),
+            &CancellationToken::new(),
+            |s, l| lines.push((s, l)),
+        )
+        .await
+        .expect("spawn");
+        assert!(matches!(outcome, Outcome::Exited(s) if s.code() == Some(3)));
+        assert!(lines.contains(&(Stream::Stdout, "got:hello".into())));
+        assert!(lines.contains(&(Stream::Stderr, "oops".into())));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_group_is_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let mut cmd = Command::new("sh");
+        // The grandchild must die with the group, and SIGINT alone is ignored.
+        cmd.arg("-c").arg(format!(
+            "trap '' INT; sleep 30 & echo $! > {}; wait",
+            pidfile.display()
+        ));
+        let started = std::time::Instant::now();
+        let outcome = run(cmd, None, limits(300), &CancellationToken::new(), |_, _| {})
+            .await
+            .expect("spawn");
+        assert!(matches!(outcome, Outcome::TimedOut));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("number");
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            nix::sys::signal::kill(Pid::from_raw(pid), None).is_err()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        });
+        assert!(gone, "grandchild {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_spawn_error() {
+        let cmd = Command::new("/nonexistent/lablink-test-program");
+        let err = run(
+            cmd,
+            None,
+            limits(1000),
+            &CancellationToken::new(),
+            |_, _| {},
+        )
+        .await
+        .expect_err("missing");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+}
