@@ -20,6 +20,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The whole system on this machine, offline, with simulated VMs.
+    Demo(crate::commands::demo::DemoArgs),
     /// Run the allocator: participant page, agent API and the store.
     Serve(ServeArgs),
     /// Run on a VM: register with the allocator, report health, start the desktop.
@@ -73,6 +75,7 @@ pub enum LogFormat {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Agent(args) => crate::agent::run(*args),
         Command::Token { data_dir } => commands::token::run(&data_dir),

@@ -36,6 +36,18 @@ pub struct Config {
     pub startup_script: StartupScriptConfig,
     pub monitoring: MonitoringConfig,
     pub server: ServerConfig,
+    pub provision: ProvisionConfig,
+}
+
+/// How VMs are created (LabLink's own section).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProvisionConfig {
+    /// `manual` (machines join by themselves), `local` (agent processes on this machine).
+    pub provider: String,
+    /// A launch or destroy still running after this long is stopped.
+    pub run_timeout_seconds: u64,
+    /// Most agent processes the local provider runs at once.
+    pub local_max_vms: u64,
 }
 
 /// PostgreSQL settings of the system we replace: accepted so old files load, then ignored.
@@ -193,6 +205,11 @@ impl Default for Config {
                 long_poll_seconds: 50,
                 log_cap_bytes: 1024 * 1024,
             },
+            provision: ProvisionConfig {
+                provider: "manual".into(),
+                run_timeout_seconds: 3600,
+                local_max_vms: 50,
+            },
         }
     }
 }
@@ -280,6 +297,12 @@ impl Config {
             v.string("data_dir", &mut s.data_dir);
             v.integer("long_poll_seconds", &mut s.long_poll_seconds);
             v.integer("log_cap_bytes", &mut s.log_cap_bytes);
+        });
+        v.section("provision", &mut |v| {
+            let p = &mut self.provision;
+            v.string("provider", &mut p.provider);
+            v.integer("run_timeout_seconds", &mut p.run_timeout_seconds);
+            v.integer("local_max_vms", &mut p.local_max_vms);
         });
     }
 
@@ -404,6 +427,33 @@ impl Config {
             bad(
                 "server.log_cap_bytes",
                 format!("{} is outside 4096..=67108864", self.server.log_cap_bytes),
+            );
+        }
+        match self.provision.provider.as_str() {
+            "manual" | "local" => {}
+            "terraform" => bad(
+                "provision.provider",
+                "`terraform` is not available in this version of LabLink; use `manual` or `local`"
+                    .into(),
+            ),
+            other => bad(
+                "provision.provider",
+                format!("`{other}` is not one of manual, local"),
+            ),
+        }
+        if !(10..=86_400).contains(&self.provision.run_timeout_seconds) {
+            bad(
+                "provision.run_timeout_seconds",
+                format!(
+                    "{} is outside 10..=86400",
+                    self.provision.run_timeout_seconds
+                ),
+            );
+        }
+        if !(1..=1000).contains(&self.provision.local_max_vms) {
+            bad(
+                "provision.local_max_vms",
+                format!("{} is outside 1..=1000", self.provision.local_max_vms),
             );
         }
         problems

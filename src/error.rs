@@ -19,6 +19,12 @@ pub enum ApiError {
     BadToken,
     #[error("Unauthorized Access")]
     BadBasic,
+    #[error("Cross-site requests are not accepted here.")]
+    CrossSite,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("VM not found.")]
     VmNotFound,
     #[error("No VMs found.")]
@@ -53,7 +59,9 @@ impl ApiError {
             ApiError::MissingToken | ApiError::BadToken | ApiError::BadBasic => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::VmNotFound | ApiError::NoVms => StatusCode::NOT_FOUND,
+            ApiError::VmNotFound | ApiError::NoVms | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::CrossSite => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PollTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

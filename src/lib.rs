@@ -13,6 +13,7 @@ pub mod error;
 pub mod logging;
 pub mod model;
 pub mod process;
+pub mod provision;
 pub mod server;
 pub mod store;
 pub mod views;

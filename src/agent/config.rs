@@ -42,10 +42,14 @@ pub struct AgentArgs {
     /// Where start-host writes the host registration (default: ~/.config/chrome-remote-desktop).
     #[arg(long, env = "LABLINK_CRD_CONFIG_DIR")]
     pub crd_config_dir: Option<PathBuf>,
+    /// `simulated` starts no desktop and reports success (for `lablink demo`).
+    #[arg(long, value_enum, default_value_t = DesktopKind::ChromeRemoteDesktop)]
+    pub desktop: DesktopKind,
     /// Seconds start-host may run before it is stopped.
     #[arg(long, default_value_t = 120)]
     pub desktop_timeout: u64,
-    /// GPU probe: `auto` tries NVML, then nvidia-smi; `none` reports N/A.
+    /// GPU probe: `auto` tries NVML, then nvidia-smi; `none` reports N/A; `simulated`
+    /// always reports Healthy (for `lablink demo`).
     #[arg(long, value_enum, default_value_t = GpuProbeKind::Auto)]
     pub gpu_probe: GpuProbeKind,
     /// Seconds between GPU checks (upstream: 20).
@@ -90,6 +94,13 @@ pub enum GpuProbeKind {
     Nvml,
     NvidiaSmi,
     None,
+    Simulated,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DesktopKind {
+    ChromeRemoteDesktop,
+    Simulated,
 }
 
 /// Upstream's sanitising of `ALLOCATOR_URL`: no trailing `/`, `://.` → `://`, no leading `.`.

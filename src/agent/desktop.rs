@@ -18,6 +18,8 @@ pub struct Desktop {
     pub config_dir: PathBuf,
     pub timeout: Duration,
     pub vm_name: String,
+    /// Start nothing, report success (`lablink demo`).
+    pub simulated: bool,
 }
 
 /// The user start-host must run as, and the environment it needs to match it: it refuses
@@ -122,6 +124,10 @@ impl Desktop {
         pin: &str,
         cancel: &CancellationToken,
     ) -> Result<(), String> {
+        if self.simulated {
+            tracing::info!(vm = %self.vm_name, "simulated desktop started for the participant");
+            return Ok(());
+        }
         if self.registered() {
             // A spent code cannot register again; the existing registration still works.
             tracing::info!("host already registered; starting the desktop daemon");

@@ -24,6 +24,7 @@ pub enum Probe {
         timeout: Duration,
     },
     Unavailable,
+    Simulated,
 }
 
 impl Probe {
@@ -44,6 +45,7 @@ impl Probe {
         };
         match kind {
             GpuProbeKind::None => Probe::Unavailable,
+            GpuProbeKind::Simulated => Probe::Simulated,
             GpuProbeKind::NvidiaSmi => smi(),
             GpuProbeKind::Nvml => nvml().await.unwrap_or(Probe::Unavailable),
             GpuProbeKind::Auto => match nvml().await {
@@ -58,12 +60,14 @@ impl Probe {
             Probe::Nvml(_) => "NVML",
             Probe::NvidiaSmi { .. } => "nvidia-smi",
             Probe::Unavailable => "none",
+            Probe::Simulated => "simulated",
         }
     }
 
     pub async fn check(&self, cancel: &CancellationToken) -> Health {
         match self {
             Probe::Unavailable => Health::NotAvailable,
+            Probe::Simulated => Health::Healthy,
             Probe::Nvml(nvml) => {
                 let nvml = nvml.clone();
                 tokio::task::spawn_blocking(move || nvml_health(&nvml))

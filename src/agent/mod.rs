@@ -149,6 +149,7 @@ async fn agent(
             .unwrap_or_else(Desktop::default_config_dir),
         timeout: Duration::from_secs(args.desktop_timeout),
         vm_name: vm_name.clone(),
+        simulated: args.desktop == config::DesktopKind::Simulated,
     };
     let subscriber = {
         let (alloc, cancel) = (alloc.clone(), cancel.clone());

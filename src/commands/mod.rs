@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 pub mod config;
+pub mod demo;
 pub mod serve;
 pub mod token;
 

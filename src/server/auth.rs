@@ -154,6 +154,43 @@ impl FromRequestParts<App> for AgentOrAdmin {
     }
 }
 
+/// The admin, by HTTP Basic (scripts written for upstream keep working). State-changing
+/// requests sent cross-site by a browser are refused: Basic credentials are ambient, so
+/// without this any web page could make an admin's browser destroy the pool.
+pub struct Admin {
+    pub user: String,
+}
+
+impl FromRequestParts<App> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        if !parts.method.is_safe() && cross_site(parts) {
+            return Err(ApiError::CrossSite);
+        }
+        check_basic(app, authorization(parts)).await?;
+        Ok(Admin {
+            user: app.admin.user.clone(),
+        })
+    }
+}
+
+/// A browser says where a request comes from; scripts send neither header.
+fn cross_site(parts: &Parts) -> bool {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => {
+            let origin_host = origin.split("://").nth(1).unwrap_or(origin);
+            origin_host != host
+        }
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = router::build(app.clone());
+    if let Ok(addr) = listener.local_addr() {
+        // Local agents reach the allocator on loopback even when it listens on all addresses.
+        let host = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        app.provisioner.set_allocator_url(format!("http://{host}"));
+    }
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -77,6 +86,7 @@ pub async fn serve(
     {
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
     }
+    app.provisioner.shutdown().await;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.close())
         .await

@@ -9,9 +9,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::api::{health, logs, pool, startup, telemetry};
+use super::api::{health, logs, pool, provision, startup, telemetry};
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
-use super::pages::participant;
+use super::pages::{admin, participant};
 use super::state::App;
 use crate::assets;
 
@@ -36,6 +36,14 @@ pub fn build(app: App) -> Router {
         .route("/api/vm-logs/{hostname}", get(logs::get_logs))
         .route("/api/health", get(health::health))
         .route("/health", get(health::health))
+        .route("/api/launch", post(provision::launch))
+        .route("/destroy", post(provision::destroy_all))
+        .route("/api/vms/{hostname}/destroy", post(provision::destroy_one))
+        .route("/api/runs", get(provision::list_runs))
+        .route("/api/runs/{id}", get(provision::get_run))
+        .route("/admin", get(admin::home))
+        .route("/admin/instances", get(admin::instances))
+        .route("/admin/runs/{id}", get(admin::run))
         .route("/assets/{*path}", get(assets::serve))
         .merge(log_shipping)
         .fallback(not_found)

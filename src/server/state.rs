@@ -9,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 use super::auth::AdminCredentials;
 use super::waiters::Waiters;
 use crate::config::Config;
-use crate::store::{Store, StoreError, meta};
+use crate::provision::local::Local;
+use crate::provision::manual::Manual;
+use crate::provision::{Provider, Provisioner};
+use crate::store::{Store, StoreError, meta, runs};
 
 /// Written next to the store at every start so operators (and `lablink token`) can read
 /// the agents' token while the allocator holds the store.
@@ -26,6 +29,7 @@ pub struct AppInner {
     pub waiters: Arc<Waiters>,
     pub api_token: String,
     pub admin: AdminCredentials,
+    pub provisioner: Arc<Provisioner>,
     /// Cancelled when the server starts shutting down: parked long-polls answer at once.
     pub shutdown: CancellationToken,
     pub started_at: Instant,
@@ -45,13 +49,32 @@ impl App {
         let data_dir = config.data_dir();
         write_private_file(&data_dir.join(TOKEN_FILE), &api_token)?;
         let admin = AdminCredentials::load_or_create(&config, &store, &data_dir).await?;
+        let now = chrono::Utc::now();
+        let interrupted = store
+            .write(move |tx| runs::interrupt_unfinished(tx, now))
+            .await?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                ?interrupted,
+                "runs were still going when the allocator last stopped; marked interrupted"
+            );
+        }
+        let waiters = Arc::new(Waiters::default());
+        let provisioner = Arc::new(Provisioner::new(
+            provider(&config)?,
+            store.clone(),
+            waiters.clone(),
+            api_token.clone(),
+            Duration::from_secs(config.provision.run_timeout_seconds),
+        ));
         Ok(App {
             inner: Arc::new(AppInner {
                 config,
                 store,
-                waiters: Arc::new(Waiters::default()),
+                waiters,
                 api_token,
                 admin,
+                provisioner,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
             }),
@@ -61,6 +84,24 @@ impl App {
     pub fn long_poll(&self) -> Duration {
         self.config.long_poll()
     }
+}
+
+fn provider(config: &Config) -> Result<Arc<dyn Provider>, StoreError> {
+    Ok(match config.provision.provider.as_str() {
+        "local" => {
+            let exe = std::env::current_exe().map_err(|e| {
+                StoreError::Unavailable(format!("cannot find this executable: {e}"))
+            })?;
+            Arc::new(Local::new(
+                exe,
+                config.data_dir().join("local-vms"),
+                format!("{}-lablink-local", config.machine.software),
+                config.machine.software.clone(),
+                config.provision.local_max_vms as usize,
+            ))
+        }
+        _ => Arc::new(Manual),
+    })
 }
 
 /// Writes a secret readable by the owner only.

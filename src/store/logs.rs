@@ -126,3 +126,27 @@ pub fn read(tx: &ReadTransaction, host: &str, kind: LogKind) -> Result<Option<St
             reason: e.to_string(),
         })
 }
+
+/// Drops both logs of a VM.
+pub fn delete(tx: &WriteTransaction, host: &str) -> Result<(), StoreError> {
+    let mut heads = tx.open_table(LOG_HEADS)?;
+    let mut chunks = tx.open_table(LOG_CHUNKS)?;
+    for kind in [LogKind::CloudInit, LogKind::Container] {
+        let k = kind as u8;
+        let head: Option<LogHead> = match heads.get((host, k))? {
+            Some(v) => Some(codec::decode(
+                LOG_HEADS.name(),
+                &head_key(host, kind),
+                v.value(),
+            )?),
+            None => None,
+        };
+        if let Some(head) = head {
+            for seq in head.first..head.next {
+                chunks.remove((host, k, seq))?;
+            }
+            heads.remove((host, k))?;
+        }
+    }
+    Ok(())
+}

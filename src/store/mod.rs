@@ -10,6 +10,7 @@ pub mod codec;
 pub mod logs;
 pub mod meta;
 pub mod migrate;
+pub mod runs;
 pub mod tables;
 pub mod vms;
 

@@ -23,3 +23,9 @@ pub const LOG_HEADS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("
 /// (hostname, log kind, sequence) → one shipped batch of lines, each ending in '\n'.
 pub const LOG_CHUNKS: TableDefinition<(&str, u8, u64), &[u8]> =
     TableDefinition::new("log_chunks_v1");
+
+/// run id → encoded `model::Run`.
+pub const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs_v1");
+
+/// (run id, line number) → one line of the run's output, secrets already redacted.
+pub const RUN_LINES: TableDefinition<(u64, u64), &str> = TableDefinition::new("run_lines_v1");

@@ -183,3 +183,42 @@ pub fn claim(
 pub fn exists(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
     Ok(tx.open_table(VMS)?.get(host)?.is_some())
 }
+
+/// Removes a VM and everything hanging off it (indexes, logs). `false` if it was not there.
+pub fn delete(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let mut by_email = tx.open_table(VM_BY_EMAIL)?;
+    let Some(vm) = load(&vms, host)? else {
+        return Ok(false);
+    };
+    if vm.is_available() {
+        free.remove((Vm::pick_order(host), host))?;
+    }
+    if let Some(a) = &vm.assignment {
+        let holder = by_email.get(a.email.as_str())?.map(|h| h.value() == host);
+        if holder == Some(true) {
+            by_email.remove(a.email.as_str())?;
+        }
+    }
+    vms.remove(host)?;
+    drop((vms, free, by_email));
+    super::logs::delete(tx, host)?;
+    Ok(true)
+}
+
+/// Removes every VM; returns their hostnames.
+pub fn delete_all(tx: &WriteTransaction) -> Result<Vec<String>, StoreError> {
+    let hosts: Vec<String> = {
+        let vms = tx.open_table(VMS)?;
+        let mut hosts = Vec::new();
+        for entry in vms.iter()? {
+            hosts.push(entry?.0.value().to_owned());
+        }
+        hosts
+    };
+    for host in &hosts {
+        delete(tx, host)?;
+    }
+    Ok(hosts)
+}

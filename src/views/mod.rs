@@ -1,4 +1,5 @@
 //! Server-rendered HTML (maud).
 
+pub mod admin;
 pub mod layout;
 pub mod participant;

@@ -3,6 +3,7 @@
 pub mod health;
 pub mod logs;
 pub mod pool;
+pub mod provision;
 pub mod startup;
 pub mod telemetry;
 

@@ -1,3 +1,4 @@
 //! HTML pages.
 
+pub mod admin;
 pub mod participant;

@@ -1,0 +1,109 @@
+//! `lablink demo`: the whole system on this machine, offline, with simulated VMs.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::fail;
+use crate::cli::LogFormat;
+use crate::config::Config;
+use crate::logging;
+use crate::model::RunAction;
+use crate::server::{self, App};
+use crate::store::Store;
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Simulated VMs to launch at start.
+    #[arg(long, default_value_t = 3)]
+    pub vms: u32,
+    /// Address to serve on; if it is taken, a free port is used instead.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub listen: String,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+pub fn run(args: DemoArgs) -> ExitCode {
+    logging::init(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let dir = std::env::temp_dir().join(format!("lablink-demo-{}", std::process::id()));
+    let code = runtime.block_on(demo(args, dir.clone()));
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> ExitCode {
+    let password = crate::store::meta::random_secret()[..16].to_owned();
+    let mut config = Config::default();
+    config.server.data_dir = dir.display().to_string();
+    config.app.admin_password = Some(password.clone());
+    config.provision.provider = "local".into();
+    config.server.long_poll_seconds = 30;
+    config.machine.software = "demo".into();
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(_) => match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot listen on loopback: {e}")),
+        },
+    };
+    let store = match Store::open(&dir) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let app = match App::start(config, store.clone()).await {
+        Ok(app) => app,
+        Err(e) => {
+            store.close();
+            return fail(e);
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(a) => format!("http://{a}"),
+        Err(e) => return fail(e),
+    };
+    println!();
+    println!("  LabLink demo — everything runs on this machine, nothing leaves it.");
+    println!();
+    println!("  Participant page   {url}/");
+    println!("  Admin instances    {url}/admin/instances");
+    println!(
+        "  Admin login        user `{}`, password `{password}`",
+        app.admin.user
+    );
+    println!();
+    println!(
+        "  {} simulated VM(s) are starting; they turn `running` within seconds.",
+        args.vms
+    );
+    println!("  Claim one on the participant page with any e-mail and a command such as");
+    println!("    --code=4/0ADemoCode");
+    println!("  Ctrl-C stops the allocator and every simulated VM.");
+    println!();
+    let serving = tokio::spawn(server::serve(
+        listener,
+        app.clone(),
+        super::serve::shutdown_signal(),
+    ));
+    if args.vms > 0
+        && let Err(e) = app
+            .provisioner
+            .start(RunAction::Launch { count: args.vms }, "demo", None)
+            .await
+    {
+        tracing::error!(error = %e, "cannot launch the simulated VMs");
+    }
+    match serving.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(e),
+    }
+}

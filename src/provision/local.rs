@@ -1,0 +1,192 @@
+//! VMs as local `lablink agent` processes of this same executable, with a simulated GPU and
+//! desktop: the whole flow on one machine, for `lablink demo` and tests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{LaunchContext, Provider, RunFailure, RunLog};
+use crate::model::Vm;
+
+pub struct Local {
+    exe: PathBuf,
+    /// Each VM gets `<dir>/<name>/` for its agent's log and state.
+    dir: PathBuf,
+    prefix: String,
+    software: String,
+    max_vms: usize,
+    children: Mutex<BTreeMap<String, Child>>,
+}
+
+impl Local {
+    /// VMs are named `<prefix>-vm-<n>` and watch for `software` being in use.
+    pub fn new(
+        exe: PathBuf,
+        dir: PathBuf,
+        prefix: String,
+        software: String,
+        max_vms: usize,
+    ) -> Local {
+        Local {
+            exe,
+            dir,
+            prefix,
+            software,
+            max_vms,
+            children: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn spawn_agent(&self, name: &str, ctx: &LaunchContext) -> std::io::Result<Child> {
+        let vm_dir = self.dir.join(name);
+        std::fs::create_dir_all(&vm_dir)?;
+        let log_path = vm_dir.join("agent.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("agent")
+            .arg("--allocator-url")
+            .arg(&ctx.allocator_url)
+            .arg("--vm-name")
+            .arg(name)
+            .arg("--software")
+            .arg(&self.software)
+            .args(["--gpu-probe", "simulated", "--desktop", "simulated"])
+            .args([
+                "--gpu-interval",
+                "5",
+                "--inuse-interval",
+                "5",
+                "--log-flush-ms",
+                "2000",
+            ])
+            .arg("--container-log-file")
+            .arg(&log_path)
+            .arg("--state-dir")
+            .arg(vm_dir.join("state"))
+            .arg("--crd-config-dir")
+            .arg(vm_dir.join("crd"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("API_TOKEN", &ctx.api_token)
+            .env("LABLINK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        cmd.spawn()
+    }
+
+    async fn stop(name: &str, mut child: Child, log: &RunLog) {
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(Duration::from_secs(8), child.wait()).await {
+            Ok(_) => log.line(format!("stopped {name}")),
+            Err(_) => {
+                let _ = child.kill().await;
+                log.line(format!("killed {name} (it did not stop within 8 s)"));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn launch(
+        &self,
+        log: &RunLog,
+        ctx: LaunchContext,
+        count: u32,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, RunFailure> {
+        let mut children = self.children.lock().await;
+        // Reap agents that exited on their own.
+        children.retain(|_, c| matches!(c.try_wait(), Ok(None)));
+        if children.len() + count as usize > self.max_vms {
+            return Err(RunFailure::failed(format!(
+                "the local provider runs at most {} VMs ({} running); raise provision.local_max_vms",
+                self.max_vms,
+                children.len()
+            )));
+        }
+        let taken = ctx
+            .existing
+            .iter()
+            .map(|v| v.hostname.as_str())
+            .chain(children.keys().map(String::as_str))
+            .filter(|h| h.starts_with(&self.prefix))
+            .map(Vm::pick_order)
+            .filter(|n| *n != u64::MAX)
+            .max()
+            .unwrap_or(0);
+        let mut started = Vec::new();
+        for n in taken + 1..=taken + u64::from(count) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let name = format!("{}-vm-{n}", self.prefix);
+            match self.spawn_agent(&name, &ctx) {
+                Ok(child) => {
+                    log.line(format!(
+                        "started {name} (pid {})",
+                        child.id().unwrap_or_default()
+                    ));
+                    children.insert(name.clone(), child);
+                    started.push(name);
+                }
+                Err(e) => {
+                    for name in &started {
+                        if let Some(child) = children.remove(name) {
+                            Self::stop(name, child, log).await;
+                        }
+                    }
+                    let mut failure =
+                        RunFailure::failed(format!("cannot start an agent for {name}: {e}"));
+                    failure.created = started;
+                    return Err(failure);
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    async fn destroy(
+        &self,
+        log: &RunLog,
+        hosts: &[String],
+        _: &CancellationToken,
+    ) -> Result<(), RunFailure> {
+        let mut children = self.children.lock().await;
+        for host in hosts {
+            match children.remove(host) {
+                Some(child) => Self::stop(host, child, log).await,
+                None => log.line(format!("{host} has no local agent process")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let mut children = self.children.lock().await;
+        for (name, child) in std::mem::take(&mut *children) {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            tracing::debug!(vm = %name, "agent stopped");
+            let mut child = child;
+            let _ = tokio::time::timeout(Duration::from_secs(8), child.wait()).await;
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Creating and destroying the VM pool. A `Provider` does the work (Terraform on AWS, local
+//! agent processes, or nothing for machines the lab already owns); the `Provisioner` runs
+//! one action at a time in the background, records it as a run with its output, and keeps
+//! the VM rows in step with what exists.
+
+pub mod local;
+pub mod manual;
+mod runlog;
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use runlog::RunLog;
+
+use crate::model::{Run, RunAction, RunState, Vm};
+use crate::server::waiters::{Waiters, Wake};
+use crate::store::{Store, StoreError, runs, vms};
+
+/// What a provider needs to know to start VMs that find their way back.
+pub struct LaunchContext {
+    pub allocator_url: String,
+    pub api_token: String,
+    /// VMs known right now, to pick the next free VM numbers.
+    pub existing: Vec<Vm>,
+}
+
+/// How a provider action ended when it did not succeed.
+#[derive(Debug)]
+pub struct RunFailure {
+    pub state: RunState,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    /// VMs this action created before failing: their rows are removed.
+    pub created: Vec<String>,
+}
+
+impl RunFailure {
+    pub fn failed(message: impl Into<String>) -> RunFailure {
+        RunFailure {
+            state: RunState::Failed,
+            exit_code: None,
+            message: message.into(),
+            created: Vec::new(),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Why this provider cannot launch VMs, if it cannot.
+    fn cannot_launch(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Starts `count` more VMs; returns their hostnames.
+    async fn launch(
+        &self,
+        log: &RunLog,
+        ctx: LaunchContext,
+        count: u32,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, RunFailure>;
+
+    /// Destroys these VMs (all of them for "destroy all").
+    async fn destroy(
+        &self,
+        log: &RunLog,
+        hosts: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<(), RunFailure>;
+
+    /// The allocator is stopping: release what only lives as long as this process.
+    async fn shutdown(&self) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("run #{} ({}) requested by {} is still in progress; wait for it to finish", .0.id, .0.action.describe(), .0.requested_by)]
+    Busy(Box<Run>),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("VM not found.")]
+    NoSuchVm,
+    #[error("nothing to destroy: there are no VMs")]
+    NothingToDestroy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Provisioner {
+    provider: Arc<dyn Provider>,
+    store: Store,
+    waiters: Arc<Waiters>,
+    api_token: String,
+    allocator_url: OnceLock<String>,
+    current: Mutex<Option<Run>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    timeout: std::time::Duration,
+}
+
+impl Provisioner {
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        store: Store,
+        waiters: Arc<Waiters>,
+        api_token: String,
+        timeout: std::time::Duration,
+    ) -> Provisioner {
+        Provisioner {
+            provider,
+            store,
+            waiters,
+            api_token,
+            allocator_url: OnceLock::new(),
+            current: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            timeout,
+        }
+    }
+
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.name()
+    }
+
+    /// Where VMs reach this allocator; known once the server is listening.
+    pub fn set_allocator_url(&self, url: String) {
+        let _ = self.allocator_url.set(url);
+    }
+
+    /// The run going on now, if any.
+    pub async fn current(&self) -> Option<Run> {
+        self.current.lock().await.clone()
+    }
+
+    /// Records the run and starts it in the background; answers at once.
+    pub async fn start(
+        self: &Arc<Self>,
+        action: RunAction,
+        requested_by: &str,
+        requested_from: Option<String>,
+    ) -> Result<Run, ProvisionError> {
+        if let RunAction::Launch { .. } = action
+            && let Some(why) = self.provider.cannot_launch()
+        {
+            return Err(ProvisionError::Unsupported(why));
+        }
+        let existing = self.store.read(vms::list).await?;
+        let hosts: Vec<String> = match &action {
+            RunAction::Launch { .. } => Vec::new(),
+            RunAction::DestroyAll if existing.is_empty() => {
+                return Err(ProvisionError::NothingToDestroy);
+            }
+            RunAction::DestroyAll => existing.iter().map(|v| v.hostname.clone()).collect(),
+            RunAction::DestroyVm { hostname } => {
+                if !existing.iter().any(|v| &v.hostname == hostname) {
+                    return Err(ProvisionError::NoSuchVm);
+                }
+                vec![hostname.clone()]
+            }
+        };
+        let mut current = self.current.lock().await;
+        if let Some(run) = current.as_ref() {
+            return Err(ProvisionError::Busy(Box::new(run.clone())));
+        }
+        let (provider, who, now) = (self.provider.name(), requested_by.to_owned(), Utc::now());
+        let recorded = action.clone();
+        let run = self
+            .store
+            .write(move |tx| runs::start(tx, recorded, provider, &who, requested_from, now))
+            .await?;
+        *current = Some(run.clone());
+        drop(current);
+        tracing::info!(run = run.id, action = %run.action.describe(), by = %run.requested_by, "run started");
+        let this = self.clone();
+        let started = run.clone();
+        self.tasks.spawn(async move {
+            this.execute(started, existing, hosts).await;
+        });
+        Ok(run)
+    }
+
+    async fn execute(&self, run: Run, existing: Vec<Vm>, hosts: Vec<String>) {
+        let log = RunLog::start(run.id, self.store.clone(), vec![self.api_token.clone()]);
+        let result = tokio::time::timeout(self.timeout, async {
+            match &run.action {
+                RunAction::Launch { count } => {
+                    let ctx = LaunchContext {
+                        allocator_url: self.allocator_url.get().cloned().unwrap_or_default(),
+                        api_token: self.api_token.clone(),
+                        existing,
+                    };
+                    self.provider
+                        .launch(&log, ctx, *count, &self.cancel)
+                        .await
+                        .map(|_| ())
+                }
+                RunAction::DestroyAll | RunAction::DestroyVm { .. } => {
+                    let done = self.provider.destroy(&log, &hosts, &self.cancel).await;
+                    if done.is_ok() {
+                        self.forget(&log, &hosts).await;
+                    }
+                    done
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(RunFailure {
+                state: RunState::TimedOut,
+                exit_code: None,
+                message: format!("stopped after {:?}", self.timeout),
+                created: Vec::new(),
+            })
+        });
+        let (state, exit_code) = match result {
+            Ok(()) => (RunState::Succeeded, Some(0)),
+            Err(failure) => {
+                log.line(format!("run failed: {}", failure.message));
+                if !failure.created.is_empty() {
+                    self.forget(&log, &failure.created).await;
+                }
+                (failure.state, failure.exit_code)
+            }
+        };
+        log.close().await;
+        let (id, now) = (run.id, Utc::now());
+        match self
+            .store
+            .write(move |tx| runs::finish(tx, id, state, exit_code, now))
+            .await
+        {
+            Ok(_) => tracing::info!(run = id, ?state, "run finished"),
+            Err(e) => tracing::error!(run = id, error = %e, "cannot record the end of the run"),
+        }
+        *self.current.lock().await = None;
+    }
+
+    /// Removes VM rows and tells their parked long-polls the VM is gone.
+    async fn forget(&self, log: &RunLog, hosts: &[String]) {
+        let list = hosts.to_vec();
+        let removed = self
+            .store
+            .write(move |tx| {
+                let mut removed = Vec::new();
+                for host in &list {
+                    if vms::delete(tx, host)? {
+                        removed.push(host.clone());
+                    }
+                }
+                Ok(removed)
+            })
+            .await;
+        match removed {
+            Ok(removed) => {
+                for host in &removed {
+                    self.waiters.notify(host, Wake::Deleted);
+                }
+                if !removed.is_empty() {
+                    log.line(format!("removed {} VM record(s)", removed.len()));
+                }
+            }
+            Err(e) => log.line(format!("cannot remove VM records: {e}")),
+        }
+    }
+
+    /// Cancels a run in progress and releases the provider's processes.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.provider.shutdown().await;
+    }
+}

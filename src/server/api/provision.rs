@@ -1,0 +1,180 @@
+//! Admin actions on the pool: launch, destroy (all or one), and reading runs.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::model::{RunAction, validate_hostname};
+use crate::provision::ProvisionError;
+use crate::server::auth::Admin;
+use crate::server::state::App;
+use crate::store::runs;
+
+/// Most VMs one launch may ask for.
+pub const MAX_LAUNCH: u32 = 500;
+
+/// Upstream's rule: JSON when the client prefers it, a page otherwise (browsers).
+fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let first = accept
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    first == "application/json"
+}
+
+fn refused(e: ProvisionError) -> ApiError {
+    match e {
+        ProvisionError::Busy(_) => ApiError::Conflict(e.to_string()),
+        ProvisionError::Unsupported(why) => ApiError::bad_request(why),
+        ProvisionError::NoSuchVm => ApiError::VmNotFound,
+        ProvisionError::NothingToDestroy => ApiError::NotFound(e.to_string()),
+        ProvisionError::Store(source) => ApiError::Store {
+            message: "Failed to start the run.",
+            source,
+        },
+    }
+}
+
+async fn start(
+    app: &App,
+    admin: &Admin,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    action: RunAction,
+) -> Result<Response, ApiError> {
+    let run = app
+        .provisioner
+        .start(action, &admin.user, Some(peer.ip().to_string()))
+        .await
+        .map_err(refused)?;
+    if wants_json(headers) {
+        let body = json!({
+            "status": "accepted",
+            "run_id": run.id,
+            "run": format!("/api/runs/{}", run.id),
+        });
+        Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    } else {
+        Ok(Redirect::to(&format!("/admin/runs/{}", run.id)).into_response())
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LaunchForm {
+    num_vms: Option<String>,
+}
+
+/// `POST /api/launch` (form `num_vms`): starts the launch and answers at once.
+pub async fn launch(
+    State(app): State<App>,
+    admin: Admin,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<LaunchForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let Form(form) =
+        form.map_err(|e| ApiError::bad_request(format!("Could not read the form: {e}")))?;
+    let raw = form.num_vms.unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Err(ApiError::bad_request("Number of VMs is required."));
+    }
+    let count: i64 = raw.trim().parse().map_err(|_| {
+        ApiError::bad_request("Invalid number of VMs. Please enter a valid integer.")
+    })?;
+    if count <= 0 {
+        return Err(ApiError::bad_request(
+            "Number of VMs must be greater than 0.",
+        ));
+    }
+    let count = u32::try_from(count)
+        .ok()
+        .filter(|c| *c <= MAX_LAUNCH)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("At most {MAX_LAUNCH} VMs can be launched at once."))
+        })?;
+    start(&app, &admin, peer, &headers, RunAction::Launch { count }).await
+}
+
+/// `POST /destroy`: destroys every VM.
+pub async fn destroy_all(
+    State(app): State<App>,
+    admin: Admin,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    start(&app, &admin, peer, &headers, RunAction::DestroyAll).await
+}
+
+/// `POST /api/vms/<hostname>/destroy`: destroys one VM.
+pub async fn destroy_one(
+    State(app): State<App>,
+    admin: Admin,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(hostname): Path<String>,
+) -> Result<Response, ApiError> {
+    validate_hostname(&hostname).map_err(ApiError::BadRequest)?;
+    start(
+        &app,
+        &admin,
+        peer,
+        &headers,
+        RunAction::DestroyVm { hostname },
+    )
+    .await
+}
+
+pub async fn list_runs(State(app): State<App>, _: Admin) -> Result<Response, ApiError> {
+    let recent = app
+        .store
+        .read(|tx| runs::recent(tx, 100))
+        .await
+        .map_err(ApiError::store("Failed to read runs."))?;
+    Ok(Json(json!({ "runs": recent })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LinesQuery {
+    from: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// A run and its output from line `from` (for following a run: ask again from `next`).
+pub async fn get_run(
+    State(app): State<App>,
+    _: Admin,
+    Path(id): Path<u64>,
+    Query(q): Query<LinesQuery>,
+) -> Result<Response, ApiError> {
+    let from = q.from.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let found = app
+        .store
+        .read(move |tx| {
+            let Some(run) = runs::get(tx, id)? else {
+                return Ok(None);
+            };
+            let lines = runs::lines(tx, id, from, limit)?;
+            Ok(Some((run, lines)))
+        })
+        .await
+        .map_err(ApiError::store("Failed to read the run."))?;
+    let (run, lines) = found.ok_or_else(|| ApiError::NotFound(format!("No run #{id}.")))?;
+    let next = from + lines.len() as u64;
+    Ok(Json(json!({ "run": run, "lines": lines, "next": next })).into_response())
+}
