@@ -48,6 +48,8 @@ pub struct ProvisionConfig {
     pub run_timeout_seconds: u64,
     /// Most agent processes the local provider runs at once.
     pub local_max_vms: u64,
+    /// The `lablink` executable local agents run; empty means this one.
+    pub local_executable: String,
 }
 
 /// PostgreSQL settings of the system we replace: accepted so old files load, then ignored.
@@ -209,6 +211,7 @@ impl Default for Config {
                 provider: "manual".into(),
                 run_timeout_seconds: 3600,
                 local_max_vms: 50,
+                local_executable: String::new(),
             },
         }
     }
@@ -303,6 +306,7 @@ impl Config {
             v.string("provider", &mut p.provider);
             v.integer("run_timeout_seconds", &mut p.run_timeout_seconds);
             v.integer("local_max_vms", &mut p.local_max_vms);
+            v.string("local_executable", &mut p.local_executable);
         });
     }
 

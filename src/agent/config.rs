@@ -16,7 +16,13 @@ pub struct AgentArgs {
     #[arg(long, env = "ALLOCATOR_HOST")]
     pub allocator_host: Option<String>,
     /// Bearer token of the allocator (`lablink token`); empty sends no Authorization header.
-    #[arg(long, env = "API_TOKEN", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "API_TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub token: String,
     /// This VM's name as the allocator knows it (default: the OS hostname).
     #[arg(long, env = "VM_NAME")]

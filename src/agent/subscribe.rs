@@ -57,6 +57,18 @@ pub async fn run(
                         match desktop.start(&code, &pin, &cancel).await {
                             Ok(()) => {
                                 tracing::info!("desktop started; the participant can connect");
+                                // An earlier attempt left the VM in `error`: it is fine now.
+                                if failed_code.is_some() {
+                                    match until_acknowledged("status running", &cancel, || {
+                                        alloc.report_status("running")
+                                    })
+                                    .await
+                                    {
+                                        Gave::Fatal(e) => return Err(e),
+                                        Gave::Cancelled => return Ok(Ended::Stopped),
+                                        Gave::Acknowledged => {}
+                                    }
+                                }
                                 return Ok(Ended::DesktopStarted);
                             }
                             Err(reason) => {

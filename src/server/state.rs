@@ -89,9 +89,13 @@ impl App {
 fn provider(config: &Config) -> Result<Arc<dyn Provider>, StoreError> {
     Ok(match config.provision.provider.as_str() {
         "local" => {
-            let exe = std::env::current_exe().map_err(|e| {
-                StoreError::Unavailable(format!("cannot find this executable: {e}"))
-            })?;
+            let exe = if config.provision.local_executable.is_empty() {
+                std::env::current_exe().map_err(|e| {
+                    StoreError::Unavailable(format!("cannot find this executable: {e}"))
+                })?
+            } else {
+                config.provision.local_executable.clone().into()
+            };
             Arc::new(Local::new(
                 exe,
                 config.data_dir().join("local-vms"),

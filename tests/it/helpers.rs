@@ -52,6 +52,49 @@ pub async fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// Calls `check` every 25 ms until it yields a value; fails the test after `secs`.
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still not true after {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Binds `addr`, retrying for a few seconds while the port is still taken (a server that
+/// just stopped on it).
+pub async fn bind_retrying(addr: &str) -> TcpListener {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    }
+}
+
+/// A loopback port nobody listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 /// A client that never goes through a proxy and never waits forever.
 pub fn client() -> Client {
     Client::builder()
@@ -190,12 +233,18 @@ impl TestServer {
 
     /// A server on `dir`, which the caller keeps (so a later server can reopen it).
     pub async fn start_in(dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_on(dir, "127.0.0.1:0", tune).await
+    }
+
+    /// A server on `dir` listening on `listen` (`127.0.0.1:0` for any free port, or the
+    /// address of a server stopped a moment ago).
+    pub async fn start_on(dir: &Path, listen: &str, tune: impl FnOnce(&mut Config)) -> TestServer {
         let mut cfg = test_config(dir);
         tune(&mut cfg);
         cfg.server.data_dir = dir.display().to_string();
         let store = Store::open(dir).expect("open the store");
         let app = App::start(cfg, store).await.expect("start the app");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = bind_retrying(listen).await;
         let addr = listener.local_addr().expect("local address");
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -220,6 +269,22 @@ impl TestServer {
         let mut next = TestServer::start_in(&self.dir, tune).await;
         next.tempdir = tempdir;
         next
+    }
+
+    /// Stops this server and starts a new one on the same data directory and the same
+    /// port, so clients configured with the old address find it again.
+    pub async fn restart_on_same_port(mut self, tune: impl FnOnce(&mut Config)) -> TestServer {
+        self.stop().await;
+        let tempdir = self.tempdir.take();
+        let addr = self.addr().to_owned();
+        let mut next = TestServer::start_on(&self.dir, &addr, tune).await;
+        next.tempdir = tempdir;
+        next
+    }
+
+    /// `127.0.0.1:<port>` this server listens on.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// Triggers shutdown and waits for `serve` to return (the store is closed then).

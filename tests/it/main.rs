@@ -1,10 +1,12 @@
 //! Integration tests: a real server on a loopback port, a real store in a temporary
 //! directory, and (for the command line) the real binary.
 
+mod agent;
 mod agent_api;
 mod claim;
 mod cli;
 mod health_shutdown;
 mod helpers;
 mod long_poll;
+mod provision;
 mod store;

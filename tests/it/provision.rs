@@ -1,0 +1,226 @@
+//! Provisioning: launch and destroy through the admin API, runs and their output, the
+//! manual and local providers.
+
+use reqwest::header::ACCEPT;
+use serde_json::Value;
+
+use crate::helpers::{
+    ADMIN_PASSWORD, ADMIN_USER, Answer, Auth, TestServer, crd_command, wait_for, within,
+};
+
+/// POSTs an admin form asking for JSON, with optional extra headers.
+async fn admin_post(
+    s: &TestServer,
+    path: &str,
+    form: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = s
+        .client
+        .post(s.url(path))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .header(ACCEPT, "application/json")
+        .form(form);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    Answer::read(req.send().await.expect("POST")).await
+}
+
+/// Waits for a run to end and returns it with its output.
+async fn finished_run(s: &TestServer, id: u64) -> (Value, Vec<String>) {
+    wait_for(30, "the run finishes", || async {
+        let body = s
+            .get(&format!("/api/runs/{id}"), Auth::admin())
+            .await
+            .expect(200);
+        (body["run"]["state"] != "running").then(|| {
+            let lines = body["lines"]
+                .as_array()
+                .expect("lines")
+                .iter()
+                .map(|l| l.as_str().expect("text").to_owned())
+                .collect();
+            (body["run"].clone(), lines)
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn launch_input_and_access_are_checked() {
+    let s = TestServer::start().await;
+    within(30, "test", async {
+        for (value, message) in [
+            ("", "Number of VMs is required."),
+            (
+                "abc",
+                "Invalid number of VMs. Please enter a valid integer.",
+            ),
+            ("0", "Number of VMs must be greater than 0."),
+            ("-2", "Number of VMs must be greater than 0."),
+            ("501", "At most 500 VMs can be launched at once."),
+        ] {
+            admin_post(&s, "/api/launch", &[("num_vms", value)], &[])
+                .await
+                .expect_error(400, message);
+        }
+        // The manual provider launches nothing and says what to do instead.
+        let a = admin_post(&s, "/api/launch", &[("num_vms", "2")], &[]).await;
+        let err = a.expect(400);
+        assert!(
+            err["error"]
+                .as_str()
+                .expect("text")
+                .contains("lablink agent"),
+            "{err}"
+        );
+
+        let anonymous = s
+            .client
+            .post(s.url("/api/launch"))
+            .form(&[("num_vms", "1")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(anonymous.status(), 401);
+        // A browser sending the admin's cached credentials from another site is refused.
+        for header in [
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            admin_post(&s, "/destroy", &[], &[header])
+                .await
+                .expect_error(403, "Cross-site requests are not accepted here.");
+        }
+        // Nothing to destroy yet.
+        admin_post(&s, "/destroy", &[], &[]).await.expect(404);
+        admin_post(&s, "/api/vms/vm-9/destroy", &[], &[])
+            .await
+            .expect_error(404, "VM not found.");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_destroy_forgets_vms_and_ends_their_long_polls() {
+    let s = TestServer::start_with(|c| c.server.long_poll_seconds = 30).await;
+    within(30, "test", async {
+        s.register_running("vm-1").await;
+        s.register_running("vm-2").await;
+        let poll = s.spawn_poll("vm-2");
+        crate::helpers::wait_until(5, "the poll parks", || s.app.waiters.parked() == 1).await;
+
+        let one = admin_post(&s, "/api/vms/vm-1/destroy", &[], &[])
+            .await
+            .expect(202);
+        let (run, lines) = finished_run(&s, one["run_id"].as_u64().expect("id")).await;
+        assert_eq!(run["state"], "succeeded");
+        assert_eq!(run["action"], "destroy_vm");
+        assert_eq!(run["requested_by"], ADMIN_USER);
+        assert!(
+            lines.iter().any(|l| l.contains("forgetting vm-1")),
+            "{lines:?}"
+        );
+        assert!(s.stored_vm("vm-1").await.is_none());
+        assert!(s.stored_vm("vm-2").await.is_some());
+
+        let all = admin_post(&s, "/destroy", &[], &[]).await.expect(202);
+        let (run, _) = finished_run(&s, all["run_id"].as_u64().expect("id")).await;
+        assert_eq!(run["state"], "succeeded");
+        s.get("/api/vm-status", Auth::admin())
+            .await
+            .expect_error(404, "No VMs found.");
+        let (answer, _) = within(5, "the parked poll ends", poll).await.expect("task");
+        answer.expect_error(404, "VM not found.");
+
+        let list = s.get("/api/runs", Auth::admin()).await.expect(200);
+        assert_eq!(list["runs"].as_array().expect("runs").len(), 2);
+    })
+    .await;
+}
+
+/// The pids the local provider reported starting.
+fn started_pids(lines: &[String]) -> Vec<i32> {
+    lines
+        .iter()
+        .filter_map(|l| l.split("(pid ").nth(1))
+        .filter_map(|rest| rest.trim_end_matches(')').parse().ok())
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_provider_runs_the_whole_flow() {
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+        c.machine.software = "lablinkprov".into();
+    })
+    .await;
+    within(60, "test", async {
+        let launched = admin_post(&s, "/api/launch", &[("num_vms", "3")], &[])
+            .await
+            .expect(202);
+        let (run, lines) = finished_run(&s, launched["run_id"].as_u64().expect("id")).await;
+        assert_eq!(run["state"], "succeeded", "{lines:?}");
+        let pids = started_pids(&lines);
+        assert_eq!(pids.len(), 3, "{lines:?}");
+        assert!(
+            !lines.iter().any(|l| l.contains(s.token())),
+            "the token leaked into run output"
+        );
+
+        // The agents register themselves and turn running.
+        wait_for(30, "three VMs running", || async {
+            (s.free_count().await == 3).then_some(())
+        })
+        .await;
+        let claimed = s
+            .claim("ada@example.org", &crd_command("4/0ALocalFlow"))
+            .await;
+        let host = claimed.hostname();
+        assert_eq!(host, "lablinkprov-lablink-local-vm-1");
+        wait_for(30, "the simulated desktop starts", || async {
+            let logs = s
+                .agent_get(&format!("/api/vm-logs/{host}"))
+                .await
+                .expect(200);
+            logs["docker_logs"]
+                .as_str()
+                .is_some_and(|l| l.contains("simulated desktop started"))
+                .then_some(())
+        })
+        .await;
+
+        // A second launch numbers on from the existing VMs.
+        let more = admin_post(&s, "/api/launch", &[("num_vms", "1")], &[])
+            .await
+            .expect(202);
+        let (_, more_lines) = finished_run(&s, more["run_id"].as_u64().expect("id")).await;
+        assert!(
+            more_lines
+                .iter()
+                .any(|l| l.contains("lablinkprov-lablink-local-vm-4")),
+            "{more_lines:?}"
+        );
+
+        let destroyed = admin_post(&s, "/destroy", &[], &[]).await.expect(202);
+        let (run, lines) = finished_run(&s, destroyed["run_id"].as_u64().expect("id")).await;
+        assert_eq!(run["state"], "succeeded", "{lines:?}");
+        assert_eq!(s.free_count().await, 0);
+        s.get("/api/vm-status", Auth::admin())
+            .await
+            .expect_error(404, "No VMs found.");
+        for pid in pids.into_iter().chain(started_pids(&more_lines)) {
+            wait_for(10, "agent process gone", || async {
+                (!alive(pid)).then_some(())
+            })
+            .await;
+        }
+    })
+    .await;
+}
