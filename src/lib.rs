@@ -6,6 +6,7 @@ pub mod assets;
 pub mod bench;
 
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod crd;
@@ -14,6 +15,8 @@ pub mod logging;
 pub mod model;
 pub mod process;
 pub mod provision;
+pub mod recurrence;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod views;

@@ -50,6 +50,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
+    let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -86,6 +87,7 @@ pub async fn serve(
     {
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
     }
+    let _ = scheduler.await;
     app.provisioner.shutdown().await;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.close())

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::api::{health, logs, pool, provision, startup, telemetry};
+use super::api::{health, logs, pool, provision, schedules, startup, telemetry};
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
 use super::pages::{admin, participant};
 use super::state::App;
@@ -41,6 +41,14 @@ pub fn build(app: App) -> Router {
         .route("/api/vms/{hostname}/destroy", post(provision::destroy_one))
         .route("/api/runs", get(provision::list_runs))
         .route("/api/runs/{id}", get(provision::get_run))
+        .route(
+            "/api/schedule-destruction",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/api/schedule-destruction/{id}",
+            get(schedules::get).delete(schedules::cancel),
+        )
         .route("/admin", get(admin::home))
         .route("/admin/instances", get(admin::instances))
         .route("/admin/runs/{id}", get(admin::run))

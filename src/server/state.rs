@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::AdminCredentials;
 use super::waiters::Waiters;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::provision::local::Local;
 use crate::provision::manual::Manual;
@@ -30,6 +31,7 @@ pub struct AppInner {
     pub api_token: String,
     pub admin: AdminCredentials,
     pub provisioner: Arc<Provisioner>,
+    pub clock: Arc<dyn Clock>,
     /// Cancelled when the server starts shutting down: parked long-polls answer at once.
     pub shutdown: CancellationToken,
     pub started_at: Instant,
@@ -45,6 +47,15 @@ impl std::ops::Deref for App {
 impl App {
     /// Loads (or creates) the agent token and the admin credentials.
     pub async fn start(config: Config, store: Store) -> Result<App, StoreError> {
+        App::start_with_clock(config, store, Arc::new(SystemClock)).await
+    }
+
+    /// As `start`, with time-driven work (scheduled teardown) following `clock`.
+    pub async fn start_with_clock(
+        config: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, StoreError> {
         let api_token = store.write(meta::api_token_or_create).await?;
         let data_dir = config.data_dir();
         write_private_file(&data_dir.join(TOKEN_FILE), &api_token)?;
@@ -75,6 +86,7 @@ impl App {
                 api_token,
                 admin,
                 provisioner,
+                clock,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
             }),

@@ -2,18 +2,22 @@
 
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
-use super::tables::{FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS, VM_BY_EMAIL, VMS};
+use super::tables::{
+    FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS, SCHEDULE_NAMES, SCHEDULES, VM_BY_EMAIL,
+    VMS,
+};
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const VERSION_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[n]` takes a store from version n to n + 1. Version 0 is an empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_tables_v1, add_runs_v2];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
+    [create_tables_v1, add_runs_v2, add_schedules_v3];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(META)?;
@@ -29,6 +33,13 @@ fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
 fn add_runs_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(RUNS)?;
     tx.open_table(RUN_LINES)?;
+    Ok(())
+}
+
+/// Scheduled destructions.
+fn add_schedules_v3(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(SCHEDULES)?;
+    tx.open_table(SCHEDULE_NAMES)?;
     Ok(())
 }
 

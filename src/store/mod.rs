@@ -11,6 +11,7 @@ pub mod logs;
 pub mod meta;
 pub mod migrate;
 pub mod runs;
+pub mod schedules;
 pub mod tables;
 pub mod vms;
 

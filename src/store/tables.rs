@@ -29,3 +29,9 @@ pub const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs_v1");
 
 /// (run id, line number) → one line of the run's output, secrets already redacted.
 pub const RUN_LINES: TableDefinition<(u64, u64), &str> = TableDefinition::new("run_lines_v1");
+
+/// schedule id → encoded `model::Schedule`.
+pub const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedules_v1");
+
+/// schedule name → id (names are unique).
+pub const SCHEDULE_NAMES: TableDefinition<&str, u64> = TableDefinition::new("schedule_names_v1");

@@ -6,6 +6,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use lablink::clock::{Clock, SystemClock};
 use lablink::config::Config;
 use lablink::server::App;
 use lablink::store::Store;
@@ -239,11 +242,23 @@ impl TestServer {
     /// A server on `dir` listening on `listen` (`127.0.0.1:0` for any free port, or the
     /// address of a server stopped a moment ago).
     pub async fn start_on(dir: &Path, listen: &str, tune: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_on_with_clock(dir, listen, Arc::new(SystemClock), tune).await
+    }
+
+    /// As `start_on`, with time-driven work following `clock`.
+    pub async fn start_on_with_clock(
+        dir: &Path,
+        listen: &str,
+        clock: Arc<dyn Clock>,
+        tune: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut cfg = test_config(dir);
         tune(&mut cfg);
         cfg.server.data_dir = dir.display().to_string();
         let store = Store::open(dir).expect("open the store");
-        let app = App::start(cfg, store).await.expect("start the app");
+        let app = App::start_with_clock(cfg, store, clock)
+            .await
+            .expect("start the app");
         let listener = bind_retrying(listen).await;
         let addr = listener.local_addr().expect("local address");
         let (tx, rx) = oneshot::channel::<()>();

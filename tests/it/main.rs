@@ -9,4 +9,5 @@ mod health_shutdown;
 mod helpers;
 mod long_poll;
 mod provision;
+mod schedule;
 mod store;

@@ -1,0 +1,174 @@
+//! Fires scheduled destructions. Everything it needs is in the store (the next firing time
+//! of each schedule), so schedules survive restarts; one missed while the allocator was
+//! down fires at the next start.
+
+use std::time::Duration;
+
+use crate::model::{Execution, RunAction, RunState, Schedule, ScheduleStatus};
+use crate::provision::ProvisionError;
+use crate::recurrence;
+use crate::server::App;
+use crate::store::{StoreError, runs, schedules};
+
+/// How often due schedules are looked for.
+pub const TICK: Duration = Duration::from_millis(500);
+
+pub async fn run(app: App) {
+    if let Err(e) = resume_interrupted(&app).await {
+        tracing::error!(error = %e, "cannot check schedules interrupted by the last stop");
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        let now = app.clock.now();
+        let due = match app.store.read(move |tx| schedules::due(tx, now)).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read schedules");
+                continue;
+            }
+        };
+        for schedule in due {
+            if app.shutdown.is_cancelled() {
+                return;
+            }
+            fire(&app, schedule).await;
+        }
+    }
+}
+
+/// A firing cut short by a stop is done again (destroying is safe to repeat).
+async fn resume_interrupted(app: &App) -> Result<(), StoreError> {
+    let now = app.clock.now();
+    let interrupted = app
+        .store
+        .read(|tx| schedules::list(tx, Some(ScheduleStatus::Executing)))
+        .await?;
+    for s in interrupted {
+        tracing::warn!(schedule = %s.schedule_name, "destruction was interrupted by a stop; firing again");
+        app.store
+            .write(move |tx| {
+                schedules::update(tx, s.id, |mut s| {
+                    s.status = ScheduleStatus::Scheduled;
+                    s.next_run = Some(now);
+                    Ok::<_, ()>(s)
+                })
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn fire(app: &App, schedule: Schedule) {
+    let (id, name) = (schedule.id, schedule.schedule_name.clone());
+    let started = app.clock.now();
+    let late = schedule
+        .next_run
+        .map_or(0, |t| (started - t).num_seconds().max(0));
+    // Claim the firing first; the provisioner may still refuse (another run going).
+    let who = format!("schedule:{name}");
+    let start = app
+        .provisioner
+        .start(RunAction::DestroyAll, &who, None)
+        .await;
+    let (run_id, outcome) = match start {
+        Err(ProvisionError::Busy(run)) => {
+            tracing::info!(schedule = %name, busy = run.id, "destruction waits for the run in progress");
+            return;
+        }
+        Ok(run) => {
+            if let Err(e) = mark_executing(app, id, started).await {
+                tracing::error!(error = %e, "cannot record the firing");
+            }
+            (Some(run.id), wait_for_run(app, run.id).await)
+        }
+        Err(ProvisionError::NothingToDestroy) => {
+            if let Err(e) = mark_executing(app, id, started).await {
+                tracing::error!(error = %e, "cannot record the firing");
+            }
+            (None, Ok("No VMs to destroy".to_owned()))
+        }
+        Err(other) => {
+            if let Err(e) = mark_executing(app, id, started).await {
+                tracing::error!(error = %e, "cannot record the firing");
+            }
+            (None, Err(format!("Destruction failed: {other}")))
+        }
+    };
+    if app.shutdown.is_cancelled() {
+        // Left `executing`: the next start fires it again.
+        return;
+    }
+    let (succeeded, mut result) = match outcome {
+        Ok(text) => (true, text),
+        Err(text) => (false, text),
+    };
+    if late > 60 {
+        result.push_str(&format!(
+            " (fired {late} s late: the allocator was not running)"
+        ));
+    }
+    let finished = app.clock.now();
+    let next = match &schedule.recurrence_rule {
+        Some(rule) => match recurrence::next_after(rule, schedule.destruction_time, finished) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(schedule = %name, error = %e, "stored rule no longer parses");
+                None
+            }
+        },
+        None => None,
+    };
+    let execution = Execution {
+        at: finished,
+        run_id,
+        succeeded,
+        result: result.clone(),
+    };
+    let saved = app
+        .store
+        .write(move |tx| schedules::update(tx, id, |s| Ok::<_, ()>(s.executed(execution, next))))
+        .await;
+    match saved {
+        Ok(_) => {
+            tracing::info!(schedule = %name, succeeded, %result, ?next, "scheduled destruction fired")
+        }
+        Err(e) => {
+            tracing::error!(schedule = %name, error = %e, "cannot record the firing's result")
+        }
+    }
+}
+
+async fn mark_executing(
+    app: &App,
+    id: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    app.store
+        .write(move |tx| schedules::update(tx, id, |s| Ok::<_, ()>(s.executing(now))))
+        .await
+        .map(|_| ())
+}
+
+/// Follows the destroy run to its end (it is bounded by the run timeout).
+async fn wait_for_run(app: &App, run_id: u64) -> Result<String, String> {
+    loop {
+        match app.store.read(move |tx| runs::get(tx, run_id)).await {
+            Ok(Some(run)) if run.state.is_finished() => {
+                return if run.state == RunState::Succeeded {
+                    Ok(format!("All VMs destroyed successfully (run #{run_id})"))
+                } else {
+                    Err(format!("Destroy run #{run_id} ended {:?}", run.state).to_lowercase())
+                };
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the destroy run"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = app.shutdown.cancelled() => return Err(format!("the allocator stopped during run #{run_id}")),
+        }
+    }
+}

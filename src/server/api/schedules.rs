@@ -1,0 +1,314 @@
+//! Scheduled destruction (upstream 0.1.2 paths and answers: `{"success": …, "message": …}`,
+//! timestamps as HTTP dates), with the fixes: the rule is checked before anything is
+//! stored (400), recurring schedules can be cancelled, and fire times come from stored data.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::model::{Schedule, ScheduleStatus};
+use crate::recurrence;
+use crate::server::auth::Admin;
+use crate::server::body::JsonBody;
+use crate::server::state::App;
+use crate::store::schedules;
+
+/// Upstream's error shape for these endpoints.
+pub struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"success": false, "message": self.1}))).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Refusal {
+        let status = match &e {
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Store { .. } => {
+                tracing::error!(error = %e, "schedule store failure");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Refusal(status, e.to_string())
+    }
+}
+
+fn http_date(t: DateTime<Utc>) -> String {
+    httpdate::fmt_http_date(t.into())
+}
+
+fn opt_date(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(http_date(t)))
+}
+
+pub fn to_json(s: &Schedule) -> Value {
+    json!({
+        "id": s.id,
+        "schedule_name": s.schedule_name,
+        "destruction_time": http_date(s.destruction_time),
+        "recurrence_rule": s.recurrence_rule,
+        "created_by": s.created_by,
+        "status": s.status.as_str(),
+        "execution_count": s.execution_count,
+        "last_execution_time": opt_date(s.last_execution_time),
+        "last_execution_result": s.last_execution_result,
+        "notification_enabled": s.notification_enabled,
+        "notification_hours_before": s.notification_hours_before,
+        "created_at": http_date(s.created_at),
+        "updated_at": http_date(s.updated_at),
+        "next_run": opt_date(s.next_run),
+    })
+}
+
+/// ISO 8601 as the admin page sends it (`toISOString()`), or with an offset; a time
+/// without an offset is taken as UTC.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text.trim(), format) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(format!(
+        "'{text}' is not an ISO 8601 time such as 2026-05-01T18:00:00Z"
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewSchedule {
+    schedule_name: Option<String>,
+    destruction_time: Option<String>,
+    recurrence_rule: Option<String>,
+    notification_enabled: Option<bool>,
+    notification_hours_before: Option<i64>,
+}
+
+pub async fn create(
+    State(app): State<App>,
+    admin: Admin,
+    body: Result<JsonBody<NewSchedule>, ApiError>,
+) -> Result<Json<Value>, Refusal> {
+    let JsonBody(req) = body?;
+    let name = req
+        .schedule_name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "schedule_name is required"))?;
+    if name.chars().count() > 255 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "schedule_name is longer than 255 characters",
+        ));
+    }
+    let when = req
+        .destruction_time
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "destruction_time is required"))?;
+    let when = parse_time(&when).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid destruction_time format: {e}"),
+        )
+    })?;
+    let now = app.clock.now();
+    if when <= now {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "destruction_time must be in the future",
+        ));
+    }
+    let rule = match req.recurrence_rule.filter(|r| !r.trim().is_empty()) {
+        Some(r) => Some(recurrence::normalize(&r).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?),
+        None => None,
+    };
+    let next_run = match &rule {
+        Some(r) => recurrence::next_after(r, when, when - chrono::Duration::seconds(1))
+            .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "recurrence_rule never fires"))?,
+        None => when,
+    };
+    let hours_before = req.notification_hours_before.unwrap_or(1);
+    if !(0..=168).contains(&hours_before) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "notification_hours_before must be 0 to 168",
+        ));
+    }
+    let schedule = Schedule {
+        id: 0,
+        schedule_name: name.clone(),
+        destruction_time: when,
+        recurrence_rule: rule,
+        created_by: admin.user.clone(),
+        status: ScheduleStatus::Scheduled,
+        execution_count: 0,
+        last_execution_time: None,
+        last_execution_result: None,
+        notification_enabled: req.notification_enabled.unwrap_or(false),
+        notification_hours_before: hours_before,
+        created_at: now,
+        updated_at: now,
+        next_run: Some(next_run),
+        executions: Vec::new(),
+    };
+    let created = app
+        .store
+        .write(move |tx| schedules::create(tx, schedule))
+        .await
+        .map_err(|source| {
+            Refusal::from(ApiError::Store {
+                message: "Failed to create the schedule.",
+                source,
+            })
+        })?
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::CONFLICT,
+                format!("Schedule '{name}' already exists"),
+            )
+        })?;
+    tracing::info!(schedule = %created.schedule_name, by = %created.created_by, next = %next_run, "destruction scheduled");
+    Ok(Json(json!({
+        "success": true,
+        "schedule_id": created.id,
+        "message": "Scheduled destruction created successfully",
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+}
+
+pub async fn list(
+    State(app): State<App>,
+    _: Admin,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, Refusal> {
+    let status = match q.status {
+        Some(s) => Some(ScheduleStatus::parse(&s).ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid status filter: {s}"),
+            )
+        })?),
+        None => None,
+    };
+    let all = app
+        .store
+        .read(move |tx| schedules::list(tx, status))
+        .await
+        .map_err(|source| {
+            Refusal::from(ApiError::Store {
+                message: "Failed to read schedules.",
+                source,
+            })
+        })?;
+    Ok(Json(json!({
+        "success": true,
+        "schedules": all.iter().map(to_json).collect::<Vec<_>>(),
+        "count": all.len(),
+    })))
+}
+
+pub async fn get(
+    State(app): State<App>,
+    _: Admin,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, Refusal> {
+    let found = app
+        .store
+        .read(move |tx| schedules::get(tx, id))
+        .await
+        .map_err(|source| {
+            Refusal::from(ApiError::Store {
+                message: "Failed to read the schedule.",
+                source,
+            })
+        })?
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
+    Ok(Json(json!({"success": true, "schedule": to_json(&found)})))
+}
+
+pub async fn cancel(
+    State(app): State<App>,
+    admin: Admin,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, Refusal> {
+    let now = app.clock.now();
+    let outcome = app
+        .store
+        .write(move |tx| schedules::update(tx, id, |s| s.cancelled(now)))
+        .await
+        .map_err(|source| {
+            Refusal::from(ApiError::Store {
+                message: "Failed to cancel the schedule.",
+                source,
+            })
+        })?
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
+    match outcome {
+        Ok(s) => {
+            tracing::info!(schedule = %s.schedule_name, by = %admin.user, "scheduled destruction cancelled");
+            Ok(Json(json!({
+                "success": true,
+                "message": format!("Scheduled destruction {id} cancelled successfully"),
+            })))
+        }
+        Err(status) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("Cannot cancel schedule with status '{}'", status.as_str()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_like_the_admin_page_sends_them() {
+        let want = "2026-05-01T18:00:00Z";
+        for text in [
+            "2026-05-01T18:00:00Z",
+            "2026-05-01T18:00:00.000Z",
+            "2026-05-01T20:00:00+02:00",
+            "2026-05-01T18:00:00",
+            "2026-05-01T18:00",
+        ] {
+            let t = parse_time(text).expect(text);
+            assert_eq!(
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                want,
+                "{text}"
+            );
+        }
+        assert!(parse_time("tomorrow").is_err());
+        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn dates_are_rendered_as_http_dates() {
+        let t = parse_time("2026-05-01T18:00:00Z").expect("time");
+        assert_eq!(http_date(t), "Fri, 01 May 2026 18:00:00 GMT");
+    }
+}
