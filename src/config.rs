@@ -50,6 +50,13 @@ pub struct ProvisionConfig {
     pub local_max_vms: u64,
     /// The `lablink` executable local agents run; empty means this one.
     pub local_executable: String,
+    /// Terraform (or OpenTofu) executable.
+    pub terraform_bin: String,
+    /// Where Terraform keeps its state: `local` (the data directory) or `s3` (bucket_name).
+    pub terraform_backend: String,
+    /// URL VMs reach the allocator at; empty: from ALLOCATOR_FQDN, dns.domain or
+    /// ALLOCATOR_PUBLIC_IP as upstream does.
+    pub allocator_url: String,
 }
 
 /// PostgreSQL settings of the system we replace: accepted so old files load, then ignored.
@@ -212,6 +219,9 @@ impl Default for Config {
                 run_timeout_seconds: 3600,
                 local_max_vms: 50,
                 local_executable: String::new(),
+                terraform_bin: "terraform".into(),
+                terraform_backend: "local".into(),
+                allocator_url: String::new(),
             },
         }
     }
@@ -307,6 +317,9 @@ impl Config {
             v.integer("run_timeout_seconds", &mut p.run_timeout_seconds);
             v.integer("local_max_vms", &mut p.local_max_vms);
             v.string("local_executable", &mut p.local_executable);
+            v.string("terraform_bin", &mut p.terraform_bin);
+            v.string("terraform_backend", &mut p.terraform_backend);
+            v.string("allocator_url", &mut p.allocator_url);
         });
     }
 
@@ -445,11 +458,11 @@ impl Config {
                 format!("`{other}` is not one of manual, local"),
             ),
         }
-        if !(10..=86_400).contains(&self.provision.run_timeout_seconds) {
+        if !(1..=86_400).contains(&self.provision.run_timeout_seconds) {
             bad(
                 "provision.run_timeout_seconds",
                 format!(
-                    "{} is outside 10..=86400",
+                    "{} is outside 1..=86400",
                     self.provision.run_timeout_seconds
                 ),
             );

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod crd;
+pub mod download;
 pub mod error;
 pub mod logging;
 pub mod model;

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::{LaunchContext, Provider, RunFailure, RunLog};
+use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
 use crate::model::Vm;
 
 pub struct Local {
@@ -110,7 +110,7 @@ impl Provider for Local {
         ctx: LaunchContext,
         count: u32,
         cancel: &CancellationToken,
-    ) -> Result<Vec<String>, RunFailure> {
+    ) -> Result<Launched, RunFailure> {
         let mut children = self.children.lock().await;
         // Reap agents that exited on their own.
         children.retain(|_, c| matches!(c.try_wait(), Ok(None)));
@@ -159,13 +159,17 @@ impl Provider for Local {
                 }
             }
         }
-        Ok(started)
+        Ok(Launched {
+            hosts: started,
+            creation_timings: Vec::new(),
+        })
     }
 
     async fn destroy(
         &self,
         log: &RunLog,
         hosts: &[String],
+        _: bool,
         _: &CancellationToken,
     ) -> Result<(), RunFailure> {
         let mut children = self.children.lock().await;

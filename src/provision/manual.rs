@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::{LaunchContext, Provider, RunFailure, RunLog};
+use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
 
 pub struct Manual;
 
@@ -26,7 +26,7 @@ impl Provider for Manual {
         _: LaunchContext,
         _: u32,
         _: &CancellationToken,
-    ) -> Result<Vec<String>, RunFailure> {
+    ) -> Result<Launched, RunFailure> {
         Err(RunFailure::failed(self.cannot_launch().unwrap_or_default()))
     }
 
@@ -34,6 +34,7 @@ impl Provider for Manual {
         &self,
         log: &RunLog,
         hosts: &[String],
+        _: bool,
         _: &CancellationToken,
     ) -> Result<(), RunFailure> {
         for host in hosts {

@@ -6,6 +6,7 @@
 pub mod local;
 pub mod manual;
 mod runlog;
+pub mod terraform;
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 pub use runlog::RunLog;
 
-use crate::model::{Run, RunAction, RunState, Vm};
+use crate::model::{Phase, Run, RunAction, RunState, Vm};
 use crate::server::waiters::{Waiters, Wake};
 use crate::store::{Store, StoreError, runs, vms};
 
@@ -27,6 +28,14 @@ pub struct LaunchContext {
     pub api_token: String,
     /// VMs known right now, to pick the next free VM numbers.
     pub existing: Vec<Vm>,
+}
+
+/// What a launch created.
+#[derive(Debug, Default)]
+pub struct Launched {
+    pub hosts: Vec<String>,
+    /// How long creating each VM took (Terraform reports it); recorded on the VM's row.
+    pub creation_timings: Vec<(String, Phase)>,
 }
 
 /// How a provider action ended when it did not succeed.
@@ -59,20 +68,21 @@ pub trait Provider: Send + Sync {
         None
     }
 
-    /// Starts `count` more VMs; returns their hostnames.
+    /// Starts `count` more VMs.
     async fn launch(
         &self,
         log: &RunLog,
         ctx: LaunchContext,
         count: u32,
         cancel: &CancellationToken,
-    ) -> Result<Vec<String>, RunFailure>;
+    ) -> Result<Launched, RunFailure>;
 
-    /// Destroys these VMs (all of them for "destroy all").
+    /// Destroys these VMs; `all` when they are the whole pool ("destroy all").
     async fn destroy(
         &self,
         log: &RunLog,
         hosts: &[String],
+        all: bool,
         cancel: &CancellationToken,
     ) -> Result<(), RunFailure>;
 
@@ -198,13 +208,16 @@ impl Provisioner {
                         api_token: self.api_token.clone(),
                         existing,
                     };
-                    self.provider
+                    let launched = self
+                        .provider
                         .launch(&log, ctx, *count, &self.cancel)
-                        .await
-                        .map(|_| ())
+                        .await?;
+                    self.record_timings(&log, launched.creation_timings).await;
+                    Ok(())
                 }
                 RunAction::DestroyAll | RunAction::DestroyVm { .. } => {
-                    let done = self.provider.destroy(&log, &hosts, &self.cancel).await;
+                    let all = run.action == RunAction::DestroyAll;
+                    let done = self.provider.destroy(&log, &hosts, all, &self.cancel).await;
                     if done.is_ok() {
                         self.forget(&log, &hosts).await;
                     }
@@ -242,6 +255,26 @@ impl Provisioner {
             Err(e) => tracing::error!(run = id, error = %e, "cannot record the end of the run"),
         }
         *self.current.lock().await = None;
+    }
+
+    /// Creates or updates the rows of launched VMs with how long creating them took.
+    async fn record_timings(&self, log: &RunLog, timings: Vec<(String, Phase)>) {
+        if timings.is_empty() {
+            return;
+        }
+        let now = Utc::now();
+        let saved = self
+            .store
+            .write(move |tx| {
+                for (host, phase) in &timings {
+                    vms::record_creation(tx, host, phase.clone(), now)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = saved {
+            log.line(format!("cannot record the VMs' creation times: {e}"));
+        }
     }
 
     /// Removes VM rows and tells their parked long-polls the VM is gone.

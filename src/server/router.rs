@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::api::{health, logs, pool, provision, schedules, startup, telemetry};
+use super::api::{download, health, logs, pool, provision, schedules, startup, telemetry};
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
 use super::pages::{admin, participant};
 use super::state::App;
@@ -52,6 +52,8 @@ pub fn build(app: App) -> Router {
         .route("/admin", get(admin::home))
         .route("/admin/instances", get(admin::instances))
         .route("/admin/runs/{id}", get(admin::run))
+        .route("/download/lablink", get(download::executable))
+        .route("/download/lablink.sha256", get(download::checksum))
         .route("/assets/{*path}", get(assets::serve))
         .merge(log_shipping)
         .fallback(not_found)

@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::provision::local::Local;
 use crate::provision::manual::Manual;
+use crate::provision::terraform::{Settings, Terraform};
 use crate::provision::{Provider, Provisioner};
 use crate::store::{Store, StoreError, meta, runs};
 
@@ -76,7 +77,8 @@ impl App {
             store.clone(),
             waiters.clone(),
             api_token.clone(),
-            Duration::from_secs(config.provision.run_timeout_seconds),
+            // A backstop: providers stop their own commands at the run timeout.
+            Duration::from_secs(config.provision.run_timeout_seconds + 60),
         ));
         Ok(App {
             inner: Arc::new(AppInner {
@@ -115,6 +117,10 @@ fn provider(config: &Config) -> Result<Arc<dyn Provider>, StoreError> {
                 config.machine.software.clone(),
                 config.provision.local_max_vms as usize,
             ))
+        }
+        "terraform" => {
+            let env = |name: &str| std::env::var(name).ok();
+            Arc::new(Terraform::new(Settings::from_config(config, &env)))
         }
         _ => Arc::new(Manual),
     })

@@ -222,3 +222,21 @@ pub fn delete_all(tx: &WriteTransaction) -> Result<Vec<String>, StoreError> {
     }
     Ok(hosts)
 }
+
+/// How long creating the VM took (Terraform's timing), creating its row if needed — as
+/// upstream does after an apply, so a VM shows up before it first reports.
+pub fn record_creation(
+    tx: &WriteTransaction,
+    host: &str,
+    phase: crate::model::Phase,
+    now: DateTime<Utc>,
+) -> Result<Vm, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let before = load(&vms, host)?;
+    let mut after = before.clone().unwrap_or_else(|| Vm::new(host, now));
+    after.timings.terraform_apply = phase;
+    after.updated_at = now;
+    save(&mut vms, &mut free, before.as_ref(), &after)?;
+    Ok(after)
+}

@@ -11,3 +11,4 @@ mod long_poll;
 mod provision;
 mod schedule;
 mod store;
+mod terraform;

@@ -1,0 +1,625 @@
+//! AWS EC2 VMs through Terraform: the production path.
+//!
+//! The templates in `terraform/client-vm/` are embedded in the binary and written to a
+//! folder named after their version before each run; the variables go in as a generated
+//! `lablink.tfvars.json` (never spliced into HCL). Which VMs exist is read back from the
+//! Terraform state, not from the allocator's rows.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rust_embed::RustEmbed;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
+use crate::config::Config;
+use crate::model::{Phase, RunState, Vm};
+use crate::process::{self, Limits, Outcome, Stream};
+
+#[derive(RustEmbed)]
+#[folder = "terraform/client-vm/"]
+struct ClientVmTemplates;
+
+const VARS_FILE: &str = "lablink.tfvars.json";
+
+/// Where the state lives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Backend {
+    /// A file in the data directory.
+    Local { path: PathBuf },
+    /// An S3 bucket (with DynamoDB locking as upstream: table `lock-table`).
+    S3 {
+        bucket: String,
+        key: String,
+        region: String,
+    },
+}
+
+/// Everything a run needs that comes from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub bin: PathBuf,
+    /// `<data dir>/terraform`: versioned template folders, plugin cache, local state.
+    pub root: PathBuf,
+    pub backend: Backend,
+    pub resource_prefix: String,
+    /// Fixed variables (machine type, image, AMI…), as written to the tfvars file.
+    pub vars: serde_json::Map<String, Value>,
+    /// Where VMs reach the allocator (None: launch is refused with the reason).
+    pub allocator_url: Result<String, String>,
+    pub command_timeout: Duration,
+}
+
+/// GPU instance families (g4dn, g5, g6e, p3, p4d, p5…): a letter g or p, then a digit.
+pub fn is_gpu_type(machine_type: &str) -> bool {
+    let mut chars = machine_type.chars();
+    matches!(chars.next(), Some('g' | 'p')) && chars.next().is_some_and(|c| c.is_ascii_digit())
+}
+
+/// The URL VMs are given (upstream's rule): `ALLOCATOR_FQDN`, else the DNS name (https
+/// unless TLS is off), else `ALLOCATOR_PUBLIC_IP`; `provision.allocator_url` wins over all.
+pub fn allocator_url(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    if !config.provision.allocator_url.is_empty() {
+        return Ok(config
+            .provision
+            .allocator_url
+            .trim_end_matches('/')
+            .to_owned());
+    }
+    if let Some(fqdn) = env("ALLOCATOR_FQDN").filter(|v| !v.is_empty()) {
+        let fqdn = fqdn.trim_end_matches('/');
+        return Ok(if fqdn.contains("://") {
+            fqdn.to_owned()
+        } else {
+            format!("http://{fqdn}")
+        });
+    }
+    let scheme = if config.ssl.provider == "none" {
+        "http"
+    } else {
+        "https"
+    };
+    if config.dns.enabled && !config.dns.domain.is_empty() {
+        return Ok(format!(
+            "{scheme}://{}",
+            config.dns.domain.trim_start_matches('.')
+        ));
+    }
+    match env("ALLOCATOR_PUBLIC_IP").filter(|v| !v.is_empty()) {
+        Some(ip) => Ok(format!("{scheme}://{ip}")),
+        None => Err(
+            "VMs would not know where the allocator is: set provision.allocator_url \
+                     (or ALLOCATOR_FQDN / ALLOCATOR_PUBLIC_IP, as the lablink-template does)"
+                .into(),
+        ),
+    }
+}
+
+impl Settings {
+    pub fn from_config(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Settings {
+        let root = config.data_dir().join("terraform");
+        let environment = env("ENVIRONMENT")
+            .map(|e| e.trim().to_lowercase().replace(' ', "-"))
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| config.environment.clone());
+        let deployment = if config.deployment_name.is_empty() {
+            "lablink"
+        } else {
+            &config.deployment_name
+        };
+        let backend = if config.provision.terraform_backend == "s3" {
+            Backend::S3 {
+                bucket: config.bucket_name.clone(),
+                key: format!("{deployment}/{environment}/client/terraform.tfstate"),
+                region: config.app.region.clone(),
+            }
+        } else {
+            Backend::Local {
+                path: root.join("state").join("client-vm.tfstate"),
+            }
+        };
+        let m = &config.machine;
+        let resource_prefix = format!("{}-lablink-client-{environment}", m.software);
+        let mut vars = serde_json::Map::new();
+        vars.insert("machine_type".into(), json!(m.machine_type));
+        vars.insert("image_name".into(), json!(m.image));
+        vars.insert("repository".into(), json!(m.repository));
+        vars.insert("client_ami_id".into(), json!(m.ami_id));
+        vars.insert("resource_prefix".into(), json!(resource_prefix));
+        vars.insert("subject_software".into(), json!(m.software));
+        vars.insert("gpu_support".into(), json!(is_gpu_type(&m.machine_type)));
+        vars.insert(
+            "cloud_init_output_log_group".into(),
+            json!(
+                env("CLOUD_INIT_LOG_GROUP")
+                    .unwrap_or_else(|| format!("{deployment}-client-logs-{environment}"))
+            ),
+        );
+        vars.insert("region".into(), json!(config.app.region));
+        vars.insert(
+            "startup_on_error".into(),
+            json!(config.startup_script.on_error),
+        );
+        Settings {
+            bin: PathBuf::from(&config.provision.terraform_bin),
+            root,
+            backend,
+            resource_prefix,
+            vars,
+            allocator_url: allocator_url(config, env),
+            command_timeout: Duration::from_secs(config.provision.run_timeout_seconds),
+        }
+    }
+}
+
+/// Template folder name: crate version and a hash of the embedded files.
+pub fn template_version() -> String {
+    let mut names: Vec<_> = ClientVmTemplates::iter().collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in names {
+        if let Some(file) = ClientVmTemplates::get(&name) {
+            hasher.update(name.as_bytes());
+            hasher.update(file.data.as_ref());
+        }
+    }
+    format!(
+        "{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        &hex::encode(hasher.finalize())[..12]
+    )
+}
+
+/// Every embedded template file: (name, contents).
+pub fn templates() -> Vec<(String, Vec<u8>)> {
+    ClientVmTemplates::iter()
+        .filter_map(|name| {
+            ClientVmTemplates::get(&name).map(|f| (name.to_string(), f.data.into_owned()))
+        })
+        .collect()
+}
+
+/// Values land in single-quoted shell words in the boot script and in HCL strings: refuse
+/// anything that could end either.
+fn check_value(key: &str, value: &str) -> Result<(), RunFailure> {
+    if value
+        .chars()
+        .any(|c| c == '\'' || c == '\\' || c.is_control())
+    {
+        return Err(RunFailure::failed(format!(
+            "{key}: quotes, backslashes and control characters are not allowed in `{value}`"
+        )));
+    }
+    Ok(())
+}
+
+pub struct Terraform {
+    settings: Settings,
+}
+
+impl Terraform {
+    pub fn new(settings: Settings) -> Terraform {
+        Terraform { settings }
+    }
+
+    fn workdir(&self) -> PathBuf {
+        self.settings
+            .root
+            .join(format!("client-vm-{}", template_version()))
+    }
+
+    /// Writes the templates (and the backend choice) into the versioned folder.
+    fn prepare(&self) -> std::io::Result<PathBuf> {
+        let dir = self.workdir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(self.settings.root.join("plugin-cache"))?;
+        for (name, data) in templates() {
+            std::fs::write(dir.join(&name), data)?;
+        }
+        let backend = match &self.settings.backend {
+            Backend::Local { path } => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                "local"
+            }
+            Backend::S3 { .. } => "s3",
+        };
+        std::fs::write(
+            dir.join("backend.tf"),
+            format!("terraform {{\n  backend \"{backend}\" {{}}\n}}\n"),
+        )?;
+        Ok(dir)
+    }
+
+    fn backend_flags(&self) -> Vec<String> {
+        match &self.settings.backend {
+            Backend::Local { path } => vec![format!("-backend-config=path={}", path.display())],
+            Backend::S3 {
+                bucket,
+                key,
+                region,
+            } => vec![
+                format!("-backend-config=bucket={bucket}"),
+                format!("-backend-config=key={key}"),
+                format!("-backend-config=region={region}"),
+                "-backend-config=dynamodb_table=lock-table".into(),
+                "-backend-config=encrypt=true".into(),
+            ],
+        }
+    }
+
+    /// Runs one terraform command in `dir`. Output goes to the run log, or is returned
+    /// (stdout only) when `capture` is set; a failure carries the exit code.
+    async fn terraform(
+        &self,
+        dir: &Path,
+        args: &[String],
+        log: &RunLog,
+        capture: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, RunFailure> {
+        let mut cmd = Command::new(&self.settings.bin);
+        cmd.args(args)
+            .current_dir(dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env(
+                "TF_PLUGIN_CACHE_DIR",
+                self.settings.root.join("plugin-cache"),
+            );
+        if !capture {
+            log.line(format!("$ terraform {}", args.join(" ")));
+        }
+        let mut captured = Vec::new();
+        let limits = Limits {
+            timeout: self.settings.command_timeout,
+            grace: Duration::from_secs(10),
+        };
+        let outcome = process::run(cmd, None, limits, cancel, |stream, line| {
+            if capture && stream == Stream::Stdout {
+                captured.push(line);
+            } else {
+                log.line(line);
+            }
+        })
+        .await
+        .map_err(|e| {
+            RunFailure::failed(format!(
+                "cannot run {}: {e} (install Terraform ≥ 1.6 or set provision.terraform_bin)",
+                self.settings.bin.display()
+            ))
+        })?;
+        match outcome {
+            Outcome::Exited(status) if status.success() => Ok(captured),
+            Outcome::Exited(status) => Err(RunFailure {
+                state: RunState::Failed,
+                exit_code: status.code(),
+                message: format!("terraform {} exited with {status}", args[0]),
+                created: Vec::new(),
+            }),
+            Outcome::TimedOut => Err(RunFailure {
+                state: RunState::TimedOut,
+                exit_code: None,
+                message: format!(
+                    "terraform {} did not finish within {:?}; its process group was stopped",
+                    args[0], self.settings.command_timeout
+                ),
+                created: Vec::new(),
+            }),
+            Outcome::Cancelled => Err(RunFailure {
+                state: RunState::Cancelled,
+                exit_code: None,
+                message: format!(
+                    "terraform {} was stopped: the allocator is shutting down",
+                    args[0]
+                ),
+                created: Vec::new(),
+            }),
+        }
+    }
+
+    async fn init(
+        &self,
+        dir: &Path,
+        log: &RunLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunFailure> {
+        let mut args: Vec<String> = ["init", "-input=false", "-no-color", "-reconfigure"]
+            .map(String::from)
+            .to_vec();
+        args.extend(self.backend_flags());
+        self.terraform(dir, &args, log, false, cancel)
+            .await
+            .map(|_| ())
+    }
+
+    /// One output as JSON (`null` when the state has none yet).
+    async fn output(
+        &self,
+        dir: &Path,
+        name: &str,
+        log: &RunLog,
+        cancel: &CancellationToken,
+    ) -> Result<Value, RunFailure> {
+        let args = ["output", "-json", "-no-color", name].map(String::from);
+        match self.terraform(dir, &args, log, true, cancel).await {
+            Ok(lines) => Ok(serde_json::from_str(&lines.join("\n")).unwrap_or(Value::Null)),
+            // No state, or no such output yet: nothing exists.
+            Err(f) if f.state == RunState::Failed => Ok(Value::Null),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// VM names in the state.
+    async fn existing(
+        &self,
+        dir: &Path,
+        log: &RunLog,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, RunFailure> {
+        let names = self.output(dir, "vm_instance_names", log, cancel).await?;
+        Ok(names
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn index_of(&self, host: &str) -> Option<u64> {
+        host.strip_prefix(&self.settings.resource_prefix)?
+            .strip_prefix("-vm-")?
+            .parse()
+            .ok()
+    }
+
+    fn name(&self, index: u64) -> String {
+        format!("{}-vm-{index}", self.settings.resource_prefix)
+    }
+
+    /// Writes the variables for exactly these VM numbers (mode 0600: it holds the token).
+    async fn write_vars(
+        &self,
+        dir: &Path,
+        indices: &[u64],
+        api_token: &str,
+    ) -> Result<(), RunFailure> {
+        let url = self
+            .settings
+            .allocator_url
+            .clone()
+            .map_err(RunFailure::failed)?;
+        let checksum = crate::download::sha256().await.map_err(|e| {
+            RunFailure::failed(format!("cannot checksum the agent executable: {e}"))
+        })?;
+        let mut vars = self.settings.vars.clone();
+        for (key, value) in &vars {
+            if let Some(text) = value.as_str() {
+                check_value(key, text)?;
+            }
+        }
+        check_value("allocator_url", &url)?;
+        vars.insert("vm_indices".into(), json!(indices));
+        vars.insert("allocator_url".into(), json!(url));
+        vars.insert("api_token".into(), json!(api_token));
+        vars.insert("agent_sha256".into(), json!(checksum));
+        let text = serde_json::to_string_pretty(&Value::Object(vars)).unwrap_or_default();
+        crate::server::state::write_private_file(&dir.join(VARS_FILE), &text)
+            .map_err(|e| RunFailure::failed(format!("cannot write {VARS_FILE}: {e}")))
+    }
+
+    async fn apply(
+        &self,
+        dir: &Path,
+        log: &RunLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunFailure> {
+        let args = [
+            "apply",
+            "-input=false",
+            "-no-color",
+            "-auto-approve",
+            &format!("-var-file={VARS_FILE}"),
+        ]
+        .map(String::from);
+        self.terraform(dir, &args, log, false, cancel)
+            .await
+            .map(|_| ())
+    }
+
+    fn prepared(&self) -> Result<PathBuf, RunFailure> {
+        self.prepare()
+            .map_err(|e| RunFailure::failed(format!("cannot write the Terraform templates: {e}")))
+    }
+}
+
+fn phase(entry: &Value) -> Phase {
+    let time = |k: &str| {
+        entry[k]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    Phase {
+        start: time("start_time"),
+        end: time("end_time"),
+        duration_seconds: entry["seconds"].as_f64(),
+    }
+}
+
+#[async_trait]
+impl Provider for Terraform {
+    fn name(&self) -> &'static str {
+        "terraform"
+    }
+
+    fn cannot_launch(&self) -> Option<&'static str> {
+        None
+    }
+
+    async fn launch(
+        &self,
+        log: &RunLog,
+        ctx: LaunchContext,
+        count: u32,
+        cancel: &CancellationToken,
+    ) -> Result<Launched, RunFailure> {
+        let dir = self.prepared()?;
+        self.init(&dir, log, cancel).await?;
+        let before = self.existing(&dir, log, cancel).await?;
+        let mut indices: Vec<u64> = before.iter().filter_map(|h| self.index_of(h)).collect();
+        let highest = indices
+            .iter()
+            .copied()
+            .chain(
+                ctx.existing
+                    .iter()
+                    .filter_map(|v: &Vm| self.index_of(&v.hostname)),
+            )
+            .max()
+            .unwrap_or(0);
+        let new: Vec<u64> = (highest + 1..=highest + u64::from(count)).collect();
+        indices.extend(&new);
+        log.line(format!(
+            "{} VM(s) exist; creating {}",
+            before.len(),
+            new.iter()
+                .map(|i| self.name(*i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        self.write_vars(&dir, &indices, &ctx.api_token).await?;
+        if let Err(mut failure) = self.apply(&dir, log, cancel).await {
+            // Keep the rows only of VMs the state says exist.
+            let after = self
+                .existing(&dir, log, &CancellationToken::new())
+                .await
+                .unwrap_or_default();
+            failure.created = new
+                .iter()
+                .map(|i| self.name(*i))
+                .filter(|n| !after.contains(n))
+                .collect();
+            return Err(failure);
+        }
+        let times = self
+            .output(&dir, "instance_terraform_apply_times", log, cancel)
+            .await?;
+        let hosts: Vec<String> = new.iter().map(|i| self.name(*i)).collect();
+        let creation_timings = hosts
+            .iter()
+            .filter_map(|h| times.get(h).map(|entry| (h.clone(), phase(entry))))
+            .collect();
+        Ok(Launched {
+            hosts,
+            creation_timings,
+        })
+    }
+
+    async fn destroy(
+        &self,
+        log: &RunLog,
+        hosts: &[String],
+        all: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunFailure> {
+        let dir = self.prepared()?;
+        self.init(&dir, log, cancel).await?;
+        let before = self.existing(&dir, log, cancel).await?;
+        let keep: Vec<u64> = if all {
+            Vec::new()
+        } else {
+            before
+                .iter()
+                .filter(|h| !hosts.contains(h))
+                .filter_map(|h| self.index_of(h))
+                .collect()
+        };
+        // The token is not needed to destroy, but the variables must be complete.
+        let token = "unused-for-destroy";
+        self.write_vars(&dir, &keep, token).await?;
+        if all {
+            let args = [
+                "destroy",
+                "-input=false",
+                "-no-color",
+                "-auto-approve",
+                &format!("-var-file={VARS_FILE}"),
+            ]
+            .map(String::from);
+            self.terraform(&dir, &args, log, false, cancel)
+                .await
+                .map(|_| ())
+        } else {
+            self.apply(&dir, log, cancel).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_families_are_recognised() {
+        for t in ["g4dn.xlarge", "g5.2xlarge", "p3.2xlarge", "g6e.xlarge"] {
+            assert!(is_gpu_type(t), "{t}");
+        }
+        for t in ["t3.large", "m5.xlarge", "c7g.large", "gp"] {
+            assert!(!is_gpu_type(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn allocator_url_follows_upstream_rules() {
+        let none = |_: &str| None;
+        let mut c = Config::default();
+        assert!(allocator_url(&c, &none).is_err());
+        let ip = |k: &str| (k == "ALLOCATOR_PUBLIC_IP").then(|| "203.0.113.7".to_owned());
+        assert_eq!(allocator_url(&c, &ip).as_deref(), Ok("http://203.0.113.7"));
+        c.dns.enabled = true;
+        c.dns.domain = ".lab.example.org".into();
+        c.ssl.provider = "letsencrypt".into();
+        assert_eq!(
+            allocator_url(&c, &ip).as_deref(),
+            Ok("https://lab.example.org")
+        );
+        let fqdn = |k: &str| (k == "ALLOCATOR_FQDN").then(|| "lablink.example.org".to_owned());
+        assert_eq!(
+            allocator_url(&c, &fqdn).as_deref(),
+            Ok("http://lablink.example.org")
+        );
+        c.provision.allocator_url = "https://x.example/".into();
+        assert_eq!(allocator_url(&c, &fqdn).as_deref(), Ok("https://x.example"));
+    }
+
+    #[test]
+    fn every_template_is_valid_hcl() {
+        let all = templates();
+        assert!(all.iter().any(|(n, _)| n == "main.tf"));
+        for (name, data) in all.iter().filter(|(n, _)| n.ends_with(".tf")) {
+            let text = std::str::from_utf8(data).expect("utf-8");
+            if let Err(e) = hcl::parse(text) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_that_could_break_quoting_are_refused() {
+        assert!(check_value("image_name", "ghcr.io/x/y:latest").is_ok());
+        for bad in ["a'b", "a\nb", "a\\b"] {
+            assert!(check_value("image_name", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+# Written by the allocator into lablink.tfvars.json before every run; never edited by hand.
+
+variable "vm_indices" {
+  description = "Numbers of the VMs that should exist (<resource_prefix>-vm-<n>)"
+  type        = list(number)
+}
+
+variable "allocator_url" {
+  description = "URL the VMs reach the allocator at"
+  type        = string
+  sensitive   = true
+}
+
+variable "api_token" {
+  description = "Bearer token of the allocator's agent API"
+  type        = string
+  sensitive   = true
+}
+
+variable "agent_sha256" {
+  description = "SHA-256 of the lablink executable served at <allocator_url>/download/lablink"
+  type        = string
+}
+
+variable "machine_type" {
+  type = string
+}
+
+variable "image_name" {
+  description = "Container image with the desktop and the workshop software"
+  type        = string
+}
+
+variable "repository" {
+  description = "Git repository cloned onto each desktop, or null"
+  type        = string
+  default     = null
+}
+
+variable "client_ami_id" {
+  type = string
+}
+
+variable "resource_prefix" {
+  type = string
+}
+
+variable "subject_software" {
+  type = string
+}
+
+variable "gpu_support" {
+  type = bool
+}
+
+variable "cloud_init_output_log_group" {
+  type = string
+}
+
+variable "region" {
+  type = string
+}
+
+variable "startup_on_error" {
+  type = string
+}
+
+variable "root_volume_gb" {
+  type    = number
+  default = 80
+}

@@ -1,0 +1,296 @@
+//! The Terraform provider against a fake `terraform` (tests/fixtures/bin/terraform) that
+//! records its calls and can succeed, fail or hang.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use reqwest::header::ACCEPT;
+use serde_json::Value;
+
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Answer, Auth, TestServer, wait_for, within};
+
+fn fake_terraform() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin/terraform")
+}
+
+async fn terraform_server(timeout_secs: u64) -> TestServer {
+    TestServer::start_with(|c| {
+        c.provision.provider = "terraform".into();
+        c.provision.terraform_bin = fake_terraform().display().to_string();
+        c.provision.allocator_url = "https://lablink.example.org".into();
+        c.provision.run_timeout_seconds = timeout_secs;
+        c.machine.software = "sleap".into();
+        c.environment = "test".into();
+    })
+    .await
+}
+
+fn control(s: &TestServer) -> PathBuf {
+    s.dir.join("fake-tf")
+}
+
+fn set_mode(s: &TestServer, mode: &str) {
+    std::fs::create_dir_all(control(s)).expect("mkdir");
+    std::fs::write(control(s).join("mode"), mode).expect("mode");
+}
+
+fn calls(s: &TestServer) -> Vec<Value> {
+    std::fs::read_to_string(control(s).join("calls.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("call record"))
+        .collect()
+}
+
+fn args_of(call: &Value) -> Vec<String> {
+    call["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("text").to_owned())
+        .collect()
+}
+
+async fn admin_post(s: &TestServer, path: &str, form: &[(&str, &str)]) -> Answer {
+    let req = s
+        .client
+        .post(s.url(path))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .header(ACCEPT, "application/json")
+        .form(form);
+    Answer::read(req.send().await.expect("POST")).await
+}
+
+async fn finished(s: &TestServer, id: u64, secs: u64) -> (Value, Vec<String>) {
+    wait_for(secs, "the run finishes", || async {
+        let body = s
+            .get(&format!("/api/runs/{id}"), Auth::admin())
+            .await
+            .expect(200);
+        (body["run"]["state"] != "running").then(|| {
+            let lines = body["lines"]
+                .as_array()
+                .expect("lines")
+                .iter()
+                .map(|l| l.as_str().expect("text").to_owned())
+                .collect();
+            (body["run"].clone(), lines)
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_runs_init_and_apply_with_generated_variables() {
+    let s = terraform_server(60).await;
+    within(60, "test", async {
+        set_mode(&s, "succeed");
+        let a = admin_post(&s, "/api/launch", &[("num_vms", "2")])
+            .await
+            .expect(202);
+        let (run, lines) = finished(&s, a["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "succeeded", "{lines:?}");
+        assert_eq!(run["exit_code"], 0);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("debug: using token [redacted]")),
+            "{lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains(s.token())),
+            "the token leaked: {lines:?}"
+        );
+
+        let calls = calls(&s);
+        let commands: Vec<String> = calls.iter().map(|c| args_of(c)[0].clone()).collect();
+        assert_eq!(commands, ["init", "output", "apply", "output"]);
+        let init = args_of(&calls[0]);
+        assert_eq!(
+            &init[..4],
+            ["init", "-input=false", "-no-color", "-reconfigure"]
+        );
+        let state_path = s.dir.join("terraform/state/client-vm.tfstate");
+        assert_eq!(
+            init[4],
+            format!("-backend-config=path={}", state_path.display())
+        );
+        assert_eq!(
+            args_of(&calls[2]),
+            [
+                "apply",
+                "-input=false",
+                "-no-color",
+                "-auto-approve",
+                "-var-file=lablink.tfvars.json"
+            ]
+        );
+        for call in &calls {
+            assert_eq!(call["TF_IN_AUTOMATION"], "1");
+            assert_eq!(call["TF_INPUT"], "0");
+            // Its own process group: the allocator can stop it and its children together.
+            assert_eq!(call["pid"], call["pgid"]);
+        }
+        let workdir = PathBuf::from(calls[0]["cwd"].as_str().expect("cwd"));
+        assert_eq!(workdir.parent(), Some(s.dir.join("terraform").as_path()));
+        assert!(
+            workdir
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .starts_with("client-vm-0.")
+        );
+        assert!(workdir.join("main.tf").is_file() && workdir.join("backend.tf").is_file());
+
+        let vars_path = workdir.join("lablink.tfvars.json");
+        let mode = std::fs::metadata(&vars_path)
+            .expect("tfvars")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the variables hold the token");
+        let vars: Value = serde_json::from_str(&std::fs::read_to_string(&vars_path).expect("read"))
+            .expect("json");
+        assert_eq!(vars["vm_indices"], serde_json::json!([1, 2]));
+        assert_eq!(vars["resource_prefix"], "sleap-lablink-client-test");
+        assert_eq!(vars["allocator_url"], "https://lablink.example.org");
+        assert_eq!(vars["api_token"], s.token());
+        assert_eq!(vars["gpu_support"], true);
+        assert_eq!(vars["machine_type"], "g4dn.xlarge");
+        assert_eq!(
+            vars["repository"],
+            Value::Null,
+            "absent stays absent, never \"None\""
+        );
+        assert_eq!(vars["agent_sha256"].as_str().map(str::len), Some(64));
+
+        // The VMs exist as rows with their creation time, before they report anything.
+        for host in [
+            "sleap-lablink-client-test-vm-1",
+            "sleap-lablink-client-test-vm-2",
+        ] {
+            let vm = s.stored_vm(host).await.expect("row created");
+            assert_eq!(vm.status, None);
+            assert_eq!(vm.timings.terraform_apply.duration_seconds, Some(42.0));
+        }
+
+        // Launching more adds to what the state holds.
+        let b = admin_post(&s, "/api/launch", &[("num_vms", "1")])
+            .await
+            .expect(202);
+        finished(&s, b["run_id"].as_u64().expect("id"), 30).await;
+        let vars: Value = serde_json::from_str(&std::fs::read_to_string(&vars_path).expect("read"))
+            .expect("json");
+        assert_eq!(vars["vm_indices"], serde_json::json!([1, 2, 3]));
+
+        // Destroying one VM applies without it; destroying all runs destroy.
+        let one = admin_post(&s, "/api/vms/sleap-lablink-client-test-vm-2/destroy", &[])
+            .await
+            .expect(202);
+        let (run, _) = finished(&s, one["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "succeeded");
+        let vars: Value = serde_json::from_str(&std::fs::read_to_string(&vars_path).expect("read"))
+            .expect("json");
+        assert_eq!(vars["vm_indices"], serde_json::json!([1, 3]));
+        assert!(
+            s.stored_vm("sleap-lablink-client-test-vm-2")
+                .await
+                .is_none()
+        );
+
+        let all = admin_post(&s, "/destroy", &[]).await.expect(202);
+        let (run, lines) = finished(&s, all["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "succeeded", "{lines:?}");
+        let last = self::calls(&s);
+        assert_eq!(
+            args_of(last.last().expect("a call")),
+            [
+                "destroy",
+                "-input=false",
+                "-no-color",
+                "-auto-approve",
+                "-var-file=lablink.tfvars.json"
+            ]
+        );
+        s.get("/api/vm-status", Auth::admin())
+            .await
+            .expect_error(404, "No VMs found.");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_apply_is_recorded_and_leaves_no_rows() {
+    let s = terraform_server(60).await;
+    within(60, "test", async {
+        set_mode(&s, "fail");
+        let a = admin_post(&s, "/api/launch", &[("num_vms", "2")])
+            .await
+            .expect(202);
+        let (run, lines) = finished(&s, a["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "failed");
+        assert_eq!(run["exit_code"], 1);
+        assert!(
+            lines.iter().any(|l| l.contains("UnauthorizedOperation")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("run failed: terraform apply exited")),
+            "{lines:?}"
+        );
+        s.get("/api/vm-status", Auth::admin())
+            .await
+            .expect_error(404, "No VMs found.");
+    })
+    .await;
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_apply_blocks_other_runs_then_times_out_with_its_group() {
+    let s = terraform_server(2).await;
+    within(60, "test", async {
+        set_mode(&s, "hang");
+        let a = admin_post(&s, "/api/launch", &[("num_vms", "1")])
+            .await
+            .expect(202);
+        let id = a["run_id"].as_u64().expect("id");
+        // While it runs, a second action is refused and told what is running.
+        let second = admin_post(&s, "/api/launch", &[("num_vms", "1")]).await;
+        let err = second.expect(409);
+        let message = err["error"].as_str().expect("text");
+        assert!(
+            message.contains(&format!("run #{id}")) && message.contains("launch 1 VM(s)"),
+            "{message}"
+        );
+        admin_post(&s, "/destroy", &[]).await.expect(404);
+
+        let (run, lines) = finished(&s, id, 30).await;
+        assert_eq!(run["state"], "timed_out", "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("process group was stopped")),
+            "{lines:?}"
+        );
+        let sleeper: i32 = std::fs::read_to_string(control(&s).join("hang.pid"))
+            .expect("hang.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        wait_for(10, "the hung terraform's child is killed", || async {
+            (!alive(sleeper)).then_some(())
+        })
+        .await;
+        // The next run may start.
+        set_mode(&s, "succeed");
+        admin_post(&s, "/api/launch", &[("num_vms", "1")])
+            .await
+            .expect(202);
+    })
+    .await;
+}
