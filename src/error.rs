@@ -21,6 +21,8 @@ pub enum ApiError {
     BadBasic,
     #[error("Cross-site requests are not accepted here.")]
     CrossSite,
+    #[error("Too many sign-in checks at once; try again in a moment.")]
+    Busy,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -64,7 +66,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PollTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

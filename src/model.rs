@@ -186,6 +186,9 @@ pub struct Vm {
     pub reboot_count: u32,
     #[serde(default)]
     pub last_reboot_time: Option<DateTime<Utc>>,
+    /// A destroy of this VM is under way: it is not handed out any more.
+    #[serde(default)]
+    pub destroying: bool,
 }
 
 /// Why a VM could not be assigned.
@@ -194,6 +197,7 @@ pub enum NotAvailable {
     NotRunning,
     AlreadyAssigned,
     Unhealthy,
+    Destroying,
 }
 
 impl Vm {
@@ -210,12 +214,15 @@ impl Vm {
             updated_at: now,
             reboot_count: 0,
             last_reboot_time: None,
+            destroying: false,
         }
     }
 
     /// The one availability rule: running, unassigned, and not reporting an unhealthy GPU.
     pub fn availability(&self) -> Result<(), NotAvailable> {
-        if self.status != Some(VmStatus::Running) {
+        if self.destroying {
+            Err(NotAvailable::Destroying)
+        } else if self.status != Some(VmStatus::Running) {
             Err(NotAvailable::NotRunning)
         } else if self.assignment.is_some() {
             Err(NotAvailable::AlreadyAssigned)
@@ -253,6 +260,13 @@ impl Vm {
 
     pub fn with_health(mut self, health: Health, now: DateTime<Utc>) -> Vm {
         self.health = Some(health);
+        self.updated_at = now;
+        self
+    }
+
+    /// Marks (or unmarks) the VM as being destroyed.
+    pub fn with_destroying(mut self, destroying: bool, now: DateTime<Utc>) -> Vm {
+        self.destroying = destroying;
         self.updated_at = now;
         self
     }
@@ -549,6 +563,14 @@ mod tests {
         assert!(vm.is_available());
         let vm = vm.with_health(Health::NotAvailable, t(4));
         assert!(vm.is_available(), "N/A (no GPU tooling) does not block");
+    }
+
+    #[test]
+    fn a_vm_being_destroyed_is_not_available() {
+        let vm = Vm::new("vm-1", t(0)).with_status(VmStatus::Running, t(1));
+        let vm = vm.with_destroying(true, t(2));
+        assert_eq!(vm.availability(), Err(NotAvailable::Destroying));
+        assert!(vm.with_destroying(false, t(3)).is_available());
     }
 
     #[test]

@@ -61,13 +61,39 @@ async fn resume_interrupted(app: &App) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Why a firing is not going ahead.
+enum NotClaimed {
+    /// Cancelled, already firing, or not due any more: someone else decided.
+    Changed,
+}
+
 async fn fire(app: &App, schedule: Schedule) {
     let (id, name) = (schedule.id, schedule.schedule_name.clone());
     let started = app.clock.now();
-    let late = schedule
-        .next_run
-        .map_or(0, |t| (started - t).num_seconds().max(0));
-    // Claim the firing first; the provisioner may still refuse (another run going).
+    let due_at = schedule.next_run;
+    // Claim the firing in the store first: a cancel that won the race stops it here.
+    let claimed = app
+        .store
+        .write(move |tx| {
+            schedules::update(tx, id, |s| {
+                if s.status == ScheduleStatus::Scheduled && s.next_run.is_some_and(|t| t <= started)
+                {
+                    Ok(s.executing(started))
+                } else {
+                    Err(NotClaimed::Changed)
+                }
+            })
+        })
+        .await;
+    match claimed {
+        Ok(Some(Ok(_))) => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(schedule = %name, error = %e, "cannot claim the firing");
+            return;
+        }
+    }
+    let late = due_at.map_or(0, |t| (started - t).num_seconds().max(0));
     let who = format!("schedule:{name}");
     let start = app
         .provisioner
@@ -75,27 +101,29 @@ async fn fire(app: &App, schedule: Schedule) {
         .await;
     let (run_id, outcome) = match start {
         Err(ProvisionError::Busy(run)) => {
+            // Not this firing's turn yet: hand it back, it is tried again next tick.
             tracing::info!(schedule = %name, busy = run.id, "destruction waits for the run in progress");
+            let reverted = app
+                .store
+                .write(move |tx| {
+                    schedules::update(tx, id, |mut s| {
+                        if s.status != ScheduleStatus::Executing {
+                            return Err(NotClaimed::Changed);
+                        }
+                        s.status = ScheduleStatus::Scheduled;
+                        s.execution_count = s.execution_count.saturating_sub(1);
+                        Ok(s)
+                    })
+                })
+                .await;
+            if let Err(e) = reverted {
+                tracing::error!(schedule = %name, error = %e, "cannot hand the firing back");
+            }
             return;
         }
-        Ok(run) => {
-            if let Err(e) = mark_executing(app, id, started).await {
-                tracing::error!(error = %e, "cannot record the firing");
-            }
-            (Some(run.id), wait_for_run(app, run.id).await)
-        }
-        Err(ProvisionError::NothingToDestroy) => {
-            if let Err(e) = mark_executing(app, id, started).await {
-                tracing::error!(error = %e, "cannot record the firing");
-            }
-            (None, Ok("No VMs to destroy".to_owned()))
-        }
-        Err(other) => {
-            if let Err(e) = mark_executing(app, id, started).await {
-                tracing::error!(error = %e, "cannot record the firing");
-            }
-            (None, Err(format!("Destruction failed: {other}")))
-        }
+        Ok(run) => (Some(run.id), wait_for_run(app, run.id).await),
+        Err(ProvisionError::NothingToDestroy) => (None, Ok("No VMs to destroy".to_owned())),
+        Err(other) => (None, Err(format!("Destruction failed: {other}"))),
     };
     if app.shutdown.is_cancelled() {
         // Left `executing`: the next start fires it again.
@@ -129,7 +157,15 @@ async fn fire(app: &App, schedule: Schedule) {
     };
     let saved = app
         .store
-        .write(move |tx| schedules::update(tx, id, |s| Ok::<_, ()>(s.executed(execution, next))))
+        .write(move |tx| {
+            schedules::update(tx, id, |s| {
+                if s.status == ScheduleStatus::Executing {
+                    Ok(s.executed(execution, next))
+                } else {
+                    Err(NotClaimed::Changed)
+                }
+            })
+        })
         .await;
     match saved {
         Ok(_) => {
@@ -139,17 +175,6 @@ async fn fire(app: &App, schedule: Schedule) {
             tracing::error!(schedule = %name, error = %e, "cannot record the firing's result")
         }
     }
-}
-
-async fn mark_executing(
-    app: &App,
-    id: u64,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
-    app.store
-        .write(move |tx| schedules::update(tx, id, |s| Ok::<_, ()>(s.executing(now))))
-        .await
-        .map(|_| ())
 }
 
 /// Follows the destroy run to its end (it is bounded by the run timeout).

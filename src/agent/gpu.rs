@@ -117,12 +117,16 @@ fn nvml_health(nvml: &Nvml) -> Health {
 
 /// Probes every `interval`, reports each change until acknowledged. Stops after reporting
 /// "N/A" (no GPU tooling on this machine will not appear later).
+/// `first_report` turns true once the first health value is acknowledged (or the monitor
+/// ends), so the VM is not announced as running before its GPU was checked.
 pub async fn monitor(
     alloc: Arc<Allocator>,
     probe: Probe,
     interval: Duration,
+    first_report: tokio::sync::watch::Sender<bool>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
+    let _announce_on_exit = AnnounceOnDrop(first_report.clone());
     tracing::info!(probe = probe.name(), "GPU monitor started");
     let mut reported: Option<Health> = None;
     loop {
@@ -136,6 +140,7 @@ pub async fn monitor(
                 Gave::Acknowledged => {
                     tracing::info!(gpu = %value, "GPU health reported");
                     reported = Some(health.clone());
+                    first_report.send_replace(true);
                 }
                 Gave::Fatal(e) => return Err(e),
                 Gave::Cancelled => return Ok(()),
@@ -149,5 +154,13 @@ pub async fn monitor(
             () = tokio::time::sleep(interval) => {}
             () = cancel.cancelled() => return Ok(()),
         }
+    }
+}
+
+struct AnnounceOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for AnnounceOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }

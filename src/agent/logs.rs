@@ -1,7 +1,9 @@
 //! Ships log files to the allocator in batches. The file itself is the buffer: the agent
 //! holds at most one batch, advances its position only when the allocator acknowledged
-//! the batch, and remembers that position across restarts, so an outage or a reboot
-//! neither loses the lines still in the file nor ships them twice.
+//! the batch, and remembers that position across restarts, so an outage or a reboot does
+//! not lose lines still in the file, and acknowledged lines are not shipped again.
+//! Delivery is at least once: a batch whose acknowledgement was lost is sent again. Lines
+//! left unshipped in a file that was rotated away are not followed.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -69,7 +71,12 @@ impl Positions {
         if let Some(file) = &self.file {
             let tmp = file.with_extension("json.tmp");
             let saved = std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))
-                .and_then(|()| std::fs::write(&tmp, &snapshot))
+                .and_then(|()| {
+                    use std::io::Write;
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(&snapshot)?;
+                    f.sync_all()
+                })
                 .and_then(|()| std::fs::rename(&tmp, file));
             if let Err(e) = saved {
                 tracing::warn!(error = %e, file = %file.display(), "cannot save log positions");
@@ -102,7 +109,8 @@ fn read_batch(path: &Path, pos: Position) -> std::io::Result<(Vec<String>, u64, 
         if lines.len() == BATCH_LINES {
             break;
         }
-        let complete = chunk.ends_with(b"\n") || buf.len() == BATCH_BYTES;
+        // A line longer than a whole batch is shipped in pieces; otherwise wait for '\n'.
+        let complete = chunk.ends_with(b"\n") || (lines.is_empty() && buf.len() == BATCH_BYTES);
         if !complete {
             break;
         }

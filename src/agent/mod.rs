@@ -104,10 +104,12 @@ async fn agent(
 
     let mut tasks: JoinSet<Result<(), CallError>> = JoinSet::new();
     let probe = gpu::Probe::detect(args.gpu_probe, Duration::from_secs(args.gpu_timeout)).await;
+    let (gpu_checked_tx, gpu_checked) = tokio::sync::watch::channel(false);
     tasks.spawn(gpu::monitor(
         alloc.clone(),
         probe,
         gpu_every,
+        gpu_checked_tx,
         cancel.clone(),
     ));
     tasks.spawn(inuse::monitor(
@@ -154,7 +156,7 @@ async fn agent(
     let subscriber = {
         let (alloc, cancel) = (alloc.clone(), cancel.clone());
         async move {
-            let ended = subscribe::run(alloc.clone(), desktop, cancel.clone()).await?;
+            let ended = subscribe::run(alloc.clone(), desktop, gpu_checked, cancel.clone()).await?;
             if let subscribe::Ended::DesktopStarted = ended {
                 // Telemetry continues; the agent stays until it is stopped.
                 cancel.cancelled().await;

@@ -14,6 +14,9 @@ use crate::crd;
 /// (codes are single-use; the same code will fail again).
 const FRESH_CODE_POLL: Duration = Duration::from_secs(15);
 
+/// Longest wait for the first GPU health report before announcing the VM.
+const GPU_CHECK_WAIT: Duration = Duration::from_secs(60);
+
 pub enum Ended {
     /// The desktop is started; nothing more to wait for.
     DesktopStarted,
@@ -25,8 +28,17 @@ pub enum Ended {
 pub async fn run(
     alloc: Arc<Allocator>,
     desktop: Desktop,
+    mut gpu_checked: tokio::sync::watch::Receiver<bool>,
     cancel: CancellationToken,
 ) -> Result<Ended, CallError> {
+    // A VM with a broken GPU must not be announced free before it says so.
+    let checked = tokio::time::timeout(GPU_CHECK_WAIT, gpu_checked.wait_for(|done| *done));
+    tokio::select! {
+        r = checked => if r.is_err() {
+            tracing::warn!("no GPU health reported within {GPU_CHECK_WAIT:?}; reporting running anyway");
+        },
+        () = cancel.cancelled() => return Ok(Ended::Stopped),
+    }
     match until_acknowledged("status running", &cancel, || alloc.report_status("running")).await {
         Gave::Acknowledged => tracing::info!("reported running; waiting for a participant"),
         Gave::Fatal(e) => return Err(e),

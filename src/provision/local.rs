@@ -84,15 +84,32 @@ impl Local {
         cmd.spawn()
     }
 
-    async fn stop(name: &str, mut child: Child, log: &RunLog) {
-        if let Some(pid) = child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    /// SIGTERM to all of them at once, then waits for them together (bounded).
+    async fn stop_all(children: Vec<(String, Child)>, log: Option<&RunLog>) {
+        for (_, child) in &children {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
         }
-        match tokio::time::timeout(Duration::from_secs(8), child.wait()).await {
-            Ok(_) => log.line(format!("stopped {name}")),
-            Err(_) => {
-                let _ = child.kill().await;
-                log.line(format!("killed {name} (it did not stop within 8 s)"));
+        let mut waits = tokio::task::JoinSet::new();
+        for (name, mut child) in children {
+            waits.spawn(async move {
+                let stopped = tokio::time::timeout(Duration::from_secs(8), child.wait())
+                    .await
+                    .is_ok();
+                if !stopped {
+                    let _ = child.kill().await;
+                }
+                (name, stopped)
+            });
+        }
+        while let Some(Ok((name, stopped))) = waits.join_next().await {
+            if let Some(log) = log {
+                log.line(if stopped {
+                    format!("stopped {name}")
+                } else {
+                    format!("killed {name} (it did not stop within 8 s)")
+                });
             }
         }
     }
@@ -147,11 +164,11 @@ impl Provider for Local {
                     started.push(name);
                 }
                 Err(e) => {
-                    for name in &started {
-                        if let Some(child) = children.remove(name) {
-                            Self::stop(name, child, log).await;
-                        }
-                    }
+                    let spawned = started
+                        .iter()
+                        .filter_map(|name| children.remove(name).map(|c| (name.clone(), c)))
+                        .collect();
+                    Self::stop_all(spawned, Some(log)).await;
                     let mut failure =
                         RunFailure::failed(format!("cannot start an agent for {name}: {e}"));
                     failure.created = started;
@@ -169,28 +186,28 @@ impl Provider for Local {
         &self,
         log: &RunLog,
         hosts: &[String],
-        _: bool,
+        all: bool,
         _: &CancellationToken,
     ) -> Result<(), RunFailure> {
         let mut children = self.children.lock().await;
-        for host in hosts {
-            match children.remove(host) {
-                Some(child) => Self::stop(host, child, log).await,
-                None => log.line(format!("{host} has no local agent process")),
+        let mut stopping = Vec::new();
+        if all {
+            // Every agent this allocator started, reported or not.
+            stopping.extend(std::mem::take(&mut *children));
+        } else {
+            for host in hosts {
+                match children.remove(host) {
+                    Some(child) => stopping.push((host.clone(), child)),
+                    None => log.line(format!("{host} has no local agent process")),
+                }
             }
         }
+        Self::stop_all(stopping, Some(log)).await;
         Ok(())
     }
 
     async fn shutdown(&self) {
-        let mut children = self.children.lock().await;
-        for (name, child) in std::mem::take(&mut *children) {
-            if let Some(pid) = child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-            tracing::debug!(vm = %name, "agent stopped");
-            let mut child = child;
-            let _ = tokio::time::timeout(Duration::from_secs(8), child.wait()).await;
-        }
+        let children = std::mem::take(&mut *self.children.lock().await);
+        Self::stop_all(children.into_iter().collect(), None).await;
     }
 }

@@ -163,6 +163,11 @@ impl Provisioner {
         {
             return Err(ProvisionError::Unsupported(why));
         }
+        // Everything below happens under the one-run lock, on a fresh view of the pool.
+        let mut current = self.current.lock().await;
+        if let Some(run) = current.as_ref() {
+            return Err(ProvisionError::Busy(Box::new(run.clone())));
+        }
         let existing = self.store.read(vms::list).await?;
         let hosts: Vec<String> = match &action {
             RunAction::Launch { .. } => Vec::new(),
@@ -177,15 +182,23 @@ impl Provisioner {
                 vec![hostname.clone()]
             }
         };
-        let mut current = self.current.lock().await;
-        if let Some(run) = current.as_ref() {
-            return Err(ProvisionError::Busy(Box::new(run.clone())));
-        }
         let (provider, who, now) = (self.provider.name(), requested_by.to_owned(), Utc::now());
         let recorded = action.clone();
+        let targets = hosts.clone();
+        // The run and "no longer hand these VMs out" are one change.
         let run = self
             .store
-            .write(move |tx| runs::start(tx, recorded, provider, &who, requested_from, now))
+            .write(move |tx| {
+                let run = runs::start(tx, recorded, provider, &who, requested_from, now)?;
+                for host in &targets {
+                    // An unreadable record cannot be handed out anyway.
+                    match vms::update(tx, host, |vm| vm.with_destroying(true, now)) {
+                        Err(StoreError::Corrupt { .. }) | Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(run)
+            })
             .await?;
         *current = Some(run.clone());
         drop(current);
@@ -238,6 +251,9 @@ impl Provisioner {
             Ok(()) => (RunState::Succeeded, Some(0)),
             Err(failure) => {
                 log.line(format!("run failed: {}", failure.message));
+                if !hosts.is_empty() {
+                    self.release(&log, &hosts).await;
+                }
                 if !failure.created.is_empty() {
                     self.forget(&log, &failure.created).await;
                 }
@@ -274,6 +290,27 @@ impl Provisioner {
             .await;
         if let Err(e) = saved {
             log.line(format!("cannot record the VMs' creation times: {e}"));
+        }
+    }
+
+    /// A destroy failed: the VMs that still exist may be handed out again.
+    async fn release(&self, log: &RunLog, hosts: &[String]) {
+        let list = hosts.to_vec();
+        let now = Utc::now();
+        let released = self
+            .store
+            .write(move |tx| {
+                for host in &list {
+                    match vms::update(tx, host, |vm| vm.with_destroying(false, now)) {
+                        Err(StoreError::Corrupt { .. }) | Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = released {
+            log.line(format!("cannot return the VMs to the pool: {e}"));
         }
     }
 

@@ -21,7 +21,20 @@ pub const GENERATED_PASSWORD_FILE: &str = "initial-admin-password";
 pub struct AdminCredentials {
     pub user: String,
     password_hash: String,
+    /// Argon2 is deliberately expensive (≈19 MiB, tens of ms): at most this many checks
+    /// run at once, so a flood of Basic headers cannot exhaust memory or the blocking pool.
+    checks: tokio::sync::Semaphore,
+    /// Digests of credentials that verified recently: scripts and pages that poll do not
+    /// pay for Argon2 on every request.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
 }
+
+const CONCURRENT_CHECKS: usize = 2;
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+const VERIFIED_KEPT: usize = 32;
+
+/// Too many password checks are running; the client should try again.
+pub struct Busy;
 
 fn hash_password(password: &str) -> Result<String, StoreError> {
     Argon2::default()
@@ -65,14 +78,47 @@ impl AdminCredentials {
         Ok(AdminCredentials {
             user: config.app.admin_user.clone(),
             password_hash,
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
-    /// Checks a Basic `user:password` pair (argon2, off the async threads).
-    pub async fn verify(&self, user: &str, password: &str) -> bool {
+    /// Checks a Basic `user:password` pair (argon2, off the async threads, a bounded
+    /// number at once).
+    pub async fn verify(&self, user: &str, password: &str) -> Result<bool, Busy> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(self.password_hash.as_bytes())
+            .chain_update(user.as_bytes())
+            .chain_update([0u8])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        {
+            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified
+                .get(&digest)
+                .is_some_and(|at| at.elapsed() < VERIFIED_FOR)
+            {
+                return Ok(true);
+            }
+        }
         let user_ok: bool = user.as_bytes().ct_eq(self.user.as_bytes()).into();
+        let permit = tokio::time::timeout(std::time::Duration::from_secs(5), self.checks.acquire())
+            .await
+            .map_err(|_| Busy)?
+            .map_err(|_| Busy)?;
         let password_ok = verify_blocking(password, &self.password_hash).await;
-        user_ok && password_ok
+        drop(permit);
+        let ok = user_ok && password_ok;
+        if ok {
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.len() >= VERIFIED_KEPT {
+                verified.clear();
+            }
+            verified.insert(digest, std::time::Instant::now());
+        }
+        Ok(ok)
     }
 }
 
@@ -120,10 +166,10 @@ async fn check_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or(ApiError::BadBasic)?;
     let (user, password) = decoded.split_once(':').ok_or(ApiError::BadBasic)?;
-    if app.admin.verify(user, password).await {
-        Ok(())
-    } else {
-        Err(ApiError::BadBasic)
+    match app.admin.verify(user, password).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::BadBasic),
+        Err(Busy) => Err(ApiError::Busy),
     }
 }
 

@@ -22,7 +22,9 @@ use tower::ServiceExt;
 pub use state::App;
 
 /// How long shutdown waits for requests in flight before closing their connections.
-const DRAIN: Duration = Duration::from_secs(4);
+const DRAIN: Duration = Duration::from_secs(2);
+/// How long shutdown waits for a provisioning run and local agents to stop.
+const PROVISION_STOP: Duration = Duration::from_secs(2);
 /// A client must send a complete request head within this time (also the idle limit of
 /// a kept-alive connection).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,7 +90,14 @@ pub async fn serve(
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
     }
     let _ = scheduler.await;
-    app.provisioner.shutdown().await;
+    // A run in progress is cancelled (its process group stopped); if it does not wrap up
+    // in time it is marked interrupted at the next start.
+    if tokio::time::timeout(PROVISION_STOP, app.provisioner.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("provisioning did not stop within {PROVISION_STOP:?}; leaving it");
+    }
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.close())
         .await

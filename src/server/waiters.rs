@@ -22,7 +22,8 @@ pub struct Waiters {
 /// One parked request. Dropping it (request answered, or client gone) frees its slot.
 pub struct Waiter {
     host: String,
-    rx: watch::Receiver<Wake>,
+    /// `None` only while being dropped.
+    rx: Option<watch::Receiver<Wake>>,
     waiters: Arc<Waiters>,
 }
 
@@ -46,14 +47,15 @@ impl Waiters {
         };
         Waiter {
             host: host.to_owned(),
-            rx,
+            rx: Some(rx),
             waiters: self.clone(),
         }
     }
 
     /// Wakes everyone waiting on `host`. Call only after the change is committed.
+    /// The entry goes with it: later waiters start afresh and read the store.
     pub fn notify(&self, host: &str, wake: Wake) {
-        if let Some(tx) = self.map().get(host) {
+        if let Some(tx) = self.map().remove(host) {
             tx.send_replace(wake);
         }
     }
@@ -67,14 +69,16 @@ impl Waiters {
 impl Waiter {
     /// Resolves with the first `Assigned` or `Deleted` for this host.
     pub async fn wait(&mut self) -> Wake {
-        let woken = self
-            .rx
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        let woken = rx
             .wait_for(|w| *w != Wake::Pending)
             .await
             .map(|w| w.clone());
         match woken {
             Ok(w) => w,
-            // The sender lives in the map for as long as this receiver does.
+            // The sender is dropped only by `notify`, after sending: not reached.
             Err(_) => std::future::pending().await,
         }
     }
@@ -127,5 +131,29 @@ mod tests {
         assert_eq!(waiters.map().len(), 0);
         assert_eq!(waiters.parked(), 0);
         waiters.notify("vm-1", Wake::Deleted); // nobody waiting: a no-op
+    }
+
+    #[tokio::test]
+    async fn after_a_notify_new_waiters_start_pending() {
+        let waiters = Arc::new(Waiters::default());
+        let mut a = waiters.subscribe("vm-1");
+        waiters.notify("vm-1", Wake::Deleted);
+        assert_eq!(a.wait().await, Wake::Deleted);
+        let mut b = waiters.subscribe("vm-1");
+        let pending = tokio::time::timeout(Duration::from_millis(20), b.wait()).await;
+        assert!(pending.is_err(), "a stale wake answered a new waiter");
+    }
+
+    #[test]
+    fn waiters_dropped_on_two_threads_leave_no_entry() {
+        let waiters = Arc::new(Waiters::default());
+        for _ in 0..200 {
+            let a = waiters.subscribe("vm-1");
+            let b = waiters.subscribe("vm-1");
+            let t = std::thread::spawn(move || drop(a));
+            drop(b);
+            t.join().expect("thread");
+            assert_eq!(waiters.map().len(), 0);
+        }
     }
 }

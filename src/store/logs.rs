@@ -127,25 +127,19 @@ pub fn read(tx: &ReadTransaction, host: &str, kind: LogKind) -> Result<Option<St
         })
 }
 
-/// Drops both logs of a VM.
+/// Drops both logs of a VM. Reads no stored value, so an unreadable one cannot stop it.
 pub fn delete(tx: &WriteTransaction, host: &str) -> Result<(), StoreError> {
     let mut heads = tx.open_table(LOG_HEADS)?;
     let mut chunks = tx.open_table(LOG_CHUNKS)?;
     for kind in [LogKind::CloudInit, LogKind::Container] {
         let k = kind as u8;
-        let head: Option<LogHead> = match heads.get((host, k))? {
-            Some(v) => Some(codec::decode(
-                LOG_HEADS.name(),
-                &head_key(host, kind),
-                v.value(),
-            )?),
-            None => None,
-        };
-        if let Some(head) = head {
-            for seq in head.first..head.next {
-                chunks.remove((host, k, seq))?;
-            }
-            heads.remove((host, k))?;
+        heads.remove((host, k))?;
+        let keys: Vec<u64> = chunks
+            .range((host, k, 0)..=(host, k, u64::MAX))?
+            .map(|entry| entry.map(|(key, _)| key.value().2))
+            .collect::<Result<_, _>>()?;
+        for seq in keys {
+            chunks.remove((host, k, seq))?;
         }
     }
     Ok(())

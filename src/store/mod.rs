@@ -130,6 +130,15 @@ impl Store {
         })
     }
 
+    /// Whether writes can still be committed (the writer thread is running).
+    pub fn writer_alive(&self) -> bool {
+        self.inner
+            .writer
+            .lock()
+            .ok()
+            .is_some_and(|w| w.as_ref().is_some_and(|h| !h.is_finished()))
+    }
+
     pub fn path(&self) -> &Path {
         &self.inner.path
     }

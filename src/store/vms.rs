@@ -166,7 +166,12 @@ pub fn claim(
             pin: pin.to_owned(),
             assigned_at: now,
         };
-        match load(&vms, &host)?.map(|vm| (vm.clone(), vm.assign(assignment))) {
+        // An unreadable record is treated like a stale entry: never handed out.
+        let candidate = match load(&vms, &host) {
+            Err(StoreError::Corrupt { .. }) => None,
+            other => other?,
+        };
+        match candidate.map(|vm| (vm.clone(), vm.assign(assignment))) {
             Some((before, Ok(after))) => {
                 save(&mut vms, &mut free, Some(&before), &after)?;
                 by_email.insert(email, host.as_str())?;
@@ -184,18 +189,21 @@ pub fn exists(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
     Ok(tx.open_table(VMS)?.get(host)?.is_some())
 }
 
-/// Removes a VM and everything hanging off it (indexes, logs). `false` if it was not there.
+/// Removes a VM and everything hanging off it (indexes, logs). `false` if it was not
+/// there. A record that cannot be read is removed all the same (its e-mail entry, if
+/// any, is left for `claim`, which drops entries pointing at missing VMs).
 pub fn delete(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
     let mut vms = tx.open_table(VMS)?;
     let mut free = tx.open_table(FREE_VMS)?;
     let mut by_email = tx.open_table(VM_BY_EMAIL)?;
-    let Some(vm) = load(&vms, host)? else {
-        return Ok(false);
+    let vm = match load(&vms, host) {
+        Ok(None) => return Ok(false),
+        Ok(Some(vm)) => Some(vm),
+        Err(StoreError::Corrupt { .. }) => None,
+        Err(e) => return Err(e),
     };
-    if vm.is_available() {
-        free.remove((Vm::pick_order(host), host))?;
-    }
-    if let Some(a) = &vm.assignment {
+    free.remove((Vm::pick_order(host), host))?;
+    if let Some(a) = vm.as_ref().and_then(|vm| vm.assignment.as_ref()) {
         let holder = by_email.get(a.email.as_str())?.map(|h| h.value() == host);
         if holder == Some(true) {
             by_email.remove(a.email.as_str())?;
@@ -233,7 +241,11 @@ pub fn record_creation(
 ) -> Result<Vm, StoreError> {
     let mut vms = tx.open_table(VMS)?;
     let mut free = tx.open_table(FREE_VMS)?;
-    let before = load(&vms, host)?;
+    // An unreadable record is replaced: Terraform says this VM exists.
+    let before = match load(&vms, host) {
+        Err(StoreError::Corrupt { .. }) => None,
+        other => other?,
+    };
     let mut after = before.clone().unwrap_or_else(|| Vm::new(host, now));
     after.timings.terraform_apply = phase;
     after.updated_at = now;

@@ -23,7 +23,10 @@ async fn health_reports_the_store() {
         let a = s.get("/api/health", Auth::None).await;
         let body = a.expect(503);
         assert_eq!(body["status"], "unavailable");
-        assert_eq!(body["checks"], json!({"store": "failed"}));
+        assert_eq!(
+            body["checks"],
+            json!({"store": "failed", "store_writer": "stopped"})
+        );
         // Endpoints that need the store fail cleanly (500 JSON), they do not hang.
         let a = s
             .agent_post(

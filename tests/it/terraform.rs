@@ -267,7 +267,7 @@ async fn a_hanging_apply_blocks_other_runs_then_times_out_with_its_group() {
             message.contains(&format!("run #{id}")) && message.contains("launch 1 VM(s)"),
             "{message}"
         );
-        admin_post(&s, "/destroy", &[]).await.expect(404);
+        admin_post(&s, "/destroy", &[]).await.expect(409);
 
         let (run, lines) = finished(&s, id, 30).await;
         assert_eq!(run["state"], "timed_out", "{lines:?}");
@@ -291,6 +291,37 @@ async fn a_hanging_apply_blocks_other_runs_then_times_out_with_its_group() {
         admin_post(&s, "/api/launch", &[("num_vms", "1")])
             .await
             .expect(202);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_being_destroyed_is_not_handed_out() {
+    let s = terraform_server(3).await;
+    within(60, "test", async {
+        s.register_running("sleap-lablink-client-test-vm-1").await;
+        s.register_running("sleap-lablink-client-test-vm-2").await;
+        set_mode(&s, "hang");
+        let run = admin_post(&s, "/api/vms/sleap-lablink-client-test-vm-1/destroy", &[])
+            .await
+            .expect(202);
+        assert_eq!(s.free_count().await, 1);
+        let claimed = s
+            .claim(
+                "eve@example.org",
+                &crate::helpers::crd_command("4/0ADuring"),
+            )
+            .await;
+        assert_eq!(claimed.hostname(), "sleap-lablink-client-test-vm-2");
+        // The destroy fails (times out): the VM may be handed out again.
+        let (run, _) = finished(&s, run["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "timed_out");
+        let vm = s
+            .stored_vm("sleap-lablink-client-test-vm-1")
+            .await
+            .expect("still there");
+        assert!(!vm.destroying);
+        assert_eq!(s.free_count().await, 1);
     })
     .await;
 }

@@ -11,8 +11,9 @@ use crate::store::meta;
 pub async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
     let store = app.store.read(meta::schema_version).await;
     let uptime = app.started_at.elapsed().as_secs();
+    let writer = app.store.writer_alive();
     match store {
-        Ok(Some(_)) => (
+        Ok(Some(_)) if writer => (
             StatusCode::OK,
             Json(json!({
                 "status": "ok",
@@ -20,7 +21,7 @@ pub async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
                 "uptime_seconds": uptime,
             })),
         ),
-        Ok(None) | Err(_) => {
+        _ => {
             if let Err(e) = &store {
                 tracing::error!(error = %e, "health check: store read failed");
             }
@@ -28,7 +29,10 @@ pub async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({
                     "status": "unavailable",
-                    "checks": {"store": "failed"},
+                    "checks": {
+                        "store": if store.is_ok() { "ok" } else { "failed" },
+                        "store_writer": if writer { "ok" } else { "stopped" },
+                    },
                     "uptime_seconds": uptime,
                 })),
             )

@@ -118,13 +118,30 @@ pub async fn request_vm(
     let pin = random_pin();
     let now = Utc::now();
     let claim_email = email.clone();
-    let outcome = app
-        .store
-        .write(move |tx| vms::claim(tx, &claim_email, &code, &pin, now))
-        .await;
+    // Commit and wake in a task of their own: if the participant's connection drops
+    // after the commit, the VM is still woken.
+    let waker = app.clone();
+    let outcome = tokio::spawn(async move {
+        let outcome = waker
+            .store
+            .write(move |tx| vms::claim(tx, &claim_email, &code, &pin, now))
+            .await;
+        if let Ok(ClaimOutcome::Assigned(vm) | ClaimOutcome::Rejoined { vm, rotated: true }) =
+            &outcome
+        {
+            wake(&waker, vm);
+        }
+        outcome
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(crate::store::StoreError::Unavailable(format!(
+            "claim task failed: {e}"
+        )))
+    });
     match outcome {
-        Ok(ClaimOutcome::Assigned(vm)) => answer(&app, &vm, false, false),
-        Ok(ClaimOutcome::Rejoined { vm, rotated }) => answer(&app, &vm, true, rotated),
+        Ok(ClaimOutcome::Assigned(vm)) => answer(&vm, false, false),
+        Ok(ClaimOutcome::Rejoined { vm, rotated }) => answer(&vm, true, rotated),
         Ok(ClaimOutcome::NoneFree) => render_form(
             &app,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -151,12 +168,9 @@ pub async fn request_vm(
     }
 }
 
-/// The claim is committed: wake the VM's long-poll, then show the participant their VM.
-fn answer(app: &App, vm: &crate::model::Vm, rejoined: bool, rotated: bool) -> Response {
-    let Some(a) = &vm.assignment else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, UNEXPECTED).into_response();
-    };
-    if !rejoined || rotated {
+/// Wakes the VM's long-poll with its (new) assignment; call after the commit.
+fn wake(app: &App, vm: &crate::model::Vm) {
+    if let Some(a) = &vm.assignment {
         app.waiters.notify(
             &vm.hostname,
             Wake::Assigned {
@@ -165,6 +179,13 @@ fn answer(app: &App, vm: &crate::model::Vm, rejoined: bool, rotated: bool) -> Re
             },
         );
     }
+}
+
+/// The claim is committed and the VM woken: show the participant their VM.
+fn answer(vm: &crate::model::Vm, rejoined: bool, rotated: bool) -> Response {
+    let Some(a) = &vm.assignment else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, UNEXPECTED).into_response();
+    };
     let page: Markup = view::assigned(&Assigned {
         hostname: &vm.hostname,
         pin: &a.pin,
