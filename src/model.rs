@@ -109,6 +109,10 @@ pub struct Assignment {
     pub crd_code: String,
     pub pin: String,
     pub assigned_at: DateTime<Utc>,
+    /// SHA-256 (hex) of the token the participant's browser got with the assignment;
+    /// coming back with it proves it is them (an e-mail address alone does not).
+    #[serde(default)]
+    pub claim_token_sha256: Option<String>,
 }
 
 impl Assignment {
@@ -506,6 +510,7 @@ mod tests {
             crd_code: "4/0Abc".into(),
             pin: "123987".into(),
             assigned_at: t(10),
+            claim_token_sha256: None,
         }
     }
 

@@ -109,23 +109,36 @@ pub fn update(
 pub enum ClaimOutcome {
     /// A free VM was handed to this participant.
     Assigned(Vm),
-    /// The participant already holds this VM; `rotated` when their new code replaced the old.
+    /// This e-mail already holds this VM. `proven` when the browser presented the
+    /// assignment's token (only then is a new code taken: `rotated`).
     Rejoined {
         vm: Vm,
         rotated: bool,
+        proven: bool,
     },
     NoneFree,
 }
 
 /// Picks the first free VM and assigns it, or returns the one this e-mail already holds —
 /// read and write in the same transaction, so no VM is ever handed out twice.
+/// What a participant presents with a claim.
+pub struct ClaimRequest<'a> {
+    pub email: &'a str,
+    pub crd_code: &'a str,
+    /// PIN for a new assignment.
+    pub pin: &'a str,
+    /// Token digest for a new assignment.
+    pub new_token_sha256: &'a str,
+    /// Digest of the token the browser presented, if any.
+    pub presented_sha256: Option<&'a str>,
+}
+
 pub fn claim(
     tx: &WriteTransaction,
-    email: &str,
-    crd_code: &str,
-    pin: &str,
+    req: &ClaimRequest<'_>,
     now: DateTime<Utc>,
 ) -> Result<ClaimOutcome, StoreError> {
+    let (email, crd_code, pin) = (req.email, req.crd_code, req.pin);
     let mut vms = tx.open_table(VMS)?;
     let mut free = tx.open_table(FREE_VMS)?;
     let mut by_email = tx.open_table(VM_BY_EMAIL)?;
@@ -135,16 +148,34 @@ pub fn claim(
         if let Some(vm) = load(&vms, &host)?
             && vm.assignment.as_ref().is_some_and(|a| a.email == email)
         {
-            let rotated = vm
-                .assignment
-                .as_ref()
-                .is_some_and(|a| a.crd_code != crd_code);
+            let proven = vm.assignment.as_ref().is_some_and(|a| {
+                match (&a.claim_token_sha256, req.presented_sha256) {
+                    (Some(kept), Some(presented)) => bool::from(subtle::ConstantTimeEq::ct_eq(
+                        kept.as_bytes(),
+                        presented.as_bytes(),
+                    )),
+                    _ => false,
+                }
+            });
+            let rotated = proven
+                && vm
+                    .assignment
+                    .as_ref()
+                    .is_some_and(|a| a.crd_code != crd_code);
             if !rotated {
-                return Ok(ClaimOutcome::Rejoined { vm, rotated });
+                return Ok(ClaimOutcome::Rejoined {
+                    vm,
+                    rotated,
+                    proven,
+                });
             }
             let after = vm.clone().with_rotated_code(crd_code, now);
             save(&mut vms, &mut free, Some(&vm), &after)?;
-            return Ok(ClaimOutcome::Rejoined { vm: after, rotated });
+            return Ok(ClaimOutcome::Rejoined {
+                vm: after,
+                rotated,
+                proven,
+            });
         }
         // The VM this e-mail held is gone or was released: they may claim a new one.
         by_email.remove(email)?;
@@ -165,6 +196,7 @@ pub fn claim(
             crd_code: crd_code.to_owned(),
             pin: pin.to_owned(),
             assigned_at: now,
+            claim_token_sha256: Some(req.new_token_sha256.to_owned()),
         };
         // An unreadable record is treated like a stale entry: never handed out.
         let candidate = match load(&vms, &host) {

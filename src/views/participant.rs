@@ -45,7 +45,8 @@ pub fn landing(free: u64, form: &FormState) -> Markup {
 
 pub struct Assigned<'a> {
     pub hostname: &'a str,
-    pub pin: &'a str,
+    /// `None` when the visitor only knew the e-mail address.
+    pub pin: Option<&'a str>,
     pub rejoined: bool,
     pub rotated: bool,
 }
@@ -66,15 +67,24 @@ pub fn assigned(a: &Assigned) -> Markup {
             }
             dl.assignment {
                 dt { "Assigned hostname" } dd #hostname { (a.hostname) }
-                dt { "PIN" } dd #pin { (a.pin) }
+                @if let Some(pin) = a.pin {
+                    dt { "PIN" } dd #pin { (pin) }
+                }
             }
-            h2 { "What next" }
-            ol {
-                li { "Open " a href="https://remotedesktop.google.com/access/" { "remotedesktop.google.com/access" } " with the same Google account." }
-                li { "Within a minute or two, " strong { (a.hostname) } " appears in your device list." }
-                li { "Click it and enter the PIN " strong { (a.pin) } "." }
+            @if let Some(pin) = a.pin {
+                h2 { "What next" }
+                ol {
+                    li { "Open " a href="https://remotedesktop.google.com/access/" { "remotedesktop.google.com/access" } " with the same Google account." }
+                    li { "Within a minute or two, " strong { (a.hostname) } " appears in your device list." }
+                    li { "Click it and enter the PIN " strong { (pin) } "." }
+                }
+                p.note { "Keep this page or write the PIN down. If your desktop does not appear, ask your instructor." }
+            } @else {
+                p.note {
+                    "Use the PIN you were shown the first time. To pass a new Chrome Remote Desktop code to this VM, "
+                    "submit the form from the browser you first used; if you lost the PIN or changed browsers, ask your instructor."
+                }
             }
-            p.note { "Keep this page or write the PIN down. If your desktop does not appear, ask your instructor." }
         },
     )
 }

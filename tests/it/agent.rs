@@ -529,7 +529,7 @@ async fn a_failed_start_host_is_an_error_and_a_fresh_code_recovers() {
         // The participant copies a fresh command (codes are single-use); it works now.
         rig.set_start_host_exit(0);
         let again = s
-            .claim("grace@example.org", &crd_command("4/0AbcFresh-222"))
+            .claim_again("grace@example.org", &crd_command("4/0AbcFresh-222"), &first)
             .await;
         assert_eq!(again.status, 200, "{}", again.html);
         assert_eq!(again.hostname(), rig.vm);

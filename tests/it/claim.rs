@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Auth, Claimed, TestServer, claim_with, crd_command, html_field, within};
+use crate::helpers::{
+    Auth, Claimed, TestServer, claim_presenting, claim_with, crd_command, html_field, within,
+};
 
 const REAL_COMMAND: &str = "DISPLAY= /opt/google/chrome-remote-desktop/start-host \
     --code=\"4/0AVG7fiQp-9xYz\" \
@@ -104,6 +106,7 @@ async fn bad_claims_are_refused_and_write_nothing() {
         let c = Claimed {
             status: r.status(),
             html: r.text().await.expect("page"),
+            cookie: None,
         };
         assert_form_error(&c, 400, REQUIRED);
 
@@ -197,8 +200,38 @@ async fn rejoining_returns_the_same_vm_and_pin() {
         let (host, pin) = (first.hostname(), first.pin());
         assert_eq!(s.free_count().await, 2);
 
-        // Same person, typed differently, same command.
-        let again = s.claim("  ada.lovelace@EXAMPLE.ORG ", REAL_COMMAND).await;
+        let cookie = first.cookie.clone().expect("the claim sets a cookie");
+        assert!(cookie.starts_with("lablink_claim="), "{cookie}");
+
+        // Knowing the e-mail is not enough: the VM is named, the PIN is not shown, and a
+        // code brought along is not passed on.
+        let stranger = claim_presenting(
+            &s.client,
+            &s.base,
+            "ada.lovelace@example.org",
+            &crd_command("4/0Hijack"),
+            None,
+        )
+        .await;
+        assert_eq!(stranger.status, StatusCode::OK, "{}", stranger.html);
+        assert_eq!(stranger.hostname(), host);
+        assert!(stranger.field("pin").is_none(), "PIN shown to a stranger");
+        assert!(!stranger.html.contains(&pin), "PIN shown to a stranger");
+        let answer = s.vm_startup(&host).await.expect(200);
+        assert!(
+            !answer["command"].as_str().unwrap_or("").contains("Hijack"),
+            "{answer}"
+        );
+
+        // Same person, same browser, typed differently, same command.
+        let again = claim_presenting(
+            &s.client,
+            &s.base,
+            "  ada.lovelace@EXAMPLE.ORG ",
+            REAL_COMMAND,
+            Some(&cookie),
+        )
+        .await;
         assert_eq!(again.status, StatusCode::OK, "{}", again.html);
         assert_eq!(again.hostname(), host);
         assert_eq!(again.pin(), pin);
@@ -214,9 +247,14 @@ async fn rejoining_returns_the_same_vm_and_pin() {
         );
 
         // A fresh code (codes are single-use): passed on, PIN kept.
-        let rotated = s
-            .claim("ada.lovelace@example.org", &crd_command("4/0NewCode-2"))
-            .await;
+        let rotated = claim_presenting(
+            &s.client,
+            &s.base,
+            "ada.lovelace@example.org",
+            &crd_command("4/0NewCode-2"),
+            Some(&cookie),
+        )
+        .await;
         assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.html);
         assert_eq!(rotated.hostname(), host);
         assert_eq!(rotated.pin(), pin);

@@ -175,6 +175,8 @@ impl Answer {
 pub struct Claimed {
     pub status: StatusCode,
     pub html: String,
+    /// `name=value` of the claim cookie the page set, if any.
+    pub cookie: Option<String>,
 }
 
 impl Claimed {
@@ -364,6 +366,15 @@ impl TestServer {
         claim_with(&self.client, &self.base, email, command).await
     }
 
+    /// A claim from the browser that made `earlier` (it presents that claim's cookie).
+    pub async fn claim_again(&self, email: &str, command: &str, earlier: &Claimed) -> Claimed {
+        let cookie = earlier
+            .cookie
+            .as_deref()
+            .expect("the earlier claim set a cookie");
+        claim_presenting(&self.client, &self.base, email, command, Some(cookie)).await
+    }
+
     /// The VM reports `running` (the first report creates it).
     pub async fn register_running(&self, host: &str) {
         self.report_status(host, "running").await;
@@ -466,15 +477,37 @@ impl Drop for TestServer {
 
 /// A claim through any client (the concurrency test shares one among many tasks).
 pub async fn claim_with(client: &Client, base: &str, email: &str, command: &str) -> Claimed {
-    let response = client
+    claim_presenting(client, base, email, command, None).await
+}
+
+/// A claim from a browser that presents `cookie` (what an earlier claim set).
+pub async fn claim_presenting(
+    client: &Client,
+    base: &str,
+    email: &str,
+    command: &str,
+    cookie: Option<&str>,
+) -> Claimed {
+    let mut req = client
         .post(format!("{base}/api/request_vm"))
-        .form(&[("email", email), ("crd_command", command)])
-        .send()
-        .await
-        .expect("POST /api/request_vm");
+        .form(&[("email", email), ("crd_command", command)]);
+    if let Some(cookie) = cookie {
+        req = req.header(reqwest::header::COOKIE, cookie);
+    }
+    let response = req.send().await.expect("POST /api/request_vm");
     let status = response.status();
+    let cookie = response
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
     let html = response.text().await.expect("page");
-    Claimed { status, html }
+    Claimed {
+        status,
+        html,
+        cookie,
+    }
 }
 
 #[derive(Clone, Copy)]

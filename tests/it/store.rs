@@ -10,7 +10,7 @@ use crate::helpers::{ADMIN_PASSWORD, Auth, TestServer, crd_command, run_binary, 
 #[tokio::test]
 async fn a_restart_keeps_data_and_token() {
     let s = TestServer::start().await;
-    let s = within(30, "first run", async {
+    let (s, c) = within(30, "first run", async {
         s.register_many(3).await;
         let c = s.claim("ada@example.org", &crd_command("4/0Persist")).await;
         assert_eq!(c.status, StatusCode::OK);
@@ -20,7 +20,7 @@ async fn a_restart_keeps_data_and_token() {
         )
         .await
         .expect(200);
-        s
+        (s, c)
     })
     .await;
     let token = s.token().to_owned();
@@ -61,7 +61,9 @@ async fn a_restart_keeps_data_and_token() {
                 .is_some_and(|c| c.contains("4/0Persist"))
         );
         // Same participant, same VM.
-        let again = s.claim("ADA@example.org", &crd_command("4/0Persist")).await;
+        let again = s
+            .claim_again("ADA@example.org", &crd_command("4/0Persist"), &c)
+            .await;
         assert_eq!(again.status, StatusCode::OK, "{}", again.html);
         assert_eq!(again.hostname(), "vm-1");
         assert_eq!(again.pin(), pin);

@@ -3,7 +3,7 @@
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use maud::Markup;
@@ -57,8 +57,38 @@ fn random_pin() -> String {
     format!("{:06}", rand::random_range(0..1_000_000u32))
 }
 
+/// The browser's proof of a claim: set with a new assignment, presented when coming back.
+const CLAIM_COOKIE: &str = "lablink_claim";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == CLAIM_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn claim_cookie(token: &str, headers: &HeaderMap) -> String {
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    format!(
+        "{CLAIM_COOKIE}={token}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
 pub async fn request_vm(
     State(app): State<App>,
+    headers: HeaderMap,
     form: Result<Form<ClaimForm>, FormRejection>,
 ) -> Response {
     let form = match form {
@@ -118,16 +148,32 @@ pub async fn request_vm(
     let pin = random_pin();
     let now = Utc::now();
     let claim_email = email.clone();
+    let token = crate::store::meta::random_secret();
+    let new_token_sha256 = sha256_hex(&token);
+    let presented = presented_token(&headers).map(|t| sha256_hex(&t));
     // Commit and wake in a task of their own: if the participant's connection drops
     // after the commit, the VM is still woken.
     let waker = app.clone();
     let outcome = tokio::spawn(async move {
         let outcome = waker
             .store
-            .write(move |tx| vms::claim(tx, &claim_email, &code, &pin, now))
+            .write(move |tx| {
+                let request = vms::ClaimRequest {
+                    email: &claim_email,
+                    crd_code: &code,
+                    pin: &pin,
+                    new_token_sha256: &new_token_sha256,
+                    presented_sha256: presented.as_deref(),
+                };
+                vms::claim(tx, &request, now)
+            })
             .await;
-        if let Ok(ClaimOutcome::Assigned(vm) | ClaimOutcome::Rejoined { vm, rotated: true }) =
-            &outcome
+        if let Ok(
+            ClaimOutcome::Assigned(vm)
+            | ClaimOutcome::Rejoined {
+                vm, rotated: true, ..
+            },
+        ) = &outcome
         {
             wake(&waker, vm);
         }
@@ -140,8 +186,19 @@ pub async fn request_vm(
         )))
     });
     match outcome {
-        Ok(ClaimOutcome::Assigned(vm)) => answer(&vm, false, false),
-        Ok(ClaimOutcome::Rejoined { vm, rotated }) => answer(&vm, true, rotated),
+        Ok(ClaimOutcome::Assigned(vm)) => {
+            let mut page = answer(&vm, Rejoin::No);
+            if let Ok(v) = HeaderValue::from_str(&claim_cookie(&token, &headers)) {
+                page.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            page
+        }
+        Ok(ClaimOutcome::Rejoined {
+            vm,
+            rotated,
+            proven: true,
+        }) => answer(&vm, Rejoin::Proven { rotated }),
+        Ok(ClaimOutcome::Rejoined { vm, .. }) => answer(&vm, Rejoin::Unproven),
         Ok(ClaimOutcome::NoneFree) => render_form(
             &app,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,14 +238,29 @@ fn wake(app: &App, vm: &crate::model::Vm) {
     }
 }
 
+enum Rejoin {
+    No,
+    /// Same browser (it presented the claim's token): the PIN is shown, a new code taken.
+    Proven {
+        rotated: bool,
+    },
+    /// Only the e-mail matched: the VM is named, the PIN is not shown, nothing changes.
+    Unproven,
+}
+
 /// The claim is committed and the VM woken: show the participant their VM.
-fn answer(vm: &crate::model::Vm, rejoined: bool, rotated: bool) -> Response {
+fn answer(vm: &crate::model::Vm, rejoin: Rejoin) -> Response {
     let Some(a) = &vm.assignment else {
         return (StatusCode::INTERNAL_SERVER_ERROR, UNEXPECTED).into_response();
     };
+    let (rejoined, rotated, pin) = match rejoin {
+        Rejoin::No => (false, false, Some(a.pin.as_str())),
+        Rejoin::Proven { rotated } => (true, rotated, Some(a.pin.as_str())),
+        Rejoin::Unproven => (true, false, None),
+    };
     let page: Markup = view::assigned(&Assigned {
         hostname: &vm.hostname,
-        pin: &a.pin,
+        pin,
         rejoined,
         rotated,
     });
