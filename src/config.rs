@@ -57,6 +57,15 @@ pub struct ProvisionConfig {
     /// URL VMs reach the allocator at; empty: from ALLOCATOR_FQDN, dns.domain or
     /// ALLOCATOR_PUBLIC_IP as upstream does.
     pub allocator_url: String,
+    /// Reboot failed VMs automatically (status error, unhealthy GPU, stuck booting).
+    pub auto_reboot: bool,
+    pub reboot_max_attempts: u64,
+    pub reboot_cooldown_seconds: u64,
+    pub reboot_check_seconds: u64,
+    /// A VM still initializing this long after its status changed counts as failed.
+    pub initializing_stale_seconds: u64,
+    /// A VM still rebooting this long after the reboot counts as failed.
+    pub rebooting_stale_seconds: u64,
 }
 
 /// PostgreSQL settings of the system we replace: accepted so old files load, then ignored.
@@ -222,6 +231,12 @@ impl Default for Config {
                 terraform_bin: "terraform".into(),
                 terraform_backend: "local".into(),
                 allocator_url: String::new(),
+                auto_reboot: true,
+                reboot_max_attempts: 3,
+                reboot_cooldown_seconds: 300,
+                reboot_check_seconds: 60,
+                initializing_stale_seconds: 900,
+                rebooting_stale_seconds: 600,
             },
         }
     }
@@ -320,6 +335,15 @@ impl Config {
             v.string("terraform_bin", &mut p.terraform_bin);
             v.string("terraform_backend", &mut p.terraform_backend);
             v.string("allocator_url", &mut p.allocator_url);
+            v.boolean("auto_reboot", &mut p.auto_reboot);
+            v.integer("reboot_max_attempts", &mut p.reboot_max_attempts);
+            v.integer("reboot_cooldown_seconds", &mut p.reboot_cooldown_seconds);
+            v.integer("reboot_check_seconds", &mut p.reboot_check_seconds);
+            v.integer(
+                "initializing_stale_seconds",
+                &mut p.initializing_stale_seconds,
+            );
+            v.integer("rebooting_stale_seconds", &mut p.rebooting_stale_seconds);
         });
     }
 
@@ -499,6 +523,17 @@ impl Config {
 
     pub fn data_dir(&self) -> PathBuf {
         PathBuf::from(&self.server.data_dir)
+    }
+
+    pub fn reboot_policy(&self) -> crate::model::RebootPolicy {
+        let p = &self.provision;
+        let secs = |s: u64| chrono::Duration::seconds(s.min(i64::MAX as u64) as i64);
+        crate::model::RebootPolicy {
+            max_attempts: p.reboot_max_attempts.min(u64::from(u32::MAX)) as u32,
+            cooldown: secs(p.reboot_cooldown_seconds),
+            initializing_stale: secs(p.initializing_stale_seconds),
+            rebooting_stale: secs(p.rebooting_stale_seconds),
+        }
     }
 
     pub fn long_poll(&self) -> Duration {

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod assets;
+pub mod autoreboot;
 pub mod bench;
 
 pub mod cli;

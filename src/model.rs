@@ -193,6 +193,27 @@ pub struct Vm {
     /// A destroy of this VM is under way: it is not handed out any more.
     #[serde(default)]
     pub destroying: bool,
+    /// When the status last changed (staleness is measured from here, not from creation).
+    #[serde(default)]
+    pub status_since: Option<DateTime<Utc>>,
+}
+
+/// The limits of automatic reboots (upstream: 3 attempts, 5 min apart; initializing for
+/// 15 min or rebooting for 10 min counts as failed).
+#[derive(Clone, Copy, Debug)]
+pub struct RebootPolicy {
+    pub max_attempts: u32,
+    pub cooldown: chrono::Duration,
+    pub initializing_stale: chrono::Duration,
+    pub rebooting_stale: chrono::Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootDecision {
+    Leave,
+    Reboot(&'static str),
+    /// Out of attempts and still failing: free its participant to take another VM.
+    ReleaseParticipant,
 }
 
 /// Why a VM could not be assigned.
@@ -219,6 +240,7 @@ impl Vm {
             reboot_count: 0,
             last_reboot_time: None,
             destroying: false,
+            status_since: None,
         }
     }
 
@@ -257,8 +279,68 @@ impl Vm {
 
     /// Status report: the last writer wins (upstream does not enforce transitions).
     pub fn with_status(mut self, status: VmStatus, now: DateTime<Utc>) -> Vm {
+        if self.status != Some(status) || self.status_since.is_none() {
+            self.status_since = Some(now);
+        }
         self.status = Some(status);
         self.updated_at = now;
+        self
+    }
+
+    /// Why this VM counts as failed, if it does.
+    fn failure(&self, now: DateTime<Utc>, policy: &RebootPolicy) -> Option<&'static str> {
+        let older_than = |t: Option<DateTime<Utc>>, limit| t.is_some_and(|t| now - t > limit);
+        match self.status {
+            Some(VmStatus::Error) => Some("status error"),
+            Some(VmStatus::Initializing)
+                if older_than(self.status_since, policy.initializing_stale) =>
+            {
+                Some("stuck initializing")
+            }
+            Some(VmStatus::Rebooting)
+                if older_than(self.last_reboot_time, policy.rebooting_stale) =>
+            {
+                Some("did not come back from a reboot")
+            }
+            // A participant at work keeps their VM even with a failing GPU.
+            Some(VmStatus::Running | VmStatus::Initializing | VmStatus::Unknown) | None
+                if self.health == Some(Health::Unhealthy) && !self.in_use =>
+            {
+                Some("GPU unhealthy")
+            }
+            _ => None,
+        }
+    }
+
+    /// What the auto-reboot service should do with this VM now.
+    pub fn reboot_decision(&self, now: DateTime<Utc>, policy: &RebootPolicy) -> RebootDecision {
+        if self.destroying {
+            return RebootDecision::Leave;
+        }
+        let Some(reason) = self.failure(now, policy) else {
+            return RebootDecision::Leave;
+        };
+        if self.reboot_count >= policy.max_attempts {
+            return if self.assignment.is_some() {
+                RebootDecision::ReleaseParticipant
+            } else {
+                RebootDecision::Leave
+            };
+        }
+        if self
+            .last_reboot_time
+            .is_some_and(|t| now - t < policy.cooldown)
+        {
+            return RebootDecision::Leave;
+        }
+        RebootDecision::Reboot(reason)
+    }
+
+    /// A reboot was started.
+    pub fn rebooted(mut self, now: DateTime<Utc>) -> Vm {
+        self = self.with_status(VmStatus::Rebooting, now);
+        self.reboot_count += 1;
+        self.last_reboot_time = Some(now);
         self
     }
 
@@ -576,6 +658,88 @@ mod tests {
         let vm = vm.with_destroying(true, t(2));
         assert_eq!(vm.availability(), Err(NotAvailable::Destroying));
         assert!(vm.with_destroying(false, t(3)).is_available());
+    }
+
+    fn policy() -> RebootPolicy {
+        RebootPolicy {
+            max_attempts: 3,
+            cooldown: chrono::Duration::seconds(300),
+            initializing_stale: chrono::Duration::seconds(900),
+            rebooting_stale: chrono::Duration::seconds(600),
+        }
+    }
+
+    #[test]
+    fn failed_vms_are_rebooted_within_the_limits() {
+        let p = policy();
+        let healthy = Vm::new("vm-1", t(0)).with_status(VmStatus::Running, t(1));
+        assert_eq!(
+            healthy.reboot_decision(t(10_000), &p),
+            RebootDecision::Leave
+        );
+        let failed = healthy.clone().with_status(VmStatus::Error, t(2));
+        assert_eq!(
+            failed.reboot_decision(t(3), &p),
+            RebootDecision::Reboot("status error")
+        );
+        let rebooting = failed.rebooted(t(3));
+        assert_eq!(rebooting.reboot_count, 1);
+        // Back to initializing after the reboot: stale only 15 min after that status began.
+        let init = rebooting.with_status(VmStatus::Initializing, t(100));
+        assert_eq!(init.reboot_decision(t(900), &p), RebootDecision::Leave);
+        assert_eq!(
+            init.reboot_decision(t(1_001), &p),
+            RebootDecision::Reboot("stuck initializing")
+        );
+        // Cooldown: not again within 5 min of the last reboot.
+        let again = init.clone().with_status(VmStatus::Error, t(200));
+        assert_eq!(again.reboot_decision(t(250), &p), RebootDecision::Leave);
+        assert_eq!(
+            again.reboot_decision(t(400), &p),
+            RebootDecision::Reboot("status error")
+        );
+    }
+
+    #[test]
+    fn a_vm_out_of_attempts_releases_its_participant() {
+        let p = policy();
+        let mut vm = Vm::new("vm-1", t(0)).with_status(VmStatus::Running, t(1));
+        vm = vm.assign(assignment("a@example.org")).expect("available");
+        for i in 0..3 {
+            vm = vm
+                .with_status(VmStatus::Error, t(1000 * i + 10))
+                .rebooted(t(1000 * i + 11));
+        }
+        let vm = vm.with_status(VmStatus::Error, t(5000));
+        assert_eq!(
+            vm.reboot_decision(t(9000), &p),
+            RebootDecision::ReleaseParticipant
+        );
+        let mut unassigned = vm.clone();
+        unassigned.assignment = None;
+        assert_eq!(
+            unassigned.reboot_decision(t(9000), &p),
+            RebootDecision::Leave
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_gpu_in_use_is_left_alone() {
+        let p = policy();
+        let vm = Vm::new("vm-1", t(0))
+            .with_status(VmStatus::Running, t(1))
+            .with_health(Health::Unhealthy, t(2));
+        assert_eq!(
+            vm.reboot_decision(t(3), &p),
+            RebootDecision::Reboot("GPU unhealthy")
+        );
+        let busy = vm.with_in_use(true, t(4));
+        assert_eq!(busy.reboot_decision(t(5), &p), RebootDecision::Leave);
+        let stale_reboot = Vm::new("vm-2", t(0)).rebooted(t(0));
+        assert_eq!(
+            stale_reboot.reboot_decision(t(601), &p),
+            RebootDecision::Reboot("did not come back from a reboot")
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Local {
     software: String,
     max_vms: usize,
     children: Mutex<BTreeMap<String, Child>>,
+    /// Allocator URL and token of the last launch, for restarting an agent.
+    reach: Mutex<Option<(String, String)>>,
 }
 
 impl Local {
@@ -42,10 +44,16 @@ impl Local {
             software,
             max_vms,
             children: Mutex::new(BTreeMap::new()),
+            reach: Mutex::new(None),
         }
     }
 
-    fn spawn_agent(&self, name: &str, ctx: &LaunchContext) -> std::io::Result<Child> {
+    fn spawn_agent(
+        &self,
+        name: &str,
+        allocator_url: &str,
+        api_token: &str,
+    ) -> std::io::Result<Child> {
         let vm_dir = self.dir.join(name);
         std::fs::create_dir_all(&vm_dir)?;
         let log_path = vm_dir.join("agent.log");
@@ -53,7 +61,7 @@ impl Local {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("agent")
             .arg("--allocator-url")
-            .arg(&ctx.allocator_url)
+            .arg(allocator_url)
             .arg("--vm-name")
             .arg(name)
             .arg("--software")
@@ -75,7 +83,7 @@ impl Local {
             .arg(vm_dir.join("crd"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("API_TOKEN", &ctx.api_token)
+            .env("API_TOKEN", api_token)
             .env("LABLINK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -128,6 +136,7 @@ impl Provider for Local {
         count: u32,
         cancel: &CancellationToken,
     ) -> Result<Launched, RunFailure> {
+        *self.reach.lock().await = Some((ctx.allocator_url.clone(), ctx.api_token.clone()));
         let mut children = self.children.lock().await;
         // Reap agents that exited on their own.
         children.retain(|_, c| matches!(c.try_wait(), Ok(None)));
@@ -154,7 +163,7 @@ impl Provider for Local {
                 break;
             }
             let name = format!("{}-vm-{n}", self.prefix);
-            match self.spawn_agent(&name, &ctx) {
+            match self.spawn_agent(&name, &ctx.allocator_url, &ctx.api_token) {
                 Ok(child) => {
                     log.line(format!(
                         "started {name} (pid {})",
@@ -203,6 +212,26 @@ impl Provider for Local {
             }
         }
         Self::stop_all(stopping, Some(log)).await;
+        Ok(())
+    }
+
+    /// Stops the VM's agent and starts a new one, as a reboot would.
+    async fn reboot(&self, host: &str, _: &CancellationToken) -> Result<(), String> {
+        let (url, token) = self
+            .reach
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| format!("{host} was not started by this allocator"))?;
+        let mut children = self.children.lock().await;
+        let child = children
+            .remove(host)
+            .ok_or_else(|| format!("{host} has no local agent process"))?;
+        Self::stop_all(vec![(host.to_owned(), child)], None).await;
+        let child = self
+            .spawn_agent(host, &url, &token)
+            .map_err(|e| format!("cannot restart the agent of {host}: {e}"))?;
+        children.insert(host.to_owned(), child);
         Ok(())
     }
 

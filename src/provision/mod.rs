@@ -86,6 +86,12 @@ pub trait Provider: Send + Sync {
         cancel: &CancellationToken,
     ) -> Result<(), RunFailure>;
 
+    /// Restarts one VM (auto-reboot). `Err` says why it could not.
+    async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {
+        let _ = (host, cancel);
+        Err(format!("the {} provider cannot reboot VMs", self.name()))
+    }
+
     /// The allocator is stopping: release what only lives as long as this process.
     async fn shutdown(&self) {}
 }
@@ -340,6 +346,11 @@ impl Provisioner {
             }
             Err(e) => log.line(format!("cannot remove VM records: {e}")),
         }
+    }
+
+    /// Restarts one VM through the provider.
+    pub async fn reboot(&self, host: &str) -> Result<(), String> {
+        self.provider.reboot(host, &self.cancel).await
     }
 
     /// Cancels a run in progress and releases the provider's processes.

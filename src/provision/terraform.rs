@@ -437,6 +437,38 @@ impl Terraform {
             .map(|_| ())
     }
 
+    /// Stdout of a command that is not part of a run (auto-reboot); stderr goes to the log.
+    async fn capture(
+        &self,
+        program: &Path,
+        dir: &Path,
+        args: &[String],
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(i32, Vec<String>), String> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0");
+        let mut out = Vec::new();
+        let limits = Limits {
+            timeout,
+            grace: Duration::from_secs(5),
+        };
+        let outcome = process::run(cmd, None, limits, cancel, |stream, line| match stream {
+            Stream::Stdout => out.push(line),
+            Stream::Stderr => tracing::debug!(program = %program.display(), "{line}"),
+        })
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        match outcome {
+            Outcome::Exited(status) => Ok((status.code().unwrap_or(-1), out)),
+            Outcome::TimedOut => Err(format!("{} timed out", program.display())),
+            Outcome::Cancelled => Err("stopped by shutdown".into()),
+        }
+    }
+
     fn prepared(&self) -> Result<PathBuf, RunFailure> {
         self.prepare()
             .map_err(|e| RunFailure::failed(format!("cannot write the Terraform templates: {e}")))
@@ -524,6 +556,66 @@ impl Provider for Terraform {
             hosts,
             creation_timings,
         })
+    }
+
+    /// As upstream: over SSH with the pool's key, `cloud-init clean` and reboot, so the boot
+    /// script runs again (and the VM re-registers). Needs `ssh` on the allocator.
+    async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {
+        let dir = self.workdir();
+        if !dir.join(".terraform").is_dir() {
+            return Err("no initialised Terraform folder yet (launch VMs first)".into());
+        }
+        let bin = self.settings.bin.clone();
+        let quick = Duration::from_secs(60);
+        let args = ["output", "-json", "vm_public_ips"].map(String::from);
+        let (code, lines) = self.capture(&bin, &dir, &args, quick, cancel).await?;
+        let ips: Value = serde_json::from_str(&lines.join("\n")).unwrap_or(Value::Null);
+        let ip = match (code, ips.get(host).and_then(Value::as_str)) {
+            (0, Some(ip)) if !ip.is_empty() => ip.to_owned(),
+            _ => return Err(format!("Terraform knows no public address for {host}")),
+        };
+        let args = ["output", "-raw", "lablink_private_key_pem"].map(String::from);
+        let (code, key) = self.capture(&bin, &dir, &args, quick, cancel).await?;
+        if code != 0 || key.is_empty() {
+            return Err("cannot read the VMs' SSH key from the Terraform state".into());
+        }
+        let ssh_dir = self.settings.root.join("ssh");
+        std::fs::create_dir_all(&ssh_dir).map_err(|e| e.to_string())?;
+        let key_file = ssh_dir.join("client-vm.pem");
+        crate::server::state::write_private_file(&key_file, &key.join("\n"))
+            .map_err(|e| e.to_string())?;
+        let args = vec![
+            "-i".into(),
+            key_file.display().to_string(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=accept-new".into(),
+            "-o".into(),
+            format!(
+                "UserKnownHostsFile={}",
+                ssh_dir.join("known_hosts").display()
+            ),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            format!("ubuntu@{ip}"),
+            "sudo cloud-init clean --logs && sudo reboot".into(),
+        ];
+        let (code, _) = self
+            .capture(
+                Path::new("ssh"),
+                &ssh_dir,
+                &args,
+                Duration::from_secs(30),
+                cancel,
+            )
+            .await?;
+        // 255: the connection dropped because the machine went down, as intended.
+        if code == 0 || code == 255 {
+            Ok(())
+        } else {
+            Err(format!("ssh to {host} ({ip}) exited with {code}"))
+        }
     }
 
     async fn destroy(

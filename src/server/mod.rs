@@ -53,6 +53,7 @@ pub async fn serve(
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
     let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
+    let rebooter = tokio::spawn(crate::autoreboot::run(app.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -90,6 +91,9 @@ pub async fn serve(
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
     }
     let _ = scheduler.await;
+    // A reboot in progress is abandoned; the VM is looked at again after the restart.
+    rebooter.abort();
+    let _ = rebooter.await;
     // A run in progress is cancelled (its process group stopped); if it does not wrap up
     // in time it is marked interrupted at the next start.
     if tokio::time::timeout(PROVISION_STOP, app.provisioner.shutdown())

@@ -284,3 +284,31 @@ pub fn record_creation(
     save(&mut vms, &mut free, before.as_ref(), &after)?;
     Ok(after)
 }
+
+/// Frees a VM's participant (they may claim another VM); the VM keeps its history.
+pub fn release(
+    tx: &WriteTransaction,
+    host: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Vm>, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let mut by_email = tx.open_table(VM_BY_EMAIL)?;
+    let Some(before) = load(&vms, host)? else {
+        return Ok(None);
+    };
+    let Some(a) = before.assignment.clone() else {
+        return Ok(Some(before));
+    };
+    if by_email
+        .get(a.email.as_str())?
+        .is_some_and(|h| h.value() == host)
+    {
+        by_email.remove(a.email.as_str())?;
+    }
+    let mut after = before.clone();
+    after.assignment = None;
+    after.updated_at = now;
+    save(&mut vms, &mut free, Some(&before), &after)?;
+    Ok(Some(after))
+}

@@ -224,3 +224,54 @@ async fn local_provider_runs_the_whole_flow() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_local_vms_are_rebooted_then_given_up_on() {
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+        c.machine.software = "lablinkreboot".into();
+        c.provision.reboot_check_seconds = 1;
+        c.provision.reboot_cooldown_seconds = 0;
+        c.provision.reboot_max_attempts = 1;
+    })
+    .await;
+    within(60, "test", async {
+        let launched = admin_post(&s, "/api/launch", &[("num_vms", "1")], &[])
+            .await
+            .expect(202);
+        finished_run(&s, launched["run_id"].as_u64().expect("id")).await;
+        wait_for(30, "the VM runs", || async {
+            (s.free_count().await == 1).then_some(())
+        })
+        .await;
+        let host = "lablinkreboot-lablink-local-vm-1";
+        let claimed = s.claim("ada@example.org", &crd_command("4/0AReboot")).await;
+        assert_eq!(claimed.hostname(), host);
+
+        // The VM fails: it is rebooted (its agent restarted) and comes back running.
+        s.report_status(host, "error").await;
+        let vm = wait_for(30, "rebooted and running again", || async {
+            let vm = s.stored_vm(host).await?;
+            (vm.reboot_count == 1 && vm.status == Some(lablink::model::VmStatus::Running))
+                .then_some(vm)
+        })
+        .await;
+        assert!(vm.last_reboot_time.is_some());
+        assert!(
+            vm.assignment.is_some(),
+            "a reboot keeps the participant's slot"
+        );
+
+        // It fails again with no attempts left: its participant is freed.
+        s.report_status(host, "error").await;
+        wait_for(30, "the participant is released", || async {
+            let vm = s.stored_vm(host).await?;
+            vm.assignment.is_none().then_some(())
+        })
+        .await;
+        let vm = s.stored_vm(host).await.expect("vm");
+        assert_eq!(vm.reboot_count, 1, "the count is kept for the record");
+    })
+    .await;
+}
