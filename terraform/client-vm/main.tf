@@ -1,5 +1,6 @@
 locals {
   vms = { for i in var.vm_indices : "${var.resource_prefix}-vm-${i}" => i }
+
   tags = {
     ResourcePrefix = var.resource_prefix
     ManagedBy      = "terraform"
@@ -29,8 +30,9 @@ resource "aws_security_group" "vms" {
 resource "aws_iam_role" "vm" {
   name = "${var.resource_prefix}-vm-role"
   tags = local.tags
+
   assume_role_policy = jsonencode({
-    Version = "2012-10-17"
+    Version   = "2012-10-17"
     Statement = [{
       Effect    = "Allow"
       Principal = { Service = "ec2.amazonaws.com" }
