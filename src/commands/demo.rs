@@ -9,8 +9,7 @@ use crate::cli::LogFormat;
 use crate::config::Config;
 use crate::logging;
 use crate::model::RunAction;
-use crate::server::{self, App};
-use crate::store::Store;
+use crate::server;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -55,16 +54,9 @@ async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> ExitCode {
             Err(e) => return fail(format!("cannot listen on loopback: {e}")),
         },
     };
-    let store = match Store::open(&dir) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let app = match App::start(config, store.clone()).await {
+    let app = match super::serve::open_app(config).await {
         Ok(app) => app,
-        Err(e) => {
-            store.close();
-            return fail(e);
-        }
+        Err(code) => return code,
     };
     let url = match listener.local_addr() {
         Ok(a) => format!("http://{a}"),

@@ -96,21 +96,14 @@ async fn serve(config: Config) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(format!("server.listen: {e}")),
     };
-    let store = match Store::open(&config.data_dir()) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let app = match App::start(config, store.clone()).await {
+    let app = match open_app(config).await {
         Ok(app) => app,
-        Err(e) => {
-            store.close();
-            return fail(e);
-        }
+        Err(code) => return code,
     };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            store.close();
+            app.store.close();
             return fail(format!(
                 "cannot listen on {addr}: {e} (set --listen or server.listen)"
             ));
@@ -126,6 +119,18 @@ async fn serve(config: Config) -> ExitCode {
     match server::serve(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
+    }
+}
+
+/// Opens the store in the configured data directory and starts the app on it.
+pub async fn open_app(config: Config) -> Result<App, ExitCode> {
+    let store = Store::open(&config.data_dir()).map_err(fail)?;
+    match App::start(config, store.clone()).await {
+        Ok(app) => Ok(app),
+        Err(e) => {
+            store.close();
+            Err(fail(e))
+        }
     }
 }
 

@@ -495,10 +495,6 @@ impl Provider for Terraform {
         "terraform"
     }
 
-    fn cannot_launch(&self) -> Option<&'static str> {
-        None
-    }
-
     async fn launch(
         &self,
         log: &RunLog,

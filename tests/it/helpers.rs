@@ -456,6 +456,45 @@ impl TestServer {
         })
     }
 
+    /// An admin form POST asking for JSON, with extra headers.
+    pub async fn admin_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(form);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Answer::read(req.send().await.expect("POST")).await
+    }
+
+    /// Waits for a provisioning run to end; the run and its output.
+    pub async fn finished_run(&self, id: u64, secs: u64) -> (Value, Vec<String>) {
+        wait_for(secs, "the run finishes", || async {
+            let body = self
+                .get(&format!("/api/runs/{id}"), Auth::admin())
+                .await
+                .expect(200);
+            (body["run"]["state"] != "running").then(|| {
+                let lines = body["lines"]
+                    .as_array()
+                    .expect("lines")
+                    .iter()
+                    .map(|l| l.as_str().expect("text").to_owned())
+                    .collect();
+                (body["run"].clone(), lines)
+            })
+        })
+        .await
+    }
+
     /// The VM as stored.
     pub async fn stored_vm(&self, host: &str) -> Option<lablink::model::Vm> {
         let host = host.to_owned();

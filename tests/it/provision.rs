@@ -1,51 +1,7 @@
 //! Provisioning: launch and destroy through the admin API, runs and their output, the
 //! manual and local providers.
 
-use reqwest::header::ACCEPT;
-use serde_json::Value;
-
-use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, Answer, Auth, TestServer, crd_command, wait_for, within,
-};
-
-/// POSTs an admin form asking for JSON, with optional extra headers.
-async fn admin_post(
-    s: &TestServer,
-    path: &str,
-    form: &[(&str, &str)],
-    headers: &[(&str, &str)],
-) -> Answer {
-    let mut req = s
-        .client
-        .post(s.url(path))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .header(ACCEPT, "application/json")
-        .form(form);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    Answer::read(req.send().await.expect("POST")).await
-}
-
-/// Waits for a run to end and returns it with its output.
-async fn finished_run(s: &TestServer, id: u64) -> (Value, Vec<String>) {
-    wait_for(30, "the run finishes", || async {
-        let body = s
-            .get(&format!("/api/runs/{id}"), Auth::admin())
-            .await
-            .expect(200);
-        (body["run"]["state"] != "running").then(|| {
-            let lines = body["lines"]
-                .as_array()
-                .expect("lines")
-                .iter()
-                .map(|l| l.as_str().expect("text").to_owned())
-                .collect();
-            (body["run"].clone(), lines)
-        })
-    })
-    .await
-}
+use crate::helpers::{ADMIN_USER, Auth, TestServer, crd_command, wait_for, within};
 
 #[tokio::test]
 async fn launch_input_and_access_are_checked() {
@@ -61,12 +17,12 @@ async fn launch_input_and_access_are_checked() {
             ("-2", "Number of VMs must be greater than 0."),
             ("501", "At most 500 VMs can be launched at once."),
         ] {
-            admin_post(&s, "/api/launch", &[("num_vms", value)], &[])
+            s.admin_form("/api/launch", &[("num_vms", value)], &[])
                 .await
                 .expect_error(400, message);
         }
         // The manual provider launches nothing and says what to do instead.
-        let a = admin_post(&s, "/api/launch", &[("num_vms", "2")], &[]).await;
+        let a = s.admin_form("/api/launch", &[("num_vms", "2")], &[]).await;
         let err = a.expect(400);
         assert!(
             err["error"]
@@ -89,13 +45,13 @@ async fn launch_input_and_access_are_checked() {
             ("origin", "http://evil.example"),
             ("sec-fetch-site", "cross-site"),
         ] {
-            admin_post(&s, "/destroy", &[], &[header])
+            s.admin_form("/destroy", &[], &[header])
                 .await
                 .expect_error(403, "Cross-site requests are not accepted here.");
         }
         // Nothing to destroy yet.
-        admin_post(&s, "/destroy", &[], &[]).await.expect(404);
-        admin_post(&s, "/api/vms/vm-9/destroy", &[], &[])
+        s.admin_form("/destroy", &[], &[]).await.expect(404);
+        s.admin_form("/api/vms/vm-9/destroy", &[], &[])
             .await
             .expect_error(404, "VM not found.");
     })
@@ -111,10 +67,13 @@ async fn manual_destroy_forgets_vms_and_ends_their_long_polls() {
         let poll = s.spawn_poll("vm-2");
         crate::helpers::wait_until(5, "the poll parks", || s.app.waiters.parked() == 1).await;
 
-        let one = admin_post(&s, "/api/vms/vm-1/destroy", &[], &[])
+        let one = s
+            .admin_form("/api/vms/vm-1/destroy", &[], &[])
             .await
             .expect(202);
-        let (run, lines) = finished_run(&s, one["run_id"].as_u64().expect("id")).await;
+        let (run, lines) = s
+            .finished_run(one["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert_eq!(run["state"], "succeeded");
         assert_eq!(run["action"], "destroy_vm");
         assert_eq!(run["requested_by"], ADMIN_USER);
@@ -125,8 +84,10 @@ async fn manual_destroy_forgets_vms_and_ends_their_long_polls() {
         assert!(s.stored_vm("vm-1").await.is_none());
         assert!(s.stored_vm("vm-2").await.is_some());
 
-        let all = admin_post(&s, "/destroy", &[], &[]).await.expect(202);
-        let (run, _) = finished_run(&s, all["run_id"].as_u64().expect("id")).await;
+        let all = s.admin_form("/destroy", &[], &[]).await.expect(202);
+        let (run, _) = s
+            .finished_run(all["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert_eq!(run["state"], "succeeded");
         s.get("/api/vm-status", Auth::admin())
             .await
@@ -162,10 +123,13 @@ async fn local_provider_runs_the_whole_flow() {
     })
     .await;
     within(60, "test", async {
-        let launched = admin_post(&s, "/api/launch", &[("num_vms", "3")], &[])
+        let launched = s
+            .admin_form("/api/launch", &[("num_vms", "3")], &[])
             .await
             .expect(202);
-        let (run, lines) = finished_run(&s, launched["run_id"].as_u64().expect("id")).await;
+        let (run, lines) = s
+            .finished_run(launched["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert_eq!(run["state"], "succeeded", "{lines:?}");
         let pids = started_pids(&lines);
         assert_eq!(pids.len(), 3, "{lines:?}");
@@ -197,10 +161,13 @@ async fn local_provider_runs_the_whole_flow() {
         .await;
 
         // A second launch numbers on from the existing VMs.
-        let more = admin_post(&s, "/api/launch", &[("num_vms", "1")], &[])
+        let more = s
+            .admin_form("/api/launch", &[("num_vms", "1")], &[])
             .await
             .expect(202);
-        let (_, more_lines) = finished_run(&s, more["run_id"].as_u64().expect("id")).await;
+        let (_, more_lines) = s
+            .finished_run(more["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert!(
             more_lines
                 .iter()
@@ -208,8 +175,10 @@ async fn local_provider_runs_the_whole_flow() {
             "{more_lines:?}"
         );
 
-        let destroyed = admin_post(&s, "/destroy", &[], &[]).await.expect(202);
-        let (run, lines) = finished_run(&s, destroyed["run_id"].as_u64().expect("id")).await;
+        let destroyed = s.admin_form("/destroy", &[], &[]).await.expect(202);
+        let (run, lines) = s
+            .finished_run(destroyed["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert_eq!(run["state"], "succeeded", "{lines:?}");
         assert_eq!(s.free_count().await, 0);
         s.get("/api/vm-status", Auth::admin())
@@ -237,10 +206,12 @@ async fn failed_local_vms_are_rebooted_then_given_up_on() {
     })
     .await;
     within(60, "test", async {
-        let launched = admin_post(&s, "/api/launch", &[("num_vms", "1")], &[])
+        let launched = s
+            .admin_form("/api/launch", &[("num_vms", "1")], &[])
             .await
             .expect(202);
-        finished_run(&s, launched["run_id"].as_u64().expect("id")).await;
+        s.finished_run(launched["run_id"].as_u64().expect("id"), 30)
+            .await;
         wait_for(30, "the VM runs", || async {
             (s.free_count().await == 1).then_some(())
         })

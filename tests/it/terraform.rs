@@ -4,10 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use reqwest::header::ACCEPT;
 use serde_json::Value;
 
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Answer, Auth, TestServer, wait_for, within};
+use crate::helpers::{Auth, TestServer, wait_for, within};
 
 fn fake_terraform() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin/terraform")
@@ -51,44 +50,16 @@ fn args_of(call: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn admin_post(s: &TestServer, path: &str, form: &[(&str, &str)]) -> Answer {
-    let req = s
-        .client
-        .post(s.url(path))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .header(ACCEPT, "application/json")
-        .form(form);
-    Answer::read(req.send().await.expect("POST")).await
-}
-
-async fn finished(s: &TestServer, id: u64, secs: u64) -> (Value, Vec<String>) {
-    wait_for(secs, "the run finishes", || async {
-        let body = s
-            .get(&format!("/api/runs/{id}"), Auth::admin())
-            .await
-            .expect(200);
-        (body["run"]["state"] != "running").then(|| {
-            let lines = body["lines"]
-                .as_array()
-                .expect("lines")
-                .iter()
-                .map(|l| l.as_str().expect("text").to_owned())
-                .collect();
-            (body["run"].clone(), lines)
-        })
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_runs_init_and_apply_with_generated_variables() {
     let s = terraform_server(60).await;
     within(60, "test", async {
         set_mode(&s, "succeed");
-        let a = admin_post(&s, "/api/launch", &[("num_vms", "2")])
+        let a = s
+            .admin_form("/api/launch", &[("num_vms", "2")], &[])
             .await
             .expect(202);
-        let (run, lines) = finished(&s, a["run_id"].as_u64().expect("id"), 30).await;
+        let (run, lines) = s.finished_run(a["run_id"].as_u64().expect("id"), 30).await;
         assert_eq!(run["state"], "succeeded", "{lines:?}");
         assert_eq!(run["exit_code"], 0);
         assert!(
@@ -174,19 +145,23 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
         }
 
         // Launching more adds to what the state holds.
-        let b = admin_post(&s, "/api/launch", &[("num_vms", "1")])
+        let b = s
+            .admin_form("/api/launch", &[("num_vms", "1")], &[])
             .await
             .expect(202);
-        finished(&s, b["run_id"].as_u64().expect("id"), 30).await;
+        s.finished_run(b["run_id"].as_u64().expect("id"), 30).await;
         let vars: Value = serde_json::from_str(&std::fs::read_to_string(&vars_path).expect("read"))
             .expect("json");
         assert_eq!(vars["vm_indices"], serde_json::json!([1, 2, 3]));
 
         // Destroying one VM applies without it; destroying all runs destroy.
-        let one = admin_post(&s, "/api/vms/sleap-lablink-client-test-vm-2/destroy", &[])
+        let one = s
+            .admin_form("/api/vms/sleap-lablink-client-test-vm-2/destroy", &[], &[])
             .await
             .expect(202);
-        let (run, _) = finished(&s, one["run_id"].as_u64().expect("id"), 30).await;
+        let (run, _) = s
+            .finished_run(one["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert_eq!(run["state"], "succeeded");
         let vars: Value = serde_json::from_str(&std::fs::read_to_string(&vars_path).expect("read"))
             .expect("json");
@@ -197,8 +172,10 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
                 .is_none()
         );
 
-        let all = admin_post(&s, "/destroy", &[]).await.expect(202);
-        let (run, lines) = finished(&s, all["run_id"].as_u64().expect("id"), 30).await;
+        let all = s.admin_form("/destroy", &[], &[]).await.expect(202);
+        let (run, lines) = s
+            .finished_run(all["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert_eq!(run["state"], "succeeded", "{lines:?}");
         let last = self::calls(&s);
         assert_eq!(
@@ -223,10 +200,11 @@ async fn a_failed_apply_is_recorded_and_leaves_no_rows() {
     let s = terraform_server(60).await;
     within(60, "test", async {
         set_mode(&s, "fail");
-        let a = admin_post(&s, "/api/launch", &[("num_vms", "2")])
+        let a = s
+            .admin_form("/api/launch", &[("num_vms", "2")], &[])
             .await
             .expect(202);
-        let (run, lines) = finished(&s, a["run_id"].as_u64().expect("id"), 30).await;
+        let (run, lines) = s.finished_run(a["run_id"].as_u64().expect("id"), 30).await;
         assert_eq!(run["state"], "failed");
         assert_eq!(run["exit_code"], 1);
         assert!(
@@ -255,21 +233,22 @@ async fn a_hanging_apply_blocks_other_runs_then_times_out_with_its_group() {
     let s = terraform_server(2).await;
     within(60, "test", async {
         set_mode(&s, "hang");
-        let a = admin_post(&s, "/api/launch", &[("num_vms", "1")])
+        let a = s
+            .admin_form("/api/launch", &[("num_vms", "1")], &[])
             .await
             .expect(202);
         let id = a["run_id"].as_u64().expect("id");
         // While it runs, a second action is refused and told what is running.
-        let second = admin_post(&s, "/api/launch", &[("num_vms", "1")]).await;
+        let second = s.admin_form("/api/launch", &[("num_vms", "1")], &[]).await;
         let err = second.expect(409);
         let message = err["error"].as_str().expect("text");
         assert!(
             message.contains(&format!("run #{id}")) && message.contains("launch 1 VM(s)"),
             "{message}"
         );
-        admin_post(&s, "/destroy", &[]).await.expect(409);
+        s.admin_form("/destroy", &[], &[]).await.expect(409);
 
-        let (run, lines) = finished(&s, id, 30).await;
+        let (run, lines) = s.finished_run(id, 30).await;
         assert_eq!(run["state"], "timed_out", "{lines:?}");
         assert!(
             lines
@@ -288,7 +267,7 @@ async fn a_hanging_apply_blocks_other_runs_then_times_out_with_its_group() {
         .await;
         // The next run may start.
         set_mode(&s, "succeed");
-        admin_post(&s, "/api/launch", &[("num_vms", "1")])
+        s.admin_form("/api/launch", &[("num_vms", "1")], &[])
             .await
             .expect(202);
     })
@@ -302,7 +281,8 @@ async fn a_vm_being_destroyed_is_not_handed_out() {
         s.register_running("sleap-lablink-client-test-vm-1").await;
         s.register_running("sleap-lablink-client-test-vm-2").await;
         set_mode(&s, "hang");
-        let run = admin_post(&s, "/api/vms/sleap-lablink-client-test-vm-1/destroy", &[])
+        let run = s
+            .admin_form("/api/vms/sleap-lablink-client-test-vm-1/destroy", &[], &[])
             .await
             .expect(202);
         assert_eq!(s.free_count().await, 1);
@@ -314,7 +294,9 @@ async fn a_vm_being_destroyed_is_not_handed_out() {
             .await;
         assert_eq!(claimed.hostname(), "sleap-lablink-client-test-vm-2");
         // The destroy fails (times out): the VM may be handed out again.
-        let (run, _) = finished(&s, run["run_id"].as_u64().expect("id"), 30).await;
+        let (run, _) = s
+            .finished_run(run["run_id"].as_u64().expect("id"), 30)
+            .await;
         assert_eq!(run["state"], "timed_out");
         let vm = s
             .stored_vm("sleap-lablink-client-test-vm-1")
