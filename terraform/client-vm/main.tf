@@ -32,7 +32,7 @@ resource "aws_iam_role" "vm" {
   tags = local.tags
 
   assume_role_policy = jsonencode({
-    Version   = "2012-10-17"
+    Version = "2012-10-17"
     Statement = [{
       Effect    = "Allow"
       Principal = { Service = "ec2.amazonaws.com" }

@@ -17,7 +17,7 @@ output "lablink_private_key_pem" {
 
 output "instance_terraform_apply_times" {
   description = "Per VM: seconds its creation took, with start and end (RFC 3339)"
-  value       = {
+  value = {
     for name, _ in local.vms : name => {
       seconds    = time_static.end[name].unix - time_static.start[name].unix
       start_time = time_static.start[name].rfc3339
