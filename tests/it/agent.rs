@@ -653,11 +653,11 @@ async fn a_hanging_nvidia_smi_is_unhealthy() {
         &["--gpu-timeout", "1"],
     );
     within(30, "hanging nvidia-smi", async {
-        let vm = wait_vm(&s, &rig.vm, 10, "unhealthy", |vm| {
-            vm.health == Some(Health::Unhealthy)
+        // Running is announced only after the first GPU report.
+        wait_vm(&s, &rig.vm, 10, "unhealthy and running", |vm| {
+            vm.health == Some(Health::Unhealthy) && vm.status == Some(VmStatus::Running)
         })
         .await;
-        assert_eq!(vm.status, Some(VmStatus::Running));
         assert_eq!(s.free_count().await, 0);
         // Hangs again and again; reported once.
         wait_for(15, "a third hanging probe", || async {
