@@ -179,7 +179,14 @@ async fn fire(app: &App, schedule: Schedule) {
 
 /// Follows the destroy run to its end (it is bounded by the run timeout).
 async fn wait_for_run(app: &App, run_id: u64) -> Result<String, String> {
+    // The run stops itself at its timeout; past that (plus Terraform's grace) something
+    // else went wrong, and other schedules must not wait behind it forever.
+    let limit = Duration::from_secs(app.config.provision.run_timeout_seconds + 180);
+    let started = std::time::Instant::now();
     loop {
+        if started.elapsed() > limit {
+            return Err(format!("run #{run_id} did not finish within {limit:?}"));
+        }
         match app.store.read(move |tx| runs::get(tx, run_id)).await {
             Ok(Some(run)) if run.state.is_finished() => {
                 return if run.state == RunState::Succeeded {

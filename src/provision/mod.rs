@@ -86,6 +86,12 @@ pub trait Provider: Send + Sync {
         cancel: &CancellationToken,
     ) -> Result<(), RunFailure>;
 
+    /// Whether "destroy all" must run even when no VM rows exist (the provider's own
+    /// state, not the rows, says what exists).
+    fn destroys_without_rows(&self) -> bool {
+        false
+    }
+
     /// Restarts one VM (auto-reboot). `Err` says why it could not.
     async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {
         let _ = (host, cancel);
@@ -177,7 +183,9 @@ impl Provisioner {
         let existing = self.store.read(vms::list).await?;
         let hosts: Vec<String> = match &action {
             RunAction::Launch { .. } => Vec::new(),
-            RunAction::DestroyAll if existing.is_empty() => {
+            RunAction::DestroyAll
+                if existing.is_empty() && !self.provider.destroys_without_rows() =>
+            {
                 return Err(ProvisionError::NothingToDestroy);
             }
             RunAction::DestroyAll => existing.iter().map(|v| v.hostname.clone()).collect(),
@@ -219,7 +227,10 @@ impl Provisioner {
 
     async fn execute(&self, run: Run, existing: Vec<Vm>, hosts: Vec<String>) {
         let log = RunLog::start(run.id, self.store.clone(), vec![self.api_token.clone()]);
-        let result = tokio::time::timeout(self.timeout, async {
+        // On timeout the run is cancelled (its processes get SIGINT and a grace period),
+        // not dropped: a killed Terraform could leave resources it never recorded.
+        let run_cancel = self.cancel.child_token();
+        let work = async {
             match &run.action {
                 RunAction::Launch { count } => {
                     let ctx = LaunchContext {
@@ -227,32 +238,34 @@ impl Provisioner {
                         api_token: self.api_token.clone(),
                         existing,
                     };
-                    let launched = self
-                        .provider
-                        .launch(&log, ctx, *count, &self.cancel)
-                        .await?;
+                    let launched = self.provider.launch(&log, ctx, *count, &run_cancel).await?;
                     self.record_timings(&log, launched.creation_timings).await;
                     Ok(())
                 }
                 RunAction::DestroyAll | RunAction::DestroyVm { .. } => {
                     let all = run.action == RunAction::DestroyAll;
-                    let done = self.provider.destroy(&log, &hosts, all, &self.cancel).await;
+                    let done = self.provider.destroy(&log, &hosts, all, &run_cancel).await;
                     if done.is_ok() {
                         self.forget(&log, &hosts).await;
                     }
                     done
                 }
             }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(RunFailure {
-                state: RunState::TimedOut,
-                exit_code: None,
-                message: format!("stopped after {:?}", self.timeout),
-                created: Vec::new(),
-            })
-        });
+        };
+        tokio::pin!(work);
+        let result = tokio::select! {
+            r = &mut work => r,
+            () = tokio::time::sleep(self.timeout) => {
+                run_cancel.cancel();
+                let _ = (&mut work).await;
+                Err(RunFailure {
+                    state: RunState::TimedOut,
+                    exit_code: None,
+                    message: format!("stopped after {:?}", self.timeout),
+                    created: Vec::new(),
+                })
+            }
+        };
         let (state, exit_code) = match result {
             Ok(()) => (RunState::Succeeded, Some(0)),
             Err(failure) => {

@@ -26,6 +26,10 @@ struct ClientVmTemplates;
 
 const VARS_FILE: &str = "lablink.tfvars.json";
 
+/// Between SIGINT and SIGKILL: Terraform uses it to finish the API calls in flight and
+/// save the state, so nothing is created without being recorded.
+const TERRAFORM_GRACE: Duration = Duration::from_secs(60);
+
 /// Where the state lives.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Backend {
@@ -52,6 +56,8 @@ pub struct Settings {
     /// Where VMs reach the allocator (None: launch is refused with the reason).
     pub allocator_url: Result<String, String>,
     pub command_timeout: Duration,
+    /// The agents' token: every run writes it, so a destroy never changes what VMs get.
+    pub api_token: String,
 }
 
 /// GPU instance families (g4dn, g5, g6e, p3, p4d, p5…): a letter g or p, then a digit.
@@ -103,7 +109,11 @@ pub fn allocator_url(
 }
 
 impl Settings {
-    pub fn from_config(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Settings {
+    pub fn from_config(
+        config: &Config,
+        api_token: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Settings {
         let root = config.data_dir().join("terraform");
         let environment = env("ENVIRONMENT")
             .map(|e| e.trim().to_lowercase().replace(' ', "-"))
@@ -155,6 +165,7 @@ impl Settings {
             vars,
             allocator_url: allocator_url(config, env),
             command_timeout: Duration::from_secs(config.provision.run_timeout_seconds),
+            api_token: api_token.to_owned(),
         }
     }
 }
@@ -341,7 +352,9 @@ impl Terraform {
             .map(|_| ())
     }
 
-    /// One output as JSON (`null` when the state has none yet).
+    /// One output as JSON; `null` when there is no state or no such output yet. Any other
+    /// failure (backend unreachable, credentials) fails the run: guessing "nothing exists"
+    /// would make the next apply destroy the pool.
     async fn output(
         &self,
         dir: &Path,
@@ -350,11 +363,68 @@ impl Terraform {
         cancel: &CancellationToken,
     ) -> Result<Value, RunFailure> {
         let args = ["output", "-json", "-no-color", name].map(String::from);
-        match self.terraform(dir, &args, log, true, cancel).await {
-            Ok(lines) => Ok(serde_json::from_str(&lines.join("\n")).unwrap_or(Value::Null)),
-            // No state, or no such output yet: nothing exists.
-            Err(f) if f.state == RunState::Failed => Ok(Value::Null),
-            Err(f) => Err(f),
+        let (code, stdout, stderr) = self.run_captured(dir, &args, cancel).await?;
+        if code == 0 {
+            return Ok(serde_json::from_str(&stdout.join("\n")).unwrap_or(Value::Null));
+        }
+        let said = stderr.join(" ");
+        if said.contains("not found") || said.contains("No outputs found") {
+            return Ok(Value::Null);
+        }
+        for line in &stderr {
+            log.line(line.clone());
+        }
+        Err(RunFailure {
+            state: RunState::Failed,
+            exit_code: Some(code),
+            message: format!("terraform output {name} failed; the state could not be read"),
+            created: Vec::new(),
+        })
+    }
+
+    /// Runs a terraform command, keeping stdout and stderr apart (neither is logged).
+    async fn run_captured(
+        &self,
+        dir: &Path,
+        args: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<(i32, Vec<String>, Vec<String>), RunFailure> {
+        let mut cmd = Command::new(&self.settings.bin);
+        cmd.args(args)
+            .current_dir(dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env(
+                "TF_PLUGIN_CACHE_DIR",
+                self.settings.root.join("plugin-cache"),
+            );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let limits = Limits {
+            timeout: self.settings.command_timeout,
+            grace: TERRAFORM_GRACE,
+        };
+        let outcome = process::run(cmd, None, limits, cancel, |stream, line| match stream {
+            Stream::Stdout => out.push(line),
+            Stream::Stderr => err.push(line),
+        })
+        .await
+        .map_err(|e| {
+            RunFailure::failed(format!("cannot run {}: {e}", self.settings.bin.display()))
+        })?;
+        match outcome {
+            Outcome::Exited(status) => Ok((status.code().unwrap_or(-1), out, err)),
+            Outcome::TimedOut => Err(RunFailure {
+                state: RunState::TimedOut,
+                exit_code: None,
+                message: format!("terraform {} timed out", args[0]),
+                created: Vec::new(),
+            }),
+            Outcome::Cancelled => Err(RunFailure {
+                state: RunState::Cancelled,
+                exit_code: None,
+                message: format!("terraform {} was stopped", args[0]),
+                created: Vec::new(),
+            }),
         }
     }
 
@@ -495,6 +565,10 @@ impl Provider for Terraform {
         "terraform"
     }
 
+    fn destroys_without_rows(&self) -> bool {
+        true
+    }
+
     async fn launch(
         &self,
         log: &RunLog,
@@ -595,7 +669,9 @@ impl Provider for Terraform {
             "-o".into(),
             "ConnectTimeout=10".into(),
             format!("ubuntu@{ip}"),
-            "sudo cloud-init clean --logs && sudo reboot".into(),
+            // Reboot a moment later, so the command itself ends cleanly (exit 0).
+            "sudo cloud-init clean --logs && sudo systemd-run --on-active=3 systemctl reboot"
+                .into(),
         ];
         let (code, _) = self
             .capture(
@@ -606,8 +682,7 @@ impl Provider for Terraform {
                 cancel,
             )
             .await?;
-        // 255: the connection dropped because the machine went down, as intended.
-        if code == 0 || code == 255 {
+        if code == 0 {
             Ok(())
         } else {
             Err(format!("ssh to {host} ({ip}) exited with {code}"))
@@ -633,9 +708,8 @@ impl Provider for Terraform {
                 .filter_map(|h| self.index_of(h))
                 .collect()
         };
-        // The token is not needed to destroy, but the variables must be complete.
-        let token = "unused-for-destroy";
-        self.write_vars(&dir, &keep, token).await?;
+        let token = self.settings.api_token.clone();
+        self.write_vars(&dir, &keep, &token).await?;
         if all {
             let args = [
                 "destroy",

@@ -73,7 +73,7 @@ impl App {
         }
         let waiters = Arc::new(Waiters::default());
         let provisioner = Arc::new(Provisioner::new(
-            provider(&config)?,
+            provider(&config, &api_token)?,
             store.clone(),
             waiters.clone(),
             api_token.clone(),
@@ -100,7 +100,7 @@ impl App {
     }
 }
 
-fn provider(config: &Config) -> Result<Arc<dyn Provider>, StoreError> {
+fn provider(config: &Config, api_token: &str) -> Result<Arc<dyn Provider>, StoreError> {
     Ok(match config.provision.provider.as_str() {
         "local" => {
             let exe = if config.provision.local_executable.is_empty() {
@@ -120,7 +120,9 @@ fn provider(config: &Config) -> Result<Arc<dyn Provider>, StoreError> {
         }
         "terraform" => {
             let env = |name: &str| std::env::var(name).ok();
-            Arc::new(Terraform::new(Settings::from_config(config, &env)))
+            Arc::new(Terraform::new(Settings::from_config(
+                config, api_token, &env,
+            )))
         }
         _ => Arc::new(Manual),
     })

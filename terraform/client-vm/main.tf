@@ -70,6 +70,12 @@ resource "aws_instance" "vm" {
   iam_instance_profile   = aws_iam_instance_profile.vm.name
   tags                   = merge(local.tags, { Name = each.key })
 
+  # The boot script carries the token, URL and agent checksum: a change to them (a new
+  # allocator version) must not stop and restart VMs participants are using.
+  lifecycle {
+    ignore_changes = [user_data_base64]
+  }
+
   root_block_device {
     volume_size = var.root_volume_gb
     volume_type = "gp3"

@@ -1,5 +1,6 @@
 output "vm_instance_names" {
-  value = keys(local.vms)
+  description = "VMs that exist in the state (not merely requested)"
+  value       = keys(aws_instance.vm)
 }
 
 output "vm_instance_ids" {

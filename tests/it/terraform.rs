@@ -307,3 +307,37 @@ async fn a_vm_being_destroyed_is_not_handed_out() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_stops_the_run_before_any_apply() {
+    let s = terraform_server(60).await;
+    within(60, "test", async {
+        set_mode(&s, "state-unreadable");
+        let a = s
+            .admin_form("/api/launch", &[("num_vms", "1")], &[])
+            .await
+            .expect(202);
+        let (run, lines) = s.finished_run(a["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "failed", "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("AccessDenied")),
+            "{lines:?}"
+        );
+        let commands: Vec<String> = calls(&s).iter().map(|c| args_of(c)[0].clone()).collect();
+        assert!(
+            !commands.contains(&"apply".to_owned()),
+            "applied blind: {commands:?}"
+        );
+
+        // "Destroy all" asks Terraform even with no VM rows: its state says what exists.
+        set_mode(&s, "succeed");
+        let all = s.admin_form("/destroy", &[], &[]).await.expect(202);
+        let (run, _) = s
+            .finished_run(all["run_id"].as_u64().expect("id"), 30)
+            .await;
+        assert_eq!(run["state"], "succeeded");
+        let last = calls(&s);
+        assert_eq!(args_of(last.last().expect("a call"))[0], "destroy");
+    })
+    .await;
+}
