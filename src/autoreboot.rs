@@ -2,6 +2,7 @@
 //! rebooting), within limits: a few attempts per VM, a cooldown between them. A VM that
 //! has used up its attempts gives its participant back, who may then claim another VM.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::model::RebootDecision;
@@ -10,12 +11,13 @@ use crate::store::vms;
 
 pub async fn run(app: App) {
     let config = &app.config.provision;
-    if !config.auto_reboot {
+    if !config.auto_reboot || !app.provisioner.can_reboot() {
         return;
     }
     let every = Duration::from_secs(config.reboot_check_seconds);
     let policy = app.config.reboot_policy();
-    let mut unsupported_logged = false;
+    // Failed attempts, per VM: retried only after the cooldown (and logged then).
+    let mut failed_at: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
     loop {
         let now = app.clock.now();
         let pool = match app.store.read(vms::list).await {
@@ -32,8 +34,28 @@ pub async fn run(app: App) {
             let host = vm.hostname.clone();
             match vm.reboot_decision(now, &policy) {
                 RebootDecision::Leave => {}
+                RebootDecision::ResetAttempts => {
+                    let h = host.clone();
+                    let reset = app
+                        .store
+                        .write(move |tx| {
+                            vms::update(tx, &h, |mut vm| {
+                                vm.reboot_count = 0;
+                                vm
+                            })
+                        })
+                        .await;
+                    if let Err(e) = reset {
+                        tracing::error!(vm = %host, error = %e, "cannot reset reboot attempts");
+                    }
+                }
+                RebootDecision::Reboot(_)
+                    if failed_at
+                        .get(&host)
+                        .is_some_and(|t| now - *t < policy.cooldown) => {}
                 RebootDecision::Reboot(reason) => match app.provisioner.reboot(&host).await {
                     Ok(()) => {
+                        failed_at.remove(&host);
                         let at = app.clock.now();
                         let h = host.clone();
                         let saved = app
@@ -51,10 +73,8 @@ pub async fn run(app: App) {
                         }
                     }
                     Err(why) => {
-                        if !unsupported_logged {
-                            tracing::warn!(vm = %host, %reason, %why, "VM needs a reboot but it cannot be done");
-                            unsupported_logged = true;
-                        }
+                        tracing::warn!(vm = %host, %reason, %why, "VM needs a reboot but it could not be done; trying again after the cooldown");
+                        failed_at.insert(host.clone(), app.clock.now());
                     }
                 },
                 RebootDecision::ReleaseParticipant => {

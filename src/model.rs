@@ -214,6 +214,8 @@ pub enum RebootDecision {
     Reboot(&'static str),
     /// Out of attempts and still failing: free its participant to take another VM.
     ReleaseParticipant,
+    /// Running well for longer than the cooldown since its last reboot: attempts start over.
+    ResetAttempts,
 }
 
 /// Why a VM could not be assigned.
@@ -318,7 +320,16 @@ impl Vm {
             return RebootDecision::Leave;
         }
         let Some(reason) = self.failure(now, policy) else {
-            return RebootDecision::Leave;
+            let older_than =
+                |t: Option<DateTime<Utc>>| t.is_some_and(|t| now - t > policy.cooldown);
+            let settled = self.status == Some(VmStatus::Running)
+                && older_than(self.status_since)
+                && older_than(self.last_reboot_time);
+            return if self.reboot_count > 0 && settled {
+                RebootDecision::ResetAttempts
+            } else {
+                RebootDecision::Leave
+            };
         };
         if self.reboot_count >= policy.max_attempts {
             return if self.assignment.is_some() {
@@ -697,6 +708,20 @@ mod tests {
         assert_eq!(
             again.reboot_decision(t(400), &p),
             RebootDecision::Reboot("status error")
+        );
+    }
+
+    #[test]
+    fn attempts_start_over_after_a_good_spell() {
+        let p = policy();
+        let vm = Vm::new("vm-1", t(0))
+            .with_status(VmStatus::Error, t(1))
+            .rebooted(t(2))
+            .with_status(VmStatus::Running, t(100));
+        assert_eq!(vm.reboot_decision(t(200), &p), RebootDecision::Leave);
+        assert_eq!(
+            vm.reboot_decision(t(500), &p),
+            RebootDecision::ResetAttempts
         );
     }
 

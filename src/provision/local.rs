@@ -215,6 +215,10 @@ impl Provider for Local {
         Ok(())
     }
 
+    fn can_reboot(&self) -> bool {
+        true
+    }
+
     /// Stops the VM's agent and starts a new one, as a reboot would.
     async fn reboot(&self, host: &str, _: &CancellationToken) -> Result<(), String> {
         let (url, token) = self

@@ -92,6 +92,11 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Whether `reboot` can work at all.
+    fn can_reboot(&self) -> bool {
+        false
+    }
+
     /// Restarts one VM (auto-reboot). `Err` says why it could not.
     async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {
         let _ = (host, cancel);
@@ -359,6 +364,10 @@ impl Provisioner {
             }
             Err(e) => log.line(format!("cannot remove VM records: {e}")),
         }
+    }
+
+    pub fn can_reboot(&self) -> bool {
+        self.provider.can_reboot()
     }
 
     /// Restarts one VM through the provider.

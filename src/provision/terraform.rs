@@ -628,6 +628,10 @@ impl Provider for Terraform {
         })
     }
 
+    fn can_reboot(&self) -> bool {
+        true
+    }
+
     /// As upstream: over SSH with the pool's key, `cloud-init clean` and reboot, so the boot
     /// script runs again (and the VM re-registers). Needs `ssh` on the allocator.
     async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {

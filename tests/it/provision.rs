@@ -201,7 +201,8 @@ async fn failed_local_vms_are_rebooted_then_given_up_on() {
         c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
         c.machine.software = "lablinkreboot".into();
         c.provision.reboot_check_seconds = 1;
-        c.provision.reboot_cooldown_seconds = 0;
+        // Long enough that the second failure comes within it (no fresh attempts).
+        c.provision.reboot_cooldown_seconds = 60;
         c.provision.reboot_max_attempts = 1;
     })
     .await;

@@ -169,7 +169,7 @@ async fn schedules_fire_on_the_clock_and_survive_a_restart() {
         clock.advance(Duration::days(1));
         let again = wait_for(10, "the daily schedule fires again", || async {
             let st = schedule_state(&s, 2).await;
-            (st["execution_count"] == 2).then_some(st)
+            (st["execution_count"] == 2 && st["status"] == "scheduled").then_some(st)
         })
         .await;
         assert_eq!(again["last_execution_result"], "No VMs to destroy");
