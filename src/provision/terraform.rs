@@ -267,16 +267,8 @@ impl Terraform {
         }
     }
 
-    /// Runs one terraform command in `dir`. Output goes to the run log, or is returned
-    /// (stdout only) when `capture` is set; a failure carries the exit code.
-    async fn terraform(
-        &self,
-        dir: &Path,
-        args: &[String],
-        log: &RunLog,
-        capture: bool,
-        cancel: &CancellationToken,
-    ) -> Result<Vec<String>, RunFailure> {
+    /// A terraform command in `dir` with the automation environment.
+    fn command(&self, dir: &Path, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.settings.bin);
         cmd.args(args)
             .current_dir(dir)
@@ -286,30 +278,34 @@ impl Terraform {
                 "TF_PLUGIN_CACHE_DIR",
                 self.settings.root.join("plugin-cache"),
             );
-        if !capture {
-            log.line(format!("$ terraform {}", args.join(" ")));
-        }
-        let mut captured = Vec::new();
+        cmd
+    }
+
+    /// Runs one terraform command in `dir`, its output going to the run log; a failure
+    /// carries the exit code.
+    async fn terraform(
+        &self,
+        dir: &Path,
+        args: &[String],
+        log: &RunLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunFailure> {
+        let cmd = self.command(dir, args);
+        log.line(format!("$ terraform {}", args.join(" ")));
         let limits = Limits {
             timeout: self.settings.command_timeout,
-            grace: Duration::from_secs(10),
+            grace: TERRAFORM_GRACE,
         };
-        let outcome = process::run(cmd, None, limits, cancel, |stream, line| {
-            if capture && stream == Stream::Stdout {
-                captured.push(line);
-            } else {
-                log.line(line);
-            }
-        })
-        .await
-        .map_err(|e| {
-            RunFailure::failed(format!(
-                "cannot run {}: {e} (install Terraform ≥ 1.6 or set provision.terraform_bin)",
-                self.settings.bin.display()
-            ))
-        })?;
+        let outcome = process::run(cmd, None, limits, cancel, |_, line| log.line(line))
+            .await
+            .map_err(|e| {
+                RunFailure::failed(format!(
+                    "cannot run {}: {e} (install Terraform ≥ 1.6 or set provision.terraform_bin)",
+                    self.settings.bin.display()
+                ))
+            })?;
         match outcome {
-            Outcome::Exited(status) if status.success() => Ok(captured),
+            Outcome::Exited(status) if status.success() => Ok(()),
             Outcome::Exited(status) => Err(RunFailure {
                 state: RunState::Failed,
                 exit_code: status.code(),
@@ -347,9 +343,7 @@ impl Terraform {
             .map(String::from)
             .to_vec();
         args.extend(self.backend_flags());
-        self.terraform(dir, &args, log, false, cancel)
-            .await
-            .map(|_| ())
+        self.terraform(dir, &args, log, cancel).await.map(|_| ())
     }
 
     /// One output as JSON; `null` when there is no state or no such output yet. Any other
@@ -389,15 +383,7 @@ impl Terraform {
         args: &[String],
         cancel: &CancellationToken,
     ) -> Result<(i32, Vec<String>, Vec<String>), RunFailure> {
-        let mut cmd = Command::new(&self.settings.bin);
-        cmd.args(args)
-            .current_dir(dir)
-            .env("TF_IN_AUTOMATION", "1")
-            .env("TF_INPUT", "0")
-            .env(
-                "TF_PLUGIN_CACHE_DIR",
-                self.settings.root.join("plugin-cache"),
-            );
+        let cmd = self.command(dir, args);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let limits = Limits {
             timeout: self.settings.command_timeout,
@@ -502,9 +488,7 @@ impl Terraform {
             &format!("-var-file={VARS_FILE}"),
         ]
         .map(String::from);
-        self.terraform(dir, &args, log, false, cancel)
-            .await
-            .map(|_| ())
+        self.terraform(dir, &args, log, cancel).await.map(|_| ())
     }
 
     /// Stdout of a command that is not part of a run (auto-reboot); stderr goes to the log.
@@ -723,9 +707,7 @@ impl Provider for Terraform {
                 &format!("-var-file={VARS_FILE}"),
             ]
             .map(String::from);
-            self.terraform(&dir, &args, log, false, cancel)
-                .await
-                .map(|_| ())
+            self.terraform(&dir, &args, log, cancel).await.map(|_| ())
         } else {
             self.apply(&dir, log, cancel).await
         }
