@@ -180,7 +180,7 @@ impl Provider for Local {
                     Self::stop_all(spawned, Some(log)).await;
                     let mut failure =
                         RunFailure::failed(format!("cannot start an agent for {name}: {e}"));
-                    failure.created = started;
+                    failure.rows_to_remove = started;
                     return Err(failure);
                 }
             }

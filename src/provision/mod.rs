@@ -44,8 +44,9 @@ pub struct RunFailure {
     pub state: RunState,
     pub exit_code: Option<i32>,
     pub message: String,
-    /// VMs this action created before failing: their rows are removed.
-    pub created: Vec<String>,
+    /// VMs whose rows must go: created by a failed launch and not in the state, or
+    /// already gone when a destroy failed.
+    pub rows_to_remove: Vec<String>,
 }
 
 impl RunFailure {
@@ -54,7 +55,7 @@ impl RunFailure {
             state: RunState::Failed,
             exit_code: None,
             message: message.into(),
-            created: Vec::new(),
+            rows_to_remove: Vec::new(),
         }
     }
 }
@@ -267,7 +268,7 @@ impl Provisioner {
                     state: RunState::TimedOut,
                     exit_code: None,
                     message: format!("stopped after {:?}", self.timeout),
-                    created: Vec::new(),
+                    rows_to_remove: Vec::new(),
                 })
             }
         };
@@ -278,8 +279,8 @@ impl Provisioner {
                 if !hosts.is_empty() {
                     self.release(&log, &hosts).await;
                 }
-                if !failure.created.is_empty() {
-                    self.forget(&log, &failure.created).await;
+                if !failure.rows_to_remove.is_empty() {
+                    self.forget(&log, &failure.rows_to_remove).await;
                 }
                 (failure.state, failure.exit_code)
             }

@@ -310,7 +310,7 @@ impl Terraform {
                 state: RunState::Failed,
                 exit_code: status.code(),
                 message: format!("terraform {} exited with {status}", args[0]),
-                created: Vec::new(),
+                rows_to_remove: Vec::new(),
             }),
             Outcome::TimedOut => Err(RunFailure {
                 state: RunState::TimedOut,
@@ -319,7 +319,7 @@ impl Terraform {
                     "terraform {} did not finish within {:?}; its process group was stopped",
                     args[0], self.settings.command_timeout
                 ),
-                created: Vec::new(),
+                rows_to_remove: Vec::new(),
             }),
             Outcome::Cancelled => Err(RunFailure {
                 state: RunState::Cancelled,
@@ -328,7 +328,7 @@ impl Terraform {
                     "terraform {} was stopped: the allocator is shutting down",
                     args[0]
                 ),
-                created: Vec::new(),
+                rows_to_remove: Vec::new(),
             }),
         }
     }
@@ -372,7 +372,7 @@ impl Terraform {
             state: RunState::Failed,
             exit_code: Some(code),
             message: format!("terraform output {name} failed; the state could not be read"),
-            created: Vec::new(),
+            rows_to_remove: Vec::new(),
         })
     }
 
@@ -403,13 +403,13 @@ impl Terraform {
                 state: RunState::TimedOut,
                 exit_code: None,
                 message: format!("terraform {} timed out", args[0]),
-                created: Vec::new(),
+                rows_to_remove: Vec::new(),
             }),
             Outcome::Cancelled => Err(RunFailure {
                 state: RunState::Cancelled,
                 exit_code: None,
                 message: format!("terraform {} was stopped", args[0]),
-                created: Vec::new(),
+                rows_to_remove: Vec::new(),
             }),
         }
     }
@@ -591,7 +591,7 @@ impl Provider for Terraform {
                 .existing(&dir, log, &CancellationToken::new())
                 .await
                 .unwrap_or_default();
-            failure.created = new
+            failure.rows_to_remove = new
                 .iter()
                 .map(|i| self.name(*i))
                 .filter(|n| !after.contains(n))
@@ -698,7 +698,7 @@ impl Provider for Terraform {
         };
         let token = self.settings.api_token.clone();
         self.write_vars(&dir, &keep, &token).await?;
-        if all {
+        let done = if all {
             let args = [
                 "destroy",
                 "-input=false",
@@ -707,10 +707,22 @@ impl Provider for Terraform {
                 &format!("-var-file={VARS_FILE}"),
             ]
             .map(String::from);
-            self.terraform(&dir, &args, log, cancel).await.map(|_| ())
+            self.terraform(&dir, &args, log, cancel).await
         } else {
             self.apply(&dir, log, cancel).await
+        };
+        if let Err(mut failure) = done {
+            // Some may be gone already: their rows go, the rest return to the pool.
+            if let Ok(after) = self.existing(&dir, log, cancel).await {
+                failure.rows_to_remove = hosts
+                    .iter()
+                    .filter(|h| !after.contains(h))
+                    .cloned()
+                    .collect();
+            }
+            return Err(failure);
         }
+        Ok(())
     }
 }
 

@@ -278,6 +278,13 @@ async fn a_hanging_apply_blocks_other_runs_then_times_out_with_its_group() {
 async fn a_vm_being_destroyed_is_not_handed_out() {
     let s = terraform_server(3).await;
     within(60, "test", async {
+        set_mode(&s, "succeed");
+        let launched = s
+            .admin_form("/api/launch", &[("num_vms", "2")], &[])
+            .await
+            .expect(202);
+        s.finished_run(launched["run_id"].as_u64().expect("id"), 30)
+            .await;
         s.register_running("sleap-lablink-client-test-vm-1").await;
         s.register_running("sleap-lablink-client-test-vm-2").await;
         set_mode(&s, "hang");
@@ -293,7 +300,8 @@ async fn a_vm_being_destroyed_is_not_handed_out() {
             )
             .await;
         assert_eq!(claimed.hostname(), "sleap-lablink-client-test-vm-2");
-        // The destroy fails (times out): the VM may be handed out again.
+        // The destroy fails (times out) and the state still has the VM: it may be handed
+        // out again.
         let (run, _) = s
             .finished_run(run["run_id"].as_u64().expect("id"), 30)
             .await;
