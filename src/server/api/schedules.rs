@@ -45,6 +45,11 @@ impl From<ApiError> for Refusal {
     }
 }
 
+/// A store failure, answered with this endpoint's message (details go to the log).
+fn store_failed(message: &'static str) -> impl FnOnce(crate::store::StoreError) -> Refusal {
+    move |source| Refusal::from(ApiError::Store { message, source })
+}
+
 fn http_date(t: DateTime<Utc>) -> String {
     httpdate::fmt_http_date(t.into())
 }
@@ -174,12 +179,7 @@ pub async fn create(
         .store
         .write(move |tx| schedules::create(tx, schedule))
         .await
-        .map_err(|source| {
-            Refusal::from(ApiError::Store {
-                message: "Failed to create the schedule.",
-                source,
-            })
-        })?
+        .map_err(store_failed("Failed to create the schedule."))?
         .ok_or_else(|| {
             refuse(
                 StatusCode::CONFLICT,
@@ -217,12 +217,7 @@ pub async fn list(
         .store
         .read(move |tx| schedules::list(tx, status))
         .await
-        .map_err(|source| {
-            Refusal::from(ApiError::Store {
-                message: "Failed to read schedules.",
-                source,
-            })
-        })?;
+        .map_err(store_failed("Failed to read schedules."))?;
     Ok(Json(json!({
         "success": true,
         "schedules": all.iter().map(to_json).collect::<Vec<_>>(),
@@ -239,12 +234,7 @@ pub async fn get(
         .store
         .read(move |tx| schedules::get(tx, id))
         .await
-        .map_err(|source| {
-            Refusal::from(ApiError::Store {
-                message: "Failed to read the schedule.",
-                source,
-            })
-        })?
+        .map_err(store_failed("Failed to read the schedule."))?
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
     Ok(Json(json!({"success": true, "schedule": to_json(&found)})))
 }
@@ -259,12 +249,7 @@ pub async fn cancel(
         .store
         .write(move |tx| schedules::update(tx, id, |s| s.cancelled(now)))
         .await
-        .map_err(|source| {
-            Refusal::from(ApiError::Store {
-                message: "Failed to cancel the schedule.",
-                source,
-            })
-        })?
+        .map_err(store_failed("Failed to cancel the schedule."))?
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
     match outcome {
         Ok(s) => {
