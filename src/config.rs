@@ -536,6 +536,12 @@ impl Config {
         }
     }
 
+    /// Whether browsers reach the allocator over HTTPS (a TLS front configured under `ssl`,
+    /// or an `https://` allocator URL): session cookies are then marked Secure.
+    pub fn serves_tls(&self) -> bool {
+        self.ssl.provider != "none" || self.provision.allocator_url.starts_with("https://")
+    }
+
     pub fn long_poll(&self) -> Duration {
         Duration::from_secs(self.server.long_poll_seconds)
     }

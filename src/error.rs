@@ -23,8 +23,15 @@ pub enum ApiError {
     CrossSite,
     #[error("Too many sign-in checks at once; try again in a moment.")]
     Busy,
+    #[error("Too many failed sign-ins from your address; try again in {0} s.")]
+    TooManyAttempts(u64),
+    #[error("This form has expired or did not come from this site; reload the page and try again.")]
+    BadCsrf,
     #[error("{0}")]
     Conflict(String),
+    /// An outside action (a provider command) failed; the message says why.
+    #[error("{0}")]
+    Failed(String),
     #[error("{0}")]
     NotFound(String),
     #[error("VM not found.")]
@@ -55,19 +62,20 @@ impl ApiError {
         move |source| ApiError::Store { message, source }
     }
 
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingToken | ApiError::BadToken | ApiError::BadBasic => {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::VmNotFound | ApiError::NoVms | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::CrossSite => StatusCode::FORBIDDEN,
+            ApiError::CrossSite | ApiError::BadCsrf => StatusCode::FORBIDDEN,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PollTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ShuttingDown | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store { .. } | ApiError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -87,6 +95,12 @@ impl IntoResponse for ApiError {
                     "Basic realm=\"Authentication Required\"",
                 )],
                 "Unauthorized Access",
+            )
+                .into_response(),
+            ApiError::TooManyAttempts(wait) => (
+                status,
+                [(axum::http::header::RETRY_AFTER, wait.to_string())],
+                Json(json!({ "error": self.to_string() })),
             )
                 .into_response(),
             other => (status, Json(json!({ "error": other.to_string() }))).into_response(),

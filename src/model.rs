@@ -450,6 +450,20 @@ impl RunState {
     }
 }
 
+/// One admin action, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub at: DateTime<Utc>,
+    /// The admin user name (or "scheduler" for scheduled teardown).
+    pub actor: String,
+    /// The client's IP address, when the action came over HTTP.
+    pub from: Option<String>,
+    /// A short fixed verb: "login", "launch", "destroy-all", "reboot", …
+    pub action: String,
+    pub detail: String,
+}
+
 /// One provisioning run (Terraform apply/destroy, or a local/manual provider action):
 /// who asked for what, when, and how it ended. Its output lines are stored separately.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ pub use runlog::RunLog;
 
 use crate::model::{Phase, Run, RunAction, RunState, Vm};
 use crate::server::waiters::{Waiters, Wake};
+use crate::shared_token::SharedToken;
 use crate::store::{Store, StoreError, runs, vms};
 
 /// What a provider needs to know to start VMs that find their way back.
@@ -126,7 +127,7 @@ pub struct Provisioner {
     provider: Arc<dyn Provider>,
     store: Store,
     waiters: Arc<Waiters>,
-    api_token: String,
+    api_token: SharedToken,
     allocator_url: OnceLock<String>,
     current: Mutex<Option<Run>>,
     cancel: CancellationToken,
@@ -139,7 +140,7 @@ impl Provisioner {
         provider: Arc<dyn Provider>,
         store: Store,
         waiters: Arc<Waiters>,
-        api_token: String,
+        api_token: SharedToken,
         timeout: std::time::Duration,
     ) -> Provisioner {
         Provisioner {
@@ -232,7 +233,7 @@ impl Provisioner {
     }
 
     async fn execute(&self, run: Run, existing: Vec<Vm>, hosts: Vec<String>) {
-        let log = RunLog::start(run.id, self.store.clone(), vec![self.api_token.clone()]);
+        let log = RunLog::start(run.id, self.store.clone(), vec![self.api_token.get()]);
         // On timeout the run is cancelled (its processes get SIGINT and a grace period),
         // not dropped: a killed Terraform could leave resources it never recorded.
         let run_cancel = self.cancel.child_token();
@@ -241,7 +242,7 @@ impl Provisioner {
                 RunAction::Launch { count } => {
                     let ctx = LaunchContext {
                         allocator_url: self.allocator_url.get().cloned().unwrap_or_default(),
-                        api_token: self.api_token.clone(),
+                        api_token: self.api_token.get(),
                         existing,
                     };
                     let launched = self.provider.launch(&log, ctx, *count, &run_cancel).await?;

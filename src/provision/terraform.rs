@@ -16,6 +16,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
+use crate::shared_token::SharedToken;
 use crate::config::Config;
 use crate::model::{Phase, RunState, Vm};
 use crate::process::{self, Limits, Outcome, Stream};
@@ -57,7 +58,7 @@ pub struct Settings {
     pub allocator_url: Result<String, String>,
     pub command_timeout: Duration,
     /// The agents' token: every run writes it, so a destroy never changes what VMs get.
-    pub api_token: String,
+    pub api_token: SharedToken,
 }
 
 /// GPU instance families (g4dn, g5, g6e, p3, p4d, p5…): a letter g or p, then a digit.
@@ -111,7 +112,7 @@ pub fn allocator_url(
 impl Settings {
     pub fn from_config(
         config: &Config,
-        api_token: &str,
+        api_token: SharedToken,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Settings {
         let root = config.data_dir().join("terraform");
@@ -165,7 +166,7 @@ impl Settings {
             vars,
             allocator_url: allocator_url(config, env),
             command_timeout: Duration::from_secs(config.provision.run_timeout_seconds),
-            api_token: api_token.to_owned(),
+            api_token,
         }
     }
 }
@@ -696,7 +697,7 @@ impl Provider for Terraform {
                 .filter_map(|h| self.index_of(h))
                 .collect()
         };
-        let token = self.settings.api_token.clone();
+        let token = self.settings.api_token.get();
         self.write_vars(&dir, &keep, &token).await?;
         let done = if all {
             let args = [

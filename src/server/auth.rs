@@ -4,12 +4,20 @@ use std::path::Path;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use tower_sessions::Session;
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
+use super::body::DEFAULT_BODY_LIMIT;
 use super::state::{App, write_private_file};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -149,7 +157,7 @@ fn check_bearer(app: &App, header: Option<&str>) -> Result<(), ApiError> {
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or(ApiError::MissingToken)?;
-    if bool::from(token.as_bytes().ct_eq(app.api_token.as_bytes())) {
+    if app.api_token.matches(token) {
         Ok(())
     } else {
         Err(ApiError::BadToken)
@@ -200,38 +208,153 @@ impl FromRequestParts<App> for AgentOrAdmin {
     }
 }
 
-/// The admin, by HTTP Basic (scripts written for upstream keep working). State-changing
-/// requests sent cross-site by a browser are refused: Basic credentials are ambient, so
-/// without this any web page could make an admin's browser destroy the pool.
+/// The signed-in admin: by the session cookie of the login form (state-changing requests
+/// must carry the session's CSRF token), or by HTTP Basic for scripts written for upstream.
 pub struct Admin {
     pub user: String,
+    /// The client's address, for the audit log and the sign-in limit.
+    pub ip: Option<IpAddr>,
+    /// The session's CSRF token for the forms of the page (empty under Basic).
+    pub csrf: String,
 }
 
-impl FromRequestParts<App> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        if !parts.method.is_safe() && cross_site(parts) {
-            return Err(ApiError::CrossSite);
-        }
-        check_basic(app, authorization(parts)).await?;
-        Ok(Admin {
-            user: app.admin.user.clone(),
-        })
+impl Admin {
+    pub fn from_ip(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
     }
 }
 
-/// A browser says where a request comes from; scripts send neither header.
-fn cross_site(parts: &Parts) -> bool {
+/// Session keys.
+pub const SESSION_USER: &str = "admin";
+pub const SESSION_CSRF: &str = "csrf";
+
+/// The `csrf_token` field of a submitted form, lifted out by `form_csrf` before the
+/// handler reads the body.
+#[derive(Clone)]
+pub struct FormCsrf(pub String);
+
+pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+impl FromRequestParts<App> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+        let ip = peer_ip(parts);
+        let header = authorization(parts);
+        if header.is_some_and(|h| h.starts_with("Basic ")) {
+            if !parts.method.is_safe() && cross_site(&parts.headers) {
+                return Err(ApiError::CrossSite.into_response());
+            }
+            if let Some(ip) = ip
+                && let Err(wait) = app.login_limiter.check(ip)
+            {
+                return Err(ApiError::TooManyAttempts(wait.as_secs()).into_response());
+            }
+            return match check_basic(app, header).await {
+                Ok(()) => Ok(Admin {
+                    user: app.admin.user.clone(),
+                    ip,
+                    csrf: String::new(),
+                }),
+                Err(e) => {
+                    if let (ApiError::BadBasic, Some(ip)) = (&e, ip) {
+                        app.login_limiter.failed(ip);
+                    }
+                    Err(e.into_response())
+                }
+            };
+        }
+        let session = parts.extensions.get::<Session>().cloned();
+        let signed_in = match &session {
+            Some(session) => {
+                let user = session.get::<String>(SESSION_USER).await.ok().flatten();
+                let csrf = session.get::<String>(SESSION_CSRF).await.ok().flatten();
+                user.zip(csrf)
+            }
+            None => None,
+        };
+        let Some((user, csrf)) = signed_in else {
+            return Err(sign_in_first(parts));
+        };
+        if !parts.method.is_safe() {
+            let presented = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| parts.extensions.get::<FormCsrf>().map(|f| f.0.clone()));
+            let valid = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(csrf.as_bytes())));
+            if !valid {
+                return Err(ApiError::BadCsrf.into_response());
+            }
+        }
+        Ok(Admin { user, ip, csrf })
+    }
+}
+
+/// Browsers are sent to the login form; scripts get upstream's Basic challenge.
+fn sign_in_first(parts: &Parts) -> Response {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let login = format!(
+        "/admin/login?next={}",
+        form_urlencoded::byte_serialize(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/admin", |p| p.as_str())
+                .as_bytes()
+        )
+        .collect::<String>()
+    );
+    if header("hx-request").is_some() {
+        return (StatusCode::UNAUTHORIZED, [("hx-redirect", login)]).into_response();
+    }
+    let wants_page = header("accept").is_some_and(|a| a.contains("text/html"));
+    if parts.method == Method::GET && wants_page {
+        return Redirect::to(&login).into_response();
+    }
+    ApiError::BadBasic.into_response()
+}
+
+/// Lifts `csrf_token` out of a form body so the `Admin` extractor can check it; the body
+/// is handed on unchanged.
+pub async fn form_csrf(request: Request, next: Next) -> Response {
+    let is_form = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if request.method().is_safe() || !is_form {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, DEFAULT_BODY_LIMIT).await else {
+        return ApiError::TooLarge(DEFAULT_BODY_LIMIT).into_response();
+    };
+    let token = form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "csrf_token")
+        .map(|(_, v)| v.into_owned());
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    if let Some(token) = token {
+        request.extensions_mut().insert(FormCsrf(token));
+    }
+    next.run(request).await
+}
+
+/// Whether a browser says the request comes from another site; scripts send neither
+/// header.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
         return !matches!(site, "same-origin" | "none");
     }
     match (header("origin"), header("host")) {
-        (Some(origin), Some(host)) => {
-            let origin_host = origin.split("://").nth(1).unwrap_or(origin);
-            origin_host != host
-        }
+        (Some(origin), Some(host)) => origin.split("://").nth(1).unwrap_or(origin) != host,
         (Some(_), None) => true,
         _ => false,
     }

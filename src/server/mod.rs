@@ -3,8 +3,11 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod login_limit;
 pub mod pages;
 pub mod router;
+pub mod sessions;
+pub mod sse;
 pub mod state;
 pub mod waiters;
 
@@ -54,6 +57,7 @@ pub async fn serve(
         .keep_alive(true);
     let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
     let rebooter = tokio::spawn(crate::autoreboot::run(app.clone()));
+    let sweeper = tokio::spawn(sessions::sweep(app.store.clone(), app.shutdown.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -91,6 +95,7 @@ pub async fn serve(
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
     }
     let _ = scheduler.await;
+    let _ = sweeper.await;
     // A reboot in progress is abandoned; the VM is looked at again after the restart.
     rebooter.abort();
     let _ = rebooter.await;

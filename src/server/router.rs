@@ -9,9 +9,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::api::{download, health, logs, pool, provision, schedules, startup, telemetry};
+use super::api::{
+    download, health, logs, pool, provision, reboot, schedules, startup, telemetry,
+};
+use super::auth::form_csrf;
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
-use super::pages::{admin, participant};
+use super::pages::{admin, login, participant};
+use super::{sessions, sse};
 use super::state::App;
 use crate::assets;
 
@@ -49,9 +53,29 @@ pub fn build(app: App) -> Router {
             "/api/schedule-destruction/{id}",
             get(schedules::get).delete(schedules::cancel),
         )
-        .route("/admin", get(admin::home))
+        .route("/api/reboot-vm", post(reboot::post_reboot))
+        .route("/api/reboot-vm/{hostname}", get(reboot::get_reboot_info))
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/login", get(login::form).post(login::sign_in))
+        .route("/admin/logout", post(login::sign_out))
         .route("/admin/instances", get(admin::instances))
+        .route("/admin/instances/delete", get(admin::teardown))
+        .route("/admin/instances/{hostname}/reboot", post(admin::reboot))
+        .route("/admin/create", get(admin::create))
+        .route("/admin/logs/{hostname}", get(admin::logs_page))
+        .route("/admin/logs/{hostname}/events", get(sse::logs))
+        .route(
+            "/admin/scheduled-destruction",
+            get(admin::scheduled_destruction).post(admin::schedule),
+        )
+        .route("/admin/scheduled-destruction/{id}/cancel", post(admin::cancel))
         .route("/admin/runs/{id}", get(admin::run))
+        .route("/admin/runs/{id}/events", get(sse::run))
+        .route("/admin/events/pool", get(sse::pool))
+        .route("/admin/token", get(admin::token))
+        .route("/admin/token/rotate", post(admin::rotate_token))
+        .route("/admin/audit", get(admin::audit_page))
+        .route("/admin/{export}", get(admin::export))
         .route("/download/lablink", get(download::executable))
         .route("/download/lablink.sha256", get(download::checksum))
         .route("/assets/{*path}", get(assets::serve))
@@ -59,6 +83,8 @@ pub fn build(app: App) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(Extension(BodyLimit(DEFAULT_BODY_LIMIT)))
+        .layer(middleware::from_fn(form_csrf))
+        .layer(sessions::layer(app.store.clone(), &app.config))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::AdminCredentials;
+use super::login_limit::LoginLimiter;
 use super::waiters::Waiters;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -14,7 +15,8 @@ use crate::provision::local::Local;
 use crate::provision::manual::Manual;
 use crate::provision::terraform::{Settings, Terraform};
 use crate::provision::{Provider, Provisioner};
-use crate::store::{Store, StoreError, meta, runs};
+use crate::shared_token::SharedToken;
+use crate::store::{Store, StoreError, audit, meta, runs};
 
 /// Written next to the store at every start so operators (and `lablink token`) can read
 /// the agents' token while the allocator holds the store.
@@ -29,8 +31,9 @@ pub struct AppInner {
     pub config: Config,
     pub store: Store,
     pub waiters: Arc<Waiters>,
-    pub api_token: String,
+    pub api_token: SharedToken,
     pub admin: AdminCredentials,
+    pub login_limiter: LoginLimiter,
     pub provisioner: Arc<Provisioner>,
     pub clock: Arc<dyn Clock>,
     /// Cancelled when the server starts shutting down: parked long-polls answer at once.
@@ -57,9 +60,9 @@ impl App {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<App, StoreError> {
-        let api_token = store.write(meta::api_token_or_create).await?;
+        let api_token = SharedToken::new(store.write(meta::api_token_or_create).await?);
         let data_dir = config.data_dir();
-        write_private_file(&data_dir.join(TOKEN_FILE), &api_token)?;
+        write_private_file(&data_dir.join(TOKEN_FILE), &api_token.get())?;
         let admin = AdminCredentials::load_or_create(&config, &store, &data_dir).await?;
         let now = chrono::Utc::now();
         let interrupted = store
@@ -87,6 +90,7 @@ impl App {
                 waiters,
                 api_token,
                 admin,
+                login_limiter: LoginLimiter::default(),
                 provisioner,
                 clock,
                 shutdown: CancellationToken::new(),
@@ -100,7 +104,7 @@ impl App {
     }
 }
 
-fn provider(config: &Config, api_token: &str) -> Result<Arc<dyn Provider>, StoreError> {
+fn provider(config: &Config, api_token: &SharedToken) -> Result<Arc<dyn Provider>, StoreError> {
     Ok(match config.provision.provider.as_str() {
         "local" => {
             let exe = if config.provision.local_executable.is_empty() {
@@ -121,7 +125,9 @@ fn provider(config: &Config, api_token: &str) -> Result<Arc<dyn Provider>, Store
         "terraform" => {
             let env = |name: &str| std::env::var(name).ok();
             Arc::new(Terraform::new(Settings::from_config(
-                config, api_token, &env,
+                config,
+                api_token.clone(),
+                &env,
             )))
         }
         _ => Arc::new(Manual),
@@ -143,4 +149,22 @@ pub fn write_private_file(path: &Path, contents: &str) -> Result<(), StoreError>
     file.write_all(contents.as_bytes()).map_err(fail)?;
     file.write_all(b"\n").map_err(fail)?;
     file.sync_all().map_err(fail)
+}
+
+impl App {
+    /// Records an admin action in the audit log. The action has happened already, so a
+    /// store failure here is logged rather than reported to the admin.
+    pub async fn audit(&self, actor: &str, from: Option<String>, action: &str, detail: String) {
+        let actor = actor.to_owned();
+        let verb = action.to_owned();
+        let at = self.clock.now();
+        tracing::info!(target: "lablink::audit", %actor, from = from.as_deref().unwrap_or("-"), action, %detail, "admin action");
+        let recorded = self
+            .store
+            .write(move |tx| audit::record(tx, &actor, from, &verb, &detail, at))
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, action, "cannot record an admin action in the audit log");
+        }
+    }
 }

@@ -23,6 +23,27 @@ impl LogKind {
             LogKind::CloudInit
         }
     }
+
+    pub const ALL: [LogKind; 2] = [LogKind::CloudInit, LogKind::Container];
+
+    /// The name in URLs.
+    pub fn slug(self) -> &'static str {
+        match self {
+            LogKind::CloudInit => "cloud-init",
+            LogKind::Container => "container",
+        }
+    }
+
+    pub fn from_slug(slug: &str) -> Option<LogKind> {
+        LogKind::ALL.into_iter().find(|k| k.slug() == slug)
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            LogKind::CloudInit => "Boot (cloud-init)",
+            LogKind::Container => "Container",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -125,6 +146,34 @@ pub fn read(tx: &ReadTransaction, host: &str, kind: LogKind) -> Result<Option<St
             key: head_key(host, kind),
             reason: e.to_string(),
         })
+}
+
+/// The batches from sequence `from` on (or from the oldest kept, if `from` was trimmed
+/// away), at most `max_bytes` of them counted from the newest; oldest first.
+pub fn chunks_since(
+    tx: &ReadTransaction,
+    host: &str,
+    kind: LogKind,
+    from: u64,
+    max_bytes: usize,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let chunks = tx.open_table(LOG_CHUNKS)?;
+    let k = kind as u8;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for entry in chunks.range((host, k, from)..=(host, k, u64::MAX))?.rev() {
+        let (key, value) = entry?;
+        bytes += value.value().len();
+        if bytes > max_bytes && !out.is_empty() {
+            break;
+        }
+        out.push((
+            key.value().2,
+            String::from_utf8_lossy(value.value()).into_owned(),
+        ));
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// Drops both logs of a VM. Reads no stored value, so an unreadable one cannot stop it.

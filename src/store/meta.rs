@@ -49,6 +49,13 @@ pub fn api_token_or_create(tx: &WriteTransaction) -> Result<String, StoreError> 
     }
 }
 
+/// Replaces the agents' token with a new random one and returns it.
+pub fn rotate_api_token(tx: &WriteTransaction) -> Result<String, StoreError> {
+    let token = random_secret();
+    put_string(tx, API_TOKEN, &token)?;
+    Ok(token)
+}
+
 pub fn api_token(tx: &ReadTransaction) -> Result<Option<String>, StoreError> {
     get_string(tx, API_TOKEN)
 }

@@ -3,13 +3,13 @@
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{
-    FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS, SCHEDULE_NAMES, SCHEDULES, VM_BY_EMAIL,
-    VMS,
+    AUDIT, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS, SCHEDULE_NAMES, SCHEDULES,
+    SESSIONS, VM_BY_EMAIL, VMS,
 };
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 const VERSION_KEY: &str = "schema_version";
 
@@ -17,7 +17,12 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[n]` takes a store from version n to n + 1. Version 0 is an empty file.
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [create_tables_v1, add_runs_v2, add_schedules_v3];
+    [
+    create_tables_v1,
+    add_runs_v2,
+    add_schedules_v3,
+    add_sessions_and_audit_v4,
+];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(META)?;
@@ -40,6 +45,13 @@ fn add_runs_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
 fn add_schedules_v3(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SCHEDULES)?;
     tx.open_table(SCHEDULE_NAMES)?;
+    Ok(())
+}
+
+/// Admin sessions and the audit log.
+fn add_sessions_and_audit_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(SESSIONS)?;
+    tx.open_table(AUDIT)?;
     Ok(())
 }
 

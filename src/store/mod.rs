@@ -6,12 +6,14 @@
 //! one fsync per batch without giving up "durable before the HTTP answer".
 //! Reads run on the blocking pool in their own read transactions.
 
+pub mod audit;
 pub mod codec;
 pub mod logs;
 pub mod meta;
 pub mod migrate;
 pub mod runs;
 pub mod schedules;
+pub mod sessions;
 pub mod tables;
 pub mod vms;
 
@@ -21,7 +23,7 @@ use std::thread::JoinHandle;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub const FILE_NAME: &str = "lablink.redb";
 
@@ -94,6 +96,8 @@ struct Inner {
     db: RwLock<Option<Arc<Database>>>,
     jobs: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Counts committed batches: live pages wait on it instead of polling the file.
+    changes: watch::Sender<u64>,
 }
 
 impl Store {
@@ -117,15 +121,18 @@ impl Store {
         let db = Arc::new(db);
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_db = db.clone();
+        let changes = watch::Sender::new(0);
+        let committed = changes.clone();
         let writer = std::thread::Builder::new()
             .name("lablink-store".into())
-            .spawn(move || run_writer(&writer_db, jobs_rx))?;
+            .spawn(move || run_writer(&writer_db, jobs_rx, &committed))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
                 db: RwLock::new(Some(db)),
                 jobs: RwLock::new(Some(jobs_tx)),
                 writer: Mutex::new(Some(writer)),
+                changes,
             }),
         })
     }
@@ -137,6 +144,11 @@ impl Store {
             .lock()
             .ok()
             .is_some_and(|w| w.as_ref().is_some_and(|h| !h.is_finished()))
+    }
+
+    /// Changes whenever a write batch has been committed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     pub fn path(&self) -> &Path {
@@ -234,7 +246,7 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))
 }
 
-fn run_writer(db: &Database, mut jobs: mpsc::Receiver<Job>) {
+fn run_writer(db: &Database, mut jobs: mpsc::Receiver<Job>, committed: &watch::Sender<u64>) {
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -244,11 +256,14 @@ fn run_writer(db: &Database, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, &mut batch);
+        if commit_batch(db, &mut batch) {
+            committed.send_modify(|n| *n += 1);
+        }
     }
 }
 
-fn commit_batch(db: &Database, batch: &mut Vec<Job>) {
+/// Whether the batch was committed.
+fn commit_batch(db: &Database, batch: &mut Vec<Job>) -> bool {
     let tx = match db.begin_write() {
         Ok(tx) => tx,
         Err(e) => {
@@ -256,7 +271,7 @@ fn commit_batch(db: &Database, batch: &mut Vec<Job>) {
             tracing::error!(%error, "cannot begin a write transaction");
             // Dropping the jobs tells each waiting caller the write was abandoned.
             batch.clear();
-            return;
+            return false;
         }
     };
     let mut finishers = Vec::with_capacity(batch.len());
@@ -283,4 +298,5 @@ fn commit_batch(db: &Database, batch: &mut Vec<Job>) {
     for finish in finishers {
         finish(error.as_ref());
     }
+    error.is_none()
 }

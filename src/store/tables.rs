@@ -35,3 +35,10 @@ pub const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedul
 
 /// schedule name → id (names are unique).
 pub const SCHEDULE_NAMES: TableDefinition<&str, u64> = TableDefinition::new("schedule_names_v1");
+
+/// sha256(session id) → encoded `sessions::StoredSession`. The id itself is never stored,
+/// so a copy of the file does not let anyone sign in.
+pub const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions_v1");
+
+/// entry id → encoded `model::AuditEntry`, in the order the actions happened.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");

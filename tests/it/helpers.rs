@@ -217,6 +217,7 @@ pub struct TestServer {
     pub app: App,
     pub client: Client,
     pub dir: PathBuf,
+    token: String,
     tempdir: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -270,6 +271,7 @@ impl TestServer {
         let task = tokio::spawn(lablink::server::serve(listener, app.clone(), shutdown));
         TestServer {
             base: format!("http://{addr}"),
+            token: app.api_token.get(),
             app,
             client: client(),
             dir: dir.to_path_buf(),
@@ -321,8 +323,9 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// The agents' token as it was when the server started.
     pub fn token(&self) -> &str {
-        &self.app.api_token
+        &self.token
     }
 
     /// POST a JSON body with `Authorization: Bearer <token>` when a token is given.

@@ -5,6 +5,7 @@ pub mod health;
 pub mod logs;
 pub mod pool;
 pub mod provision;
+pub mod reboot;
 pub mod schedules;
 pub mod startup;
 pub mod telemetry;

@@ -19,7 +19,7 @@ use crate::server::state::App;
 use crate::store::schedules;
 
 /// Upstream's error shape for these endpoints.
-pub struct Refusal(StatusCode, String);
+pub struct Refusal(pub StatusCode, pub String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -100,11 +100,11 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 
 #[derive(Deserialize)]
 pub struct NewSchedule {
-    schedule_name: Option<String>,
-    destruction_time: Option<String>,
-    recurrence_rule: Option<String>,
-    notification_enabled: Option<bool>,
-    notification_hours_before: Option<i64>,
+    pub schedule_name: Option<String>,
+    pub destruction_time: Option<String>,
+    pub recurrence_rule: Option<String>,
+    pub notification_enabled: Option<bool>,
+    pub notification_hours_before: Option<i64>,
 }
 
 pub async fn create(
@@ -113,6 +113,20 @@ pub async fn create(
     body: Result<JsonBody<NewSchedule>, ApiError>,
 ) -> Result<Json<Value>, Refusal> {
     let JsonBody(req) = body?;
+    let created = create_schedule(&app, &admin, req).await?;
+    Ok(Json(json!({
+        "success": true,
+        "schedule_id": created.id,
+        "message": "Scheduled destruction created successfully",
+    })))
+}
+
+/// Checks and stores a new schedule (the JSON API and the admin form both use it).
+pub async fn create_schedule(
+    app: &App,
+    admin: &Admin,
+    req: NewSchedule,
+) -> Result<Schedule, Refusal> {
     let name = req
         .schedule_name
         .map(|n| n.trim().to_owned())
@@ -186,12 +200,14 @@ pub async fn create(
                 format!("Schedule '{name}' already exists"),
             )
         })?;
-    tracing::info!(schedule = %created.schedule_name, by = %created.created_by, next = %next_run, "destruction scheduled");
-    Ok(Json(json!({
-        "success": true,
-        "schedule_id": created.id,
-        "message": "Scheduled destruction created successfully",
-    })))
+    app.audit(
+        &admin.user,
+        admin.from_ip(),
+        "schedule-destruction",
+        format!("'{}' (#{}), next at {next_run}", created.schedule_name, created.id),
+    )
+    .await;
+    Ok(created)
 }
 
 #[derive(Deserialize)]
@@ -244,6 +260,15 @@ pub async fn cancel(
     admin: Admin,
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, Refusal> {
+    cancel_schedule(&app, &admin, id).await?;
+    Ok(Json(json!({
+        "success": true,
+        "message": format!("Scheduled destruction {id} cancelled successfully"),
+    })))
+}
+
+/// Cancels a schedule that has not fired (the JSON API and the admin form both use it).
+pub async fn cancel_schedule(app: &App, admin: &Admin, id: u64) -> Result<Schedule, Refusal> {
     let now = app.clock.now();
     let outcome = app
         .store
@@ -253,11 +278,14 @@ pub async fn cancel(
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
     match outcome {
         Ok(s) => {
-            tracing::info!(schedule = %s.schedule_name, by = %admin.user, "scheduled destruction cancelled");
-            Ok(Json(json!({
-                "success": true,
-                "message": format!("Scheduled destruction {id} cancelled successfully"),
-            })))
+            app.audit(
+                &admin.user,
+                admin.from_ip(),
+                "cancel-schedule",
+                format!("'{}' (#{id})", s.schedule_name),
+            )
+            .await;
+            Ok(s)
         }
         Err(status) => Err(refuse(
             StatusCode::BAD_REQUEST,

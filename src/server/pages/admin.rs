@@ -1,39 +1,123 @@
-//! Admin pages (plain HTML; HTTP Basic like upstream).
+//! The admin console's pages and form actions (upstream URLs where upstream had them).
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::model::validate_hostname;
+use crate::server::api::reboot::reboot_now;
+use crate::server::api::schedules::{NewSchedule, cancel_schedule, create_schedule};
 use crate::server::auth::Admin;
 use crate::server::state::App;
-use crate::store::{runs, vms};
-use crate::views::admin as view;
+use crate::store::logs::{self, LogKind};
+use crate::store::{audit, meta, runs, schedules, vms};
+use crate::views::admin::schedules::Draft;
+use crate::views::admin::{self as view, Flash, Viewer};
 
-pub async fn home(_: Admin) -> Redirect {
-    Redirect::to("/admin/instances")
+/// Log text a page shows at first (the newest part); the rest streams in.
+const LOG_PAGE_BYTES: usize = 512 * 1024;
+const AUDIT_SHOWN: usize = 500;
+
+fn viewer(admin: &Admin) -> Viewer<'_> {
+    Viewer {
+        user: &admin.user,
+        csrf: &admin.csrf,
+    }
 }
 
-pub async fn instances(State(app): State<App>, _: Admin) -> Result<Response, ApiError> {
+pub fn is_htmx(headers: &HeaderMap) -> bool {
+    headers.contains_key("hx-request")
+}
+
+/// The answer to a console action: a message fragment for htmx, otherwise back to `back`
+/// (or, on a problem, a page that says what went wrong).
+pub fn action_result(headers: &HeaderMap, result: Result<String, ApiError>, back: &str) -> Response {
+    match (is_htmx(headers), result) {
+        (true, Ok(done)) => view::flash(Some(&Flash::Done(done))).into_response(),
+        (true, Err(e)) => view::flash(Some(&Flash::Problem(e.to_string()))).into_response(),
+        (false, Ok(_)) => Redirect::to(back).into_response(),
+        (false, Err(e)) => {
+            let status = e.status();
+            let page = crate::views::layout::page(
+                "Could not do that",
+                &[],
+                html! {
+                    h1 { "Could not do that" }
+                    p.error role="alert" { (e.to_string()) }
+                    p { a href=(back) { "Back" } }
+                },
+            );
+            (status, page).into_response()
+        }
+    }
+}
+
+fn store_failed(message: &'static str) -> impl FnOnce(crate::store::StoreError) -> ApiError {
+    ApiError::store(message)
+}
+
+pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
     let (pool, recent) = app
         .store
         .read(|tx| Ok((vms::list(tx)?, runs::recent(tx, 10)?)))
         .await
-        .map_err(ApiError::store("Failed to read the pool."))?;
-    let current = app.provisioner.current().await;
-    Ok(view::instances(
-        &pool,
+        .map_err(store_failed("Failed to read the pool."))?;
+    Ok(view::dashboard::page(
+        &viewer(&admin),
         app.provisioner.provider_name(),
-        current.as_ref(),
+        &pool,
         &recent,
-    )
-    .into_response())
+    ))
+}
+
+pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+    let pool = app
+        .store
+        .read(vms::list)
+        .await
+        .map_err(store_failed("Failed to read the pool."))?;
+    let current = app.provisioner.current().await;
+    Ok(view::instances::page(&viewer(&admin), &pool, current.as_ref()))
+}
+
+pub async fn create(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+    let current = match app.provisioner.current().await {
+        Some(run) => {
+            let id = run.id;
+            let lines = app
+                .store
+                .read(move |tx| runs::lines(tx, id, 0, 100_000))
+                .await
+                .map_err(store_failed("Failed to read the run."))?;
+            Some((run, lines))
+        }
+        None => None,
+    };
+    Ok(view::teardown::launch_page(
+        &viewer(&admin),
+        app.provisioner.provider_name(),
+        current.as_ref().map(|(r, l)| (r, l.as_slice())),
+    ))
+}
+
+pub async fn teardown(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+    let count = app
+        .store
+        .read(|tx| Ok(vms::list(tx)?.len()))
+        .await
+        .map_err(store_failed("Failed to read the pool."))?;
+    Ok(view::teardown::delete_page(&viewer(&admin), count))
 }
 
 pub async fn run(
     State(app): State<App>,
-    _: Admin,
+    admin: Admin,
     Path(id): Path<u64>,
-) -> Result<Response, ApiError> {
+) -> Result<Markup, ApiError> {
     let found = app
         .store
         .read(move |tx| {
@@ -43,7 +127,232 @@ pub async fn run(
             Ok(Some((run, runs::lines(tx, id, 0, 100_000)?)))
         })
         .await
-        .map_err(ApiError::store("Failed to read the run."))?;
+        .map_err(store_failed("Failed to read the run."))?;
     let (run, lines) = found.ok_or_else(|| ApiError::NotFound(format!("No run #{id}.")))?;
-    Ok(view::run(&run, &lines).into_response())
+    Ok(view::runs::page(&viewer(&admin), &run, &lines))
+}
+
+/// `GET /admin/logs/<hostname>`: 404 `{"error": "VM not found."}` for an unknown VM.
+pub async fn logs_page(
+    State(app): State<App>,
+    admin: Admin,
+    Path(host): Path<String>,
+) -> Result<Markup, ApiError> {
+    validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    let lookup = host.clone();
+    let tails = app
+        .store
+        .read(move |tx| {
+            if vms::get(tx, &lookup)?.is_none() {
+                return Ok(None);
+            }
+            let mut tails = Vec::new();
+            for kind in LogKind::ALL {
+                tails.push((kind, logs::chunks_since(tx, &lookup, kind, 0, LOG_PAGE_BYTES)?));
+            }
+            Ok(Some(tails))
+        })
+        .await
+        .map_err(store_failed("Failed to get VM logs."))?
+        .ok_or(ApiError::VmNotFound)?;
+    let tails: Vec<view::logs::Tail> = tails
+        .iter()
+        .map(|(kind, chunks)| view::logs::Tail {
+            kind: *kind,
+            chunks,
+        })
+        .collect();
+    Ok(view::logs::page(&viewer(&admin), &host, &tails))
+}
+
+/// `POST /admin/instances/<hostname>/reboot` (form).
+pub async fn reboot(
+    State(app): State<App>,
+    admin: Admin,
+    Path(host): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = match validate_hostname(&host) {
+        Ok(()) => reboot_now(&app, &admin, &host)
+            .await
+            .map(|_| format!("Reboot of {host} started.")),
+        Err(e) => Err(ApiError::BadRequest(e)),
+    };
+    action_result(&headers, result, "/admin/instances")
+}
+
+async fn schedules_page(
+    app: &App,
+    admin: &Admin,
+    draft: &Draft<'_>,
+    message: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    match app.store.read(|tx| schedules::list(tx, None)).await {
+        Ok(all) => (
+            status,
+            view::schedules::page(&viewer(admin), &all, draft, message.as_ref()),
+        )
+            .into_response(),
+        Err(e) => store_failed("Failed to read schedules.")(e).into_response(),
+    }
+}
+
+const NO_DRAFT: Draft = Draft {
+    name: "",
+    time: "",
+    rule: "",
+};
+
+pub async fn scheduled_destruction(State(app): State<App>, admin: Admin) -> Response {
+    schedules_page(&app, &admin, &NO_DRAFT, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+pub struct ScheduleForm {
+    schedule_name: Option<String>,
+    destruction_time: Option<String>,
+    recurrence_rule: Option<String>,
+}
+
+/// `POST /admin/scheduled-destruction` (form; the time is UTC).
+pub async fn schedule(
+    State(app): State<App>,
+    admin: Admin,
+    form: Result<Form<ScheduleForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        let problem = Flash::Problem("The form could not be read; submit it again.".into());
+        return schedules_page(&app, &admin, &NO_DRAFT, Some(problem), StatusCode::BAD_REQUEST)
+            .await;
+    };
+    let request = NewSchedule {
+        schedule_name: form.schedule_name.clone(),
+        destruction_time: form.destruction_time.clone(),
+        recurrence_rule: form.recurrence_rule.clone(),
+        notification_enabled: None,
+        notification_hours_before: None,
+    };
+    match create_schedule(&app, &admin, request).await {
+        Ok(created) => {
+            let done = Flash::Done(format!("Scheduled '{}'.", created.schedule_name));
+            schedules_page(&app, &admin, &NO_DRAFT, Some(done), StatusCode::OK).await
+        }
+        Err(refusal) => {
+            let draft = Draft {
+                name: form.schedule_name.as_deref().unwrap_or(""),
+                time: form.destruction_time.as_deref().unwrap_or(""),
+                rule: form.recurrence_rule.as_deref().unwrap_or(""),
+            };
+            schedules_page(&app, &admin, &draft, Some(Flash::Problem(refusal.1)), refusal.0).await
+        }
+    }
+}
+
+/// `POST /admin/scheduled-destruction/<id>/cancel` (form).
+pub async fn cancel(State(app): State<App>, admin: Admin, Path(id): Path<u64>) -> Response {
+    let (message, status) = match cancel_schedule(&app, &admin, id).await {
+        Ok(s) => (
+            Flash::Done(format!("Cancelled '{}'.", s.schedule_name)),
+            StatusCode::OK,
+        ),
+        Err(refusal) => (Flash::Problem(refusal.1), refusal.0),
+    };
+    schedules_page(&app, &admin, &NO_DRAFT, Some(message), status).await
+}
+
+fn fingerprint(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))[..12].to_owned()
+}
+
+pub async fn token(State(app): State<App>, admin: Admin) -> Markup {
+    view::token::page(&viewer(&admin), &fingerprint(&app.api_token.get()), None)
+}
+
+#[derive(Deserialize)]
+pub struct Confirm {
+    confirm: Option<String>,
+}
+
+/// `POST /admin/token/rotate` (form, typed confirmation): the new token is shown once.
+pub async fn rotate_token(
+    State(app): State<App>,
+    admin: Admin,
+    form: Result<Form<Confirm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let confirmed = form.ok().and_then(|Form(f)| f.confirm).is_some_and(|c| {
+        c.trim().eq_ignore_ascii_case(view::token::ROTATE_CONFIRMATION)
+    });
+    if !confirmed {
+        return Err(ApiError::bad_request(format!(
+            "Type '{}' to confirm the rotation.",
+            view::token::ROTATE_CONFIRMATION
+        )));
+    }
+    let token = app
+        .store
+        .write(meta::rotate_api_token)
+        .await
+        .map_err(store_failed("Failed to rotate the token."))?;
+    app.api_token.set(token.clone());
+    let file = app.config.data_dir().join(crate::server::state::TOKEN_FILE);
+    if let Err(e) = crate::server::state::write_private_file(&file, &token) {
+        tracing::error!(error = %e, "the new agent token could not be written to its file");
+    }
+    app.audit(
+        &admin.user,
+        admin.from_ip(),
+        "rotate-token",
+        format!("new fingerprint {}", fingerprint(&token)),
+    )
+    .await;
+    Ok(view::token::page(&viewer(&admin), &fingerprint(&token), Some(&token)).into_response())
+}
+
+pub async fn audit_page(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+    let entries = app
+        .store
+        .read(|tx| audit::recent(tx, AUDIT_SHOWN))
+        .await
+        .map_err(store_failed("Failed to read the audit log."))?;
+    Ok(view::audit::page(&viewer(&admin), &entries))
+}
+
+/// `GET /admin/export.csv` and `/admin/export.json`: every VM with its assignment and
+/// timings, for the workshop's records.
+pub async fn export(
+    State(app): State<App>,
+    admin: Admin,
+    Path(format): Path<String>,
+) -> Result<Response, ApiError> {
+    let pool = app
+        .store
+        .read(vms::list)
+        .await
+        .map_err(store_failed("Failed to read the pool."))?;
+    let stamp = app.clock.now().format("%Y%m%d_%H%M%S");
+    let (body, mime, ext) = match format.as_str() {
+        "export.csv" => (crate::export::csv(&pool), "text/csv; charset=utf-8", "csv"),
+        "export.json" => (crate::export::json(&pool), "application/json", "json"),
+        _ => return Err(ApiError::NotFound("Not found.".into())),
+    };
+    app.audit(
+        &admin.user,
+        admin.from_ip(),
+        "export",
+        format!("{} VM(s) as {ext}", pool.len()),
+    )
+    .await;
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"lablink_pool_{stamp}.{ext}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -1,4 +1,5 @@
 //! HTML pages.
 
 pub mod admin;
+pub mod login;
 pub mod participant;

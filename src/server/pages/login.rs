@@ -1,0 +1,124 @@
+//! `/admin/login` and `/admin/logout`: the console's session, with a new session id at
+//! sign-in, a CSRF token per session and a per-address limit on failed attempts.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use crate::server::auth::{Admin, SESSION_CSRF, SESSION_USER, cross_site};
+use crate::server::state::App;
+use crate::store::meta::random_secret;
+use crate::views::admin::login::page_for;
+
+#[derive(Deserialize)]
+pub struct Next {
+    next: Option<String>,
+}
+
+/// Only pages of this console: never another site.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with("/admin") && !n.starts_with("/admin/login") => n,
+        _ => "/admin",
+    }
+}
+
+pub async fn form(session: Session, Query(q): Query<Next>) -> Response {
+    let next = safe_next(q.next.as_deref());
+    if let Ok(Some(_)) = session.get::<String>(SESSION_USER).await {
+        return Redirect::to(next).into_response();
+    }
+    page_for(next, "", None).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    username: Option<String>,
+    password: Option<String>,
+    next: Option<String>,
+}
+
+pub async fn sign_in(
+    State(app): State<App>,
+    session: Session,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<Credentials>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return (
+            StatusCode::BAD_REQUEST,
+            page_for("/admin", "", Some("The form could not be read; try again.")),
+        )
+            .into_response();
+    };
+    let next = safe_next(form.next.as_deref()).to_owned();
+    let user = form.username.unwrap_or_default();
+    let refuse = |status: StatusCode, message: &str| {
+        (status, page_for(&next, &user, Some(message))).into_response()
+    };
+    // No session yet, so no CSRF token: a cross-site submission is refused by what the
+    // browser says about its origin.
+    if cross_site(&headers) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Sign in from the allocator's own page.",
+        );
+    }
+    let ip = peer.ip();
+    if let Err(wait) = app.login_limiter.check(ip) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many failed sign-ins from your address; try again in {} s.",
+                wait.as_secs()
+            ),
+        );
+    }
+    let password = form.password.unwrap_or_default();
+    match app.admin.verify(&user, &password).await {
+        Ok(true) => {}
+        Ok(false) => {
+            app.login_limiter.failed(ip);
+            app.audit(&user, Some(ip.to_string()), "login-failed", String::new())
+                .await;
+            return refuse(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins at once; try again in a moment.",
+            );
+        }
+    }
+    app.login_limiter.succeeded(ip);
+    let started = async {
+        session.cycle_id().await?;
+        session.insert(SESSION_USER, &user).await?;
+        session.insert(SESSION_CSRF, random_secret()).await
+    };
+    if let Err(e) = started.await {
+        tracing::error!(error = %e, "cannot start an admin session");
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Could not start a session; try again.",
+        );
+    }
+    app.audit(&user, Some(ip.to_string()), "login", String::new())
+        .await;
+    Redirect::to(&next).into_response()
+}
+
+pub async fn sign_out(State(app): State<App>, admin: Admin, session: Session) -> Response {
+    if let Err(e) = session.flush().await {
+        tracing::error!(error = %e, "cannot end an admin session");
+    }
+    app.audit(&admin.user, admin.from_ip(), "logout", String::new())
+        .await;
+    Redirect::to("/admin/login").into_response()
+}

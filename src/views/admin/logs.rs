@@ -1,0 +1,36 @@
+//! `/admin/logs/<hostname>`: a VM's shipped logs, tailed live.
+
+use maud::{Markup, html};
+
+use super::{Viewer, shell};
+use crate::store::logs::LogKind;
+
+pub struct Tail<'a> {
+    pub kind: LogKind,
+    /// The newest batches (sequence, text), oldest first.
+    pub chunks: &'a [(u64, String)],
+}
+
+pub fn page(viewer: &Viewer, host: &str, tails: &[Tail]) -> Markup {
+    shell(
+        viewer,
+        "/admin/instances",
+        &format!("Logs of {host}"),
+        html! {
+            h1 { "Logs of " (host) }
+            p { a href="/admin/instances" { "Back to the instances" } }
+            @for tail in tails {
+                @let kind = tail.kind.slug();
+                @let next = tail.chunks.last().map_or(0, |(seq, _)| seq + 1);
+                section.log hx-ext="sse"
+                    sse-connect={"/admin/logs/" (host) "/events?kind=" (kind) "&from=" (next)} {
+                    h2 { (tail.kind.title()) }
+                    pre.output.tail #{"log-" (kind)} sse-swap="chunk" hx-swap="beforeend" {
+                        @if tail.chunks.is_empty() { span.note { "Nothing shipped yet." } "\n" }
+                        @for (_, text) in tail.chunks { (text) }
+                    }
+                }
+            }
+        },
+    )
+}

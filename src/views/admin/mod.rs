@@ -1,0 +1,99 @@
+//! The admin console: a shared shell (navigation, sign-out, the CSRF token every form and
+//! htmx request carries) and one module per page.
+
+pub mod audit;
+pub mod dashboard;
+pub mod instances;
+pub mod login;
+pub mod logs;
+pub mod pool;
+pub mod runs;
+pub mod schedules;
+pub mod teardown;
+pub mod token;
+
+use maud::{DOCTYPE, Markup, html};
+
+/// Whoever is signed in, as the shell shows it.
+pub struct Viewer<'a> {
+    pub user: &'a str,
+    /// Empty when the admin signed in with HTTP Basic (no forms need it then).
+    pub csrf: &'a str,
+}
+
+const NAV: [(&str, &str); 7] = [
+    ("/admin", "Dashboard"),
+    ("/admin/instances", "Instances"),
+    ("/admin/create", "Launch"),
+    ("/admin/scheduled-destruction", "Schedules"),
+    ("/admin/instances/delete", "Teardown & data"),
+    ("/admin/token", "Agent token"),
+    ("/admin/audit", "Audit log"),
+];
+
+/// htmx settings that keep it inside the CSP: no injected styles, no eval.
+const HTMX_CONFIG: &str =
+    r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;
+
+pub fn shell(viewer: &Viewer, active: &str, title: &str, body: Markup) -> Markup {
+    let headers = serde_json::json!({ "X-CSRF-Token": viewer.csrf }).to_string();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="htmx-config" content=(HTMX_CONFIG);
+                title { (title) " · LabLink admin" }
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/vendor/htmx.min.js" defer {}
+                script src="/assets/vendor/htmx-ext-sse.min.js" defer {}
+            }
+            body.admin hx-headers=(headers) {
+                header.top {
+                    a.brand href="/admin" { "LabLink" }
+                    nav.main {
+                        @for (href, label) in NAV {
+                            a href=(href) aria-current=[(href == active).then_some("page")] { (label) }
+                        }
+                    }
+                    @if !viewer.csrf.is_empty() {
+                        form.signout method="post" action="/admin/logout" {
+                            (csrf_field(viewer))
+                            span.who { (viewer.user) }
+                            button.link type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main.wide { (body) }
+            }
+        }
+    }
+}
+
+/// The hidden field every state-changing form carries.
+pub fn csrf_field(viewer: &Viewer) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(viewer.csrf); }
+}
+
+pub fn seconds(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |s| format!("{s:.1}s"))
+}
+
+pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// An inline message box (success or problem) shown above a page's content.
+pub fn flash(message: Option<&Flash>) -> Markup {
+    match message {
+        Some(Flash::Done(text)) => html! { p.ok role="status" { (text) } },
+        Some(Flash::Problem(text)) => html! { p.error role="alert" { (text) } },
+        None => html! {},
+    }
+}
+
+pub enum Flash {
+    Done(String),
+    Problem(String),
+}

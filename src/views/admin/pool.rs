@@ -1,0 +1,143 @@
+//! Fragments of the pool that the live pages re-render on every change: the counts, the
+//! startup chart and the instances table body.
+
+use maud::{Markup, html};
+
+use super::{Viewer, csrf_field, seconds};
+use crate::model::{Health, Vm, VmStatus};
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Counts {
+    pub total: usize,
+    pub initializing: usize,
+    pub running: usize,
+    pub error: usize,
+    pub rebooting: usize,
+    pub free: usize,
+    pub assigned: usize,
+    pub unhealthy: usize,
+}
+
+impl Counts {
+    pub fn of(pool: &[Vm]) -> Counts {
+        let mut c = Counts {
+            total: pool.len(),
+            ..Counts::default()
+        };
+        for vm in pool {
+            match vm.status {
+                Some(VmStatus::Initializing) => c.initializing += 1,
+                Some(VmStatus::Running) => c.running += 1,
+                Some(VmStatus::Error) => c.error += 1,
+                Some(VmStatus::Rebooting) => c.rebooting += 1,
+                Some(VmStatus::Unknown) | None => {}
+            }
+            c.free += usize::from(vm.is_available());
+            c.assigned += usize::from(vm.assignment.is_some());
+            c.unhealthy += usize::from(vm.health == Some(Health::Unhealthy));
+        }
+        c
+    }
+}
+
+pub fn counts(c: &Counts) -> Markup {
+    let card = |label: &str, value: usize, class: &str| {
+        html! { div.card.(class) { span.value { (value) } span.label { (label) } } }
+    };
+    html! {
+        (card("VMs", c.total, "total"))
+        (card("Initializing", c.initializing, "init"))
+        (card("Running", c.running, "running"))
+        (card("Error", c.error, "bad"))
+        (card("Rebooting", c.rebooting, "init"))
+        (card("Free", c.free, "free"))
+        (card("Assigned", c.assigned, "assigned"))
+        (card("Unhealthy GPU", c.unhealthy, "bad"))
+    }
+}
+
+const CHART_WIDTH: f64 = 640.0;
+const BAR_HEIGHT: f64 = 18.0;
+const LABEL_WIDTH: f64 = 150.0;
+
+/// Horizontal stacked bars of each VM's startup phases (Terraform, cloud-init, container),
+/// as inline SVG: no script, nothing the CSP has to allow.
+pub fn startup_chart(pool: &[Vm]) -> Markup {
+    let measured: Vec<&Vm> = pool.iter().filter(|vm| vm.timings.any_measured()).collect();
+    if measured.is_empty() {
+        return html! { p.note { "No startup timings reported yet." } };
+    }
+    let longest = measured
+        .iter()
+        .map(|vm| vm.timings.total_seconds())
+        .fold(1.0_f64, f64::max);
+    let scale = (CHART_WIDTH - LABEL_WIDTH - 60.0) / longest;
+    let height = BAR_HEIGHT * measured.len() as f64 + 30.0;
+    let mut total = 0.0;
+    for vm in &measured {
+        total += vm.timings.total_seconds();
+    }
+    let mean = total / measured.len() as f64;
+    html! {
+        figure.chart {
+            svg viewBox={"0 0 " (CHART_WIDTH) " " (height)} role="img"
+                aria-label="Startup duration per VM" {
+                @for (i, vm) in measured.iter().enumerate() {
+                    @let y = i as f64 * BAR_HEIGHT;
+                    @let t = &vm.timings;
+                    @let tf = t.terraform_apply.duration_seconds.unwrap_or(0.0) * scale;
+                    @let ci = t.cloud_init.duration_seconds.unwrap_or(0.0) * scale;
+                    @let ct = t.container.duration_seconds.unwrap_or(0.0) * scale;
+                    text x="0" y=(y + 13.0) class="label" { (vm.hostname) }
+                    rect.tf x=(LABEL_WIDTH) y=(y + 3.0) width=(tf) height=(BAR_HEIGHT - 6.0) {}
+                    rect.ci x=(LABEL_WIDTH + tf) y=(y + 3.0) width=(ci) height=(BAR_HEIGHT - 6.0) {}
+                    rect.ct x=(LABEL_WIDTH + tf + ci) y=(y + 3.0) width=(ct) height=(BAR_HEIGHT - 6.0) {}
+                    text x=(LABEL_WIDTH + tf + ci + ct + 4.0) y=(y + 13.0) class="value" { (seconds(Some(t.total_seconds()))) }
+                }
+            }
+            figcaption {
+                span.key.tf { "Terraform" } " " span.key.ci { "cloud-init" } " " span.key.ct { "container" }
+                " · mean " (seconds(Some(mean))) " over " (measured.len()) " VM(s)"
+            }
+        }
+    }
+}
+
+/// One row per VM, with its actions.
+pub fn instance_rows(pool: &[Vm], viewer: &Viewer) -> Markup {
+    html! {
+        @if pool.is_empty() {
+            tr { td colspan="12" .note { "No VMs yet. " a href="/admin/create" { "Launch some." } } }
+        }
+        @for (i, vm) in pool.iter().enumerate() {
+            tr id={"vm-" (vm.hostname)} data-status=(vm.status.map_or("", |s| s.as_str())) {
+                td { (i + 1) }
+                td.host { (vm.hostname) }
+                td { span.status.(vm.status.map_or("none", |s| s.as_str())) { (vm.status.map_or("—", |s| s.as_str())) } }
+                td { (vm.health.as_ref().map_or("—", |h| h.as_str())) }
+                td { (if vm.in_use { "Yes" } else { "No" }) }
+                td.assignee { (vm.assignment.as_ref().map_or("—", |a| a.email.as_str())) }
+                td { (vm.assignment.as_ref().map_or("—", |a| a.pin.as_str())) }
+                td { (seconds(vm.timings.terraform_apply.duration_seconds)) }
+                td { (seconds(vm.timings.cloud_init.duration_seconds)) }
+                td { (seconds(vm.timings.container.duration_seconds)) }
+                td { (seconds(vm.timings.any_measured().then(|| vm.timings.total_seconds()))) }
+                td.actions {
+                    a.button.small href={"/admin/logs/" (vm.hostname)} { "Logs" }
+                    @let reboot = format!("/admin/instances/{}/reboot", vm.hostname);
+                    form method="post" action=(reboot) hx-post=(reboot) hx-target="#flash"
+                        hx-confirm={"Reboot " (vm.hostname) "?"} {
+                        (csrf_field(viewer))
+                        button.small type="submit" { "Reboot" }
+                    }
+                    @let delete = format!("/api/vms/{}/destroy", vm.hostname);
+                    form method="post" action=(delete) hx-post=(delete) hx-target="#flash"
+                        hx-confirm={"Delete " (vm.hostname) "? Its participant loses the desktop."} {
+                        (csrf_field(viewer))
+                        button.small.danger type="submit" { "Delete" }
+                    }
+                }
+            }
+        }
+    }
+}
