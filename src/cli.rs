@@ -35,8 +35,25 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Admin account tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Measure a release build: claims/s, long-polls, wake latency, memory, start time.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Set the admin password of a stopped allocator (prompted, or read from stdin or a
+    /// file) and sign out every admin session.
+    SetPassword {
+        /// Data directory of the allocator.
+        #[arg(long, default_value = "./lablink-data")]
+        data_dir: PathBuf,
+        /// Read the password from this file instead.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +98,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token { data_dir } => commands::token::run(&data_dir),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
+        Command::Admin(AdminCommand::SetPassword {
+            data_dir,
+            password_file,
+        }) => commands::admin::set_password(&data_dir, password_file.as_deref()),
         Command::Bench(args) => crate::bench::run(args),
     }
 }

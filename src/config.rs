@@ -548,7 +548,7 @@ impl Config {
 }
 
 /// Upstream's sentinel (`MISSING`), the template's `PLACEHOLDER_*` values, or nothing.
-fn is_placeholder(value: &str) -> bool {
+pub fn is_placeholder(value: &str) -> bool {
     let v = value.trim();
     v.is_empty() || v == "MISSING" || v.to_ascii_uppercase().starts_with("PLACEHOLDER")
 }

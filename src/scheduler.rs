@@ -121,7 +121,16 @@ async fn fire(app: &App, schedule: Schedule) {
             }
             return;
         }
-        Ok(run) => (Some(run.id), wait_for_run(app, run.id).await),
+        Ok(run) => {
+            app.audit(
+                &who,
+                None,
+                "destroy-all",
+                format!("scheduled destruction '{name}' (run #{})", run.id),
+            )
+            .await;
+            (Some(run.id), wait_for_run(app, run.id).await)
+        }
         Err(ProvisionError::NothingToDestroy) => (None, Ok("No VMs to destroy".to_owned())),
         Err(other) => (None, Err(format!("Destruction failed: {other}"))),
     };

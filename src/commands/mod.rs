@@ -1,5 +1,6 @@
 //! What each subcommand does.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod serve;

@@ -16,10 +16,10 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
-use crate::shared_token::SharedToken;
 use crate::config::Config;
 use crate::model::{Phase, RunState, Vm};
 use crate::process::{self, Limits, Outcome, Stream};
+use crate::shared_token::SharedToken;
 
 #[derive(RustEmbed)]
 #[folder = "terraform/client-vm/"]

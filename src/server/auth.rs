@@ -13,9 +13,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use tower_sessions::Session;
 use base64::Engine;
 use subtle::ConstantTimeEq;
+use tower_sessions::Session;
 
 use super::body::DEFAULT_BODY_LIMIT;
 use super::state::{App, write_private_file};
@@ -65,11 +65,25 @@ impl AdminCredentials {
         store: &Store,
         data_dir: &Path,
     ) -> Result<AdminCredentials, StoreError> {
-        let stored = store.read(meta::admin_password_hash).await?;
+        let (stored, last_applied) = store
+            .read(|tx| {
+                Ok((
+                    meta::admin_password_hash(tx)?,
+                    meta::configured_password_hash(tx)?,
+                ))
+            })
+            .await?;
         let configured = config.app.admin_password.clone();
         let password_hash = match (configured, stored) {
-            (Some(password), Some(hash)) if verify_blocking(&password, &hash).await => hash,
-            (Some(password), _) => store_new_hash(store, password).await?,
+            (Some(password), Some(hash))
+                if match &last_applied {
+                    Some(applied) => verify_blocking(&password, applied).await,
+                    None => false,
+                } =>
+            {
+                hash
+            }
+            (Some(password), _) => apply_configured(store, password).await?,
             (None, Some(hash)) => hash,
             (None, None) => {
                 let password = meta::random_secret();
@@ -80,7 +94,7 @@ impl AdminCredentials {
                     "no admin password configured; generated one and wrote it to this file \
                      (set app.admin_password or LABLINK_APP_ADMIN_PASSWORD to choose your own)"
                 );
-                store_new_hash(store, password).await?
+                apply_configured(store, password).await?
             }
         };
         Ok(AdminCredentials {
@@ -137,15 +151,40 @@ async fn verify_blocking(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-async fn store_new_hash(store: &Store, password: String) -> Result<String, StoreError> {
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+async fn hash_blocking(password: String) -> Result<String, StoreError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+}
+
+async fn apply_configured(store: &Store, password: String) -> Result<String, StoreError> {
+    let hash = hash_blocking(password).await?;
     let saved = hash.clone();
     store
-        .write(move |tx| meta::set_admin_password_hash(tx, &saved))
+        .write(move |tx| meta::apply_configured_password(tx, &saved))
         .await?;
     Ok(hash)
+}
+
+/// `lablink admin set-password`: a new admin password, and every browser signed out.
+pub async fn set_password(store: &Store, password: String) -> Result<(), StoreError> {
+    let hash = hash_blocking(password).await?;
+    let at = chrono::Utc::now();
+    store
+        .write(move |tx| {
+            meta::set_admin_password_hash(tx, &hash)?;
+            crate::store::sessions::delete_all(tx)?;
+            crate::store::audit::record(
+                tx,
+                "cli",
+                None,
+                "set-password",
+                "admin password changed; all sessions ended",
+                at,
+            )?;
+            Ok(())
+        })
+        .await
 }
 
 fn authorization(parts: &Parts) -> Option<&str> {

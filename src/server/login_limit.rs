@@ -22,7 +22,9 @@ impl LoginLimiter {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match failures.get(&ip) {
             Some((count, since)) if *count >= MAX_FAILURES && since.elapsed() < WINDOW => {
-                Err(WINDOW.saturating_sub(since.elapsed()).max(Duration::from_secs(1)))
+                Err(WINDOW
+                    .saturating_sub(since.elapsed())
+                    .max(Duration::from_secs(1)))
             }
             _ => Ok(()),
         }
@@ -33,7 +35,10 @@ impl LoginLimiter {
         if failures.len() >= TRACKED && !failures.contains_key(&ip) {
             failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
             if failures.len() >= TRACKED
-                && let Some(oldest) = failures.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| *k)
+                && let Some(oldest) = failures
+                    .iter()
+                    .min_by_key(|(_, (_, s))| *s)
+                    .map(|(k, _)| *k)
             {
                 failures.remove(&oldest);
             }

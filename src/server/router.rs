@@ -9,14 +9,12 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::api::{
-    download, health, logs, pool, provision, reboot, schedules, startup, telemetry,
-};
+use super::api::{download, health, logs, pool, provision, reboot, schedules, startup, telemetry};
 use super::auth::form_csrf;
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
 use super::pages::{admin, login, participant};
-use super::{sessions, sse};
 use super::state::App;
+use super::{sessions, sse};
 use crate::assets;
 
 pub fn build(app: App) -> Router {
@@ -68,7 +66,10 @@ pub fn build(app: App) -> Router {
             "/admin/scheduled-destruction",
             get(admin::scheduled_destruction).post(admin::schedule),
         )
-        .route("/admin/scheduled-destruction/{id}/cancel", post(admin::cancel))
+        .route(
+            "/admin/scheduled-destruction/{id}/cancel",
+            post(admin::cancel),
+        )
         .route("/admin/runs/{id}", get(admin::run))
         .route("/admin/runs/{id}/events", get(sse::run))
         .route("/admin/events/pool", get(sse::pool))

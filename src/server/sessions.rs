@@ -113,7 +113,10 @@ pub async fn sweep(store: Store, shutdown: tokio_util::sync::CancellationToken) 
             _ = every.tick() => {}
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        match store.write(move |tx| sessions::delete_expired(tx, now)).await {
+        match store
+            .write(move |tx| sessions::delete_expired(tx, now))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "expired admin sessions removed"),
             Err(e) => tracing::warn!(error = %e, "cannot remove expired admin sessions"),

@@ -19,9 +19,9 @@ use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, LogKind};
 use crate::store::{runs, vms};
+use crate::views::admin::Viewer;
 use crate::views::admin::pool::{Counts, counts, instance_rows, startup_chart};
 use crate::views::admin::runs::{lines_fragment, summary};
-use crate::views::admin::Viewer;
 
 /// Changes closer together than this are sent as one update.
 const SETTLE: Duration = Duration::from_millis(200);

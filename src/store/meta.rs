@@ -8,6 +8,9 @@ use super::{StoreError, codec};
 
 const API_TOKEN: &str = "api_token";
 const ADMIN_PASSWORD_HASH: &str = "admin_password_hash";
+/// Hash of the configured password that was last applied: a configured password takes
+/// effect when it changes, and does not undo `lablink admin set-password` otherwise.
+const CONFIGURED_PASSWORD_HASH: &str = "configured_password_hash";
 
 fn get_string(tx: &ReadTransaction, key: &str) -> Result<Option<String>, StoreError> {
     let meta = tx.open_table(META)?;
@@ -66,6 +69,16 @@ pub fn admin_password_hash(tx: &ReadTransaction) -> Result<Option<String>, Store
 
 pub fn set_admin_password_hash(tx: &WriteTransaction, hash: &str) -> Result<(), StoreError> {
     put_string(tx, ADMIN_PASSWORD_HASH, hash)
+}
+
+pub fn configured_password_hash(tx: &ReadTransaction) -> Result<Option<String>, StoreError> {
+    get_string(tx, CONFIGURED_PASSWORD_HASH)
+}
+
+/// Applies a configured password: it becomes the admin password.
+pub fn apply_configured_password(tx: &WriteTransaction, hash: &str) -> Result<(), StoreError> {
+    put_string(tx, ADMIN_PASSWORD_HASH, hash)?;
+    put_string(tx, CONFIGURED_PASSWORD_HASH, hash)
 }
 
 /// A read of the store's own bookkeeping: what the health check asks.

@@ -16,8 +16,7 @@ const VERSION_KEY: &str = "schema_version";
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[n]` takes a store from version n to n + 1. Version 0 is an empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     create_tables_v1,
     add_runs_v2,
     add_schedules_v3,

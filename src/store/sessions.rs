@@ -21,7 +21,11 @@ fn key(id: &str) -> [u8; 32] {
 }
 
 /// Stores a new session; `false` (and nothing written) if the id is already taken.
-pub fn create(tx: &WriteTransaction, id: &str, session: &StoredSession) -> Result<bool, StoreError> {
+pub fn create(
+    tx: &WriteTransaction,
+    id: &str,
+    session: &StoredSession,
+) -> Result<bool, StoreError> {
     let mut table = tx.open_table(SESSIONS)?;
     let k = key(id);
     if table.get(&k)?.is_some() {

@@ -14,8 +14,10 @@ use crate::error::ApiError;
 use crate::model::{RunAction, validate_hostname};
 use crate::provision::ProvisionError;
 use crate::server::auth::Admin;
+use crate::server::pages::admin::{action_result, is_htmx};
 use crate::server::state::App;
 use crate::store::runs;
+use crate::views::admin::teardown::DESTROY_CONFIRMATION;
 
 /// Most VMs one launch may ask for.
 pub const MAX_LAUNCH: u32 = 500;
@@ -57,11 +59,40 @@ async fn start(
     headers: &HeaderMap,
     action: RunAction,
 ) -> Result<Response, ApiError> {
-    let run = app
+    let verb = match &action {
+        RunAction::Launch { .. } => "launch",
+        RunAction::DestroyAll => "destroy-all",
+        RunAction::DestroyVm { .. } => "destroy-vm",
+    };
+    let what = action.describe();
+    let started = app
         .provisioner
         .start(action, &admin.user, Some(peer.ip().to_string()))
         .await
-        .map_err(refused)?;
+        .map_err(refused);
+    let run = match started {
+        Ok(run) => run,
+        Err(e) if is_htmx(headers) => return Ok(action_result(headers, Err(e), "")),
+        Err(e) => return Err(e),
+    };
+    app.audit(
+        &admin.user,
+        Some(peer.ip().to_string()),
+        verb,
+        format!("{what} (run #{})", run.id),
+    )
+    .await;
+    if is_htmx(headers) {
+        // The launch and teardown forms show the run below them, streaming.
+        return Ok(match &run.action {
+            RunAction::DestroyVm { hostname } => action_result(
+                headers,
+                Ok(format!("Deleting {hostname} (run #{}).", run.id)),
+                "",
+            ),
+            _ => crate::views::admin::runs::panel(&run, &[]).into_response(),
+        });
+    }
     if wants_json(headers) {
         let body = json!({
             "status": "accepted",
@@ -110,13 +141,35 @@ pub async fn launch(
     start(&app, &admin, peer, &headers, RunAction::Launch { count }).await
 }
 
-/// `POST /destroy`: destroys every VM.
+#[derive(Deserialize)]
+pub struct DestroyForm {
+    confirm: Option<String>,
+}
+
+/// `POST /destroy`: destroys every VM. From the console (a session) the admin must have
+/// typed the confirmation; scripts with HTTP Basic post nothing, as upstream.
 pub async fn destroy_all(
     State(app): State<App>,
     admin: Admin,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    form: Result<Form<DestroyForm>, FormRejection>,
 ) -> Result<Response, ApiError> {
+    let from_console = !admin.csrf.is_empty();
+    let confirmed = form
+        .ok()
+        .and_then(|Form(f)| f.confirm)
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case(DESTROY_CONFIRMATION));
+    if from_console && !confirmed {
+        let e = ApiError::bad_request(format!(
+            "Type '{DESTROY_CONFIRMATION}' to confirm destroying every VM."
+        ));
+        return if is_htmx(&headers) {
+            Ok(action_result(&headers, Err(e), ""))
+        } else {
+            Err(e)
+        };
+    }
     start(&app, &admin, peer, &headers, RunAction::DestroyAll).await
 }
 

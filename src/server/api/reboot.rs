@@ -29,9 +29,16 @@ pub async fn reboot_now(app: &App, admin: &Admin, host: &str) -> Result<Vm, ApiE
         .ok_or(ApiError::VmNotFound)?;
     if let Err(why) = app.provisioner.reboot(host).await {
         tracing::warn!(vm = %host, %why, "manual reboot failed");
-        app.audit(&admin.user, admin.from_ip(), "reboot-failed", format!("{host}: {why}"))
-            .await;
-        return Err(ApiError::Failed(format!("Failed to initiate reboot: {why}")));
+        app.audit(
+            &admin.user,
+            admin.from_ip(),
+            "reboot-failed",
+            format!("{host}: {why}"),
+        )
+        .await;
+        return Err(ApiError::Failed(format!(
+            "Failed to initiate reboot: {why}"
+        )));
     }
     let at = app.clock.now();
     let h = host.to_owned();

@@ -204,7 +204,10 @@ pub async fn create_schedule(
         &admin.user,
         admin.from_ip(),
         "schedule-destruction",
-        format!("'{}' (#{}), next at {next_run}", created.schedule_name, created.id),
+        format!(
+            "'{}' (#{}), next at {next_run}",
+            created.schedule_name, created.id
+        ),
     )
     .await;
     Ok(created)

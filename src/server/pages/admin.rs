@@ -35,7 +35,11 @@ pub fn is_htmx(headers: &HeaderMap) -> bool {
 
 /// The answer to a console action: a message fragment for htmx, otherwise back to `back`
 /// (or, on a problem, a page that says what went wrong).
-pub fn action_result(headers: &HeaderMap, result: Result<String, ApiError>, back: &str) -> Response {
+pub fn action_result(
+    headers: &HeaderMap,
+    result: Result<String, ApiError>,
+    back: &str,
+) -> Response {
     match (is_htmx(headers), result) {
         (true, Ok(done)) => view::flash(Some(&Flash::Done(done))).into_response(),
         (true, Err(e)) => view::flash(Some(&Flash::Problem(e.to_string()))).into_response(),
@@ -81,7 +85,11 @@ pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, A
         .await
         .map_err(store_failed("Failed to read the pool."))?;
     let current = app.provisioner.current().await;
-    Ok(view::instances::page(&viewer(&admin), &pool, current.as_ref()))
+    Ok(view::instances::page(
+        &viewer(&admin),
+        &pool,
+        current.as_ref(),
+    ))
 }
 
 pub async fn create(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
@@ -148,7 +156,10 @@ pub async fn logs_page(
             }
             let mut tails = Vec::new();
             for kind in LogKind::ALL {
-                tails.push((kind, logs::chunks_since(tx, &lookup, kind, 0, LOG_PAGE_BYTES)?));
+                tails.push((
+                    kind,
+                    logs::chunks_since(tx, &lookup, kind, 0, LOG_PAGE_BYTES)?,
+                ));
             }
             Ok(Some(tails))
         })
@@ -223,8 +234,14 @@ pub async fn schedule(
 ) -> Response {
     let Ok(Form(form)) = form else {
         let problem = Flash::Problem("The form could not be read; submit it again.".into());
-        return schedules_page(&app, &admin, &NO_DRAFT, Some(problem), StatusCode::BAD_REQUEST)
-            .await;
+        return schedules_page(
+            &app,
+            &admin,
+            &NO_DRAFT,
+            Some(problem),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     };
     let request = NewSchedule {
         schedule_name: form.schedule_name.clone(),
@@ -244,7 +261,14 @@ pub async fn schedule(
                 time: form.destruction_time.as_deref().unwrap_or(""),
                 rule: form.recurrence_rule.as_deref().unwrap_or(""),
             };
-            schedules_page(&app, &admin, &draft, Some(Flash::Problem(refusal.1)), refusal.0).await
+            schedules_page(
+                &app,
+                &admin,
+                &draft,
+                Some(Flash::Problem(refusal.1)),
+                refusal.0,
+            )
+            .await
         }
     }
 }
@@ -282,7 +306,8 @@ pub async fn rotate_token(
     form: Result<Form<Confirm>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let confirmed = form.ok().and_then(|Form(f)| f.confirm).is_some_and(|c| {
-        c.trim().eq_ignore_ascii_case(view::token::ROTATE_CONFIRMATION)
+        c.trim()
+            .eq_ignore_ascii_case(view::token::ROTATE_CONFIRMATION)
     });
     if !confirmed {
         return Err(ApiError::bad_request(format!(

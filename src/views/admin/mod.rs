@@ -32,8 +32,7 @@ const NAV: [(&str, &str); 7] = [
 ];
 
 /// htmx settings that keep it inside the CSP: no injected styles, no eval.
-const HTMX_CONFIG: &str =
-    r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;
+const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;
 
 pub fn shell(viewer: &Viewer, active: &str, title: &str, body: Markup) -> Markup {
     let headers = serde_json::json!({ "X-CSRF-Token": viewer.csrf }).to_string();

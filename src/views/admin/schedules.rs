@@ -24,7 +24,12 @@ pub struct Draft<'a> {
     pub rule: &'a str,
 }
 
-pub fn page(viewer: &Viewer, schedules: &[Schedule], draft: &Draft, message: Option<&Flash>) -> Markup {
+pub fn page(
+    viewer: &Viewer,
+    schedules: &[Schedule],
+    draft: &Draft,
+    message: Option<&Flash>,
+) -> Markup {
     shell(
         viewer,
         "/admin/scheduled-destruction",
