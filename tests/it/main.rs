@@ -3,6 +3,7 @@
 
 mod agent;
 mod agent_api;
+mod browser;
 mod claim;
 mod cli;
 mod health_shutdown;

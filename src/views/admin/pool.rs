@@ -56,9 +56,9 @@ pub fn counts(c: &Counts) -> Markup {
     }
 }
 
-const CHART_WIDTH: f64 = 640.0;
+const CHART_WIDTH: f64 = 800.0;
 const BAR_HEIGHT: f64 = 18.0;
-const LABEL_WIDTH: f64 = 150.0;
+const LABEL_WIDTH: f64 = 250.0;
 
 /// Horizontal stacked bars of each VM's startup phases (Terraform, cloud-init, container),
 /// as inline SVG: no script, nothing the CSP has to allow.
@@ -88,7 +88,7 @@ pub fn startup_chart(pool: &[Vm]) -> Markup {
                     @let tf = t.terraform_apply.duration_seconds.unwrap_or(0.0) * scale;
                     @let ci = t.cloud_init.duration_seconds.unwrap_or(0.0) * scale;
                     @let ct = t.container.duration_seconds.unwrap_or(0.0) * scale;
-                    text x="0" y=(y + 13.0) class="label" { (vm.hostname) }
+                    text x="0" y=(y + 13.0) class="label" { title { (vm.hostname) } (vm.hostname) }
                     rect.tf x=(LABEL_WIDTH) y=(y + 3.0) width=(tf) height=(BAR_HEIGHT - 6.0) {}
                     rect.ci x=(LABEL_WIDTH + tf) y=(y + 3.0) width=(ci) height=(BAR_HEIGHT - 6.0) {}
                     rect.ct x=(LABEL_WIDTH + tf + ci) y=(y + 3.0) width=(ct) height=(BAR_HEIGHT - 6.0) {}
