@@ -13,3 +13,4 @@ mod provision;
 mod schedule;
 mod store;
 mod terraform;
+mod ui;

@@ -1,0 +1,551 @@
+//! The admin console over plain HTTP: sessions, CSRF, the sign-in limit, the reboot API,
+//! token rotation, exports, live events and `lablink admin set-password`.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Client, StatusCode, redirect};
+use serde_json::json;
+
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Auth, TestServer, within};
+
+fn no_redirects() -> Client {
+    Client::builder()
+        .no_proxy()
+        .redirect(redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A signed-in browser: its session cookie and the page's CSRF token.
+struct Console {
+    http: Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("lablink_session="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn login(s: &TestServer, password: &str) -> reqwest::Response {
+    no_redirects()
+        .post(s.url("/admin/login"))
+        .form(&[
+            ("username", ADMIN_USER),
+            ("password", password),
+            ("next", "/admin/instances"),
+        ])
+        .send()
+        .await
+        .expect("POST /admin/login")
+}
+
+impl Console {
+    async fn sign_in(s: &TestServer) -> Console {
+        let answer = login(s, ADMIN_PASSWORD).await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        assert_eq!(answer.headers()[LOCATION], "/admin/instances");
+        let set = answer
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("lablink_session="))
+            .expect("a session cookie")
+            .to_owned();
+        assert!(set.contains("HttpOnly"), "{set}");
+        assert!(set.contains("SameSite=Strict"), "{set}");
+        let mut console = Console {
+            http: no_redirects(),
+            base: s.base.clone(),
+            cookie: session_cookie(&answer).expect("cookie"),
+            csrf: String::new(),
+        };
+        let page = console.get("/admin/instances").await;
+        assert_eq!(page.status(), StatusCode::OK);
+        console.csrf = csrf_of(&page.text().await.expect("page"));
+        console
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+}
+
+#[tokio::test]
+async fn browsers_sign_in_and_forms_need_the_session_token() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        // Not signed in: a browser is sent to the form, a script gets upstream's challenge.
+        let page = no_redirects()
+            .get(s.url("/admin/instances"))
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            page.headers()[LOCATION],
+            "/admin/login?next=%2Fadmin%2Finstances"
+        );
+        assert_eq!(s.get("/admin/instances", Auth::None).await.status, 401);
+
+        let console = Console::sign_in(&s).await;
+        // Signing in again from the same browser gives a new session id; the old one ends.
+        let again = no_redirects()
+            .post(s.url("/admin/login"))
+            .header(COOKIE, &console.cookie)
+            .form(&[("username", ADMIN_USER), ("password", ADMIN_PASSWORD)])
+            .send()
+            .await
+            .expect("POST /admin/login");
+        assert_eq!(again.status(), StatusCode::SEE_OTHER);
+        let renewed = session_cookie(&again).expect("a new session cookie");
+        assert_ne!(renewed, console.cookie, "new id at sign-in");
+        assert_eq!(
+            console.get("/admin/audit").await.status(),
+            StatusCode::SEE_OTHER
+        );
+        let console = Console::sign_in(&s).await;
+
+        // A form post without the token, or with another one, is refused.
+        let refused = console.post("/api/launch", &[("num_vms", "1")]).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let forged = console
+            .post("/api/launch", &[("num_vms", "1"), ("csrf_token", "forged")])
+            .await;
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+        // With it, the manual provider answers for itself (it cannot launch).
+        let csrf = console.csrf.clone();
+        let accepted = console
+            .post("/api/launch", &[("num_vms", "1"), ("csrf_token", &csrf)])
+            .await;
+        assert_eq!(accepted.status(), StatusCode::BAD_REQUEST);
+        // The header form (htmx) works the same way.
+        let header = console
+            .http
+            .post(s.url("/admin/token/rotate"))
+            .header(COOKIE, &console.cookie)
+            .header("x-csrf-token", "forged")
+            .form(&[("confirm", "rotate")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(header.status(), StatusCode::FORBIDDEN);
+
+        // HTTP Basic still works for scripts, without a token.
+        s.admin_form("/destroy", &[], &[]).await.expect(404);
+
+        // Sessions live in the store: they survive a restart.
+        let s = s.restart(|_| {}).await;
+        let console = Console {
+            base: s.base.clone(),
+            ..console
+        };
+        assert_eq!(console.get("/admin/audit").await.status(), StatusCode::OK);
+
+        // Signing out ends the session for good.
+        let csrf = console.csrf.clone();
+        let out = console
+            .post("/admin/logout", &[("csrf_token", &csrf)])
+            .await;
+        assert_eq!(out.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            console.get("/admin/audit").await.status(),
+            StatusCode::SEE_OTHER
+        );
+        let audit = s.get("/admin/audit", Auth::admin()).await;
+        assert_eq!(audit.status, 200);
+        for action in ["login", "logout"] {
+            assert!(audit.text.contains(action), "{}", audit.text);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_address() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        for _ in 0..5 {
+            let answer = login(&s, "not-the-password").await;
+            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+        }
+        let locked = login(&s, ADMIN_PASSWORD).await;
+        assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Basic counts too, and is refused the same way.
+        let basic = s.get("/api/schedule-destruction", Auth::admin()).await;
+        assert_eq!(basic.status, 429);
+        assert!(basic.text.contains("try again in"), "{}", basic.text);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_login_form_posted_from_another_site_is_refused() {
+    let s = TestServer::start().await;
+    let answer = no_redirects()
+        .post(s.url("/admin/login"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("username", ADMIN_USER), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn reboot_api_as_upstream() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        s.agent_post(
+            "/api/vm-status",
+            &json!({"hostname": "vm-1", "status": "running"}),
+        )
+        .await
+        .expect(200);
+        let post = |body: serde_json::Value| {
+            let s = &s;
+            async move {
+                let r = s
+                    .client
+                    .post(s.url("/api/reboot-vm"))
+                    .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("POST");
+                crate::helpers::Answer::read(r).await
+            }
+        };
+        post(json!({}))
+            .await
+            .expect_error(400, "Hostname is required.");
+        post(json!({"hostname": "vm-9"}))
+            .await
+            .expect_error(404, "VM not found.");
+        // The manual provider cannot reboot: a 500 that says so.
+        let failed = post(json!({"hostname": "vm-1"})).await;
+        assert_eq!(failed.status, 500);
+        assert!(
+            failed.text.contains("Failed to initiate reboot"),
+            "{}",
+            failed.text
+        );
+
+        let info = s
+            .get("/api/reboot-vm/vm-1", Auth::admin())
+            .await
+            .expect(200);
+        assert_eq!(info["hostname"], "vm-1");
+        assert_eq!(info["reboot_count"], 0);
+        assert!(info["last_reboot_time"].is_null());
+        s.get("/api/reboot-vm/vm-9", Auth::admin())
+            .await
+            .expect_error(404, "VM not found.");
+        assert_eq!(s.get("/api/reboot-vm/vm-1", Auth::None).await.status, 401);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rotating_the_agent_token_refuses_the_old_one() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        let old = s.token().to_owned();
+        let console = Console::sign_in(&s).await;
+        let csrf = console.csrf.clone();
+        let unconfirmed = console
+            .post("/admin/token/rotate", &[("csrf_token", &csrf)])
+            .await;
+        assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+        let page = console
+            .post(
+                "/admin/token/rotate",
+                &[("csrf_token", &csrf), ("confirm", "rotate")],
+            )
+            .await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.expect("page");
+        let start = html.find("id=\"new-token\">").expect("new token shown") + 15;
+        let new = html[start..]
+            .split('<')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(new.len(), 43, "{new}");
+        assert_ne!(new, old);
+
+        let status = json!({"hostname": "vm-1", "status": "running"});
+        s.post_json("/api/vm-status", &status, Some(&old))
+            .await
+            .expect_error(401, "Invalid API token.");
+        s.post_json("/api/vm-status", &status, Some(&new))
+            .await
+            .expect(200);
+        let file = std::fs::read_to_string(s.dir.join("api-token")).expect("token file");
+        assert_eq!(file.trim(), new);
+        // Shown once: the page afterwards names only a fingerprint.
+        let later = console
+            .get("/admin/token")
+            .await
+            .text()
+            .await
+            .expect("page");
+        assert!(!later.contains(&new));
+
+        let s = s.restart(|_| {}).await;
+        s.post_json("/api/vm-status", &status, Some(&new))
+            .await
+            .expect(200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_pool_exports_as_csv_and_json_without_credentials() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        s.agent_post(
+            "/api/vm-status",
+            &json!({"hostname": "vm-1", "status": "running"}),
+        )
+        .await
+        .expect(200);
+        let claimed = s
+            .claim(
+                "ada@example.org",
+                &crate::helpers::crd_command("4/0AExport"),
+            )
+            .await;
+        assert_eq!(claimed.hostname(), "vm-1");
+        let csv = s.get("/admin/export.csv", Auth::admin()).await;
+        assert_eq!(csv.status, 200);
+        assert!(
+            csv.content_type.starts_with("text/csv"),
+            "{}",
+            csv.content_type
+        );
+        let mut lines = csv.text.lines();
+        assert!(
+            lines
+                .next()
+                .expect("header")
+                .starts_with("hostname,status,gpu_health")
+        );
+        let row = lines.next().expect("row");
+        assert!(row.starts_with("vm-1,running,"), "{row}");
+        assert!(row.contains("ada@example.org"), "{row}");
+        let pin = claimed.field("pin").expect("pin");
+        assert!(!csv.text.contains(&pin) && !csv.text.contains("4/0AExport"));
+        let json = s.get("/admin/export.json", Auth::admin()).await.expect(200);
+        assert_eq!(json[0]["participant_email"], "ada@example.org");
+        s.get("/admin/export.xml", Auth::admin()).await.expect(404);
+    })
+    .await;
+}
+
+/// Reads an SSE response until `want` appears in the raw stream.
+async fn read_events_until(response: reqwest::Response, want: &str) -> String {
+    let mut response = response;
+    let mut seen = String::new();
+    while !seen.contains(want) {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("event stream")
+            .unwrap_or_else(|| panic!("stream ended before {want:?}: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn live_events_follow_the_pool_and_resume_a_run() {
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+        c.machine.software = "ssetest".into();
+    })
+    .await;
+    within(120, "test", async {
+        let events = s
+            .client
+            .get(s.url("/admin/events/pool"))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .send()
+            .await
+            .expect("GET events");
+        assert!(
+            events.headers()[CONTENT_TYPE]
+                .to_str()
+                .expect("type")
+                .starts_with("text/event-stream")
+        );
+        let launched = s
+            .admin_form("/api/launch", &[("num_vms", "2")], &[])
+            .await
+            .expect(202);
+        // The table arrives at once, then changes as the VM registers and runs.
+        let seen = read_events_until(events, "data-status=\"running\"").await;
+        assert!(seen.contains("event: counts"), "{seen}");
+        assert!(seen.contains("event: instances"), "{seen}");
+
+        let id = launched["run_id"].as_u64().expect("id");
+        let (_, lines) = s.finished_run(id, 30).await;
+        assert!(lines.len() >= 2, "{lines:?}");
+        // Resuming after the first line sends the rest, then the end.
+        let resumed = s
+            .client
+            .get(s.url(&format!("/admin/runs/{id}/events")))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .header("last-event-id", "1")
+            .send()
+            .await
+            .expect("GET run events");
+        let seen = read_events_until(resumed, "event: done").await;
+        assert!(!seen.contains(&lines[0]), "line 0 sent again: {seen}");
+        assert!(seen.contains("event: state"), "{seen}");
+        assert!(seen.contains(&format!("id: {}", lines.len())), "{seen}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn set_password_changes_the_login_of_a_stopped_allocator() {
+    let mut s = TestServer::start().await;
+    let dir = s.dir.clone();
+    s.stop().await;
+    let file = dir.join("new-password");
+    std::fs::write(&file, "brand-new-password\n").expect("write");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
+            .args(args)
+            .output()
+            .expect("run lablink")
+    };
+    let dir_arg = dir.display().to_string();
+    let file_arg = file.display().to_string();
+    let short = dir.join("short");
+    std::fs::write(&short, "abc\n").expect("write");
+    let refused = run(&[
+        "admin",
+        "set-password",
+        "--data-dir",
+        &dir_arg,
+        "--password-file",
+        &short.display().to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let ok = run(&[
+        "admin",
+        "set-password",
+        "--data-dir",
+        &dir_arg,
+        "--password-file",
+        &file_arg,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // The configured password has not changed, so the new one stays in force.
+    let s = s.restart(|_| {}).await;
+    assert_eq!(
+        login(&s, "brand-new-password").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        login(&s, ADMIN_PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A running allocator holds the store: the command says what to do.
+    let busy = run(&[
+        "admin",
+        "set-password",
+        "--data-dir",
+        &dir_arg,
+        "--password-file",
+        &file_arg,
+    ]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("stop it"));
+}
+
+#[tokio::test]
+async fn vendored_htmx_is_served_with_validators_and_pages_carry_the_csp() {
+    let s = TestServer::start().await;
+    let js = s
+        .client
+        .get(s.url("/assets/vendor/htmx.min.js"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(js.status(), StatusCode::OK);
+    let etag = js.headers()["etag"].to_str().expect("etag").to_owned();
+    assert!(
+        js.headers()["cache-control"]
+            .to_str()
+            .expect("cc")
+            .contains("max-age")
+    );
+    let again = s
+        .client
+        .get(s.url("/assets/vendor/htmx.min.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let page = s
+        .client
+        .get(s.url("/admin/login"))
+        .send()
+        .await
+        .expect("GET");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+}
