@@ -61,16 +61,20 @@ async fn start_driver() -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromedriver");
-    let url = format!("http://127.0.0.1:{port}");
-    let status = format!("{url}/status");
+    // Dropping the driver kills and reaps the process, also when it never answers.
+    let driver = Driver {
+        process,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let status = format!("{}/status", driver.url);
     let http = reqwest::Client::new();
     for _ in 0..200 {
         if http.get(&status).send().await.is_ok() {
-            return Driver { process, url };
+            return driver;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("chromedriver did not answer on {url}");
+    panic!("chromedriver did not answer on {}", driver.url);
 }
 
 /// A browser of its own (own profile, own cookies).
