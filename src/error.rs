@@ -36,6 +36,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("VM not found.")]
     VmNotFound,
+    #[error("{0}")]
+    Gone(String),
     #[error("No VMs found.")]
     NoVms,
     #[error("Request body is larger than {0} bytes.")]
@@ -70,6 +72,7 @@ impl ApiError {
             }
             ApiError::VmNotFound | ApiError::NoVms | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::CrossSite | ApiError::BadCsrf => StatusCode::FORBIDDEN,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

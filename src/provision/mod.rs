@@ -123,6 +123,35 @@ pub enum ProvisionError {
     Store(#[from] StoreError),
 }
 
+/// How long a destroyed VM's reports are refused (unless a launch comes first).
+const GONE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Hostnames of destroyed VMs, each for `GONE_FOR` or until the next launch.
+#[derive(Clone, Default)]
+pub struct Gone(Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>);
+
+impl Gone {
+    fn insert(&self, hosts: &[String]) {
+        let mut gone = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gone.retain(|_, at| at.elapsed() < GONE_FOR);
+        for host in hosts {
+            gone.insert(host.clone(), std::time::Instant::now());
+        }
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    pub fn contains(&self, host: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .is_some_and(|at| at.elapsed() < GONE_FOR)
+    }
+}
+
 pub struct Provisioner {
     provider: Arc<dyn Provider>,
     store: Store,
@@ -130,6 +159,9 @@ pub struct Provisioner {
     api_token: SharedToken,
     allocator_url: OnceLock<String>,
     current: Mutex<Option<Run>>,
+    /// VMs removed by a destroy, for a while: a report still in flight from a dying VM
+    /// must not bring its record back (and offer a dead VM to a participant).
+    gone: Gone,
     cancel: CancellationToken,
     tasks: TaskTracker,
     timeout: std::time::Duration,
@@ -150,10 +182,16 @@ impl Provisioner {
             api_token,
             allocator_url: OnceLock::new(),
             current: Mutex::new(None),
+            gone: Gone::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             timeout,
         }
+    }
+
+    /// The VMs destroyed recently (and not launched again since).
+    pub fn gone(&self) -> Gone {
+        self.gone.clone()
     }
 
     pub fn provider_name(&self) -> &'static str {
@@ -188,6 +226,10 @@ impl Provisioner {
             return Err(ProvisionError::Busy(Box::new(run.clone())));
         }
         let existing = self.store.read(vms::list).await?;
+        if let RunAction::Launch { .. } = action {
+            // New VMs may reuse the names of destroyed ones.
+            self.gone.clear();
+        }
         let hosts: Vec<String> = match &action {
             RunAction::Launch { .. } => Vec::new(),
             RunAction::DestroyAll
@@ -253,7 +295,10 @@ impl Provisioner {
                     let all = run.action == RunAction::DestroyAll;
                     let done = self.provider.destroy(&log, &hosts, all, &run_cancel).await;
                     if done.is_ok() {
-                        self.forget(&log, &hosts).await;
+                        // After destroying everything, every record goes, also those of
+                        // VMs that registered while the destroy ran.
+                        self.forget(&log, if all { None } else { Some(&hosts) })
+                            .await;
                     }
                     done
                 }
@@ -281,7 +326,7 @@ impl Provisioner {
                     self.release(&log, &hosts).await;
                 }
                 if !failure.rows_to_remove.is_empty() {
-                    self.forget(&log, &failure.rows_to_remove).await;
+                    self.forget(&log, Some(&failure.rows_to_remove)).await;
                 }
                 (failure.state, failure.exit_code)
             }
@@ -340,18 +385,29 @@ impl Provisioner {
         }
     }
 
-    /// Removes VM rows and tells their parked long-polls the VM is gone.
-    async fn forget(&self, log: &RunLog, hosts: &[String]) {
-        let list = hosts.to_vec();
+    /// Removes the rows of `hosts` (`None`: of every VM) and tells their parked
+    /// long-polls the VM is gone.
+    async fn forget(&self, log: &RunLog, hosts: Option<&[String]>) {
+        let list = hosts.map(<[String]>::to_vec);
+        let gone = self.gone.clone();
         let removed = self
             .store
             .write(move |tx| {
-                let mut removed = Vec::new();
-                for host in &list {
-                    if vms::delete(tx, host)? {
-                        removed.push(host.clone());
+                let removed = match list {
+                    None => vms::delete_all(tx)?,
+                    Some(list) => {
+                        let mut removed = Vec::new();
+                        for host in list {
+                            if vms::delete(tx, &host)? {
+                                removed.push(host);
+                            }
+                        }
+                        removed
                     }
-                }
+                };
+                // Marked inside the write: a report the store orders after this delete
+                // sees the mark and does not bring the VM back.
+                gone.insert(&removed);
                 Ok(removed)
             })
             .await;

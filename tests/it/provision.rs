@@ -83,6 +83,15 @@ async fn manual_destroy_forgets_vms_and_ends_their_long_polls() {
         );
         assert!(s.stored_vm("vm-1").await.is_none());
         assert!(s.stored_vm("vm-2").await.is_some());
+        // A report still in flight from the destroyed VM does not bring it back.
+        let late = s
+            .agent_post(
+                "/api/vm-status",
+                &serde_json::json!({"hostname": "vm-1", "status": "running"}),
+            )
+            .await;
+        assert_eq!(late.status, 410, "{}", late.text);
+        assert!(s.stored_vm("vm-1").await.is_none());
 
         let all = s.admin_form("/destroy", &[], &[]).await.expect(202);
         let (run, _) = s

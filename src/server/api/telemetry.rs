@@ -40,10 +40,25 @@ pub async fn post_status(
         ))
     })?;
     let now = Utc::now();
-    app.store
-        .write(move |tx| vms::report_status(tx, &host, Some(status), now))
+    let gone = app.provisioner.gone();
+    let name = host.clone();
+    // Checked inside the write: the store orders it against the destroy's delete.
+    let recorded = app
+        .store
+        .write(move |tx| {
+            if gone.contains(&name) {
+                return Ok(false);
+            }
+            vms::report_status(tx, &name, Some(status), now)?;
+            Ok(true)
+        })
         .await
         .map_err(ApiError::store("Failed to update VM status."))?;
+    if !recorded {
+        return Err(ApiError::Gone(format!(
+            "VM {host} was destroyed; it is not registered again until the next launch."
+        )));
+    }
     Ok(Json(json!({"message": "VM status updated successfully."})))
 }
 
