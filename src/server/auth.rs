@@ -203,7 +203,21 @@ fn check_bearer(app: &App, header: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-async fn check_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
+/// Checks Basic credentials; failures count against the client's sign-in limit.
+async fn check_basic(app: &App, header: Option<&str>, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    if let Some(ip) = ip
+        && let Err(wait) = app.login_limiter.check(ip)
+    {
+        return Err(ApiError::TooManyAttempts(wait.as_secs()));
+    }
+    let checked = verify_basic(app, header).await;
+    if let (Err(ApiError::BadBasic), Some(ip)) = (&checked, ip) {
+        app.login_limiter.failed(ip);
+    }
+    checked
+}
+
+async fn verify_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
     let encoded = header
         .and_then(|h| h.strip_prefix("Basic "))
         .ok_or(ApiError::BadBasic)?;
@@ -242,7 +256,9 @@ impl FromRequestParts<App> for AgentOrAdmin {
         if header.is_some_and(|h| h.starts_with("Bearer ")) {
             check_bearer(app, header).map(|_| AgentOrAdmin)
         } else {
-            check_basic(app, header).await.map(|_| AgentOrAdmin)
+            check_basic(app, header, peer_ip(parts))
+                .await
+                .map(|_| AgentOrAdmin)
         }
     }
 }
@@ -289,24 +305,14 @@ impl FromRequestParts<App> for Admin {
             if !parts.method.is_safe() && cross_site(&parts.headers) {
                 return Err(ApiError::CrossSite.into_response());
             }
-            if let Some(ip) = ip
-                && let Err(wait) = app.login_limiter.check(ip)
-            {
-                return Err(ApiError::TooManyAttempts(wait.as_secs()).into_response());
-            }
-            return match check_basic(app, header).await {
-                Ok(()) => Ok(Admin {
-                    user: app.admin.user.clone(),
-                    ip,
-                    csrf: String::new(),
-                }),
-                Err(e) => {
-                    if let (ApiError::BadBasic, Some(ip)) = (&e, ip) {
-                        app.login_limiter.failed(ip);
-                    }
-                    Err(e.into_response())
-                }
-            };
+            check_basic(app, header, ip)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            return Ok(Admin {
+                user: app.admin.user.clone(),
+                ip,
+                csrf: String::new(),
+            });
         }
         let session = parts.extensions.get::<Session>().cloned();
         let signed_in = match &session {
@@ -353,6 +359,16 @@ fn sign_in_first(parts: &Parts) -> Response {
     if header("hx-request").is_some() {
         return (StatusCode::UNAUTHORIZED, [("hx-redirect", login)]).into_response();
     }
+    // A live stream or a browser whose session ended: no Basic challenge, which would make
+    // the browser ask for the password in its own dialog and then send Basic everywhere.
+    let browser = header("accept").is_some_and(|a| a.contains("text/event-stream"))
+        || header("cookie").is_some_and(|c| c.contains(crate::server::sessions::COOKIE));
+    if browser
+        && !(parts.method == Method::GET
+            && header("accept").is_some_and(|a| a.contains("text/html")))
+    {
+        return (StatusCode::UNAUTHORIZED, "Sign in again at /admin/login.").into_response();
+    }
     let wants_page = header("accept").is_some_and(|a| a.contains("text/html"));
     if parts.method == Method::GET && wants_page {
         return Redirect::to(&login).into_response();
@@ -368,7 +384,14 @@ pub async fn form_csrf(request: Request, next: Next) -> Response {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if request.method().is_safe() || !is_form {
+    // Only a browser with a session has a token to lift out.
+    let has_session = request
+        .headers()
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(crate::server::sessions::COOKIE));
+    if request.method().is_safe() || !is_form || !has_session {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

@@ -161,7 +161,8 @@ pub async fn run(
                 let _ = tx
                     .send(html_event("state", &summary(&run).into_string()))
                     .await;
-                let _ = tx.send(Event::default().event("done").data("")).await;
+                // Browsers drop events without data: `done` must carry some.
+                let _ = tx.send(Event::default().event("done").data("done")).await;
                 return;
             }
             if !next_change(&app, &mut changes, &tx).await {
@@ -187,7 +188,7 @@ pub async fn logs(
         .as_deref()
         .and_then(LogKind::from_slug)
         .ok_or_else(|| ApiError::bad_request("kind must be cloud-init or container."))?;
-    let mut next = last_event_id(&headers).map_or(q.from.unwrap_or(0), |id| id + 1);
+    let mut next = last_event_id(&headers).map_or(q.from.unwrap_or(0), |id| id.saturating_add(1));
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -195,11 +196,12 @@ pub async fn logs(
             let (h, from) = (host.clone(), next);
             let read = app
                 .store
-                .read(move |tx| logs::chunks_since(tx, &h, kind, from, LOG_BYTES_PER_EVENT))
+                .read(move |tx| logs::chunks_from(tx, &h, kind, from, LOG_BYTES_PER_EVENT))
                 .await;
             let Ok(chunks) = read else {
                 return;
             };
+            let more = chunks.iter().map(|(_, t)| t.len()).sum::<usize>() >= LOG_BYTES_PER_EVENT;
             for (seq, text) in chunks {
                 next = seq + 1;
                 let html = maud::html! { (text) }.into_string();
@@ -207,6 +209,9 @@ pub async fn logs(
                 if tx.send(event).await.is_err() {
                     return;
                 }
+            }
+            if more {
+                continue;
             }
             if !next_change(&app, &mut changes, &tx).await {
                 return;

@@ -176,6 +176,33 @@ pub fn chunks_since(
     Ok(out)
 }
 
+/// The batches from sequence `from` on, oldest first, until about `max_bytes` (at least
+/// one batch): a follower reads on from the last one it got.
+pub fn chunks_from(
+    tx: &ReadTransaction,
+    host: &str,
+    kind: LogKind,
+    from: u64,
+    max_bytes: usize,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let chunks = tx.open_table(LOG_CHUNKS)?;
+    let k = kind as u8;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for entry in chunks.range((host, k, from)..=(host, k, u64::MAX))? {
+        if bytes >= max_bytes {
+            break;
+        }
+        let (key, value) = entry?;
+        bytes += value.value().len();
+        out.push((
+            key.value().2,
+            String::from_utf8_lossy(value.value()).into_owned(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Drops both logs of a VM. Reads no stored value, so an unreadable one cannot stop it.
 pub fn delete(tx: &WriteTransaction, host: &str) -> Result<(), StoreError> {
     let mut heads = tx.open_table(LOG_HEADS)?;

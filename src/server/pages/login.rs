@@ -85,7 +85,9 @@ pub async fn sign_in(
         Ok(true) => {}
         Ok(false) => {
             app.login_limiter.failed(ip);
-            app.audit(&user, Some(ip.to_string()), "login-failed", String::new())
+            // The name is whatever was typed: kept short in the log.
+            let tried: String = user.chars().take(64).collect();
+            app.audit(&tried, Some(ip.to_string()), "login-failed", String::new())
                 .await;
             return refuse(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
         }
