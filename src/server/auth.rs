@@ -277,6 +277,11 @@ impl Admin {
     pub fn from_ip(&self) -> Option<String> {
         self.ip.map(|ip| ip.to_string())
     }
+
+    /// Signed in through the console (a session) rather than HTTP Basic.
+    pub fn from_console(&self) -> bool {
+        !self.csrf.is_empty()
+    }
 }
 
 /// Session keys.

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::model::validate_hostname;
 use crate::server::auth::Admin;
 use crate::server::state::App;
-use crate::store::logs::{self, LogKind};
+use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, vms};
 use crate::views::admin::Viewer;
 use crate::views::admin::pool::{Counts, counts, instance_rows, startup_chart};
@@ -76,12 +76,23 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// `GET /admin/events/pool`: `counts`, `chart` and `instances` fragments.
-pub async fn pool(State(app): State<App>, admin: Admin) -> EventStream {
+#[derive(Deserialize)]
+pub struct PoolView {
+    view: Option<String>,
+}
+
+/// `GET /admin/events/pool?view=dashboard|instances`: the `counts` fragment, and `chart`
+/// (dashboard) or `instances` (the table), each sent when it changed.
+pub async fn pool(State(app): State<App>, admin: Admin, Query(q): Query<PoolView>) -> EventStream {
+    let second = if q.view.as_deref() == Some("dashboard") {
+        "chart"
+    } else {
+        "instances"
+    };
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
-        let mut sent: [String; 3] = Default::default();
+        let mut sent: [String; 2] = Default::default();
         loop {
             let pool = match app.store.read(vms::list).await {
                 Ok(pool) => pool,
@@ -96,10 +107,13 @@ pub async fn pool(State(app): State<App>, admin: Admin) -> EventStream {
             };
             let fresh = [
                 counts(&Counts::of(&pool)).into_string(),
-                startup_chart(&pool).into_string(),
-                instance_rows(&pool, &viewer).into_string(),
+                if second == "chart" {
+                    startup_chart(&pool).into_string()
+                } else {
+                    instance_rows(&pool, &viewer).into_string()
+                },
             ];
-            for (i, name) in ["counts", "chart", "instances"].into_iter().enumerate() {
+            for (i, name) in ["counts", second].into_iter().enumerate() {
                 if fresh[i] != sent[i] {
                     if tx.send(html_event(name, &fresh[i])).await.is_err() {
                         return;
@@ -118,7 +132,6 @@ pub async fn pool(State(app): State<App>, admin: Admin) -> EventStream {
 #[derive(Deserialize)]
 pub struct From {
     from: Option<u64>,
-    kind: Option<String>,
 }
 
 /// `GET /admin/runs/<id>/events?from=N`: `line` events (id = lines sent so far), then
@@ -173,22 +186,24 @@ pub async fn run(
     respond(rx)
 }
 
-/// `GET /admin/logs/<hostname>/events?kind=cloud-init|container&from=SEQ`: `chunk`
-/// events (id = the batch's sequence number).
+/// `GET /admin/logs/<hostname>/events?cloud-init=N&container=M`: both logs of a VM on one
+/// connection, as `cloud-init` and `container` events carrying new batches; the event id
+/// `N:M` names the next batch of each, for resuming.
 pub async fn logs(
     State(app): State<App>,
     _: Admin,
     Path(host): Path<String>,
-    Query(q): Query<From>,
+    Query(q): Query<std::collections::HashMap<String, u64>>,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
-    let kind = q
-        .kind
-        .as_deref()
-        .and_then(LogKind::from_slug)
-        .ok_or_else(|| ApiError::bad_request("kind must be cloud-init or container."))?;
-    let mut next = last_event_id(&headers).map_or(q.from.unwrap_or(0), |id| id.saturating_add(1));
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(':'))
+        .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
+    let mut next: [u64; 2] = resumed
+        .unwrap_or_else(|| LogKind::ALL.map(|kind| q.get(kind.slug()).copied().unwrap_or(0)));
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -196,16 +211,29 @@ pub async fn logs(
             let (h, from) = (host.clone(), next);
             let read = app
                 .store
-                .read(move |tx| logs::chunks_from(tx, &h, kind, from, LOG_BYTES_PER_EVENT))
+                .read(move |tx| {
+                    let mut both = Vec::new();
+                    for (i, kind) in LogKind::ALL.into_iter().enumerate() {
+                        let batch =
+                            logs::chunks(tx, &h, kind, from[i], LOG_BYTES_PER_EVENT, Keep::Oldest)?;
+                        both.push((i, kind, batch));
+                    }
+                    Ok(both)
+                })
                 .await;
-            let Ok(chunks) = read else {
+            let Ok(both) = read else {
                 return;
             };
-            let more = chunks.iter().map(|(_, t)| t.len()).sum::<usize>() >= LOG_BYTES_PER_EVENT;
-            for (seq, text) in chunks {
-                next = seq + 1;
+            let mut more = false;
+            for (i, kind, batch) in both {
+                let Some((last, _)) = batch.last() else {
+                    continue;
+                };
+                next[i] = last + 1;
+                more |= batch.iter().map(|(_, t)| t.len()).sum::<usize>() >= LOG_BYTES_PER_EVENT;
+                let text: String = batch.into_iter().map(|(_, t)| t).collect();
                 let html = maud::html! { (text) }.into_string();
-                let event = html_event("chunk", &html).id(seq.to_string());
+                let event = html_event(kind.slug(), &html).id(format!("{}:{}", next[0], next[1]));
                 if tx.send(event).await.is_err() {
                     return;
                 }

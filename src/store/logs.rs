@@ -148,48 +148,35 @@ pub fn read(tx: &ReadTransaction, host: &str, kind: LogKind) -> Result<Option<St
         })
 }
 
-/// The batches from sequence `from` on (or from the oldest kept, if `from` was trimmed
-/// away), at most `max_bytes` of them counted from the newest; oldest first.
-pub fn chunks_since(
-    tx: &ReadTransaction,
-    host: &str,
-    kind: LogKind,
-    from: u64,
-    max_bytes: usize,
-) -> Result<Vec<(u64, String)>, StoreError> {
-    let chunks = tx.open_table(LOG_CHUNKS)?;
-    let k = kind as u8;
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    for entry in chunks.range((host, k, from)..=(host, k, u64::MAX))?.rev() {
-        let (key, value) = entry?;
-        bytes += value.value().len();
-        if bytes > max_bytes && !out.is_empty() {
-            break;
-        }
-        out.push((
-            key.value().2,
-            String::from_utf8_lossy(value.value()).into_owned(),
-        ));
-    }
-    out.reverse();
-    Ok(out)
+/// Which end of the log a bounded read keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The oldest batches from `from` on: a follower reads on from the last one it got.
+    Oldest,
+    /// The newest batches: what a page shows first.
+    Newest,
 }
 
-/// The batches from sequence `from` on, oldest first, until about `max_bytes` (at least
-/// one batch): a follower reads on from the last one it got.
-pub fn chunks_from(
+/// Batches with sequence ≥ `from` (from the oldest kept, if `from` was trimmed away), about
+/// `max_bytes` of them (at least one) from the `keep` end; returned oldest first.
+pub fn chunks(
     tx: &ReadTransaction,
     host: &str,
     kind: LogKind,
     from: u64,
     max_bytes: usize,
+    keep: Keep,
 ) -> Result<Vec<(u64, String)>, StoreError> {
-    let chunks = tx.open_table(LOG_CHUNKS)?;
+    let table = tx.open_table(LOG_CHUNKS)?;
     let k = kind as u8;
+    let range = table.range((host, k, from)..=(host, k, u64::MAX))?;
+    let entries: Box<dyn Iterator<Item = _>> = match keep {
+        Keep::Oldest => Box::new(range),
+        Keep::Newest => Box::new(range.rev()),
+    };
     let mut out = Vec::new();
     let mut bytes = 0;
-    for entry in chunks.range((host, k, from)..=(host, k, u64::MAX))? {
+    for entry in entries {
         if bytes >= max_bytes {
             break;
         }
@@ -199,6 +186,9 @@ pub fn chunks_from(
             key.value().2,
             String::from_utf8_lossy(value.value()).into_owned(),
         ));
+    }
+    if keep == Keep::Newest {
+        out.reverse();
     }
     Ok(out)
 }

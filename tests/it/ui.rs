@@ -233,12 +233,7 @@ async fn a_login_form_posted_from_another_site_is_refused() {
 async fn reboot_api_as_upstream() {
     let s = TestServer::start().await;
     within(60, "test", async {
-        s.agent_post(
-            "/api/vm-status",
-            &json!({"hostname": "vm-1", "status": "running"}),
-        )
-        .await
-        .expect(200);
+        s.register_running("vm-1").await;
         let post = |body: serde_json::Value| {
             let s = &s;
             async move {
@@ -341,12 +336,7 @@ async fn rotating_the_agent_token_refuses_the_old_one() {
 async fn the_pool_exports_as_csv_and_json_without_credentials() {
     let s = TestServer::start().await;
     within(60, "test", async {
-        s.agent_post(
-            "/api/vm-status",
-            &json!({"hostname": "vm-1", "status": "running"}),
-        )
-        .await
-        .expect(200);
+        s.register_running("vm-1").await;
         let claimed = s
             .claim(
                 "ada@example.org",

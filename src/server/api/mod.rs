@@ -11,7 +11,9 @@ pub mod startup;
 pub mod telemetry;
 
 use crate::error::ApiError;
-use crate::model::validate_hostname;
+use crate::model::{Vm, validate_hostname};
+use crate::server::state::App;
+use crate::store::vms;
 
 /// A required hostname field: absent, null or empty gets upstream's message.
 fn required_hostname(value: Option<String>, missing: &str) -> Result<String, ApiError> {
@@ -20,4 +22,15 @@ fn required_hostname(value: Option<String>, missing: &str) -> Result<String, Api
         .ok_or_else(|| ApiError::bad_request(missing))?;
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     Ok(host)
+}
+
+/// The stored VM `host` (already a valid hostname), or 404 `VM not found.`; a store
+/// failure is answered with `failure`.
+pub async fn stored_vm(app: &App, host: &str, failure: &'static str) -> Result<Vm, ApiError> {
+    let lookup = host.to_owned();
+    app.store
+        .read(move |tx| vms::get(tx, &lookup))
+        .await
+        .map_err(ApiError::store(failure))?
+        .ok_or(ApiError::VmNotFound)
 }

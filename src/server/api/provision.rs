@@ -1,10 +1,8 @@
 //! Admin actions on the pool: launch, destroy (all or one), and reading runs.
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -14,7 +12,7 @@ use crate::error::ApiError;
 use crate::model::{RunAction, validate_hostname};
 use crate::provision::ProvisionError;
 use crate::server::auth::Admin;
-use crate::server::pages::admin::{action_result, is_htmx};
+use crate::server::pages::admin::{Confirm, action_result, confirmed, is_htmx};
 use crate::server::state::App;
 use crate::store::runs;
 use crate::views::admin::teardown::DESTROY_CONFIRMATION;
@@ -52,10 +50,20 @@ fn refused(e: ProvisionError) -> ApiError {
     }
 }
 
+/// For htmx requests a problem is a message fragment (htmx swaps only 2xx answers).
+fn for_console(
+    headers: &HeaderMap,
+    answer: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    match answer {
+        Err(e) if is_htmx(headers) => Ok(action_result(headers, Err(e), "")),
+        other => other,
+    }
+}
+
 async fn start(
     app: &App,
     admin: &Admin,
-    peer: SocketAddr,
     headers: &HeaderMap,
     action: RunAction,
 ) -> Result<Response, ApiError> {
@@ -65,19 +73,14 @@ async fn start(
         RunAction::DestroyVm { .. } => "destroy-vm",
     };
     let what = action.describe();
-    let started = app
+    let run = app
         .provisioner
-        .start(action, &admin.user, Some(peer.ip().to_string()))
+        .start(action, &admin.user, admin.from_ip())
         .await
-        .map_err(refused);
-    let run = match started {
-        Ok(run) => run,
-        Err(e) if is_htmx(headers) => return Ok(action_result(headers, Err(e), "")),
-        Err(e) => return Err(e),
-    };
+        .map_err(refused)?;
     app.audit(
         &admin.user,
-        Some(peer.ip().to_string()),
+        admin.from_ip(),
         verb,
         format!("{what} (run #{})", run.id),
     )
@@ -110,14 +113,7 @@ pub struct LaunchForm {
     num_vms: Option<String>,
 }
 
-/// `POST /api/launch` (form `num_vms`): starts the launch and answers at once.
-pub async fn launch(
-    State(app): State<App>,
-    admin: Admin,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    form: Result<Form<LaunchForm>, FormRejection>,
-) -> Result<Response, ApiError> {
+fn launch_count(form: Result<Form<LaunchForm>, FormRejection>) -> Result<u32, ApiError> {
     let Form(form) =
         form.map_err(|e| ApiError::bad_request(format!("Could not read the form: {e}")))?;
     let raw = form.num_vms.unwrap_or_default();
@@ -132,18 +128,26 @@ pub async fn launch(
             "Number of VMs must be greater than 0.",
         ));
     }
-    let count = u32::try_from(count)
+    u32::try_from(count)
         .ok()
         .filter(|c| *c <= MAX_LAUNCH)
         .ok_or_else(|| {
             ApiError::bad_request(format!("At most {MAX_LAUNCH} VMs can be launched at once."))
-        })?;
-    start(&app, &admin, peer, &headers, RunAction::Launch { count }).await
+        })
 }
 
-#[derive(Deserialize)]
-pub struct DestroyForm {
-    confirm: Option<String>,
+/// `POST /api/launch` (form `num_vms`): starts the launch and answers at once.
+pub async fn launch(
+    State(app): State<App>,
+    admin: Admin,
+    headers: HeaderMap,
+    form: Result<Form<LaunchForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let answer = match launch_count(form) {
+        Ok(count) => start(&app, &admin, &headers, RunAction::Launch { count }).await,
+        Err(e) => Err(e),
+    };
+    for_console(&headers, answer)
 }
 
 /// `POST /destroy`: destroys every VM. From the console (a session) the admin must have
@@ -151,45 +155,31 @@ pub struct DestroyForm {
 pub async fn destroy_all(
     State(app): State<App>,
     admin: Admin,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<DestroyForm>, FormRejection>,
+    form: Result<Form<Confirm>, FormRejection>,
 ) -> Result<Response, ApiError> {
-    let from_console = !admin.csrf.is_empty();
-    let confirmed = form
-        .ok()
-        .and_then(|Form(f)| f.confirm)
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case(DESTROY_CONFIRMATION));
-    if from_console && !confirmed {
-        let e = ApiError::bad_request(format!(
+    let answer = if admin.from_console() && !confirmed(form, DESTROY_CONFIRMATION) {
+        Err(ApiError::bad_request(format!(
             "Type '{DESTROY_CONFIRMATION}' to confirm destroying every VM."
-        ));
-        return if is_htmx(&headers) {
-            Ok(action_result(&headers, Err(e), ""))
-        } else {
-            Err(e)
-        };
-    }
-    start(&app, &admin, peer, &headers, RunAction::DestroyAll).await
+        )))
+    } else {
+        start(&app, &admin, &headers, RunAction::DestroyAll).await
+    };
+    for_console(&headers, answer)
 }
 
 /// `POST /api/vms/<hostname>/destroy`: destroys one VM.
 pub async fn destroy_one(
     State(app): State<App>,
     admin: Admin,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(hostname): Path<String>,
 ) -> Result<Response, ApiError> {
-    validate_hostname(&hostname).map_err(ApiError::BadRequest)?;
-    start(
-        &app,
-        &admin,
-        peer,
-        &headers,
-        RunAction::DestroyVm { hostname },
-    )
-    .await
+    let answer = match validate_hostname(&hostname) {
+        Ok(()) => start(&app, &admin, &headers, RunAction::DestroyVm { hostname }).await,
+        Err(e) => Err(ApiError::BadRequest(e)),
+    };
+    for_console(&headers, answer)
 }
 
 pub async fn list_runs(State(app): State<App>, _: Admin) -> Result<Response, ApiError> {

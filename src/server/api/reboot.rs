@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::required_hostname;
+use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
 use crate::model::{Vm, validate_hostname};
 use crate::server::auth::Admin;
@@ -21,12 +21,7 @@ pub struct RebootRequest {
 
 /// Reboots `host` through the provider and records it; the audit log names `admin`.
 pub async fn reboot_now(app: &App, admin: &Admin, host: &str) -> Result<Vm, ApiError> {
-    let lookup = host.to_owned();
-    app.store
-        .read(move |tx| vms::get(tx, &lookup))
-        .await
-        .map_err(ApiError::store("Failed to reboot VM."))?
-        .ok_or(ApiError::VmNotFound)?;
+    stored_vm(app, host, "Failed to reboot VM.").await?;
     if let Err(why) = app.provisioner.reboot(host).await {
         tracing::warn!(vm = %host, %why, "manual reboot failed");
         app.audit(
@@ -74,13 +69,7 @@ pub async fn get_reboot_info(
     Path(host): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
-    let lookup = host.clone();
-    let vm = app
-        .store
-        .read(move |tx| vms::get(tx, &lookup))
-        .await
-        .map_err(ApiError::store("Could not retrieve reboot info."))?
-        .ok_or(ApiError::VmNotFound)?;
+    let vm = stored_vm(&app, &host, "Could not retrieve reboot info.").await?;
     Ok(Json(json!({
         "hostname": host,
         "reboot_count": vm.reboot_count,

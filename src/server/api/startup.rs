@@ -4,13 +4,12 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::required_hostname;
+use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
 use crate::server::auth::Agent;
 use crate::server::body::JsonBody;
 use crate::server::state::App;
 use crate::server::waiters::Wake;
-use crate::store::vms;
 
 #[derive(Deserialize)]
 pub struct StartupRequest {
@@ -42,13 +41,7 @@ pub async fn vm_startup(
 ) -> Result<Json<StartupAnswer>, ApiError> {
     let host = required_hostname(req.hostname, "Hostname is required.")?;
     let mut waiter = app.waiters.subscribe(&host);
-    let lookup = host.clone();
-    let vm = app
-        .store
-        .read(move |tx| vms::get(tx, &lookup))
-        .await
-        .map_err(ApiError::store("Failed to read the VM."))?
-        .ok_or(ApiError::VmNotFound)?;
+    let vm = stored_vm(&app, &host, "Failed to read the VM.").await?;
     if let Some(a) = vm.assignment {
         return Ok(success(a.pin.clone(), a.crd_command()));
     }

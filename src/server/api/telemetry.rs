@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::required_hostname;
+use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
 use crate::model::{Health, MAX_FIELD_LEN, MetricsReport, VmStatus, validate_hostname};
 use crate::server::auth::{Agent, AgentOrAdmin};
@@ -68,13 +68,8 @@ pub async fn get_status(
     Path(host): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
-    let lookup = host.clone();
-    let vm = app
-        .store
-        .read(move |tx| vms::get(tx, &lookup))
-        .await
-        .map_err(ApiError::store("Failed to get VM status."))?;
-    match vm.and_then(|vm| vm.status) {
+    let vm = stored_vm(&app, &host, "Failed to get VM status.").await?;
+    match vm.status {
         Some(status) => Ok(Json(json!({"hostname": host, "status": status.as_str()}))),
         None => Err(ApiError::VmNotFound),
     }
@@ -200,12 +195,7 @@ pub async fn post_metrics(
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     // Upstream answers an unknown host before looking at the body.
-    let lookup = host.clone();
-    app.store
-        .read(move |tx| vms::get(tx, &lookup))
-        .await
-        .map_err(ApiError::store("Failed to post VM metrics."))?
-        .ok_or(ApiError::VmNotFound)?;
+    stored_vm(&app, &host, "Failed to post VM metrics.").await?;
     let JsonBody(body) = body?;
     let report = MetricsReport {
         cloud_init_start: timestamp("cloud_init_start", body.cloud_init_start)?,

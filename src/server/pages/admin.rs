@@ -13,7 +13,7 @@ use crate::server::api::reboot::reboot_now;
 use crate::server::api::schedules::{NewSchedule, cancel_schedule, create_schedule};
 use crate::server::auth::Admin;
 use crate::server::state::App;
-use crate::store::logs::{self, LogKind};
+use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{audit, meta, runs, schedules, vms};
 use crate::views::admin::schedules::Draft;
 use crate::views::admin::{self as view, Flash, Viewer};
@@ -158,7 +158,7 @@ pub async fn logs_page(
             for kind in LogKind::ALL {
                 tails.push((
                     kind,
-                    logs::chunks_since(tx, &lookup, kind, 0, LOG_PAGE_BYTES)?,
+                    logs::chunks(tx, &lookup, kind, 0, LOG_PAGE_BYTES, Keep::Newest)?,
                 ));
             }
             Ok(Some(tails))
@@ -294,9 +294,16 @@ pub async fn token(State(app): State<App>, admin: Admin) -> Markup {
     view::token::page(&viewer(&admin), &fingerprint(&app.api_token.get()), None)
 }
 
+/// A typed confirmation (`confirm` field) of a destructive action.
 #[derive(Deserialize)]
 pub struct Confirm {
     confirm: Option<String>,
+}
+
+pub fn confirmed(form: Result<Form<Confirm>, FormRejection>, word: &str) -> bool {
+    form.ok()
+        .and_then(|Form(f)| f.confirm)
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case(word))
 }
 
 /// `POST /admin/token/rotate` (form, typed confirmation): the new token is shown once.
@@ -305,11 +312,7 @@ pub async fn rotate_token(
     admin: Admin,
     form: Result<Form<Confirm>, FormRejection>,
 ) -> Result<Response, ApiError> {
-    let confirmed = form.ok().and_then(|Form(f)| f.confirm).is_some_and(|c| {
-        c.trim()
-            .eq_ignore_ascii_case(view::token::ROTATE_CONFIRMATION)
-    });
-    if !confirmed {
+    if !confirmed(form, view::token::ROTATE_CONFIRMATION) {
         return Err(ApiError::bad_request(format!(
             "Type '{}' to confirm the rotation.",
             view::token::ROTATE_CONFIRMATION

@@ -15,7 +15,7 @@ pub fn page(viewer: &Viewer, provider: &str, pool: &[Vm], recent: &[Run]) -> Mar
         html! {
             h1 { "Dashboard" }
             p.note { "Provider: " strong { (provider) } }
-            div hx-ext="sse" sse-connect="/admin/events/pool" {
+            div hx-ext="sse" sse-connect="/admin/events/pool?view=dashboard" {
                 section.cards #counts sse-swap="counts" { (counts(&Counts::of(pool))) }
                 h2 { "Startup durations" }
                 div #chart sse-swap="chart" { (startup_chart(pool)) }

@@ -17,7 +17,7 @@ pub fn page(viewer: &Viewer, pool: &[Vm], current: Option<&Run>) -> Markup {
             @if let Some(run) = current {
                 p.busy { "In progress: " a href={"/admin/runs/" (run.id)} { "run #" (run.id) " — " (run.action.describe()) } }
             }
-            div hx-ext="sse" sse-connect="/admin/events/pool" {
+            div hx-ext="sse" sse-connect="/admin/events/pool?view=instances" {
                 section.cards.compact #counts sse-swap="counts" { (counts(&Counts::of(pool))) }
                 div.scroll {
                     table.pool {

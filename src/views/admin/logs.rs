@@ -12,6 +12,14 @@ pub struct Tail<'a> {
 }
 
 pub fn page(viewer: &Viewer, host: &str, tails: &[Tail]) -> Markup {
+    let resume = tails
+        .iter()
+        .map(|t| {
+            let next = t.chunks.last().map_or(0, |(seq, _)| seq + 1);
+            format!("{}={next}", t.kind.slug())
+        })
+        .collect::<Vec<_>>()
+        .join("&");
     shell(
         viewer,
         "/admin/instances",
@@ -19,15 +27,15 @@ pub fn page(viewer: &Viewer, host: &str, tails: &[Tail]) -> Markup {
         html! {
             h1 { "Logs of " (host) }
             p { a href="/admin/instances" { "Back to the instances" } }
-            @for tail in tails {
-                @let kind = tail.kind.slug();
-                @let next = tail.chunks.last().map_or(0, |(seq, _)| seq + 1);
-                section.log hx-ext="sse"
-                    sse-connect={"/admin/logs/" (host) "/events?kind=" (kind) "&from=" (next)} {
-                    h2 { (tail.kind.title()) }
-                    pre.output.tail #{"log-" (kind)} sse-swap="chunk" hx-swap="beforeend" {
-                        @if tail.chunks.is_empty() { span.note { "Nothing shipped yet." } "\n" }
-                        @for (_, text) in tail.chunks { (text) }
+            div hx-ext="sse" sse-connect={"/admin/logs/" (host) "/events?" (resume)} {
+                @for tail in tails {
+                    @let kind = tail.kind.slug();
+                    section.log {
+                        h2 { (tail.kind.title()) }
+                        pre.output.tail #{"log-" (kind)} sse-swap=(kind) hx-swap="beforeend" {
+                            @if tail.chunks.is_empty() { span.note { "Nothing shipped yet." } "\n" }
+                            @for (_, text) in tail.chunks { (text) }
+                        }
                     }
                 }
             }
