@@ -153,6 +153,9 @@ pub struct ServerConfig {
     pub long_poll_seconds: u64,
     /// Per VM and log type (cloud-init, container), oldest lines dropped first.
     pub log_cap_bytes: u64,
+    /// Comma-separated addresses of reverse proxies whose `X-Forwarded-For` is believed
+    /// (for the sign-in limit and the audit log).
+    pub trusted_proxies: String,
 }
 
 impl Default for Config {
@@ -222,6 +225,7 @@ impl Default for Config {
                 data_dir: "./lablink-data".into(),
                 long_poll_seconds: 50,
                 log_cap_bytes: 1024 * 1024,
+                trusted_proxies: "127.0.0.1,::1".into(),
             },
             provision: ProvisionConfig {
                 provider: "manual".into(),
@@ -325,6 +329,7 @@ impl Config {
             v.string("data_dir", &mut s.data_dir);
             v.integer("long_poll_seconds", &mut s.long_poll_seconds);
             v.integer("log_cap_bytes", &mut s.log_cap_bytes);
+            v.string("trusted_proxies", &mut s.trusted_proxies);
         });
         v.section("provision", &mut |v| {
             let p = &mut self.provision;
@@ -464,6 +469,9 @@ impl Config {
                 format!("{} is outside 1..=3600", self.server.long_poll_seconds),
             );
         }
+        if let Err(e) = self.trusted_proxies() {
+            bad("server.trusted_proxies", e);
+        }
         if !(4096..=64 * 1024 * 1024).contains(&self.server.log_cap_bytes) {
             bad(
                 "server.log_cap_bytes",
@@ -536,6 +544,21 @@ impl Config {
         }
     }
 
+    /// The parsed `server.trusted_proxies`.
+    pub fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, String> {
+        self.server
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    format!("`{a}` is not an IP address (list addresses, comma-separated)")
+                })
+            })
+            .collect()
+    }
+
     /// Whether browsers reach the allocator over HTTPS (a TLS front configured under `ssl`,
     /// or an `https://` allocator URL): session cookies are then marked Secure.
     pub fn serves_tls(&self) -> bool {
@@ -578,6 +601,18 @@ mod tests {
         let mut c = Config::default();
         c.app.admin_password = Some("a real one".into());
         assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_addresses() {
+        let mut c = Config::default();
+        assert!(c.validate().is_empty());
+        c.server.trusted_proxies = "10.0.0.5, fd00::1".into();
+        assert!(c.validate().is_empty());
+        assert_eq!(c.trusted_proxies().map(|p| p.len()), Ok(2));
+        c.server.trusted_proxies = "10.0.0.5, proxy.local".into();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["server.trusted_proxies"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
 use super::body::DEFAULT_BODY_LIMIT;
+use super::client_ip::ClientIp;
 use super::state::{App, write_private_file};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -205,14 +206,18 @@ fn check_bearer(app: &App, header: Option<&str>) -> Result<(), ApiError> {
 
 /// Checks Basic credentials; failures count against the client's sign-in limit.
 async fn check_basic(app: &App, header: Option<&str>, ip: Option<IpAddr>) -> Result<(), ApiError> {
-    if let Some(ip) = ip
-        && let Err(wait) = app.login_limiter.check(ip)
-    {
-        return Err(ApiError::TooManyAttempts(wait.as_secs()));
-    }
+    let attempt = match ip.map(|ip| app.login_limiter.begin(ip)) {
+        Some(Err(wait)) => return Err(ApiError::TooManyAttempts(wait.as_secs())),
+        Some(Ok(attempt)) => Some(attempt),
+        None => None,
+    };
     let checked = verify_basic(app, header).await;
-    if let (Err(ApiError::BadBasic), Some(ip)) = (&checked, ip) {
-        app.login_limiter.failed(ip);
+    if let Some(attempt) = attempt {
+        match &checked {
+            Ok(()) => attempt.finish(true),
+            Err(ApiError::BadBasic) => attempt.finish(false),
+            Err(_) => {} // busy: neither a success nor a failure
+        }
     }
     checked
 }
@@ -293,11 +298,14 @@ pub const SESSION_CSRF: &str = "csrf";
 #[derive(Clone)]
 pub struct FormCsrf(pub String);
 
+/// The client's address (see `client_ip`).
 pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    parts.extensions.get::<ClientIp>().map(|c| c.0).or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
 }
 
 impl FromRequestParts<App> for Admin {

@@ -1,60 +1,125 @@
-//! Failed sign-ins per client address: after `MAX_FAILURES` within `WINDOW`, that address
-//! waits until the window ends. Counts both the login form and HTTP Basic.
+//! Sign-in attempts per client: after `MAX_FAILURES` failures within `WINDOW`, that client
+//! waits until the window ends. Counts both the login form and HTTP Basic. A check in
+//! progress counts against the limit until it ends, so parallel guesses cannot outrun it.
+//! IPv6 clients are counted per /64 (one host usually holds the whole prefix).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const MAX_FAILURES: u32 = 5;
 pub const WINDOW: Duration = Duration::from_secs(300);
-/// Addresses remembered at most; beyond it, expired entries go, then the oldest window.
+/// Clients remembered at most; beyond it, entries that are neither locked nor busy go.
 const TRACKED: usize = 10_000;
 
-#[derive(Default)]
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    failures: u32,
+    in_progress: u32,
+    since: Option<Instant>,
+}
+
+impl Entry {
+    fn expired(&self) -> bool {
+        self.since.is_none_or(|s| s.elapsed() >= WINDOW)
+    }
+
+    fn locked_for(&self) -> Option<Duration> {
+        let since = self.since?;
+        (self.failures >= MAX_FAILURES && since.elapsed() < WINDOW).then(|| {
+            WINDOW
+                .saturating_sub(since.elapsed())
+                .max(Duration::from_secs(1))
+        })
+    }
+}
+
+#[derive(Clone, Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    clients: Arc<Mutex<HashMap<IpAddr, Entry>>>,
+}
+
+/// The key a client is counted under.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// One sign-in check in progress; `finish` says how it ended. Dropped unfinished (the
+/// request went away), it counts as neither.
+pub struct Attempt {
+    limiter: LoginLimiter,
+    key: IpAddr,
+    done: bool,
+}
+
+impl Attempt {
+    pub fn finish(mut self, succeeded: bool) {
+        self.done = true;
+        let mut clients = self.limiter.lock();
+        if succeeded {
+            clients.remove(&self.key);
+            return;
+        }
+        let entry = clients.entry(self.key).or_default();
+        entry.in_progress = entry.in_progress.saturating_sub(1);
+        if entry.expired() {
+            entry.failures = 0;
+            entry.since = Some(Instant::now());
+        }
+        entry.failures += 1;
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(entry) = self.limiter.lock().get_mut(&self.key)
+        {
+            entry.in_progress = entry.in_progress.saturating_sub(1);
+        }
+    }
 }
 
 impl LoginLimiter {
-    /// `Err(wait)` while `ip` is locked out.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get(&ip) {
-            Some((count, since)) if *count >= MAX_FAILURES && since.elapsed() < WINDOW => {
-                Err(WINDOW
-                    .saturating_sub(since.elapsed())
-                    .max(Duration::from_secs(1)))
-            }
-            _ => Ok(()),
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn failed(&self, ip: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= TRACKED && !failures.contains_key(&ip) {
-            failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
-            if failures.len() >= TRACKED
-                && let Some(oldest) = failures
-                    .iter()
-                    .min_by_key(|(_, (_, s))| *s)
-                    .map(|(k, _)| *k)
-            {
-                failures.remove(&oldest);
-            }
+    /// Starts a check for `ip`, or `Err(wait)` while the client is locked out (failures
+    /// plus checks in progress reached the limit).
+    pub fn begin(&self, ip: IpAddr) -> Result<Attempt, Duration> {
+        let key = client_key(ip);
+        let mut clients = self.lock();
+        if clients.len() >= TRACKED && !clients.contains_key(&key) {
+            clients.retain(|_, e| e.in_progress > 0 || e.locked_for().is_some());
         }
-        let entry = failures.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= WINDOW {
-            *entry = (0, Instant::now());
+        let entry = clients.entry(key).or_default();
+        if let Some(wait) = entry.locked_for() {
+            return Err(wait);
         }
-        entry.0 += 1;
-    }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
+        if entry.expired() {
+            entry.failures = 0;
+            entry.since = Some(Instant::now());
+        }
+        if entry.failures + entry.in_progress >= MAX_FAILURES {
+            // The remaining attempts are all under way: wait for them.
+            return Err(Duration::from_secs(1));
+        }
+        entry.in_progress += 1;
+        Ok(Attempt {
+            limiter: self.clone(),
+            key,
+            done: false,
+        })
     }
 }
 
@@ -62,20 +127,71 @@ impl LoginLimiter {
 mod tests {
     use super::*;
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
     #[test]
-    fn locks_out_after_the_limit_and_only_that_address() {
+    fn locks_out_after_the_limit_and_only_that_client() {
         let limiter = LoginLimiter::default();
-        let a: IpAddr = "127.0.0.1".parse().expect("ip");
-        let b: IpAddr = "127.0.0.2".parse().expect("ip");
-        for _ in 0..MAX_FAILURES - 1 {
-            limiter.failed(a);
-            assert!(limiter.check(a).is_ok());
+        for _ in 0..MAX_FAILURES {
+            limiter
+                .begin(ip("127.0.0.1"))
+                .expect("allowed")
+                .finish(false);
         }
-        limiter.failed(a);
-        let wait = limiter.check(a).expect_err("locked out");
+        let wait = limiter.begin(ip("127.0.0.1")).err().expect("locked out");
         assert!(wait <= WINDOW && wait >= Duration::from_secs(1));
-        assert!(limiter.check(b).is_ok());
-        limiter.succeeded(a);
-        assert!(limiter.check(a).is_ok());
+        assert!(limiter.begin(ip("127.0.0.2")).is_ok());
+    }
+
+    #[test]
+    fn checks_in_progress_count_against_the_limit() {
+        let limiter = LoginLimiter::default();
+        let running: Vec<Attempt> = (0..MAX_FAILURES)
+            .map(|_| limiter.begin(ip("10.0.0.1")).expect("allowed"))
+            .collect();
+        assert!(
+            limiter.begin(ip("10.0.0.1")).is_err(),
+            "a sixth parallel guess"
+        );
+        drop(running);
+        assert!(
+            limiter.begin(ip("10.0.0.1")).is_ok(),
+            "abandoned checks count as none"
+        );
+    }
+
+    #[test]
+    fn a_success_clears_the_failures() {
+        let limiter = LoginLimiter::default();
+        for _ in 0..MAX_FAILURES - 1 {
+            limiter
+                .begin(ip("10.0.0.1"))
+                .expect("allowed")
+                .finish(false);
+        }
+        limiter.begin(ip("10.0.0.1")).expect("allowed").finish(true);
+        for _ in 0..MAX_FAILURES - 1 {
+            limiter
+                .begin(ip("10.0.0.1"))
+                .expect("allowed")
+                .finish(false);
+        }
+        assert!(limiter.begin(ip("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64() {
+        let limiter = LoginLimiter::default();
+        for host in 1..=MAX_FAILURES {
+            limiter
+                .begin(ip(&format!("2001:db8:1:2::{host}")))
+                .expect("allowed")
+                .finish(false);
+        }
+        assert!(limiter.begin(ip("2001:db8:1:2::99")).is_err());
+        assert!(limiter.begin(ip("2001:db8:1:3::1")).is_ok());
+        assert_eq!(client_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
     }
 }

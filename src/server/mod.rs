@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod client_ip;
 pub mod login_limit;
 pub mod pages;
 pub mod router;
@@ -58,6 +59,7 @@ pub async fn serve(
     let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
     let rebooter = tokio::spawn(crate::autoreboot::run(app.clone()));
     let sweeper = tokio::spawn(sessions::sweep(app.store.clone(), app.shutdown.clone()));
+    let trusted = std::sync::Arc::new(app.config.trusted_proxies().unwrap_or_default());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,8 +76,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let trusted = trusted.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let client = client_ip::resolve(peer.ip(), req.headers(), &trusted);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req.extensions_mut().insert(client_ip::ClientIp(client));
             router.clone().oneshot(req)
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));

@@ -212,6 +212,35 @@ async fn failed_sign_ins_are_limited_per_address() {
         let basic = s.get("/api/schedule-destruction", Auth::admin()).await;
         assert_eq!(basic.status, 429);
         assert!(basic.text.contains("try again in"), "{}", basic.text);
+
+        // Behind a trusted proxy (loopback by default), clients count by their own address.
+        let via_proxy = |client: &'static str, password: &'static str| {
+            let s = &s;
+            async move {
+                no_redirects()
+                    .post(s.url("/admin/login"))
+                    .header("x-forwarded-for", client)
+                    .form(&[("username", ADMIN_USER), ("password", password)])
+                    .send()
+                    .await
+                    .expect("POST")
+                    .status()
+            }
+        };
+        for _ in 0..5 {
+            assert_eq!(
+                via_proxy("203.0.113.1", "nope").await,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        assert_eq!(
+            via_proxy("203.0.113.1", ADMIN_PASSWORD).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            via_proxy("203.0.113.2", ADMIN_PASSWORD).await,
+            StatusCode::SEE_OTHER
+        );
     })
     .await;
 }

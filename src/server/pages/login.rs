@@ -1,16 +1,16 @@
 //! `/admin/login` and `/admin/logout`: the console's session, with a new session id at
 //! sign-in, a CSRF token per session and a per-address limit on failed attempts.
 
-use std::net::SocketAddr;
-
+use axum::Extension;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::server::auth::{Admin, SESSION_CSRF, SESSION_USER, cross_site};
+use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
 use crate::store::meta::random_secret;
 use crate::views::admin::login::page_for;
@@ -46,7 +46,7 @@ pub struct Credentials {
 pub async fn sign_in(
     State(app): State<App>,
     session: Session,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
@@ -70,21 +70,23 @@ pub async fn sign_in(
             "Sign in from the allocator's own page.",
         );
     }
-    let ip = peer.ip();
-    if let Err(wait) = app.login_limiter.check(ip) {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "Too many failed sign-ins from your address; try again in {} s.",
-                wait.as_secs()
-            ),
-        );
-    }
+    let attempt = match app.login_limiter.begin(ip) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many failed sign-ins from your address; try again in {} s.",
+                    wait.as_secs()
+                ),
+            );
+        }
+    };
     let password = form.password.unwrap_or_default();
     match app.admin.verify(&user, &password).await {
-        Ok(true) => {}
+        Ok(true) => attempt.finish(true),
         Ok(false) => {
-            app.login_limiter.failed(ip);
+            attempt.finish(false);
             // The name is whatever was typed: kept short in the log.
             let tried: String = user.chars().take(64).collect();
             app.audit(&tried, Some(ip.to_string()), "login-failed", String::new())
@@ -98,7 +100,6 @@ pub async fn sign_in(
             );
         }
     }
-    app.login_limiter.succeeded(ip);
     let started = async {
         session.cycle_id().await?;
         session.insert(SESSION_USER, &user).await?;
