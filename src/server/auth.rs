@@ -276,6 +276,8 @@ pub struct Admin {
     pub ip: Option<IpAddr>,
     /// The session's CSRF token for the forms of the page (empty under Basic).
     pub csrf: String,
+    /// The session's id (none under Basic): live streams check it is still signed in.
+    pub session_id: Option<String>,
 }
 
 impl Admin {
@@ -292,6 +294,11 @@ impl Admin {
 /// Session keys.
 pub const SESSION_USER: &str = "admin";
 pub const SESSION_CSRF: &str = "csrf";
+/// Unix seconds of the last time the session was saved for being used: saving moves its
+/// expiry, so an admin at work stays signed in and an idle session ends.
+const SESSION_RENEWED: &str = "renewed";
+/// Saved at most this often (a save is a durable write).
+const RENEW_EVERY: i64 = 600;
 
 /// The `csrf_token` field of a submitted form, lifted out by `form_csrf` before the
 /// handler reads the body.
@@ -325,20 +332,23 @@ impl FromRequestParts<App> for Admin {
                 user: app.admin.user.clone(),
                 ip,
                 csrf: String::new(),
+                session_id: None,
             });
         }
-        let session = parts.extensions.get::<Session>().cloned();
-        let signed_in = match &session {
-            Some(session) => {
-                let user = session.get::<String>(SESSION_USER).await.ok().flatten();
-                let csrf = session.get::<String>(SESSION_CSRF).await.ok().flatten();
-                user.zip(csrf)
-            }
-            None => None,
-        };
-        let Some((user, csrf)) = signed_in else {
+        let Some(session) = parts.extensions.get::<Session>().cloned() else {
             return Err(sign_in_first(parts));
         };
+        let user = session.get::<String>(SESSION_USER).await.ok().flatten();
+        let csrf = session.get::<String>(SESSION_CSRF).await.ok().flatten();
+        let Some((user, csrf)) = user.zip(csrf) else {
+            return Err(sign_in_first(parts));
+        };
+        let now = chrono::Utc::now().timestamp();
+        let renewed = session.get::<i64>(SESSION_RENEWED).await.ok().flatten();
+        if renewed.is_none_or(|t| now - t >= RENEW_EVERY) {
+            // Failing to extend the session is not a reason to refuse this request.
+            let _ = session.insert(SESSION_RENEWED, now).await;
+        }
         if !parts.method.is_safe() {
             let presented = parts
                 .headers
@@ -351,7 +361,12 @@ impl FromRequestParts<App> for Admin {
                 return Err(ApiError::BadCsrf.into_response());
             }
         }
-        Ok(Admin { user, ip, csrf })
+        Ok(Admin {
+            user,
+            ip,
+            csrf,
+            session_id: session.id().map(|id| id.to_string()),
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use crate::store::sessions::{self, StoredSession};
 use crate::store::{Store, StoreError};
 
 pub const COOKIE: &str = "lablink_session";
-/// A session ends this long after it was last saved (sign-in: requests only read it).
+/// A session ends this long after it was last used (see `auth::SESSION_RENEWED`).
 const IDLE: time::Duration = time::Duration::hours(12);
 
 #[derive(Clone)]
@@ -93,7 +93,7 @@ impl SessionStore for RedbSessions {
 }
 
 /// The session cookie: HttpOnly, SameSite=Strict, Secure when the allocator is reached
-/// over TLS, expiring `IDLE` after sign-in.
+/// over TLS, expiring after `IDLE` without use.
 pub fn layer(store: Store, config: &Config) -> SessionManagerLayer<RedbSessions> {
     SessionManagerLayer::new(RedbSessions { store })
         .with_name(COOKIE)

@@ -18,13 +18,15 @@ use crate::model::validate_hostname;
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
-use crate::store::{runs, vms};
+use crate::store::{runs, sessions, vms};
 use crate::views::admin::Viewer;
 use crate::views::admin::pool::{Counts, counts, instance_rows, startup_chart};
 use crate::views::admin::runs::{lines_fragment, summary};
 
 /// Changes closer together than this are sent as one update.
 const SETTLE: Duration = Duration::from_millis(200);
+/// A stream with nothing to send still checks this often that its session lives.
+const RECHECK: Duration = Duration::from_secs(30);
 /// Most output lines (or log bytes) one event carries.
 const LINES_PER_EVENT: u64 = 2_000;
 const LOG_BYTES_PER_EVENT: usize = 256 * 1024;
@@ -43,24 +45,36 @@ fn respond(rx: mpsc::Receiver<Event>) -> EventStream {
     Sse::new(Box::pin(stream) as _).keep_alive(KeepAlive::default())
 }
 
-/// Waits for the next commit; `false` when the stream should end instead.
+/// Waits for the next commit (or `RECHECK`); `false` when the stream should end instead:
+/// the browser went away, the allocator stops, or the admin's session ended.
 async fn next_change(
     app: &App,
     changes: &mut tokio::sync::watch::Receiver<u64>,
     tx: &mpsc::Sender<Event>,
+    session: Option<&str>,
 ) -> bool {
     tokio::select! {
         changed = changes.changed() => {
             if changed.is_err() {
                 return false;
             }
+            tokio::time::sleep(SETTLE).await;
+            changes.borrow_and_update();
         }
+        () = tokio::time::sleep(RECHECK) => {}
         () = tx.closed() => return false,
         () = app.shutdown.cancelled() => return false,
     }
-    tokio::time::sleep(SETTLE).await;
-    changes.borrow_and_update();
-    true
+    match session {
+        None => true,
+        Some(id) => {
+            let (id, now) = (id.to_owned(), chrono::Utc::now().timestamp());
+            matches!(
+                app.store.read(move |tx| sessions::load(tx, &id, now)).await,
+                Ok(Some(_))
+            )
+        }
+    }
 }
 
 /// An event carrying `html`; SSE cannot carry carriage returns, which only ever come
@@ -89,6 +103,7 @@ pub async fn pool(State(app): State<App>, admin: Admin, Query(q): Query<PoolView
     } else {
         "instances"
     };
+    let session = admin.session_id.clone();
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -121,7 +136,7 @@ pub async fn pool(State(app): State<App>, admin: Admin, Query(q): Query<PoolView
                     sent[i] = fresh[i].clone();
                 }
             }
-            if !next_change(&app, &mut changes, &tx).await {
+            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
                 return;
             }
         }
@@ -138,12 +153,13 @@ pub struct From {
 /// `state` and `done` when the run ends.
 pub async fn run(
     State(app): State<App>,
-    _: Admin,
+    admin: Admin,
     Path(id): Path<u64>,
     Query(q): Query<From>,
     headers: HeaderMap,
 ) -> EventStream {
     let mut next = last_event_id(&headers).or(q.from).unwrap_or(0);
+    let session = admin.session_id.clone();
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -178,7 +194,7 @@ pub async fn run(
                 let _ = tx.send(Event::default().event("done").data("done")).await;
                 return;
             }
-            if !next_change(&app, &mut changes, &tx).await {
+            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
                 return;
             }
         }
@@ -191,7 +207,7 @@ pub async fn run(
 /// `N:M` names the next batch of each, for resuming.
 pub async fn logs(
     State(app): State<App>,
-    _: Admin,
+    admin: Admin,
     Path(host): Path<String>,
     Query(q): Query<std::collections::HashMap<String, u64>>,
     headers: HeaderMap,
@@ -204,6 +220,7 @@ pub async fn logs(
         .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
     let mut next: [u64; 2] = resumed
         .unwrap_or_else(|| LogKind::ALL.map(|kind| q.get(kind.slug()).copied().unwrap_or(0)));
+    let session = admin.session_id.clone();
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -241,7 +258,7 @@ pub async fn logs(
             if more {
                 continue;
             }
-            if !next_change(&app, &mut changes, &tx).await {
+            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
                 return;
             }
         }

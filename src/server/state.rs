@@ -34,6 +34,8 @@ pub struct AppInner {
     pub api_token: SharedToken,
     pub admin: AdminCredentials,
     pub login_limiter: LoginLimiter,
+    /// Held while the agents' token is replaced.
+    pub token_rotation: tokio::sync::Mutex<()>,
     pub provisioner: Arc<Provisioner>,
     pub clock: Arc<dyn Clock>,
     /// Cancelled when the server starts shutting down: parked long-polls answer at once.
@@ -91,6 +93,7 @@ impl App {
                 api_token,
                 admin,
                 login_limiter: LoginLimiter::default(),
+                token_rotation: tokio::sync::Mutex::new(()),
                 provisioner,
                 clock,
                 shutdown: CancellationToken::new(),

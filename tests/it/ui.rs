@@ -179,12 +179,47 @@ async fn browsers_sign_in_and_forms_need_the_session_token() {
         };
         assert_eq!(console.get("/admin/audit").await.status(), StatusCode::OK);
 
-        // Signing out ends the session for good.
+        // A session in use is extended now and then (a save moves its expiry), not on
+        // every request.
+        let cookie = session_cookie(&login(&s, ADMIN_PASSWORD).await).expect("cookie");
+        let fresh = Console {
+            http: no_redirects(),
+            base: s.base.clone(),
+            cookie,
+            csrf: String::new(),
+        };
+        let first = fresh.get("/admin/audit").await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert!(
+            session_cookie(&first).is_some(),
+            "first use extends the session"
+        );
+        let second = fresh.get("/admin/audit").await;
+        assert_eq!(second.status(), StatusCode::OK);
+        assert!(
+            session_cookie(&second).is_none(),
+            "not saved again right away"
+        );
+
+        // Signing out ends the session for good, and its open live views with it.
+        let live = console
+            .http
+            .get(s.url("/admin/events/pool?view=instances"))
+            .header(COOKIE, &console.cookie)
+            .header(ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .expect("GET events");
+        assert_eq!(live.status(), StatusCode::OK);
         let csrf = console.csrf.clone();
         let out = console
             .post("/admin/logout", &[("csrf_token", &csrf)])
             .await;
         assert_eq!(out.status(), StatusCode::SEE_OTHER);
+        let ended = tokio::time::timeout(Duration::from_secs(10), live.text())
+            .await
+            .expect("the live view ends after sign-out");
+        assert!(ended.is_ok());
         assert_eq!(
             console.get("/admin/audit").await.status(),
             StatusCode::SEE_OTHER

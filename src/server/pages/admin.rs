@@ -291,7 +291,12 @@ fn fingerprint(token: &str) -> String {
 }
 
 pub async fn token(State(app): State<App>, admin: Admin) -> Markup {
-    view::token::page(&viewer(&admin), &fingerprint(&app.api_token.get()), None)
+    view::token::page(
+        &viewer(&admin),
+        &fingerprint(&app.api_token.get()),
+        None,
+        None,
+    )
 }
 
 /// A typed confirmation (`confirm` field) of a destructive action.
@@ -318,6 +323,8 @@ pub async fn rotate_token(
             view::token::ROTATE_CONFIRMATION
         )));
     }
+    // One rotation at a time: the store, the running server and the file agree.
+    let rotating = app.token_rotation.lock().await;
     let token = app
         .store
         .write(meta::rotate_api_token)
@@ -325,9 +332,16 @@ pub async fn rotate_token(
         .map_err(store_failed("Failed to rotate the token."))?;
     app.api_token.set(token.clone());
     let file = app.config.data_dir().join(crate::server::state::TOKEN_FILE);
-    if let Err(e) = crate::server::state::write_private_file(&file, &token) {
-        tracing::error!(error = %e, "the new agent token could not be written to its file");
-    }
+    let problem = crate::server::state::write_private_file(&file, &token)
+        .err()
+        .map(|e| {
+            tracing::error!(error = %e, "the new agent token could not be written to its file");
+            format!(
+                "The new token is in force, but {} could not be written ({e}); `lablink token` shows the old one until the next start.",
+                file.display()
+            )
+        });
+    drop(rotating);
     app.audit(
         &admin.user,
         admin.from_ip(),
@@ -335,7 +349,13 @@ pub async fn rotate_token(
         format!("new fingerprint {}", fingerprint(&token)),
     )
     .await;
-    Ok(view::token::page(&viewer(&admin), &fingerprint(&token), Some(&token)).into_response())
+    Ok(view::token::page(
+        &viewer(&admin),
+        &fingerprint(&token),
+        Some(&token),
+        problem.map(Flash::Problem).as_ref(),
+    )
+    .into_response())
 }
 
 pub async fn audit_page(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {

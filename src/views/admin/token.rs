@@ -2,18 +2,24 @@
 
 use maud::{Markup, html};
 
-use super::{Viewer, csrf_field, shell};
+use super::{Flash, Viewer, csrf_field, flash, shell};
 
 /// What the admin types to rotate the token.
 pub const ROTATE_CONFIRMATION: &str = "rotate";
 
-pub fn page(viewer: &Viewer, fingerprint: &str, new_token: Option<&str>) -> Markup {
+pub fn page(
+    viewer: &Viewer,
+    fingerprint: &str,
+    new_token: Option<&str>,
+    problem: Option<&Flash>,
+) -> Markup {
     shell(
         viewer,
         "/admin/token",
         "Agent token",
         html! {
             h1 { "Agent token" }
+            (flash(problem))
             p { "VM agents send this bearer token with every report. VMs launched by LabLink get it automatically; for machines you set up yourself, pass it as " code { "API_TOKEN" } " or " code { "--token-file" } "." }
             @if let Some(token) = new_token {
                 div.ok role="status" {
