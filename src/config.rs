@@ -52,6 +52,8 @@ pub struct ProvisionConfig {
     pub local_executable: String,
     /// Terraform (or OpenTofu) executable.
     pub terraform_bin: String,
+    /// The ssh client used to reach Terraform VMs (reboot, participants' files).
+    pub ssh_bin: String,
     /// Where Terraform keeps its state: `local` (the data directory) or `s3` (bucket_name).
     pub terraform_backend: String,
     /// URL VMs reach the allocator at; empty: from ALLOCATOR_FQDN, dns.domain or
@@ -233,6 +235,7 @@ impl Default for Config {
                 local_max_vms: 50,
                 local_executable: String::new(),
                 terraform_bin: "terraform".into(),
+                ssh_bin: "ssh".into(),
                 terraform_backend: "local".into(),
                 allocator_url: String::new(),
                 auto_reboot: true,
@@ -338,6 +341,7 @@ impl Config {
             v.integer("local_max_vms", &mut p.local_max_vms);
             v.string("local_executable", &mut p.local_executable);
             v.string("terraform_bin", &mut p.terraform_bin);
+            v.string("ssh_bin", &mut p.ssh_bin);
             v.string("terraform_backend", &mut p.terraform_backend);
             v.string("allocator_url", &mut p.allocator_url);
             v.boolean("auto_reboot", &mut p.auto_reboot);
@@ -467,6 +471,15 @@ impl Config {
             bad(
                 "server.long_poll_seconds",
                 format!("{} is outside 1..=3600", self.server.long_poll_seconds),
+            );
+        }
+        let ext = &self.machine.extension;
+        if ext.is_empty() || ext.len() > 16 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+            bad(
+                "machine.extension",
+                format!(
+                    "`{ext}` must be a file extension of letters and digits, without the dot (e.g. slp)"
+                ),
             );
         }
         if let Err(e) = self.trusted_proxies() {
@@ -613,6 +626,18 @@ mod tests {
         c.server.trusted_proxies = "10.0.0.5, proxy.local".into();
         let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, vec!["server.trusted_proxies"]);
+    }
+
+    #[test]
+    fn the_extension_is_letters_and_digits() {
+        let mut c = Config::default();
+        for bad in ["", ".slp", "s*", "slp'; rm", "a".repeat(17).as_str()] {
+            c.machine.extension = bad.into();
+            let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+            assert_eq!(keys, vec!["machine.extension"], "{bad}");
+        }
+        c.machine.extension = "h5".into();
+        assert!(c.validate().is_empty());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! workshop's records. Chrome Remote Desktop codes and PINs are left out: they are
 //! credentials, not records.
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::model::Vm;
@@ -58,4 +60,127 @@ pub fn csv(pool: &[Vm]) -> Vec<u8> {
 
 pub fn json(pool: &[Vm]) -> Vec<u8> {
     serde_json::to_vec_pretty(&rows(pool)).unwrap_or_default()
+}
+
+/// Whether a participant's file at `rel` (relative to the desktop) is exported: named
+/// `*.<extension>`, and not inside a `models` or `predictions` folder (trained models and
+/// inference output are large and can be made again).
+pub fn wanted(rel: &Path, extension: &str) -> bool {
+    let named = rel
+        .extension()
+        .is_some_and(|e| e.to_string_lossy() == extension);
+    let excluded = rel.parent().is_some_and(|dir| {
+        dir.components()
+            .any(|c| matches!(c.as_os_str().to_str(), Some("models" | "predictions")))
+    });
+    named && !excluded
+}
+
+/// Every regular file under `dir`, sorted; symbolic links are not followed.
+fn files_under(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Copies the wanted files under `from` to the same relative paths under `into`.
+pub fn copy_wanted(from: &Path, into: &Path, extension: &str) -> std::io::Result<()> {
+    for path in files_under(from)? {
+        let Ok(rel) = path.strip_prefix(from) else {
+            continue;
+        };
+        if wanted(rel, extension) {
+            let target = into.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(&path, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks the regular files of a tar archive below `into` (entries that would land
+/// outside it are skipped) and removes the archive.
+pub fn unpack_tar(archive: &Path, into: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(into)?;
+    let mut tar = tar::Archive::new(std::fs::File::open(archive)?);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            entry.unpack_in(into)?;
+        }
+    }
+    std::fs::remove_file(archive)
+}
+
+/// Zips the wanted files of every `<root>/<host>/…` as `<host>/…` into `out`; returns how
+/// many files went in.
+pub fn zip_collected(
+    root: &Path,
+    hosts: &[String],
+    extension: &str,
+    out: std::fs::File,
+) -> std::io::Result<usize> {
+    let mut zip = zip::ZipWriter::new(out);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    let mut count = 0;
+    for host in hosts {
+        let base = root.join(host);
+        if !base.is_dir() {
+            continue;
+        }
+        for path in files_under(&base)? {
+            let Ok(rel) = path.strip_prefix(&base) else {
+                continue;
+            };
+            if !wanted(rel, extension) {
+                continue;
+            }
+            let name = format!("{host}/{}", rel.to_string_lossy());
+            zip.start_file(name, options)
+                .map_err(std::io::Error::other)?;
+            std::io::copy(&mut std::fs::File::open(&path)?, &mut zip)?;
+            count += 1;
+        }
+    }
+    zip.finish().map_err(std::io::Error::other)?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_named_files_outside_models_and_predictions() {
+        let yes = ["labels.slp", "session1/labels.slp", "a/b/c.slp"];
+        let no = [
+            "labels.txt",
+            "slp",
+            "models/labels.slp",
+            "x/predictions/labels.slp",
+            "labels.slp.bak",
+        ];
+        for p in yes {
+            assert!(wanted(Path::new(p), "slp"), "{p}");
+        }
+        for p in no {
+            assert!(!wanted(Path::new(p), "slp"), "{p}");
+        }
+    }
 }

@@ -35,8 +35,31 @@ pub struct Limits {
 /// Runs `cmd` to completion (or until `timeout`/`cancel`), calling `on_line` for every
 /// output line. Spawn errors (program missing, not executable) are returned as such.
 pub async fn run(
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+    limits: Limits,
+    cancel: &CancellationToken,
+    on_line: impl FnMut(Stream, String),
+) -> std::io::Result<Outcome> {
+    run_with(cmd, stdin, None, limits, cancel, on_line).await
+}
+
+/// As `run`, with the program's standard output written to `stdout` (binary data, such
+/// as an archive); only standard error is handed over line by line.
+pub async fn run_to_file(
+    cmd: Command,
+    stdout: std::fs::File,
+    limits: Limits,
+    cancel: &CancellationToken,
+    on_line: impl FnMut(Stream, String),
+) -> std::io::Result<Outcome> {
+    run_with(cmd, None, Some(stdout), limits, cancel, on_line).await
+}
+
+async fn run_with(
     mut cmd: Command,
     stdin: Option<Vec<u8>>,
+    stdout: Option<std::fs::File>,
     limits: Limits,
     cancel: &CancellationToken,
     mut on_line: impl FnMut(Stream, String),
@@ -46,7 +69,7 @@ pub async fn run(
     } else {
         Stdio::null()
     })
-    .stdout(Stdio::piped())
+    .stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
     .stderr(Stdio::piped())
     .process_group(0)
     .kill_on_drop(true);

@@ -2,7 +2,7 @@
 //! desktop: the whole flow on one machine, for `lablink demo` and tests.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -237,6 +237,27 @@ impl Provider for Local {
             .map_err(|e| format!("cannot restart the agent of {host}: {e}"))?;
         children.insert(host.to_owned(), child);
         Ok(())
+    }
+
+    /// The desktop of a local VM is the folder `<its folder>/Desktop`.
+    async fn collect_files(
+        &self,
+        host: &str,
+        extension: &str,
+        into: &Path,
+        _: &CancellationToken,
+    ) -> Result<(), String> {
+        let desktop = self.dir.join(host).join("Desktop");
+        let (ext, into) = (extension.to_owned(), into.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            if !desktop.is_dir() {
+                return Ok(());
+            }
+            crate::export::copy_wanted(&desktop, &into, &ext)
+                .map_err(|e| format!("{}: {e}", desktop.display()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     async fn shutdown(&self) {

@@ -8,6 +8,7 @@ pub mod manual;
 mod runlog;
 pub mod terraform;
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -103,6 +104,22 @@ pub trait Provider: Send + Sync {
     async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {
         let _ = (host, cancel);
         Err(format!("the {} provider cannot reboot VMs", self.name()))
+    }
+
+    /// Copies the participant's files named `*.<extension>` from the VM's desktop into
+    /// `into`, keeping their paths relative to the desktop. `Err` says why it could not.
+    async fn collect_files(
+        &self,
+        host: &str,
+        extension: &str,
+        into: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let _ = (host, extension, into, cancel);
+        Err(format!(
+            "the {} provider cannot fetch files from VMs; copy them from the machines yourself",
+            self.name()
+        ))
     }
 
     /// The allocator is stopping: release what only lives as long as this process.
@@ -431,6 +448,17 @@ impl Provisioner {
     /// Restarts one VM through the provider.
     pub async fn reboot(&self, host: &str) -> Result<(), String> {
         self.provider.reboot(host, &self.cancel).await
+    }
+
+    pub async fn collect_files(
+        &self,
+        host: &str,
+        extension: &str,
+        into: &Path,
+    ) -> Result<(), String> {
+        self.provider
+            .collect_files(host, extension, into, &self.cancel)
+            .await
     }
 
     /// Cancels a run in progress and releases the provider's processes.

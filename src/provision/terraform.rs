@@ -48,6 +48,7 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub bin: PathBuf,
+    pub ssh_bin: PathBuf,
     /// `<data dir>/terraform`: versioned template folders, plugin cache, local state.
     pub root: PathBuf,
     pub backend: Backend,
@@ -160,6 +161,7 @@ impl Settings {
         );
         Settings {
             bin: PathBuf::from(&config.provision.terraform_bin),
+            ssh_bin: PathBuf::from(&config.provision.ssh_bin),
             root,
             backend,
             resource_prefix,
@@ -493,6 +495,55 @@ impl Terraform {
     }
 
     /// Stdout of a command that is not part of a run (auto-reboot); stderr goes to the log.
+    /// The ssh arguments up to `ubuntu@<ip>` for one VM (its address and the pool's key
+    /// from the Terraform state), the folder ssh runs in, and the address.
+    async fn ssh_to(
+        &self,
+        host: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<String>, PathBuf, String), String> {
+        let dir = self.workdir();
+        if !dir.join(".terraform").is_dir() {
+            return Err("no initialised Terraform folder yet (launch VMs first)".into());
+        }
+        let bin = self.settings.bin.clone();
+        let quick = Duration::from_secs(60);
+        let args = ["output", "-json", "vm_public_ips"].map(String::from);
+        let (code, lines) = self.capture(&bin, &dir, &args, quick, cancel).await?;
+        let ips: Value = serde_json::from_str(&lines.join("\n")).unwrap_or(Value::Null);
+        let ip = match (code, ips.get(host).and_then(Value::as_str)) {
+            (0, Some(ip)) if !ip.is_empty() => ip.to_owned(),
+            _ => return Err(format!("Terraform knows no public address for {host}")),
+        };
+        let args = ["output", "-raw", "lablink_private_key_pem"].map(String::from);
+        let (code, key) = self.capture(&bin, &dir, &args, quick, cancel).await?;
+        if code != 0 || key.is_empty() {
+            return Err("cannot read the VMs' SSH key from the Terraform state".into());
+        }
+        let ssh_dir = self.settings.root.join("ssh");
+        std::fs::create_dir_all(&ssh_dir).map_err(|e| e.to_string())?;
+        let key_file = ssh_dir.join("client-vm.pem");
+        crate::server::state::write_private_file(&key_file, &key.join("\n"))
+            .map_err(|e| e.to_string())?;
+        let args = vec![
+            "-i".into(),
+            key_file.display().to_string(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=accept-new".into(),
+            "-o".into(),
+            format!(
+                "UserKnownHostsFile={}",
+                ssh_dir.join("known_hosts").display()
+            ),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            format!("ubuntu@{ip}"),
+        ];
+        Ok((args, ssh_dir, ip))
+    }
+
     async fn capture(
         &self,
         program: &Path,
@@ -620,51 +671,15 @@ impl Provider for Terraform {
     /// As upstream: over SSH with the pool's key, `cloud-init clean` and reboot, so the boot
     /// script runs again (and the VM re-registers). Needs `ssh` on the allocator.
     async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {
-        let dir = self.workdir();
-        if !dir.join(".terraform").is_dir() {
-            return Err("no initialised Terraform folder yet (launch VMs first)".into());
-        }
-        let bin = self.settings.bin.clone();
-        let quick = Duration::from_secs(60);
-        let args = ["output", "-json", "vm_public_ips"].map(String::from);
-        let (code, lines) = self.capture(&bin, &dir, &args, quick, cancel).await?;
-        let ips: Value = serde_json::from_str(&lines.join("\n")).unwrap_or(Value::Null);
-        let ip = match (code, ips.get(host).and_then(Value::as_str)) {
-            (0, Some(ip)) if !ip.is_empty() => ip.to_owned(),
-            _ => return Err(format!("Terraform knows no public address for {host}")),
-        };
-        let args = ["output", "-raw", "lablink_private_key_pem"].map(String::from);
-        let (code, key) = self.capture(&bin, &dir, &args, quick, cancel).await?;
-        if code != 0 || key.is_empty() {
-            return Err("cannot read the VMs' SSH key from the Terraform state".into());
-        }
-        let ssh_dir = self.settings.root.join("ssh");
-        std::fs::create_dir_all(&ssh_dir).map_err(|e| e.to_string())?;
-        let key_file = ssh_dir.join("client-vm.pem");
-        crate::server::state::write_private_file(&key_file, &key.join("\n"))
-            .map_err(|e| e.to_string())?;
-        let args = vec![
-            "-i".into(),
-            key_file.display().to_string(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=accept-new".into(),
-            "-o".into(),
-            format!(
-                "UserKnownHostsFile={}",
-                ssh_dir.join("known_hosts").display()
-            ),
-            "-o".into(),
-            "ConnectTimeout=10".into(),
-            format!("ubuntu@{ip}"),
+        let (mut args, ssh_dir, ip) = self.ssh_to(host, cancel).await?;
+        args.push(
             // Reboot a moment later, so the command itself ends cleanly (exit 0).
             "sudo cloud-init clean --logs && sudo systemd-run --on-active=3 systemctl reboot"
                 .into(),
-        ];
+        );
         let (code, _) = self
             .capture(
-                Path::new("ssh"),
+                &self.settings.ssh_bin,
                 &ssh_dir,
                 &args,
                 Duration::from_secs(30),
@@ -676,6 +691,58 @@ impl Provider for Terraform {
         } else {
             Err(format!("ssh to {host} ({ip}) exited with {code}"))
         }
+    }
+
+    /// Over SSH, the desktop files of the VM's first running container as a tar stream
+    /// (as upstream: `/home/client/Desktop`, without `models/` and `predictions/`),
+    /// unpacked below `into`.
+    async fn collect_files(
+        &self,
+        host: &str,
+        extension: &str,
+        into: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let (mut args, ssh_dir, ip) = self.ssh_to(host, cancel).await?;
+        // `extension` is checked by the config validator: letters and digits only.
+        args.push(format!(
+            "sudo docker exec \"$(sudo docker ps -q | head -n1)\" sh -c 'cd /home/client/Desktop \
+             && find . -type f -name \"*.{extension}\" ! -path \"*/models/*\" ! -path \"*/predictions/*\" -print0 \
+             | tar --null -T - -cf -'"
+        ));
+        let archive = into.with_extension("tar");
+        let file = std::fs::File::create(&archive).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&self.settings.ssh_bin);
+        cmd.args(&args).current_dir(&ssh_dir);
+        let limits = Limits {
+            timeout: Duration::from_secs(600),
+            grace: Duration::from_secs(5),
+        };
+        let mut errors = Vec::new();
+        let outcome = process::run_to_file(cmd, file, limits, cancel, |_, line| {
+            if errors.len() < 5 {
+                errors.push(line);
+            }
+        })
+        .await
+        .map_err(|e| format!("cannot run ssh: {e}"))?;
+        match outcome {
+            Outcome::Exited(status) if status.success() => {}
+            Outcome::Exited(status) => {
+                return Err(format!(
+                    "ssh to {host} ({ip}) exited with {}: {}",
+                    status.code().unwrap_or(-1),
+                    errors.join(" / ")
+                ));
+            }
+            Outcome::TimedOut => return Err(format!("fetching files from {host} timed out")),
+            Outcome::Cancelled => return Err("stopped by shutdown".into()),
+        }
+        let into = into.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::export::unpack_tar(&archive, &into))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("the archive from {host} cannot be read: {e}"))
     }
 
     async fn destroy(

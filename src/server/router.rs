@@ -9,7 +9,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::api::{download, health, logs, pool, provision, reboot, schedules, startup, telemetry};
+use super::api::{
+    download, health, logs, participant_data, pool, provision, reboot, schedules, startup,
+    telemetry,
+};
 use super::auth::form_csrf;
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
 use super::pages::{admin, login, participant};
@@ -51,6 +54,7 @@ pub fn build(app: App) -> Router {
             "/api/schedule-destruction/{id}",
             get(schedules::get).delete(schedules::cancel),
         )
+        .route("/api/scp-client", get(participant_data::download))
         .route("/api/reboot-vm", post(reboot::post_reboot))
         .route("/api/reboot-vm/{hostname}", get(reboot::get_reboot_info))
         .route("/admin", get(admin::dashboard))

@@ -349,3 +349,74 @@ async fn an_unreadable_state_stops_the_run_before_any_apply() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_files_come_over_ssh_from_each_vm() {
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "terraform".into();
+        c.provision.terraform_bin = fake_terraform().display().to_string();
+        c.provision.ssh_bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bin/ssh")
+            .display()
+            .to_string();
+        c.provision.allocator_url = "https://lablink.example.org".into();
+        c.machine.software = "sleap".into();
+        c.environment = "test".into();
+    })
+    .await;
+    within(60, "test", async {
+        set_mode(&s, "succeed");
+        let a = s
+            .admin_form("/api/launch", &[("num_vms", "2")], &[])
+            .await
+            .expect(202);
+        s.finished_run(a["run_id"].as_u64().expect("id"), 30).await;
+        let names: Vec<String> = serde_json::from_str(
+            &std::fs::read_to_string(control(&s).join("state.json")).expect("state"),
+        )
+        .expect("names");
+        // The first VM has a desktop with files; the second has no running container.
+        let desktop = control(&s).join("desktops").join(&names[0]);
+        std::fs::create_dir_all(desktop.join("models")).expect("mkdir");
+        std::fs::write(desktop.join("labels.slp"), "tracked").expect("write");
+        std::fs::write(desktop.join("models/big.slp"), "model").expect("write");
+
+        let (status, _, entries) = crate::participant_data::download(&s).await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        assert_eq!(
+            entries,
+            vec![(format!("{}/labels.slp", names[0]), "tracked".to_owned())]
+        );
+        // The archive's entry that tried to climb out landed nowhere.
+        let mut pending = vec![s.dir.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+                assert_ne!(
+                    entry.file_name(),
+                    "escaped.slp",
+                    "{}",
+                    entry.path().display()
+                );
+                if entry.file_type().expect("type").is_dir() {
+                    pending.push(entry.path());
+                }
+            }
+        }
+        // ssh ran with the pool's key, non-interactively, to the VMs' addresses.
+        let calls = std::fs::read_to_string(control(&s).join("ssh.jsonl")).expect("ssh calls");
+        assert_eq!(calls.lines().count(), 2, "{calls}");
+        for line in calls.lines() {
+            let call: Value = serde_json::from_str(line).expect("call");
+            let args = args_of(&call);
+            assert!(args.contains(&"BatchMode=yes".to_owned()), "{args:?}");
+            assert!(
+                args.iter().any(|a| a.ends_with("client-vm.pem")),
+                "{args:?}"
+            );
+            assert!(args.iter().any(|a| a.contains("*.slp")), "{args:?}");
+        }
+        let audit = s.get("/admin/audit", Auth::admin()).await;
+        assert!(audit.text.contains("not reached"), "{}", audit.text);
+    })
+    .await;
+}

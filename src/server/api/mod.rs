@@ -3,6 +3,7 @@
 pub mod download;
 pub mod health;
 pub mod logs;
+pub mod participant_data;
 pub mod pool;
 pub mod provision;
 pub mod reboot;

@@ -118,7 +118,11 @@ pub async fn teardown(State(app): State<App>, admin: Admin) -> Result<Markup, Ap
         .read(|tx| Ok(vms::list(tx)?.len()))
         .await
         .map_err(store_failed("Failed to read the pool."))?;
-    Ok(view::teardown::delete_page(&viewer(&admin), count))
+    Ok(view::teardown::delete_page(
+        &viewer(&admin),
+        count,
+        &app.config.machine.extension,
+    ))
 }
 
 pub async fn run(

@@ -31,7 +31,7 @@ pub fn launch_page(viewer: &Viewer, provider: &str, current: Option<(&Run, &[Str
     )
 }
 
-pub fn delete_page(viewer: &Viewer, vm_count: usize) -> Markup {
+pub fn delete_page(viewer: &Viewer, vm_count: usize, extension: &str) -> Markup {
     shell(
         viewer,
         "/admin/instances/delete",
@@ -41,6 +41,10 @@ pub fn delete_page(viewer: &Viewer, vm_count: usize) -> Markup {
             div #flash aria-live="polite" {}
             section.panel {
                 h2 { "Download data" }
+                p { "The participants' " code { "." (extension) } " files from every VM's desktop (not in " code { "models/" } " or " code { "predictions/" } "), as one zip:" }
+                p.buttons {
+                    a.button href="/api/scp-client" download { "Participants' files (zip)" }
+                }
                 p { "Startup timings and assignments of every VM, for your records:" }
                 p.buttons {
                     a.button href="/admin/export.csv" download { "Pool export (CSV)" }

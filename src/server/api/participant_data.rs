@@ -1,0 +1,118 @@
+//! `GET /api/scp-client`: the participants' files (`*.<machine.extension>` from each VM's
+//! desktop) as one zip, `<hostname>/<path on the desktop>`. Upstream's path and answers;
+//! the files are gathered by the provider (SSH for Terraform VMs), a few VMs at a time,
+//! into a scratch folder that is gone once the download has started.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use crate::error::ApiError;
+use crate::server::auth::Admin;
+use crate::server::state::App;
+use crate::store::vms;
+
+/// VMs fetched from at once.
+const PARALLEL: usize = 8;
+
+pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, ApiError> {
+    let pool = app
+        .store
+        .read(vms::list)
+        .await
+        .map_err(ApiError::store("Failed to read the pool."))?;
+    if pool.is_empty() {
+        return Err(ApiError::NotFound("No VMs found in the database.".into()));
+    }
+    let hosts: Vec<String> = pool.into_iter().map(|vm| vm.hostname).collect();
+    let extension = app.config.machine.extension.clone();
+    let stamp = app.clock.now().format("%Y%m%d_%H%M%S").to_string();
+    let scratch = app
+        .config
+        .data_dir()
+        .join("exports")
+        .join(format!("{stamp}-{}", crate::store::meta::random_secret()));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| ApiError::Failed(format!("cannot make a scratch folder: {e}")))?;
+
+    let failures: Vec<String> = futures_util::stream::iter(hosts.clone())
+        .map(|host| {
+            let (app, into, ext) = (app.clone(), scratch.join(&host), extension.clone());
+            async move {
+                app.provisioner
+                    .collect_files(&host, &ext, &into)
+                    .await
+                    .err()
+                    .map(|why| format!("{host}: {why}"))
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .filter_map(|failure| async move { failure })
+        .collect()
+        .await;
+
+    let zip_path = scratch.join("lablink_data.zip");
+    let zipped = {
+        let (root, hosts, ext, path) = (
+            scratch.clone(),
+            hosts.clone(),
+            extension.clone(),
+            zip_path.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let out = std::fs::File::create(&path)?;
+            let count = crate::export::zip_collected(&root, &hosts, &ext, out)?;
+            Ok::<_, std::io::Error>((count, std::fs::File::open(&path)?))
+        })
+        .await
+        .map_err(|e| ApiError::Failed(e.to_string()))
+        .and_then(|r| r.map_err(|e| ApiError::Failed(format!("cannot write the zip: {e}"))))
+    };
+    // The open file stays readable after its folder is removed.
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (count, file) = zipped?;
+    app.audit(
+        &admin.user,
+        admin.from_ip(),
+        "download-data",
+        format!(
+            "{count} .{extension} file(s) from {} VM(s){}",
+            hosts.len(),
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; not reached: {}", failures.join("; "))
+            }
+        ),
+    )
+    .await;
+    if count == 0 {
+        return Err(if failures.is_empty() {
+            ApiError::NotFound(format!("No {extension} files found in any VMs."))
+        } else {
+            ApiError::Failed(format!(
+                "No {extension} files could be fetched; {}",
+                failures.join("; ")
+            ))
+        });
+    }
+    for failure in &failures {
+        tracing::warn!(%failure, "participant files not fetched from a VM");
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=lablink_data{stamp}.zip"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
