@@ -74,6 +74,8 @@ impl Console {
             .to_owned();
         assert!(set.contains("HttpOnly"), "{set}");
         assert!(set.contains("SameSite=Strict"), "{set}");
+        assert!(set.contains("Max-Age=43200"), "{set}");
+        assert_eq!(set.contains("Secure"), s.app.config.serves_tls(), "{set}");
         let mut console = Console {
             http: no_redirects(),
             base: s.base.clone(),
@@ -602,4 +604,59 @@ async fn vendored_htmx_is_served_with_validators_and_pages_carry_the_csp() {
         "{csp}"
     );
     assert_eq!(page.headers()["x-frame-options"], "DENY");
+}
+
+#[tokio::test]
+async fn session_cookies_are_secure_behind_https() {
+    let s = TestServer::start_with(|c| {
+        c.provision.allocator_url = "https://lablink.example.org".into();
+    })
+    .await;
+    Console::sign_in(&s).await;
+}
+
+#[tokio::test]
+async fn the_log_stream_follows_new_lines() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        s.register_running("vm-1").await;
+        let console = Console::sign_in(&s).await;
+        let page = console
+            .get("/admin/logs/vm-1")
+            .await
+            .text()
+            .await
+            .expect("page");
+        assert!(
+            page.contains("/admin/logs/vm-1/events?cloud-init=0&amp;container=0"),
+            "{page}"
+        );
+        let stream = console
+            .http
+            .get(s.url("/admin/logs/vm-1/events?cloud-init=0&container=0"))
+            .header(COOKIE, &console.cookie)
+            .send()
+            .await
+            .expect("GET events");
+        assert_eq!(stream.status(), StatusCode::OK);
+        s.agent_post(
+            "/api/vm-logs",
+            &json!({"log_group": "lablink-docker", "log_stream": "vm-1",
+                    "messages": ["<b>desktop</b> started"]}),
+        )
+        .await
+        .expect(200);
+        let seen = read_events_until(stream, "started").await;
+        assert!(seen.contains("event: container"), "{seen}");
+        assert!(
+            seen.contains("&lt;b&gt;desktop&lt;/b&gt; started"),
+            "escaped: {seen}"
+        );
+        assert!(seen.contains("id: 0:1"), "{seen}");
+        assert_eq!(
+            console.get("/admin/logs/vm-9").await.status(),
+            StatusCode::NOT_FOUND
+        );
+    })
+    .await;
 }
