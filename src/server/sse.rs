@@ -145,7 +145,7 @@ pub async fn pool(State(app): State<App>, admin: Admin, Query(q): Query<PoolView
 }
 
 #[derive(Deserialize)]
-pub struct From {
+pub struct RunFrom {
     from: Option<u64>,
 }
 
@@ -155,7 +155,7 @@ pub async fn run(
     State(app): State<App>,
     admin: Admin,
     Path(id): Path<u64>,
-    Query(q): Query<From>,
+    Query(q): Query<RunFrom>,
     headers: HeaderMap,
 ) -> EventStream {
     let mut next = last_event_id(&headers).or(q.from).unwrap_or(0);

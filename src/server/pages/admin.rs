@@ -60,16 +60,12 @@ pub fn action_result(
     }
 }
 
-fn store_failed(message: &'static str) -> impl FnOnce(crate::store::StoreError) -> ApiError {
-    ApiError::store(message)
-}
-
 pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
     let (pool, recent) = app
         .store
         .read(|tx| Ok((vms::list(tx)?, runs::recent(tx, 10)?)))
         .await
-        .map_err(store_failed("Failed to read the pool."))?;
+        .map_err(ApiError::store("Failed to read the pool."))?;
     Ok(view::dashboard::page(
         &viewer(&admin),
         app.provisioner.provider_name(),
@@ -83,7 +79,7 @@ pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, A
         .store
         .read(vms::list)
         .await
-        .map_err(store_failed("Failed to read the pool."))?;
+        .map_err(ApiError::store("Failed to read the pool."))?;
     let current = app.provisioner.current().await;
     Ok(view::instances::page(
         &viewer(&admin),
@@ -100,7 +96,7 @@ pub async fn create(State(app): State<App>, admin: Admin) -> Result<Markup, ApiE
                 .store
                 .read(move |tx| runs::lines(tx, id, 0, 100_000))
                 .await
-                .map_err(store_failed("Failed to read the run."))?;
+                .map_err(ApiError::store("Failed to read the run."))?;
             Some((run, lines))
         }
         None => None,
@@ -117,7 +113,7 @@ pub async fn teardown(State(app): State<App>, admin: Admin) -> Result<Markup, Ap
         .store
         .read(|tx| Ok(vms::list(tx)?.len()))
         .await
-        .map_err(store_failed("Failed to read the pool."))?;
+        .map_err(ApiError::store("Failed to read the pool."))?;
     Ok(view::teardown::delete_page(
         &viewer(&admin),
         count,
@@ -139,7 +135,7 @@ pub async fn run(
             Ok(Some((run, runs::lines(tx, id, 0, 100_000)?)))
         })
         .await
-        .map_err(store_failed("Failed to read the run."))?;
+        .map_err(ApiError::store("Failed to read the run."))?;
     let (run, lines) = found.ok_or_else(|| ApiError::NotFound(format!("No run #{id}.")))?;
     Ok(view::runs::page(&viewer(&admin), &run, &lines))
 }
@@ -168,7 +164,7 @@ pub async fn logs_page(
             Ok(Some(tails))
         })
         .await
-        .map_err(store_failed("Failed to get VM logs."))?
+        .map_err(ApiError::store("Failed to get VM logs."))?
         .ok_or(ApiError::VmNotFound)?;
     let tails: Vec<view::logs::Tail> = tails
         .iter()
@@ -209,7 +205,7 @@ async fn schedules_page(
             view::schedules::page(&viewer(admin), &all, draft, message.as_ref()),
         )
             .into_response(),
-        Err(e) => store_failed("Failed to read schedules.")(e).into_response(),
+        Err(e) => ApiError::store("Failed to read schedules.")(e).into_response(),
     }
 }
 
@@ -333,7 +329,7 @@ pub async fn rotate_token(
         .store
         .write(meta::rotate_api_token)
         .await
-        .map_err(store_failed("Failed to rotate the token."))?;
+        .map_err(ApiError::store("Failed to rotate the token."))?;
     app.api_token.set(token.clone());
     let file = app.config.data_dir().join(crate::server::state::TOKEN_FILE);
     let problem = crate::server::state::write_private_file(&file, &token)
@@ -367,7 +363,7 @@ pub async fn audit_page(State(app): State<App>, admin: Admin) -> Result<Markup, 
         .store
         .read(|tx| audit::recent(tx, AUDIT_SHOWN))
         .await
-        .map_err(store_failed("Failed to read the audit log."))?;
+        .map_err(ApiError::store("Failed to read the audit log."))?;
     Ok(view::audit::page(&viewer(&admin), &entries))
 }
 
@@ -382,7 +378,7 @@ pub async fn export(
         .store
         .read(vms::list)
         .await
-        .map_err(store_failed("Failed to read the pool."))?;
+        .map_err(ApiError::store("Failed to read the pool."))?;
     let stamp = app.clock.now().format("%Y%m%d_%H%M%S");
     let (body, mime, ext) = match format.as_str() {
         "export.csv" => (crate::export::csv(&pool), "text/csv; charset=utf-8", "csv"),
