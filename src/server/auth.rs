@@ -387,19 +387,16 @@ fn sign_in_first(parts: &Parts) -> Response {
     if header("hx-request").is_some() {
         return (StatusCode::UNAUTHORIZED, [("hx-redirect", login)]).into_response();
     }
+    let accept = header("accept").unwrap_or_default();
+    if parts.method == Method::GET && accept.contains("text/html") {
+        return Redirect::to(&login).into_response();
+    }
     // A live stream or a browser whose session ended: no Basic challenge, which would make
     // the browser ask for the password in its own dialog and then send Basic everywhere.
-    let browser = header("accept").is_some_and(|a| a.contains("text/event-stream"))
+    let browser = accept.contains("text/event-stream")
         || header("cookie").is_some_and(|c| c.contains(crate::server::sessions::COOKIE));
-    if browser
-        && !(parts.method == Method::GET
-            && header("accept").is_some_and(|a| a.contains("text/html")))
-    {
+    if browser {
         return (StatusCode::UNAUTHORIZED, "Sign in again at /admin/login.").into_response();
-    }
-    let wants_page = header("accept").is_some_and(|a| a.contains("text/html"));
-    if parts.method == Method::GET && wants_page {
-        return Redirect::to(&login).into_response();
     }
     ApiError::BadBasic.into_response()
 }
