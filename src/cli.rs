@@ -11,6 +11,7 @@ use crate::commands;
 #[command(
     name = "lablink",
     version,
+    long_version = crate::commands::LONG_VERSION,
     about = "GPU workshop VMs: allocator and agent in one executable"
 )]
 pub struct Cli {
@@ -38,6 +39,11 @@ pub enum Command {
     /// Admin account tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Install this executable as a systemd service (as root).
+    #[command(subcommand)]
+    Install(crate::commands::install::InstallCommand),
+    /// Print the version, the git commit and the build target.
+    Version,
     /// Measure a release build: claims/s, long-polls, wake latency, memory, start time.
     Bench(crate::bench::BenchArgs),
 }
@@ -102,6 +108,11 @@ pub fn run(cli: Cli) -> ExitCode {
             data_dir,
             password_file,
         }) => commands::admin::set_password(&data_dir, password_file.as_deref()),
+        Command::Install(command) => commands::install::run(command),
+        Command::Version => {
+            println!("{}", commands::version());
+            ExitCode::SUCCESS
+        }
         Command::Bench(args) => crate::bench::run(args),
     }
 }

@@ -50,6 +50,9 @@ pub struct ProvisionConfig {
     pub local_max_vms: u64,
     /// The `lablink` executable local agents run; empty means this one.
     pub local_executable: String,
+    /// The executable VMs download as their agent; empty means `lablink-agent` beside this
+    /// executable when there is one (the glibc build, which can load NVML), else this one.
+    pub agent_binary: String,
     /// Terraform (or OpenTofu) executable.
     pub terraform_bin: String,
     /// The ssh client used to reach Terraform VMs (reboot, participants' files).
@@ -234,6 +237,7 @@ impl Default for Config {
                 run_timeout_seconds: 3600,
                 local_max_vms: 50,
                 local_executable: String::new(),
+                agent_binary: String::new(),
                 terraform_bin: "terraform".into(),
                 ssh_bin: "ssh".into(),
                 terraform_backend: "local".into(),
@@ -340,6 +344,7 @@ impl Config {
             v.integer("run_timeout_seconds", &mut p.run_timeout_seconds);
             v.integer("local_max_vms", &mut p.local_max_vms);
             v.string("local_executable", &mut p.local_executable);
+            v.string("agent_binary", &mut p.agent_binary);
             v.string("terraform_bin", &mut p.terraform_bin);
             v.string("ssh_bin", &mut p.ssh_bin);
             v.string("terraform_backend", &mut p.terraform_backend);
@@ -492,15 +497,10 @@ impl Config {
             );
         }
         match self.provision.provider.as_str() {
-            "manual" | "local" => {}
-            "terraform" => bad(
-                "provision.provider",
-                "`terraform` is not available in this version of LabLink; use `manual` or `local`"
-                    .into(),
-            ),
+            "manual" | "local" | "terraform" => {}
             other => bad(
                 "provision.provider",
-                format!("`{other}` is not one of manual, local"),
+                format!("`{other}` is not one of manual, local, terraform"),
             ),
         }
         if !(1..=86_400).contains(&self.provision.run_timeout_seconds) {
@@ -599,6 +599,21 @@ mod tests {
         assert_eq!(c.validate(), vec![]);
         assert!(c.listen_addr().expect("addr").ip().is_loopback());
         assert_eq!(c.data_dir(), PathBuf::from("./lablink-data"));
+    }
+
+    #[test]
+    fn every_provider_is_accepted_and_others_are_named() {
+        for provider in ["manual", "local", "terraform"] {
+            let mut c = Config::default();
+            c.provision.provider = provider.into();
+            assert_eq!(c.validate(), vec![], "{provider}");
+        }
+        let mut c = Config::default();
+        c.provision.provider = "openstack".into();
+        let problems = c.validate();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "provision.provider");
+        assert!(problems[0].message.contains("manual, local, terraform"));
     }
 
     #[test]

@@ -23,4 +23,5 @@ pub mod scheduler;
 pub mod server;
 pub mod shared_token;
 pub mod store;
+pub mod systemd;
 pub mod views;

@@ -71,6 +71,7 @@ async fn run_with(
     })
     .stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
     .stderr(Stdio::piped())
+    .env_remove(crate::systemd::NOTIFY_SOCKET)
     .process_group(0)
     .kill_on_drop(true);
     let mut child = cmd.spawn()?;

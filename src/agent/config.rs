@@ -24,6 +24,9 @@ pub struct AgentArgs {
         allow_hyphen_values = true
     )]
     pub token: String,
+    /// Read the bearer token from this file instead (a systemd credential, a secret mount).
+    #[arg(long, env = "API_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// This VM's name as the allocator knows it (default: the OS hostname).
     #[arg(long, env = "VM_NAME")]
     pub vm_name: Option<String>,
@@ -137,6 +140,25 @@ impl AgentArgs {
                 "--allocator-url: `{url}` is not an http:// or https:// URL"
             )),
         }
+    }
+
+    /// The bearer token: `--token`, or the first line of `--token-file`.
+    pub fn bearer_token(&self) -> Result<String, String> {
+        let Some(path) = &self.token_file else {
+            return Ok(self.token.clone());
+        };
+        if !self.token.is_empty() {
+            return Err(
+                "give either --token (API_TOKEN) or --token-file (API_TOKEN_FILE), not both".into(),
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--token-file: cannot read {}: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim().to_owned();
+        if token.is_empty() {
+            return Err(format!("--token-file: {} is empty", path.display()));
+        }
+        Ok(token)
     }
 
     pub fn vm_name(&self) -> Result<String, String> {

@@ -33,11 +33,12 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Ok::<_, String>((
             args.base_url()?,
             args.vm_name()?,
+            args.bearer_token()?,
             AgentArgs::interval(args.gpu_interval, "gpu-interval")?,
             AgentArgs::interval(args.inuse_interval, "inuse-interval")?,
         ))
     })();
-    let (base, vm_name, gpu_every, inuse_every) = match checked {
+    let (base, vm_name, token, gpu_every, inuse_every) = match checked {
         Ok(v) => v,
         Err(message) => {
             eprintln!("lablink agent: {message}");
@@ -51,7 +52,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return crate::commands::fail(e),
     };
-    runtime.block_on(agent(args, base, vm_name, gpu_every, inuse_every))
+    runtime.block_on(agent(args, base, vm_name, token, gpu_every, inuse_every))
 }
 
 fn unix_now() -> f64 {
@@ -73,11 +74,12 @@ async fn agent(
     args: AgentArgs,
     base: String,
     vm_name: String,
+    token: String,
     gpu_every: Duration,
     inuse_every: Duration,
 ) -> ExitCode {
     let started = unix_now();
-    let alloc = match Allocator::new(base.clone(), args.token.clone(), vm_name.clone()) {
+    let alloc = match Allocator::new(base.clone(), token, vm_name.clone()) {
         Ok(a) => Arc::new(a),
         Err(e) => return crate::commands::fail(e),
     };
@@ -87,6 +89,7 @@ async fn agent(
         tokio::spawn(async move {
             crate::commands::serve::shutdown_signal().await;
             tracing::info!("stopping");
+            crate::systemd::stopping();
             cancel.cancel();
         });
     }
@@ -101,6 +104,8 @@ async fn agent(
         Gave::Fatal(e) => return refused(&e),
         Gave::Cancelled => return ExitCode::SUCCESS,
     }
+    crate::systemd::ready(&format!("registered with {base} as {vm_name}"));
+    crate::systemd::spawn_watchdog();
 
     let mut tasks: JoinSet<Result<(), CallError>> = JoinSet::new();
     let probe = gpu::Probe::detect(args.gpu_probe, Duration::from_secs(args.gpu_timeout)).await;
@@ -158,6 +163,7 @@ async fn agent(
         async move {
             let ended = subscribe::run(alloc.clone(), desktop, gpu_checked, cancel.clone()).await?;
             if let subscribe::Ended::DesktopStarted = ended {
+                crate::systemd::status("desktop started for the participant");
                 // Telemetry continues; the agent stays until it is stopped.
                 cancel.cancelled().await;
             }

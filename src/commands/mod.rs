@@ -3,10 +3,25 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod install;
 pub mod serve;
 pub mod token;
 
 use std::process::ExitCode;
+
+/// `--version` with the commit and target it was built from.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit ",
+    env!("LABLINK_GIT_COMMIT"),
+    "\ntarget ",
+    env!("LABLINK_TARGET")
+);
+
+/// What `lablink version` prints.
+pub fn version() -> String {
+    format!("lablink {LONG_VERSION}")
+}
 
 /// Exit status for bad configuration or arguments (as clap uses for usage errors).
 pub const EXIT_CONFIG: u8 = 2;

@@ -116,7 +116,13 @@ async fn serve(config: Config) -> ExitCode {
         admin_user = %app.admin.user,
         "LabLink allocator ready"
     );
-    match server::serve(listener, app, shutdown_signal()).await {
+    crate::systemd::ready(&format!("serving on http://{local}/"));
+    crate::systemd::spawn_watchdog();
+    let stop = async {
+        shutdown_signal().await;
+        crate::systemd::stopping();
+    };
+    match server::serve(listener, app, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rust_embed::RustEmbed;
+
+use crate::download::AgentBuild;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
@@ -60,6 +62,8 @@ pub struct Settings {
     pub command_timeout: Duration,
     /// The agents' token: every run writes it, so a destroy never changes what VMs get.
     pub api_token: SharedToken,
+    /// What VMs download as their agent; its checksum goes into their boot script.
+    pub agent_build: AgentBuild,
 }
 
 /// GPU instance families (g4dn, g5, g6e, p3, p4d, p5…): a letter g or p, then a digit.
@@ -169,6 +173,7 @@ impl Settings {
             allocator_url: allocator_url(config, env),
             command_timeout: Duration::from_secs(config.provision.run_timeout_seconds),
             api_token,
+            agent_build: AgentBuild::from_config(config),
         }
     }
 }
@@ -458,7 +463,7 @@ impl Terraform {
             .allocator_url
             .clone()
             .map_err(RunFailure::failed)?;
-        let checksum = crate::download::sha256().await.map_err(|e| {
+        let checksum = self.settings.agent_build.sha256().await.map_err(|e| {
             RunFailure::failed(format!("cannot checksum the agent executable: {e}"))
         })?;
         let mut vars = self.settings.vars.clone();

@@ -11,6 +11,7 @@ use super::login_limit::LoginLimiter;
 use super::waiters::Waiters;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::download::AgentBuild;
 use crate::provision::local::Local;
 use crate::provision::manual::Manual;
 use crate::provision::terraform::{Settings, Terraform};
@@ -41,6 +42,8 @@ pub struct AppInner {
     /// Cancelled when the server starts shutting down: parked long-polls answer at once.
     pub shutdown: CancellationToken,
     pub started_at: Instant,
+    /// What VMs download as their agent (`GET /download/lablink`).
+    pub agent_build: AgentBuild,
 }
 
 impl std::ops::Deref for App {
@@ -85,8 +88,16 @@ impl App {
             // A backstop: providers stop their own commands at the run timeout.
             Duration::from_secs(config.provision.run_timeout_seconds + 60),
         ));
+        let agent_build = AgentBuild::from_config(&config);
+        if !agent_build.path().is_file() {
+            tracing::warn!(
+                path = %agent_build.path().display(),
+                "provision.agent_binary is not a file: VMs cannot download their agent"
+            );
+        }
         Ok(App {
             inner: Arc::new(AppInner {
+                agent_build,
                 config,
                 store,
                 waiters,

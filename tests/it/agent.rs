@@ -17,7 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 use crate::helpers::{
-    Auth, TestServer, client, crd_command, free_port, html_field, run_binary, wait_for, within,
+    Auth, NotifySocket, TestServer, client, crd_command, free_port, html_field, run_binary,
+    wait_for, within,
 };
 
 const REDIRECT: &str = "--redirect-url=https://remotedesktop.google.com/_/oauthredirect";
@@ -129,6 +130,17 @@ impl Rig {
 
     /// Starts `lablink agent` for this rig's VM.
     fn agent(&self, url: &str, token: Token<'_>, gpu: Gpu, extra: &[&str]) -> AgentProc {
+        self.agent_with_env(url, token, gpu, extra, &[])
+    }
+
+    fn agent_with_env(
+        &self,
+        url: &str,
+        token: Token<'_>,
+        gpu: Gpu,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> AgentProc {
         let n = self.spawned.fetch_add(1, Ordering::Relaxed) + 1;
         let log = self.path(&format!("agent-{n}.log"));
         let out = std::fs::File::create(&log).expect("agent log file");
@@ -184,6 +196,14 @@ impl Rig {
             Token::Env(t) => {
                 cmd.env("API_TOKEN", t);
             }
+            Token::File(t) => {
+                let file = self.path("token-file");
+                std::fs::write(&file, format!("{t}\n")).expect("write token file");
+                cmd.env("API_TOKEN_FILE", file);
+            }
+        }
+        for (name, value) in env {
+            cmd.env(name, value);
         }
         let child = cmd.spawn().expect("spawn lablink agent");
         AgentProc {
@@ -201,6 +221,8 @@ enum Token<'a> {
     /// `--token T`
     SeparateFlag(&'a str),
     Env(&'a str),
+    /// `API_TOKEN_FILE` naming a file that holds it (a systemd credential)
+    File(&'a str),
 }
 
 /// A running agent. Its stderr goes to a file, printed when the test fails.
@@ -759,6 +781,34 @@ async fn in_use_follows_the_software_process() {
     .await;
     let status = agent.stop(5).await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[tokio::test]
+async fn agent_is_ready_for_systemd_once_registered_with_a_token_file() {
+    let s = short_poll_server().await;
+    let rig = Rig::new("notify");
+    let mut notify = NotifySocket::bind(rig.dir.path());
+    let socket = notify.path.clone();
+    let mut agent = rig.agent_with_env(
+        &s.base,
+        Token::File(s.token()),
+        Gpu::Fake,
+        &[],
+        &[("NOTIFY_SOCKET", &socket)],
+    );
+    let ready = notify.expect_line("READY=1", 20).await;
+    assert!(
+        ready.contains(&format!("STATUS=registered with {} as {}", s.base, rig.vm)),
+        "{ready}"
+    );
+    // Ready is sent only after the allocator has the VM.
+    assert!(
+        s.stored_vm(&rig.vm).await.is_some(),
+        "READY before registration"
+    );
+    let status = agent.stop(10).await;
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    notify.expect_line("STOPPING=1", 5).await;
 }
 
 /// `lablink serve` as a child process, so it can be SIGKILLed.

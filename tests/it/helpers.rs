@@ -588,3 +588,42 @@ pub async fn run_binary(args: &[&str], env: &[(&str, &str)], secs: u64) -> std::
         .await
         .expect("run lablink")
 }
+
+/// A stand-in for systemd's notification socket (`NOTIFY_SOCKET`) of `Type=notify` units.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    socket: tokio::net::UnixDatagram,
+    /// Every message received so far, in order.
+    pub messages: Vec<String>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket {
+            path,
+            socket,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a message with the line `line`; returns that message.
+    pub async fn expect_line(&mut self, line: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let received = tokio::time::timeout(left, self.socket.recv(&mut buf)).await;
+            let Ok(received) = received else {
+                panic!("no `{line}` within {secs} s; received {:?}", self.messages);
+            };
+            let n = received.expect("receive on notify socket");
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.messages.push(message.clone());
+            if message.lines().any(|l| l == line) {
+                return message;
+            }
+        }
+    }
+}

@@ -1,12 +1,13 @@
-//! `GET /download/lablink` (this executable, for VMs to run as their agent) and
+//! `GET /download/lablink` (the agent build VMs run, see `download::AgentBuild`) and
 //! `GET /download/lablink.sha256`.
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
-use crate::download;
+use crate::server::App;
 
 fn unavailable(e: std::io::Error) -> Response {
     tracing::error!(error = %e, "cannot serve the agent executable");
@@ -17,16 +18,12 @@ fn unavailable(e: std::io::Error) -> Response {
         .into_response()
 }
 
-pub async fn executable() -> Response {
-    let checksum = match download::sha256().await {
+pub async fn executable(State(app): State<App>) -> Response {
+    let checksum = match app.agent_build.sha256().await {
         Ok(c) => c,
         Err(e) => return unavailable(e),
     };
-    let file = match download::executable() {
-        Ok(path) => tokio::fs::File::open(path).await,
-        Err(e) => Err(e),
-    };
-    let file = match file {
+    let file = match tokio::fs::File::open(app.agent_build.path()).await {
         Ok(f) => f,
         Err(e) => return unavailable(e),
     };
@@ -50,8 +47,8 @@ pub async fn executable() -> Response {
     response
 }
 
-pub async fn checksum() -> Response {
-    match download::sha256().await {
+pub async fn checksum(State(app): State<App>) -> Response {
+    match app.agent_build.sha256().await {
         Ok(c) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("{c}  lablink\n"),
