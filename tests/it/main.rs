@@ -9,6 +9,7 @@ mod cli;
 mod health_shutdown;
 mod helpers;
 mod long_poll;
+mod packaging;
 mod participant_data;
 mod provision;
 mod schedule;
