@@ -323,3 +323,40 @@ async fn install_agent_writes_its_environment_and_a_root_only_token() {
     );
     assert!(read(&crd_drop_in).contains("NoNewPrivileges=no"));
 }
+
+/// The configuration reference of README.md lists exactly the keys the program reads.
+#[test]
+fn readme_configuration_reference_matches_the_config_struct() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Configuration reference")
+        .nth(1)
+        .expect("README has a configuration reference")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let keys = lablink::config::Config::keys();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !documented.contains(&k.as_str()))
+        .collect();
+    let unknown: Vec<&&str> = documented
+        .iter()
+        .filter(|d| !keys.iter().any(|k| k == *d))
+        .collect();
+    assert!(missing.is_empty(), "keys missing from README: {missing:?}");
+    assert!(unknown.is_empty(), "README lists keys that do not exist: {unknown:?}");
+    assert_eq!(documented.len(), keys.len(), "a key is listed twice");
+    for key in &keys {
+        assert_eq!(
+            lablink::config::env_name(key),
+            format!("LABLINK_{}", key.replace('.', "_").to_uppercase()),
+            "the README's rule for variable names does not hold for {key}"
+        );
+    }
+}
