@@ -15,4 +15,5 @@ mod provision;
 mod schedule;
 mod store;
 mod terraform;
+mod terraform_modules;
 mod ui;

@@ -350,7 +350,10 @@ fn readme_configuration_reference_matches_the_config_struct() {
         .filter(|d| !keys.iter().any(|k| k == *d))
         .collect();
     assert!(missing.is_empty(), "keys missing from README: {missing:?}");
-    assert!(unknown.is_empty(), "README lists keys that do not exist: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "README lists keys that do not exist: {unknown:?}"
+    );
     assert_eq!(documented.len(), keys.len(), "a key is listed twice");
     for key in &keys {
         assert_eq!(
