@@ -59,6 +59,10 @@ pub struct ServeInstall {
     /// The URL VMs call back (provision.allocator_url), e.g. https://lablink.example.org.
     #[arg(long)]
     pub allocator_url: Option<String>,
+    /// The allocator's public IPv4 address (`ALLOCATOR_PUBLIC_IP`): VMs then accept SSH
+    /// from it alone, and it is their fallback URL.
+    #[arg(long)]
+    pub public_ip: Option<std::net::Ipv4Addr>,
     /// File holding the admin password; kept root-only and handed to the service as a
     /// systemd credential.
     #[arg(long)]
@@ -158,6 +162,9 @@ fn plan_serve(args: &ServeInstall) -> Result<Plan, String> {
     }
     if let Some(url) = &args.allocator_url {
         environment.push(("LABLINK_PROVISION_ALLOCATOR_URL", http_url(url)?));
+    }
+    if let Some(ip) = args.public_ip {
+        environment.push(("ALLOCATOR_PUBLIC_IP", ip.to_string()));
     }
     let mut credentials = Vec::new();
     if let Some(path) = &args.admin_password_file {

@@ -72,6 +72,17 @@ pub fn is_gpu_type(machine_type: &str) -> bool {
     matches!(chars.next(), Some('g' | 'p')) && chars.next().is_some_and(|c| c.is_ascii_digit())
 }
 
+/// Who may SSH into the VMs: only the allocator when its public address is known
+/// (`ALLOCATOR_PUBLIC_IP`, as the deployment module sets it), else anyone holding the key.
+fn ssh_sources(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let known =
+        env("ALLOCATOR_PUBLIC_IP").and_then(|ip| ip.trim().parse::<std::net::Ipv4Addr>().ok());
+    match known {
+        Some(ip) => vec![format!("{ip}/32")],
+        None => vec!["0.0.0.0/0".to_owned()],
+    }
+}
+
 /// The URL VMs are given (upstream's rule): `ALLOCATOR_FQDN`, else the DNS name (https
 /// unless TLS is off), else `ALLOCATOR_PUBLIC_IP`; `provision.allocator_url` wins over all.
 pub fn allocator_url(
@@ -159,6 +170,7 @@ impl Settings {
             ),
         );
         vars.insert("region".into(), json!(config.app.region));
+        vars.insert("ssh_cidr_blocks".into(), json!(ssh_sources(env)));
         vars.insert(
             "startup_on_error".into(),
             json!(config.startup_script.on_error),
@@ -834,6 +846,15 @@ mod tests {
         );
         c.provision.allocator_url = "https://x.example/".into();
         assert_eq!(allocator_url(&c, &fqdn).as_deref(), Ok("https://x.example"));
+    }
+
+    #[test]
+    fn ssh_is_limited_to_the_allocator_when_its_address_is_known() {
+        let ip = |k: &str| (k == "ALLOCATOR_PUBLIC_IP").then(|| " 203.0.113.7 ".to_owned());
+        assert_eq!(ssh_sources(&ip), ["203.0.113.7/32"]);
+        let garbage = |k: &str| (k == "ALLOCATOR_PUBLIC_IP").then(|| "lab.example.org".to_owned());
+        assert_eq!(ssh_sources(&garbage), ["0.0.0.0/0"]);
+        assert_eq!(ssh_sources(&|_| None), ["0.0.0.0/0"]);
     }
 
     #[test]

@@ -18,11 +18,13 @@ locals {
 
   ami_id = var.ami_id != "" ? var.ami_id : data.aws_ami.ubuntu[0].id
 
-  availability_zones = sort(tolist(setintersection(
-    toset(data.aws_availability_zones.available.names),
-    toset(data.aws_ec2_instance_type_offerings.allocator.locations),
-  )))
-  # Sorted, so the pick is stable between plans: the data volume must stay in this zone.
+  # Regular zones of the region (not Local or Wavelength Zones) offering the instance type.
+  # Sorted, so the pick is stable between plans (AWS names new zones with later letters):
+  # the data volume must stay in this zone. Set availability_zone to pin it outright.
+  availability_zones = sort([
+    for zone in data.aws_ec2_instance_type_offerings.allocator.locations : zone
+    if can(regex("^${var.region}[a-z]$", zone))
+  ])
   availability_zone = var.availability_zone != "" ? var.availability_zone : try(local.availability_zones[0], "")
 
   # Both strategies give an address known before the instance is created (a dynamic EIP
@@ -65,6 +67,7 @@ locals {
     admin_password_b64 = base64encode(var.admin_password)
     listen             = local.listen
     allocator_url      = local.allocator_url
+    public_ip          = local.public_ip
     tls                = var.tls
     domain_name        = var.domain_name
     acme_email         = var.acme_email
@@ -100,15 +103,6 @@ data "aws_ami" "ubuntu" {
   filter {
     name   = "virtualization-type"
     values = ["hvm"]
-  }
-}
-
-data "aws_availability_zones" "available" {
-  state = "available"
-
-  filter {
-    name   = "zone-type"
-    values = ["availability-zone"]
   }
 }
 

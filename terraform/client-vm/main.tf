@@ -8,18 +8,21 @@ locals {
 }
 
 resource "aws_security_group" "vms" {
+  # checkov:skip=CKV_AWS_24:The allocator passes its own address (/32) as ssh_cidr_blocks; anywhere only when ALLOCATOR_PUBLIC_IP is unknown.
   name        = "${var.resource_prefix}-sg"
   description = "LabLink client VMs: SSH in, everything out"
   tags        = local.tags
 
   ingress {
+    description = "SSH from the allocator (reboots, participants' files); key login only"
     from_port   = 22
     to_port     = 22
     protocol    = "tcp"
-    cidr_blocks = ["0.0.0.0/0"]
+    cidr_blocks = var.ssh_cidr_blocks
   }
 
   egress {
+    description = "Image pulls, package mirrors, the allocator, Chrome Remote Desktop"
     from_port   = 0
     to_port     = 0
     protocol    = "-1"
@@ -79,6 +82,12 @@ resource "aws_instance" "vm" {
   root_block_device {
     volume_size = var.root_volume_gb
     volume_type = "gp3"
+  }
+
+  # IMDSv2 only (session tokens); cloud-init is the only reader of instance metadata.
+  metadata_options {
+    http_endpoint = "enabled"
+    http_tokens   = "required"
   }
 
   # Run the boot script on every boot, not only the first (a rebooted VM re-registers).

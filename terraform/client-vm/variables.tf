@@ -11,6 +11,11 @@ variable "allocator_url" {
   sensitive   = true
 }
 
+variable "ssh_cidr_blocks" {
+  description = "Sources allowed to SSH into the VMs: the allocator's address when it is known"
+  type        = list(string)
+}
+
 variable "api_token" {
   description = "Bearer token of the allocator's agent API"
   type        = string

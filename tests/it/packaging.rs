@@ -137,6 +137,8 @@ async fn install_serve_puts_binary_unit_and_settings_in_place() {
             "https://lablink.example.org/",
             "--admin-password-file",
             &password_arg,
+            "--public-ip",
+            "192.0.2.10",
         ],
         &[],
         30,
@@ -166,6 +168,7 @@ async fn install_serve_puts_binary_unit_and_settings_in_place() {
         "Environment=\"LABLINK_PROVISION_ALLOCATOR_URL=https://lablink.example.org\"",
         "LoadCredential=admin-password:/etc/lablink/admin-password",
         "Environment=\"LABLINK_APP_ADMIN_PASSWORD_FILE=%d/admin-password\"",
+        "Environment=\"ALLOCATOR_PUBLIC_IP=192.0.2.10\"",
     ] {
         assert!(
             drop_in.lines().any(|l| l == line),
@@ -362,4 +365,39 @@ fn readme_configuration_reference_matches_the_config_struct() {
             "the README's rule for variable names does not hold for {key}"
         );
     }
+}
+
+/// The deployment configurations in config/ load cleanly, each names its own environment,
+/// and production pins the client image to this release.
+#[test]
+fn deployment_configs_are_valid_and_prod_is_pinned() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("config/") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let (config, problems) = lablink::config::Config::from_file(&path).expect("loads");
+        let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        problems.extend(config.validate().iter().map(ToString::to_string));
+        assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+        assert_eq!(config.environment, name, "{}", path.display());
+        assert_eq!(config.provision.provider, "terraform", "{}", path.display());
+        if name == "prod" {
+            assert_eq!(
+                config.machine.image,
+                concat!(
+                    "ghcr.io/talmolab/lablink-client:",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                "prod must run the client image of this release"
+            );
+        }
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(seen, ["ci-test", "dev", "prod", "test"]);
 }

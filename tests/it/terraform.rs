@@ -127,6 +127,7 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
         assert_eq!(vars["api_token"], s.token());
         assert_eq!(vars["gpu_support"], true);
         assert_eq!(vars["machine_type"], "g4dn.xlarge");
+        assert_eq!(vars["ssh_cidr_blocks"], serde_json::json!(["0.0.0.0/0"]));
         assert_eq!(
             vars["repository"],
             Value::Null,

@@ -689,6 +689,7 @@ fn sample_vars(tls: &str, password: &str) -> Context<'static> {
         ("admin_password_b64", password.into()),
         ("listen", listen.into()),
         ("allocator_url", url.into()),
+        ("public_ip", "192.0.2.10".into()),
         ("tls", tls.into()),
         ("domain_name", domain.into()),
         ("acme_email", "admin@example.org".into()),
