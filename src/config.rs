@@ -463,6 +463,12 @@ impl Config {
                 ),
             );
         }
+        if self.startup_script.enabled && self.startup_script.path.trim().is_empty() {
+            bad(
+                "startup_script.path",
+                "startup_script.enabled is true: name the script to run on every new VM".into(),
+            );
+        }
         if self.machine.software.trim().is_empty() {
             bad("machine.software", "must not be empty".into());
         }
@@ -614,6 +620,17 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "provision.provider");
         assert!(problems[0].message.contains("manual, local, terraform"));
+    }
+
+    #[test]
+    fn an_enabled_startup_script_needs_a_path() {
+        let mut c = Config::default();
+        c.startup_script.enabled = true;
+        let problems = c.validate();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "startup_script.path");
+        c.startup_script.path = "/etc/lablink/custom-startup.sh".into();
+        assert!(c.validate().is_empty());
     }
 
     #[test]

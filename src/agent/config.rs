@@ -95,6 +95,41 @@ pub struct AgentArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LABLINK_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Git repository cloned onto the desktop before the VM is offered (`None`: none).
+    #[arg(long, env = "TUTORIAL_REPO_TO_CLONE")]
+    pub tutorial_repo: Option<String>,
+    /// The participant's desktop folder (default: ~/Desktop).
+    #[arg(long, env = "LABLINK_DESKTOP_DIR")]
+    pub desktop_dir: Option<PathBuf>,
+    /// The lab's custom startup script, run with bash before the VM is offered (if present).
+    #[arg(
+        long,
+        env = "LABLINK_STARTUP_SCRIPT",
+        default_value = "/docker_scripts/custom-startup.sh"
+    )]
+    pub startup_script: PathBuf,
+    /// A bash script that must also pass for the startup script to count as done.
+    #[arg(long, env = "LABLINK_STARTUP_CHECK")]
+    pub startup_check: Option<PathBuf>,
+    /// Attempts of the startup script (and the tutorial clone) before giving up.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub startup_attempts: u32,
+    /// Seconds one attempt of the startup script may take.
+    #[arg(long, default_value_t = 1800)]
+    pub startup_timeout: u64,
+    /// Longest pause between attempts, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub startup_max_delay: f64,
+    /// What a startup script that never succeeds does: `continue`, or `fail` (report
+    /// `error` and exit).
+    #[arg(long, value_enum, env = "STARTUP_ON_ERROR", default_value_t = OnError::Continue, ignore_case = true)]
+    pub startup_on_error: OnError,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    Continue,
+    Fail,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod inuse;
 pub mod logs;
 pub mod retry;
+pub mod setup;
 pub mod subscribe;
 
 use std::path::PathBuf;
@@ -158,6 +159,38 @@ async fn agent(
         vm_name: vm_name.clone(),
         simulated: args.desktop == config::DesktopKind::Simulated,
     };
+    let setup = setup::Setup {
+        repository: args.tutorial_repo.clone(),
+        desktop_dir: args.desktop_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("/home/client"), PathBuf::from)
+                .join("Desktop")
+        }),
+        script: args.startup_script.clone(),
+        check: args.startup_check.clone(),
+        attempts: args.startup_attempts,
+        timeout: Duration::from_secs(args.startup_timeout),
+        fail_on_error: args.startup_on_error == config::OnError::Fail,
+        max_delay: Duration::from_secs_f64(args.startup_max_delay.clamp(0.05, 3600.0)),
+    };
+    if let Err(failed) = setup.run(&cancel).await {
+        if cancel.is_cancelled() {
+            return ExitCode::SUCCESS;
+        }
+        crate::systemd::status(&failed.0);
+        let exit = match until_acknowledged("status error", &cancel, || {
+            alloc.report_status("error")
+        })
+        .await
+        {
+            Gave::Fatal(e) => refused(&e),
+            Gave::Acknowledged | Gave::Cancelled => ExitCode::FAILURE,
+        };
+        cancel.cancel();
+        drain(&mut tasks).await;
+        return exit;
+    }
+
     let subscriber = {
         let (alloc, cancel) = (alloc.clone(), cancel.clone());
         async move {
@@ -190,12 +223,16 @@ async fn agent(
             break;
         }
     }
-    // Give the others a moment to finish what they are sending (final log lines).
+    drain(&mut tasks).await;
+    exit
+}
+
+/// Gives stopping tasks a moment to finish what they are sending (final log lines).
+async fn drain(tasks: &mut JoinSet<Result<(), CallError>>) {
     let _ = tokio::time::timeout(Duration::from_secs(6), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    exit
 }
 
 fn refused(e: &CallError) -> ExitCode {

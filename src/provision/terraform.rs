@@ -64,7 +64,13 @@ pub struct Settings {
     pub api_token: SharedToken,
     /// What VMs download as their agent; its checksum goes into their boot script.
     pub agent_build: AgentBuild,
+    /// The lab's custom startup script (`startup_script.enabled` and `.path`), read at
+    /// every launch so an edited script reaches new VMs.
+    pub startup_script: Option<PathBuf>,
 }
+
+/// EC2 refuses user data over 16 KiB; the boot script around it needs the rest.
+const MAX_STARTUP_SCRIPT_BYTES: usize = 8 * 1024;
 
 /// GPU instance families (g4dn, g5, g6e, p3, p4d, p5…): a letter g or p, then a digit.
 pub fn is_gpu_type(machine_type: &str) -> bool {
@@ -186,6 +192,9 @@ impl Settings {
             command_timeout: Duration::from_secs(config.provision.run_timeout_seconds),
             api_token,
             agent_build: AgentBuild::from_config(config),
+            startup_script: (config.startup_script.enabled
+                && !config.startup_script.path.trim().is_empty())
+            .then(|| PathBuf::from(config.startup_script.path.trim())),
         }
     }
 }
@@ -464,6 +473,29 @@ impl Terraform {
     }
 
     /// Writes the variables for exactly these VM numbers (mode 0600: it holds the token).
+    /// The custom startup script, base64, or "" when there is none.
+    async fn startup_script_b64(&self) -> Result<String, RunFailure> {
+        let Some(path) = &self.settings.startup_script else {
+            return Ok(String::new());
+        };
+        let script = tokio::fs::read(path).await.map_err(|e| {
+            RunFailure::failed(format!(
+                "startup_script.path: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        if script.len() > MAX_STARTUP_SCRIPT_BYTES {
+            return Err(RunFailure::failed(format!(
+                "startup_script.path: {} has {} bytes; at most {MAX_STARTUP_SCRIPT_BYTES} fit in a VM's boot data \
+                 (let the script download anything larger)",
+                path.display(),
+                script.len()
+            )));
+        }
+        use base64::Engine;
+        Ok(base64::engine::general_purpose::STANDARD.encode(script))
+    }
+
     async fn write_vars(
         &self,
         dir: &Path,
@@ -489,6 +521,10 @@ impl Terraform {
         vars.insert("allocator_url".into(), json!(url));
         vars.insert("api_token".into(), json!(api_token));
         vars.insert("agent_sha256".into(), json!(checksum));
+        vars.insert(
+            "startup_script_b64".into(),
+            json!(self.startup_script_b64().await?),
+        );
         let text = serde_json::to_string_pretty(&Value::Object(vars)).unwrap_or_default();
         crate::server::state::write_private_file(&dir.join(VARS_FILE), &text)
             .map_err(|e| RunFailure::failed(format!("cannot write {VARS_FILE}: {e}")))

@@ -115,6 +115,7 @@ resource "aws_instance" "vm" {
       gpu_support      = var.gpu_support
       log_group        = var.cloud_init_output_log_group
       startup_on_error = var.startup_on_error
+      startup_script   = var.startup_script_b64
     }),
     "--LABLINK--",
   ]))

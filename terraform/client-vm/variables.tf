@@ -70,6 +70,11 @@ variable "startup_on_error" {
   type = string
 }
 
+variable "startup_script_b64" {
+  description = "The lab's custom startup script, base64 (empty: none); the agent runs it in the container"
+  type        = string
+}
+
 variable "root_volume_gb" {
   type    = number
   default = 80

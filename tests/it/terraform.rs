@@ -13,6 +13,13 @@ fn fake_terraform() -> PathBuf {
 }
 
 async fn terraform_server(timeout_secs: u64) -> TestServer {
+    terraform_server_with(timeout_secs, |_| {}).await
+}
+
+async fn terraform_server_with(
+    timeout_secs: u64,
+    tune: impl FnOnce(&mut lablink::config::Config),
+) -> TestServer {
     TestServer::start_with(|c| {
         c.provision.provider = "terraform".into();
         c.provision.terraform_bin = fake_terraform().display().to_string();
@@ -20,6 +27,7 @@ async fn terraform_server(timeout_secs: u64) -> TestServer {
         c.provision.run_timeout_seconds = timeout_secs;
         c.machine.software = "sleap".into();
         c.environment = "test".into();
+        tune(c);
     })
     .await
 }
@@ -128,6 +136,7 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
         assert_eq!(vars["gpu_support"], true);
         assert_eq!(vars["machine_type"], "g4dn.xlarge");
         assert_eq!(vars["ssh_cidr_blocks"], serde_json::json!(["0.0.0.0/0"]));
+        assert_eq!(vars["startup_script_b64"], "", "no custom startup script");
         assert_eq!(
             vars["repository"],
             Value::Null,
@@ -221,6 +230,59 @@ async fn a_failed_apply_is_recorded_and_leaves_no_rows() {
         s.get("/api/vm-status", Auth::admin())
             .await
             .expect_error(404, "No VMs found.");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_custom_startup_script_goes_to_new_vms_and_an_oversized_one_stops_the_run() {
+    let scripts = tempfile::tempdir().expect("tempdir");
+    let script = scripts.path().join("custom-startup.sh");
+    let text = "#!/bin/bash\nset -e\npip install 'sleap-extras==1.0'\n";
+    std::fs::write(&script, text).expect("write script");
+    let path = script.display().to_string();
+    let s = terraform_server_with(60, |c| {
+        c.startup_script.enabled = true;
+        c.startup_script.path = path;
+    })
+    .await;
+    within(60, "test", async {
+        set_mode(&s, "succeed");
+        let a = s
+            .admin_form("/api/launch", &[("num_vms", "1")], &[])
+            .await
+            .expect(202);
+        let (run, lines) = s.finished_run(a["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "succeeded", "{lines:?}");
+        let workdir = PathBuf::from(calls(&s)[0]["cwd"].as_str().expect("cwd"));
+        let vars: Value = serde_json::from_str(
+            &std::fs::read_to_string(workdir.join("lablink.tfvars.json")).expect("read"),
+        )
+        .expect("json");
+        use base64::Engine;
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(vars["startup_script_b64"].as_str().expect("a string"))
+            .expect("base64");
+        assert_eq!(sent, text.as_bytes());
+
+        std::fs::write(&script, "#".repeat(9000)).expect("grow script");
+        let a = s
+            .admin_form("/api/launch", &[("num_vms", "2")], &[])
+            .await
+            .expect(202);
+        let (run, lines) = s.finished_run(a["run_id"].as_u64().expect("id"), 30).await;
+        assert_eq!(run["state"], "failed", "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("startup_script.path")
+                && l.contains("9000 bytes")
+                && l.contains("at most 8192")),
+            "{lines:?}"
+        );
+        let applies = calls(&s)
+            .iter()
+            .filter(|c| args_of(c)[0] == "apply")
+            .count();
+        assert_eq!(applies, 1, "no apply with a script that cannot fit");
     })
     .await;
 }
