@@ -32,6 +32,9 @@ pub enum Command {
         /// Data directory of the allocator.
         #[arg(long, default_value = "./lablink-data")]
         data_dir: PathBuf,
+        /// Print this VM's own credential instead (it can act only as that VM).
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
     },
     /// Work with configuration files.
     #[command(subcommand)]
@@ -42,8 +45,15 @@ pub enum Command {
     /// Install this executable as a systemd service (as root).
     #[command(subcommand)]
     Install(crate::commands::install::InstallCommand),
+    /// Download a consistent snapshot of the store from a running allocator.
+    Backup(crate::commands::backup::BackupArgs),
+    /// Put a backup in place as the store of a stopped allocator.
+    Restore(crate::commands::backup::RestoreArgs),
     /// Print the version, the git commit and the build target.
     Version,
+    /// Rehearse a workshop against a running allocator: simulated VMs and participants,
+    /// then a report with a pass/fail verdict.
+    Rehearse(crate::rehearse::RehearseArgs),
     /// Measure a release build: claims/s, long-polls, wake latency, memory, start time.
     Bench(crate::bench::BenchArgs),
 }
@@ -101,7 +111,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Agent(args) => crate::agent::run(*args),
-        Command::Token { data_dir } => commands::token::run(&data_dir),
+        Command::Token { data_dir, vm } => commands::token::run(&data_dir, vm.as_deref()),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
         Command::Admin(AdminCommand::SetPassword {
@@ -109,10 +119,13 @@ pub fn run(cli: Cli) -> ExitCode {
             password_file,
         }) => commands::admin::set_password(&data_dir, password_file.as_deref()),
         Command::Install(command) => commands::install::run(command),
+        Command::Backup(args) => commands::backup::backup(args),
+        Command::Restore(args) => commands::backup::restore(args),
         Command::Version => {
             println!("{}", commands::version());
             ExitCode::SUCCESS
         }
+        Command::Rehearse(args) => crate::rehearse::run(args),
         Command::Bench(args) => crate::bench::run(args),
     }
 }

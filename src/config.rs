@@ -37,6 +37,24 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     pub server: ServerConfig,
     pub provision: ProvisionConfig,
+    pub access: AccessConfig,
+}
+
+/// Who may claim VMs, how often, and which credentials agents may use (LabLink's own).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessConfig {
+    /// Accept the shared agents' token for every VM (upstream 0.1.2 style). Off: each VM
+    /// must use its own credential (`lablink token --vm NAME`), and can act only as itself.
+    pub shared_agent_token: bool,
+    /// Claims per client network per minute (a classroom shares one NAT address); 0: off.
+    pub claims_per_network_per_minute: u64,
+    /// Claims per e-mail address per minute; 0: off.
+    pub claims_per_email_per_minute: u64,
+    /// A code participants must enter with their e-mail; empty: none.
+    pub join_code: String,
+    /// Comma-separated addresses (`ada@example.org`) or domains (`@example.org`) that may
+    /// claim; empty: anyone.
+    pub allowed_emails: String,
 }
 
 /// How VMs are created (LabLink's own section).
@@ -161,6 +179,19 @@ pub struct ServerConfig {
     /// Comma-separated addresses of reverse proxies whose `X-Forwarded-For` is believed
     /// (for the sign-in limit and the audit log).
     pub trusted_proxies: String,
+    /// Bearer token for `GET /metrics` from other machines; empty: only loopback may
+    /// scrape. A secret: never logged.
+    pub metrics_token: String,
+    /// A client must send a complete request head within this time (also the idle limit
+    /// of a kept-alive connection).
+    pub header_timeout_seconds: u64,
+    /// A request body must have arrived completely this long after its head (408 if not).
+    pub body_timeout_seconds: u64,
+    /// Most connections served at once (parked long-polls count); more wait briefly, then
+    /// are closed.
+    pub max_connections: u64,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: u64,
 }
 
 impl Default for Config {
@@ -231,6 +262,11 @@ impl Default for Config {
                 long_poll_seconds: 50,
                 log_cap_bytes: 1024 * 1024,
                 trusted_proxies: "127.0.0.1,::1".into(),
+                metrics_token: String::new(),
+                header_timeout_seconds: 30,
+                body_timeout_seconds: 60,
+                max_connections: 20_000,
+                max_header_bytes: 64 * 1024,
             },
             provision: ProvisionConfig {
                 provider: "manual".into(),
@@ -248,6 +284,13 @@ impl Default for Config {
                 reboot_check_seconds: 60,
                 initializing_stale_seconds: 900,
                 rebooting_stale_seconds: 600,
+            },
+            access: AccessConfig {
+                shared_agent_token: false,
+                claims_per_network_per_minute: 120,
+                claims_per_email_per_minute: 10,
+                join_code: String::new(),
+                allowed_emails: String::new(),
             },
         }
     }
@@ -337,6 +380,11 @@ impl Config {
             v.integer("long_poll_seconds", &mut s.long_poll_seconds);
             v.integer("log_cap_bytes", &mut s.log_cap_bytes);
             v.string("trusted_proxies", &mut s.trusted_proxies);
+            v.string("metrics_token", &mut s.metrics_token);
+            v.integer("header_timeout_seconds", &mut s.header_timeout_seconds);
+            v.integer("body_timeout_seconds", &mut s.body_timeout_seconds);
+            v.integer("max_connections", &mut s.max_connections);
+            v.integer("max_header_bytes", &mut s.max_header_bytes);
         });
         v.section("provision", &mut |v| {
             let p = &mut self.provision;
@@ -358,6 +406,20 @@ impl Config {
                 &mut p.initializing_stale_seconds,
             );
             v.integer("rebooting_stale_seconds", &mut p.rebooting_stale_seconds);
+        });
+        v.section("access", &mut |v| {
+            let a = &mut self.access;
+            v.boolean("shared_agent_token", &mut a.shared_agent_token);
+            v.integer(
+                "claims_per_network_per_minute",
+                &mut a.claims_per_network_per_minute,
+            );
+            v.integer(
+                "claims_per_email_per_minute",
+                &mut a.claims_per_email_per_minute,
+            );
+            v.string("join_code", &mut a.join_code);
+            v.string("allowed_emails", &mut a.allowed_emails);
         });
     }
 
@@ -463,6 +525,15 @@ impl Config {
                 ),
             );
         }
+        if let Err(e) = self.allowed_emails() {
+            bad("access.allowed_emails", e);
+        }
+        if !self.access.join_code.is_empty() && self.access.join_code.trim().chars().count() < 4 {
+            bad(
+                "access.join_code",
+                "use at least 4 characters, or leave it empty for no code".into(),
+            );
+        }
         if self.startup_script.enabled && self.startup_script.path.trim().is_empty() {
             bad(
                 "startup_script.path",
@@ -495,6 +566,40 @@ impl Config {
         }
         if let Err(e) = self.trusted_proxies() {
             bad("server.trusted_proxies", e);
+        }
+        for (key, value) in [
+            (
+                "server.header_timeout_seconds",
+                self.server.header_timeout_seconds,
+            ),
+            (
+                "server.body_timeout_seconds",
+                self.server.body_timeout_seconds,
+            ),
+        ] {
+            if !(1..=3600).contains(&value) {
+                bad(key, format!("{value} is outside 1..=3600"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            bad(
+                "server.max_connections",
+                format!("{} is outside 1..=1000000", self.server.max_connections),
+            );
+        }
+        // Above 256 KiB hyper's own read buffer limit (≈400 KB) would stop a head first.
+        if !(4096..=256 * 1024).contains(&self.server.max_header_bytes) {
+            bad(
+                "server.max_header_bytes",
+                format!("{} is outside 4096..=262144", self.server.max_header_bytes),
+            );
+        }
+        let metrics_token = self.server.metrics_token.trim();
+        if !metrics_token.is_empty() && metrics_token.len() < 16 {
+            bad(
+                "server.metrics_token",
+                "shorter than 16 characters; use a long random token (e.g. `openssl rand -hex 32`) or leave it empty".into(),
+            );
         }
         if !(4096..=64 * 1024 * 1024).contains(&self.server.log_cap_bytes) {
             bad(
@@ -563,6 +668,31 @@ impl Config {
         }
     }
 
+    /// The parsed `access.allowed_emails`: lower-cased addresses and `@domain` suffixes.
+    pub fn allowed_emails(&self) -> Result<Vec<String>, String> {
+        let mut allowed = Vec::new();
+        for entry in self.access.allowed_emails.split(',') {
+            let entry = entry.trim().to_lowercase();
+            if entry.is_empty() {
+                continue;
+            }
+            let valid = match entry.strip_prefix('@') {
+                Some(domain) => {
+                    domain.contains('.')
+                        && email_address::EmailAddress::is_valid(&format!("x@{domain}"))
+                }
+                None => email_address::EmailAddress::is_valid(&entry),
+            };
+            if !valid {
+                return Err(format!(
+                    "`{entry}` is neither an e-mail address nor a domain like @example.org"
+                ));
+            }
+            allowed.push(entry);
+        }
+        Ok(allowed)
+    }
+
     /// The parsed `server.trusted_proxies`.
     pub fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, String> {
         self.server
@@ -586,6 +716,14 @@ impl Config {
 
     pub fn long_poll(&self) -> Duration {
         Duration::from_secs(self.server.long_poll_seconds)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.header_timeout_seconds)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.body_timeout_seconds)
     }
 }
 
@@ -658,6 +796,16 @@ mod tests {
         c.server.trusted_proxies = "10.0.0.5, proxy.local".into();
         let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, vec!["server.trusted_proxies"]);
+    }
+
+    #[test]
+    fn a_metrics_token_is_long_or_empty() {
+        let mut c = Config::default();
+        c.server.metrics_token = "short".into();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["server.metrics_token"]);
+        c.server.metrics_token = "0123456789abcdef".into();
+        assert!(c.validate().is_empty());
     }
 
     #[test]

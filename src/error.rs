@@ -17,6 +17,8 @@ pub enum ApiError {
     MissingToken,
     #[error("Invalid API token.")]
     BadToken,
+    #[error("This token belongs to VM {0}; it cannot act for another VM.")]
+    OtherVm(String),
     #[error("Unauthorized Access")]
     BadBasic,
     #[error("Cross-site requests are not accepted here.")]
@@ -71,7 +73,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::VmNotFound | ApiError::NoVms | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::CrossSite | ApiError::BadCsrf => StatusCode::FORBIDDEN,
+            ApiError::CrossSite | ApiError::BadCsrf | ApiError::OtherVm(_) => StatusCode::FORBIDDEN,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -70,6 +70,8 @@ async fn start_server(exe: &Path, dir: &Path) -> Result<(Server, Duration), Stri
         .arg(dir)
         .env("LABLINK_APP_ADMIN_PASSWORD", "bench-only-password")
         .env("LABLINK_SERVER_LONG_POLL_SECONDS", "600")
+        .env("LABLINK_ACCESS_SHARED_AGENT_TOKEN", "true")
+        .env("LABLINK_ACCESS_CLAIMS_PER_EMAIL_PER_MINUTE", "0")
         .env("LABLINK_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 pub mod admin;
+pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod install;

@@ -131,6 +131,7 @@ async fn serve(config: Config) -> ExitCode {
 /// Opens the store in the configured data directory and starts the app on it.
 pub async fn open_app(config: Config) -> Result<App, ExitCode> {
     let store = Store::open(&config.data_dir()).map_err(fail)?;
+    crate::store::backup::remove_leftovers(&config.data_dir());
     match App::start(config, store.clone()).await {
         Ok(app) => Ok(app),
         Err(e) => {

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use yaml_rust2::yaml::Hash;
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::{Event, Yaml, YamlLoader};
 
 use super::{Config, Visitor};
 
@@ -24,7 +24,36 @@ impl fmt::Display for Problem {
 /// `LABLINK_*` variables that are not configuration keys but are read elsewhere.
 const OTHER_VARIABLES: [&str; 3] = ["LABLINK_CONFIG", "LABLINK_LOG", "LABLINK_LOG_FORMAT"];
 
+/// Deepest nesting of lists and mappings a file may have. The YAML loader recurses once
+/// per level, so a file nested thousands of levels deep would overflow the stack.
+const MAX_NESTING: usize = 64;
+
+/// Walks the parser's events (which needs no recursion) to refuse too deep a nesting
+/// before the loader sees it.
+fn check_nesting(text: &str) -> Result<(), String> {
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| e.to_string())?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(format!(
+                        "nested more than {MAX_NESTING} levels deep at line {}",
+                        mark.line()
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::StreamEnd => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
 pub fn apply_yaml(config: &mut Config, text: &str) -> Result<Vec<Problem>, String> {
+    check_nesting(text)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
     let empty = Hash::new();
@@ -481,6 +510,18 @@ mod tests {
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, vec!["LABLINK_DNS_ENABLED", "LABLINK_SERVER_LISTN"]);
         assert!(problems[1].message.contains("LABLINK_SERVER_LISTEN"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        let deep: String = (0..5_000)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        let mut c = Config::default();
+        let e = apply_yaml(&mut c, &deep).expect_err("too deep");
+        assert!(e.contains("nested more than 64 levels"), "{e}");
+        let (_, problems) = load("server:\n  listen: [[[[1]]]]\n");
+        assert_eq!(problems.len(), 1);
     }
 
     #[test]

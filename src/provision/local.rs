@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
 use crate::model::Vm;
+use crate::shared_token::SharedToken;
 
 pub struct Local {
     exe: PathBuf,
@@ -25,7 +26,7 @@ pub struct Local {
     max_vms: usize,
     children: Mutex<BTreeMap<String, Child>>,
     /// Allocator URL and token of the last launch, for restarting an agent.
-    reach: Mutex<Option<(String, String)>>,
+    reach: Mutex<Option<(String, SharedToken)>>,
 }
 
 impl Local {
@@ -52,7 +53,7 @@ impl Local {
         &self,
         name: &str,
         allocator_url: &str,
-        api_token: &str,
+        api_token: &SharedToken,
     ) -> std::io::Result<Child> {
         let vm_dir = self.dir.join(name);
         std::fs::create_dir_all(&vm_dir)?;
@@ -83,7 +84,7 @@ impl Local {
             .arg(vm_dir.join("crd"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("API_TOKEN", api_token)
+            .env("API_TOKEN", api_token.for_vm(name))
             .env("LABLINK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

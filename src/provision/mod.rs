@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 pub use runlog::RunLog;
 
+use crate::metrics::Metrics;
 use crate::model::{Phase, Run, RunAction, RunState, Vm};
 use crate::server::waiters::{Waiters, Wake};
 use crate::shared_token::SharedToken;
@@ -27,7 +28,8 @@ use crate::store::{Store, StoreError, runs, vms};
 /// What a provider needs to know to start VMs that find their way back.
 pub struct LaunchContext {
     pub allocator_url: String,
-    pub api_token: String,
+    /// The agents' token: each VM gets its own credential derived from it.
+    pub api_token: SharedToken,
     /// VMs known right now, to pick the next free VM numbers.
     pub existing: Vec<Vm>,
 }
@@ -182,6 +184,7 @@ pub struct Provisioner {
     cancel: CancellationToken,
     tasks: TaskTracker,
     timeout: std::time::Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Provisioner {
@@ -190,6 +193,7 @@ impl Provisioner {
         store: Store,
         waiters: Arc<Waiters>,
         api_token: SharedToken,
+        metrics: Arc<Metrics>,
         timeout: std::time::Duration,
     ) -> Provisioner {
         Provisioner {
@@ -203,6 +207,7 @@ impl Provisioner {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             timeout,
+            metrics,
         }
     }
 
@@ -292,6 +297,7 @@ impl Provisioner {
     }
 
     async fn execute(&self, run: Run, existing: Vec<Vm>, hosts: Vec<String>) {
+        let started = std::time::Instant::now();
         let log = RunLog::start(run.id, self.store.clone(), vec![self.api_token.get()]);
         // On timeout the run is cancelled (its processes get SIGINT and a grace period),
         // not dropped: a killed Terraform could leave resources it never recorded.
@@ -301,7 +307,7 @@ impl Provisioner {
                 RunAction::Launch { count } => {
                     let ctx = LaunchContext {
                         allocator_url: self.allocator_url.get().cloned().unwrap_or_default(),
-                        api_token: self.api_token.get(),
+                        api_token: self.api_token.clone(),
                         existing,
                     };
                     let launched = self.provider.launch(&log, ctx, *count, &run_cancel).await?;
@@ -349,6 +355,8 @@ impl Provisioner {
             }
         };
         log.close().await;
+        self.metrics
+            .provision_run(&run.action, state, started.elapsed());
         let (id, now) = (run.id, Utc::now());
         match self
             .store

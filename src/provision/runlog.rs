@@ -46,6 +46,7 @@ impl RunLog {
                 text = text.replace(secret.as_str(), REDACTED);
             }
         }
+        let text = crate::shared_token::redact_vm_credentials(&text, REDACTED);
         if let Some(tx) = self
             .lines
             .lock()

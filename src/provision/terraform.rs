@@ -500,7 +500,7 @@ impl Terraform {
         &self,
         dir: &Path,
         indices: &[u64],
-        api_token: &str,
+        api_token: &SharedToken,
     ) -> Result<(), RunFailure> {
         let url = self
             .settings
@@ -519,7 +519,16 @@ impl Terraform {
         check_value("allocator_url", &url)?;
         vars.insert("vm_indices".into(), json!(indices));
         vars.insert("allocator_url".into(), json!(url));
-        vars.insert("api_token".into(), json!(api_token));
+        // Each VM its own credential: a VM can act only as itself.
+        let tokens: serde_json::Map<String, Value> = indices
+            .iter()
+            .map(|i| {
+                let name = self.name(*i);
+                let token = api_token.for_vm(&name);
+                (name, json!(token))
+            })
+            .collect();
+        vars.insert("api_tokens".into(), Value::Object(tokens));
         vars.insert("agent_sha256".into(), json!(checksum));
         vars.insert(
             "startup_script_b64".into(),
@@ -817,8 +826,8 @@ impl Provider for Terraform {
                 .filter_map(|h| self.index_of(h))
                 .collect()
         };
-        let token = self.settings.api_token.get();
-        self.write_vars(&dir, &keep, &token).await?;
+        self.write_vars(&dir, &keep, &self.settings.api_token)
+            .await?;
         let done = if all {
             let args = [
                 "destroy",

@@ -22,6 +22,7 @@ use super::client_ip::ClientIp;
 use super::state::{App, write_private_file};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::shared_token::AgentScope;
 use crate::store::{Store, StoreError, meta};
 
 /// Written when no admin password is configured: the generated one, for the operator.
@@ -192,16 +193,14 @@ fn authorization(parts: &Parts) -> Option<&str> {
     parts.headers.get(AUTHORIZATION)?.to_str().ok()
 }
 
-fn check_bearer(app: &App, header: Option<&str>) -> Result<(), ApiError> {
+fn check_bearer(app: &App, header: Option<&str>) -> Result<AgentScope, ApiError> {
     // Upstream matches the scheme case-sensitively and takes the rest verbatim.
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or(ApiError::MissingToken)?;
-    if app.api_token.matches(token) {
-        Ok(())
-    } else {
-        Err(ApiError::BadToken)
-    }
+    app.api_token
+        .check(token, app.config.access.shared_agent_token)
+        .ok_or(ApiError::BadToken)
 }
 
 /// Checks Basic credentials; failures count against the client's sign-in limit.
@@ -239,19 +238,51 @@ async fn verify_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// A VM agent, authenticated by the bearer token.
-pub struct Agent;
+/// A VM agent, authenticated by its own credential (or the shared token, if accepted).
+pub struct Agent(pub AgentScope);
+
+impl Agent {
+    /// A VM may act only as itself; the shared token may act as any VM.
+    pub fn acts_as(&self, hostname: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            AgentScope::AnyVm => Ok(()),
+            AgentScope::Vm(own) if own == hostname => Ok(()),
+            AgentScope::Vm(own) => Err(ApiError::OtherVm(own.clone())),
+        }
+    }
+}
 
 impl FromRequestParts<App> for Agent {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        check_bearer(app, authorization(parts)).map(|_| Agent)
+        check_bearer(app, authorization(parts)).map(Agent)
     }
 }
 
 /// A VM agent or the admin: a `Bearer` header is checked first, with no fallback.
-pub struct AgentOrAdmin;
+pub enum AgentOrAdmin {
+    Agent(Agent),
+    Admin,
+}
+
+impl AgentOrAdmin {
+    /// Reading about `hostname`: the admin and the shared token may read any VM.
+    pub fn may_read(&self, hostname: &str) -> Result<(), ApiError> {
+        match self {
+            AgentOrAdmin::Agent(agent) => agent.acts_as(hostname),
+            AgentOrAdmin::Admin => Ok(()),
+        }
+    }
+
+    /// Reading about every VM: not for a single VM's credential.
+    pub fn may_read_all(&self) -> Result<(), ApiError> {
+        match self {
+            AgentOrAdmin::Agent(Agent(AgentScope::Vm(own))) => Err(ApiError::OtherVm(own.clone())),
+            _ => Ok(()),
+        }
+    }
+}
 
 impl FromRequestParts<App> for AgentOrAdmin {
     type Rejection = ApiError;
@@ -259,11 +290,11 @@ impl FromRequestParts<App> for AgentOrAdmin {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let header = authorization(parts);
         if header.is_some_and(|h| h.starts_with("Bearer ")) {
-            check_bearer(app, header).map(|_| AgentOrAdmin)
+            check_bearer(app, header).map(|scope| AgentOrAdmin::Agent(Agent(scope)))
         } else {
             check_basic(app, header, peer_ip(parts))
                 .await
-                .map(|_| AgentOrAdmin)
+                .map(|_| AgentOrAdmin::Admin)
         }
     }
 }
@@ -420,8 +451,13 @@ pub async fn form_csrf(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, DEFAULT_BODY_LIMIT).await else {
-        return ApiError::TooLarge(DEFAULT_BODY_LIMIT).into_response();
+    let bytes = match axum::body::to_bytes(body, DEFAULT_BODY_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(e) if over_limit(&e) => return ApiError::TooLarge(DEFAULT_BODY_LIMIT).into_response(),
+        Err(e) => {
+            return ApiError::bad_request(format!("Could not read the request body: {e}"))
+                .into_response();
+        }
     };
     let token = form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == "csrf_token")
@@ -431,6 +467,18 @@ pub async fn form_csrf(request: Request, next: Next) -> Response {
         request.extensions_mut().insert(FormCsrf(token));
     }
     next.run(request).await
+}
+
+/// Whether reading a body failed because it was larger than allowed.
+fn over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Whether a browser says the request comes from another site; scripts send neither

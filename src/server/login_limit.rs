@@ -41,7 +41,7 @@ pub struct LoginLimiter {
 }
 
 /// The key a client is counted under.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
             let mut segments = v6.segments();

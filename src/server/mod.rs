@@ -3,8 +3,10 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod claim_limit;
 pub mod client_ip;
 pub mod login_limit;
+pub mod observe;
 pub mod pages;
 pub mod router;
 pub mod sessions;
@@ -14,6 +16,8 @@ pub mod waiters;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -21,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 pub use state::App;
@@ -29,9 +34,50 @@ pub use state::App;
 const DRAIN: Duration = Duration::from_secs(2);
 /// How long shutdown waits for a provisioning run and local agents to stop.
 const PROVISION_STOP: Duration = Duration::from_secs(2);
-/// A client must send a complete request head within this time (also the idle limit of
-/// a kept-alive connection).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// With `server.max_connections` connections open, a new one waits this long for one of
+/// them to end; then it is answered 503 and closed.
+const CONNECTION_WAIT: Duration = Duration::from_secs(1);
+/// What a connection beyond `server.max_connections` is told before it is closed.
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+    retry-after: 1\r\nconnection: close\r\ncontent-length: 57\r\n\r\n\
+    {\"error\": \"Too many connections; try again in a moment.\"}";
+
+/// One of the `server.max_connections` slots: at once, or after waiting (in the
+/// connection's own task, so accepting goes on) up to `CONNECTION_WAIT` for one to free.
+async fn connection_slot(
+    connections: Arc<Semaphore>,
+    stopping: &tokio_util::sync::CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = connections.clone().try_acquire_owned() {
+        return Some(slot);
+    }
+    tokio::select! {
+        slot = tokio::time::timeout(CONNECTION_WAIT, connections.acquire_owned()) => {
+            slot.ok()?.ok()
+        }
+        () = stopping.cancelled() => None,
+    }
+}
+
+/// Logs a connection refused for `server.max_connections`: a warning at most once a
+/// minute (a flood must not flood the log too), the rest at debug level.
+fn refused_connection(peer: SocketAddr) {
+    use std::sync::atomic::AtomicU64;
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST_WARNED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(%peer, "server.max_connections reached; refusing new connections");
+    } else {
+        tracing::debug!(%peer, "server.max_connections reached; refused a connection");
+    }
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, answers
 /// parked long-polls, lets requests in flight finish (bounded) and commits every
@@ -54,8 +100,14 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(app.config.header_timeout())
+        .max_header_size(usize::try_from(app.config.server.max_header_bytes).unwrap_or(65536))
         .keep_alive(true);
+    let body_timeout = app.config.body_timeout();
+    let max_connections = usize::try_from(app.config.server.max_connections)
+        .unwrap_or(usize::MAX)
+        .clamp(1, Semaphore::MAX_PERMITS);
+    let connections = Arc::new(Semaphore::new(max_connections));
     let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
     let rebooter = tokio::spawn(crate::autoreboot::run(app.clone()));
     let sweeper = tokio::spawn(sessions::sweep(app.store.clone(), app.shutdown.clone()));
@@ -81,10 +133,29 @@ pub async fn serve(
             let client = client_ip::resolve(peer.ip(), req.headers(), &trusted);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             req.extensions_mut().insert(client_ip::ClientIp(client));
-            router.clone().oneshot(req)
+            let expired = Arc::new(AtomicBool::new(false));
+            let req = req.map(|b| body::DeadlineBody::new(b, body_timeout, expired.clone()));
+            let handled = router.clone().oneshot(req);
+            async move {
+                let response = handled.await?;
+                if expired.load(Ordering::Acquire) {
+                    return Ok(body::timed_out(body_timeout, &response));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        let connections = connections.clone();
+        let stopping = app.shutdown.clone();
         tokio::spawn(async move {
+            // Held while the connection lasts.
+            let Some(_slot) = connection_slot(connections, &stopping).await else {
+                refused_connection(peer);
+                let _ = stream.try_write(FULL);
+                return;
+            };
+            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }

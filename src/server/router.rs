@@ -10,11 +10,12 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::api::{
-    download, health, logs, participant_data, pool, provision, reboot, schedules, startup,
+    backup, download, health, logs, participant_data, pool, provision, reboot, schedules, startup,
     telemetry,
 };
 use super::auth::form_csrf;
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
+use super::observe;
 use super::pages::{admin, login, participant};
 use super::state::App;
 use super::{sessions, sse};
@@ -40,7 +41,9 @@ pub fn build(app: App) -> Router {
         .route("/api/vm-metrics/{hostname}", post(telemetry::post_metrics))
         .route("/api/vm-logs/{hostname}", get(logs::get_logs))
         .route("/api/health", get(health::health))
+        .route("/api/openapi.json", get(super::api::openapi::document))
         .route("/health", get(health::health))
+        .route("/metrics", get(super::api::metrics::metrics))
         .route("/api/launch", post(provision::launch))
         .route("/destroy", post(provision::destroy_all))
         .route("/api/vms/{hostname}/destroy", post(provision::destroy_one))
@@ -55,6 +58,7 @@ pub fn build(app: App) -> Router {
             get(schedules::get).delete(schedules::cancel),
         )
         .route("/api/scp-client", get(participant_data::download))
+        .route("/api/backup", get(backup::download))
         .route("/api/reboot-vm", post(reboot::post_reboot))
         .route("/api/reboot-vm/{hostname}", get(reboot::get_reboot_info))
         .route("/admin", get(admin::dashboard))
@@ -91,6 +95,10 @@ pub fn build(app: App) -> Router {
         .layer(middleware::from_fn(form_csrf))
         .layer(sessions::layer(app.store.clone(), &app.config))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            observe::observe,
+        ))
         .with_state(app)
 }
 

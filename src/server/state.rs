@@ -12,10 +12,12 @@ use super::waiters::Waiters;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::download::AgentBuild;
+use crate::metrics::Metrics;
 use crate::provision::local::Local;
 use crate::provision::manual::Manual;
 use crate::provision::terraform::{Settings, Terraform};
 use crate::provision::{Provider, Provisioner};
+use crate::server::claim_limit::ClaimLimits;
 use crate::shared_token::SharedToken;
 use crate::store::{Store, StoreError, audit, meta, runs};
 
@@ -44,6 +46,10 @@ pub struct AppInner {
     pub started_at: Instant,
     /// What VMs download as their agent (`GET /download/lablink`).
     pub agent_build: AgentBuild,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
+    /// How often participants may ask for a VM.
+    pub claim_limits: ClaimLimits,
 }
 
 impl std::ops::Deref for App {
@@ -80,11 +86,13 @@ impl App {
             );
         }
         let waiters = Arc::new(Waiters::default());
+        let metrics = Arc::new(Metrics::new());
         let provisioner = Arc::new(Provisioner::new(
             provider(&config, &api_token)?,
             store.clone(),
             waiters.clone(),
             api_token.clone(),
+            metrics.clone(),
             // A backstop: providers stop their own commands at the run timeout.
             Duration::from_secs(config.provision.run_timeout_seconds + 60),
         ));
@@ -97,6 +105,10 @@ impl App {
         }
         Ok(App {
             inner: Arc::new(AppInner {
+                claim_limits: ClaimLimits::new(
+                    config.access.claims_per_network_per_minute,
+                    config.access.claims_per_email_per_minute,
+                ),
                 agent_build,
                 config,
                 store,
@@ -109,6 +121,7 @@ impl App {
                 clock,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
+                metrics,
             }),
         })
     }

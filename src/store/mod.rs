@@ -7,6 +7,7 @@
 //! Reads run on the blocking pool in their own read transactions.
 
 pub mod audit;
+pub mod backup;
 pub mod codec;
 pub mod logs;
 pub mod meta;

@@ -9,6 +9,8 @@ use super::layout::page;
 pub struct FormState<'a> {
     pub email: &'a str,
     pub error: Option<&'a str>,
+    /// The workshop has a join code: ask for it.
+    pub ask_join_code: bool,
 }
 
 pub fn landing(free: u64, form: &FormState) -> Markup {
@@ -25,6 +27,11 @@ pub fn landing(free: u64, form: &FormState) -> Markup {
                 label for="email" { "Your e-mail address" }
                 input #email type="email" name="email" required autocomplete="email"
                     maxlength="254" value=(form.email);
+                @if form.ask_join_code {
+                    label for="join_code" { "Workshop join code" }
+                    input #join_code type="text" name="join_code" required autocomplete="off"
+                        maxlength="128";
+                }
                 label for="crd_command" { "Chrome Remote Desktop command" }
                 textarea #crd_command name="crd_command" required rows="4" maxlength="4096"
                     placeholder="DISPLAY= /opt/google/chrome-remote-desktop/start-host --code=\"4/0A…\" …" {}

@@ -107,7 +107,7 @@ resource "aws_instance" "vm" {
     templatefile("${path.module}/user_data.sh.tftpl", {
       vm_name          = each.key
       allocator_url    = var.allocator_url
-      api_token        = var.api_token
+      api_token        = var.api_tokens[each.key]
       agent_sha256     = var.agent_sha256
       image_name       = var.image_name
       repository       = var.repository == null ? "" : var.repository

@@ -16,9 +16,9 @@ variable "ssh_cidr_blocks" {
   type        = list(string)
 }
 
-variable "api_token" {
-  description = "Bearer token of the allocator's agent API"
-  type        = string
+variable "api_tokens" {
+  description = "Each VM's own credential for the allocator's agent API, by VM name"
+  type        = map(string)
   sensitive   = true
 }
 

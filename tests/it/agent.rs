@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 use crate::helpers::{
-    Auth, NotifySocket, TestServer, client, crd_command, free_port, html_field, run_binary,
-    wait_for, within,
+    Auth, NotifySocket, ServeProc, TestServer, client, crd_command, free_port, html_field,
+    run_binary, wait_for, within,
 };
 
 const REDIRECT: &str = "--redirect-url=https://remotedesktop.google.com/_/oauthredirect";
@@ -972,66 +972,6 @@ async fn a_startup_script_that_never_succeeds_stops_the_vm_only_when_asked() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// `lablink serve` as a child process, so it can be SIGKILLed.
-struct ServeProc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ServeProc {
-    async fn start(dir: &Path, port: u16, log: PathBuf) -> ServeProc {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("serve log");
-        let err = out.try_clone().expect("clone serve log");
-        let child = Command::new(env!("CARGO_BIN_EXE_lablink"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env_clear()
-            .env("LABLINK_APP_ADMIN_PASSWORD", "x")
-            .env("LABLINK_SERVER_LONG_POLL_SECONDS", "30")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn lablink serve");
-        let server = ServeProc { child, log };
-        let http = client();
-        wait_for(30, "the allocator answers /api/health", || async {
-            let ok = http
-                .get(format!("http://127.0.0.1:{port}/api/health"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            ok.then_some(())
-        })
-        .await;
-        server
-    }
-
-    async fn kill(&mut self) {
-        self.child.start_kill().expect("SIGKILL the allocator");
-        within(10, "the killed allocator", self.child.wait())
-            .await
-            .expect("wait");
-    }
-}
-
-impl Drop for ServeProc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("----- allocator log -----\n{log}\n----- end -----");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_assignment_arrives_after_the_allocator_was_killed_mid_poll() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -1045,10 +985,12 @@ async fn the_assignment_arrives_after_the_allocator_was_killed_mid_poll() {
         ServeProc::start(data.path(), port, serve_log.clone()),
     )
     .await;
-    let token = std::fs::read_to_string(data.path().join("api-token"))
+    let shared = std::fs::read_to_string(data.path().join("api-token"))
         .expect("api-token")
         .trim()
         .to_owned();
+    // As shipped: the VM runs on its own credential (the shared token is refused).
+    let token = lablink::shared_token::SharedToken::new(shared).for_vm(&rig.vm);
     let mut agent = rig.agent(&base, Token::Flag(&token), Gpu::Fake, &[]);
     let http = client();
     let status_of = |host: String| {

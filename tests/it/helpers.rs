@@ -113,6 +113,11 @@ pub fn test_config(dir: &Path) -> Config {
     cfg.server.listen = "127.0.0.1:0".into();
     cfg.server.long_poll_seconds = DEFAULT_LONG_POLL_SECONDS;
     cfg.app.admin_password = Some(ADMIN_PASSWORD.into());
+    // Most tests speak as upstream 0.1.2 clients (one shared token) and claim in bulk;
+    // tests/it/access.rs covers per-VM credentials and the claim limits.
+    cfg.access.shared_agent_token = true;
+    cfg.access.claims_per_network_per_minute = 0;
+    cfg.access.claims_per_email_per_minute = 0;
     cfg
 }
 
@@ -624,6 +629,94 @@ impl NotifySocket {
             if message.lines().any(|l| l == line) {
                 return message;
             }
+        }
+    }
+}
+
+/// The admin password `ServeProc` starts `lablink serve` with.
+pub const SERVE_ADMIN_PASSWORD: &str = "x";
+
+/// `lablink serve` (the real binary) as a child process, so it can be SIGKILLed.
+pub struct ServeProc {
+    pub child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+impl ServeProc {
+    /// Starts it on `dir` and `127.0.0.1:port`; returns once `/api/health` answers 200.
+    pub async fn start(dir: &Path, port: u16, log: PathBuf) -> ServeProc {
+        ServeProc::start_with_env(dir, port, log, &[]).await
+    }
+
+    /// As `start`, with more environment variables (configuration keys as `LABLINK_…`).
+    pub async fn start_with_env(
+        dir: &Path,
+        port: u16,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> ServeProc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("serve log");
+        let err = out.try_clone().expect("clone serve log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .env("LABLINK_APP_ADMIN_PASSWORD", SERVE_ADMIN_PASSWORD)
+            .env("LABLINK_SERVER_LONG_POLL_SECONDS", "30")
+            // As `test_config`: upstream-style agents (one shared token), no claim limits.
+            .env("LABLINK_ACCESS_SHARED_AGENT_TOKEN", "true")
+            .env("LABLINK_ACCESS_CLAIMS_PER_NETWORK_PER_MINUTE", "0")
+            .env("LABLINK_ACCESS_CLAIMS_PER_EMAIL_PER_MINUTE", "0")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lablink serve");
+        let mut server = ServeProc { child, log };
+        let http = client();
+        let child = &mut server.child;
+        wait_for(30, "the allocator answers /api/health", || {
+            let exited = child.try_wait().ok().flatten();
+            let http = http.clone();
+            async move {
+                if let Some(status) = exited {
+                    panic!("lablink serve exited before answering: {status}");
+                }
+                let ok = http
+                    .get(format!("http://127.0.0.1:{port}/api/health"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                ok.then_some(())
+            }
+        })
+        .await;
+        server
+    }
+
+    /// SIGKILL, then wait (bounded) for the process to be gone.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL the allocator");
+        within(10, "the killed allocator", self.child.wait())
+            .await
+            .expect("wait");
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("----- allocator log -----\n{log}\n----- end -----");
         }
     }
 }

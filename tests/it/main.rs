@@ -1,18 +1,28 @@
 //! Integration tests: a real server on a loopback port, a real store in a temporary
 //! directory, and (for the command line) the real binary.
 
+mod access;
 mod agent;
 mod agent_api;
+mod backup;
+mod bad_input;
 mod browser;
 mod claim;
 mod cli;
+mod concurrency;
+mod crash;
 mod health_shutdown;
 mod helpers;
+mod limits;
 mod long_poll;
+mod observability;
+mod openapi;
 mod packaging;
 mod participant_data;
 mod provision;
+mod rehearse;
 mod schedule;
+mod secrets;
 mod store;
 mod terraform;
 mod terraform_modules;

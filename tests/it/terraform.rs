@@ -23,6 +23,8 @@ async fn terraform_server_with(
     TestServer::start_with(|c| {
         c.provision.provider = "terraform".into();
         c.provision.terraform_bin = fake_terraform().display().to_string();
+        // VMs download the lablink executable (not this test harness).
+        c.provision.agent_binary = env!("CARGO_BIN_EXE_lablink").into();
         c.provision.allocator_url = "https://lablink.example.org".into();
         c.provision.run_timeout_seconds = timeout_secs;
         c.machine.software = "sleap".into();
@@ -132,7 +134,16 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
         assert_eq!(vars["vm_indices"], serde_json::json!([1, 2]));
         assert_eq!(vars["resource_prefix"], "sleap-lablink-client-test");
         assert_eq!(vars["allocator_url"], "https://lablink.example.org");
-        assert_eq!(vars["api_token"], s.token());
+        // Each VM its own credential, none of them the shared token.
+        let shared = lablink::shared_token::SharedToken::new(s.token().to_owned());
+        assert_eq!(
+            vars["api_tokens"],
+            serde_json::json!({
+                "sleap-lablink-client-test-vm-1": shared.for_vm("sleap-lablink-client-test-vm-1"),
+                "sleap-lablink-client-test-vm-2": shared.for_vm("sleap-lablink-client-test-vm-2"),
+            })
+        );
+        assert!(vars.get("api_token").is_none());
         assert_eq!(vars["gpu_support"], true);
         assert_eq!(vars["machine_type"], "g4dn.xlarge");
         assert_eq!(vars["ssh_cidr_blocks"], serde_json::json!(["0.0.0.0/0"]));
@@ -423,6 +434,7 @@ async fn participants_files_come_over_ssh_from_each_vm() {
             .display()
             .to_string();
         c.provision.allocator_url = "https://lablink.example.org".into();
+        c.provision.agent_binary = env!("CARGO_BIN_EXE_lablink").into();
         c.machine.software = "sleap".into();
         c.environment = "test".into();
     })

@@ -320,9 +320,9 @@ async fn reboot_api_as_upstream() {
         post(json!({"hostname": "vm-9"}))
             .await
             .expect_error(404, "VM not found.");
-        // The manual provider cannot reboot: a 500 that says so.
+        // The manual provider cannot reboot: a 409 that says so.
         let failed = post(json!({"hostname": "vm-1"})).await;
-        assert_eq!(failed.status, 500);
+        assert_eq!(failed.status, 409);
         assert!(
             failed.text.contains("Failed to initiate reboot"),
             "{}",

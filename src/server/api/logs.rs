@@ -1,10 +1,11 @@
 //! Log shipping from VMs (`POST /api/vm-logs`) and reading it back.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiPath;
 use crate::error::ApiError;
 use crate::model::validate_hostname;
 use crate::server::auth::{Agent, AgentOrAdmin};
@@ -31,7 +32,7 @@ fn clean(messages: Vec<String>) -> Vec<String> {
 
 pub async fn post_logs(
     State(app): State<App>,
-    _: Agent,
+    agent: Agent,
     JsonBody(batch): JsonBody<LogBatch>,
 ) -> Result<Json<Value>, ApiError> {
     const MISSING: &str = "Log group, stream, and messages are required.";
@@ -42,6 +43,7 @@ pub async fn post_logs(
         return Err(ApiError::bad_request(MISSING));
     };
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    agent.acts_as(&host)?;
     let lines = clean(messages);
     let kind = LogKind::from_log_group(&group);
     let cap = app.config.server.log_cap_bytes;
@@ -66,10 +68,11 @@ pub async fn post_logs(
 
 pub async fn get_logs(
     State(app): State<App>,
-    _: AgentOrAdmin,
-    Path(host): Path<String>,
+    caller: AgentOrAdmin,
+    ApiPath(host): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    caller.may_read(&host)?;
     let lookup = host.clone();
     let found = app
         .store

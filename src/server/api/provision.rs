@@ -2,16 +2,18 @@
 
 use axum::Json;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::ApiPath;
 use crate::error::ApiError;
 use crate::model::{RunAction, validate_hostname};
 use crate::provision::ProvisionError;
 use crate::server::auth::Admin;
+use crate::server::body::DEFAULT_BODY_LIMIT;
 use crate::server::pages::admin::{Confirm, action_result, confirmed, is_htmx};
 use crate::server::state::App;
 use crate::store::runs;
@@ -113,9 +115,25 @@ pub struct LaunchForm {
     num_vms: Option<String>,
 }
 
+/// A body that could not be read (over the limit, cut short) is refused, whatever the
+/// endpoint makes of the form otherwise.
+fn unreadable(rejection: &FormRejection) -> Option<ApiError> {
+    match rejection {
+        FormRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Some(ApiError::TooLarge(DEFAULT_BODY_LIMIT))
+        }
+        FormRejection::BytesRejection(e) => Some(ApiError::bad_request(format!(
+            "Could not read the request body: {e}"
+        ))),
+        _ => None,
+    }
+}
+
 fn launch_count(form: Result<Form<LaunchForm>, FormRejection>) -> Result<u32, ApiError> {
-    let Form(form) =
-        form.map_err(|e| ApiError::bad_request(format!("Could not read the form: {e}")))?;
+    let Form(form) = form.map_err(|e| {
+        unreadable(&e)
+            .unwrap_or_else(|| ApiError::bad_request(format!("Could not read the form: {e}")))
+    })?;
     let raw = form.num_vms.unwrap_or_default();
     if raw.trim().is_empty() {
         return Err(ApiError::bad_request("Number of VMs is required."));
@@ -158,6 +176,11 @@ pub async fn destroy_all(
     headers: HeaderMap,
     form: Result<Form<Confirm>, FormRejection>,
 ) -> Result<Response, ApiError> {
+    if let Err(rejection) = &form
+        && let Some(refused) = unreadable(rejection)
+    {
+        return for_console(&headers, Err(refused));
+    }
     let answer = if admin.from_console() && !confirmed(form, DESTROY_CONFIRMATION) {
         Err(ApiError::bad_request(format!(
             "Type '{DESTROY_CONFIRMATION}' to confirm destroying every VM."
@@ -173,7 +196,7 @@ pub async fn destroy_one(
     State(app): State<App>,
     admin: Admin,
     headers: HeaderMap,
-    Path(hostname): Path<String>,
+    ApiPath(hostname): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let answer = match validate_hostname(&hostname) {
         Ok(()) => start(&app, &admin, &headers, RunAction::DestroyVm { hostname }).await,
@@ -201,7 +224,7 @@ pub struct LinesQuery {
 pub async fn get_run(
     State(app): State<App>,
     _: Admin,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     Query(q): Query<LinesQuery>,
 ) -> Result<Response, ApiError> {
     let from = q.from.unwrap_or(0);

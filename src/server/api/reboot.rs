@@ -2,11 +2,11 @@
 //! Manual reboots ignore the auto-reboot limits but count as attempts.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{required_hostname, stored_vm};
+use super::{ApiPath, required_hostname, stored_vm};
 use crate::error::ApiError;
 use crate::model::{Vm, validate_hostname};
 use crate::server::auth::Admin;
@@ -22,6 +22,12 @@ pub struct RebootRequest {
 /// Reboots `host` through the provider and records it; the audit log names `admin`.
 pub async fn reboot_now(app: &App, admin: &Admin, host: &str) -> Result<Vm, ApiError> {
     stored_vm(app, host, "Failed to reboot VM.").await?;
+    if !app.provisioner.can_reboot() {
+        return Err(ApiError::Conflict(format!(
+            "Failed to initiate reboot: the `{}` provider cannot reboot VMs; restart {host} yourself.",
+            app.config.provision.provider
+        )));
+    }
     if let Err(why) = app.provisioner.reboot(host).await {
         tracing::warn!(vm = %host, %why, "manual reboot failed");
         app.audit(
@@ -66,7 +72,7 @@ pub async fn post_reboot(
 pub async fn get_reboot_info(
     State(app): State<App>,
     _: Admin,
-    Path(host): Path<String>,
+    ApiPath(host): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     let vm = stored_vm(&app, &host, "Could not retrieve reboot info.").await?;

@@ -3,13 +3,14 @@
 //! stored (400), recurring schedules can be cancelled, and fire times come from stored data.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiPath;
 use crate::error::ApiError;
 use crate::model::{Schedule, ScheduleStatus};
 use crate::recurrence;
@@ -244,11 +245,18 @@ pub async fn list(
     })))
 }
 
+/// Upstream's `<int:id>` route does not match anything else: no such schedule.
+fn schedule_id(id: Result<ApiPath<u64>, ApiError>) -> Result<u64, Refusal> {
+    id.map(|ApiPath(id)| id)
+        .map_err(|_| refuse(StatusCode::NOT_FOUND, "Schedule not found"))
+}
+
 pub async fn get(
     State(app): State<App>,
     _: Admin,
-    Path(id): Path<u64>,
+    id: Result<ApiPath<u64>, ApiError>,
 ) -> Result<Json<Value>, Refusal> {
+    let id = schedule_id(id)?;
     let found = app
         .store
         .read(move |tx| schedules::get(tx, id))
@@ -261,8 +269,9 @@ pub async fn get(
 pub async fn cancel(
     State(app): State<App>,
     admin: Admin,
-    Path(id): Path<u64>,
+    id: Result<ApiPath<u64>, ApiError>,
 ) -> Result<Json<Value>, Refusal> {
+    let id = schedule_id(id)?;
     cancel_schedule(&app, &admin, id).await?;
     Ok(Json(json!({
         "success": true,

@@ -36,10 +36,11 @@ fn success(pin: String, command: String) -> Json<StartupAnswer> {
 /// hold time ends (408, the agent asks again), or the server shuts down (503).
 pub async fn vm_startup(
     State(app): State<App>,
-    _: Agent,
+    agent: Agent,
     JsonBody(req): JsonBody<StartupRequest>,
 ) -> Result<Json<StartupAnswer>, ApiError> {
     let host = required_hostname(req.hostname, "Hostname is required.")?;
+    agent.acts_as(&host)?;
     let mut waiter = app.waiters.subscribe(&host);
     let vm = stored_vm(&app, &host, "Failed to read the VM.").await?;
     if let Some(a) = vm.assignment {

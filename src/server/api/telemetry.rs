@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{required_hostname, stored_vm};
+use super::{ApiPath, required_hostname, stored_vm};
 use crate::error::ApiError;
 use crate::model::{Health, MAX_FIELD_LEN, MetricsReport, VmStatus, validate_hostname};
 use crate::server::auth::{Agent, AgentOrAdmin};
@@ -25,11 +25,12 @@ pub struct StatusReport {
 /// Upsert: the first report creates the VM.
 pub async fn post_status(
     State(app): State<App>,
-    _: Agent,
+    agent: Agent,
     JsonBody(report): JsonBody<StatusReport>,
 ) -> Result<Json<Value>, ApiError> {
     const MISSING: &str = "Hostname and status are required.";
     let host = required_hostname(report.hostname, MISSING)?;
+    agent.acts_as(&host)?;
     let text = report
         .status
         .ok_or_else(|| ApiError::bad_request(MISSING))?;
@@ -64,10 +65,11 @@ pub async fn post_status(
 
 pub async fn get_status(
     State(app): State<App>,
-    _: Agent,
-    Path(host): Path<String>,
+    agent: Agent,
+    ApiPath(host): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    agent.acts_as(&host)?;
     let vm = stored_vm(&app, &host, "Failed to get VM status.").await?;
     match vm.status {
         Some(status) => Ok(Json(json!({"hostname": host, "status": status.as_str()}))),
@@ -78,8 +80,9 @@ pub async fn get_status(
 /// hostname → status (null before the first report) for every VM.
 pub async fn all_statuses(
     State(app): State<App>,
-    _: AgentOrAdmin,
+    caller: AgentOrAdmin,
 ) -> Result<Json<BTreeMap<String, Option<&'static str>>>, ApiError> {
+    caller.may_read_all()?;
     let all = app
         .store
         .read(vms::list)
@@ -103,10 +106,11 @@ pub struct InUseReport {
 
 pub async fn post_in_use(
     State(app): State<App>,
-    _: Agent,
+    agent: Agent,
     JsonBody(report): JsonBody<InUseReport>,
 ) -> Result<Json<Value>, ApiError> {
     let host = required_hostname(report.hostname, "Hostname is required.")?;
+    agent.acts_as(&host)?;
     let in_use = report
         .status
         .ok_or_else(|| ApiError::bad_request("status is required: true or false."))?;
@@ -129,11 +133,12 @@ pub struct GpuReport {
 
 pub async fn post_gpu_health(
     State(app): State<App>,
-    _: Agent,
+    agent: Agent,
     JsonBody(report): JsonBody<GpuReport>,
 ) -> Result<Json<Value>, ApiError> {
     const MISSING: &str = "GPU status and hostname are required.";
     let host = required_hostname(report.hostname, MISSING)?;
+    agent.acts_as(&host)?;
     let gpu = report
         .gpu_status
         .ok_or_else(|| ApiError::bad_request(MISSING))?;
@@ -189,11 +194,12 @@ fn duration(key: &str, value: Option<f64>) -> Result<Option<f64>, ApiError> {
 
 pub async fn post_metrics(
     State(app): State<App>,
-    _: Agent,
-    Path(host): Path<String>,
+    agent: Agent,
+    ApiPath(host): ApiPath<String>,
     body: Result<JsonBody<MetricsBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    agent.acts_as(&host)?;
     // Upstream answers an unknown host before looking at the body.
     stored_vm(&app, &host, "Failed to post VM metrics.").await?;
     let JsonBody(body) = body?;

@@ -1,15 +1,17 @@
 //! `GET /` and `POST /api/request_vm`: a participant asks for a VM.
 
-use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
 use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 
 use crate::crd;
+use crate::metrics::ClaimOutcome as Claimed;
+use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
 use crate::server::waiters::Wake;
 use crate::store::vms::{self, ClaimOutcome};
@@ -25,6 +27,10 @@ pub async fn landing(State(app): State<App>) -> Response {
 }
 
 async fn render_form(app: &App, status: StatusCode, form: &FormState<'_>) -> Response {
+    let form = &FormState {
+        ask_join_code: !app.config.access.join_code.is_empty(),
+        ..*form
+    };
     let free = match app.store.read(vms::count_free).await {
         Ok(n) => n,
         Err(e) => {
@@ -37,6 +43,7 @@ async fn render_form(app: &App, status: StatusCode, form: &FormState<'_>) -> Res
 
 #[derive(Deserialize)]
 pub struct ClaimForm {
+    join_code: Option<String>,
     email: Option<String>,
     crd_command: Option<String>,
 }
@@ -88,12 +95,21 @@ fn claim_cookie(token: &str, headers: &HeaderMap) -> String {
 
 pub async fn request_vm(
     State(app): State<App>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     form: Result<Form<ClaimForm>, FormRejection>,
 ) -> Response {
+    // The machine itself (a local tool; a proxy on loopback forwards the real address).
+    if let Some(Extension(ClientIp(ip))) = client
+        && !ip.is_loopback()
+        && let Err(wait) = app.claim_limits.check_network(ip)
+    {
+        return too_many(&app, "", wait).await;
+    }
     let form = match form {
         Ok(Form(f)) => f,
         Err(rejection) => {
+            app.metrics.claim(Claimed::Invalid);
             let message =
                 format!("The form could not be read ({rejection}); please submit it again.");
             return render_form(
@@ -102,6 +118,7 @@ pub async fn request_vm(
                 &FormState {
                     email: "",
                     error: Some(&message),
+                    ..FormState::default()
                 },
             )
             .await;
@@ -115,7 +132,14 @@ pub async fn request_vm(
         if raw_email.trim().is_empty() || command.trim().is_empty() {
             return Err(problem("Email and CRD command are required."));
         }
+        check_join_code(&app, form.join_code.as_deref())?;
         let email = normalize_email(&raw_email).map_err(problem)?;
+        if !email_allowed(&app, &email) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "This e-mail address is not registered for this workshop. Use the address you signed up with, or ask your instructor.".to_owned(),
+            ));
+        }
         if command.len() > MAX_COMMAND_LEN {
             return Err(problem(
                 "That command is far longer than a Chrome Remote Desktop command; copy it again.",
@@ -132,6 +156,7 @@ pub async fn request_vm(
     let (email, code) = match checked {
         Ok(v) => v,
         Err((status, message)) => {
+            app.metrics.claim(Claimed::Invalid);
             let shown = raw_email.chars().take(MAX_EMAIL_LEN).collect::<String>();
             return render_form(
                 &app,
@@ -139,11 +164,15 @@ pub async fn request_vm(
                 &FormState {
                     email: &shown,
                     error: Some(&message),
+                    ..FormState::default()
                 },
             )
             .await;
         }
     };
+    if let Err(wait) = app.claim_limits.check_email(&email) {
+        return too_many(&app, &email, wait).await;
+    }
 
     let pin = random_pin();
     let now = Utc::now();
@@ -185,6 +214,12 @@ pub async fn request_vm(
             "claim task failed: {e}"
         )))
     });
+    app.metrics.claim(match &outcome {
+        Ok(ClaimOutcome::Assigned(_)) => Claimed::Assigned,
+        Ok(ClaimOutcome::Rejoined { .. }) => Claimed::Rejoined,
+        Ok(ClaimOutcome::NoneFree) => Claimed::NoVm,
+        Err(_) => Claimed::Error,
+    });
     match outcome {
         Ok(ClaimOutcome::Assigned(vm)) => {
             let mut page = answer(&vm, Rejoin::No);
@@ -207,6 +242,7 @@ pub async fn request_vm(
                 error: Some(
                     "No available VMs. Please try again later. Please ask your instructor for help",
                 ),
+                ..FormState::default()
             },
         )
         .await,
@@ -218,11 +254,69 @@ pub async fn request_vm(
                 &FormState {
                     email: &email,
                     error: Some(UNEXPECTED),
+                    ..FormState::default()
                 },
             )
             .await
         }
     }
+}
+
+/// The workshop's join code, when it has one (compared in constant time).
+fn check_join_code(app: &App, given: Option<&str>) -> Result<(), (StatusCode, String)> {
+    let expected = app.config.access.join_code.trim();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let given = given.unwrap_or_default().trim();
+    if given.is_empty() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Enter the workshop's join code; your instructor has it.".to_owned(),
+        ));
+    }
+    use subtle::ConstantTimeEq;
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::FORBIDDEN,
+            "That join code is not this workshop's; check it with your instructor.".to_owned(),
+        ))
+    }
+}
+
+/// `access.allowed_emails`: empty lets anyone in; else the address or its `@domain`.
+fn email_allowed(app: &App, email: &str) -> bool {
+    let allowed = app.config.allowed_emails().unwrap_or_default();
+    allowed.is_empty()
+        || allowed.iter().any(|entry| {
+            if entry.starts_with('@') {
+                email.ends_with(entry.as_str())
+            } else {
+                email == entry
+            }
+        })
+}
+
+async fn too_many(app: &App, email: &str, wait: std::time::Duration) -> Response {
+    app.metrics.claim(Claimed::Limited);
+    let seconds = wait.as_secs().max(1);
+    let message = format!("Too many requests for a VM from here; wait {seconds} s and try again.");
+    let mut page = render_form(
+        app,
+        StatusCode::TOO_MANY_REQUESTS,
+        &FormState {
+            email,
+            error: Some(&message),
+            ..FormState::default()
+        },
+    )
+    .await;
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        page.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    page
 }
 
 /// Wakes the VM's long-poll with its (new) assignment; call after the commit.

@@ -1,0 +1,100 @@
+//! What every request gets: an id (`x-request-id`, the client's own when it is short and
+//! printable), a tracing span carrying it that every log line of the request is written
+//! in, its duration in `lablink_http_request_duration_seconds`, and one log line when it is
+//! answered (debug for successes and long-poll timeouts, info for other failures).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use super::state::App;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The claim route, whose 503 means "no free VM" rather than a fault.
+const NO_FREE_VM_ROUTE: &str = "/api/request_vm";
+/// Longest incoming id taken as it is.
+const MAX_ID_LEN: usize = 64;
+
+pub async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(accepted)
+        .unwrap_or_else(generate);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        route = route.as_deref().unwrap_or("unmatched"),
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status();
+    app.metrics
+        .http_request(route.as_deref(), &method, status, took);
+    let latency_ms = took.as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        // Long-polls end in 408 every `server.long_poll_seconds`, and all of them in 503
+        // at shutdown; a claim with no free VM is a 503 too (counted in the metrics):
+        // by design, not worth an info line each.
+        let expected = status == StatusCode::REQUEST_TIMEOUT
+            || (status == StatusCode::SERVICE_UNAVAILABLE
+                && (app.shutdown.is_cancelled() || route.as_deref() == Some(NO_FREE_VM_ROUTE)));
+        if (status.is_client_error() || status.is_server_error()) && !expected {
+            tracing::info!(status = status.as_u16(), latency_ms, %path, "request answered");
+        } else {
+            tracing::debug!(status = status.as_u16(), latency_ms, %path, "request answered");
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// A client's id, if it is 1 to 64 visible ASCII characters (nothing that could forge
+/// or break a log line).
+fn accepted(value: &HeaderValue) -> Option<String> {
+    let bytes = value.as_bytes();
+    let fits = (1..=MAX_ID_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic);
+    fits.then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// 128 random bits in hex.
+fn generate() -> String {
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_printable_ids_are_taken() {
+        let take = |v: &[u8]| accepted(&HeaderValue::from_bytes(v).expect("header value"));
+        assert_eq!(take(b"abc-123_X.y:z").as_deref(), Some("abc-123_X.y:z"));
+        assert_eq!(take(&[b'a'; 64]).map(|s| s.len()), Some(64));
+        assert_eq!(take(&[b'a'; 65]), None);
+        assert_eq!(take(b""), None);
+        assert_eq!(take(b"two words"), None);
+        assert_eq!(take(b"tab\there"), None);
+        assert_eq!(take("caf\u{e9}".as_bytes()), None);
+        let id = generate();
+        assert_eq!(id.len(), 32);
+        assert!(accepted(&HeaderValue::from_str(&id).expect("value")).is_some());
+        assert_ne!(generate(), id);
+    }
+}

@@ -1,0 +1,118 @@
+//! `lablink rehearse`, run as the real binary against a real allocator.
+
+use crate::helpers::{TestServer, run_binary};
+
+fn token_file(s: &TestServer) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("token");
+    std::fs::write(&path, format!("{}\n", s.token())).expect("write token");
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_reports_and_passes_on_a_healthy_allocator() {
+    // As shipped: per-VM credentials only; the rehearsal derives them from the token.
+    let s = TestServer::start_with(|c| c.access.shared_agent_token = false).await;
+    let (_dir, token) = token_file(&s);
+    let out = run_binary(
+        &[
+            "rehearse",
+            &s.base,
+            "--agents",
+            "30",
+            "--participants",
+            "36",
+            "--token-file",
+            &token,
+            "--seconds",
+            "60",
+        ],
+        &[],
+        90,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "VMs registered         30 of 30",
+        "long-polls held        30 at the first claim",
+        "30 assigned, 6 refused (no free VM)",
+        "errors                 0",
+        "double assignments     0",
+        "verdict: PASS for a workshop of 30 participants",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");
+    }
+    assert!(stdout.contains("claim latency          p50 "), "{stdout}");
+    assert!(stdout.contains("claim → agent woken    p50 "), "{stdout}");
+    // The allocator really handed out 30 VMs, each once.
+    let pool = s
+        .app
+        .store
+        .read(lablink::store::vms::list)
+        .await
+        .expect("pool");
+    let assigned: Vec<_> = pool
+        .iter()
+        .filter_map(|vm| vm.assignment.as_ref())
+        .collect();
+    assert_eq!(assigned.len(), 30);
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_the_verdict() {
+    let s = TestServer::start_with(|c| c.access.shared_agent_token = false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("token");
+    std::fs::write(&path, "not-the-token\n").expect("write");
+    let path = path.display().to_string();
+    let out = run_binary(
+        &[
+            "rehearse",
+            &s.base,
+            "--agents",
+            "3",
+            "--token-file",
+            &path,
+            "--seconds",
+            "10",
+        ],
+        &[],
+        30,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("registration: HTTP 401"), "{stdout}");
+    assert!(stdout.contains("verdict: FAIL"), "{stdout}");
+}
+
+#[tokio::test]
+async fn other_hosts_need_the_owners_flag_and_bad_flags_are_named() {
+    let out = run_binary(
+        &[
+            "rehearse",
+            "http://192.0.2.1:5000",
+            "--token-file",
+            "/nonexistent",
+        ],
+        &[],
+        10,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--i-own-this-host"));
+    let out = run_binary(
+        &["rehearse", "http://127.0.0.1:9", "--agents", "0"],
+        &[],
+        10,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--agents"));
+}
