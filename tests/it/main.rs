@@ -27,3 +27,4 @@ mod store;
 mod terraform;
 mod terraform_modules;
 mod ui;
+mod upstream_client;
