@@ -27,4 +27,5 @@ mod store;
 mod terraform;
 mod terraform_modules;
 mod ui;
+mod upstream_allocator;
 mod upstream_client;
