@@ -26,23 +26,22 @@ pub async fn observe(State(app): State<App>, request: Request, next: Next) -> Re
         .get(&REQUEST_ID)
         .and_then(accepted)
         .unwrap_or_else(generate);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    // Clones that share their bytes (an Arc, the request's own buffer): a parked
+    // long-poll holds these for as long as it waits.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map(MatchedPath::as_str);
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %method,
-        route = route.as_deref().unwrap_or("unmatched"),
+        route = route.unwrap_or("unmatched"),
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = response.status();
-    app.metrics
-        .http_request(route.as_deref(), &method, status, took);
+    app.metrics.http_request(route, &method, status, took);
     let latency_ms = took.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         // Long-polls end in 408 every `server.long_poll_seconds`, and all of them in 503
@@ -50,11 +49,21 @@ pub async fn observe(State(app): State<App>, request: Request, next: Next) -> Re
         // by design, not worth an info line each.
         let expected = status == StatusCode::REQUEST_TIMEOUT
             || (status == StatusCode::SERVICE_UNAVAILABLE
-                && (app.shutdown.is_cancelled() || route.as_deref() == Some(NO_FREE_VM_ROUTE)));
+                && (app.shutdown.is_cancelled() || route == Some(NO_FREE_VM_ROUTE)));
         if (status.is_client_error() || status.is_server_error()) && !expected {
-            tracing::info!(status = status.as_u16(), latency_ms, %path, "request answered");
+            tracing::info!(
+                status = status.as_u16(),
+                latency_ms,
+                path = uri.path(),
+                "request answered"
+            );
         } else {
-            tracing::debug!(status = status.as_u16(), latency_ms, %path, "request answered");
+            tracing::debug!(
+                status = status.as_u16(),
+                latency_ms,
+                path = uri.path(),
+                "request answered"
+            );
         }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {

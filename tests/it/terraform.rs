@@ -426,17 +426,11 @@ async fn an_unreadable_state_stops_the_run_before_any_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_files_come_over_ssh_from_each_vm() {
-    let s = TestServer::start_with(|c| {
-        c.provision.provider = "terraform".into();
-        c.provision.terraform_bin = fake_terraform().display().to_string();
+    let s = terraform_server_with(60, |c| {
         c.provision.ssh_bin = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/bin/ssh")
             .display()
             .to_string();
-        c.provision.allocator_url = "https://lablink.example.org".into();
-        c.provision.agent_binary = env!("CARGO_BIN_EXE_lablink").into();
-        c.machine.software = "sleap".into();
-        c.environment = "test".into();
     })
     .await;
     within(60, "test", async {
