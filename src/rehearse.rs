@@ -47,6 +47,12 @@ pub struct RehearseArgs {
     /// Allow a target that is not this machine.
     #[arg(long)]
     pub i_own_this_host: bool,
+    /// The workshop's join code, when `access.join_code` is set.
+    #[arg(long)]
+    pub join_code: Option<String>,
+    /// Domain of the simulated participants' addresses (one `access.allowed_emails` admits).
+    #[arg(long, default_value = "example.org")]
+    pub email_domain: String,
 }
 
 #[derive(Default)]
@@ -104,6 +110,12 @@ fn check_args(args: &RehearseArgs, participants: usize) -> Vec<String> {
     }
     if !(5..=3_600).contains(&args.seconds) {
         problems.push("--seconds: 5..=3600".into());
+    }
+    if !email_address::EmailAddress::is_valid(&format!("x@{}", args.email_domain)) {
+        problems.push(format!(
+            "--email-domain: `{}` is not a mail domain",
+            args.email_domain
+        ));
     }
     match reqwest::Url::parse(&args.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
@@ -254,7 +266,8 @@ async fn rehearse(args: RehearseArgs, participants: usize) -> Result<bool, Strin
     let mut claims = JoinSet::new();
     for n in 1..=participants {
         let (http, base, limit) = (http.clone(), base.clone(), limit.clone());
-        let email = format!("rehearsal-{run}-{n}@example.org");
+        let email = format!("rehearsal-{run}-{n}@{}", args.email_domain);
+        let join_code = args.join_code.clone().unwrap_or_default();
         let code = format!("4/0Rehearsal{run}x{n}");
         claims.spawn(async move {
             let _slot = limit.acquire_owned().await;
@@ -264,6 +277,7 @@ async fn rehearse(args: RehearseArgs, participants: usize) -> Result<bool, Strin
                 .form(&[
                     ("email", email.as_str()),
                     ("crd_command", &command_for(&code)),
+                    ("join_code", &join_code),
                 ])
                 .send()
                 .await;
@@ -461,6 +475,8 @@ mod tests {
             seconds: 30,
             token_file: None,
             i_own_this_host: own,
+            join_code: None,
+            email_domain: "example.org".into(),
         };
         for ok in [
             "http://127.0.0.1:5000",

@@ -64,6 +64,49 @@ async fn a_rehearsal_reports_and_passes_on_a_healthy_allocator() {
     assert_eq!(assigned.len(), 30);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_passes_the_join_code_and_the_allow_list() {
+    // A fresh allocator for each run: VMs left free by one rehearsal would be handed to the
+    // next one's participants while no agent of that rehearsal waits on them.
+    for (extra, passes) in [
+        (&[][..], false),
+        (
+            &["--join-code", "owl-42", "--email-domain", "lab.example.org"][..],
+            true,
+        ),
+    ] {
+        let s = TestServer::start_with(|c| {
+            c.access.join_code = "owl-42".into();
+            c.access.allowed_emails = "@lab.example.org".into();
+        })
+        .await;
+        let (_dir, token) = token_file(&s);
+        let mut args = vec![
+            "rehearse",
+            s.base.as_str(),
+            "--agents",
+            "4",
+            "--token-file",
+            token.as_str(),
+            "--seconds",
+            "30",
+        ];
+        args.extend_from_slice(extra);
+        let out = run_binary(&args, &[], 60).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if passes {
+            assert!(out.status.success(), "{stdout}");
+            assert!(
+                stdout.contains("verdict: PASS for a workshop of 4 participants"),
+                "{stdout}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{stdout}");
+            assert!(stdout.contains("claim: HTTP 400"), "no join code: {stdout}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_token_fails_the_verdict() {
     let s = TestServer::start_with(|c| c.access.shared_agent_token = false).await;
