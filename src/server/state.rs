@@ -50,6 +50,8 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     /// How often participants may ask for a VM.
     pub claim_limits: ClaimLimits,
+    /// `access.allowed_emails`, parsed once (empty: anyone may claim).
+    pub allowed_emails: Vec<String>,
 }
 
 impl std::ops::Deref for App {
@@ -105,6 +107,8 @@ impl App {
         }
         Ok(App {
             inner: Arc::new(AppInner {
+                // Validated before the app starts; nothing to parse per claim.
+                allowed_emails: config.allowed_emails().unwrap_or_default(),
                 claim_limits: ClaimLimits::new(
                     config.access.claims_per_network_per_minute,
                     config.access.claims_per_email_per_minute,

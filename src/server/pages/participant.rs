@@ -288,9 +288,8 @@ fn check_join_code(app: &App, given: Option<&str>) -> Result<(), (StatusCode, St
 
 /// `access.allowed_emails`: empty lets anyone in; else the address or its `@domain`.
 fn email_allowed(app: &App, email: &str) -> bool {
-    let allowed = app.config.allowed_emails().unwrap_or_default();
-    allowed.is_empty()
-        || allowed.iter().any(|entry| {
+    app.allowed_emails.is_empty()
+        || app.allowed_emails.iter().any(|entry| {
             if entry.starts_with('@') {
                 email.ends_with(entry.as_str())
             } else {
