@@ -10,3 +10,21 @@
   }
   setInterval(refresh, 5000);
 })();
+
+// The seat page follows the seat: when its state or VM changes (moved, VM unresponsive,
+// seat released), the page is loaded again. Without script, a reload does the same.
+(function () {
+  var seat = document.getElementById("seat");
+  if (!seat) return;
+  var state = seat.getAttribute("data-state");
+  var host = seat.getAttribute("data-host");
+  function check() {
+    fetch("/api/my-vm", { cache: "no-store", credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) {
+        if (d && (d.state !== state || d.hostname !== host)) window.location.reload();
+      })
+      .catch(function () {});
+  }
+  setInterval(check, 3000);
+})();

@@ -27,15 +27,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run on a VM: register with the allocator, report health, start the desktop.
     Agent(Box<crate::agent::AgentArgs>),
-    /// Print the agents' API token of a data directory.
-    Token {
-        /// Data directory of the allocator.
-        #[arg(long, default_value = "./lablink-data")]
-        data_dir: PathBuf,
-        /// Print this VM's own credential instead (it can act only as that VM).
-        #[arg(long, value_name = "NAME")]
-        vm: Option<String>,
-    },
+    /// Print the agents' API token of a data directory; or mint (--vm) or revoke
+    /// (--revoke) one VM's own credential.
+    Token(crate::commands::token::TokenArgs),
+    /// Fix a seat of a running allocator: release, move, clear or revoke.
+    Seat(crate::commands::seat::SeatArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -111,7 +107,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Agent(args) => crate::agent::run(*args),
-        Command::Token { data_dir, vm } => commands::token::run(&data_dir, vm.as_deref()),
+        Command::Token(args) => commands::token::run(args),
+        Command::Seat(args) => commands::seat::run(args),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
         Command::Admin(AdminCommand::SetPassword {

@@ -174,6 +174,12 @@ pub struct ServerConfig {
     /// How long `/vm_startup` holds a request before answering 408 so the agent asks again.
     /// Keep it below the idle timeout of any proxy in front (AWS ALB: 60 s).
     pub long_poll_seconds: u64,
+    /// How often agents send a heartbeat (`POST /api/heartbeat`); they are told in its
+    /// answer.
+    pub heartbeat_seconds: u64,
+    /// Heartbeats an agent may miss before its VM counts as unresponsive: out of the free
+    /// pool, shown as such, handed to auto-reboot.
+    pub stale_after_heartbeats: u64,
     /// Per VM and log type (cloud-init, container), oldest lines dropped first.
     pub log_cap_bytes: u64,
     /// Comma-separated addresses of reverse proxies whose `X-Forwarded-For` is believed
@@ -260,6 +266,8 @@ impl Default for Config {
                 listen: "127.0.0.1:5000".into(),
                 data_dir: "./lablink-data".into(),
                 long_poll_seconds: 50,
+                heartbeat_seconds: 15,
+                stale_after_heartbeats: 3,
                 log_cap_bytes: 1024 * 1024,
                 trusted_proxies: "127.0.0.1,::1".into(),
                 metrics_token: String::new(),
@@ -378,6 +386,8 @@ impl Config {
             v.string("listen", &mut s.listen);
             v.string("data_dir", &mut s.data_dir);
             v.integer("long_poll_seconds", &mut s.long_poll_seconds);
+            v.integer("heartbeat_seconds", &mut s.heartbeat_seconds);
+            v.integer("stale_after_heartbeats", &mut s.stale_after_heartbeats);
             v.integer("log_cap_bytes", &mut s.log_cap_bytes);
             v.string("trusted_proxies", &mut s.trusted_proxies);
             v.string("metrics_token", &mut s.metrics_token);
@@ -555,6 +565,18 @@ impl Config {
                 format!("{} is outside 1..=3600", self.server.long_poll_seconds),
             );
         }
+        if !(1..=300).contains(&self.server.heartbeat_seconds) {
+            bad(
+                "server.heartbeat_seconds",
+                format!("{} is outside 1..=300", self.server.heartbeat_seconds),
+            );
+        }
+        if !(2..=20).contains(&self.server.stale_after_heartbeats) {
+            bad(
+                "server.stale_after_heartbeats",
+                format!("{} is outside 2..=20", self.server.stale_after_heartbeats),
+            );
+        }
         let ext = &self.machine.extension;
         if ext.is_empty() || ext.len() > 16 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
             bad(
@@ -716,6 +738,15 @@ impl Config {
 
     pub fn long_poll(&self) -> Duration {
         Duration::from_secs(self.server.long_poll_seconds)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.server.heartbeat_seconds)
+    }
+
+    /// Silence longer than this makes a VM unresponsive.
+    pub fn staleness_limit(&self) -> Duration {
+        self.heartbeat_interval() * self.server.stale_after_heartbeats as u32
     }
 
     pub fn header_timeout(&self) -> Duration {

@@ -27,3 +27,5 @@ pub mod shared_token;
 pub mod store;
 pub mod systemd;
 pub mod views;
+pub mod vm_identity;
+pub mod watchdog;

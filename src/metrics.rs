@@ -91,6 +91,11 @@ struct VmLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    hostname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     commit: &'static str,
@@ -216,7 +221,13 @@ impl Metrics {
     }
 
     /// The whole exposition: what was counted so far, and the pool as it is now.
-    pub fn render(&self, pool: &[Vm], parked: usize) -> String {
+    /// `liveness`: each VM's seconds since its agent's last sign of life, where known.
+    pub fn render(
+        &self,
+        pool: &[Vm],
+        parked: usize,
+        last_seen: &dyn Fn(&Vm) -> Option<u64>,
+    ) -> String {
         let mut now = Registry::default();
         let vms = Family::<VmLabels, Gauge>::default();
         for status in VmStatus::ALL {
@@ -256,6 +267,30 @@ impl Metrics {
             "lablink_vms_gpu_unhealthy",
             "VMs whose last GPU report was Unhealthy",
             gauge(counts.unhealthy),
+        );
+        now.register(
+            "lablink_vms_unresponsive",
+            "Running VMs whose agent has been silent past the staleness limit",
+            gauge(
+                pool.iter()
+                    .filter(|vm| vm.unresponsive_since.is_some())
+                    .count(),
+            ),
+        );
+        let seen = Family::<HostLabels, Gauge>::default();
+        for vm in pool {
+            if let Some(ago) = last_seen(vm) {
+                seen.get_or_create(&HostLabels {
+                    hostname: vm.hostname.clone(),
+                })
+                .set(i64::try_from(ago).unwrap_or(i64::MAX));
+            }
+        }
+        now.register_with_unit(
+            "lablink_vm_last_seen",
+            "Time since each VM's agent was last heard from (request or heartbeat)",
+            Unit::Seconds,
+            seen,
         );
         now.register(
             "lablink_long_polls_parked",
@@ -326,7 +361,7 @@ mod tests {
             Vm::new("vm-1", now).with_status(VmStatus::Running, now),
             Vm::new("vm-2", now),
         ];
-        let text = m.render(&pool, 3);
+        let text = m.render(&pool, 3, &|_| Some(7));
         for expected in [
             "lablink_claims_total{outcome=\"assigned\"} 1\n",
             "lablink_claims_total{outcome=\"no_vm\"} 0\n",

@@ -196,6 +196,28 @@ pub struct Vm {
     /// When the status last changed (staleness is measured from here, not from creation).
     #[serde(default)]
     pub status_since: Option<DateTime<Utc>>,
+    /// Since when the running VM's agent has been silent past the staleness limit: it is
+    /// not handed out, and auto-reboot takes it. Cleared once the agent is heard again.
+    #[serde(default)]
+    pub unresponsive_since: Option<DateTime<Utc>>,
+    /// The agent's last sign of life as of the last liveness change (the live figure is in
+    /// memory; this one survives a restart and is what a silent VM shows).
+    #[serde(default)]
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The boot id the agent last reported in a heartbeat; a new one means the VM rebooted.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// Reboots noticed through a changed boot id (whoever caused them).
+    #[serde(default)]
+    pub reboots_observed: u32,
+    /// The seat was released: the agent must stop the desktop and move the participant's
+    /// files aside before the VM is handed out again.
+    #[serde(default)]
+    pub reset_pending: bool,
+    /// Resets asked for so far: the agent names the one it did, so a late answer about an
+    /// earlier one cannot clear (or repeat) a later one.
+    #[serde(default)]
+    pub resets: u32,
 }
 
 /// The limits of automatic reboots (upstream: 3 attempts, 5 min apart; initializing for
@@ -225,6 +247,8 @@ pub enum NotAvailable {
     AlreadyAssigned,
     Unhealthy,
     Destroying,
+    Unresponsive,
+    ResetPending,
 }
 
 impl Vm {
@@ -243,10 +267,18 @@ impl Vm {
             last_reboot_time: None,
             destroying: false,
             status_since: None,
+            unresponsive_since: None,
+            last_seen: None,
+            boot_id: None,
+            reboots_observed: 0,
+            reset_pending: false,
+            resets: 0,
         }
     }
 
-    /// The one availability rule: running, unassigned, and not reporting an unhealthy GPU.
+    /// The one availability rule: running, unassigned, not reporting an unhealthy GPU, its
+    /// agent not silent, and the last participant's desktop reset. (The claim also asks
+    /// whether the agent is alive at that moment: that lives in memory, not here.)
     pub fn availability(&self) -> Result<(), NotAvailable> {
         if self.destroying {
             Err(NotAvailable::Destroying)
@@ -256,6 +288,10 @@ impl Vm {
             Err(NotAvailable::AlreadyAssigned)
         } else if self.health == Some(Health::Unhealthy) {
             Err(NotAvailable::Unhealthy)
+        } else if self.unresponsive_since.is_some() {
+            Err(NotAvailable::Unresponsive)
+        } else if self.reset_pending {
+            Err(NotAvailable::ResetPending)
         } else {
             Ok(())
         }
@@ -283,8 +319,82 @@ impl Vm {
     pub fn with_status(mut self, status: VmStatus, now: DateTime<Utc>) -> Vm {
         if self.status != Some(status) || self.status_since.is_none() {
             self.status_since = Some(now);
+            // Only a running VM is watched for silence; a new status starts afresh.
+            self.unresponsive_since = None;
         }
         self.status = Some(status);
+        self.updated_at = now;
+        self
+    }
+
+    /// The agent has been silent since `last_seen`: a running VM is marked unresponsive
+    /// (other statuses have their own staleness rules).
+    pub fn gone_silent(mut self, last_seen: DateTime<Utc>, now: DateTime<Utc>) -> Vm {
+        if self.status == Some(VmStatus::Running) && self.unresponsive_since.is_none() {
+            self.unresponsive_since = Some(now);
+            self.last_seen = Some(last_seen);
+            self.updated_at = now;
+        }
+        self
+    }
+
+    /// The agent was heard again.
+    pub fn heard_again(mut self, now: DateTime<Utc>) -> Vm {
+        if self.unresponsive_since.is_some() {
+            self.unresponsive_since = None;
+            self.last_seen = Some(now);
+            self.updated_at = now;
+        }
+        self
+    }
+
+    /// A heartbeat's boot id. A different one than before is a reboot, whoever did it.
+    pub fn with_boot_id(mut self, boot_id: &str, now: DateTime<Utc>) -> Vm {
+        match self.boot_id.as_deref() {
+            Some(known) if known == boot_id => return self,
+            Some(_) => {
+                self.reboots_observed += 1;
+                self.last_reboot_time = Some(now);
+            }
+            None => {}
+        }
+        self.boot_id = Some(boot_id.to_owned());
+        self.updated_at = now;
+        self
+    }
+
+    /// The participant leaves this VM (released by the admin, moved, or re-seated): their
+    /// desktop must be reset before anyone else gets it.
+    pub fn vacated(mut self, now: DateTime<Utc>) -> Vm {
+        if self.assignment.take().is_some() {
+            self.reset_pending = true;
+            self.resets += 1;
+            self.in_use = false;
+            self.updated_at = now;
+        }
+        self
+    }
+
+    /// The agent stopped the desktop and moved the last participant's files aside, for
+    /// reset number `id` (any, when it does not say).
+    pub fn reset_done(mut self, id: Option<u32>, now: DateTime<Utc>) -> Vm {
+        if self.reset_pending && self.assignment.is_none() && id.is_none_or(|id| id == self.resets)
+        {
+            self.reset_pending = false;
+            self.updated_at = now;
+        }
+        self
+    }
+
+    /// The admin's "clear": an unhealthy GPU report is taken back (the next report
+    /// decides again), and a pending reset the agent cannot do (0.1.2 clients) is waived.
+    pub fn cleared(mut self, now: DateTime<Utc>) -> Vm {
+        if self.health == Some(Health::Unhealthy) {
+            self.health = None;
+        }
+        if self.assignment.is_none() {
+            self.reset_pending = false;
+        }
         self.updated_at = now;
         self
     }
@@ -292,6 +402,9 @@ impl Vm {
     /// Why this VM counts as failed, if it does.
     fn failure(&self, now: DateTime<Utc>, policy: &RebootPolicy) -> Option<&'static str> {
         let older_than = |t: Option<DateTime<Utc>>, limit| t.is_some_and(|t| now - t > limit);
+        if self.unresponsive_since.is_some() && self.status == Some(VmStatus::Running) {
+            return Some("agent unresponsive");
+        }
         match self.status {
             Some(VmStatus::Error) => Some("status error"),
             Some(VmStatus::Initializing)
@@ -410,6 +523,38 @@ impl Vm {
             .or(c.duration_seconds);
         self.updated_at = now;
         self
+    }
+}
+
+/// Who a VM is, for as long as it exists: its credential carries `nonce`, so a destroyed
+/// VM's credential is dead even when a new VM gets the same name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Random, per launch of the VM (hex). Empty for VMs that were in the store before
+    /// identities existed: their old credentials hold until the VM is destroyed.
+    pub nonce: String,
+    pub issued_at: DateTime<Utc>,
+    /// "launch #12", "minted by admin", …
+    pub origin: String,
+}
+
+impl Identity {
+    pub fn new(origin: &str, now: DateTime<Utc>) -> Identity {
+        let mut bytes = [0u8; 16];
+        rand::fill(&mut bytes);
+        Identity {
+            nonce: hex::encode(bytes),
+            issued_at: now,
+            origin: origin.to_owned(),
+        }
+    }
+
+    pub fn legacy(now: DateTime<Utc>) -> Identity {
+        Identity {
+            nonce: String::new(),
+            issued_at: now,
+            origin: "before launch-bound credentials".into(),
+        }
     }
 }
 

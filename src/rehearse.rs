@@ -15,8 +15,6 @@ use clap::Args;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::shared_token::SharedToken;
-
 const MAX_AGENTS: usize = 5_000;
 const MAX_PARTICIPANTS: usize = 20_000;
 /// A claim slower than this at the 99th percentile fails the rehearsal.
@@ -40,10 +38,12 @@ pub struct RehearseArgs {
     /// The whole rehearsal ends after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub seconds: u64,
-    /// File with the agents' token (`lablink token`); each simulated VM uses its own
-    /// credential derived from it. Also LABLINK_AGENT_TOKEN.
+    /// Admin user: the simulated VMs' credentials are minted through the API.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+    /// Read the admin password from this file (else LABLINK_ADMIN_PASSWORD).
     #[arg(long)]
-    pub token_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
     /// Allow a target that is not this machine.
     #[arg(long)]
     pub i_own_this_host: bool,
@@ -143,19 +143,33 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
-fn agents_token(args: &RehearseArgs) -> Result<String, String> {
-    let text = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("--token-file {}: {e}", path.display()))?,
-        None => std::env::var("LABLINK_AGENT_TOKEN").map_err(|_| {
-            "give --token-file FILE (what `lablink token` prints) or LABLINK_AGENT_TOKEN".to_owned()
-        })?,
-    };
-    let token = text.lines().next().unwrap_or_default().trim().to_owned();
-    if token.is_empty() {
-        return Err("the agents' token is empty".into());
+/// Credentials for the simulated VMs, minted by the allocator (the admin's API).
+async fn mint_credentials(
+    args: &RehearseArgs,
+    hosts: &[String],
+) -> Result<HashMap<String, String>, String> {
+    let admin =
+        crate::commands::remote::Admin::new(&args.url, &args.user, args.password_file.as_deref())?;
+    let answer = admin
+        .post("/api/vm-credentials", &json!({ "hostnames": hosts }))
+        .await
+        .map_err(|e| format!("minting the simulated VMs' credentials: {e}"))?;
+    let credentials: HashMap<String, String> = answer["credentials"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(h, c)| c.as_str().map(|c| (h.clone(), c.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if credentials.len() != hosts.len() {
+        return Err(format!(
+            "the allocator minted {} of {} credentials",
+            credentials.len(),
+            hosts.len()
+        ));
     }
-    Ok(token)
+    Ok(credentials)
 }
 
 fn quantile(samples: &mut [Duration], q: f64) -> Option<Duration> {
@@ -193,7 +207,6 @@ fn element_text(html: &str, id: &str) -> Option<String> {
 type Wakes = Arc<Mutex<HashMap<String, (String, Instant)>>>;
 
 async fn rehearse(args: RehearseArgs, participants: usize) -> Result<bool, String> {
-    let token = SharedToken::new(agents_token(&args)?);
     let base = args.url.trim_end_matches('/').to_owned();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let http = reqwest::Client::builder()
@@ -217,9 +230,11 @@ async fn rehearse(args: RehearseArgs, participants: usize) -> Result<bool, Strin
     let hosts: Vec<String> = (1..=args.agents)
         .map(|n| format!("rehearsal-{run}-vm-{n}"))
         .collect();
+    let credentials = mint_credentials(&args, &hosts).await?;
     let mut registering = JoinSet::new();
     for host in hosts.clone() {
-        let (http, base, credential) = (http.clone(), base.clone(), token.for_vm(&host));
+        let (http, base) = (http.clone(), base.clone());
+        let credential = credentials[&host].clone();
         registering.spawn(async move {
             let answer = http
                 .post(format!("{base}/api/vm-status"))
@@ -245,7 +260,8 @@ async fn rehearse(args: RehearseArgs, participants: usize) -> Result<bool, Strin
     let parked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut agents = JoinSet::new();
     for host in hosts.iter().cloned() {
-        let (http, base, credential) = (http.clone(), base.clone(), token.for_vm(&host));
+        let (http, base) = (http.clone(), base.clone());
+        let credential = credentials[&host].clone();
         let (wakes, parked) = (wakes.clone(), parked.clone());
         agents.spawn(wait_for_participant(
             http, base, host, credential, wakes, parked, deadline,
@@ -473,7 +489,8 @@ mod tests {
             participants: None,
             concurrency: 10,
             seconds: 30,
-            token_file: None,
+            user: "admin".into(),
+            password_file: None,
             i_own_this_host: own,
             join_code: None,
             email_domain: "example.org".into(),

@@ -1,5 +1,6 @@
-//! The allocator's agent API, as upstream 0.1.2 defines it. Only 0.1.2 paths and bodies are
-//! used, so the agent works against either allocator.
+//! The allocator's agent API, as upstream 0.1.2 defines it, so the agent works against
+//! either allocator; plus LabLink's heartbeat and reset report, which an allocator without
+//! them answers 404 (the agent then does without).
 
 use std::time::Duration;
 
@@ -47,6 +48,22 @@ struct StartupBody {
     pin: Option<Value>,
     command: Option<String>,
     message: Option<String>,
+}
+
+/// What a heartbeat's answer says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// How often the allocator wants them.
+    pub interval: Option<Duration>,
+    /// The last participant left: this reset (its number) is to be done.
+    pub reset: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct BeatBody {
+    interval_seconds: Option<u64>,
+    reset_requested: Option<bool>,
+    reset_id: Option<u32>,
 }
 
 pub struct Allocator {
@@ -141,6 +158,47 @@ impl Allocator {
     pub async fn report_metrics(&self, metrics: Value) -> Result<(), CallError> {
         self.post_json(&format!("/api/vm-metrics/{}", self.vm_name), metrics)
             .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        boot_id: Option<&str>,
+        disk_free_pct: Option<f64>,
+    ) -> Result<Beat, CallError> {
+        let body = json!({
+            "hostname": self.vm_name,
+            "boot_id": boot_id,
+            "disk_free_pct": disk_free_pct,
+        });
+        let resp = self
+            .send(
+                self.post("/api/heartbeat")
+                    .timeout(CALL_TIMEOUT)
+                    .json(&body),
+            )
+            .await?;
+        let answer: BeatBody = resp
+            .json()
+            .await
+            .map_err(|e| CallError::Transport(format!("unreadable heartbeat answer: {e}")))?;
+        Ok(Beat {
+            interval: answer
+                .interval_seconds
+                .filter(|s| (1..=3600).contains(s))
+                .map(Duration::from_secs),
+            reset: answer
+                .reset_requested
+                .unwrap_or(false)
+                .then_some(answer.reset_id.unwrap_or(0)),
+        })
+    }
+
+    pub async fn reset_done(&self, reset_id: u32) -> Result<(), CallError> {
+        self.post_json(
+            "/api/vm-reset-done",
+            json!({"hostname": self.vm_name, "reset_id": reset_id}),
+        )
+        .await
     }
 
     /// One long-poll. No read timeout: our allocator answers 408 on its own; upstream's

@@ -67,6 +67,10 @@ pub struct AgentArgs {
     /// Seconds between in-use checks (upstream: 20).
     #[arg(long, default_value_t = 20.0)]
     pub inuse_interval: f64,
+    /// Seconds between heartbeats until the allocator says otherwise (its
+    /// `server.heartbeat_seconds`).
+    #[arg(long, default_value_t = 15.0)]
+    pub heartbeat_interval: f64,
     /// Seconds nvidia-smi may take before the GPU counts as unhealthy.
     #[arg(long, default_value_t = 10)]
     pub gpu_timeout: u64,

@@ -150,4 +150,30 @@ impl Desktop {
             Err(e) => Err(e),
         }
     }
+
+    /// Ends the participant's desktop: the daemon stopped and the host registration
+    /// removed, so the next participant's code registers the VM to their own account.
+    pub async fn stop(&self, cancel: &CancellationToken) {
+        if self.simulated {
+            tracing::info!(vm = %self.vm_name, "simulated desktop stopped");
+            return;
+        }
+        let mut cmd = Command::new(&self.daemon);
+        cmd.arg("--stop");
+        user_environment(&mut cmd);
+        if let Err(e) = self.run_logged(cmd, None, "", cancel).await {
+            tracing::warn!(error = %e, "stopping the desktop daemon failed; removing its registration anyway");
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.config_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("host#") && name.ends_with(".json") {
+                    if let Err(e) = std::fs::remove_file(entry.path()) {
+                        tracing::warn!(error = %e, file = %entry.path().display(), "cannot remove the host registration");
+                    }
+                }
+            }
+        }
+    }
 }

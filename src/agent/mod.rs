@@ -5,8 +5,10 @@ pub mod api;
 pub mod config;
 pub mod desktop;
 pub mod gpu;
+pub mod heartbeat;
 pub mod inuse;
 pub mod logs;
+pub mod reset;
 pub mod retry;
 pub mod setup;
 pub mod subscribe;
@@ -37,9 +39,10 @@ pub fn run(args: AgentArgs) -> ExitCode {
             args.bearer_token()?,
             AgentArgs::interval(args.gpu_interval, "gpu-interval")?,
             AgentArgs::interval(args.inuse_interval, "inuse-interval")?,
+            AgentArgs::interval(args.heartbeat_interval, "heartbeat-interval")?,
         ))
     })();
-    let (base, vm_name, token, gpu_every, inuse_every) = match checked {
+    let (base, vm_name, token, gpu_every, inuse_every, beat_every) = match checked {
         Ok(v) => v,
         Err(message) => {
             eprintln!("lablink agent: {message}");
@@ -53,7 +56,18 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return crate::commands::fail(e),
     };
-    runtime.block_on(agent(args, base, vm_name, token, gpu_every, inuse_every))
+    let every = Intervals {
+        gpu: gpu_every,
+        inuse: inuse_every,
+        heartbeat: beat_every,
+    };
+    runtime.block_on(agent(args, base, vm_name, token, every))
+}
+
+struct Intervals {
+    gpu: Duration,
+    inuse: Duration,
+    heartbeat: Duration,
 }
 
 fn unix_now() -> f64 {
@@ -76,8 +90,7 @@ async fn agent(
     base: String,
     vm_name: String,
     token: String,
-    gpu_every: Duration,
-    inuse_every: Duration,
+    every: Intervals,
 ) -> ExitCode {
     let started = unix_now();
     let alloc = match Allocator::new(base.clone(), token, vm_name.clone()) {
@@ -114,14 +127,14 @@ async fn agent(
     tasks.spawn(gpu::monitor(
         alloc.clone(),
         probe,
-        gpu_every,
+        every.gpu,
         gpu_checked_tx,
         cancel.clone(),
     ));
     tasks.spawn(inuse::monitor(
         alloc.clone(),
         args.software.clone(),
-        inuse_every,
+        every.inuse,
         cancel.clone(),
     ));
     let positions = Arc::new(logs::Positions::load(state_dir(&args).as_deref()));
@@ -191,19 +204,23 @@ async fn agent(
         return exit;
     }
 
-    let subscriber = {
-        let (alloc, cancel) = (alloc.clone(), cancel.clone());
-        async move {
-            let ended = subscribe::run(alloc.clone(), desktop, gpu_checked, cancel.clone()).await?;
-            if let subscribe::Ended::DesktopStarted = ended {
-                crate::systemd::status("desktop started for the participant");
-                // Telemetry continues; the agent stays until it is stopped.
-                cancel.cancelled().await;
-            }
-            Ok(())
-        }
+    let (reset_tx, reset_rx) = tokio::sync::watch::channel(None);
+    tasks.spawn(heartbeat::run(
+        alloc.clone(),
+        every.heartbeat,
+        setup.desktop_dir.clone(),
+        reset_tx,
+        cancel.clone(),
+    ));
+    let seats = Seats {
+        alloc: alloc.clone(),
+        desktop,
+        setup,
+        gpu_checked,
+        reset: reset_rx,
+        cancel: cancel.clone(),
     };
-    tasks.spawn(subscriber);
+    tasks.spawn(seats.serve());
     tasks.spawn(report_timings(
         alloc.clone(),
         started,
@@ -225,6 +242,88 @@ async fn agent(
     }
     drain(&mut tasks).await;
     exit
+}
+
+/// One participant after another: wait for an assignment, start their desktop, and when
+/// the allocator asks for a reset (they were released or moved), stop it, move their files
+/// aside, prepare the desktop again and report the VM ready for the next one.
+struct Seats {
+    alloc: Arc<Allocator>,
+    desktop: Desktop,
+    setup: setup::Setup,
+    gpu_checked: tokio::sync::watch::Receiver<bool>,
+    reset: tokio::sync::watch::Receiver<Option<u32>>,
+    cancel: CancellationToken,
+}
+
+impl Seats {
+    async fn serve(mut self) -> Result<(), CallError> {
+        let mut done: u32 = 0;
+        loop {
+            // A reset asked for while waiting (the participant was moved before their
+            // desktop started, or the agent restarted) is done first.
+            let waited = tokio::select! {
+                ended = subscribe::run(
+                    self.alloc.clone(),
+                    &self.desktop,
+                    self.gpu_checked.clone(),
+                    self.cancel.clone(),
+                ) => Err(ended?),
+                asked = reset_asked(&mut self.reset, done) => Ok(asked),
+            };
+            let asked = match waited {
+                Ok(asked) => asked,
+                Err(subscribe::Ended::Stopped) => return Ok(()),
+                Err(subscribe::Ended::DesktopStarted) => {
+                    crate::systemd::status("desktop started for the participant");
+                    tokio::select! {
+                        asked = reset_asked(&mut self.reset, done) => asked,
+                        () = self.cancel.cancelled() => return Ok(()),
+                    }
+                }
+            };
+            let Some(asked) = asked else {
+                // No more heartbeats (stopping, or an allocator without them): stay.
+                self.cancel.cancelled().await;
+                return Ok(());
+            };
+            self.reset_desktop().await;
+            match until_acknowledged("reset done", &self.cancel, || self.alloc.reset_done(asked))
+                .await
+            {
+                Gave::Acknowledged => done = asked,
+                Gave::Fatal(e) => return Err(e),
+                Gave::Cancelled => return Ok(()),
+            }
+        }
+    }
+
+    async fn reset_desktop(&self) {
+        tracing::info!("the participant left this VM; resetting the desktop");
+        self.desktop.stop(&self.cancel).await;
+        match reset::move_files_aside(&self.setup.desktop_dir) {
+            Ok(Some(kept)) => {
+                tracing::info!(kept = %kept.display(), "the participant's files were moved aside")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot move the participant's files aside"),
+        }
+        if let Err(failed) = self.setup.run(&self.cancel).await {
+            tracing::error!(reason = %failed.0, "preparing the desktop again failed");
+        }
+    }
+}
+
+/// The next reset the allocator asks for (its number), or `None` once no heartbeats come.
+async fn reset_asked(
+    reset: &mut tokio::sync::watch::Receiver<Option<u32>>,
+    done: u32,
+) -> Option<u32> {
+    reset
+        .wait_for(|r| r.is_some_and(|id| id > done))
+        .await
+        .map(|id| id.unwrap_or_default())
+        .ok()
 }
 
 /// Gives stopping tasks a moment to finish what they are sending (final log lines).

@@ -27,7 +27,7 @@ pub enum Ended {
 /// participant), then polls until an assignment arrives and its desktop starts.
 pub async fn run(
     alloc: Arc<Allocator>,
-    desktop: Desktop,
+    desktop: &Desktop,
     mut gpu_checked: tokio::sync::watch::Receiver<bool>,
     cancel: CancellationToken,
 ) -> Result<Ended, CallError> {

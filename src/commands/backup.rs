@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::remote::{error_chain, is_loopback, password};
 use super::{EXIT_CONFIG, fail};
 use crate::store::{self, StoreError, backup as snapshot};
-
-/// Where the admin password comes from when no `--password-file` is given.
-pub const PASSWORD_ENV: &str = "LABLINK_ADMIN_PASSWORD";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause in the download (the allocator writes the whole snapshot before it
@@ -62,42 +60,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     path.with_file_name(name)
-}
-
-fn password(file: Option<&Path>, user: &str, url: &str) -> Result<String, String> {
-    let text = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("--password-file {}: {e}", path.display()))?,
-        None => match std::env::var(PASSWORD_ENV) {
-            Ok(p) if !p.is_empty() => p,
-            _ if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
-                rpassword::prompt_password(format!("Password of {user} at {url}: "))
-                    .map_err(|e| format!("cannot read the password: {e}"))?
-            }
-            _ => {
-                return Err(format!(
-                    "no admin password: give --password-file, set {PASSWORD_ENV}, or run in a terminal to be asked"
-                ));
-            }
-        },
-    };
-    let password = text.trim_end_matches(['\r', '\n']).to_owned();
-    if password.is_empty() {
-        return Err("the admin password is empty".into());
-    }
-    Ok(password)
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub fn backup(args: BackupArgs) -> ExitCode {
@@ -222,18 +184,6 @@ async fn download(
     out.sync_all()
         .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
     Ok(bytes)
-}
-
-/// "error: cause: cause" (reqwest's own message hides why a connection failed).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Created or truncated, readable by the owner only (also when it existed before).

@@ -5,6 +5,8 @@ pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod install;
+pub mod remote;
+pub mod seat;
 pub mod serve;
 pub mod token;
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
 use crate::model::Vm;
-use crate::shared_token::SharedToken;
+use crate::vm_identity::Identities;
 
 pub struct Local {
     exe: PathBuf,
@@ -25,8 +26,8 @@ pub struct Local {
     software: String,
     max_vms: usize,
     children: Mutex<BTreeMap<String, Child>>,
-    /// Allocator URL and token of the last launch, for restarting an agent.
-    reach: Mutex<Option<(String, SharedToken)>>,
+    /// Allocator URL and the identities of the last launch, for restarting an agent.
+    reach: Mutex<Option<(String, Arc<Identities>)>>,
 }
 
 impl Local {
@@ -53,10 +54,15 @@ impl Local {
         &self,
         name: &str,
         allocator_url: &str,
-        api_token: &SharedToken,
+        credential: &str,
     ) -> std::io::Result<Child> {
         let vm_dir = self.dir.join(name);
         std::fs::create_dir_all(&vm_dir)?;
+        // As on a real VM: the credential in a file only the agent's user reads, not in
+        // its environment.
+        let credential_file = vm_dir.join("agent-credential");
+        crate::server::state::write_private_file(&credential_file, credential)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let log_path = vm_dir.join("agent.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(&self.exe);
@@ -82,9 +88,10 @@ impl Local {
             .arg(vm_dir.join("state"))
             .arg("--crd-config-dir")
             .arg(vm_dir.join("crd"))
+            .arg("--token-file")
+            .arg(&credential_file)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("API_TOKEN", api_token.for_vm(name))
             .env("LABLINK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -137,7 +144,7 @@ impl Provider for Local {
         count: u32,
         cancel: &CancellationToken,
     ) -> Result<Launched, RunFailure> {
-        *self.reach.lock().await = Some((ctx.allocator_url.clone(), ctx.api_token.clone()));
+        *self.reach.lock().await = Some((ctx.allocator_url.clone(), ctx.identities.clone()));
         let mut children = self.children.lock().await;
         // Reap agents that exited on their own.
         children.retain(|_, c| matches!(c.try_wait(), Ok(None)));
@@ -164,7 +171,19 @@ impl Provider for Local {
                 break;
             }
             let name = format!("{}-vm-{n}", self.prefix);
-            match self.spawn_agent(&name, &ctx.allocator_url, &ctx.api_token) {
+            let credential = match ctx
+                .identities
+                .ensure(std::slice::from_ref(&name), "launched locally")
+                .await
+            {
+                Ok(mut c) => c.pop().unwrap_or_default(),
+                Err(e) => {
+                    return Err(RunFailure::failed(format!(
+                        "cannot record the identity of {name}: {e}"
+                    )));
+                }
+            };
+            match self.spawn_agent(&name, &ctx.allocator_url, &credential) {
                 Ok(child) => {
                     log.line(format!(
                         "started {name} (pid {})",
@@ -222,19 +241,22 @@ impl Provider for Local {
 
     /// Stops the VM's agent and starts a new one, as a reboot would.
     async fn reboot(&self, host: &str, _: &CancellationToken) -> Result<(), String> {
-        let (url, token) = self
+        let (url, identities) = self
             .reach
             .lock()
             .await
             .clone()
             .ok_or_else(|| format!("{host} was not started by this allocator"))?;
+        let credential = identities
+            .credential(host)
+            .ok_or_else(|| format!("{host} has no identity any more (destroyed or revoked)"))?;
         let mut children = self.children.lock().await;
         let child = children
             .remove(host)
             .ok_or_else(|| format!("{host} has no local agent process"))?;
         Self::stop_all(vec![(host.to_owned(), child)], None).await;
         let child = self
-            .spawn_agent(host, &url, &token)
+            .spawn_agent(host, &url, &credential)
             .map_err(|e| format!("cannot restart the agent of {host}: {e}"))?;
         children.insert(host.to_owned(), child);
         Ok(())

@@ -21,15 +21,17 @@ pub use runlog::RunLog;
 
 use crate::metrics::Metrics;
 use crate::model::{Phase, Run, RunAction, RunState, Vm};
+use crate::server::liveness::Liveness;
 use crate::server::waiters::{Waiters, Wake};
 use crate::shared_token::SharedToken;
 use crate::store::{Store, StoreError, runs, vms};
+use crate::vm_identity::Identities;
 
 /// What a provider needs to know to start VMs that find their way back.
 pub struct LaunchContext {
     pub allocator_url: String,
-    /// The agents' token: each VM gets its own credential derived from it.
-    pub api_token: SharedToken,
+    /// Each VM gets its own credential, bound to this launch of it.
+    pub identities: Arc<Identities>,
     /// VMs known right now, to pick the next free VM numbers.
     pub existing: Vec<Vm>,
 }
@@ -176,6 +178,8 @@ pub struct Provisioner {
     store: Store,
     waiters: Arc<Waiters>,
     api_token: SharedToken,
+    identities: Arc<Identities>,
+    liveness: Arc<Liveness>,
     allocator_url: OnceLock<String>,
     current: Mutex<Option<Run>>,
     /// VMs removed by a destroy, for a while: a report still in flight from a dying VM
@@ -187,20 +191,37 @@ pub struct Provisioner {
     metrics: Arc<Metrics>,
 }
 
+/// What the provisioner keeps in step with the VMs it creates and destroys.
+pub struct Pool {
+    pub store: Store,
+    pub waiters: Arc<Waiters>,
+    /// The agents' token (redacted from run output).
+    pub api_token: SharedToken,
+    pub identities: Arc<Identities>,
+    pub liveness: Arc<Liveness>,
+}
+
 impl Provisioner {
     pub fn new(
         provider: Arc<dyn Provider>,
-        store: Store,
-        waiters: Arc<Waiters>,
-        api_token: SharedToken,
+        pool: Pool,
         metrics: Arc<Metrics>,
         timeout: std::time::Duration,
     ) -> Provisioner {
+        let Pool {
+            store,
+            waiters,
+            api_token,
+            identities,
+            liveness,
+        } = pool;
         Provisioner {
             provider,
             store,
             waiters,
             api_token,
+            identities,
+            liveness,
             allocator_url: OnceLock::new(),
             current: Mutex::new(None),
             gone: Gone::default(),
@@ -307,7 +328,7 @@ impl Provisioner {
                 RunAction::Launch { count } => {
                     let ctx = LaunchContext {
                         allocator_url: self.allocator_url.get().cloned().unwrap_or_default(),
-                        api_token: self.api_token.clone(),
+                        identities: self.identities.clone(),
                         existing,
                     };
                     let launched = self.provider.launch(&log, ctx, *count, &run_cancel).await?;
@@ -436,10 +457,18 @@ impl Provisioner {
                 Ok(removed)
             })
             .await;
+        // The identities went with the rows (and, for "all", every other one too).
+        if let Err(e) = self.identities.reload().await {
+            log.line(format!("cannot reload the VMs' identities: {e}"));
+        }
+        if hosts.is_none() {
+            self.liveness.forget_all();
+        }
         match removed {
             Ok(removed) => {
                 for host in &removed {
                     self.waiters.notify(host, Wake::Deleted);
+                    self.liveness.forget(host);
                 }
                 if !removed.is_empty() {
                     log.line(format!("removed {} VM record(s)", removed.len()));

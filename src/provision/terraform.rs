@@ -6,6 +6,7 @@
 //! Terraform state, not from the allocator's rows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
 use crate::config::Config;
 use crate::model::{Phase, RunState, Vm};
 use crate::process::{self, Limits, Outcome, Stream};
-use crate::shared_token::SharedToken;
+use crate::vm_identity::Identities;
 
 #[derive(RustEmbed)]
 #[folder = "terraform/client-vm/"]
@@ -60,8 +61,9 @@ pub struct Settings {
     /// Where VMs reach the allocator (None: launch is refused with the reason).
     pub allocator_url: Result<String, String>,
     pub command_timeout: Duration,
-    /// The agents' token: every run writes it, so a destroy never changes what VMs get.
-    pub api_token: SharedToken,
+    /// The VMs' identities: every run writes the credentials of the VMs it keeps, so a
+    /// destroy never changes what the remaining VMs were given.
+    pub identities: Arc<Identities>,
     /// What VMs download as their agent; its checksum goes into their boot script.
     pub agent_build: AgentBuild,
     /// The lab's custom startup script (`startup_script.enabled` and `.path`), read at
@@ -134,7 +136,7 @@ pub fn allocator_url(
 impl Settings {
     pub fn from_config(
         config: &Config,
-        api_token: SharedToken,
+        identities: Arc<Identities>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Settings {
         let root = config.data_dir().join("terraform");
@@ -190,7 +192,7 @@ impl Settings {
             vars,
             allocator_url: allocator_url(config, env),
             command_timeout: Duration::from_secs(config.provision.run_timeout_seconds),
-            api_token,
+            identities,
             agent_build: AgentBuild::from_config(config),
             startup_script: (config.startup_script.enabled
                 && !config.startup_script.path.trim().is_empty())
@@ -496,12 +498,7 @@ impl Terraform {
         Ok(base64::engine::general_purpose::STANDARD.encode(script))
     }
 
-    async fn write_vars(
-        &self,
-        dir: &Path,
-        indices: &[u64],
-        api_token: &SharedToken,
-    ) -> Result<(), RunFailure> {
+    async fn write_vars(&self, dir: &Path, indices: &[u64]) -> Result<(), RunFailure> {
         let url = self
             .settings
             .allocator_url
@@ -519,14 +516,19 @@ impl Terraform {
         check_value("allocator_url", &url)?;
         vars.insert("vm_indices".into(), json!(indices));
         vars.insert("allocator_url".into(), json!(url));
-        // Each VM its own credential: a VM can act only as itself.
-        let tokens: serde_json::Map<String, Value> = indices
-            .iter()
-            .map(|i| {
-                let name = self.name(*i);
-                let token = api_token.for_vm(&name);
-                (name, json!(token))
-            })
+        // Each VM its own credential, bound to this launch of it: a VM can act only as
+        // itself, and only until it is destroyed.
+        let names: Vec<String> = indices.iter().map(|i| self.name(*i)).collect();
+        let credentials = self
+            .settings
+            .identities
+            .ensure(&names, "launched by Terraform")
+            .await
+            .map_err(|e| RunFailure::failed(format!("cannot record the VMs' identities: {e}")))?;
+        let tokens: serde_json::Map<String, Value> = names
+            .into_iter()
+            .zip(credentials)
+            .map(|(name, token)| (name, json!(token)))
             .collect();
         vars.insert("api_tokens".into(), Value::Object(tokens));
         vars.insert("agent_sha256".into(), json!(checksum));
@@ -698,7 +700,7 @@ impl Provider for Terraform {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        self.write_vars(&dir, &indices, &ctx.api_token).await?;
+        self.write_vars(&dir, &indices).await?;
         if let Err(mut failure) = self.apply(&dir, log, cancel).await {
             // Keep the rows only of VMs the state says exist.
             let after = self
@@ -826,8 +828,7 @@ impl Provider for Terraform {
                 .filter_map(|h| self.index_of(h))
                 .collect()
         };
-        self.write_vars(&dir, &keep, &self.settings.api_token)
-            .await?;
+        self.write_vars(&dir, &keep).await?;
         let done = if all {
             let args = [
                 "destroy",

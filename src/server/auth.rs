@@ -1,6 +1,7 @@
 //! Who may call what: agents with the bearer token, the admin with HTTP Basic.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -19,6 +20,7 @@ use tower_sessions::Session;
 
 use super::body::DEFAULT_BODY_LIMIT;
 use super::client_ip::ClientIp;
+use super::liveness::Liveness;
 use super::state::{App, write_private_file};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -193,14 +195,25 @@ fn authorization(parts: &Parts) -> Option<&str> {
     parts.headers.get(AUTHORIZATION)?.to_str().ok()
 }
 
-fn check_bearer(app: &App, header: Option<&str>) -> Result<AgentScope, ApiError> {
+fn check_bearer(app: &App, header: Option<&str>) -> Result<Agent, ApiError> {
     // Upstream matches the scheme case-sensitively and takes the rest verbatim.
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or(ApiError::MissingToken)?;
-    app.api_token
+    let scope = app
+        .api_token
         .check(token, app.config.access.shared_agent_token)
-        .ok_or(ApiError::BadToken)
+        .ok_or(ApiError::BadToken)?;
+    if let AgentScope::Vm { host, nonce } = &scope {
+        // Signed with the current token, but is it this launch of that VM?
+        if !app.identities.is_current(host, nonce) {
+            return Err(ApiError::BadToken);
+        }
+    }
+    Ok(Agent {
+        scope,
+        liveness: app.liveness.clone(),
+    })
 }
 
 /// Checks Basic credentials; failures count against the client's sign-in limit.
@@ -239,15 +252,29 @@ async fn verify_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
 }
 
 /// A VM agent, authenticated by its own credential (or the shared token, if accepted).
-pub struct Agent(pub AgentScope);
+pub struct Agent {
+    pub scope: AgentScope,
+    liveness: Arc<Liveness>,
+}
 
 impl Agent {
-    /// A VM may act only as itself; the shared token may act as any VM.
+    /// A VM may act only as itself; the shared token may act as any VM. A request the VM
+    /// may make is a sign of life of its agent.
     pub fn acts_as(&self, hostname: &str) -> Result<(), ApiError> {
-        match &self.0 {
-            AgentScope::AnyVm => Ok(()),
-            AgentScope::Vm(own) if own == hostname => Ok(()),
-            AgentScope::Vm(own) => Err(ApiError::OtherVm(own.clone())),
+        match &self.scope {
+            AgentScope::AnyVm => {}
+            AgentScope::Vm { host, .. } if host == hostname => {}
+            AgentScope::Vm { host, .. } => return Err(ApiError::OtherVm(host.clone())),
+        }
+        self.liveness.contact(hostname);
+        Ok(())
+    }
+
+    /// The launch identity the credential names (none for the shared token).
+    pub fn nonce(&self) -> Option<&str> {
+        match &self.scope {
+            AgentScope::AnyVm => None,
+            AgentScope::Vm { nonce, .. } => Some(nonce),
         }
     }
 }
@@ -256,7 +283,7 @@ impl FromRequestParts<App> for Agent {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        check_bearer(app, authorization(parts)).map(Agent)
+        check_bearer(app, authorization(parts))
     }
 }
 
@@ -278,7 +305,10 @@ impl AgentOrAdmin {
     /// Reading about every VM: not for a single VM's credential.
     pub fn may_read_all(&self) -> Result<(), ApiError> {
         match self {
-            AgentOrAdmin::Agent(Agent(AgentScope::Vm(own))) => Err(ApiError::OtherVm(own.clone())),
+            AgentOrAdmin::Agent(Agent {
+                scope: AgentScope::Vm { host, .. },
+                ..
+            }) => Err(ApiError::OtherVm(host.clone())),
             _ => Ok(()),
         }
     }
@@ -290,7 +320,7 @@ impl FromRequestParts<App> for AgentOrAdmin {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let header = authorization(parts);
         if header.is_some_and(|h| h.starts_with("Bearer ")) {
-            check_bearer(app, header).map(|scope| AgentOrAdmin::Agent(Agent(scope)))
+            check_bearer(app, header).map(AgentOrAdmin::Agent)
         } else {
             check_basic(app, header, peer_ip(parts))
                 .await

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod claim_limit;
 pub mod client_ip;
+pub mod liveness;
 pub mod login_limit;
 pub mod observe;
 pub mod pages;
@@ -110,6 +111,7 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(max_connections));
     let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
     let rebooter = tokio::spawn(crate::autoreboot::run(app.clone()));
+    let watchdog = tokio::spawn(crate::watchdog::run(app.clone()));
     let sweeper = tokio::spawn(sessions::sweep(app.store.clone(), app.shutdown.clone()));
     let trusted = std::sync::Arc::new(app.config.trusted_proxies().unwrap_or_default());
     tokio::pin!(shutdown);
@@ -172,6 +174,7 @@ pub async fn serve(
     }
     let _ = scheduler.await;
     let _ = sweeper.await;
+    let _ = watchdog.await;
     // A reboot in progress is abandoned; the VM is looked at again after the restart.
     rebooter.abort();
     let _ = rebooter.await;

@@ -10,13 +10,13 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::api::{
-    backup, download, health, logs, participant_data, pool, provision, reboot, schedules, startup,
-    telemetry,
+    backup, download, health, heartbeat, logs, participant_data, pool, provision, reboot,
+    schedules, seats, startup, telemetry,
 };
 use super::auth::form_csrf;
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
 use super::observe;
-use super::pages::{admin, login, participant};
+use super::pages::{admin, login, participant, seat};
 use super::state::App;
 use super::{sessions, sse};
 use crate::assets;
@@ -29,6 +29,8 @@ pub fn build(app: App) -> Router {
     Router::new()
         .route("/", get(participant::landing))
         .route("/api/request_vm", post(participant::request_vm))
+        .route("/my-vm", get(seat::page))
+        .route("/api/my-vm", get(seat::state))
         .route("/api/unassigned_vms_count", get(pool::unassigned_count))
         .route("/vm_startup", post(startup::vm_startup))
         .route(
@@ -47,6 +49,17 @@ pub fn build(app: App) -> Router {
         .route("/api/launch", post(provision::launch))
         .route("/destroy", post(provision::destroy_all))
         .route("/api/vms/{hostname}/destroy", post(provision::destroy_one))
+        .route("/api/vms/{hostname}/release", post(seats::post_release))
+        .route("/api/vms/{hostname}/move", post(seats::post_move))
+        .route("/api/vms/{hostname}/clear", post(seats::post_clear))
+        .route("/api/vms/{hostname}/revoke", post(seats::post_revoke))
+        .route("/api/vms", get(pool::list_vms))
+        .route(
+            "/api/vm-credentials",
+            post(seats::post_mint).get(seats::list_identities),
+        )
+        .route("/api/heartbeat", post(heartbeat::post_heartbeat))
+        .route("/api/vm-reset-done", post(heartbeat::post_reset_done))
         .route("/api/runs", get(provision::list_runs))
         .route("/api/runs/{id}", get(provision::get_run))
         .route(
@@ -67,6 +80,10 @@ pub fn build(app: App) -> Router {
         .route("/admin/instances", get(admin::instances))
         .route("/admin/instances/delete", get(admin::teardown))
         .route("/admin/instances/{hostname}/reboot", post(admin::reboot))
+        .route(
+            "/admin/instances/{hostname}/{action}",
+            post(admin::seat_action),
+        )
         .route("/admin/create", get(admin::create))
         .route("/admin/logs/{hostname}", get(admin::logs_page))
         .route("/admin/logs/{hostname}/events", get(sse::logs))

@@ -119,6 +119,7 @@ pub async fn pool(State(app): State<App>, admin: Admin, Query(q): Query<PoolView
             let viewer = Viewer {
                 user: &admin.user,
                 csrf: &admin.csrf,
+                now: app.clock.now(),
             };
             let fresh = [
                 counts(&Counts::of(&pool)).into_string(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::AdminCredentials;
+use super::liveness::Liveness;
 use super::login_limit::LoginLimiter;
 use super::waiters::Waiters;
 use crate::clock::{Clock, SystemClock};
@@ -16,10 +17,11 @@ use crate::metrics::Metrics;
 use crate::provision::local::Local;
 use crate::provision::manual::Manual;
 use crate::provision::terraform::{Settings, Terraform};
-use crate::provision::{Provider, Provisioner};
+use crate::provision::{Pool, Provider, Provisioner};
 use crate::server::claim_limit::ClaimLimits;
 use crate::shared_token::SharedToken;
-use crate::store::{Store, StoreError, audit, meta, runs};
+use crate::store::{Store, StoreError, audit, meta, runs, vms};
+use crate::vm_identity::Identities;
 
 /// Written next to the store at every start so operators (and `lablink token`) can read
 /// the agents' token while the allocator holds the store.
@@ -35,6 +37,10 @@ pub struct AppInner {
     pub store: Store,
     pub waiters: Arc<Waiters>,
     pub api_token: SharedToken,
+    /// Which VMs may act now (launch-bound credentials).
+    pub identities: Arc<Identities>,
+    /// Whether each VM's agent is alive.
+    pub liveness: Arc<Liveness>,
     pub admin: AdminCredentials,
     pub login_limiter: LoginLimiter,
     /// Held while the agents' token is replaced.
@@ -89,11 +95,22 @@ impl App {
         }
         let waiters = Arc::new(Waiters::default());
         let metrics = Arc::new(Metrics::new());
+        let identities = Identities::load(store.clone(), api_token.clone()).await?;
+        let liveness = Arc::new(Liveness::new(config.staleness_limit()));
+        let pool = store.read(vms::list).await?;
+        liveness.watch(
+            pool.into_iter()
+                .map(|vm| (vm.hostname, vm.unresponsive_since.is_some())),
+        );
         let provisioner = Arc::new(Provisioner::new(
-            provider(&config, &api_token)?,
-            store.clone(),
-            waiters.clone(),
-            api_token.clone(),
+            provider(&config, &identities)?,
+            Pool {
+                store: store.clone(),
+                waiters: waiters.clone(),
+                api_token: api_token.clone(),
+                identities: identities.clone(),
+                liveness: liveness.clone(),
+            },
             metrics.clone(),
             // A backstop: providers stop their own commands at the run timeout.
             Duration::from_secs(config.provision.run_timeout_seconds + 60),
@@ -118,6 +135,8 @@ impl App {
                 store,
                 waiters,
                 api_token,
+                identities,
+                liveness,
                 admin,
                 login_limiter: LoginLimiter::default(),
                 token_rotation: tokio::sync::Mutex::new(()),
@@ -135,7 +154,10 @@ impl App {
     }
 }
 
-fn provider(config: &Config, api_token: &SharedToken) -> Result<Arc<dyn Provider>, StoreError> {
+fn provider(
+    config: &Config,
+    identities: &Arc<Identities>,
+) -> Result<Arc<dyn Provider>, StoreError> {
     Ok(match config.provision.provider.as_str() {
         "local" => {
             let exe = if config.provision.local_executable.is_empty() {
@@ -157,7 +179,7 @@ fn provider(config: &Config, api_token: &SharedToken) -> Result<Arc<dyn Provider
             let env = |name: &str| std::env::var(name).ok();
             Arc::new(Terraform::new(Settings::from_config(
                 config,
-                api_token.clone(),
+                identities.clone(),
                 &env,
             )))
         }
@@ -183,6 +205,18 @@ pub fn write_private_file(path: &Path, contents: &str) -> Result<(), StoreError>
 }
 
 impl App {
+    /// Seconds since `vm`'s agent was last heard from: live while it is watched, else as
+    /// recorded when it went silent.
+    pub fn last_seen_secs(&self, vm: &crate::model::Vm) -> Option<u64> {
+        self.liveness
+            .report(&vm.hostname)
+            .map(|r| r.last_seen_ago.as_secs())
+            .or_else(|| {
+                vm.last_seen
+                    .and_then(|t| u64::try_from((self.clock.now() - t).num_seconds()).ok())
+            })
+    }
+
     /// Records an admin action in the audit log. The action has happened already, so a
     /// store failure here is logged rather than reported to the admin.
     pub async fn audit(&self, actor: &str, from: Option<String>, action: &str, detail: String) {

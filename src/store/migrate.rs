@@ -4,12 +4,12 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{
     AUDIT, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS, SCHEDULE_NAMES, SCHEDULES,
-    SESSIONS, VM_BY_EMAIL, VMS,
+    SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS,
 };
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 const VERSION_KEY: &str = "schema_version";
 
@@ -21,6 +21,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_runs_v2,
     add_schedules_v3,
     add_sessions_and_audit_v4,
+    add_vm_identities_v5,
 ];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -51,6 +52,25 @@ fn add_schedules_v3(tx: &WriteTransaction) -> Result<(), StoreError> {
 fn add_sessions_and_audit_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SESSIONS)?;
     tx.open_table(AUDIT)?;
+    Ok(())
+}
+
+/// Launch-bound VM identities. VMs already in the store keep working with the
+/// credential they were given (which names no nonce) until they are destroyed.
+fn add_vm_identities_v5(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let hosts: Vec<String> = {
+        let vms = tx.open_table(VMS)?;
+        let mut hosts = Vec::new();
+        for entry in vms.iter()? {
+            hosts.push(entry?.0.value().to_owned());
+        }
+        hosts
+    };
+    tx.open_table(VM_IDENTITIES)?;
+    let now = chrono::Utc::now();
+    for host in hosts {
+        super::identities::put(tx, &host, &crate::model::Identity::legacy(now))?;
+    }
     Ok(())
 }
 

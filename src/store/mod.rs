@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod backup;
 pub mod codec;
+pub mod identities;
 pub mod logs;
 pub mod meta;
 pub mod migrate;

@@ -43,6 +43,11 @@ pub const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("se
 /// entry id → encoded `model::AuditEntry`, in the order the actions happened.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");
 
+/// hostname → encoded `model::Identity`: the VMs that may hold a credential right now
+/// (launched by this allocator, or minted by the admin for the manual provider). A VM's
+/// credential names its identity's nonce, so it dies with this entry.
+pub const VM_IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vm_identities_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -67,5 +72,6 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(SCHEDULE_NAMES)?;
     visitor.visit(SESSIONS)?;
     visitor.visit(AUDIT)?;
+    visitor.visit(VM_IDENTITIES)?;
     Ok(())
 }

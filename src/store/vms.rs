@@ -116,6 +116,11 @@ pub enum ClaimOutcome {
         rotated: bool,
         proven: bool,
     },
+    /// This browser's VM stopped responding: it was given another one.
+    Reseated {
+        from: String,
+        vm: Vm,
+    },
     NoneFree,
 }
 
@@ -133,10 +138,13 @@ pub struct ClaimRequest<'a> {
     pub presented_sha256: Option<&'a str>,
 }
 
+/// `alive` says whether a VM's agent is demonstrably alive right now: free VMs that are not
+/// are passed over (and stay free: the liveness sweep takes them out of the pool).
 pub fn claim(
     tx: &WriteTransaction,
     req: &ClaimRequest<'_>,
     now: DateTime<Utc>,
+    alive: &dyn Fn(&str) -> bool,
 ) -> Result<ClaimOutcome, StoreError> {
     let (email, crd_code, pin) = (req.email, req.crd_code, req.pin);
     let mut vms = tx.open_table(VMS)?;
@@ -157,6 +165,27 @@ pub fn claim(
                     _ => false,
                 }
             });
+            if proven && vm.unresponsive_since.is_some() {
+                // Their VM died: a new seat, found the same way as a first claim; the dead
+                // VM is reset before anyone else gets it.
+                let held = vm.assignment.clone().unwrap_or_else(|| unreachable!());
+                let assignment = Assignment {
+                    crd_code: crd_code.to_owned(),
+                    pin: pin.to_owned(),
+                    assigned_at: now,
+                    ..held
+                };
+                return match assign_first_free(&mut vms, &mut free, assignment, Some(&host), alive)?
+                {
+                    Some(to) => {
+                        let vacated = vm.clone().vacated(now);
+                        save(&mut vms, &mut free, Some(&vm), &vacated)?;
+                        by_email.insert(email, to.hostname.as_str())?;
+                        Ok(ClaimOutcome::Reseated { from: host, vm: to })
+                    }
+                    None => Ok(ClaimOutcome::NoneFree),
+                };
+            }
             let rotated = proven
                 && vm
                     .assignment
@@ -181,40 +210,130 @@ pub fn claim(
         by_email.remove(email)?;
     }
 
-    // Entries are only ever free VMs; one that is not (an index out of step after a crash
-    // in an older version) is dropped and the next one tried.
-    loop {
-        let first = free.first()?.map(|(k, _)| {
+    let assignment = Assignment {
+        email: email.to_owned(),
+        crd_code: crd_code.to_owned(),
+        pin: pin.to_owned(),
+        assigned_at: now,
+        claim_token_sha256: Some(req.new_token_sha256.to_owned()),
+    };
+    match assign_first_free(&mut vms, &mut free, assignment, None, alive)? {
+        Some(vm) => {
+            by_email.insert(email, vm.hostname.as_str())?;
+            Ok(ClaimOutcome::Assigned(vm))
+        }
+        None => Ok(ClaimOutcome::NoneFree),
+    }
+}
+
+/// Gives `assignment` to the first free VM whose agent is alive (other than `except`).
+/// Entries are only ever free VMs; one that is not (an index out of step after a crash in
+/// an older version) is dropped and the next one tried.
+fn assign_first_free(
+    vms: &mut Table<&'static str, &'static [u8]>,
+    free: &mut Table<(u64, &'static str), ()>,
+    assignment: Assignment,
+    except: Option<&str>,
+    alive: &dyn Fn(&str) -> bool,
+) -> Result<Option<Vm>, StoreError> {
+    let mut stale = Vec::new();
+    let mut picked = None;
+    for entry in free.iter()? {
+        let (order, host) = {
+            let (k, _) = entry?;
             let (order, host) = k.value();
             (order, host.to_owned())
-        });
-        let Some((order, host)) = first else {
-            return Ok(ClaimOutcome::NoneFree);
         };
-        let assignment = Assignment {
-            email: email.to_owned(),
-            crd_code: crd_code.to_owned(),
-            pin: pin.to_owned(),
-            assigned_at: now,
-            claim_token_sha256: Some(req.new_token_sha256.to_owned()),
-        };
+        if except == Some(host.as_str()) || !alive(&host) {
+            continue;
+        }
         // An unreadable record is treated like a stale entry: never handed out.
-        let candidate = match load(&vms, &host) {
+        let candidate = match load(vms, &host) {
             Err(StoreError::Corrupt { .. }) => None,
             other => other?,
         };
-        match candidate.map(|vm| (vm.clone(), vm.assign(assignment))) {
+        match candidate.map(|vm| (vm.clone(), vm.assign(assignment.clone()))) {
             Some((before, Ok(after))) => {
-                save(&mut vms, &mut free, Some(&before), &after)?;
-                by_email.insert(email, host.as_str())?;
-                return Ok(ClaimOutcome::Assigned(after));
+                picked = Some((before, after));
+                break;
             }
-            _ => {
-                tracing::warn!(host, "free-VM index entry was stale; dropped");
-                free.remove((order, host.as_str()))?;
-            }
+            _ => stale.push((order, host)),
         }
     }
+    for (order, host) in stale {
+        tracing::warn!(host, "free-VM index entry was stale; dropped");
+        free.remove((order, host.as_str()))?;
+    }
+    match picked {
+        Some((before, after)) => {
+            save(vms, free, Some(&before), &after)?;
+            Ok(Some(after))
+        }
+        None => Ok(None),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MoveOutcome {
+    /// The participant now holds `to`; `from` waits for its reset.
+    Moved {
+        from: Box<Vm>,
+        to: Box<Vm>,
+    },
+    NotAssigned,
+    /// The named target (or, with none named, every VM) cannot take them.
+    NoTarget,
+}
+
+/// Moves the participant of `from` to `to` (or the first free live VM), with a new PIN;
+/// their e-mail, code and browser token go with them. One transaction: they are never
+/// without a seat, and never hold two.
+pub fn move_participant(
+    tx: &WriteTransaction,
+    from: &str,
+    to: Option<&str>,
+    pin: &str,
+    now: DateTime<Utc>,
+    alive: &dyn Fn(&str) -> bool,
+) -> Result<Option<MoveOutcome>, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let mut by_email = tx.open_table(VM_BY_EMAIL)?;
+    let Some(before) = load(&vms, from)? else {
+        return Ok(None);
+    };
+    let Some(held) = before.assignment.clone() else {
+        return Ok(Some(MoveOutcome::NotAssigned));
+    };
+    let assignment = Assignment {
+        pin: pin.to_owned(),
+        assigned_at: now,
+        ..held.clone()
+    };
+    let target = match to {
+        Some(host) if host == from => None,
+        Some(host) => match load(&vms, host)? {
+            Some(vm) if alive(host) => match vm.clone().assign(assignment) {
+                Ok(after) => {
+                    save(&mut vms, &mut free, Some(&vm), &after)?;
+                    Some(after)
+                }
+                Err(_) => None,
+            },
+            _ => None,
+        },
+        None => assign_first_free(&mut vms, &mut free, assignment, Some(from), alive)?,
+    };
+    let Some(target) = target else {
+        return Ok(Some(MoveOutcome::NoTarget));
+    };
+    let vacated = before.clone().vacated(now);
+    save(&mut vms, &mut free, Some(&before), &vacated)?;
+    by_email.insert(held.email.as_str(), target.hostname.as_str())?;
+    Ok(Some(MoveOutcome::Moved {
+        from: Box::new(vacated),
+        to: Box::new(target),
+    }))
 }
 
 pub fn exists(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
@@ -244,6 +363,7 @@ pub fn delete(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
     vms.remove(host)?;
     drop((vms, free, by_email));
     super::logs::delete(tx, host)?;
+    super::identities::remove(tx, host)?;
     Ok(true)
 }
 
@@ -260,6 +380,8 @@ pub fn delete_all(tx: &WriteTransaction) -> Result<Vec<String>, StoreError> {
     for host in &hosts {
         delete(tx, host)?;
     }
+    // Also the identities of VMs launched or minted that never reported.
+    super::identities::remove_all(tx)?;
     Ok(hosts)
 }
 
@@ -285,7 +407,8 @@ pub fn record_creation(
     Ok(after)
 }
 
-/// Frees a VM's participant (they may claim another VM); the VM keeps its history.
+/// Frees a VM's participant (they may claim another VM); the VM keeps its history and is
+/// handed out again only after its agent has reset the desktop.
 pub fn release(
     tx: &WriteTransaction,
     host: &str,
@@ -306,9 +429,19 @@ pub fn release(
     {
         by_email.remove(a.email.as_str())?;
     }
-    let mut after = before.clone();
-    after.assignment = None;
-    after.updated_at = now;
+    let after = before.clone().vacated(now);
     save(&mut vms, &mut free, Some(&before), &after)?;
     Ok(Some(after))
+}
+
+/// The VM `email` holds now, if any.
+pub fn held_by(tx: &ReadTransaction, email: &str) -> Result<Option<Vm>, StoreError> {
+    let host = tx
+        .open_table(VM_BY_EMAIL)?
+        .get(email)?
+        .map(|h| h.value().to_owned());
+    let Some(host) = host else {
+        return Ok(None);
+    };
+    Ok(get(tx, &host)?.filter(|vm| vm.assignment.as_ref().is_some_and(|a| a.email == email)))
 }

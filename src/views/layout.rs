@@ -2,12 +2,25 @@ use maud::{DOCTYPE, Markup, html};
 
 /// The page shell every page shares. Scripts are optional: pages work without them.
 pub fn page(title: &str, scripts: &[&str], body: Markup) -> Markup {
+    page_refreshing(title, scripts, None, body)
+}
+
+/// A page that loads `url` after `seconds` by itself (no script needed).
+pub fn page_refreshing(
+    title: &str,
+    scripts: &[&str],
+    refresh: Option<(u32, &str)>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some((seconds, url)) = refresh {
+                    meta http-equiv="refresh" content=(format!("{seconds}; url={url}"));
+                }
                 title { (title) " · LabLink" }
                 link rel="stylesheet" href="/assets/app.css";
                 @for src in scripts {

@@ -2,7 +2,7 @@
 
 use maud::{Markup, html};
 
-use super::layout::page;
+use super::layout::{page, page_refreshing};
 
 /// What the form remembers when it is shown again after a problem.
 #[derive(Default)]
@@ -56,14 +56,25 @@ pub struct Assigned<'a> {
     pub pin: Option<&'a str>,
     pub rejoined: bool,
     pub rotated: bool,
+    /// Their VM had stopped responding; this is a new one.
+    pub reseated: bool,
+    /// Go on to the seat page, which follows the seat (moves, failures) by itself.
+    pub follow: bool,
 }
 
+/// Seconds before the claim's answer moves on to the seat page.
+const FOLLOW_AFTER: u32 = 5;
+
 pub fn assigned(a: &Assigned) -> Markup {
-    page(
+    page_refreshing(
         "Your VM",
         &[],
+        a.follow.then_some((FOLLOW_AFTER, "/my-vm")),
         html! {
-            @if a.rejoined {
+            @if a.reseated {
+                h1 { "You have a new VM" }
+                p { "Your previous VM stopped responding, so you were given this one. Your files from the old VM are kept for your instructor." }
+            } @else if a.rejoined {
                 h1 { "Welcome back" }
                 p { "This is the VM you were given earlier with this e-mail address." }
                 @if a.rotated {
@@ -86,10 +97,138 @@ pub fn assigned(a: &Assigned) -> Markup {
                     li { "Click it and enter the PIN " strong { (pin) } "." }
                 }
                 p.note { "Keep this page or write the PIN down. If your desktop does not appear, ask your instructor." }
+                @if a.follow {
+                    p.note { "Your seat's page, which keeps itself up to date: " a href="/my-vm" { "/my-vm" } }
+                }
             } @else {
                 p.note {
                     "Use the PIN you were shown the first time. To pass a new Chrome Remote Desktop code to this VM, "
                     "submit the form from the browser you first used; if you lost the PIN or changed browsers, ask your instructor."
+                }
+            }
+        },
+    )
+}
+
+/// Where a participant's seat stands, as their seat page shows it.
+pub enum Seat<'a> {
+    Ready {
+        hostname: &'a str,
+        pin: &'a str,
+        /// The VM is restarting; the desktop comes back by itself.
+        coming_back: bool,
+    },
+    /// The VM stopped responding: a new seat is offered.
+    Unresponsive {
+        hostname: &'a str,
+        email: &'a str,
+        last_seen_seconds: Option<u64>,
+    },
+    /// The seat was taken back (released by the instructor, or the VM could not be
+    /// repaired): a new one is offered.
+    Released { email: &'a str },
+    /// This e-mail holds a VM claimed in another browser.
+    OtherBrowser { hostname: &'a str },
+    /// This browser has claimed nothing.
+    Unknown,
+}
+
+impl Seat<'_> {
+    pub fn state(&self) -> &'static str {
+        match self {
+            Seat::Ready {
+                coming_back: true, ..
+            } => "rebooting",
+            Seat::Ready { .. } => "ready",
+            Seat::Unresponsive { .. } => "unresponsive",
+            Seat::Released { .. } => "released",
+            Seat::OtherBrowser { .. } => "other-browser",
+            Seat::Unknown => "none",
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        match self {
+            Seat::Ready { hostname, .. }
+            | Seat::Unresponsive { hostname, .. }
+            | Seat::OtherBrowser { hostname } => hostname,
+            Seat::Released { .. } | Seat::Unknown => "",
+        }
+    }
+}
+
+/// Seconds between automatic reloads of a seat page that has no form to lose.
+const SEAT_REFRESH: u32 = 15;
+
+fn new_seat_form(email: &str, ask_join_code: bool, button: &str) -> Markup {
+    html! {
+        form method="post" action="/api/request_vm" {
+            input type="hidden" name="email" value=(email);
+            @if ask_join_code {
+                label for="join_code" { "Workshop join code" }
+                input #join_code type="text" name="join_code" required autocomplete="off" maxlength="128";
+            }
+            label for="crd_command" { "A fresh Chrome Remote Desktop command" }
+            textarea #crd_command name="crd_command" required rows="4" maxlength="4096"
+                placeholder="DISPLAY= /opt/google/chrome-remote-desktop/start-host --code=\"4/0A…\" …" {}
+            button type="submit" { (button) }
+        }
+        p.note {
+            "Get the command at "
+            a href="https://remotedesktop.google.com/headless" { "remotedesktop.google.com/headless" }
+            " (Begin, Next, Authorize, then copy the Debian Linux line)."
+        }
+    }
+}
+
+/// `GET /my-vm`: the participant's seat, kept up to date (by script every few seconds, or
+/// by a plain reload).
+pub fn seat(seat: &Seat, ask_join_code: bool) -> Markup {
+    let refresh = match seat {
+        Seat::Ready { .. } | Seat::OtherBrowser { .. } => Some((SEAT_REFRESH, "/my-vm")),
+        _ => None,
+    };
+    page_refreshing(
+        "Your seat",
+        &["/assets/participant.js"],
+        refresh,
+        html! {
+            div #seat data-state=(seat.state()) data-host=(seat.hostname()) {
+                @match seat {
+                    Seat::Ready { hostname, pin, coming_back } => {
+                        h1 { "Your VM" }
+                        @if *coming_back {
+                            p.warning role="status" { "Your VM is restarting. Your desktop comes back by itself in a few minutes; keep this page open." }
+                        }
+                        dl.assignment {
+                            dt { "Assigned hostname" } dd #hostname { (hostname) }
+                            dt { "PIN" } dd #pin { (pin) }
+                        }
+                        p { "Connect at " a href="https://remotedesktop.google.com/access/" { "remotedesktop.google.com/access" } " with the same Google account: click " strong { (hostname) } " and enter the PIN." }
+                        p.note { "This page follows your seat: if your instructor moves you, the new VM shows here." }
+                    }
+                    Seat::Unresponsive { hostname, email, last_seen_seconds } => {
+                        h1 { "Your VM stopped responding" }
+                        p.error role="alert" {
+                            (hostname) " has not answered"
+                            @if let Some(s) = last_seen_seconds { " for " (s) " s" }
+                            ". Your files on it are kept. Take a new seat now:"
+                        }
+                        (new_seat_form(email, ask_join_code, "Give me another VM"))
+                    }
+                    Seat::Released { email } => {
+                        h1 { "Your seat was taken back" }
+                        p.error role="alert" { "Your instructor released your seat, or your VM could not be repaired. Your files are kept. Take a new seat:" }
+                        (new_seat_form(email, ask_join_code, "Give me a VM"))
+                    }
+                    Seat::OtherBrowser { hostname } => {
+                        h1 { "Your VM" }
+                        p { "Your e-mail address holds " strong #hostname { (hostname) } ", claimed in another browser. Use that browser to see the PIN, or ask your instructor." }
+                    }
+                    Seat::Unknown => {
+                        h1 { "No seat in this browser" }
+                        p { "This browser has not claimed a VM. " a href="/" { "Get one here." } }
+                    }
                 }
             }
         },

@@ -2,36 +2,37 @@
 //! the join code and the e-mail allow-list.
 
 use lablink::model::VmStatus;
-use lablink::shared_token::SharedToken;
 use serde_json::json;
 
-use crate::helpers::{Auth, TestServer, crd_command, run_binary, wait_for, within};
+use crate::helpers::{ADMIN_PASSWORD, Auth, TestServer, crd_command, run_binary, wait_for, within};
 
 /// A server as shipped: VMs must use their own credentials.
 async fn per_vm_server() -> TestServer {
     TestServer::start_with(|c| c.access.shared_agent_token = false).await
 }
 
-fn vm_token(s: &TestServer, host: &str) -> String {
-    SharedToken::new(s.token().to_owned()).for_vm(host)
+/// A credential minted for `host` (as the admin does for a machine of the manual provider).
+async fn vm_token(s: &TestServer, host: &str) -> String {
+    s.app
+        .identities
+        .reissue(host, "test")
+        .await
+        .expect("mint a credential")
 }
 
 #[tokio::test]
 async fn a_vm_credential_acts_only_as_its_vm() {
     let s = per_vm_server().await;
-    let a = vm_token(&s, "lab-vm-a");
+    let a = vm_token(&s, "lab-vm-a").await;
+    let b = vm_token(&s, "lab-vm-b").await;
     let status = |host: &str| json!({"hostname": host, "status": "running"});
 
     s.post_json("/api/vm-status", &status("lab-vm-a"), Some(&a))
         .await
         .expect(200);
-    s.post_json(
-        "/api/vm-status",
-        &status("lab-vm-b"),
-        Some(&vm_token(&s, "lab-vm-b")),
-    )
-    .await
-    .expect(200);
+    s.post_json("/api/vm-status", &status("lab-vm-b"), Some(&b))
+        .await
+        .expect(200);
     s.post_json("/api/vm-status", &status("lab-vm-b"), Some(&a))
         .await
         .expect_error(
@@ -104,7 +105,7 @@ async fn the_shared_token_works_for_every_vm_when_enabled() {
     s.post_json(
         "/api/vm-status",
         &json!({"hostname": "lab-vm-b", "status": "error"}),
-        Some(&vm_token(&s, "lab-vm-a")),
+        Some(&vm_token(&s, "lab-vm-a").await),
     )
     .await
     .expect(403);
@@ -135,14 +136,27 @@ async fn local_agents_run_on_their_own_credentials() {
 async fn lablink_token_prints_a_vm_credential_the_server_accepts() {
     let mut s = per_vm_server().await;
     let dir = s.dir.display().to_string();
-    let out = run_binary(&["token", "--data-dir", &dir, "--vm", "lab-pc-3"], &[], 10).await;
+    // The allocator holds its store: minting goes through its API.
+    let held = run_binary(&["token", "--data-dir", &dir, "--vm", "lab-pc-3"], &[], 10).await;
+    assert_eq!(held.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&held.stderr).contains("give --url"));
+    let base = s.url("");
+    let out = run_binary(
+        &["token", "--url", &base, "--vm", "lab-pc-3"],
+        &[("LABLINK_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        10,
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_eq!(printed, vm_token(&s, "lab-pc-3"));
+    assert_eq!(
+        Some(printed.clone()),
+        s.app.identities.credential("lab-pc-3")
+    );
     s.post_json(
         "/api/vm-status",
         &json!({"hostname": "lab-pc-3", "status": "running"}),

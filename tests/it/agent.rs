@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 use crate::helpers::{
-    Auth, NotifySocket, ServeProc, TestServer, client, crd_command, free_port, html_field,
-    run_binary, wait_for, within,
+    Auth, NotifySocket, SERVE_ADMIN_PASSWORD, ServeProc, TestServer, client, crd_command,
+    free_port, html_field, run_binary, wait_for, within,
 };
 
 const REDIRECT: &str = "--redirect-url=https://remotedesktop.google.com/_/oauthredirect";
@@ -985,12 +985,19 @@ async fn the_assignment_arrives_after_the_allocator_was_killed_mid_poll() {
         ServeProc::start(data.path(), port, serve_log.clone()),
     )
     .await;
-    let shared = std::fs::read_to_string(data.path().join("api-token"))
-        .expect("api-token")
-        .trim()
-        .to_owned();
-    // As shipped: the VM runs on its own credential (the shared token is refused).
-    let token = lablink::shared_token::SharedToken::new(shared).for_vm(&rig.vm);
+    // As shipped: the VM runs on its own credential, minted by the admin.
+    let minted = run_binary(
+        &["token", "--url", &base, "--vm", &rig.vm],
+        &[("LABLINK_ADMIN_PASSWORD", SERVE_ADMIN_PASSWORD)],
+        20,
+    )
+    .await;
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
     let mut agent = rig.agent(&base, Token::Flag(&token), Gpu::Fake, &[]);
     let http = client();
     let status_of = |host: String| {

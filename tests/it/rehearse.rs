@@ -1,20 +1,21 @@
 //! `lablink rehearse`, run as the real binary against a real allocator.
 
-use crate::helpers::{TestServer, run_binary};
+use crate::helpers::{ADMIN_PASSWORD, TestServer, run_binary};
 
-fn token_file(s: &TestServer) -> (tempfile::TempDir, String) {
+/// The admin password in a file: the rehearsal mints its VMs' credentials with it.
+fn password_file(password: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("token");
-    std::fs::write(&path, format!("{}\n", s.token())).expect("write token");
+    let path = dir.path().join("password");
+    std::fs::write(&path, format!("{password}\n")).expect("write password");
     let path = path.display().to_string();
     (dir, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehearsal_reports_and_passes_on_a_healthy_allocator() {
-    // As shipped: per-VM credentials only; the rehearsal derives them from the token.
+    // As shipped: per-VM credentials only; the rehearsal mints them as the admin.
     let s = TestServer::start_with(|c| c.access.shared_agent_token = false).await;
-    let (_dir, token) = token_file(&s);
+    let (_dir, token) = password_file(ADMIN_PASSWORD);
     let out = run_binary(
         &[
             "rehearse",
@@ -23,7 +24,7 @@ async fn a_rehearsal_reports_and_passes_on_a_healthy_allocator() {
             "30",
             "--participants",
             "36",
-            "--token-file",
+            "--password-file",
             &token,
             "--seconds",
             "60",
@@ -80,13 +81,13 @@ async fn a_rehearsal_passes_the_join_code_and_the_allow_list() {
             c.access.allowed_emails = "@lab.example.org".into();
         })
         .await;
-        let (_dir, token) = token_file(&s);
+        let (_dir, token) = password_file(ADMIN_PASSWORD);
         let mut args = vec![
             "rehearse",
             s.base.as_str(),
             "--agents",
             "4",
-            "--token-file",
+            "--password-file",
             token.as_str(),
             "--seconds",
             "30",
@@ -108,19 +109,16 @@ async fn a_rehearsal_passes_the_join_code_and_the_allow_list() {
 }
 
 #[tokio::test]
-async fn a_wrong_token_fails_the_verdict() {
+async fn a_wrong_admin_password_stops_the_rehearsal() {
     let s = TestServer::start_with(|c| c.access.shared_agent_token = false).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("token");
-    std::fs::write(&path, "not-the-token\n").expect("write");
-    let path = path.display().to_string();
+    let (_dir, path) = password_file("not-the-password");
     let out = run_binary(
         &[
             "rehearse",
             &s.base,
             "--agents",
             "3",
-            "--token-file",
+            "--password-file",
             &path,
             "--seconds",
             "10",
@@ -129,10 +127,9 @@ async fn a_wrong_token_fails_the_verdict() {
         30,
     )
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("registration: HTTP 401"), "{stdout}");
-    assert!(stdout.contains("verdict: FAIL"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("wrong admin user or password"), "{stderr}");
 }
 
 #[tokio::test]
@@ -141,7 +138,7 @@ async fn other_hosts_need_the_owners_flag_and_bad_flags_are_named() {
         &[
             "rehearse",
             "http://192.0.2.1:5000",
-            "--token-file",
+            "--password-file",
             "/nonexistent",
         ],
         &[],

@@ -173,6 +173,20 @@ async fn no_secret_reaches_any_log() {
 
     let old = SharedToken::new(shared.clone());
     let new = SharedToken::new(new_token.clone());
+    // The VM's launch identity, as the stopped allocator's store keeps it.
+    let nonce = {
+        let store = lablink::store::Store::open(&data).expect("store");
+        let all = store
+            .read(lablink::store::identities::list)
+            .await
+            .expect("identities");
+        store.close();
+        all.into_iter()
+            .find(|(h, _)| *h == vm)
+            .map(|(_, i)| i.nonce)
+            .expect("the VM's identity")
+    };
+    assert!(!nonce.is_empty());
     let secrets = [
         ("admin password", ADMIN_PASSWORD.to_owned()),
         ("wrong password", WRONG_PASSWORD.to_owned()),
@@ -181,8 +195,8 @@ async fn no_secret_reaches_any_log() {
         ("PIN", format!("\"{pin}\"")),
         ("shared token", shared.clone()),
         ("rotated token", new_token.clone()),
-        ("VM credential", old.for_vm(&vm)),
-        ("VM credential after rotation", new.for_vm(&vm)),
+        ("VM credential", old.for_vm(&vm, &nonce)),
+        ("VM credential after rotation", new.for_vm(&vm, &nonce)),
         ("CSRF token", csrf.clone()),
         ("session id", session.clone()),
     ];

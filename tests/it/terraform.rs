@@ -135,14 +135,15 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
         assert_eq!(vars["resource_prefix"], "sleap-lablink-client-test");
         assert_eq!(vars["allocator_url"], "https://lablink.example.org");
         // Each VM its own credential, none of them the shared token.
-        let shared = lablink::shared_token::SharedToken::new(s.token().to_owned());
+        let credential = |h: &str| s.app.identities.credential(h).expect("an identity");
         assert_eq!(
             vars["api_tokens"],
             serde_json::json!({
-                "sleap-lablink-client-test-vm-1": shared.for_vm("sleap-lablink-client-test-vm-1"),
-                "sleap-lablink-client-test-vm-2": shared.for_vm("sleap-lablink-client-test-vm-2"),
+                "sleap-lablink-client-test-vm-1": credential("sleap-lablink-client-test-vm-1"),
+                "sleap-lablink-client-test-vm-2": credential("sleap-lablink-client-test-vm-2"),
             })
         );
+        assert!(!vars["api_tokens"].to_string().contains(s.token()));
         assert!(vars.get("api_token").is_none());
         assert_eq!(vars["gpu_support"], true);
         assert_eq!(vars["machine_type"], "g4dn.xlarge");

@@ -8,10 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use lablink::model::{Health, VmStatus};
-use lablink::shared_token::SharedToken;
 use serde_json::json;
 
-use crate::helpers::{TestServer, crd_command, wait_for, within};
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TestServer, crd_command, wait_for, within};
 
 fn virtualenv() -> Option<PathBuf> {
     let dir = std::env::var_os("LABLINK_UPSTREAM_CLIENT_VENV")
@@ -75,7 +74,21 @@ async fn the_upstream_0_1_2_client_works_against_lablink_serve() {
     let work = tempfile::tempdir().expect("tempdir");
     std::fs::write(work.path().join("gpu-mode"), "healthy").expect("gpu mode");
     let vm = "upstream-vm-1";
-    let token = SharedToken::new(s.token().to_owned()).for_vm(vm);
+    // Minted by the admin, as for a machine the lab runs itself.
+    let minted: serde_json::Value = reqwest::Client::new()
+        .post(s.url("/api/vm-credentials"))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .json(&json!({"hostname": vm}))
+        .send()
+        .await
+        .expect("mint")
+        .json()
+        .await
+        .expect("json");
+    let token = minted["credentials"][vm]
+        .as_str()
+        .expect("a credential")
+        .to_owned();
     // The 0.1.2 boot script reports the status with curl; the client only waits.
     s.post_json(
         "/api/vm-status",

@@ -90,7 +90,9 @@ pub async fn metrics(State(app): State<App>, request: Request) -> Response {
         Ok(pool) => pool,
         Err(e) => return ApiError::store("Failed to read the VM pool.")(e).into_response(),
     };
-    let body = app.metrics.render(&pool, app.waiters.parked());
+    let body = app
+        .metrics
+        .render(&pool, app.waiters.parked(), &|vm| app.last_seen_secs(vm));
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 

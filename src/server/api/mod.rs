@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod download;
 pub mod health;
+pub mod heartbeat;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
@@ -11,6 +12,7 @@ pub mod pool;
 pub mod provision;
 pub mod reboot;
 pub mod schedules;
+pub mod seats;
 pub mod startup;
 pub mod telemetry;
 
@@ -40,7 +42,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromR
 }
 
 /// A required hostname field: absent, null or empty gets upstream's message.
-fn required_hostname(value: Option<String>, missing: &str) -> Result<String, ApiError> {
+pub fn required_hostname(value: Option<String>, missing: &str) -> Result<String, ApiError> {
     let host = value
         .filter(|h| !h.is_empty())
         .ok_or_else(|| ApiError::bad_request(missing))?;

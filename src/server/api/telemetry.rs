@@ -14,7 +14,7 @@ use crate::model::{Health, MAX_FIELD_LEN, MetricsReport, VmStatus, validate_host
 use crate::server::auth::{Agent, AgentOrAdmin};
 use crate::server::body::JsonBody;
 use crate::server::state::App;
-use crate::store::vms;
+use crate::store::{identities, vms};
 
 #[derive(Deserialize)]
 pub struct StatusReport {
@@ -22,7 +22,14 @@ pub struct StatusReport {
     status: Option<String>,
 }
 
-/// Upsert: the first report creates the VM.
+enum Recorded {
+    Yes,
+    NotThisLaunch,
+    Destroyed,
+}
+
+/// Upsert: the first report creates the VM (only a VM of the current launch, or any name
+/// with the shared token).
 pub async fn post_status(
     State(app): State<App>,
     agent: Agent,
@@ -43,24 +50,31 @@ pub async fn post_status(
     let now = Utc::now();
     let gone = app.provisioner.gone();
     let name = host.clone();
-    // Checked inside the write: the store orders it against the destroy's delete.
+    let nonce = agent.nonce().map(str::to_owned);
+    // Checked inside the write: the store orders it against a destroy's or revoke's delete.
     let recorded = app
         .store
         .write(move |tx| {
+            if let Some(nonce) = &nonce
+                && !identities::is_current(tx, &name, nonce)?
+            {
+                return Ok(Recorded::NotThisLaunch);
+            }
             if gone.contains(&name) {
-                return Ok(false);
+                return Ok(Recorded::Destroyed);
             }
             vms::report_status(tx, &name, Some(status), now)?;
-            Ok(true)
+            Ok(Recorded::Yes)
         })
         .await
         .map_err(ApiError::store("Failed to update VM status."))?;
-    if !recorded {
-        return Err(ApiError::Gone(format!(
+    match recorded {
+        Recorded::Yes => Ok(Json(json!({"message": "VM status updated successfully."}))),
+        Recorded::NotThisLaunch => Err(ApiError::BadToken),
+        Recorded::Destroyed => Err(ApiError::Gone(format!(
             "VM {host} was destroyed; it is not registered again until the next launch."
-        )));
+        ))),
     }
-    Ok(Json(json!({"message": "VM status updated successfully."})))
 }
 
 pub async fn get_status(

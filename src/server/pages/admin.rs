@@ -26,6 +26,7 @@ fn viewer(admin: &Admin) -> Viewer<'_> {
     Viewer {
         user: &admin.user,
         csrf: &admin.csrf,
+        now: chrono::Utc::now(),
     }
 }
 
@@ -189,6 +190,69 @@ pub async fn reboot(
             .map(|_| format!("Reboot of {host} started.")),
         Err(e) => Err(ApiError::BadRequest(e)),
     };
+    action_result(&headers, result, "/admin/instances")
+}
+
+#[derive(serde::Deserialize)]
+pub struct SeatForm {
+    confirm: Option<String>,
+    to: Option<String>,
+}
+
+/// Release and revoke cannot be undone: the admin types the VM's name.
+fn name_typed(host: &str, form: &SeatForm, what: &str) -> Result<(), ApiError> {
+    match form.confirm.as_deref().map(str::trim) {
+        Some(typed) if typed == host => Ok(()),
+        _ => Err(ApiError::BadRequest(format!(
+            "To {what}, type the VM's name ({host}) in the box next to the button."
+        ))),
+    }
+}
+
+/// `POST /admin/instances/<hostname>/<release|move|clear|revoke>` from the console.
+pub async fn seat_action(
+    State(app): State<App>,
+    admin: Admin,
+    Path((host, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<SeatForm>,
+) -> Response {
+    use crate::server::api::seats;
+    let result = async {
+        validate_hostname(&host).map_err(ApiError::BadRequest)?;
+        match verb.as_str() {
+            "release" => {
+                name_typed(&host, &form, "release the seat")?;
+                seats::release(&app, &admin, &host).await?;
+                Ok(format!(
+                    "Seat on {host} released; the VM returns to the pool once its desktop is reset."
+                ))
+            }
+            "move" => {
+                let to = form.to.as_deref().map(str::trim).filter(|t| !t.is_empty());
+                if let Some(to) = to {
+                    validate_hostname(to)
+                        .map_err(|e| ApiError::BadRequest(format!("Move to: {e}")))?;
+                }
+                let (_, new) = seats::move_participant(&app, &admin, &host, to).await?;
+                Ok(format!(
+                    "Participant moved from {host} to {}; their page shows the new VM.",
+                    new.hostname
+                ))
+            }
+            "clear" => {
+                seats::clear(&app, &admin, &host).await?;
+                Ok(format!("{host} cleared."))
+            }
+            "revoke" => {
+                name_typed(&host, &form, "revoke this VM")?;
+                seats::revoke(&app, &admin, &host).await?;
+                Ok(format!("{host} revoked: its credential no longer works."))
+            }
+            _ => Err(ApiError::NotFound("Not found.".into())),
+        }
+    }
+    .await;
     action_result(&headers, result, "/admin/instances")
 }
 

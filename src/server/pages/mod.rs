@@ -3,3 +3,4 @@
 pub mod admin;
 pub mod login;
 pub mod participant;
+pub mod seat;

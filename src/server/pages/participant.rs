@@ -60,35 +60,66 @@ pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
     Ok(email)
 }
 
-fn random_pin() -> String {
+pub fn random_pin() -> String {
     format!("{:06}", rand::random_range(0..1_000_000u32))
 }
 
 /// The browser's proof of a claim: set with a new assignment, presented when coming back.
 const CLAIM_COOKIE: &str = "lablink_claim";
 
-fn sha256_hex(text: &str) -> String {
+pub fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn presented_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CLAIM_COOKIE)
-        .map(|(_, value)| value.to_owned())
+/// What the browser's claim cookie holds: the claim's token and the e-mail it was for
+/// (so the seat page can find the seat again; the token proves it).
+pub struct ClaimCookie {
+    pub token: String,
+    pub email: Option<String>,
 }
 
-fn claim_cookie(token: &str, headers: &HeaderMap) -> String {
+impl ClaimCookie {
+    pub fn from_headers(headers: &HeaderMap) -> Option<ClaimCookie> {
+        use base64::Engine;
+        let value = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == CLAIM_COOKIE)
+            .map(|(_, value)| value.to_owned())?;
+        let (token, email) = match value.split_once('.') {
+            Some((token, email)) => (
+                token.to_owned(),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(email)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok()),
+            ),
+            None => (value, None),
+        };
+        Some(ClaimCookie { token, email })
+    }
+
+    pub fn token_sha256(&self) -> String {
+        sha256_hex(&self.token)
+    }
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    ClaimCookie::from_headers(headers).map(|c| c.token)
+}
+
+fn claim_cookie(token: &str, email: &str, headers: &HeaderMap) -> String {
+    use base64::Engine;
     let secure = headers
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let email = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(email);
     format!(
-        "{CLAIM_COOKIE}={token}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax{}",
+        "{CLAIM_COOKIE}={token}.{email}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax{}",
         if secure { "; Secure" } else { "" }
     )
 }
@@ -183,6 +214,7 @@ pub async fn request_vm(
     // Commit and wake in a task of their own: if the participant's connection drops
     // after the commit, the VM is still woken.
     let waker = app.clone();
+    let liveness = app.liveness.clone();
     let outcome = tokio::spawn(async move {
         let outcome = waker
             .store
@@ -194,11 +226,12 @@ pub async fn request_vm(
                     new_token_sha256: &new_token_sha256,
                     presented_sha256: presented.as_deref(),
                 };
-                vms::claim(tx, &request, now)
+                vms::claim(tx, &request, now, &|host| liveness.is_alive(host))
             })
             .await;
         if let Ok(
             ClaimOutcome::Assigned(vm)
+            | ClaimOutcome::Reseated { vm, .. }
             | ClaimOutcome::Rejoined {
                 vm, rotated: true, ..
             },
@@ -215,7 +248,7 @@ pub async fn request_vm(
         )))
     });
     app.metrics.claim(match &outcome {
-        Ok(ClaimOutcome::Assigned(_)) => Claimed::Assigned,
+        Ok(ClaimOutcome::Assigned(_) | ClaimOutcome::Reseated { .. }) => Claimed::Assigned,
         Ok(ClaimOutcome::Rejoined { .. }) => Claimed::Rejoined,
         Ok(ClaimOutcome::NoneFree) => Claimed::NoVm,
         Err(_) => Claimed::Error,
@@ -223,10 +256,14 @@ pub async fn request_vm(
     match outcome {
         Ok(ClaimOutcome::Assigned(vm)) => {
             let mut page = answer(&vm, Rejoin::No);
-            if let Ok(v) = HeaderValue::from_str(&claim_cookie(&token, &headers)) {
+            if let Ok(v) = HeaderValue::from_str(&claim_cookie(&token, &email, &headers)) {
                 page.headers_mut().insert(header::SET_COOKIE, v);
             }
             page
+        }
+        Ok(ClaimOutcome::Reseated { from, vm }) => {
+            tracing::info!(from = %from, to = %vm.hostname, "participant re-seated: their VM stopped responding");
+            answer(&vm, Rejoin::Reseated)
         }
         Ok(ClaimOutcome::Rejoined {
             vm,
@@ -333,6 +370,8 @@ fn wake(app: &App, vm: &crate::model::Vm) {
 
 enum Rejoin {
     No,
+    /// Their VM had stopped responding: they were given this one.
+    Reseated,
     /// Same browser (it presented the claim's token): the PIN is shown, a new code taken.
     Proven {
         rotated: bool,
@@ -347,7 +386,7 @@ fn answer(vm: &crate::model::Vm, rejoin: Rejoin) -> Response {
         return (StatusCode::INTERNAL_SERVER_ERROR, UNEXPECTED).into_response();
     };
     let (rejoined, rotated, pin) = match rejoin {
-        Rejoin::No => (false, false, Some(a.pin.as_str())),
+        Rejoin::No | Rejoin::Reseated => (false, false, Some(a.pin.as_str())),
         Rejoin::Proven { rotated } => (true, rotated, Some(a.pin.as_str())),
         Rejoin::Unproven => (true, false, None),
     };
@@ -356,6 +395,8 @@ fn answer(vm: &crate::model::Vm, rejoin: Rejoin) -> Response {
         pin,
         rejoined,
         rotated,
+        reseated: matches!(rejoin, Rejoin::Reseated),
+        follow: pin.is_some(),
     });
     (StatusCode::OK, page).into_response()
 }

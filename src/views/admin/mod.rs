@@ -19,6 +19,8 @@ pub struct Viewer<'a> {
     pub user: &'a str,
     /// Empty when the admin signed in with HTTP Basic (no forms need it then).
     pub csrf: &'a str,
+    /// What "N s ago" is counted from.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 const NAV: [(&str, &str); 7] = [

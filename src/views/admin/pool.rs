@@ -113,7 +113,20 @@ pub fn instance_rows(pool: &[Vm], viewer: &Viewer) -> Markup {
             tr id={"vm-" (vm.hostname)} data-status=(vm.status.map_or("", |s| s.as_str())) {
                 td { (i + 1) }
                 td.host { (vm.hostname) }
-                td { span.status.(vm.status.map_or("none", |s| s.as_str())) { (vm.status.map_or("—", |s| s.as_str())) } }
+                td {
+                    span.status.(vm.status.map_or("none", |s| s.as_str())) { (vm.status.map_or("—", |s| s.as_str())) }
+                    @if let Some(since) = vm.unresponsive_since {
+                        " " span.status.unresponsive title={"unresponsive since " (since.to_rfc3339())} {
+                            "unresponsive"
+                            @if let Some(seen) = vm.last_seen {
+                                ", last seen " (ago(seen, viewer.now)) " ago"
+                            }
+                        }
+                    }
+                    @if vm.reset_pending {
+                        " " span.status.init title="the last participant's desktop is being reset" { "resetting" }
+                    }
+                }
                 td { (vm.health.as_ref().map_or("—", |h| h.as_str())) }
                 td { (if vm.in_use { "Yes" } else { "No" }) }
                 td.assignee { (vm.assignment.as_ref().map_or("—", |a| a.email.as_str())) }
@@ -130,6 +143,7 @@ pub fn instance_rows(pool: &[Vm], viewer: &Viewer) -> Markup {
                         (csrf_field(viewer))
                         button.small type="submit" { "Reboot" }
                     }
+                    (seat_actions(vm, viewer))
                     @let delete = format!("/api/vms/{}/destroy", vm.hostname);
                     form method="post" action=(delete) hx-post=(delete) hx-target="#flash"
                         hx-confirm={"Delete " (vm.hostname) "? Its participant loses the desktop."} {
@@ -137,6 +151,50 @@ pub fn instance_rows(pool: &[Vm], viewer: &Viewer) -> Markup {
                         button.small.danger type="submit" { "Delete" }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// "42 s", "3 min", "2 h".
+fn ago(then: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let s = (now - then).num_seconds().max(0);
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
+/// Release, move, clear and revoke, folded away; release and revoke ask for the VM's name.
+fn seat_actions(vm: &Vm, viewer: &Viewer) -> Markup {
+    let host = vm.hostname.as_str();
+    let action = |verb: &str| format!("/admin/instances/{host}/{verb}");
+    html! {
+        details.seat {
+            summary { "Seat…" }
+            @if vm.assignment.is_some() {
+                form method="post" action=(action("move")) hx-post=(action("move")) hx-target="#flash" {
+                    (csrf_field(viewer))
+                    label { "Move participant to " input type="text" name="to" placeholder="first free VM" maxlength="253" size="14"; }
+                    button.small type="submit" { "Move" }
+                }
+                form method="post" action=(action("release")) hx-post=(action("release")) hx-target="#flash" {
+                    (csrf_field(viewer))
+                    label { "Type " code { (host) } " to release the seat " input type="text" name="confirm" required autocomplete="off" maxlength="253" size="14"; }
+                    button.small.danger type="submit" { "Release" }
+                }
+            }
+            @if vm.health == Some(Health::Unhealthy) || (vm.reset_pending && vm.assignment.is_none()) {
+                form method="post" action=(action("clear")) hx-post=(action("clear")) hx-target="#flash" {
+                    (csrf_field(viewer))
+                    button.small type="submit" { "Clear flags" }
+                }
+            }
+            form method="post" action=(action("revoke")) hx-post=(action("revoke")) hx-target="#flash" {
+                (csrf_field(viewer))
+                label { "Type " code { (host) } " to revoke this VM's credential " input type="text" name="confirm" required autocomplete="off" maxlength="253" size="14"; }
+                button.small.danger type="submit" { "Revoke" }
             }
         }
     }

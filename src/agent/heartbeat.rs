@@ -1,0 +1,75 @@
+//! The agent's heartbeat: proof of life every few seconds (a frozen agent stops sending
+//! it, and its VM leaves the free pool), with the boot id (a new one is a reboot) and the
+//! free disk space. Its answer says when the last participant's desktop must be reset.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{Allocator, CallError};
+
+/// An allocator without heartbeats (upstream 0.1.2) answers 404: ask again this rarely.
+const NOT_SUPPORTED_RETRY: Duration = Duration::from_secs(300);
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Free space of the file system holding `path`, in percent.
+pub fn disk_free_pct(path: &Path) -> Option<f64> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    let total = stat.blocks() as f64;
+    (total > 0.0).then(|| (stat.blocks_available() as f64 / total * 100.0).clamp(0.0, 100.0))
+}
+
+/// Sends heartbeats until cancelled; publishes the reset the allocator asks for (its
+/// number), `None` while there is none. Ends with an error only when the token is refused.
+pub async fn run(
+    alloc: Arc<Allocator>,
+    every: Duration,
+    disk: std::path::PathBuf,
+    reset: watch::Sender<Option<u32>>,
+    cancel: CancellationToken,
+) -> Result<(), CallError> {
+    let boot = boot_id();
+    let mut interval = every;
+    let mut warned = false;
+    loop {
+        let pause = match alloc.heartbeat(boot.as_deref(), disk_free_pct(&disk)).await {
+            Ok(beat) => {
+                warned = false;
+                interval = beat.interval.unwrap_or(interval);
+                reset.send_if_modified(|r| {
+                    let changed = *r != beat.reset;
+                    *r = beat.reset;
+                    changed
+                });
+                interval
+            }
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(CallError::NotFound) => {
+                if !warned {
+                    tracing::info!(
+                        "the allocator takes no heartbeats (or does not know this VM yet); trying again later"
+                    );
+                    warned = true;
+                }
+                NOT_SUPPORTED_RETRY.min(interval * 20)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                interval
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = cancel.cancelled() => return Ok(()),
+        }
+    }
+}

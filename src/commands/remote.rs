@@ -1,0 +1,139 @@
+//! Talking to a running allocator as its admin (HTTP Basic): only the allocator may open
+//! its store, so commands that change a running one go through its API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where the admin password comes from when no `--password-file` is given.
+pub const PASSWORD_ENV: &str = "LABLINK_ADMIN_PASSWORD";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The admin password: from `file`, else LABLINK_ADMIN_PASSWORD, else asked on the
+/// terminal.
+pub fn password(file: Option<&Path>, user: &str, url: &str) -> Result<String, String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("--password-file {}: {e}", path.display()))?,
+        None => match std::env::var(PASSWORD_ENV) {
+            Ok(p) if !p.is_empty() => p,
+            _ if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                rpassword::prompt_password(format!("Password of {user} at {url}: "))
+                    .map_err(|e| format!("cannot read the password: {e}"))?
+            }
+            _ => {
+                return Err(format!(
+                    "no admin password: give --password-file, set {PASSWORD_ENV}, or run in a terminal to be asked"
+                ));
+            }
+        },
+    };
+    let password = text.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err("the admin password is empty".into());
+    }
+    Ok(password)
+}
+
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// "error: cause: cause" (reqwest's own message hides why a connection failed).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A base URL as `--url` gives it, checked.
+pub fn base_url(url: &str) -> Result<reqwest::Url, String> {
+    let base = url.trim_end_matches('/');
+    match reqwest::Url::parse(base) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        _ => Err(format!(
+            "--url {url}: not an http(s) address such as http://127.0.0.1:5000"
+        )),
+    }
+}
+
+/// An admin's HTTP session with one allocator.
+pub struct Admin {
+    base: String,
+    client: reqwest::Client,
+    user: String,
+    password: String,
+}
+
+impl Admin {
+    pub fn new(url: &str, user: &str, password_file: Option<&Path>) -> Result<Admin, String> {
+        let parsed = base_url(url)?;
+        let base = url.trim_end_matches('/').to_owned();
+        let password = password(password_file, user, &base)?;
+        let mut client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(Duration::from_secs(60));
+        if is_loopback(&parsed) {
+            client = client.no_proxy();
+        }
+        Ok(Admin {
+            base,
+            client: client
+                .build()
+                .map_err(|e| format!("cannot set up the HTTP client: {e}"))?,
+            user: user.to_owned(),
+            password,
+        })
+    }
+
+    /// POSTs `body` (JSON) to `path`; the answer's JSON, or what went wrong in words.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+        let base = &self.base;
+        let response = self
+            .client
+            .post(format!("{base}{path}"))
+            .basic_auth(&self.user, Some(&self.password))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    format!(
+                        "cannot connect to {base}: the allocator is not running there or not reachable ({})",
+                        error_chain(&e)
+                    )
+                } else {
+                    format!("request to {base} failed: {}", error_chain(&e))
+                }
+            })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(json);
+        }
+        let detail = json["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| text.trim().chars().take(200).collect());
+        Err(match status.as_u16() {
+            401 => format!("wrong admin user or password (HTTP 401 from {base})"),
+            _ => format!("{base} answered HTTP {status}: {detail}"),
+        })
+    }
+}

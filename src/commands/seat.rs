@@ -1,0 +1,85 @@
+//! `lablink seat ACTION HOST`: fix a seat of a running allocator, as the admin through its
+//! API: release it, move its participant, clear a false alarm, or revoke the VM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::{EXIT_CONFIG, fail};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Action {
+    /// The participant loses the seat; the VM is reset before it is handed out again.
+    Release,
+    /// The participant moves to another free VM (--to, or the first free one), new PIN.
+    Move,
+    /// Take back an unhealthy GPU report; waive a reset the agent cannot do.
+    Clear,
+    /// The VM's credential stops working and its record goes.
+    Revoke,
+}
+
+#[derive(Args, Debug)]
+pub struct SeatArgs {
+    pub action: Action,
+    /// The VM (hostname).
+    pub host: String,
+    /// With `move`: the VM to move the participant to.
+    #[arg(long, value_name = "HOST")]
+    pub to: Option<String>,
+    /// The allocator's address.
+    #[arg(long, default_value = "http://127.0.0.1:5000")]
+    pub url: String,
+    /// Admin user name.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+    /// Read the admin password from this file (else LABLINK_ADMIN_PASSWORD, else prompted).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+pub fn run(args: SeatArgs) -> ExitCode {
+    let checks = [("HOST", Some(&args.host)), ("--to", args.to.as_ref())];
+    for (what, value) in checks {
+        if let Some(name) = value
+            && let Err(e) = crate::model::validate_hostname(name)
+        {
+            eprintln!("lablink seat: {what}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    if args.to.is_some() && !matches!(args.action, Action::Move) {
+        eprintln!("lablink seat: --to goes only with `move`");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let admin =
+        match super::remote::Admin::new(&args.url, &args.user, args.password_file.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("lablink seat: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+    let (verb, body) = match args.action {
+        Action::Release => ("release", json!({})),
+        Action::Move => ("move", json!({ "to": args.to })),
+        Action::Clear => ("clear", json!({})),
+        Action::Revoke => ("revoke", json!({})),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    match runtime.block_on(admin.post(&format!("/api/vms/{}/{verb}", args.host), &body)) {
+        Ok(answer) => {
+            println!("{}", answer["message"].as_str().unwrap_or("done"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

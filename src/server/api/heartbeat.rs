@@ -1,0 +1,105 @@
+//! `POST /api/heartbeat`: the agent says it is alive (every `server.heartbeat_seconds`),
+//! and learns whether its desktop must be reset. `POST /api/vm-reset-done`: it was.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{required_hostname, stored_vm};
+use crate::error::ApiError;
+use crate::server::auth::Agent;
+use crate::server::body::JsonBody;
+use crate::server::state::App;
+use crate::store::vms;
+
+/// LabLink's shape, and upstream's later one (`vm_id`, `boot_id`, `disk_free_pct`).
+#[derive(Deserialize)]
+pub struct Heartbeat {
+    hostname: Option<String>,
+    vm_id: Option<Value>,
+    boot_id: Option<String>,
+    disk_free_pct: Option<f64>,
+}
+
+fn boot_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+pub async fn post_heartbeat(
+    State(app): State<App>,
+    agent: Agent,
+    JsonBody(beat): JsonBody<Heartbeat>,
+) -> Result<Json<Value>, ApiError> {
+    let named = beat.hostname.or(match beat.vm_id {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    });
+    let host = required_hostname(named, "hostname (or vm_id) is required.")?;
+    if let Some(id) = &beat.boot_id
+        && !boot_id_ok(id)
+    {
+        return Err(ApiError::bad_request(
+            "boot_id: expected the kernel's boot id (hex digits and '-', at most 64).",
+        ));
+    }
+    if let Some(pct) = beat.disk_free_pct
+        && !(0.0..=100.0).contains(&pct)
+    {
+        return Err(ApiError::bad_request("disk_free_pct: expected 0 to 100."));
+    }
+    agent.acts_as(&host)?;
+    app.liveness.heartbeat(&host, beat.disk_free_pct);
+    let mut vm = stored_vm(&app, &host, "Failed to record the heartbeat.").await?;
+    if let Some(id) = beat.boot_id
+        && vm.boot_id.as_deref() != Some(id.as_str())
+    {
+        let (h, at) = (host.clone(), app.clock.now());
+        let rebooted = vm.boot_id.is_some();
+        vm = app
+            .store
+            .write(move |tx| vms::update(tx, &h, |vm| vm.with_boot_id(&id, at)))
+            .await
+            .map_err(ApiError::store("Failed to record the heartbeat."))?
+            .ok_or(ApiError::VmNotFound)?;
+        if rebooted {
+            tracing::warn!(vm = %host, "new boot id: the VM rebooted");
+        }
+    }
+    Ok(Json(json!({
+        "status": "ok",
+        "interval_seconds": app.config.server.heartbeat_seconds,
+        "reset_requested": vm.reset_pending && vm.assignment.is_none(),
+        "reset_id": vm.resets,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ResetDone {
+    hostname: Option<String>,
+    reset_id: Option<u32>,
+}
+
+/// The agent stopped the desktop and moved the last participant's files aside: the VM
+/// may be handed out again.
+pub async fn post_reset_done(
+    State(app): State<App>,
+    agent: Agent,
+    JsonBody(done): JsonBody<ResetDone>,
+) -> Result<Json<Value>, ApiError> {
+    let host = required_hostname(done.hostname, "hostname is required.")?;
+    agent.acts_as(&host)?;
+    let (h, at, id) = (host.clone(), app.clock.now(), done.reset_id);
+    let vm = app
+        .store
+        .write(move |tx| vms::update(tx, &h, |vm| vm.reset_done(id, at)))
+        .await
+        .map_err(ApiError::store("Failed to record the reset."))?
+        .ok_or(ApiError::VmNotFound)?;
+    tracing::info!(vm = %host, "desktop reset after its participant left");
+    Ok(Json(json!({
+        "message": "Reset recorded.",
+        "available": vm.is_available(),
+    })))
+}

@@ -1,0 +1,62 @@
+//! Turns changes of the agents' liveness into the store: a running VM whose agent went
+//! silent is marked unresponsive (it leaves the free pool, its participant's page says so,
+//! auto-reboot takes it), and unmarked when the agent is heard again.
+
+use std::time::Duration;
+
+use crate::server::App;
+use crate::server::liveness::Changes;
+use crate::store::vms;
+
+pub async fn run(app: App) {
+    // Often enough that a silent VM leaves the pool soon after the limit.
+    let every =
+        (app.liveness.stale_after() / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        let changes = app.liveness.sweep();
+        if changes == Changes::default() {
+            continue;
+        }
+        apply(&app, changes).await;
+    }
+}
+
+async fn apply(app: &App, changes: Changes) {
+    let now = app.clock.now();
+    let Changes { silent, back } = changes;
+    let (marked, cleared) = (silent.clone(), back.clone());
+    let written = app
+        .store
+        .write(move |tx| {
+            let mut assigned = Vec::new();
+            for (host, ago) in &marked {
+                let last = now - chrono::Duration::from_std(*ago).unwrap_or_default();
+                let vm = vms::update(tx, host, |vm| vm.gone_silent(last, now))?;
+                if let Some(vm) = vm
+                    && vm.unresponsive_since == Some(now)
+                {
+                    assigned.push((host.clone(), vm.assignment.is_some()));
+                }
+            }
+            for host in &cleared {
+                vms::update(tx, host, |vm| vm.heard_again(now))?;
+            }
+            Ok(assigned)
+        })
+        .await;
+    match written {
+        Ok(marked) => {
+            for (host, assigned) in marked {
+                tracing::warn!(vm = %host, assigned, "agent unresponsive: VM taken out of the pool");
+            }
+            for host in back {
+                tracing::info!(vm = %host, "agent heard again");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot record the agents' liveness"),
+    }
+}
