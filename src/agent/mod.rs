@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod desktop;
+pub mod desktop_user;
 pub mod gpu;
 pub mod inuse;
 pub mod logs;
@@ -37,9 +38,10 @@ pub fn run(args: AgentArgs) -> ExitCode {
             args.bearer_token()?,
             AgentArgs::interval(args.gpu_interval, "gpu-interval")?,
             AgentArgs::interval(args.inuse_interval, "inuse-interval")?,
+            args.desktop_user()?,
         ))
     })();
-    let (base, vm_name, token, gpu_every, inuse_every) = match checked {
+    let (base, vm_name, token, gpu_every, inuse_every, desktop_user) = match checked {
         Ok(v) => v,
         Err(message) => {
             eprintln!("lablink agent: {message}");
@@ -53,7 +55,15 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return crate::commands::fail(e),
     };
-    runtime.block_on(agent(args, base, vm_name, token, gpu_every, inuse_every))
+    runtime.block_on(agent(
+        args,
+        base,
+        vm_name,
+        token,
+        gpu_every,
+        inuse_every,
+        desktop_user,
+    ))
 }
 
 fn unix_now() -> f64 {
@@ -78,6 +88,7 @@ async fn agent(
     token: String,
     gpu_every: Duration,
     inuse_every: Duration,
+    desktop_user: Option<desktop_user::DesktopUser>,
 ) -> ExitCode {
     let started = unix_now();
     let alloc = match Allocator::new(base.clone(), token, vm_name.clone()) {
@@ -148,22 +159,26 @@ async fn agent(
         ));
     }
 
+    let home = desktop_user.as_ref().map_or_else(
+        || std::env::var_os("HOME").map(PathBuf::from),
+        |u| Some(u.home().to_path_buf()),
+    );
     let desktop = Desktop {
         start_host: args.start_host.clone(),
         daemon: args.crd_daemon.clone(),
         config_dir: args
             .crd_config_dir
             .clone()
-            .unwrap_or_else(Desktop::default_config_dir),
+            .unwrap_or_else(|| Desktop::default_config_dir(home.as_deref())),
         timeout: Duration::from_secs(args.desktop_timeout),
         vm_name: vm_name.clone(),
         simulated: args.desktop == config::DesktopKind::Simulated,
+        user: desktop_user.clone(),
     };
     let setup = setup::Setup {
         repository: args.tutorial_repo.clone(),
         desktop_dir: args.desktop_dir.clone().unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map_or_else(|| PathBuf::from("/home/client"), PathBuf::from)
+            home.unwrap_or_else(|| PathBuf::from("/home/client"))
                 .join("Desktop")
         }),
         script: args.startup_script.clone(),
@@ -172,6 +187,7 @@ async fn agent(
         timeout: Duration::from_secs(args.startup_timeout),
         fail_on_error: args.startup_on_error == config::OnError::Fail,
         max_delay: Duration::from_secs_f64(args.startup_max_delay.clamp(0.05, 3600.0)),
+        user: desktop_user,
     };
     if let Err(failed) = setup.run(&cancel).await {
         if cancel.is_cancelled() {
