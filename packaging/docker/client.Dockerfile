@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 #
 # LabLink client desktop: the image each GPU VM runs (terraform/client-vm/user_data.sh.tftpl
-# starts it with --network host, the GPUs, and the allocator's `lablink` bind-mounted over
-# /usr/local/bin/lablink). Its entry point is `lablink agent`, which registers the VM, waits
-# for a participant and starts Chrome Remote Desktop for them as the user `client`.
+# starts it with --network host, the GPUs, the allocator's `lablink` bind-mounted over
+# /usr/local/bin/lablink and the VM's credential mounted read-only). Its entry point is
+# `lablink agent --desktop-user client`: the agent runs as root, registers the VM, waits for
+# a participant and starts Chrome Remote Desktop for them as the user `client`, who can read
+# neither the credential nor the agent's environment.
 #
 # Contents: CUDA runtime (Ubuntu 24.04: the glibc agent needs glibc >= 2.36), an XFCE
 # desktop, Chrome Remote Desktop, Google Chrome, git, and the workshop software (SLEAP by
@@ -78,26 +80,25 @@ COPY packaging/docker/client/lablink-software.sh /etc/profile.d/lablink-software
 
 # The desktop user `client` (uid 1000, upstream's name: the allocator fetches participants'
 # files from /home/client/Desktop). Ubuntu's image ships `ubuntu` with uid 1000; it goes.
-# Groups: chrome-remote-desktop (required by CRD), adm (reads the VM's
-# /var/log/cloud-init-output.log, mounted read-only, which the agent ships). No sudo: the
-# participant's desktop runs with no more rights than it needs.
+# Group: chrome-remote-desktop (required by CRD). No sudo, and not in adm: the VM's boot log
+# is the agent's (root) to read and ship. The participant's desktop runs with no more rights
+# than it needs. The agent's state is root's, outside the desktop user's reach.
 RUN if id ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
     && groupadd --gid 1000 client \
     && useradd --create-home --uid 1000 --gid client --shell /bin/bash \
-        --groups chrome-remote-desktop,adm client \
+        --groups chrome-remote-desktop client \
     && install -d -o client -g client -m 0755 /home/client/Desktop \
     && install -d -o client -g client -m 0700 /home/client/.config \
         /home/client/.config/chrome-remote-desktop /home/client/.local \
-        /home/client/.local/state /home/client/.local/state/lablink-agent \
+    && install -d -m 0700 /var/lib/lablink-agent \
     && install -d -m 0755 /run/user \
     && install -d -o client -g client -m 0700 /run/user/1000 \
     && echo '. /etc/profile.d/lablink-software.sh' >> /etc/bash.bashrc
 
 COPY --from=uv /uv /uvx /usr/local/bin/
 
-# From here on as `client`: Chrome Remote Desktop refuses to run as root, and the agent's
-# start-host and CRD daemon run as the agent's user. By name, so that its groups
-# (chrome-remote-desktop, adm) come from the image's /etc/group.
+# The workshop software is installed as `client`, who owns it. By name, so that its groups
+# come from the image's /etc/group.
 # hadolint ignore=DL3066
 USER client
 # The workshop software, in a virtual environment the participant owns (they may add
@@ -123,10 +124,17 @@ ENV NVIDIA_DRIVER_CAPABILITIES=all \
     LABLINK_START_HOST=/opt/google/chrome-remote-desktop/start-host \
     LABLINK_CRD_DAEMON=/opt/google/chrome-remote-desktop/chrome-remote-desktop \
     LABLINK_CRD_CONFIG_DIR=/home/client/.config/chrome-remote-desktop \
-    LABLINK_AGENT_STATE_DIR=/home/client/.local/state/lablink-agent
+    LABLINK_AGENT_STATE_DIR=/var/lib/lablink-agent
 
-# The agent reads ALLOCATOR_URL, API_TOKEN, VM_NAME, SUBJECT_SOFTWARE, CLOUD_INIT_LOG_GROUP
-# and LABLINK_BOOT_STARTED_AT from the environment; CMD ships the VM's boot log (a missing
-# file is waited for, not an error).
-ENTRYPOINT ["/usr/local/bin/lablink", "agent"]
+# The agent runs as root so that its credential is out of the desktop's reach; start-host,
+# the CRD daemon, the tutorial clone and the lab's startup script run as `client` (its uid
+# and groups, its USER/HOME/XDG_RUNTIME_DIR, an environment without the credential): Chrome
+# Remote Desktop refuses root.
+# hadolint ignore=DL3002,DL3066
+USER root
+# The agent reads ALLOCATOR_URL, API_TOKEN_FILE (the VM's credential file; API_TOKEN for a
+# container run by hand), VM_NAME, SUBJECT_SOFTWARE, CLOUD_INIT_LOG_GROUP and
+# LABLINK_BOOT_STARTED_AT from the environment; CMD ships the VM's boot log (a missing file
+# is waited for, not an error).
+ENTRYPOINT ["/usr/local/bin/lablink", "agent", "--desktop-user", "client"]
 CMD ["--log-file", "/var/log/cloud-init-output.log"]

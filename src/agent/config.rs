@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::desktop_user::DesktopUser;
 use crate::cli::LogFormat;
 
 #[derive(Args, Debug, Clone)]
@@ -102,7 +103,13 @@ pub struct AgentArgs {
     /// Git repository cloned onto the desktop before the VM is offered (`None`: none).
     #[arg(long, env = "TUTORIAL_REPO_TO_CLONE")]
     pub tutorial_repo: Option<String>,
-    /// The participant's desktop folder (default: ~/Desktop).
+    /// Run the participant's desktop (start-host, the Chrome Remote Desktop daemon, the
+    /// tutorial clone, the startup script) as this account, with its uid, groups and an
+    /// environment without the agent's token. Switching accounts needs the agent to run as
+    /// root. Default: the agent's own account, with its environment.
+    #[arg(long, env = "LABLINK_DESKTOP_USER")]
+    pub desktop_user: Option<String>,
+    /// The participant's desktop folder (default: ~/Desktop of the desktop user).
     #[arg(long, env = "LABLINK_DESKTOP_DIR")]
     pub desktop_dir: Option<PathBuf>,
     /// The lab's custom startup script, run with bash before the VM is offered (if present).
@@ -198,6 +205,16 @@ impl AgentArgs {
             return Err(format!("--token-file: {} is empty", path.display()));
         }
         Ok(token)
+    }
+
+    /// The `--desktop-user` account, looked up and checked; `None` when not given.
+    pub fn desktop_user(&self) -> Result<Option<DesktopUser>, String> {
+        self.desktop_user
+            .as_deref()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(DesktopUser::lookup)
+            .transpose()
     }
 
     pub fn vm_name(&self) -> Result<String, String> {

@@ -1,12 +1,13 @@
 //! Handing the desktop to the participant: Chrome Remote Desktop's `start-host`, run with
 //! an argument vector (never a shell), the validated code only, and the PIN on stdin.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::desktop_user::DesktopUser;
 use crate::process::{self, Limits, Outcome, Stream};
 
 const REDIRECT_URL: &str = "https://remotedesktop.google.com/_/oauthredirect";
@@ -20,11 +21,18 @@ pub struct Desktop {
     pub vm_name: String,
     /// Start nothing, report success (`lablink demo`).
     pub simulated: bool,
+    /// `--desktop-user`: whom start-host and the daemon run as (default: the agent's user).
+    pub user: Option<DesktopUser>,
 }
 
 /// The user start-host must run as, and the environment it needs to match it: it refuses
 /// root and fails silently when USER/HOME/XDG_RUNTIME_DIR disagree with the real uid.
-fn user_environment(cmd: &mut Command) {
+fn user_environment(cmd: &mut Command, user: Option<&DesktopUser>) {
+    if let Some(user) = user {
+        user.apply(cmd);
+        cmd.env("DISPLAY", "");
+        return;
+    }
     let uid = nix::unistd::getuid();
     if uid.is_root() {
         tracing::warn!("running as root: Chrome Remote Desktop refuses to start as root");
@@ -46,10 +54,10 @@ fn user_environment(cmd: &mut Command) {
 }
 
 impl Desktop {
-    /// Default registration folder of the user the agent runs as.
-    pub fn default_config_dir() -> PathBuf {
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-        home.join(".config/chrome-remote-desktop")
+    /// Default registration folder: in the home of the desktop user (`home`).
+    pub fn default_config_dir(home: Option<&Path>) -> PathBuf {
+        home.unwrap_or(Path::new("/root"))
+            .join(".config/chrome-remote-desktop")
     }
 
     /// A host registration written by an earlier start-host (this boot or a previous one).
@@ -113,7 +121,7 @@ impl Desktop {
     async fn start_daemon(&self, cancel: &CancellationToken) -> Result<(), String> {
         let mut cmd = Command::new(&self.daemon);
         cmd.args(["--start", "--new-session"]);
-        user_environment(&mut cmd);
+        user_environment(&mut cmd, self.user.as_ref());
         self.run_logged(cmd, None, "", cancel).await
     }
 
@@ -137,7 +145,7 @@ impl Desktop {
         cmd.arg(format!("--code={code}"))
             .arg(format!("--redirect-url={REDIRECT_URL}"))
             .arg(format!("--name={}", self.vm_name));
-        user_environment(&mut cmd);
+        user_environment(&mut cmd, self.user.as_ref());
         let stdin = format!("{pin}\n{pin}\n").into_bytes();
         match self.run_logged(cmd, Some(stdin), code, cancel).await {
             Ok(()) => Ok(()),
@@ -160,7 +168,7 @@ impl Desktop {
         }
         let mut cmd = Command::new(&self.daemon);
         cmd.arg("--stop");
-        user_environment(&mut cmd);
+        user_environment(&mut cmd, self.user.as_ref());
         if let Err(e) = self.run_logged(cmd, None, "", cancel).await {
             tracing::warn!(error = %e, "stopping the desktop daemon failed; removing its registration anyway");
         }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod desktop;
+pub mod desktop_user;
 pub mod gpu;
 pub mod heartbeat;
 pub mod inuse;
@@ -40,9 +41,10 @@ pub fn run(args: AgentArgs) -> ExitCode {
             AgentArgs::interval(args.gpu_interval, "gpu-interval")?,
             AgentArgs::interval(args.inuse_interval, "inuse-interval")?,
             AgentArgs::interval(args.heartbeat_interval, "heartbeat-interval")?,
+            args.desktop_user()?,
         ))
     })();
-    let (base, vm_name, token, gpu_every, inuse_every, beat_every) = match checked {
+    let (base, vm_name, token, gpu_every, inuse_every, beat_every, desktop_user) = match checked {
         Ok(v) => v,
         Err(message) => {
             eprintln!("lablink agent: {message}");
@@ -61,7 +63,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         inuse: inuse_every,
         heartbeat: beat_every,
     };
-    runtime.block_on(agent(args, base, vm_name, token, every))
+    runtime.block_on(agent(args, base, vm_name, token, every, desktop_user))
 }
 
 struct Intervals {
@@ -91,6 +93,7 @@ async fn agent(
     vm_name: String,
     token: String,
     every: Intervals,
+    desktop_user: Option<desktop_user::DesktopUser>,
 ) -> ExitCode {
     let started = unix_now();
     let alloc = match Allocator::new(base.clone(), token, vm_name.clone()) {
@@ -161,22 +164,26 @@ async fn agent(
         ));
     }
 
+    let home = desktop_user.as_ref().map_or_else(
+        || std::env::var_os("HOME").map(PathBuf::from),
+        |u| Some(u.home().to_path_buf()),
+    );
     let desktop = Desktop {
         start_host: args.start_host.clone(),
         daemon: args.crd_daemon.clone(),
         config_dir: args
             .crd_config_dir
             .clone()
-            .unwrap_or_else(Desktop::default_config_dir),
+            .unwrap_or_else(|| Desktop::default_config_dir(home.as_deref())),
         timeout: Duration::from_secs(args.desktop_timeout),
         vm_name: vm_name.clone(),
         simulated: args.desktop == config::DesktopKind::Simulated,
+        user: desktop_user.clone(),
     };
     let setup = setup::Setup {
         repository: args.tutorial_repo.clone(),
         desktop_dir: args.desktop_dir.clone().unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map_or_else(|| PathBuf::from("/home/client"), PathBuf::from)
+            home.unwrap_or_else(|| PathBuf::from("/home/client"))
                 .join("Desktop")
         }),
         script: args.startup_script.clone(),
@@ -185,6 +192,7 @@ async fn agent(
         timeout: Duration::from_secs(args.startup_timeout),
         fail_on_error: args.startup_on_error == config::OnError::Fail,
         max_delay: Duration::from_secs_f64(args.startup_max_delay.clamp(0.05, 3600.0)),
+        user: desktop_user,
     };
     if let Err(failed) = setup.run(&cancel).await {
         if cancel.is_cancelled() {
@@ -307,6 +315,11 @@ impl Seats {
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot move the participant's files aside"),
+        }
+        if let Some(user) = &self.setup.user
+            && let Err(e) = user.own(&self.setup.desktop_dir)
+        {
+            tracing::error!(error = %e, "cannot give the fresh desktop folder to the desktop user");
         }
         if let Err(failed) = self.setup.run(&self.cancel).await {
             tracing::error!(reason = %failed.0, "preparing the desktop again failed");

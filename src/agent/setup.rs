@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::desktop_user::DesktopUser;
 use super::retry::backoff;
 use crate::process::{self, Limits, Outcome, Stream};
 
@@ -30,6 +31,9 @@ pub struct Setup {
     pub fail_on_error: bool,
     /// Cap of the pause between attempts.
     pub max_delay: Duration,
+    /// `--desktop-user`: whom the clone, the script and its check run as (default: the
+    /// agent's user, with its environment).
+    pub user: Option<DesktopUser>,
 }
 
 /// Why the VM cannot be offered to a participant.
@@ -56,6 +60,15 @@ impl Setup {
             .filter(|r| !r.is_empty() && *r != "None")
     }
 
+    /// `program`, run as the desktop user when there is one.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(user) = &self.user {
+            user.apply(&mut cmd);
+        }
+        cmd
+    }
+
     fn has_script(&self) -> bool {
         std::fs::metadata(&self.script).is_ok_and(|m| m.is_file() && m.len() > 0)
     }
@@ -70,12 +83,15 @@ impl Setup {
             tracing::info!(folder = %target.display(), "tutorial repository already on the desktop");
             return;
         }
-        if let Err(e) = std::fs::create_dir_all(&self.desktop_dir) {
+        // The desktop user's git creates a missing desktop folder itself, owned by them.
+        if self.user.is_none()
+            && let Err(e) = std::fs::create_dir_all(&self.desktop_dir)
+        {
             tracing::error!(error = %e, folder = %self.desktop_dir.display(), "cannot create the desktop folder; tutorial not cloned");
             return;
         }
         let attempt = || {
-            let mut cmd = Command::new("git");
+            let mut cmd = self.command("git");
             // `--` ends the options: a repository value can never become a git flag.
             cmd.args(["clone", "--quiet", "--", repository])
                 .arg(&target)
@@ -98,7 +114,7 @@ impl Setup {
     async fn run_script(&self, cancel: &CancellationToken) -> Result<(), SetupFailed> {
         let script = self.script.clone();
         let attempt = || {
-            let mut cmd = Command::new("bash");
+            let mut cmd = self.command("bash");
             cmd.arg(&script);
             cmd
         };
@@ -148,7 +164,7 @@ impl Setup {
                 Ok(()) => match check {
                     None => return Ok(()),
                     Some(check) => {
-                        let mut cmd = Command::new("bash");
+                        let mut cmd = self.command("bash");
                         cmd.arg(check);
                         match self.attempt(what, cmd, cancel).await {
                             Ok(()) => return Ok(()),

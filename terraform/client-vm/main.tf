@@ -84,10 +84,13 @@ resource "aws_instance" "vm" {
     volume_type = "gp3"
   }
 
-  # IMDSv2 only (session tokens); cloud-init is the only reader of instance metadata.
+  # IMDSv2 only (session tokens); cloud-init is the only reader of instance metadata. The
+  # user data holds the VM's credential: one hop keeps bridged containers out, and the boot
+  # script blocks every other account on the host (the desktop container shares its network).
   metadata_options {
-    http_endpoint = "enabled"
-    http_tokens   = "required"
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 
   # Run the boot script on every boot, not only the first (a rebooted VM re-registers).

@@ -759,3 +759,284 @@ fn allocator_boot_script_renders_to_valid_bash_in_every_mode() {
         }
     }
 }
+
+fn client_template() -> Template {
+    let path = terraform_dir().join("client-vm/user_data.sh.tftpl");
+    read(&path)
+        .parse::<Template>()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const SAMPLE_VM_TOKEN: &str = "lablink-vm:lab-vm-1:0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// Sample values for every variable of the client VM's boot script, as main.tf passes them.
+fn client_sample_vars(gpu: bool, startup_script: &str, repository: &str) -> Context<'static> {
+    let strings: BTreeMap<&str, String> = BTreeMap::from([
+        ("vm_name", "lab-vm-1".into()),
+        ("allocator_url", "https://lablink.example.org".into()),
+        ("api_token", SAMPLE_VM_TOKEN.into()),
+        ("agent_sha256", "d".repeat(64)),
+        ("image_name", "ghcr.io/talmolab/lablink-client:0.1.0".into()),
+        ("repository", repository.into()),
+        ("subject_software", "sleap".into()),
+        ("log_group", "lablink-cloud-init".into()),
+        ("startup_on_error", "continue".into()),
+        ("startup_script", startup_script.into()),
+    ]);
+    let mut known: BTreeSet<String> = strings.keys().map(|k| (*k).to_owned()).collect();
+    known.insert("gpu_support".into());
+    assert_eq!(
+        template_arguments(&Module::load("client-vm")),
+        known,
+        "give every template variable of the client VM a sample value here"
+    );
+    let mut ctx = Context::new();
+    for (k, v) in strings {
+        ctx.declare_var(k, v);
+    }
+    ctx.declare_var("gpu_support", gpu);
+    ctx
+}
+
+/// The rendered client boot script in every mode (GPU or not, startup script or not,
+/// tutorial repository or not), each checked with `bash -n`.
+fn client_scripts() -> Vec<(String, String)> {
+    let template = client_template();
+    let mut scripts = Vec::new();
+    for gpu in [true, false] {
+        for startup in ["", "ZWNobyBoZWxsbwo="] {
+            for repository in ["", "https://github.com/talmolab/sleap-tutorial-data.git"] {
+                let mode = format!("gpu={gpu} startup={startup:?} repository={repository:?}");
+                let script = template
+                    .evaluate(&client_sample_vars(gpu, startup, repository))
+                    .unwrap_or_else(|e| panic!("render ({mode}): {e}"));
+                if let Some(err) = bash_syntax_errors(&script) {
+                    panic!("{mode}: bash -n: {err}\n{script}");
+                }
+                scripts.push((mode, script));
+            }
+        }
+    }
+    scripts
+}
+
+/// The text between the line `start` and the next line `end`.
+fn block_between<'a>(script: &'a str, start: &str, end: &str) -> &'a str {
+    let from = script
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in the script"))
+        + start.len();
+    let len = script[from..]
+        .find(end)
+        .unwrap_or_else(|| panic!("no {end:?} after {start:?}"));
+    &script[from..from + len]
+}
+
+fn position(script: &str, needle: &str, mode: &str) -> usize {
+    script
+        .find(needle)
+        .unwrap_or_else(|| panic!("{mode}: no {needle:?} in the boot script"))
+}
+
+#[test]
+fn client_vm_metadata_is_imdsv2_with_one_hop() {
+    let m = Module::load("client-vm");
+    let instance = m.block("resource", "aws_instance", "vm").body();
+    let metadata = sub_block(instance, "metadata_options").expect("metadata_options");
+    assert_eq!(
+        attr(metadata.body(), "http_tokens"),
+        Some(&Expression::from("required")),
+        "IMDSv2 must be required"
+    );
+    assert_eq!(
+        attr(metadata.body(), "http_put_response_hop_limit"),
+        Some(&Expression::from(1u64)),
+        "the metadata hop limit must be 1"
+    );
+}
+
+#[test]
+fn client_boot_script_keeps_the_vm_credential_from_the_desktop() {
+    for (mode, script) in client_scripts() {
+        assert!(script.starts_with("#!/bin/bash\n"), "{mode}");
+        for name in template_arguments(&Module::load("client-vm")) {
+            assert!(
+                !script.contains(&format!("${{{name}}}")),
+                "{mode}: ${{{name}}} left unrendered"
+            );
+        }
+        let traces = script.lines().map(str::trim).any(|l| {
+            (l.starts_with("set ") || l.starts_with("bash "))
+                && (l.contains("xtrace")
+                    || l.split_whitespace()
+                        .any(|w| w.starts_with('-') && !w.starts_with("--") && w.contains('x')))
+        });
+        assert!(
+            !traces,
+            "{mode}: the boot script must not trace its commands"
+        );
+
+        // The token is spliced in once, and only printf (a builtin: no command line other
+        // processes could read) ever expands it.
+        assert_eq!(script.matches(SAMPLE_VM_TOKEN).count(), 1, "{mode}");
+        for line in script.lines().filter(|l| l.contains("$API_TOKEN")) {
+            assert!(
+                line.trim_start().starts_with("printf "),
+                "{mode}: the token is expanded outside printf: {line}"
+            );
+        }
+
+        // Not in the container's environment: the agent reads a read-only mounted file.
+        let run = &script[position(&script, "docker run ", &mode)..];
+        assert!(!run.contains("$API_TOKEN"), "{mode}: {run}");
+        for passed in [
+            "-e API_TOKEN=",
+            "--env API_TOKEN=",
+            "API_TOKEN=\"",
+            "--env-file",
+        ] {
+            assert!(!script.contains(passed), "{mode}: {passed} in {run}");
+        }
+        assert!(
+            run.contains("-v \"$CREDENTIAL:/run/secrets/lablink-agent-credential:ro\" \\\n"),
+            "{mode}: the credential must be mounted read-only: {run}"
+        );
+        assert!(
+            run.contains("-e API_TOKEN_FILE=/run/secrets/lablink-agent-credential \\\n"),
+            "{mode}: {run}"
+        );
+        assert!(script.contains("\nCREDENTIAL=/etc/lablink/agent-credential\n"));
+        assert!(script.contains("\ninstall -d -m 0700 -o root -g root /etc/lablink\n"));
+
+        // Written under umask 077, mode 0600, before the container (re)starts.
+        let write = block_between(&script, "\n(\n  umask 077\n", "\n)\n");
+        assert!(
+            write.contains("printf '%s\\n' \"$API_TOKEN\" >\"$CREDENTIAL.new\""),
+            "{write}"
+        );
+        assert!(write.contains("chmod 0600 \"$CREDENTIAL.new\""), "{write}");
+        assert!(
+            write.contains("mv -f \"$CREDENTIAL.new\" \"$CREDENTIAL\""),
+            "{write}"
+        );
+        let written = position(&script, "\n  umask 077\n", &mode);
+        let guarded = position(&script, "\n/usr/local/sbin/lablink-imds-guard\n", &mode);
+        for start in ["docker start lablink-desktop", "docker run "] {
+            let at = position(&script, start, &mode);
+            assert!(
+                written < at,
+                "{mode}: the credential is written after {start}"
+            );
+            assert!(
+                guarded < at,
+                "{mode}: the metadata guard runs after {start}"
+            );
+        }
+
+        // Only root reaches the metadata service, on IPv4 and IPv6, on later boots too
+        // (before Docker restarts the container).
+        let guard = block_between(&script, "<<'GUARD'\n", "\nGUARD\n");
+        assert!(
+            guard.contains("guard iptables 169.254.169.254/32"),
+            "{guard}"
+        );
+        assert!(
+            guard.contains("guard ip6tables fd00:ec2::254/128"),
+            "{guard}"
+        );
+        assert!(
+            guard.contains("-I OUTPUT 1 -d \"$2\" -m owner --uid-owner 1-4294967294 -j REJECT"),
+            "{guard}"
+        );
+        let unit = block_between(&script, "<<'UNIT'\n", "\nUNIT\n");
+        for line in [
+            "Before=docker.service",
+            "RequiredBy=docker.service",
+            "ExecStart=/usr/local/sbin/lablink-imds-guard",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "{mode}: {line} in {unit}");
+        }
+        assert!(script.contains("\nsystemctl enable lablink-imds-guard.service\n"));
+    }
+}
+
+/// Runs `body` with bash, `dir/bin` first on PATH; its exit status must be 0.
+fn run_bash(dir: &Path, prelude: &str, body: &str) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{prelude}\n{body}"))
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", dir.join("bin").display()),
+        )
+        .current_dir(dir)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "bash failed ({}): {}\n{body}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn client_boot_script_writes_a_private_credential_and_guards_the_metadata_service_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_, script) = client_scripts().remove(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("bin")).expect("mkdir bin");
+
+    // The credential file: only the owner can read it, whatever the caller's umask.
+    let write = format!(
+        "(\n  umask 077\n{}\n)",
+        block_between(&script, "\n(\n  umask 077\n", "\n)\n")
+    );
+    for _ in 0..2 {
+        run_bash(
+            dir.path(),
+            &format!("umask 022\nAPI_TOKEN='{SAMPLE_VM_TOKEN}'\nCREDENTIAL=./agent-credential"),
+            &write,
+        );
+    }
+    let file = dir.path().join("agent-credential");
+    let mode = std::fs::metadata(&file)
+        .expect("credential")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "credential file mode {mode:o}");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("credential"),
+        format!("{SAMPLE_VM_TOKEN}\n")
+    );
+    assert!(!dir.path().join("agent-credential.new").exists());
+
+    // The guard, run on every boot, adds each rule once: fake iptables/ip6tables keep the
+    // rules in a file and answer -C from it.
+    let rules = dir.path().join("rules");
+    for tool in ["iptables", "ip6tables"] {
+        let fake = dir.path().join("bin").join(tool);
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nrules='{}'\ncase \"$2\" in\n  -C) shift 2; grep -qxF \"{tool} $*\" \"$rules\" 2>/dev/null ;;\n  -I) shift 4; echo \"{tool} OUTPUT $*\" >>\"$rules\" ;;\n  *) exit 2 ;;\nesac\n",
+                rules.display()
+            ),
+        )
+        .expect("write fake");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let guard = block_between(&script, "<<'GUARD'\n", "\nGUARD\n");
+    for _ in 0..3 {
+        run_bash(dir.path(), "", guard);
+    }
+    let added = std::fs::read_to_string(&rules).expect("rules");
+    assert_eq!(
+        added.lines().collect::<Vec<_>>(),
+        [
+            "iptables OUTPUT -d 169.254.169.254/32 -m owner --uid-owner 1-4294967294 -j REJECT",
+            "ip6tables OUTPUT -d fd00:ec2::254/128 -m owner --uid-owner 1-4294967294 -j REJECT",
+        ],
+        "rules added"
+    );
+}
