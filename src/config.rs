@@ -111,6 +111,11 @@ pub struct MachineConfig {
     pub ami_id: String,
     pub software: String,
     pub extension: String,
+    /// How the client container gets its VM's credential: `file` (a root-only file only
+    /// the agent reads; LabLink's client image), `environment` (`API_TOKEN`, which the
+    /// desktop user can read too; upstream's client images read only that), or `auto`
+    /// (`environment` for upstream's `lablink-client-base-image`, else `file`).
+    pub agent_credential: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -222,6 +227,7 @@ impl Default for Config {
                 ami_id: "ami-00c257e12d6828491".into(),
                 software: "sleap".into(),
                 extension: "slp".into(),
+                agent_credential: "auto".into(),
             },
             app: AppConfig {
                 admin_user: "admin".into(),
@@ -328,6 +334,7 @@ impl Config {
             v.string("ami_id", &mut m.ami_id);
             v.string("software", &mut m.software);
             v.string("extension", &mut m.extension);
+            v.string("agent_credential", &mut m.agent_credential);
         });
         v.section("app", &mut |v| {
             let a = &mut self.app;
@@ -524,6 +531,18 @@ impl Config {
             bad(
                 "eip.strategy",
                 format!("`{}` is not one of persistent, dynamic", self.eip.strategy),
+            );
+        }
+        if !matches!(
+            self.machine.agent_credential.as_str(),
+            "auto" | "file" | "environment"
+        ) {
+            bad(
+                "machine.agent_credential",
+                format!(
+                    "`{}` is not auto, file or environment",
+                    self.machine.agent_credential
+                ),
             );
         }
         if !matches!(self.startup_script.on_error.as_str(), "continue" | "fail") {
@@ -740,6 +759,16 @@ impl Config {
         Duration::from_secs(self.server.long_poll_seconds)
     }
 
+    /// Whether client VMs hand their credential to the container in its environment
+    /// (see `machine.agent_credential`).
+    pub fn credential_in_environment(&self) -> bool {
+        match self.machine.agent_credential.as_str() {
+            "environment" => true,
+            "file" => false,
+            _ => self.machine.image.contains("lablink-client-base-image"),
+        }
+    }
+
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_secs(self.server.heartbeat_seconds)
     }
@@ -867,6 +896,25 @@ mod tests {
         c.ssl.provider = "acme".into();
         let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, vec!["ssl.provider"]);
+    }
+
+    #[test]
+    fn the_credential_goes_into_the_environment_only_for_upstream_images_or_when_asked() {
+        let mut c = Config::default();
+        assert!(
+            c.credential_in_environment(),
+            "the default image is upstream's"
+        );
+        c.machine.image = "ghcr.io/talmolab/lablink-client:0.1.0".into();
+        assert!(!c.credential_in_environment());
+        c.machine.agent_credential = "environment".into();
+        assert!(c.credential_in_environment());
+        c.machine.agent_credential = "env".into();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert!(
+            keys.contains(&"machine.agent_credential".to_string()),
+            "{keys:?}"
+        );
     }
 
     #[test]

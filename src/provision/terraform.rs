@@ -165,6 +165,10 @@ impl Settings {
         let mut vars = serde_json::Map::new();
         vars.insert("machine_type".into(), json!(m.machine_type));
         vars.insert("image_name".into(), json!(m.image));
+        vars.insert(
+            "credential_in_environment".into(),
+            json!(config.credential_in_environment()),
+        );
         vars.insert("repository".into(), json!(m.repository));
         vars.insert("client_ami_id".into(), json!(m.ami_id));
         vars.insert("resource_prefix".into(), json!(resource_prefix));

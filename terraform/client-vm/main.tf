@@ -111,6 +111,7 @@ resource "aws_instance" "vm" {
       vm_name          = each.key
       allocator_url    = var.allocator_url
       api_token        = var.api_tokens[each.key]
+      token_in_env     = var.credential_in_environment
       agent_sha256     = var.agent_sha256
       image_name       = var.image_name
       repository       = var.repository == null ? "" : var.repository

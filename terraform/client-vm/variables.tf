@@ -22,6 +22,12 @@ variable "api_tokens" {
   sensitive   = true
 }
 
+variable "credential_in_environment" {
+  description = "Also give the container its credential as API_TOKEN (upstream's client images read only that; the desktop user can read it then)"
+  type        = bool
+  default     = false
+}
+
 variable "agent_sha256" {
   description = "SHA-256 of the lablink executable served at <allocator_url>/download/lablink"
   type        = string

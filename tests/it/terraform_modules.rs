@@ -771,6 +771,15 @@ const SAMPLE_VM_TOKEN: &str = "lablink-vm:lab-vm-1:0f1e2d3c4b5a69788796a5b4c3d2e
 
 /// Sample values for every variable of the client VM's boot script, as main.tf passes them.
 fn client_sample_vars(gpu: bool, startup_script: &str, repository: &str) -> Context<'static> {
+    client_sample_vars_with(gpu, startup_script, repository, false)
+}
+
+fn client_sample_vars_with(
+    gpu: bool,
+    startup_script: &str,
+    repository: &str,
+    token_in_env: bool,
+) -> Context<'static> {
     let strings: BTreeMap<&str, String> = BTreeMap::from([
         ("vm_name", "lab-vm-1".into()),
         ("allocator_url", "https://lablink.example.org".into()),
@@ -785,6 +794,7 @@ fn client_sample_vars(gpu: bool, startup_script: &str, repository: &str) -> Cont
     ]);
     let mut known: BTreeSet<String> = strings.keys().map(|k| (*k).to_owned()).collect();
     known.insert("gpu_support".into());
+    known.insert("token_in_env".into());
     assert_eq!(
         template_arguments(&Module::load("client-vm")),
         known,
@@ -795,7 +805,30 @@ fn client_sample_vars(gpu: bool, startup_script: &str, repository: &str) -> Cont
         ctx.declare_var(k, v);
     }
     ctx.declare_var("gpu_support", gpu);
+    ctx.declare_var("token_in_env", token_in_env);
     ctx
+}
+
+#[test]
+fn upstream_client_images_get_the_credential_in_their_environment_only_when_asked() {
+    let template = client_template();
+    for token_in_env in [false, true] {
+        let script = template
+            .evaluate(&client_sample_vars_with(true, "", "", token_in_env))
+            .expect("render");
+        if let Some(err) = bash_syntax_errors(&script) {
+            panic!("bash -n: {err}\n{script}");
+        }
+        let run = &script[script.find("docker run ").expect("docker run")..];
+        assert!(run.contains("\"${TOKEN_ENV[@]}\""), "{run}");
+        assert_eq!(
+            script.contains(
+                "if [ \"true\" = \"true\" ]; then\n  export API_TOKEN\n  TOKEN_ENV=(-e API_TOKEN)"
+            ),
+            token_in_env,
+            "{script}"
+        );
+    }
 }
 
 /// The rendered client boot script in every mode (GPU or not, startup script or not,
