@@ -581,6 +581,44 @@ impl Auth<'_> {
     }
 }
 
+/// The process ids a local-provider run's output names ("started vm-1 (pid 123)").
+pub fn started_pids(lines: &[String]) -> Vec<i32> {
+    lines
+        .iter()
+        .filter_map(|l| l.split("(pid ").nth(1))
+        .filter_map(|rest| rest.trim_end_matches(')').parse().ok())
+        .collect()
+}
+
+/// Launches `n` local VMs and waits for the run to succeed; their agents' process ids.
+pub async fn launch_local(s: &TestServer, n: u32) -> Vec<i32> {
+    let launched = s
+        .admin_form("/api/launch", &[("num_vms", &n.to_string())], &[])
+        .await
+        .expect(202);
+    let (run, lines) = s
+        .finished_run(launched["run_id"].as_u64().expect("id"), 30)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{lines:?}");
+    started_pids(&lines)
+}
+
+/// The pool as `GET /api/vms` shows it to the admin, by hostname.
+pub async fn pool_view(s: &TestServer) -> std::collections::BTreeMap<String, Value> {
+    let body = s.get("/api/vms", Auth::admin()).await.expect(200);
+    body["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|vm| {
+            (
+                vm["hostname"].as_str().expect("name").to_owned(),
+                vm.clone(),
+            )
+        })
+        .collect()
+}
+
 /// Runs the real `lablink` binary with a clean environment; fails the test after `secs`.
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)], secs: u64) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"));

@@ -14,6 +14,7 @@ mod crash;
 mod health_shutdown;
 mod helpers;
 mod limits;
+mod liveness;
 mod long_poll;
 mod observability;
 mod openapi;

@@ -1,7 +1,7 @@
 //! Provisioning: launch and destroy through the admin API, runs and their output, the
 //! manual and local providers.
 
-use crate::helpers::{ADMIN_USER, Auth, TestServer, crd_command, wait_for, within};
+use crate::helpers::{ADMIN_USER, Auth, TestServer, crd_command, started_pids, wait_for, within};
 
 #[tokio::test]
 async fn launch_input_and_access_are_checked() {
@@ -111,14 +111,6 @@ async fn manual_destroy_forgets_vms_and_ends_their_long_polls() {
 }
 
 /// The pids the local provider reported starting.
-fn started_pids(lines: &[String]) -> Vec<i32> {
-    lines
-        .iter()
-        .filter_map(|l| l.split("(pid ").nth(1))
-        .filter_map(|rest| rest.trim_end_matches(')').parse().ok())
-        .collect()
-}
-
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }

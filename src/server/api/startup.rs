@@ -46,6 +46,8 @@ pub async fn vm_startup(
     if let Some(a) = vm.assignment {
         return Ok(success(a.pin.clone(), a.crd_command()));
     }
+    // Waiting here is the 0.1.2 client's only sign of life (not for agents that heartbeat).
+    let _parked = app.liveness.park(&host);
     tokio::select! {
         wake = waiter.wait() => match wake {
             Wake::Assigned { pin, command } => Ok(success(pin, command)),
