@@ -413,3 +413,141 @@ async fn admin_and_participant_in_real_browsers() {
     })
     .await;
 }
+
+/// The instructor fixes seats in the console (move, release with a typed confirmation,
+/// clear, revoke) while the participant's seat page follows by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seat_control_in_real_browsers() {
+    if !browser_available() {
+        return;
+    }
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+        c.machine.software = "seatbrowser".into();
+        c.server.heartbeat_seconds = 1;
+    })
+    .await;
+    let driver = start_driver().await;
+    within(300, "seat control", async {
+        crate::helpers::launch_local(&s, 2).await;
+        crate::helpers::wait_for(60, "two free VMs", || async {
+            (s.free_count().await == 2).then_some(())
+        })
+        .await;
+        let (one, two) = (
+            "seatbrowser-lablink-local-vm-1",
+            "seatbrowser-lablink-local-vm-2",
+        );
+        let admin = browser(&driver, 1400, 900).await;
+        let participant = browser(&driver, 390, 844).await;
+        let base = s.base.clone();
+
+        // The participant claims; the answer moves on to their seat page.
+        participant.goto(&format!("{base}/")).await.expect("open");
+        fill(&participant, "#email", "ada@example.org").await;
+        fill(&participant, "#crd_command", &crd_command("4/0ASeatPage")).await;
+        click(&participant, "form button[type=submit]").await;
+        wait_css(&participant, "#seat[data-state=ready]").await;
+        wait_text(&participant, "#hostname", one).await;
+        shoot(&participant, "20-seat-ready").await;
+
+        sign_in(&admin, &base, ADMIN_PASSWORD).await;
+        admin
+            .goto(&format!("{base}/admin/instances"))
+            .await
+            .expect("instances");
+        let row = |host: &str, rest: &str| format!("#vm-{host} {rest}");
+
+        // Move the participant to vm-2: their page shows it without anyone reloading it.
+        click(&admin, &row(one, "details.seat summary")).await;
+        fill(
+            &admin,
+            &row(one, "form[action$='/move'] input[name=to]"),
+            two,
+        )
+        .await;
+        shoot(&admin, "21-seat-actions").await;
+        click(&admin, &row(one, "form[action$='/move'] button")).await;
+        wait_text(&admin, "#flash", &format!("moved from {one} to {two}")).await;
+        wait_text(&participant, "#hostname", two).await;
+        shoot(&participant, "22-seat-moved").await;
+
+        // Release needs the VM's name typed in.
+        wait_text(&admin, &row(two, "td.assignee"), "ada@example.org").await;
+        click(&admin, &row(two, "details.seat summary")).await;
+        fill(
+            &admin,
+            &row(two, "form[action$='/release'] input[name=confirm]"),
+            "vm-2",
+        )
+        .await;
+        click(&admin, &row(two, "form[action$='/release'] button")).await;
+        wait_text(&admin, "#flash", "type the VM's name").await;
+        assert!(s.stored_vm(two).await.expect("vm").assignment.is_some());
+        // The form stayed open (live updates keep it) with what was typed.
+        fill(
+            &admin,
+            &row(two, "form[action$='/release'] input[name=confirm]"),
+            two,
+        )
+        .await;
+        click(&admin, &row(two, "form[action$='/release'] button")).await;
+        wait_text(&admin, "#flash", &format!("Seat on {two} released")).await;
+        wait_css(&participant, "#seat[data-state=released]").await;
+        wait_text(&participant, "h1", "Your seat was taken back").await;
+        shoot(&participant, "23-seat-released").await;
+
+        // The released VM's agent resets its desktop and the VM comes back to the pool.
+        crate::helpers::wait_for(60, "both VMs free again", || async {
+            (s.free_count().await == 2).then_some(())
+        })
+        .await;
+
+        // Clear a false alarm.
+        s.agent_post(
+            "/api/gpu_health",
+            &json!({"hostname": one, "gpu_status": "Unhealthy"}),
+        )
+        .await
+        .expect(200);
+        admin
+            .goto(&format!("{base}/admin/instances"))
+            .await
+            .expect("instances");
+        click(&admin, &row(one, "details.seat summary")).await;
+        click(&admin, &row(one, "form[action$='/clear'] button")).await;
+        wait_text(&admin, "#flash", &format!("{one} cleared")).await;
+
+        // Revoke vm-1: its row goes.
+        fill(
+            &admin,
+            &row(one, "form[action$='/revoke'] input[name=confirm]"),
+            one,
+        )
+        .await;
+        click(&admin, &row(one, "form[action$='/revoke'] button")).await;
+        wait_text(&admin, "#flash", &format!("{one} revoked")).await;
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        while count(&admin, &format!("#vm-{one}")).await > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the revoked VM's row stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        shoot(&admin, "24-seat-revoked").await;
+
+        admin
+            .goto(&format!("{base}/admin/audit"))
+            .await
+            .expect("audit");
+        let audit = wait_css(&admin, "#audit").await.text().await.expect("text");
+        for action in ["move", "release", "clear", "revoke"] {
+            assert!(audit.contains(action), "audit log lacks {action}: {audit}");
+        }
+        admin.close().await.expect("close admin");
+        participant.close().await.expect("close participant");
+    })
+    .await;
+}

@@ -23,6 +23,7 @@ mod participant_data;
 mod provision;
 mod rehearse;
 mod schedule;
+mod seats;
 mod secrets;
 mod store;
 mod terraform;

@@ -166,30 +166,28 @@ fn ago(then: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) 
     }
 }
 
-/// Release, move, clear and revoke, folded away; release and revoke ask for the VM's name.
+/// Release, move, clear and revoke, folded away; release and revoke ask for the VM's
+/// name. Kept as it is when the live table is redrawn (an open form keeps what the admin
+/// typed), so every form is always there and the server says when one does not apply.
 fn seat_actions(vm: &Vm, viewer: &Viewer) -> Markup {
     let host = vm.hostname.as_str();
     let action = |verb: &str| format!("/admin/instances/{host}/{verb}");
     html! {
-        details.seat {
+        details.seat id={"seat-" (host)} hx-preserve="true" {
             summary { "Seat…" }
-            @if vm.assignment.is_some() {
-                form method="post" action=(action("move")) hx-post=(action("move")) hx-target="#flash" {
-                    (csrf_field(viewer))
-                    label { "Move participant to " input type="text" name="to" placeholder="first free VM" maxlength="253" size="14"; }
-                    button.small type="submit" { "Move" }
-                }
-                form method="post" action=(action("release")) hx-post=(action("release")) hx-target="#flash" {
-                    (csrf_field(viewer))
-                    label { "Type " code { (host) } " to release the seat " input type="text" name="confirm" required autocomplete="off" maxlength="253" size="14"; }
-                    button.small.danger type="submit" { "Release" }
-                }
+            form method="post" action=(action("move")) hx-post=(action("move")) hx-target="#flash" {
+                (csrf_field(viewer))
+                label { "Move participant to " input type="text" name="to" placeholder="first free VM" maxlength="253" size="14"; }
+                button.small type="submit" { "Move" }
             }
-            @if vm.health == Some(Health::Unhealthy) || (vm.reset_pending && vm.assignment.is_none()) {
-                form method="post" action=(action("clear")) hx-post=(action("clear")) hx-target="#flash" {
-                    (csrf_field(viewer))
-                    button.small type="submit" { "Clear flags" }
-                }
+            form method="post" action=(action("release")) hx-post=(action("release")) hx-target="#flash" {
+                (csrf_field(viewer))
+                label { "Type " code { (host) } " to release the seat " input type="text" name="confirm" required autocomplete="off" maxlength="253" size="14"; }
+                button.small.danger type="submit" { "Release" }
+            }
+            form method="post" action=(action("clear")) hx-post=(action("clear")) hx-target="#flash" {
+                (csrf_field(viewer))
+                button.small type="submit" title="take back an unhealthy GPU report; waive a reset the agent cannot do" { "Clear flags" }
             }
             form method="post" action=(action("revoke")) hx-post=(action("revoke")) hx-target="#flash" {
                 (csrf_field(viewer))
