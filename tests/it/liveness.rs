@@ -225,7 +225,7 @@ async fn heartbeats_record_reboots_and_refuse_bad_values() {
     let vm = s.stored_vm("vm-1").await.expect("vm");
     assert_eq!(vm.reboots_observed, 1, "a new boot id is a reboot");
     assert!(vm.last_reboot_time.is_some());
-    assert_eq!(pool_view(&s).await["vm-1"]["disk_free_pct"], 42.5);
+    assert_eq!(pool_view(s).await["vm-1"]["disk_free_pct"], 42.5);
 
     beat(json!({"hostname": "vm-1", "disk_free_pct": 101}))
         .await
