@@ -1579,3 +1579,94 @@ async fn the_static_musl_build_runs_the_agent_flow() {
     let status = agent.stop(5).await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
 }
+
+/// The instructor releases a seat: the agent stops the desktop, removes the host's
+/// registration, moves the participant's files aside, and the VM is offered again; the
+/// next participant's code registers it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_seat_is_reset_before_the_next_participant() {
+    let s = TestServer::start_with(|c| {
+        c.server.long_poll_seconds = LONG_POLL;
+        c.server.heartbeat_seconds = 1;
+    })
+    .await;
+    let rig = Rig::new("reset");
+    let desktop = rig.path("home/Desktop");
+    let daemon = fixtures_bin().join("crd-daemon");
+    let (desktop_arg, daemon_arg) = (desktop.display().to_string(), daemon.display().to_string());
+    let mut agent = rig.agent_with_env(
+        &s.base,
+        Token::Env(s.token()),
+        Gpu::Fake,
+        &["--desktop-dir", &desktop_arg, "--crd-daemon", &daemon_arg],
+        &[("FAKE_CRD_DAEMON_LOG", &rig.path("daemon.args"))],
+    );
+    within(60, "reset flow", async {
+        wait_vm(&s, &rig.vm, 30, "VM running", |vm| vm.is_available()).await;
+        let first = s
+            .claim("ada@example.org", &crd_command("4/0AFirstSeat"))
+            .await;
+        assert_eq!(first.hostname(), rig.vm);
+        wait_for(20, "the desktop started", || async {
+            (rig.start_host_runs().len() == 1).then_some(())
+        })
+        .await;
+        // The participant's work, and the registration start-host would have written.
+        std::fs::create_dir_all(desktop.join("project")).expect("mkdir");
+        std::fs::write(desktop.join("project/labels.slp"), "ada's work").expect("write");
+        std::fs::write(rig.path("crd/host#abc.json"), "{}").expect("registration");
+
+        let released = s
+            .client
+            .post(s.url(&format!("/api/vms/{}/release", rig.vm)))
+            .basic_auth("admin", Some(crate::helpers::ADMIN_PASSWORD))
+            .send()
+            .await
+            .expect("release");
+        assert_eq!(released.status(), 200);
+        wait_vm(&s, &rig.vm, 30, "the VM reset and free again", |vm| {
+            vm.is_available()
+        })
+        .await;
+        assert!(
+            rig.read("daemon.args").lines().any(|l| l == "--stop"),
+            "the desktop was stopped"
+        );
+        assert!(
+            !rig.path("crd/host#abc.json").exists(),
+            "the registration was removed"
+        );
+        let kept: Vec<_> = std::fs::read_dir(rig.path("home/lablink-previous"))
+            .expect("files moved aside")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(
+            std::fs::read_to_string(kept[0].join("project/labels.slp")).expect("kept"),
+            "ada's work"
+        );
+        assert!(
+            std::fs::read_dir(&desktop)
+                .expect("desktop")
+                .next()
+                .is_none()
+        );
+
+        // The next participant's code registers the VM again (start-host, not the daemon).
+        let second = s
+            .claim("lin@example.org", &crd_command("4/0ASecondSeat"))
+            .await;
+        assert_eq!(second.hostname(), rig.vm);
+        wait_for(20, "start-host for the second participant", || async {
+            (rig.start_host_runs().len() == 2).then_some(())
+        })
+        .await;
+        assert_eq!(
+            rig.start_host_runs()[1],
+            rig.expected_argv("4/0ASecondSeat")
+        );
+    })
+    .await;
+    assert_eq!(agent.stop(10).await.code(), Some(0));
+}
