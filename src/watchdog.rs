@@ -27,8 +27,7 @@ pub async fn run(app: App) {
 
 async fn apply(app: &App, changes: Changes) {
     let now = app.clock.now();
-    let Changes { silent, back } = changes;
-    let (marked, cleared) = (silent.clone(), back.clone());
+    let (marked, cleared) = (changes.silent.clone(), changes.back.clone());
     let written = app
         .store
         .write(move |tx| {
@@ -53,10 +52,13 @@ async fn apply(app: &App, changes: Changes) {
             for (host, assigned) in marked {
                 tracing::warn!(vm = %host, assigned, "agent unresponsive: VM taken out of the pool");
             }
-            for host in back {
+            for host in &changes.back {
                 tracing::info!(vm = %host, "agent heard again");
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot record the agents' liveness"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record the agents' liveness; trying again");
+            app.liveness.unsweep(&changes);
+        }
     }
 }

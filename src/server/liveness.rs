@@ -157,6 +157,21 @@ impl Liveness {
         changes
     }
 
+    /// The store could not be told about `changes`: the next sweep reports them again.
+    pub fn unsweep(&self, changes: &Changes) {
+        let mut map = self.map();
+        for (host, _) in &changes.silent {
+            if let Some(seen) = map.get_mut(host) {
+                seen.marked = false;
+            }
+        }
+        for host in &changes.back {
+            if let Some(seen) = map.get_mut(host) {
+                seen.marked = true;
+            }
+        }
+    }
+
     /// The VM is gone: stop watching it.
     pub fn forget(&self, host: &str) {
         self.map().remove(host);
