@@ -100,6 +100,7 @@ pub fn build(app: App) -> Router {
         .route("/admin/events/pool", get(sse::pool))
         .route("/admin/token", get(admin::token))
         .route("/admin/token/rotate", post(admin::rotate_token))
+        .route("/admin/token/mint", post(admin::mint_credential))
         .route("/admin/audit", get(admin::audit_page))
         .route("/admin/{export}", get(admin::export))
         .route("/download/lablink", get(download::executable))

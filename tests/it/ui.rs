@@ -660,3 +660,76 @@ async fn the_log_stream_follows_new_lines() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_console_mints_and_revokes_vm_credentials() {
+    // As shipped: per-VM credentials; a machine of the manual provider needs one minted.
+    let s = TestServer::start_with(|c| c.access.shared_agent_token = false).await;
+    within(60, "test", async {
+        let console = Console::sign_in(&s).await;
+        let csrf = console.csrf.clone();
+        let bad = console
+            .post(
+                "/admin/token/mint",
+                &[("csrf_token", &csrf), ("hostname", "lab pc")],
+            )
+            .await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let page = console
+            .post(
+                "/admin/token/mint",
+                &[("csrf_token", &csrf), ("hostname", "lab-pc-7")],
+            )
+            .await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.expect("page");
+        let start = html
+            .find("id=\"minted-credential\">")
+            .expect("credential shown")
+            + "id=\"minted-credential\">".len();
+        let credential = html[start..]
+            .split('<')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            credential.starts_with("lablink-vm:lab-pc-7:"),
+            "{credential}"
+        );
+        let status = json!({"hostname": "lab-pc-7", "status": "running"});
+        s.post_json("/api/vm-status", &status, Some(&credential))
+            .await
+            .expect(200);
+        // Listed by name only, with a revoke form; shown once.
+        let later = console
+            .get("/admin/token")
+            .await
+            .text()
+            .await
+            .expect("page");
+        assert!(
+            later.contains("<td class=\"host\">lab-pc-7</td>"),
+            "{later}"
+        );
+        assert!(!later.contains(&credential));
+        let unconfirmed = console
+            .post(
+                "/admin/instances/lab-pc-7/revoke",
+                &[("csrf_token", &csrf), ("confirm", "lab-pc")],
+            )
+            .await;
+        assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+        let revoked = console
+            .post(
+                "/admin/instances/lab-pc-7/revoke",
+                &[("csrf_token", &csrf), ("confirm", "lab-pc-7")],
+            )
+            .await;
+        assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+        s.post_json("/api/vm-status", &status, Some(&credential))
+            .await
+            .expect_error(401, "Invalid API token.");
+        assert!(s.stored_vm("lab-pc-7").await.is_none());
+    })
+    .await;
+}

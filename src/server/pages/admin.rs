@@ -358,9 +358,39 @@ pub async fn token(State(app): State<App>, admin: Admin) -> Markup {
     view::token::page(
         &viewer(&admin),
         &fingerprint(&app.api_token.get()),
-        None,
-        None,
+        &app.identities.names(),
+        &view::token::Shown::default(),
     )
+}
+
+#[derive(Deserialize)]
+pub struct MintForm {
+    hostname: Option<String>,
+}
+
+/// `POST /admin/token/mint`: a credential for a machine of the manual provider, shown once.
+pub async fn mint_credential(
+    State(app): State<App>,
+    admin: Admin,
+    Form(form): Form<MintForm>,
+) -> Result<Markup, ApiError> {
+    let host = form.hostname.unwrap_or_default().trim().to_owned();
+    validate_hostname(&host).map_err(|e| ApiError::BadRequest(format!("Machine name: {e}")))?;
+    let minted = crate::server::api::seats::mint(&app, &admin, std::slice::from_ref(&host)).await?;
+    let credential = minted
+        .into_iter()
+        .next()
+        .map(|(_, c)| c)
+        .unwrap_or_default();
+    Ok(view::token::page(
+        &viewer(&admin),
+        &fingerprint(&app.api_token.get()),
+        &app.identities.names(),
+        &view::token::Shown {
+            minted: Some((&host, &credential)),
+            ..Default::default()
+        },
+    ))
 }
 
 /// A typed confirmation (`confirm` field) of a destructive action.
@@ -413,11 +443,16 @@ pub async fn rotate_token(
         format!("new fingerprint {}", fingerprint(&token)),
     )
     .await;
+    let problem = problem.map(Flash::Problem);
     Ok(view::token::page(
         &viewer(&admin),
         &fingerprint(&token),
-        Some(&token),
-        problem.map(Flash::Problem).as_ref(),
+        &app.identities.names(),
+        &view::token::Shown {
+            new_token: Some(&token),
+            problem: problem.as_ref(),
+            ..Default::default()
+        },
     )
     .into_response())
 }
