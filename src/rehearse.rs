@@ -148,8 +148,11 @@ async fn mint_credentials(
     args: &RehearseArgs,
     hosts: &[String],
 ) -> Result<HashMap<String, String>, String> {
-    let admin =
-        crate::commands::remote::Admin::new(&args.url, &args.user, args.password_file.as_deref())?;
+    let login = crate::commands::remote::Login {
+        user: args.user.clone(),
+        password_file: args.password_file.clone(),
+    };
+    let admin = crate::commands::remote::Admin::new(&args.url, &login)?;
     let answer = admin
         .post("/api/vm-credentials", &json!({ "hostnames": hosts }))
         .await

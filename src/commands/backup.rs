@@ -25,12 +25,8 @@ pub struct BackupArgs {
     /// The allocator's address.
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     pub url: String,
-    /// Admin user name.
-    #[arg(long, default_value = "admin")]
-    pub user: String,
-    /// Read the admin password from this file (else LABLINK_ADMIN_PASSWORD, else prompted).
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub login: super::remote::Login,
 }
 
 #[derive(Args, Debug)]
@@ -79,7 +75,7 @@ pub fn backup(args: BackupArgs) -> ExitCode {
             args.file.display()
         ));
     }
-    let password = match password(args.password_file.as_deref(), &args.user, base) {
+    let password = match password(args.login.password_file.as_deref(), &args.login.user, base) {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
@@ -91,7 +87,13 @@ pub fn backup(args: BackupArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let partial = with_suffix(&args.file, ".partial");
-    let downloaded = runtime.block_on(download(&endpoint, base, &args.user, &password, &partial));
+    let downloaded = runtime.block_on(download(
+        &endpoint,
+        base,
+        &args.login.user,
+        &password,
+        &partial,
+    ));
     let outcome = downloaded.and_then(|bytes| {
         let summary = snapshot::verify(&partial)
             .map_err(|e| format!("the download is not a usable backup: {e}"))?;

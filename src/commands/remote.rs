@@ -6,6 +6,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// How a command signs in to a running allocator.
+#[derive(clap::Args, Debug)]
+pub struct Login {
+    /// Admin user name.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+    /// Read the admin password from this file (else LABLINK_ADMIN_PASSWORD, else prompted).
+    #[arg(long)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
 /// Where the admin password comes from when no `--password-file` is given.
 pub const PASSWORD_ENV: &str = "LABLINK_ADMIN_PASSWORD";
 
@@ -81,10 +92,11 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(url: &str, user: &str, password_file: Option<&Path>) -> Result<Admin, String> {
+    pub fn new(url: &str, login: &Login) -> Result<Admin, String> {
         let parsed = base_url(url)?;
         let base = url.trim_end_matches('/').to_owned();
-        let password = password(password_file, user, &base)?;
+        let user = login.user.as_str();
+        let password = password(login.password_file.as_deref(), user, &base)?;
         let mut client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(60));

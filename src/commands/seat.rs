@@ -1,7 +1,6 @@
 //! `lablink seat ACTION HOST`: fix a seat of a running allocator, as the admin through its
 //! API: release it, move its participant, clear a false alarm, or revoke the VM.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -32,12 +31,8 @@ pub struct SeatArgs {
     /// The allocator's address.
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     pub url: String,
-    /// Admin user name.
-    #[arg(long, default_value = "admin")]
-    pub user: String,
-    /// Read the admin password from this file (else LABLINK_ADMIN_PASSWORD, else prompted).
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub login: super::remote::Login,
 }
 
 pub fn run(args: SeatArgs) -> ExitCode {
@@ -54,14 +49,13 @@ pub fn run(args: SeatArgs) -> ExitCode {
         eprintln!("lablink seat: --to goes only with `move`");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let admin =
-        match super::remote::Admin::new(&args.url, &args.user, args.password_file.as_deref()) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("lablink seat: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
+    let admin = match super::remote::Admin::new(&args.url, &args.login) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lablink seat: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let (verb, body) = match args.action {
         Action::Release => ("release", json!({})),
         Action::Move => ("move", json!({ "to": args.to })),

@@ -29,13 +29,8 @@ pub struct TokenArgs {
     /// A running allocator's address: mint or revoke through its API.
     #[arg(long)]
     pub url: Option<String>,
-    /// Admin user name (with --url).
-    #[arg(long, default_value = "admin")]
-    pub user: String,
-    /// Read the admin password from this file (with --url; else LABLINK_ADMIN_PASSWORD,
-    /// else prompted).
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub login: super::remote::Login,
 }
 
 enum Change<'a> {
@@ -117,7 +112,7 @@ fn print_shared(data_dir: &Path, runtime: &tokio::runtime::Runtime) -> ExitCode 
 }
 
 async fn through_api(args: &TokenArgs, url: &str, change: Change<'_>) -> Result<String, String> {
-    let admin = super::remote::Admin::new(url, &args.user, args.password_file.as_deref())?;
+    let admin = super::remote::Admin::new(url, &args.login)?;
     match change {
         Change::Mint(name) => {
             let answer = admin

@@ -58,14 +58,7 @@ fn add_sessions_and_audit_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
 /// Launch-bound VM identities. VMs already in the store keep working with the
 /// credential they were given (which names no nonce) until they are destroyed.
 fn add_vm_identities_v5(tx: &WriteTransaction) -> Result<(), StoreError> {
-    let hosts: Vec<String> = {
-        let vms = tx.open_table(VMS)?;
-        let mut hosts = Vec::new();
-        for entry in vms.iter()? {
-            hosts.push(entry?.0.value().to_owned());
-        }
-        hosts
-    };
+    let hosts = super::vms::hostnames(tx)?;
     tx.open_table(VM_IDENTITIES)?;
     let now = chrono::Utc::now();
     for host in hosts {

@@ -367,16 +367,19 @@ pub fn delete(tx: &WriteTransaction, host: &str) -> Result<bool, StoreError> {
     Ok(true)
 }
 
+/// Every VM's hostname, read inside a write.
+pub fn hostnames(tx: &WriteTransaction) -> Result<Vec<String>, StoreError> {
+    let vms = tx.open_table(VMS)?;
+    let mut hosts = Vec::new();
+    for entry in vms.iter()? {
+        hosts.push(entry?.0.value().to_owned());
+    }
+    Ok(hosts)
+}
+
 /// Removes every VM; returns their hostnames.
 pub fn delete_all(tx: &WriteTransaction) -> Result<Vec<String>, StoreError> {
-    let hosts: Vec<String> = {
-        let vms = tx.open_table(VMS)?;
-        let mut hosts = Vec::new();
-        for entry in vms.iter()? {
-            hosts.push(entry?.0.value().to_owned());
-        }
-        hosts
-    };
+    let hosts = hostnames(tx)?;
     for host in &hosts {
         delete(tx, host)?;
     }
