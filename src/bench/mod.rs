@@ -1,10 +1,13 @@
 //! `lablink bench`: starts `lablink serve` as a child process (the same executable, so run
 //! it from a release build) in a scratch data directory on loopback and prints figures:
 //! start to first answer, idle RSS, `GET /api/health` requests/s, durable claims/s with
-//! latency percentiles, claim→wake latency, and the RSS cost of parked long-polls.
-//! Nothing here asserts a threshold: it measures.
+//! latency percentiles, claim→wake latency, the RSS cost of parked long-polls, and on
+//! allocators of their own the heartbeat load of a large fleet (requests/s, the allocator's
+//! CPU share) and how soon a frozen agent is noticed. Nothing here asserts a threshold: it
+//! measures.
 
 mod client;
+mod heartbeat;
 mod longpoll;
 
 use std::net::SocketAddr;
@@ -40,7 +43,24 @@ pub struct BenchArgs {
     /// The lablink executable to start (default: this one).
     #[arg(long)]
     pub server: Option<PathBuf>,
+    /// VMs heartbeating in the heartbeat-load phase, each with a minted credential and a
+    /// connection of its own (0 skips the phase).
+    #[arg(long, default_value_t = 10_000)]
+    pub heartbeat_vms: usize,
+    /// Seconds between one VM's heartbeats in that phase (the allocator's default).
+    #[arg(long, default_value_t = 15)]
+    pub heartbeat_every: u64,
+    /// Seconds the heartbeat-load phase is measured.
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat_run: u64,
+    /// Agents frozen one after another for the detection phase, on an allocator with
+    /// heartbeats every second (0 skips the phase).
+    #[arg(long, default_value_t = 200)]
+    pub frozen: usize,
 }
+
+/// The admin password of the allocators the bench starts.
+const ADMIN_PASSWORD: &str = "bench-only-password";
 
 pub fn run(args: BenchArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -63,16 +83,25 @@ struct Server {
     token: String,
 }
 
-async fn start_server(exe: &Path, dir: &Path) -> Result<(Server, Duration), String> {
+/// Starts `lablink serve` on `dir` with the bench's settings and `env` (configuration keys
+/// as `LABLINK_…`); returns it and the time to its first answer. Its warnings and errors
+/// are shown, except those containing `expected` (what the phase provokes on purpose).
+async fn start_server(
+    exe: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+    expected: Option<&'static str>,
+) -> Result<(Server, Duration), String> {
     let started = Instant::now();
     let mut child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
-        .env("LABLINK_APP_ADMIN_PASSWORD", "bench-only-password")
+        .env("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("LABLINK_SERVER_LONG_POLL_SECONDS", "600")
         .env("LABLINK_ACCESS_SHARED_AGENT_TOKEN", "true")
         .env("LABLINK_ACCESS_CLAIMS_PER_EMAIL_PER_MINUTE", "0")
         .env("LABLINK_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -99,7 +128,8 @@ async fn start_server(exe: &Path, dir: &Path) -> Result<(Server, Duration), Stri
     .ok_or("server exited before it was ready")?;
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("WARN") || line.contains("ERROR") {
+            let shown = line.contains("WARN") || line.contains("ERROR");
+            if shown && !expected.is_some_and(|e| line.contains(e)) {
                 eprintln!("server: {line}");
             }
         }
@@ -119,6 +149,23 @@ async fn start_server(exe: &Path, dir: &Path) -> Result<(Server, Duration), Stri
         },
         startup,
     ))
+}
+
+impl Server {
+    /// SIGTERM, and the wait for the exit: how long it took, and how it ended.
+    async fn stop(mut self) -> Result<(Duration, std::process::ExitStatus), String> {
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .map_err(|e| e.to_string())?;
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .map_err(|_| "server did not exit within 10 s of SIGTERM")?
+            .map_err(|e| e.to_string())?;
+        Ok((t.elapsed(), status))
+    }
 }
 
 async fn wait_healthy(addr: SocketAddr) -> Result<Instant, String> {
@@ -232,7 +279,11 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
         args.seconds,
         exe.display()
     );
-    let (mut server, startup) = start_server(exe, dir).await?;
+    // A claim picks only VMs whose agent was heard within the staleness limit. The claim
+    // pool's agents were heard when they registered; 20 heartbeat intervals (300 s) cover
+    // registering and claiming all of them.
+    let env = [("LABLINK_SERVER_STALE_AFTER_HEARTBEATS", "20")];
+    let (server, startup) = start_server(exe, &dir.join("main"), &env, None).await?;
     println!(
         "{:<28} {:>10.1} ms",
         "start to first answer",
@@ -304,21 +355,41 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
         "RSS after load", rss, hwm
     );
 
-    let t = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .map_err(|e| e.to_string())?;
-    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
-        .await
-        .map_err(|_| "server did not exit within 10 s of SIGTERM")?
-        .map_err(|e| e.to_string())?;
+    let (took, status) = server.stop().await?;
     println!(
         "{:<28} {:>10.1} ms   ({status})",
         "SIGTERM to exit",
-        t.elapsed().as_secs_f64() * 1000.0
+        took.as_secs_f64() * 1000.0
     );
+
+    if args.heartbeat_vms > 0 {
+        let every = args.heartbeat_every.to_string();
+        let env = [("LABLINK_SERVER_HEARTBEAT_SECONDS", every.as_str())];
+        let (server, _) = start_server(exe, &dir.join("heartbeats"), &env, None).await?;
+        heartbeat::load(
+            &server,
+            args.heartbeat_vms,
+            Duration::from_secs(args.heartbeat_every),
+            Duration::from_secs(args.heartbeat_run),
+        )
+        .await?;
+        server.stop().await?;
+    }
+    if args.frozen > 0 {
+        let env = [
+            ("LABLINK_SERVER_HEARTBEAT_SECONDS", "1"),
+            ("LABLINK_SERVER_STALE_AFTER_HEARTBEATS", "3"),
+        ];
+        let (server, _) = start_server(
+            exe,
+            &dir.join("detection"),
+            &env,
+            Some("agent unresponsive"),
+        )
+        .await?;
+        heartbeat::detection(&server, args.frozen).await?;
+        server.stop().await?;
+    }
     Ok(())
 }
 

@@ -94,33 +94,45 @@ pub struct Admin {
 impl Admin {
     pub fn new(url: &str, login: &Login) -> Result<Admin, String> {
         let parsed = base_url(url)?;
-        let base = url.trim_end_matches('/').to_owned();
-        let user = login.user.as_str();
-        let password = password(login.password_file.as_deref(), user, &base)?;
         let mut client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(60));
         if is_loopback(&parsed) {
             client = client.no_proxy();
         }
+        let client = client
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Admin::with_client(client, url, login)
+    }
+
+    /// Over an HTTP client the caller already has.
+    pub fn with_client(client: reqwest::Client, url: &str, login: &Login) -> Result<Admin, String> {
+        let base = url.trim_end_matches('/').to_owned();
+        let password = password(login.password_file.as_deref(), &login.user, &base)?;
         Ok(Admin {
             base,
-            client: client
-                .build()
-                .map_err(|e| format!("cannot set up the HTTP client: {e}"))?,
-            user: user.to_owned(),
+            client,
+            user: login.user.clone(),
             password,
         })
     }
 
     /// POSTs `body` (JSON) to `path`; the answer's JSON, or what went wrong in words.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        self.call(self.client.post(url).json(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        self.call(self.client.get(url)).await
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
         let base = &self.base;
-        let response = self
-            .client
-            .post(format!("{base}{path}"))
+        let response = request
             .basic_auth(&self.user, Some(&self.password))
-            .json(body)
             .send()
             .await
             .map_err(|e| {

@@ -6,6 +6,7 @@ mod agent;
 mod agent_api;
 mod backup;
 mod bad_input;
+mod bench;
 mod browser;
 mod claim;
 mod cli;

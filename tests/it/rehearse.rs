@@ -66,6 +66,77 @@ async fn a_rehearsal_reports_and_passes_on_a_healthy_allocator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_and_frozen_agents_are_never_handed_out_and_their_participants_are_reseated() {
+    // Heartbeats every second, silent for 3: a failed VM is noticed within seconds.
+    let s = TestServer::start_with(|c| {
+        c.access.shared_agent_token = false;
+        c.server.heartbeat_seconds = 1;
+    })
+    .await;
+    let (_dir, password) = password_file(ADMIN_PASSWORD);
+    let out = run_binary(
+        &[
+            "rehearse",
+            &s.base,
+            "--agents",
+            "20",
+            "--die-share",
+            "0.1",
+            "--freeze-share",
+            "0.1",
+            "--password-file",
+            &password,
+            "--seconds",
+            "40",
+        ],
+        &[],
+        60,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 4 of 20 fail before the claims; 12 participants (4 spares for the second wave).
+    for line in [
+        "20 VMs, 12 participants",
+        "VMs registered         20 of 20",
+        "every 1 s",
+        "faults before claims   2 died, 2 froze; shown unresponsive after p50 ",
+        "handed a dead VM       0",
+        "12 assigned, 0 refused",
+        "faults after claims    2 died, 2 froze (assigned VMs)",
+        "re-seated              4 of 4; failure → new VM p50 ",
+        "errors                 0",
+        "double assignments     0",
+        "verdict: PASS for a workshop of 12 participants",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");
+    }
+    // The allocator's side: 12 participants seated, each on a VM whose agent is alive;
+    // the 8 failed VMs marked unresponsive, none of them holding a participant.
+    let pool = s
+        .app
+        .store
+        .read(lablink::store::vms::list)
+        .await
+        .expect("pool");
+    let seated: Vec<_> = pool.iter().filter(|vm| vm.assignment.is_some()).collect();
+    assert_eq!(seated.len(), 12);
+    for vm in &seated {
+        assert!(vm.unresponsive_since.is_none(), "{} is dead", vm.hostname);
+        assert!(s.app.liveness.is_alive(&vm.hostname), "{}", vm.hostname);
+    }
+    let failed = pool
+        .iter()
+        .filter(|vm| vm.unresponsive_since.is_some())
+        .count();
+    assert_eq!(failed, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehearsal_passes_the_join_code_and_the_allow_list() {
     // A fresh allocator for each run: VMs left free by one rehearsal would be handed to the
     // next one's participants while no agent of that rehearsal waits on them.
@@ -155,4 +226,14 @@ async fn other_hosts_need_the_owners_flag_and_bad_flags_are_named() {
     .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--agents"));
+    for (flag, value) in [("--die-share", "1.5"), ("--freeze-share", "-0.1")] {
+        let arg = format!("{flag}={value}");
+        let out = run_binary(&["rehearse", "http://127.0.0.1:9", &arg], &[], 10).await;
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{flag}: {value} is outside 0..=0.9")),
+            "{stderr}"
+        );
+    }
 }

@@ -1,0 +1,65 @@
+//! `lablink bench`, run small as the real binary: every phase still runs and says what it
+//! measured. No figure is asserted; the bench measures, it does not judge.
+
+use crate::helpers::run_binary;
+
+#[tokio::test]
+async fn every_bench_phase_runs_and_reports() {
+    let out = run_binary(
+        &[
+            "bench",
+            "--clients",
+            "4",
+            "--seconds",
+            "1",
+            "--pool",
+            "300",
+            "--parked",
+            "50",
+            "--wakes",
+            "10",
+            "--heartbeat-vms",
+            "100",
+            "--heartbeat-every",
+            "1",
+            "--heartbeat-run",
+            "2",
+            "--frozen",
+            "10",
+        ],
+        &[],
+        120,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` line:\n{stdout}"))
+            .to_owned()
+    };
+    // Claims pick only VMs whose agent is alive: the pool's registered agents are.
+    assert!(
+        line("POST /api/request_vm").contains("ok 300  refused 0  errors 0"),
+        "{stdout}"
+    );
+    assert!(
+        line("claim → agent wake").contains("woken 10 of 10"),
+        "{stdout}"
+    );
+    assert!(line("POST /api/heartbeat").contains("errors 0"), "{stdout}");
+    assert!(
+        line("allocator CPU, heartbeats").contains("% of one core"),
+        "{stdout}"
+    );
+    assert!(
+        line("frozen agent → unresponsive").contains("(10 of 10 seen; 0 before freezing"),
+        "{stdout}"
+    );
+}
