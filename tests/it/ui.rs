@@ -566,6 +566,60 @@ async fn set_password_changes_the_login_of_a_stopped_allocator() {
 }
 
 #[tokio::test]
+async fn a_new_configured_password_signs_every_browser_out() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        let console = Console::sign_in(&s).await;
+
+        // The same configured password at the next start: the session goes on.
+        let s = s.restart(|_| {}).await;
+        let console = Console {
+            base: s.base.clone(),
+            ..console
+        };
+        assert_eq!(console.get("/admin/audit").await.status(), StatusCode::OK);
+
+        // Another one: every browser signs in again, with the new password.
+        let s = s
+            .restart(|c| c.app.admin_password = Some("a-new-configured-password".into()))
+            .await;
+        let console = Console {
+            base: s.base.clone(),
+            ..console
+        };
+        let page = console.get("/admin/audit").await;
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        assert!(
+            page.headers()[LOCATION]
+                .to_str()
+                .expect("location")
+                .starts_with("/admin/login"),
+            "{:?}",
+            page.headers()
+        );
+        assert_eq!(
+            login(&s, "a-new-configured-password").await.status(),
+            StatusCode::SEE_OTHER
+        );
+        let audit = s
+            .get(
+                "/admin/audit",
+                Auth::Basic(ADMIN_USER, "a-new-configured-password"),
+            )
+            .await;
+        assert_eq!(audit.status, 200);
+        assert!(
+            audit
+                .text
+                .contains("admin password changed through the configuration; all sessions ended"),
+            "{}",
+            audit.text
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn vendored_htmx_is_served_with_validators_and_pages_carry_the_csp() {
     let s = TestServer::start().await;
     let js = s
