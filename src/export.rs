@@ -2,6 +2,7 @@
 //! workshop's records. Chrome Remote Desktop codes and PINs are left out: they are
 //! credentials, not records.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Serialize;
@@ -10,11 +11,11 @@ use crate::model::Vm;
 
 #[derive(Serialize)]
 struct Row<'a> {
-    hostname: &'a str,
-    status: &'a str,
-    gpu_health: &'a str,
+    hostname: Cow<'a, str>,
+    status: Cow<'a, str>,
+    gpu_health: Cow<'a, str>,
     in_use: bool,
-    participant_email: &'a str,
+    participant_email: Cow<'a, str>,
     assigned_at: String,
     terraform_apply_seconds: Option<f64>,
     cloud_init_seconds: Option<f64>,
@@ -27,11 +28,13 @@ struct Row<'a> {
 fn rows(pool: &[Vm]) -> Vec<Row<'_>> {
     pool.iter()
         .map(|vm| Row {
-            hostname: &vm.hostname,
-            status: vm.status.map_or("", |s| s.as_str()),
-            gpu_health: vm.health.as_ref().map_or("", |h| h.as_str()),
+            hostname: Cow::Borrowed(&vm.hostname),
+            status: Cow::Borrowed(vm.status.map_or("", |s| s.as_str())),
+            gpu_health: Cow::Borrowed(vm.health.as_ref().map_or("", |h| h.as_str())),
             in_use: vm.in_use,
-            participant_email: vm.assignment.as_ref().map_or("", |a| a.email.as_str()),
+            participant_email: Cow::Borrowed(
+                vm.assignment.as_ref().map_or("", |a| a.email.as_str()),
+            ),
             assigned_at: vm
                 .assignment
                 .as_ref()
@@ -49,9 +52,27 @@ fn rows(pool: &[Vm]) -> Vec<Row<'_>> {
         .collect()
 }
 
+/// A text cell a spreadsheet would not run as a formula: one that starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return gets a leading `'` (OWASP's CSV injection rule).
+/// Agents report GPU health as free text, and e-mail addresses may start with `=`.
+fn spreadsheet_safe(cell: Cow<'_, str>) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        cell
+    }
+}
+
 pub fn csv(pool: &[Vm]) -> Vec<u8> {
     let mut out = csv::Writer::from_writer(Vec::new());
     for row in rows(pool) {
+        let row = Row {
+            hostname: spreadsheet_safe(row.hostname),
+            status: spreadsheet_safe(row.status),
+            gpu_health: spreadsheet_safe(row.gpu_health),
+            participant_email: spreadsheet_safe(row.participant_email),
+            ..row
+        };
         // Writing plain fields into memory cannot fail.
         let _ = out.serialize(row);
     }
@@ -181,6 +202,16 @@ mod tests {
         }
         for p in no {
             assert!(!wanted(Path::new(p), "slp"), "{p}");
+        }
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_get_a_quote() {
+        for risky in ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(spreadsheet_safe(risky.into()), format!("'{risky}"));
+        }
+        for plain in ["", "vm-1", "ada@example.org", "'quoted", " =x"] {
+            assert_eq!(spreadsheet_safe(plain.into()), plain);
         }
     }
 }

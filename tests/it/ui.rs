@@ -436,6 +436,42 @@ async fn the_pool_exports_as_csv_and_json_without_credentials() {
     .await;
 }
 
+#[tokio::test]
+async fn exported_cells_never_start_a_spreadsheet_formula() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        s.register_running("vm-1").await;
+        s.agent_post(
+            "/api/gpu_health",
+            &json!({"hostname": "vm-1", "gpu_status": "@SUM(1+1)*cmd|' /C calc'!A0"}),
+        )
+        .await
+        .expect(200);
+        let email = "=2+5+cmd@example.org";
+        let claimed = s
+            .claim(email, &crate::helpers::crd_command("4/0AFormula"))
+            .await;
+        assert_eq!(claimed.hostname(), "vm-1");
+
+        let csv = s.get("/admin/export.csv", Auth::admin()).await;
+        assert_eq!(csv.status, 200);
+        let mut reader = csv::Reader::from_reader(csv.text.as_bytes());
+        let header = reader.headers().expect("header").clone();
+        let row = reader.records().next().expect("a row").expect("a record");
+        let cell = |name: &str| {
+            let at = header.iter().position(|h| h == name).expect(name);
+            row[at].to_owned()
+        };
+        assert_eq!(cell("participant_email"), format!("'{email}"));
+        assert_eq!(cell("gpu_health"), "'@SUM(1+1)*cmd|' /C calc'!A0");
+        assert_eq!(cell("hostname"), "vm-1");
+        // The JSON export is data for programs, not a spreadsheet: unchanged.
+        let json = s.get("/admin/export.json", Auth::admin()).await.expect(200);
+        assert_eq!(json[0]["participant_email"], email);
+    })
+    .await;
+}
+
 /// Reads an SSE response until `want` appears in the raw stream.
 async fn read_events_until(response: reqwest::Response, want: &str) -> String {
     let mut response = response;
