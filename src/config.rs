@@ -542,6 +542,21 @@ impl Config {
         }
         if self.machine.software.trim().is_empty() {
             bad("machine.software", "must not be empty".into());
+        } else {
+            // It begins the names of the VMs this allocator launches.
+            let sample = format!(
+                "{}-lablink-client-{}-vm-1",
+                self.machine.software, self.environment
+            );
+            if let Err(e) = crate::model::validate_hostname(&sample) {
+                bad(
+                    "machine.software",
+                    format!(
+                        "with environment `{}`, VMs would be named like `{sample}`: {e}",
+                        self.environment
+                    ),
+                );
+            }
         }
         if let Err(e) = self.listen_addr() {
             bad("server.listen", e);
@@ -817,6 +832,20 @@ mod tests {
             assert_eq!(keys, vec!["machine.extension"], "{bad}");
         }
         c.machine.extension = "h5".into();
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn the_software_makes_valid_vm_names() {
+        let mut c = Config::default();
+        for bad in ["sleap_nn", "sleap.", "-sleap", "sleap nn"] {
+            c.machine.software = bad.into();
+            let problems = c.validate();
+            let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, vec!["machine.software"], "{bad}");
+            assert!(problems[0].message.contains("VMs would be named"), "{bad}");
+        }
+        c.machine.software = "sleap-nn".into();
         assert!(c.validate().is_empty());
     }
 

@@ -115,3 +115,51 @@ async fn the_manual_provider_says_it_cannot_fetch_files() {
     );
     assert_eq!(s.get("/api/scp-client", Auth::None).await.status, 401);
 }
+
+#[tokio::test]
+async fn a_stored_name_that_is_no_hostname_never_leads_out_of_the_scratch_folder() {
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+    })
+    .await;
+    within(60, "test", async {
+        // `vm-1` has a file; `..` and `.x` were stored by an older LabLink, and
+        // `local-vms/../Desktop` is a folder of the data directory.
+        s.register_running("vm-1").await;
+        let now = chrono::Utc::now();
+        s.app
+            .store
+            .write(move |tx| {
+                for host in ["..", ".x"] {
+                    lablink::store::vms::report_status(tx, host, None, now)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("store write");
+        let local = s.dir.join("local-vms");
+        put(&local.join("vm-1/Desktop/labels.slp"), "one");
+        put(&s.dir.join("Desktop/escaped.slp"), "outside");
+        put(&local.join(".x/Desktop/hidden.slp"), "hidden");
+
+        let (status, _, entries) = download(&s).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(entries, [("vm-1/labels.slp".to_owned(), "one".to_owned())]);
+        let exports = s.dir.join("exports");
+        let left: Vec<_> = std::fs::read_dir(&exports)
+            .expect("exports")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "left in {}: {left:?}", exports.display());
+        let audit = s.get("/admin/audit", Auth::admin()).await;
+        assert!(
+            audit
+                .text
+                .contains("&quot;..&quot;: not a valid hostname; its files were not fetched"),
+            "{}",
+            audit.text
+        );
+    })
+    .await;
+}

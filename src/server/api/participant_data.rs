@@ -26,7 +26,12 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
     if pool.is_empty() {
         return Err(ApiError::NotFound("No VMs found in the database.".into()));
     }
-    let hosts: Vec<String> = pool.into_iter().map(|vm| vm.hostname).collect();
+    // A name stored by an older LabLink is not trusted as a folder name: `..` would
+    // lead out of the scratch folder.
+    let (hosts, misnamed): (Vec<String>, Vec<String>) = pool
+        .into_iter()
+        .map(|vm| vm.hostname)
+        .partition(|host| crate::model::validate_hostname(host).is_ok());
     let extension = app.config.machine.extension.clone();
     let stamp = app.clock.now().format("%Y%m%d_%H%M%S").to_string();
     let scratch = app
@@ -37,7 +42,11 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
     std::fs::create_dir_all(&scratch)
         .map_err(|e| ApiError::Failed(format!("cannot make a scratch folder: {e}")))?;
 
-    let failures: Vec<String> = futures_util::stream::iter(hosts.clone())
+    let mut failures: Vec<String> = misnamed
+        .iter()
+        .map(|host| format!("{host:?}: not a valid hostname; its files were not fetched"))
+        .collect();
+    let fetched: Vec<String> = futures_util::stream::iter(hosts.clone())
         .map(|host| {
             let (app, into, ext) = (app.clone(), scratch.join(&host), extension.clone());
             async move {
@@ -52,6 +61,7 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
         .filter_map(|failure| async move { failure })
         .collect()
         .await;
+    failures.extend(fetched);
 
     let zip_path = scratch.join("lablink_data.zip");
     let zipped = {
