@@ -111,6 +111,11 @@ pub struct MachineConfig {
     pub ami_id: String,
     pub software: String,
     pub extension: String,
+    /// Most MiB of participants' files one download takes from one VM; a VM with more is
+    /// skipped.
+    pub export_max_mb_per_vm: u64,
+    /// Most MiB of participants' files one download takes in all; later VMs are skipped.
+    pub export_max_total_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -216,6 +221,8 @@ impl Default for Config {
                 ami_id: "ami-00c257e12d6828491".into(),
                 software: "sleap".into(),
                 extension: "slp".into(),
+                export_max_mb_per_vm: 2048,
+                export_max_total_mb: 20480,
             },
             app: AppConfig {
                 admin_user: "admin".into(),
@@ -320,6 +327,8 @@ impl Config {
             v.string("ami_id", &mut m.ami_id);
             v.string("software", &mut m.software);
             v.string("extension", &mut m.extension);
+            v.integer("export_max_mb_per_vm", &mut m.export_max_mb_per_vm);
+            v.integer("export_max_total_mb", &mut m.export_max_total_mb);
         });
         v.section("app", &mut |v| {
             let a = &mut self.app;
@@ -579,6 +588,20 @@ impl Config {
                 ),
             );
         }
+        for (key, value) in [
+            (
+                "machine.export_max_mb_per_vm",
+                self.machine.export_max_mb_per_vm,
+            ),
+            (
+                "machine.export_max_total_mb",
+                self.machine.export_max_total_mb,
+            ),
+        ] {
+            if !(1..=16 * 1024 * 1024).contains(&value) {
+                bad(key, format!("{value} MiB is outside 1..=16777216"));
+            }
+        }
         if let Err(e) = self.trusted_proxies() {
             bad("server.trusted_proxies", e);
         }
@@ -832,6 +855,24 @@ mod tests {
             assert_eq!(keys, vec!["machine.extension"], "{bad}");
         }
         c.machine.extension = "h5".into();
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn the_download_caps_are_at_least_one_mib() {
+        let mut c = Config::default();
+        c.machine.export_max_mb_per_vm = 0;
+        c.machine.export_max_total_mb = 0;
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "machine.export_max_mb_per_vm",
+                "machine.export_max_total_mb"
+            ]
+        );
+        c.machine.export_max_mb_per_vm = 1;
+        c.machine.export_max_total_mb = 1;
         assert!(c.validate().is_empty());
     }
 

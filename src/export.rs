@@ -116,8 +116,17 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(files)
 }
 
-/// Copies the wanted files under `from` to the same relative paths under `into`.
-pub fn copy_wanted(from: &Path, into: &Path, extension: &str) -> std::io::Result<()> {
+/// Copies the wanted files under `from` to the same relative paths under `into`, and
+/// returns how many bytes they take. It stops once more than `max_bytes` are copied
+/// (the answer is then above `max_bytes`; what was copied is left for the caller).
+pub fn copy_wanted(
+    from: &Path,
+    into: &Path,
+    extension: &str,
+    max_bytes: u64,
+) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut copied = 0u64;
     for path in files_under(from)? {
         let Ok(rel) = path.strip_prefix(from) else {
             continue;
@@ -127,10 +136,26 @@ pub fn copy_wanted(from: &Path, into: &Path, extension: &str) -> std::io::Result
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::copy(&path, &target)?;
+            let left = max_bytes - copied;
+            let mut source = std::fs::File::open(&path)?.take(left.saturating_add(1));
+            copied += std::io::copy(&mut source, &mut std::fs::File::create(&target)?)?;
+            if copied > max_bytes {
+                break;
+            }
         }
     }
-    Ok(())
+    Ok(copied)
+}
+
+/// Bytes the regular files under `dir` take (0 when it does not exist).
+pub fn size_under(dir: &Path) -> u64 {
+    files_under(dir).map_or(0, |files| {
+        files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 /// Unpacks the regular files of a tar archive below `into` (entries that would land
@@ -147,12 +172,17 @@ pub fn unpack_tar(archive: &Path, into: &Path) -> std::io::Result<()> {
     std::fs::remove_file(archive)
 }
 
-/// Zips the wanted files of every `<root>/<host>/…` as `<host>/…` into `out`; returns how
-/// many files went in.
+/// Name of the zip entry listing the VMs whose files are missing (`_` is never part of a
+/// hostname, so it cannot be a VM's folder).
+pub const REPORT_NAME: &str = "_lablink_report.txt";
+
+/// Zips the wanted files of every `<root>/<host>/…` as `<host>/…` into `out`, and the
+/// `report` lines (if any) as `REPORT_NAME`; returns how many files went in.
 pub fn zip_collected(
     root: &Path,
     hosts: &[String],
     extension: &str,
+    report: &[String],
     out: std::fs::File,
 ) -> std::io::Result<usize> {
     let mut zip = zip::ZipWriter::new(out);
@@ -177,6 +207,13 @@ pub fn zip_collected(
                 .map_err(std::io::Error::other)?;
             std::io::copy(&mut std::fs::File::open(&path)?, &mut zip)?;
             count += 1;
+        }
+    }
+    if !report.is_empty() {
+        zip.start_file(REPORT_NAME, options)
+            .map_err(std::io::Error::other)?;
+        for line in report {
+            std::io::Write::write_all(&mut zip, format!("{line}\n").as_bytes())?;
         }
     }
     zip.finish().map_err(std::io::Error::other)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -45,21 +45,32 @@ pub async fn run(
 }
 
 /// As `run`, with the program's standard output written to `stdout` (binary data, such
-/// as an archive); only standard error is handed over line by line.
+/// as an archive); only standard error is handed over line by line. At most
+/// `max_bytes + 1` bytes are written: a program that sends more is stopped as if
+/// cancelled, and the file's length (above `max_bytes`) tells.
 pub async fn run_to_file(
     cmd: Command,
     stdout: std::fs::File,
+    max_bytes: u64,
     limits: Limits,
     cancel: &CancellationToken,
     on_line: impl FnMut(Stream, String),
 ) -> std::io::Result<Outcome> {
-    run_with(cmd, None, Some(stdout), limits, cancel, on_line).await
+    run_with(
+        cmd,
+        None,
+        Some((stdout, max_bytes)),
+        limits,
+        cancel,
+        on_line,
+    )
+    .await
 }
 
 async fn run_with(
     mut cmd: Command,
     stdin: Option<Vec<u8>>,
-    stdout: Option<std::fs::File>,
+    stdout: Option<(std::fs::File, u64)>,
     limits: Limits,
     cancel: &CancellationToken,
     mut on_line: impl FnMut(Stream, String),
@@ -69,7 +80,7 @@ async fn run_with(
     } else {
         Stdio::null()
     })
-    .stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
+    .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .env_remove(crate::systemd::NOTIFY_SOCKET)
     .process_group(0)
@@ -84,8 +95,16 @@ async fn run_with(
         });
     }
     let (tx, mut rx) = mpsc::channel(64);
+    // Stopped at shutdown, or when the output to a file is larger than allowed.
+    let stop = cancel.child_token();
+    let mut copier = None;
     if let Some(out) = child.stdout.take() {
-        forward_lines(out, Stream::Stdout, tx.clone());
+        match stdout {
+            Some((file, max_bytes)) => {
+                copier = Some(copy_at_most(out, file, max_bytes, stop.clone()));
+            }
+            None => forward_lines(out, Stream::Stdout, tx.clone()),
+        }
     }
     if let Some(err) = child.stderr.take() {
         forward_lines(err, Stream::Stderr, tx.clone());
@@ -103,11 +122,22 @@ async fn run_with(
             },
             status = child.wait() => break Outcome::Exited(status?),
             () = &mut deadline => break Outcome::TimedOut,
-            () = cancel.cancelled() => break Outcome::Cancelled,
+            () = stop.cancelled() => break Outcome::Cancelled,
         }
     };
     if !matches!(outcome, Outcome::Exited(_)) {
         stop_group(&mut child, pgid, limits.grace).await;
+    }
+    if let Some(copier) = copier {
+        // Everything the program wrote is in the file before the caller reads it (bounded:
+        // a grandchild may hold the pipe open).
+        match tokio::time::timeout(limits.grace, copier).await {
+            Ok(Ok(copied)) => {
+                copied?;
+            }
+            Ok(Err(e)) => return Err(std::io::Error::other(e)),
+            Err(_) => {}
+        }
     }
     // Output written just before exit is still in the pipe: drain what is there.
     while let Ok(Some((stream, text))) =
@@ -116,6 +146,30 @@ async fn run_with(
         on_line(stream, text);
     }
     Ok(outcome)
+}
+
+/// Copies `pipe` into `file` up to `max_bytes + 1` bytes; reaching that, or failing to
+/// write, cancels `stop` (the program would otherwise block on a full pipe).
+fn copy_at_most(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    file: std::fs::File,
+    max_bytes: u64,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        let mut file = tokio::fs::File::from_std(file);
+        let limit = max_bytes.saturating_add(1);
+        let copied = async {
+            let copied = tokio::io::copy(&mut pipe.take(limit), &mut file).await?;
+            file.flush().await?;
+            Ok::<_, std::io::Error>(copied)
+        }
+        .await;
+        if copied.as_ref().map_or(true, |&n| n >= limit) {
+            stop.cancel();
+        }
+        copied.map(|_| ())
+    })
 }
 
 fn forward_lines(
@@ -204,6 +258,28 @@ mod tests {
                     .is_ok_and(|s| s.contains(") Z "))
         });
         assert!(gone, "grandchild {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn output_to_a_file_stops_at_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let cancel = CancellationToken::new();
+        let run_into = |script: &str, max: u64| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script]);
+            let file = std::fs::File::create(&path).expect("create");
+            run_to_file(cmd, file, max, limits(5000), &cancel, |_, _| {})
+        };
+        let outcome = run_into("printf 12345", 5).await.expect("spawn");
+        assert!(matches!(outcome, Outcome::Exited(s) if s.success()));
+        assert_eq!(std::fs::read(&path).expect("read"), b"12345");
+
+        let started = std::time::Instant::now();
+        let outcome = run_into("yes", 1000).await.expect("spawn");
+        assert!(matches!(outcome, Outcome::Cancelled), "{outcome:?}");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 1001);
+        assert!(started.elapsed() < Duration::from_secs(4));
     }
 
     #[tokio::test]
