@@ -473,6 +473,7 @@ fn systemctl(args: &[&str]) -> std::io::Result<()> {
 }
 
 fn run_checked(mut cmd: Command, what: &str) -> std::io::Result<()> {
+    crate::process::clean_signals(&mut cmd);
     let status = cmd
         .status()
         .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: {e}")))?;

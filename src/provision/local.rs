@@ -90,6 +90,7 @@ impl Local {
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
+        crate::process::clean_signals(cmd.as_std_mut());
         cmd.spawn()
     }
 
