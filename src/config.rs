@@ -731,6 +731,19 @@ impl Config {
         Ok(allowed)
     }
 
+    /// Whether anyone who reaches the participant page can take seats with made-up
+    /// e-mail addresses: no join code, no allow-list, and the allocator listens on
+    /// `listening`, an address other machines can reach (not loopback).
+    pub fn anyone_can_claim(&self, listening: SocketAddr) -> bool {
+        self.access.join_code.trim().is_empty()
+            && self
+                .access
+                .allowed_emails
+                .split(',')
+                .all(|entry| entry.trim().is_empty())
+            && !listening.ip().to_canonical().is_loopback()
+    }
+
     /// The parsed `server.trusted_proxies`.
     pub fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, String> {
         self.server
@@ -781,6 +794,37 @@ mod tests {
         assert_eq!(c.validate(), vec![]);
         assert!(c.listen_addr().expect("addr").ip().is_loopback());
         assert_eq!(c.data_dir(), PathBuf::from("./lablink-data"));
+    }
+
+    #[test]
+    fn claims_are_open_to_anyone_only_off_loopback_without_a_gate() {
+        let at = |addr: &str| addr.parse::<SocketAddr>().expect("address");
+        let open = Config::default();
+        for reachable in [
+            "0.0.0.0:5000",
+            "10.1.2.3:5000",
+            "[::]:5000",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(open.anyone_can_claim(at(reachable)), "{reachable}");
+        }
+        for local in [
+            "127.0.0.1:5000",
+            "127.0.0.2:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert!(!open.anyone_can_claim(at(local)), "{local}");
+        }
+        let mut coded = Config::default();
+        coded.access.join_code = "owl-41".into();
+        assert!(!coded.anyone_can_claim(at("0.0.0.0:5000")));
+        let mut listed = Config::default();
+        listed.access.allowed_emails = "@example.org".into();
+        assert!(!listed.anyone_can_claim(at("10.1.2.3:5000")));
+        let mut blank = Config::default();
+        blank.access.allowed_emails = " , ".into();
+        assert!(blank.anyone_can_claim(at("10.1.2.3:5000")));
     }
 
     #[test]

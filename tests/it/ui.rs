@@ -750,3 +750,42 @@ async fn the_log_stream_follows_new_lines() {
     })
     .await;
 }
+
+const OPEN_CLAIMS: &str = "Anyone who reaches this page can take seats with made-up e-mail \
+                           addresses: set access.join_code or access.allowed_emails.";
+
+#[tokio::test]
+async fn the_dashboard_warns_while_anyone_who_reaches_it_can_claim() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    within(60, "test", async {
+        // On loopback (the test servers), nobody else reaches the participant page.
+        let mut s = TestServer::start_in(dir.path(), |_| {}).await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert_eq!(page.status, 200);
+        assert!(page.text.contains("Dashboard"), "{}", page.text);
+        assert!(!page.text.contains(OPEN_CLAIMS), "{}", page.text);
+        s.stop().await;
+
+        // On every address, with neither gate: the warning.
+        let mut s = TestServer::start_on(dir.path(), "0.0.0.0:0", |_| {}).await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert!(page.text.contains(OPEN_CLAIMS), "{}", page.text);
+        s.stop().await;
+
+        // A join code, or an allow-list, is a gate.
+        let mut s = TestServer::start_on(dir.path(), "0.0.0.0:0", |c| {
+            c.access.join_code = "owl-41".into();
+        })
+        .await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert!(!page.text.contains(OPEN_CLAIMS), "{}", page.text);
+        s.stop().await;
+        let s = TestServer::start_on(dir.path(), "0.0.0.0:0", |c| {
+            c.access.allowed_emails = "@example.org".into();
+        })
+        .await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert!(!page.text.contains(OPEN_CLAIMS), "{}", page.text);
+    })
+    .await;
+}
