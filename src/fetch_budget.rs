@@ -49,28 +49,24 @@ pub enum Share {
 }
 
 impl Budget {
-    /// The budget of one download given the configuration and the free space; the note
-    /// says when the free space, not the configuration, sets the total.
-    pub fn new(config: &Config, free: u64) -> (Budget, Option<String>) {
+    /// The budget of one download given the configuration and the free space.
+    pub fn new(config: &Config, free: u64) -> Budget {
         let per_vm = config.machine.export_max_mb_per_vm.saturating_mul(MIB);
         let configured = config.machine.export_max_total_mb.saturating_mul(MIB);
         let room = free / 2;
-        let (total, total_reason, note) = if room < configured {
+        let (total, total_reason) = if room < configured {
             (
                 room,
-                "half the free space of the data directory".to_owned(),
-                Some(format!(
-                    "only {} MiB free in {}: this download keeps at most {} MiB (half of it, \
-                     leaving room for the zip)",
-                    free / MIB,
+                format!(
+                    "half the free space of {}, {} MiB free; the zip needs the other half",
                     config.data_dir().display(),
-                    room / MIB
-                )),
+                    free / MIB
+                ),
             )
         } else {
-            (configured, "machine.export_max_total_mb".to_owned(), None)
+            (configured, "machine.export_max_total_mb".to_owned())
         };
-        let budget = Budget {
+        Budget {
             per_vm,
             total,
             total_reason,
@@ -80,8 +76,7 @@ impl Budget {
                 exhausted: false,
             }),
             settled: Notify::new(),
-        };
-        (budget, note)
+        }
     }
 
     /// The share of the next VM: the per-VM cap while that much is left, else (once every
@@ -149,7 +144,14 @@ impl Budget {
 mod tests {
     use super::*;
 
-    fn budget(per_vm_mb: u64, total_mb: u64, free: u64) -> (Budget, Option<String>) {
+    /// The next share, which must come without waiting for a settle.
+    async fn share(b: &Budget) -> Share {
+        tokio::time::timeout(std::time::Duration::from_secs(5), b.share())
+            .await
+            .expect("a share without waiting")
+    }
+
+    fn budget(per_vm_mb: u64, total_mb: u64, free: u64) -> Budget {
         let mut config = Config::default();
         config.machine.export_max_mb_per_vm = per_vm_mb;
         config.machine.export_max_total_mb = total_mb;
@@ -158,10 +160,9 @@ mod tests {
 
     #[tokio::test]
     async fn shares_follow_the_caps_and_what_is_left() {
-        let (b, note) = budget(2, 5, 1000 * MIB);
-        assert_eq!(note, None);
-        assert_eq!(b.share().await, Share::Fetch(2 * MIB));
-        assert_eq!(b.share().await, Share::Fetch(2 * MIB));
+        let b = budget(2, 5, 1000 * MIB);
+        assert_eq!(share(&b).await, Share::Fetch(2 * MIB));
+        assert_eq!(share(&b).await, Share::Fetch(2 * MIB));
         // 1 MiB is left, less than a VM's cap: it waits for the others to settle.
         let waiting = b.share();
         tokio::pin!(waiting);
@@ -177,31 +178,35 @@ mod tests {
         assert!(over.contains("machine.export_max_mb_per_vm"), "{over}");
         assert_eq!(b.settle("vm-3", 2 * MIB, 2 * MIB, false), None);
         // 2 MiB left, nothing in flight.
-        assert_eq!(b.share().await, Share::Fetch(2 * MIB));
+        assert_eq!(share(&b).await, Share::Fetch(2 * MIB));
         assert_eq!(b.settle("vm-4", 2 * MIB, 2 * MIB, false), None);
-        assert_eq!(b.share().await, Share::Skip);
+        assert_eq!(share(&b).await, Share::Skip);
         assert!(b.total_line("vm-6").contains("machine.export_max_total_mb"));
     }
 
     #[tokio::test]
     async fn a_vm_that_does_not_fit_in_the_rest_ends_the_download() {
-        let (b, _) = budget(4, 6, 1000 * MIB);
-        assert_eq!(b.share().await, Share::Fetch(4 * MIB));
+        let b = budget(4, 6, 1000 * MIB);
+        assert_eq!(share(&b).await, Share::Fetch(4 * MIB));
         assert_eq!(b.settle("vm-1", 4 * MIB, 4 * MIB, false), None);
-        assert_eq!(b.share().await, Share::Fetch(2 * MIB));
+        assert_eq!(share(&b).await, Share::Fetch(2 * MIB));
         let line = b.settle("vm-2", 2 * MIB, 0, true).expect("a line");
         assert!(line.contains("limit of 6 MiB"), "{line}");
-        assert_eq!(b.share().await, Share::Skip);
+        assert_eq!(share(&b).await, Share::Skip);
     }
 
     #[tokio::test]
     async fn free_space_can_set_the_total() {
-        let (b, note) = budget(2, 100, 6 * MIB);
-        let note = note.expect("a note");
-        assert!(note.starts_with("only 6 MiB free in"), "{note}");
-        assert!(note.contains("at most 3 MiB"), "{note}");
-        assert!(b.total_line("vm-1").contains("half the free space"));
-        assert_eq!(b.share().await, Share::Fetch(2 * MIB));
+        let b = budget(2, 100, 6 * MIB);
+        assert_eq!(share(&b).await, Share::Fetch(2 * MIB));
+        assert_eq!(b.settle("vm-1", 2 * MIB, 2 * MIB, false), None);
+        assert_eq!(share(&b).await, Share::Fetch(MIB));
+        let line = b.settle("vm-2", MIB, 0, true).expect("a line");
+        assert!(
+            line.contains("limit of 3 MiB (half the free space of"),
+            "{line}"
+        );
+        assert!(line.contains("6 MiB free"), "{line}");
     }
 
     #[test]

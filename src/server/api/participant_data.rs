@@ -43,7 +43,7 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
             data_dir.display()
         ))
     })?;
-    let (budget, note) = Budget::new(&app.config, free);
+    let budget = Budget::new(&app.config, free);
     let stamp = app.clock.now().format("%Y%m%d_%H%M%S").to_string();
     let scratch = data_dir
         .join("exports")
@@ -66,7 +66,6 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
         .collect()
         .await;
     failures.extend(fetched);
-    let report: Vec<String> = note.into_iter().chain(failures.iter().cloned()).collect();
 
     let zip_path = scratch.join("lablink_data.zip");
     let zipped = {
@@ -74,7 +73,7 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
             scratch.clone(),
             hosts.clone(),
             extension.clone(),
-            report.clone(),
+            failures.clone(),
             zip_path.clone(),
         );
         tokio::task::spawn_blocking(move || {
@@ -96,10 +95,10 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
         format!(
             "{count} .{extension} file(s) from {} VM(s){}",
             hosts.len(),
-            if report.is_empty() {
+            if failures.is_empty() {
                 String::new()
             } else {
-                format!("; not fetched: {}", report.join("; "))
+                format!("; not fetched: {}", failures.join("; "))
             }
         ),
     )
@@ -114,8 +113,8 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
             ))
         });
     }
-    for line in &report {
-        tracing::warn!(%line, "participant files not fetched from a VM");
+    for failure in &failures {
+        tracing::warn!(%failure, "participant files not fetched from a VM");
     }
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(
         tokio::fs::File::from_std(file),
