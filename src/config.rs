@@ -116,6 +116,11 @@ pub struct MachineConfig {
     /// desktop user can read too; upstream's client images read only that), or `auto`
     /// (`environment` for upstream's `lablink-client-base-image`, else `file`).
     pub agent_credential: String,
+    /// Most MiB of participants' files one download takes from one VM; a VM with more is
+    /// skipped.
+    pub export_max_mb_per_vm: u64,
+    /// Most MiB of participants' files one download takes in all; later VMs are skipped.
+    pub export_max_total_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -228,6 +233,8 @@ impl Default for Config {
                 software: "sleap".into(),
                 extension: "slp".into(),
                 agent_credential: "auto".into(),
+                export_max_mb_per_vm: 2048,
+                export_max_total_mb: 20480,
             },
             app: AppConfig {
                 admin_user: "admin".into(),
@@ -335,6 +342,8 @@ impl Config {
             v.string("software", &mut m.software);
             v.string("extension", &mut m.extension);
             v.string("agent_credential", &mut m.agent_credential);
+            v.integer("export_max_mb_per_vm", &mut m.export_max_mb_per_vm);
+            v.integer("export_max_total_mb", &mut m.export_max_total_mb);
         });
         v.section("app", &mut |v| {
             let a = &mut self.app;
@@ -571,6 +580,21 @@ impl Config {
         }
         if self.machine.software.trim().is_empty() {
             bad("machine.software", "must not be empty".into());
+        } else {
+            // It begins the names of the VMs this allocator launches.
+            let sample = format!(
+                "{}-lablink-client-{}-vm-1",
+                self.machine.software, self.environment
+            );
+            if let Err(e) = crate::model::validate_hostname(&sample) {
+                bad(
+                    "machine.software",
+                    format!(
+                        "with environment `{}`, VMs would be named like `{sample}`: {e}",
+                        self.environment
+                    ),
+                );
+            }
         }
         if let Err(e) = self.listen_addr() {
             bad("server.listen", e);
@@ -604,6 +628,20 @@ impl Config {
                     "`{ext}` must be a file extension of letters and digits, without the dot (e.g. slp)"
                 ),
             );
+        }
+        for (key, value) in [
+            (
+                "machine.export_max_mb_per_vm",
+                self.machine.export_max_mb_per_vm,
+            ),
+            (
+                "machine.export_max_total_mb",
+                self.machine.export_max_total_mb,
+            ),
+        ] {
+            if !(1..=16 * 1024 * 1024).contains(&value) {
+                bad(key, format!("{value} MiB is outside 1..=16777216"));
+            }
         }
         if let Err(e) = self.trusted_proxies() {
             bad("server.trusted_proxies", e);
@@ -734,6 +772,19 @@ impl Config {
         Ok(allowed)
     }
 
+    /// Whether anyone who reaches the participant page can take seats with made-up
+    /// e-mail addresses: no join code, no allow-list, and the allocator listens on
+    /// `listening`, an address other machines can reach (not loopback).
+    pub fn anyone_can_claim(&self, listening: SocketAddr) -> bool {
+        self.access.join_code.trim().is_empty()
+            && self
+                .access
+                .allowed_emails
+                .split(',')
+                .all(|entry| entry.trim().is_empty())
+            && !listening.ip().to_canonical().is_loopback()
+    }
+
     /// The parsed `server.trusted_proxies`.
     pub fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, String> {
         self.server
@@ -803,6 +854,37 @@ mod tests {
         assert_eq!(c.validate(), vec![]);
         assert!(c.listen_addr().expect("addr").ip().is_loopback());
         assert_eq!(c.data_dir(), PathBuf::from("./lablink-data"));
+    }
+
+    #[test]
+    fn claims_are_open_to_anyone_only_off_loopback_without_a_gate() {
+        let at = |addr: &str| addr.parse::<SocketAddr>().expect("address");
+        let open = Config::default();
+        for reachable in [
+            "0.0.0.0:5000",
+            "10.1.2.3:5000",
+            "[::]:5000",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(open.anyone_can_claim(at(reachable)), "{reachable}");
+        }
+        for local in [
+            "127.0.0.1:5000",
+            "127.0.0.2:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert!(!open.anyone_can_claim(at(local)), "{local}");
+        }
+        let mut coded = Config::default();
+        coded.access.join_code = "owl-41".into();
+        assert!(!coded.anyone_can_claim(at("0.0.0.0:5000")));
+        let mut listed = Config::default();
+        listed.access.allowed_emails = "@example.org".into();
+        assert!(!listed.anyone_can_claim(at("10.1.2.3:5000")));
+        let mut blank = Config::default();
+        blank.access.allowed_emails = " , ".into();
+        assert!(blank.anyone_can_claim(at("10.1.2.3:5000")));
     }
 
     #[test]
@@ -877,6 +959,38 @@ mod tests {
             assert_eq!(keys, vec!["machine.extension"], "{bad}");
         }
         c.machine.extension = "h5".into();
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn the_download_caps_are_at_least_one_mib() {
+        let mut c = Config::default();
+        c.machine.export_max_mb_per_vm = 0;
+        c.machine.export_max_total_mb = 0;
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "machine.export_max_mb_per_vm",
+                "machine.export_max_total_mb"
+            ]
+        );
+        c.machine.export_max_mb_per_vm = 1;
+        c.machine.export_max_total_mb = 1;
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn the_software_makes_valid_vm_names() {
+        let mut c = Config::default();
+        for bad in ["sleap_nn", "sleap.", "-sleap", "sleap nn"] {
+            c.machine.software = bad.into();
+            let problems = c.validate();
+            let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, vec!["machine.software"], "{bad}");
+            assert!(problems[0].message.contains("VMs would be named"), "{bad}");
+        }
+        c.machine.software = "sleap-nn".into();
         assert!(c.validate().is_empty());
     }
 

@@ -2,6 +2,7 @@
 //! workshop's records. Chrome Remote Desktop codes and PINs are left out: they are
 //! credentials, not records.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Serialize;
@@ -10,11 +11,11 @@ use crate::model::Vm;
 
 #[derive(Serialize)]
 struct Row<'a> {
-    hostname: &'a str,
-    status: &'a str,
-    gpu_health: &'a str,
+    hostname: Cow<'a, str>,
+    status: Cow<'a, str>,
+    gpu_health: Cow<'a, str>,
     in_use: bool,
-    participant_email: &'a str,
+    participant_email: Cow<'a, str>,
     assigned_at: String,
     terraform_apply_seconds: Option<f64>,
     cloud_init_seconds: Option<f64>,
@@ -27,11 +28,13 @@ struct Row<'a> {
 fn rows(pool: &[Vm]) -> Vec<Row<'_>> {
     pool.iter()
         .map(|vm| Row {
-            hostname: &vm.hostname,
-            status: vm.status.map_or("", |s| s.as_str()),
-            gpu_health: vm.health.as_ref().map_or("", |h| h.as_str()),
+            hostname: Cow::Borrowed(&vm.hostname),
+            status: Cow::Borrowed(vm.status.map_or("", |s| s.as_str())),
+            gpu_health: Cow::Borrowed(vm.health.as_ref().map_or("", |h| h.as_str())),
             in_use: vm.in_use,
-            participant_email: vm.assignment.as_ref().map_or("", |a| a.email.as_str()),
+            participant_email: Cow::Borrowed(
+                vm.assignment.as_ref().map_or("", |a| a.email.as_str()),
+            ),
             assigned_at: vm
                 .assignment
                 .as_ref()
@@ -49,9 +52,27 @@ fn rows(pool: &[Vm]) -> Vec<Row<'_>> {
         .collect()
 }
 
+/// A text cell a spreadsheet would not run as a formula: one that starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return gets a leading `'` (OWASP's CSV injection rule).
+/// Agents report GPU health as free text, and e-mail addresses may start with `=`.
+fn spreadsheet_safe(cell: Cow<'_, str>) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        cell
+    }
+}
+
 pub fn csv(pool: &[Vm]) -> Vec<u8> {
     let mut out = csv::Writer::from_writer(Vec::new());
     for row in rows(pool) {
+        let row = Row {
+            hostname: spreadsheet_safe(row.hostname),
+            status: spreadsheet_safe(row.status),
+            gpu_health: spreadsheet_safe(row.gpu_health),
+            participant_email: spreadsheet_safe(row.participant_email),
+            ..row
+        };
         // Writing plain fields into memory cannot fail.
         let _ = out.serialize(row);
     }
@@ -95,8 +116,17 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(files)
 }
 
-/// Copies the wanted files under `from` to the same relative paths under `into`.
-pub fn copy_wanted(from: &Path, into: &Path, extension: &str) -> std::io::Result<()> {
+/// Copies the wanted files under `from` to the same relative paths under `into`, and
+/// returns how many bytes they take. It stops once more than `max_bytes` are copied
+/// (the answer is then above `max_bytes`; what was copied is left for the caller).
+pub fn copy_wanted(
+    from: &Path,
+    into: &Path,
+    extension: &str,
+    max_bytes: u64,
+) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut copied = 0u64;
     for path in files_under(from)? {
         let Ok(rel) = path.strip_prefix(from) else {
             continue;
@@ -106,10 +136,26 @@ pub fn copy_wanted(from: &Path, into: &Path, extension: &str) -> std::io::Result
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::copy(&path, &target)?;
+            let left = max_bytes - copied;
+            let mut source = std::fs::File::open(&path)?.take(left.saturating_add(1));
+            copied += std::io::copy(&mut source, &mut std::fs::File::create(&target)?)?;
+            if copied > max_bytes {
+                break;
+            }
         }
     }
-    Ok(())
+    Ok(copied)
+}
+
+/// Bytes the regular files under `dir` take (0 when it does not exist).
+pub fn size_under(dir: &Path) -> u64 {
+    files_under(dir).map_or(0, |files| {
+        files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 /// Unpacks the regular files of a tar archive below `into` (entries that would land
@@ -126,12 +172,17 @@ pub fn unpack_tar(archive: &Path, into: &Path) -> std::io::Result<()> {
     std::fs::remove_file(archive)
 }
 
-/// Zips the wanted files of every `<root>/<host>/…` as `<host>/…` into `out`; returns how
-/// many files went in.
+/// Name of the zip entry listing the VMs whose files are missing (`_` is never part of a
+/// hostname, so it cannot be a VM's folder).
+pub const REPORT_NAME: &str = "_lablink_report.txt";
+
+/// Zips the wanted files of every `<root>/<host>/…` as `<host>/…` into `out`, and the
+/// `report` lines (if any) as `REPORT_NAME`; returns how many files went in.
 pub fn zip_collected(
     root: &Path,
     hosts: &[String],
     extension: &str,
+    report: &[String],
     out: std::fs::File,
 ) -> std::io::Result<usize> {
     let mut zip = zip::ZipWriter::new(out);
@@ -158,6 +209,13 @@ pub fn zip_collected(
             count += 1;
         }
     }
+    if !report.is_empty() {
+        zip.start_file(REPORT_NAME, options)
+            .map_err(std::io::Error::other)?;
+        for line in report {
+            std::io::Write::write_all(&mut zip, format!("{line}\n").as_bytes())?;
+        }
+    }
     zip.finish().map_err(std::io::Error::other)?;
     Ok(count)
 }
@@ -181,6 +239,16 @@ mod tests {
         }
         for p in no {
             assert!(!wanted(Path::new(p), "slp"), "{p}");
+        }
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_get_a_quote() {
+        for risky in ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(spreadsheet_safe(risky.into()), format!("'{risky}"));
+        }
+        for plain in ["", "vm-1", "ada@example.org", "'quoted", " =x"] {
+            assert_eq!(spreadsheet_safe(plain.into()), plain);
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod crd;
 pub mod download;
 pub mod error;
 pub mod export;
+pub mod fetch_budget;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -1,13 +1,16 @@
 //! Running an external program: explicit argument vector (never a shell), its own process
-//! group, stdin fed from memory, stdout/stderr handed over line by line, a timeout, and on
-//! timeout or cancellation SIGINT to the whole group, then SIGKILL after a grace period.
+//! group, default signal handling, stdin fed from memory, stdout/stderr handed over line
+//! by line, a timeout, and on timeout or cancellation SIGINT to the whole group, then
+//! SIGKILL after a grace period.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, killpg, sigaction, sigprocmask,
+};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,33 @@ pub struct Limits {
     pub grace: Duration,
 }
 
+/// Makes `cmd`'s process start with every signal at its default action and none blocked,
+/// whatever this process inherited: a SIGINT ignored by the shell that started the
+/// allocator (`trap '' INT`, `nohup` for SIGHUP) would otherwise be ignored by terraform
+/// too, and stopping it would wait for SIGKILL. Every child is spawned through this.
+#[allow(unsafe_code)]
+pub fn clean_signals(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    let unblocked = SigSet::empty();
+    let reset = move || -> std::io::Result<()> {
+        for signal in Signal::iterator() {
+            if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+                continue;
+            }
+            // SAFETY: SIG_DFL installs no handler of ours.
+            unsafe { sigaction(signal, &default) }.map_err(std::io::Error::from)?;
+        }
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&unblocked), None).map_err(std::io::Error::from)
+    };
+    // SAFETY: `reset` runs between fork and exec, where only async-signal-safe calls are
+    // allowed: it makes sigaction and sigprocmask system calls with values prepared before
+    // the fork, and neither allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(reset);
+    }
+}
+
 /// Runs `cmd` to completion (or until `timeout`/`cancel`), calling `on_line` for every
 /// output line. Spawn errors (program missing, not executable) are returned as such.
 pub async fn run(
@@ -45,21 +75,32 @@ pub async fn run(
 }
 
 /// As `run`, with the program's standard output written to `stdout` (binary data, such
-/// as an archive); only standard error is handed over line by line.
+/// as an archive); only standard error is handed over line by line. At most
+/// `max_bytes + 1` bytes are written: a program that sends more is stopped as if
+/// cancelled, and the file's length (above `max_bytes`) tells.
 pub async fn run_to_file(
     cmd: Command,
     stdout: std::fs::File,
+    max_bytes: u64,
     limits: Limits,
     cancel: &CancellationToken,
     on_line: impl FnMut(Stream, String),
 ) -> std::io::Result<Outcome> {
-    run_with(cmd, None, Some(stdout), limits, cancel, on_line).await
+    run_with(
+        cmd,
+        None,
+        Some((stdout, max_bytes)),
+        limits,
+        cancel,
+        on_line,
+    )
+    .await
 }
 
 async fn run_with(
     mut cmd: Command,
     stdin: Option<Vec<u8>>,
-    stdout: Option<std::fs::File>,
+    stdout: Option<(std::fs::File, u64)>,
     limits: Limits,
     cancel: &CancellationToken,
     mut on_line: impl FnMut(Stream, String),
@@ -69,11 +110,12 @@ async fn run_with(
     } else {
         Stdio::null()
     })
-    .stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
+    .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .env_remove(crate::systemd::NOTIFY_SOCKET)
     .process_group(0)
     .kill_on_drop(true);
+    clean_signals(cmd.as_std_mut());
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
 
@@ -84,8 +126,16 @@ async fn run_with(
         });
     }
     let (tx, mut rx) = mpsc::channel(64);
+    // Stopped at shutdown, or when the output to a file is larger than allowed.
+    let stop = cancel.child_token();
+    let mut copier = None;
     if let Some(out) = child.stdout.take() {
-        forward_lines(out, Stream::Stdout, tx.clone());
+        match stdout {
+            Some((file, max_bytes)) => {
+                copier = Some(copy_at_most(out, file, max_bytes, stop.clone()));
+            }
+            None => forward_lines(out, Stream::Stdout, tx.clone()),
+        }
     }
     if let Some(err) = child.stderr.take() {
         forward_lines(err, Stream::Stderr, tx.clone());
@@ -103,11 +153,22 @@ async fn run_with(
             },
             status = child.wait() => break Outcome::Exited(status?),
             () = &mut deadline => break Outcome::TimedOut,
-            () = cancel.cancelled() => break Outcome::Cancelled,
+            () = stop.cancelled() => break Outcome::Cancelled,
         }
     };
     if !matches!(outcome, Outcome::Exited(_)) {
         stop_group(&mut child, pgid, limits.grace).await;
+    }
+    if let Some(copier) = copier {
+        // Everything the program wrote is in the file before the caller reads it (bounded:
+        // a grandchild may hold the pipe open).
+        match tokio::time::timeout(limits.grace, copier).await {
+            Ok(Ok(copied)) => {
+                copied?;
+            }
+            Ok(Err(e)) => return Err(std::io::Error::other(e)),
+            Err(_) => {}
+        }
     }
     // Output written just before exit is still in the pipe: drain what is there.
     while let Ok(Some((stream, text))) =
@@ -116,6 +177,30 @@ async fn run_with(
         on_line(stream, text);
     }
     Ok(outcome)
+}
+
+/// Copies `pipe` into `file` up to `max_bytes + 1` bytes; reaching that, or failing to
+/// write, cancels `stop` (the program would otherwise block on a full pipe).
+fn copy_at_most(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    file: std::fs::File,
+    max_bytes: u64,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        let mut file = tokio::fs::File::from_std(file);
+        let limit = max_bytes.saturating_add(1);
+        let copied = async {
+            let copied = tokio::io::copy(&mut pipe.take(limit), &mut file).await?;
+            file.flush().await?;
+            Ok::<_, std::io::Error>(copied)
+        }
+        .await;
+        if copied.as_ref().map_or(true, |&n| n >= limit) {
+            stop.cancel();
+        }
+        copied.map(|_| ())
+    })
 }
 
 fn forward_lines(
@@ -204,6 +289,124 @@ mod tests {
                     .is_ok_and(|s| s.contains(") Z "))
         });
         assert!(gone, "grandchild {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn output_to_a_file_stops_at_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let cancel = CancellationToken::new();
+        let run_into = |script: &str, max: u64| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script]);
+            let file = std::fs::File::create(&path).expect("create");
+            run_to_file(cmd, file, max, limits(5000), &cancel, |_, _| {})
+        };
+        let outcome = run_into("printf 12345", 5).await.expect("spawn");
+        assert!(matches!(outcome, Outcome::Exited(s) if s.success()));
+        assert_eq!(std::fs::read(&path).expect("read"), b"12345");
+
+        let started = std::time::Instant::now();
+        let outcome = run_into("yes", 1000).await.expect("spawn");
+        assert!(matches!(outcome, Outcome::Cancelled), "{outcome:?}");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 1001);
+        assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    /// Set in the copy of the test binary that `children_start_with_default_signals` runs.
+    const SIGNALS_CHILD: &str = "LABLINK_TEST_SIGNALS_CHILD";
+    const CHECKED: [Signal; 5] = [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+        Signal::SIGTERM,
+    ];
+
+    /// The `SigIgn` and `SigBlk` masks of a `/proc/<pid>/status` text.
+    fn masks(status: &str) -> (u64, u64) {
+        let mask = |name: &str| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in {status}"));
+            u64::from_str_radix(line[name.len()..].trim(), 16).expect("a hex mask")
+        };
+        (mask("SigIgn:"), mask("SigBlk:"))
+    }
+
+    fn bits(signals: &[Signal]) -> u64 {
+        signals.iter().map(|s| 1u64 << (*s as i32 - 1)).sum()
+    }
+
+    #[test]
+    fn children_start_with_default_signals() {
+        if std::env::var_os(SIGNALS_CHILD).is_some() {
+            return spawn_where_signals_are_ignored_and_blocked();
+        }
+        // Ignoring signals is process-wide: that part runs in a copy of this test binary,
+        // started by a shell that ignores them (as `trap '' INT` or `nohup` would).
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(
+                "trap '' HUP INT QUIT PIPE TERM; exec \"$0\" --exact \
+                 process::tests::children_start_with_default_signals --nocapture",
+            )
+            .arg(exe)
+            .env(SIGNALS_CHILD, "1")
+            .output()
+            .expect("run the test binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("1 passed"),
+            "the child test did not run: {text}"
+        );
+    }
+
+    fn spawn_where_signals_are_ignored_and_blocked() {
+        let wanted = bits(&CHECKED);
+        let own = std::fs::read_to_string("/proc/self/status").expect("own status");
+        assert_eq!(masks(&own).0 & wanted, wanted, "not ignored here: {own}");
+        let mut blocked = SigSet::empty();
+        for signal in CHECKED {
+            blocked.add(signal);
+        }
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)
+            .expect("block");
+        let own = std::fs::read_to_string("/proc/thread-self/status").expect("own status");
+        assert_eq!(masks(&own).1 & wanted, wanted, "not blocked here: {own}");
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut status = String::new();
+        let mut cmd = Command::new("cat");
+        cmd.arg("/proc/self/status");
+        let outcome = runtime
+            .block_on(run(
+                cmd,
+                None,
+                limits(5000),
+                &CancellationToken::new(),
+                |_, line| {
+                    status.push_str(&line);
+                    status.push('\n');
+                },
+            ))
+            .expect("spawn");
+        assert!(matches!(outcome, Outcome::Exited(s) if s.success()));
+        // Every standard signal (real-time ones belong to whoever uses them).
+        let standard = bits(&Signal::iterator().collect::<Vec<_>>());
+        let (ignored, blocked) = masks(&status);
+        assert_eq!(ignored & standard, 0, "the child ignores signals: {status}");
+        assert_eq!(blocked & standard, 0, "the child blocks signals: {status}");
     }
 
     #[tokio::test]

@@ -93,7 +93,9 @@ async fn start_server(
     expected: Option<&'static str>,
 ) -> Result<(Server, Duration), String> {
     let started = Instant::now();
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    crate::process::clean_signals(command.as_std_mut());
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)

@@ -227,16 +227,21 @@ fn plan_agent(args: &AgentInstall) -> Result<Plan, String> {
             args.token_file.display()
         ));
     }
-    let mut env = format!("ALLOCATOR_URL={url}\n");
+    single_line("--token-file", &token)?;
+    let mut env = vec![("ALLOCATOR_URL", url)];
     if let Some(name) = &args.vm_name {
         crate::model::validate_hostname(name).map_err(|e| format!("--vm-name: {e}"))?;
-        env.push_str(&format!("VM_NAME={name}\n"));
+        env.push(("VM_NAME", name.clone()));
     }
     if args.software.is_empty() || !args.software.chars().all(|c| c.is_ascii_graphic()) {
         return Err("--software: give a process name without spaces".into());
     }
-    env.push_str(&format!("SUBJECT_SOFTWARE={}\n", args.software));
-    files.push(Install::new("/etc/lablink/agent.env", env, 0o644));
+    env.push(("SUBJECT_SOFTWARE", args.software.clone()));
+    files.push(Install::new(
+        "/etc/lablink/agent.env",
+        env_file(&env)?,
+        0o644,
+    ));
     files.push(Install::new(
         "/etc/lablink/agent-token",
         format!("{token}\n"),
@@ -297,7 +302,32 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))
 }
 
+/// A value that goes into an env file, a drop-in or a unit stays on its line: no
+/// control characters (below U+0020, and U+007F), newlines included.
+fn single_line(what: &str, value: &str) -> Result<(), String> {
+    match value.chars().find(|&c| c < ' ' || c == '\x7f') {
+        Some(c) => Err(format!(
+            "{what}: the value contains the control character U+{:04X}; give it without \
+             newlines or other control characters (nothing was installed)",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `KEY=value` lines of an env file.
+fn env_file(entries: &[(&str, String)]) -> Result<String, String> {
+    let mut text = String::new();
+    for (key, value) in entries {
+        single_line(key, value)?;
+        text.push_str(&format!("{key}={value}\n"));
+    }
+    Ok(text)
+}
+
 fn http_url(url: &str) -> Result<String, String> {
+    // The URL parser drops tabs and newlines: check before it sees them.
+    single_line("--allocator-url", url.trim())?;
     let trimmed = url.trim().trim_end_matches('/');
     match reqwest::Url::parse(trimmed) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
@@ -347,6 +377,7 @@ fn drop_in(environment: &[(&str, String)], credentials: &[(&str, &str)]) -> Resu
         "# Written by `lablink install serve`; it is rewritten on every install.\n[Service]\n",
     );
     for (name, value) in environment {
+        single_line(name, value)?;
         if value
             .chars()
             .any(|c| c.is_control() || c == '"' || c == '\\')
@@ -442,6 +473,7 @@ fn systemctl(args: &[&str]) -> std::io::Result<()> {
 }
 
 fn run_checked(mut cmd: Command, what: &str) -> std::io::Result<()> {
+    crate::process::clean_signals(&mut cmd);
     let status = cmd
         .status()
         .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: {e}")))?;
@@ -505,6 +537,22 @@ mod tests {
         for bad in ["a\nExecStart=/bin/sh", "a\"b", "a\\b"] {
             assert!(drop_in(&[("X", bad.into())], &[]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn values_with_control_characters_are_refused_naming_their_flag() {
+        for bad in ["a\nb", "a\rb", "a\tb", "a\u{1b}b", "a\u{7f}b", "a\0b"] {
+            let err = single_line("--flag", bad).expect_err(bad);
+            assert!(err.starts_with("--flag: "), "{err}");
+            let err = env_file(&[("VM_NAME", bad.into())]).expect_err(bad);
+            assert!(err.starts_with("VM_NAME: "), "{err}");
+        }
+        assert_eq!(single_line("--flag", "plain value: é"), Ok(()));
+        let err = http_url("https://lab.example.org/\nLD_PRELOAD=/tmp/x.so").expect_err("newline");
+        assert!(
+            err.contains("--allocator-url") && err.contains("U+000A"),
+            "{err}"
+        );
     }
 
     #[test]

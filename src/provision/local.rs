@@ -97,6 +97,7 @@ impl Local {
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
+        crate::process::clean_signals(cmd.as_std_mut());
         cmd.spawn()
     }
 
@@ -268,15 +269,16 @@ impl Provider for Local {
         host: &str,
         extension: &str,
         into: &Path,
+        max_bytes: u64,
         _: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let desktop = self.dir.join(host).join("Desktop");
         let (ext, into) = (extension.to_owned(), into.to_path_buf());
         tokio::task::spawn_blocking(move || {
             if !desktop.is_dir() {
-                return Ok(());
+                return Ok(0);
             }
-            crate::export::copy_wanted(&desktop, &into, &ext)
+            crate::export::copy_wanted(&desktop, &into, &ext, max_bytes)
                 .map_err(|e| format!("{}: {e}", desktop.display()))
         })
         .await

@@ -111,15 +111,18 @@ pub trait Provider: Send + Sync {
     }
 
     /// Copies the participant's files named `*.<extension>` from the VM's desktop into
-    /// `into`, keeping their paths relative to the desktop. `Err` says why it could not.
+    /// `into`, keeping their paths relative to the desktop, and returns the bytes they
+    /// take. Files of more than `max_bytes` are not kept: the answer is then above
+    /// `max_bytes` (not necessarily their size). `Err` says why it could not.
     async fn collect_files(
         &self,
         host: &str,
         extension: &str,
         into: &Path,
+        max_bytes: u64,
         cancel: &CancellationToken,
-    ) -> Result<(), String> {
-        let _ = (host, extension, into, cancel);
+    ) -> Result<u64, String> {
+        let _ = (host, extension, into, max_bytes, cancel);
         Err(format!(
             "the {} provider cannot fetch files from VMs; copy them from the machines yourself",
             self.name()
@@ -492,9 +495,10 @@ impl Provisioner {
         host: &str,
         extension: &str,
         into: &Path,
-    ) -> Result<(), String> {
+        max_bytes: u64,
+    ) -> Result<u64, String> {
         self.provider
-            .collect_files(host, extension, into, &self.cancel)
+            .collect_files(host, extension, into, max_bytes, &self.cancel)
             .await
     }
 

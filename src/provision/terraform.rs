@@ -769,8 +769,9 @@ impl Provider for Terraform {
         host: &str,
         extension: &str,
         into: &Path,
+        max_bytes: u64,
         cancel: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let (mut args, ssh_dir, ip) = self.ssh_to(host, cancel).await?;
         // `extension` is checked by the config validator: letters and digits only.
         args.push(format!(
@@ -787,13 +788,18 @@ impl Provider for Terraform {
             grace: Duration::from_secs(5),
         };
         let mut errors = Vec::new();
-        let outcome = process::run_to_file(cmd, file, limits, cancel, |_, line| {
+        let outcome = process::run_to_file(cmd, file, max_bytes, limits, cancel, |_, line| {
             if errors.len() < 5 {
                 errors.push(line);
             }
         })
         .await
         .map_err(|e| format!("cannot run ssh: {e}"))?;
+        let size = std::fs::metadata(&archive).map_or(0, |m| m.len());
+        if size > max_bytes {
+            let _ = std::fs::remove_file(&archive);
+            return Ok(size);
+        }
         match outcome {
             Outcome::Exited(status) if status.success() => {}
             Outcome::Exited(status) => {
@@ -810,7 +816,8 @@ impl Provider for Terraform {
         tokio::task::spawn_blocking(move || crate::export::unpack_tar(&archive, &into))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("the archive from {host} cannot be read: {e}"))
+            .map_err(|e| format!("the archive from {host} cannot be read: {e}"))?;
+        Ok(size)
     }
 
     async fn destroy(

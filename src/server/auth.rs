@@ -87,7 +87,13 @@ impl AdminCredentials {
             {
                 hash
             }
-            (Some(password), _) => apply_configured(store, password).await?,
+            (Some(password), stored) => {
+                let changed = match &stored {
+                    Some(hash) => !verify_blocking(&password, hash).await,
+                    None => false,
+                };
+                apply_configured(store, password, changed).await?
+            }
             (None, Some(hash)) => hash,
             (None, None) => {
                 let password = meta::random_secret();
@@ -98,7 +104,7 @@ impl AdminCredentials {
                     "no admin password configured; generated one and wrote it to this file \
                      (set app.admin_password or LABLINK_APP_ADMIN_PASSWORD to choose your own)"
                 );
-                apply_configured(store, password).await?
+                apply_configured(store, password, false).await?
             }
         };
         Ok(AdminCredentials {
@@ -161,12 +167,36 @@ async fn hash_blocking(password: String) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
 }
 
-async fn apply_configured(store: &Store, password: String) -> Result<String, StoreError> {
+/// Stores a configured (or generated) password. When it replaces a different admin
+/// password, every browser is signed out, as `lablink admin set-password` does.
+async fn apply_configured(
+    store: &Store,
+    password: String,
+    changed: bool,
+) -> Result<String, StoreError> {
     let hash = hash_blocking(password).await?;
     let saved = hash.clone();
+    let at = chrono::Utc::now();
     store
-        .write(move |tx| meta::apply_configured_password(tx, &saved))
+        .write(move |tx| {
+            meta::apply_configured_password(tx, &saved)?;
+            if changed {
+                crate::store::sessions::delete_all(tx)?;
+                crate::store::audit::record(
+                    tx,
+                    "config",
+                    None,
+                    "set-password",
+                    "admin password changed through the configuration; all sessions ended",
+                    at,
+                )?;
+            }
+            Ok(())
+        })
         .await?;
+    if changed {
+        tracing::info!("admin password changed through the configuration; all sessions ended");
+    }
     Ok(hash)
 }
 

@@ -90,6 +90,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = router::build(app.clone());
     if let Ok(addr) = listener.local_addr() {
+        let _ = app.listening.set(addr);
         // Local agents reach the allocator on loopback even when it listens on all addresses.
         let host = if addr.ip().is_unspecified() {
             std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))

@@ -58,6 +58,8 @@ pub struct AppInner {
     pub claim_limits: ClaimLimits,
     /// `access.allowed_emails`, parsed once (empty: anyone may claim).
     pub allowed_emails: Vec<String>,
+    /// The address `serve` listens on, once it does.
+    pub listening: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl std::ops::Deref for App {
@@ -145,6 +147,7 @@ impl App {
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
                 metrics,
+                listening: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -107,6 +107,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         create_private_dir(dir)?;
         let path = dir.join(FILE_NAME);
+        create_private_file(&path)?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
@@ -246,6 +247,33 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// The store holds password hashes and tokens: it is created owner-only before redb
+/// opens it (whatever the umask), and an existing one readable by others is made so.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(fail)?;
+    let mode = file.metadata().map_err(fail)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+        tracing::warn!(
+            file = %path.display(),
+            was = format!("{mode:04o}"),
+            "the store was open to other users; its mode is now 0600"
+        );
+    }
+    Ok(())
 }
 
 fn run_writer(db: &Database, mut jobs: mpsc::Receiver<Job>, committed: &watch::Sender<u64>) {

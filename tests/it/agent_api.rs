@@ -9,6 +9,53 @@ const STATUS_MISSING: &str = "Hostname and status are required.";
 const LOGS_MISSING: &str = "Log group, stream, and messages are required.";
 const NOT_FOUND: &str = "VM not found.";
 
+const NO_UNDERSCORE: &str =
+    "Hostname may contain only letters, digits, '-' and '.' (RFC 1123; no '_').";
+const EMPTY_PART: &str = "Hostname must not start or end with '.' nor contain '..': every \
+                          dot-separated part needs at least one character.";
+
+#[tokio::test]
+async fn hostnames_that_are_not_rfc_1123_names_are_refused() {
+    let s = TestServer::start().await;
+    within(30, "test", async {
+        for (host, message) in [
+            ("..", EMPTY_PART),
+            (".", EMPTY_PART),
+            (".x", EMPTY_PART),
+            ("x.", EMPTY_PART),
+            ("a..b", EMPTY_PART),
+            ("a_b", NO_UNDERSCORE),
+            ("../etc", NO_UNDERSCORE),
+            ("-a", "Hostname part -a must not start or end with '-'."),
+        ] {
+            s.agent_post(
+                "/api/vm-status",
+                &json!({"hostname": host, "status": "running"}),
+            )
+            .await
+            .expect_error(400, message);
+            s.agent_post("/vm_startup", &json!({ "hostname": host }))
+                .await
+                .expect_error(400, message);
+        }
+        // In a path too (`..` and `.` would be resolved by the client before sending).
+        for (host, message) in [
+            (".x", EMPTY_PART),
+            ("a..b", EMPTY_PART),
+            ("a_b", NO_UNDERSCORE),
+        ] {
+            s.agent_get(&format!("/api/vm-status/{host}"))
+                .await
+                .expect_error(400, message);
+            s.admin_form(&format!("/api/vms/{host}/destroy"), &[], &[])
+                .await
+                .expect_error(400, message);
+        }
+        assert_eq!(s.free_count().await, 0, "no VM was created");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn vm_status_post_creates_and_validates() {
     let s = TestServer::start().await;

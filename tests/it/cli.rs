@@ -55,3 +55,34 @@ async fn config_check_of_a_missing_file_fails() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.yaml"));
 }
+
+#[tokio::test]
+async fn commands_refuse_hostnames_that_are_not_rfc_1123_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().display().to_string();
+    for bad in ["..", ".x", "a..b", "a_b", "-a"] {
+        let vm = format!("--vm={bad}");
+        let out = run_binary(&["token", "--data-dir", &data_dir, &vm], &[], 10).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--vm: Hostname"), "{bad}: {stderr}");
+        assert!(out.stdout.is_empty(), "{bad}: no token printed");
+
+        let out = run_binary(
+            &[
+                "agent",
+                "--allocator-url",
+                "http://127.0.0.1:9",
+                &format!("--vm-name={bad}"),
+                "--gpu-probe",
+                "none",
+            ],
+            &[("PATH", "/usr/bin:/bin"), ("API_TOKEN", "t")],
+            10,
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--vm-name: Hostname"), "{bad}: {stderr}");
+    }
+}

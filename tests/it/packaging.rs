@@ -206,6 +206,94 @@ async fn install_refuses_bad_settings_and_writes_nothing() {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "machine:\n  sofware: sleap\n").expect("write config");
     let config_arg = config.display().to_string();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "agent-token\n").expect("write token");
+    let token_arg = token.display().to_string();
+    let escaping_token = dir.path().join("escaping-token");
+    std::fs::write(&escaping_token, "agent\u{1b}[2Jtoken\n").expect("write token");
+    let escaping_token_arg = escaping_token.display().to_string();
+    // `lablink install agent --root ROOT --token-file TOKEN` with these flags.
+    let agent = |flags: &[&str], token: &str| -> Vec<String> {
+        [
+            "install",
+            "agent",
+            "--root",
+            &root_arg,
+            "--token-file",
+            token,
+        ]
+        .iter()
+        .chain(flags)
+        .map(|a| (*a).to_owned())
+        .collect()
+    };
+    // Control characters would start new lines (settings) in env files and drop-ins.
+    let url = "https://lablink.example.org";
+    let control_cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            agent(
+                &[
+                    "--allocator-url",
+                    "https://lablink.example.org/\nLD_PRELOAD=/tmp/x.so",
+                ],
+                &token_arg,
+            ),
+            "--allocator-url: the value contains the control character U+000A",
+        ),
+        (
+            agent(
+                &["--allocator-url", "https://lablink.example.org\r\tx"],
+                &token_arg,
+            ),
+            "--allocator-url: the value contains the control character U+000D",
+        ),
+        (
+            agent(&["--allocator-url", url], &escaping_token_arg),
+            "--token-file: the value contains the control character U+001B",
+        ),
+        (
+            agent(
+                &[
+                    "--allocator-url",
+                    url,
+                    "--vm-name",
+                    "lab-pc-3\nVM_NAME=other",
+                ],
+                &token_arg,
+            ),
+            "--vm-name: Hostname may contain only",
+        ),
+        (
+            agent(
+                &["--allocator-url", url, "--software", "sleap\u{7f}"],
+                &token_arg,
+            ),
+            "--software",
+        ),
+        (
+            [
+                "install",
+                "serve",
+                "--root",
+                &root_arg,
+                "--config",
+                &config_arg,
+                "--allocator-url",
+                "https://lablink.example.org/\nExecStartPre=/bin/sh",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            "--allocator-url: the value contains the control character U+000A",
+        ),
+    ];
+    for (args, needle) in control_cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_binary(&args, &[], 30).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!root.exists(), "{args:?} wrote files");
+    }
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (

@@ -248,3 +248,90 @@ async fn failed_local_vms_are_rebooted_then_given_up_on() {
     })
     .await;
 }
+
+/// The `SigIgn` and `SigBlk` masks of a `/proc/<pid>/status` text.
+fn signal_masks(status: &str) -> (u64, u64) {
+    let mask = |name: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {status}"));
+        u64::from_str_radix(line[name.len()..].trim(), 16).expect("a hex mask")
+    };
+    (mask("SigIgn:"), mask("SigBlk:"))
+}
+
+#[tokio::test]
+async fn programs_the_allocator_starts_handle_signals_by_default() {
+    use std::os::unix::fs::PermissionsExt;
+    // SIGHUP, SIGINT, SIGQUIT and SIGTERM: bits 0, 1, 2 and 14.
+    const SIGNALS: u64 = 0b111 | 1 << 14;
+    // The allocator handles SIGINT and SIGTERM itself; SIGHUP and SIGQUIT stay ignored.
+    const STILL_IGNORED: u64 = 0b101;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("agent-signals");
+    let agent = dir.path().join("fake-agent");
+    std::fs::write(
+        &agent,
+        format!(
+            "#!/bin/sh\nexec cat /proc/self/status > {}\n",
+            report.display()
+        ),
+    )
+    .expect("write the fake agent");
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let port = crate::helpers::free_port();
+    // Started by a shell that ignores them, as `trap '' INT` or `nohup` leave a program.
+    let mut serve = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg("trap '' HUP INT QUIT TERM; exec \"$0\" serve --data-dir \"$1\" --listen \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_lablink"))
+        .arg(dir.path().join("data"))
+        .arg(format!("127.0.0.1:{port}"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LABLINK_APP_ADMIN_PASSWORD", "a-long-admin-password")
+        .env("LABLINK_PROVISION_PROVIDER", "local")
+        .env("LABLINK_PROVISION_LOCAL_EXECUTABLE", &agent)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn lablink serve");
+    let pid = serve.id().expect("pid");
+    let http = crate::helpers::client();
+    let base = format!("http://127.0.0.1:{port}");
+    within(60, "test", async {
+        wait_for(30, "the allocator answers", || async {
+            http.get(format!("{base}/api/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+                .then_some(())
+        })
+        .await;
+        let own = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        assert_eq!(signal_masks(&own).0 & SIGNALS, STILL_IGNORED, "{own}");
+        let launched = http
+            .post(format!("{base}/api/launch"))
+            .basic_auth(ADMIN_USER, Some("a-long-admin-password"))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[("num_vms", "1")])
+            .send()
+            .await
+            .expect("POST /api/launch");
+        assert_eq!(launched.status(), 202);
+        crate::helpers::wait_until(30, "the agent reported its signals", || {
+            std::fs::read_to_string(&report).is_ok_and(|r| r.contains("SigCgt:"))
+        })
+        .await;
+    })
+    .await;
+    let _ = serve.start_kill();
+    let _ = serve.wait().await;
+    let status = std::fs::read_to_string(&report).expect("report");
+    let (ignored, blocked) = signal_masks(&status);
+    assert_eq!(ignored & SIGNALS, 0, "the agent ignores signals: {status}");
+    assert_eq!(blocked & SIGNALS, 0, "the agent blocks signals: {status}");
+}

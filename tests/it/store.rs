@@ -203,3 +203,54 @@ async fn a_store_from_a_newer_version_is_refused() {
         "{again:?}"
     );
 }
+
+fn mode_of(path: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).expect("stat").permissions().mode();
+    format!("{:04o}", mode & 0o7777)
+}
+
+#[tokio::test]
+async fn the_store_file_is_private_whatever_the_umask_and_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // A data directory open to everyone (and this process's umask, usually 022).
+    let open_dir = dir.path().join("open");
+    std::fs::create_dir(&open_dir).expect("mkdir");
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let store = Store::open(&open_dir).expect("open");
+    let file = open_dir.join(lablink::store::FILE_NAME);
+    assert_eq!(mode_of(&file), "0600");
+
+    // A store file someone made readable is made private again at the next open.
+    store.close();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    Store::open(&open_dir).expect("reopen").close();
+    assert_eq!(mode_of(&file), "0600");
+
+    // `lablink serve` started with umask 0 (a unit or container that forgot UMask=).
+    let data_dir = dir.path().join("umask-0");
+    let mut serve = tokio::process::Command::new("sh")
+        .args([
+            "-c",
+            "umask 000; exec \"$0\" serve --data-dir \"$1\" --listen 127.0.0.1:0",
+        ])
+        .arg(env!("CARGO_BIN_EXE_lablink"))
+        .arg(&data_dir)
+        .env_clear()
+        .env("LABLINK_APP_ADMIN_PASSWORD", "a-long-admin-password")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn lablink serve");
+    let token = data_dir.join("api-token");
+    crate::helpers::wait_until(30, "the allocator wrote its token", || token.exists()).await;
+    let _ = serve.start_kill();
+    let _ = serve.wait().await;
+    assert_eq!(mode_of(&data_dir), "0700");
+    assert_eq!(mode_of(&data_dir.join(lablink::store::FILE_NAME)), "0600");
+    assert_eq!(mode_of(&token), "0600");
+}

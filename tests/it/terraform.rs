@@ -432,6 +432,7 @@ async fn participants_files_come_over_ssh_from_each_vm() {
             .join("tests/fixtures/bin/ssh")
             .display()
             .to_string();
+        c.machine.export_max_mb_per_vm = 1;
     })
     .await;
     within(60, "test", async {
@@ -453,9 +454,18 @@ async fn participants_files_come_over_ssh_from_each_vm() {
 
         let (status, _, entries) = crate::participant_data::download(&s).await;
         assert_eq!(status, reqwest::StatusCode::OK);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[0].0, "_lablink_report.txt");
+        assert!(
+            entries[0]
+                .1
+                .starts_with(&format!("{}: ssh to {}", names[1], names[1])),
+            "{}",
+            entries[0].1
+        );
         assert_eq!(
-            entries,
-            vec![(format!("{}/labels.slp", names[0]), "tracked".to_owned())]
+            entries[1],
+            (format!("{}/labels.slp", names[0]), "tracked".to_owned())
         );
         // The archive's entry that tried to climb out landed nowhere.
         let mut pending = vec![s.dir.clone()];
@@ -486,7 +496,22 @@ async fn participants_files_come_over_ssh_from_each_vm() {
             assert!(args.iter().any(|a| a.contains("*.slp")), "{args:?}");
         }
         let audit = s.get("/admin/audit", Auth::admin()).await;
-        assert!(audit.text.contains("not reached"), "{}", audit.text);
+        assert!(audit.text.contains("not fetched"), "{}", audit.text);
+
+        // Over the per-VM cap (1 MiB here): the stream is cut there and nothing is kept.
+        std::fs::write(desktop.join("huge.slp"), "x".repeat(3 << 20)).expect("write");
+        let answer = s.get("/api/scp-client", Auth::admin()).await;
+        assert_eq!(answer.status, 500, "{}", answer.text);
+        assert!(
+            answer.text.contains(&format!(
+                "{}: skipped, its files take more than 1 MiB (machine.export_max_mb_per_vm)",
+                names[0]
+            )),
+            "{}",
+            answer.text
+        );
+        let exports = s.dir.join("exports");
+        assert_eq!(std::fs::read_dir(&exports).expect("exports").count(), 0);
     })
     .await;
 }

@@ -436,6 +436,42 @@ async fn the_pool_exports_as_csv_and_json_without_credentials() {
     .await;
 }
 
+#[tokio::test]
+async fn exported_cells_never_start_a_spreadsheet_formula() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        s.register_running("vm-1").await;
+        s.agent_post(
+            "/api/gpu_health",
+            &json!({"hostname": "vm-1", "gpu_status": "@SUM(1+1)*cmd|' /C calc'!A0"}),
+        )
+        .await
+        .expect(200);
+        let email = "=2+5+cmd@example.org";
+        let claimed = s
+            .claim(email, &crate::helpers::crd_command("4/0AFormula"))
+            .await;
+        assert_eq!(claimed.hostname(), "vm-1");
+
+        let csv = s.get("/admin/export.csv", Auth::admin()).await;
+        assert_eq!(csv.status, 200);
+        let mut reader = csv::Reader::from_reader(csv.text.as_bytes());
+        let header = reader.headers().expect("header").clone();
+        let row = reader.records().next().expect("a row").expect("a record");
+        let cell = |name: &str| {
+            let at = header.iter().position(|h| h == name).expect(name);
+            row[at].to_owned()
+        };
+        assert_eq!(cell("participant_email"), format!("'{email}"));
+        assert_eq!(cell("gpu_health"), "'@SUM(1+1)*cmd|' /C calc'!A0");
+        assert_eq!(cell("hostname"), "vm-1");
+        // The JSON export is data for programs, not a spreadsheet: unchanged.
+        let json = s.get("/admin/export.json", Auth::admin()).await.expect(200);
+        assert_eq!(json[0]["participant_email"], email);
+    })
+    .await;
+}
+
 /// Reads an SSE response until `want` appears in the raw stream.
 async fn read_events_until(response: reqwest::Response, want: &str) -> String {
     let mut response = response;
@@ -563,6 +599,60 @@ async fn set_password_changes_the_login_of_a_stopped_allocator() {
     ]);
     assert!(!busy.status.success());
     assert!(String::from_utf8_lossy(&busy.stderr).contains("stop it"));
+}
+
+#[tokio::test]
+async fn a_new_configured_password_signs_every_browser_out() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        let console = Console::sign_in(&s).await;
+
+        // The same configured password at the next start: the session goes on.
+        let s = s.restart(|_| {}).await;
+        let console = Console {
+            base: s.base.clone(),
+            ..console
+        };
+        assert_eq!(console.get("/admin/audit").await.status(), StatusCode::OK);
+
+        // Another one: every browser signs in again, with the new password.
+        let s = s
+            .restart(|c| c.app.admin_password = Some("a-new-configured-password".into()))
+            .await;
+        let console = Console {
+            base: s.base.clone(),
+            ..console
+        };
+        let page = console.get("/admin/audit").await;
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        assert!(
+            page.headers()[LOCATION]
+                .to_str()
+                .expect("location")
+                .starts_with("/admin/login"),
+            "{:?}",
+            page.headers()
+        );
+        assert_eq!(
+            login(&s, "a-new-configured-password").await.status(),
+            StatusCode::SEE_OTHER
+        );
+        let audit = s
+            .get(
+                "/admin/audit",
+                Auth::Basic(ADMIN_USER, "a-new-configured-password"),
+            )
+            .await;
+        assert_eq!(audit.status, 200);
+        assert!(
+            audit
+                .text
+                .contains("admin password changed through the configuration; all sessions ended"),
+            "{}",
+            audit.text
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -730,6 +820,45 @@ async fn the_console_mints_and_revokes_vm_credentials() {
             .await
             .expect_error(401, "Invalid API token.");
         assert!(s.stored_vm("lab-pc-7").await.is_none());
+    })
+    .await;
+}
+
+const OPEN_CLAIMS: &str = "Anyone who reaches this page can take seats with made-up e-mail \
+                           addresses: set access.join_code or access.allowed_emails.";
+
+#[tokio::test]
+async fn the_dashboard_warns_while_anyone_who_reaches_it_can_claim() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    within(60, "test", async {
+        // On loopback (the test servers), nobody else reaches the participant page.
+        let mut s = TestServer::start_in(dir.path(), |_| {}).await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert_eq!(page.status, 200);
+        assert!(page.text.contains("Dashboard"), "{}", page.text);
+        assert!(!page.text.contains(OPEN_CLAIMS), "{}", page.text);
+        s.stop().await;
+
+        // On every address, with neither gate: the warning.
+        let mut s = TestServer::start_on(dir.path(), "0.0.0.0:0", |_| {}).await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert!(page.text.contains(OPEN_CLAIMS), "{}", page.text);
+        s.stop().await;
+
+        // A join code, or an allow-list, is a gate.
+        let mut s = TestServer::start_on(dir.path(), "0.0.0.0:0", |c| {
+            c.access.join_code = "owl-41".into();
+        })
+        .await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert!(!page.text.contains(OPEN_CLAIMS), "{}", page.text);
+        s.stop().await;
+        let s = TestServer::start_on(dir.path(), "0.0.0.0:0", |c| {
+            c.access.allowed_emails = "@example.org".into();
+        })
+        .await;
+        let page = s.get("/admin", Auth::admin()).await;
+        assert!(!page.text.contains(OPEN_CLAIMS), "{}", page.text);
     })
     .await;
 }

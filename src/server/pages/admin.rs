@@ -67,9 +67,14 @@ pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, A
         .read(|tx| Ok((vms::list(tx)?, runs::recent(tx, 10)?)))
         .await
         .map_err(ApiError::store("Failed to read the pool."))?;
+    let open_claims = app
+        .listening
+        .get()
+        .is_some_and(|addr| app.config.anyone_can_claim(*addr));
     Ok(view::dashboard::page(
         &viewer(&admin),
         app.provisioner.provider_name(),
+        open_claims,
         &pool,
         &recent,
     ))

@@ -7,13 +7,27 @@ use super::runs::run_list;
 use super::{Viewer, shell};
 use crate::model::{Run, Vm};
 
-pub fn page(viewer: &Viewer, provider: &str, pool: &[Vm], recent: &[Run]) -> Markup {
+/// `open_claims`: the participant page is reachable from other machines without a gate
+/// (`Config::anyone_can_claim`).
+pub fn page(
+    viewer: &Viewer,
+    provider: &str,
+    open_claims: bool,
+    pool: &[Vm],
+    recent: &[Run],
+) -> Markup {
     shell(
         viewer,
         "/admin",
         "Dashboard",
         html! {
             h1 { "Dashboard" }
+            @if open_claims {
+                p.warning #open-claims role="alert" {
+                    "Anyone who reaches this page can take seats with made-up e-mail addresses: \
+                     set access.join_code or access.allowed_emails."
+                }
+            }
             p.note { "Provider: " strong { (provider) } }
             div hx-ext="sse" sse-connect="/admin/events/pool?view=dashboard" {
                 section.cards #counts sse-swap="counts" { (counts(&Counts::of(pool))) }
