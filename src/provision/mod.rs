@@ -449,6 +449,9 @@ impl Provisioner {
                         for host in list {
                             if vms::delete(tx, &host)? {
                                 removed.push(host);
+                            } else {
+                                // Launched but never registered: its credential goes too.
+                                crate::store::identities::remove(tx, &host)?;
                             }
                         }
                         removed

@@ -242,6 +242,8 @@ async fn a_failed_apply_is_recorded_and_leaves_no_rows() {
         s.get("/api/vm-status", Auth::admin())
             .await
             .expect_error(404, "No VMs found.");
+        // The credentials written for the VMs that were never made are dead too.
+        assert!(s.app.identities.names().is_empty(), "{:?}", s.app.identities.names());
     })
     .await;
 }
