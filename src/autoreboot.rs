@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::model::RebootDecision;
+use crate::model::{RebootDecision, UNRESPONSIVE};
 use crate::server::App;
 use crate::store::vms;
 
@@ -53,6 +53,8 @@ pub async fn run(app: App) {
                     if failed_at
                         .get(&host)
                         .is_some_and(|t| now - *t < policy.cooldown) => {}
+                // The pool was read a while ago (reboots take time): heard since, it stays.
+                RebootDecision::Reboot(UNRESPONSIVE) if app.liveness.is_alive(&host) => {}
                 RebootDecision::Reboot(reason) => match app.provisioner.reboot(&host).await {
                     Ok(()) => {
                         failed_at.remove(&host);

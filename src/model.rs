@@ -266,6 +266,9 @@ pub enum RebootDecision {
     ResetAttempts,
 }
 
+/// The reboot reason of a VM whose agent went silent.
+pub const UNRESPONSIVE: &str = "agent unresponsive";
+
 /// Why a VM could not be assigned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotAvailable {
@@ -354,9 +357,16 @@ impl Vm {
     }
 
     /// The agent has been silent since `last_seen`: a running VM is marked unresponsive
-    /// (other statuses have their own staleness rules).
-    pub fn gone_silent(mut self, last_seen: DateTime<Utc>, now: DateTime<Utc>) -> Vm {
-        if self.status == Some(VmStatus::Running) && self.unresponsive_since.is_none() {
+    /// (other statuses have their own staleness rules). An agent without heartbeats (the
+    /// 0.1.2 client) falls silent by nature once it has its participant: no evidence then.
+    pub fn gone_silent(
+        mut self,
+        last_seen: DateTime<Utc>,
+        heartbeats: bool,
+        now: DateTime<Utc>,
+    ) -> Vm {
+        let evidence = heartbeats || self.assignment.is_none();
+        if evidence && self.status == Some(VmStatus::Running) && self.unresponsive_since.is_none() {
             self.unresponsive_since = Some(now);
             self.last_seen = Some(last_seen);
             self.updated_at = now;
@@ -413,12 +423,14 @@ impl Vm {
     }
 
     /// The admin's "clear": an unhealthy GPU report is taken back (the next report
-    /// decides again), and a pending reset the agent cannot do (0.1.2 clients) is waived.
-    pub fn cleared(mut self, now: DateTime<Utc>) -> Vm {
+    /// decides again), and a pending reset is waived when the agent cannot do it (0.1.2
+    /// clients, which send no heartbeats: `can_reset` false). An agent that can is left
+    /// to do it: waived, it would never learn its participant left.
+    pub fn cleared(mut self, can_reset: bool, now: DateTime<Utc>) -> Vm {
         if self.health == Some(Health::Unhealthy) {
             self.health = None;
         }
-        if self.assignment.is_none() {
+        if self.assignment.is_none() && !can_reset {
             self.reset_pending = false;
         }
         self.updated_at = now;
@@ -429,7 +441,7 @@ impl Vm {
     fn failure(&self, now: DateTime<Utc>, policy: &RebootPolicy) -> Option<&'static str> {
         let older_than = |t: Option<DateTime<Utc>>, limit| t.is_some_and(|t| now - t > limit);
         if self.unresponsive_since.is_some() && self.status == Some(VmStatus::Running) {
-            return Some("agent unresponsive");
+            return Some(UNRESPONSIVE);
         }
         match self.status {
             Some(VmStatus::Error) => Some("status error"),

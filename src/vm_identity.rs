@@ -14,6 +14,9 @@ pub struct Identities {
     store: Store,
     token: SharedToken,
     nonces: RwLock<HashMap<String, String>>,
+    /// Held from reading the table to installing the copy: two reloads never cross (an
+    /// older read installed last would bring back a revoked nonce).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -28,6 +31,7 @@ impl Identities {
             store,
             token,
             nonces: RwLock::new(HashMap::new()),
+            reloading: tokio::sync::Mutex::new(()),
         });
         this.reload().await?;
         Ok(this)
@@ -35,6 +39,7 @@ impl Identities {
 
     /// Reads the table again; call after every committed change of it.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let all = self.store.read(identities::list).await?;
         let map = all.into_iter().map(|(h, i)| (h, i.nonce)).collect();
         *self.nonces.write().unwrap_or_else(|e| e.into_inner()) = map;

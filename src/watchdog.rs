@@ -32,9 +32,9 @@ async fn apply(app: &App, changes: Changes) {
         .store
         .write(move |tx| {
             let mut assigned = Vec::new();
-            for (host, ago) in &marked {
+            for (host, ago, heartbeats) in &marked {
                 let last = now - chrono::Duration::from_std(*ago).unwrap_or_default();
-                let vm = vms::update(tx, host, |vm| vm.gone_silent(last, now))?;
+                let vm = vms::update(tx, host, |vm| vm.gone_silent(last, *heartbeats, now))?;
                 if let Some(vm) = vm
                     && vm.unresponsive_since == Some(now)
                 {

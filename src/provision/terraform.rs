@@ -502,7 +502,13 @@ impl Terraform {
         Ok(base64::engine::general_purpose::STANDARD.encode(script))
     }
 
-    async fn write_vars(&self, dir: &Path, indices: &[u64]) -> Result<(), RunFailure> {
+    /// The variables of a run over the VMs `indices`, of which `fresh` are made by it.
+    async fn write_vars(
+        &self,
+        dir: &Path,
+        indices: &[u64],
+        fresh: &[u64],
+    ) -> Result<(), RunFailure> {
         let url = self
             .settings
             .allocator_url
@@ -521,19 +527,27 @@ impl Terraform {
         vars.insert("vm_indices".into(), json!(indices));
         vars.insert("allocator_url".into(), json!(url));
         // Each VM its own credential, bound to this launch of it: a VM can act only as
-        // itself, and only until it is destroyed.
-        let names: Vec<String> = indices.iter().map(|i| self.name(*i)).collect();
-        let credentials = self
-            .settings
-            .identities
-            .ensure(&names, "launched by Terraform")
+        // itself, and only until it is destroyed. Only the VMs this run makes get a new
+        // identity; the others keep theirs (their boot data is not changed anyway), and a
+        // revoked one stays revoked.
+        let identities = &self.settings.identities;
+        let made: Vec<String> = fresh.iter().map(|i| self.name(*i)).collect();
+        let minted = identities
+            .ensure(&made, "launched by Terraform")
             .await
             .map_err(|e| RunFailure::failed(format!("cannot record the VMs' identities: {e}")))?;
-        let tokens: serde_json::Map<String, Value> = names
+        let mut tokens: serde_json::Map<String, Value> = made
             .into_iter()
-            .zip(credentials)
+            .zip(minted)
             .map(|(name, token)| (name, json!(token)))
             .collect();
+        for i in indices.iter().filter(|i| !fresh.contains(i)) {
+            let name = self.name(*i);
+            let token = identities
+                .credential(&name)
+                .unwrap_or_else(|| "revoked".into());
+            tokens.insert(name, json!(token));
+        }
         vars.insert("api_tokens".into(), Value::Object(tokens));
         vars.insert("agent_sha256".into(), json!(checksum));
         vars.insert(
@@ -704,7 +718,7 @@ impl Provider for Terraform {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        self.write_vars(&dir, &indices).await?;
+        self.write_vars(&dir, &indices, &new).await?;
         if let Err(mut failure) = self.apply(&dir, log, cancel).await {
             // Keep the rows only of VMs the state says exist.
             let after = self
@@ -839,7 +853,7 @@ impl Provider for Terraform {
                 .filter_map(|h| self.index_of(h))
                 .collect()
         };
-        self.write_vars(&dir, &keep).await?;
+        self.write_vars(&dir, &keep, &[]).await?;
         let done = if all {
             let args = [
                 "destroy",

@@ -72,11 +72,17 @@ impl Browser {
     /// Submits the claim form with the CRD command carrying `code`.
     pub async fn claim(&self, http: &reqwest::Client, base: &str, code: String) -> Claimed {
         let sent = Instant::now();
-        let mut request = http.post(format!("{base}/api/request_vm")).form(&[
+        let command = command_for(&code);
+        let mut form = vec![
             ("email", self.email.as_str()),
-            ("crd_command", &command_for(&code)),
-            ("join_code", &self.join_code),
-        ]);
+            ("crd_command", command.as_str()),
+            ("join_code", self.join_code.as_str()),
+        ];
+        // With the claim's cookie, this is the seat page's "give me another VM" form.
+        if self.cookie.is_some() {
+            form.push(("reseat", "1"));
+        }
+        let mut request = http.post(format!("{base}/api/request_vm")).form(&form);
         if let Some(cookie) = &self.cookie {
             request = request.header(COOKIE, cookie);
         }

@@ -242,6 +242,7 @@ fn check_bearer(app: &App, header: Option<&str>) -> Result<Agent, ApiError> {
     }
     Ok(Agent {
         scope,
+        presented: token.to_owned(),
         liveness: app.liveness.clone(),
     })
 }
@@ -284,6 +285,8 @@ async fn verify_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
 /// A VM agent, authenticated by its own credential (or the shared token, if accepted).
 pub struct Agent {
     pub scope: AgentScope,
+    /// The credential as presented, to check it again before a long-poll answers.
+    presented: String,
     liveness: Arc<Liveness>,
 }
 
@@ -298,6 +301,20 @@ impl Agent {
         }
         self.liveness.contact(hostname);
         Ok(())
+    }
+
+    /// Whether the credential is still good now: a long-poll parked before a rotation,
+    /// a revoke or a new mint of its name must not receive the next assignment.
+    pub fn still_current(&self, app: &App) -> bool {
+        match &self.scope {
+            AgentScope::AnyVm => {
+                app.config.access.shared_agent_token && app.api_token.matches(&self.presented)
+            }
+            AgentScope::Vm { host, nonce } => {
+                app.api_token.check(&self.presented, false).is_some()
+                    && app.identities.is_current(host, nonce)
+            }
+        }
     }
 
     /// The launch identity the credential names (none for the shared token).

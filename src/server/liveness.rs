@@ -13,8 +13,12 @@ use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug)]
 struct Seen {
-    /// Last completed request or heartbeat.
+    /// Last completed request or heartbeat (for a VM not heard since the allocator
+    /// started: that start).
     last: Instant,
+    /// Heard from since the allocator started. Until then it gets one staleness limit of
+    /// grace before it is marked, but is never handed out.
+    heard: bool,
     heartbeats: bool,
     /// `/vm_startup` requests parked right now.
     parked: u32,
@@ -31,8 +35,9 @@ pub struct Liveness {
 /// What a sweep found changed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Changes {
-    /// Hosts that went silent, with how long ago they were last heard.
-    pub silent: Vec<(String, Duration)>,
+    /// Hosts that went silent: how long ago they were last heard, and whether their agent
+    /// sends heartbeats (a 0.1.2 client is silent by nature once it has its participant).
+    pub silent: Vec<(String, Duration, bool)>,
     pub back: Vec<String>,
 }
 
@@ -61,15 +66,17 @@ impl Liveness {
         self.stale
     }
 
-    /// VMs in the store when the allocator starts: watched from now on, as if just heard
-    /// (a restart must not make every VM unresponsive at once).
-    pub fn watch(&self, hosts: impl IntoIterator<Item = (String, bool)>) {
+    /// VMs in the store when the allocator starts: (host, marked unresponsive, its agent
+    /// sends heartbeats). Each has one staleness limit from now to be heard (a restart must
+    /// not make every VM unresponsive at once) and is handed out only once it has been.
+    pub fn watch(&self, hosts: impl IntoIterator<Item = (String, bool, bool)>) {
         let now = Instant::now();
         let mut map = self.map();
-        for (host, marked) in hosts {
+        for (host, marked, heartbeats) in hosts {
             map.entry(host).or_insert(Seen {
                 last: now,
-                heartbeats: false,
+                heard: false,
+                heartbeats,
                 parked: 0,
                 disk_free_pct: None,
                 marked,
@@ -82,12 +89,14 @@ impl Liveness {
         let mut map = self.map();
         let seen = map.entry(host.to_owned()).or_insert(Seen {
             last: now,
+            heard: true,
             heartbeats: false,
             parked: 0,
             disk_free_pct: None,
             marked: false,
         });
         seen.last = now;
+        seen.heard = true;
         f(seen);
     }
 
@@ -123,14 +132,16 @@ impl Liveness {
     /// agent that never sent a heartbeat, waiting in a long-poll). Unknown hosts are not.
     pub fn is_alive(&self, host: &str) -> bool {
         let now = Instant::now();
-        self.map().get(host).is_some_and(|s| self.alive(s, now))
+        self.map()
+            .get(host)
+            .is_some_and(|s| s.heard && self.alive(s, now))
     }
 
     pub fn report(&self, host: &str) -> Option<Report> {
         let now = Instant::now();
         self.map().get(host).map(|s| Report {
             last_seen_ago: now.saturating_duration_since(s.last),
-            alive: self.alive(s, now),
+            alive: s.heard && self.alive(s, now),
             heartbeats: s.heartbeats,
             disk_free_pct: s.disk_free_pct,
         })
@@ -146,10 +157,12 @@ impl Liveness {
             let alive = self.alive(seen, now);
             if !alive && !seen.marked {
                 seen.marked = true;
-                changes
-                    .silent
-                    .push((host.clone(), now.saturating_duration_since(seen.last)));
-            } else if alive && seen.marked {
+                changes.silent.push((
+                    host.clone(),
+                    now.saturating_duration_since(seen.last),
+                    seen.heartbeats,
+                ));
+            } else if alive && seen.marked && seen.heard {
                 seen.marked = false;
                 changes.back.push(host.clone());
             }
@@ -160,7 +173,7 @@ impl Liveness {
     /// The store could not be told about `changes`: the next sweep reports them again.
     pub fn unsweep(&self, changes: &Changes) {
         let mut map = self.map();
-        for (host, _) in &changes.silent {
+        for (host, _, _) in &changes.silent {
             if let Some(seen) = map.get_mut(host) {
                 seen.marked = false;
             }
@@ -185,7 +198,10 @@ impl Liveness {
     pub fn counts(&self) -> (usize, usize, usize) {
         let now = Instant::now();
         let map = self.map();
-        let alive = map.values().filter(|s| self.alive(s, now)).count();
+        let alive = map
+            .values()
+            .filter(|s| s.heard && self.alive(s, now))
+            .count();
         let beating = map.values().filter(|s| s.heartbeats).count();
         (map.len(), alive, beating)
     }
@@ -230,6 +246,28 @@ mod tests {
         l.heartbeat("vm-1", None);
         assert_eq!(l.sweep().back, vec!["vm-1".to_string()]);
         assert_eq!(l.report("vm-1").and_then(|r| r.disk_free_pct), Some(50.0));
+    }
+
+    #[test]
+    fn after_a_restart_a_vm_is_handed_out_only_once_heard() {
+        let l = Liveness::new(Duration::from_millis(30));
+        l.watch([
+            ("was-fine".to_string(), false, true),
+            ("was-silent".to_string(), true, true),
+        ]);
+        assert!(!l.is_alive("was-fine"), "not heard since the start");
+        assert_eq!(
+            l.sweep(),
+            Changes::default(),
+            "grace, and no unmarking unheard"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        let changes = l.sweep();
+        assert_eq!(changes.silent.len(), 1);
+        assert_eq!(changes.silent[0].0, "was-fine");
+        assert!(changes.back.is_empty());
+        l.heartbeat("was-silent", None);
+        assert_eq!(l.sweep().back, vec!["was-silent".to_string()]);
     }
 
     #[test]

@@ -100,10 +100,10 @@ impl App {
         let identities = Identities::load(store.clone(), api_token.clone()).await?;
         let liveness = Arc::new(Liveness::new(config.staleness_limit()));
         let pool = store.read(vms::list).await?;
-        liveness.watch(
-            pool.into_iter()
-                .map(|vm| (vm.hostname, vm.unresponsive_since.is_some())),
-        );
+        liveness.watch(pool.into_iter().map(|vm| {
+            let heartbeats = vm.boot_id.is_some();
+            (vm.hostname, vm.unresponsive_since.is_some(), heartbeats)
+        }));
         let provisioner = Arc::new(Provisioner::new(
             provider(&config, &identities)?,
             Pool {

@@ -136,6 +136,8 @@ pub struct ClaimRequest<'a> {
     pub new_token_sha256: &'a str,
     /// Digest of the token the browser presented, if any.
     pub presented_sha256: Option<&'a str>,
+    /// The seat page asks for another VM because this one stopped responding.
+    pub reseat: bool,
 }
 
 /// `alive` says whether a VM's agent is demonstrably alive right now: free VMs that are not
@@ -165,7 +167,7 @@ pub fn claim(
                     _ => false,
                 }
             });
-            if proven && vm.unresponsive_since.is_some() {
+            if req.reseat && proven && vm.unresponsive_since.is_some() {
                 // Their VM died: a new seat, found the same way as a first claim; the dead
                 // VM is reset before anyone else gets it.
                 let held = vm.assignment.clone().unwrap_or_else(|| unreachable!());

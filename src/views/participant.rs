@@ -127,8 +127,9 @@ pub enum Seat<'a> {
     /// The seat was taken back (released by the instructor, or the VM could not be
     /// repaired): a new one is offered.
     Released { email: &'a str },
-    /// This e-mail holds a VM claimed in another browser.
-    OtherBrowser { hostname: &'a str },
+    /// This e-mail holds a VM claimed in another browser (which VM is not said: the
+    /// cookie's e-mail proves nothing without the claim's token).
+    OtherBrowser,
     /// This browser has claimed nothing.
     Unknown,
 }
@@ -142,17 +143,15 @@ impl Seat<'_> {
             Seat::Ready { .. } => "ready",
             Seat::Unresponsive { .. } => "unresponsive",
             Seat::Released { .. } => "released",
-            Seat::OtherBrowser { .. } => "other-browser",
+            Seat::OtherBrowser => "other-browser",
             Seat::Unknown => "none",
         }
     }
 
     pub fn hostname(&self) -> &str {
         match self {
-            Seat::Ready { hostname, .. }
-            | Seat::Unresponsive { hostname, .. }
-            | Seat::OtherBrowser { hostname } => hostname,
-            Seat::Released { .. } | Seat::Unknown => "",
+            Seat::Ready { hostname, .. } | Seat::Unresponsive { hostname, .. } => hostname,
+            Seat::Released { .. } | Seat::OtherBrowser | Seat::Unknown => "",
         }
     }
 }
@@ -164,6 +163,7 @@ fn new_seat_form(email: &str, ask_join_code: bool, button: &str) -> Markup {
     html! {
         form method="post" action="/api/request_vm" {
             input type="hidden" name="email" value=(email);
+            input type="hidden" name="reseat" value="1";
             @if ask_join_code {
                 label for="join_code" { "Workshop join code" }
                 input #join_code type="text" name="join_code" required autocomplete="off" maxlength="128";
@@ -185,7 +185,7 @@ fn new_seat_form(email: &str, ask_join_code: bool, button: &str) -> Markup {
 /// by a plain reload).
 pub fn seat(seat: &Seat, ask_join_code: bool) -> Markup {
     let refresh = match seat {
-        Seat::Ready { .. } | Seat::OtherBrowser { .. } => Some((SEAT_REFRESH, "/my-vm")),
+        Seat::Ready { .. } | Seat::OtherBrowser => Some((SEAT_REFRESH, "/my-vm")),
         _ => None,
     };
     page_refreshing(
@@ -221,9 +221,9 @@ pub fn seat(seat: &Seat, ask_join_code: bool) -> Markup {
                         p.error role="alert" { "Your instructor released your seat, or your VM could not be repaired. Your files are kept. Take a new seat:" }
                         (new_seat_form(email, ask_join_code, "Give me a VM"))
                     }
-                    Seat::OtherBrowser { hostname } => {
+                    Seat::OtherBrowser => {
                         h1 { "Your VM" }
-                        p { "Your e-mail address holds " strong #hostname { (hostname) } ", claimed in another browser. Use that browser to see the PIN, or ask your instructor." }
+                        p { "Your e-mail address holds a VM claimed in another browser. Use that browser to see it and its PIN, or ask your instructor." }
                     }
                     Seat::Unknown => {
                         h1 { "No seat in this browser" }

@@ -31,6 +31,29 @@ async fn my_seat(s: &TestServer, claimed: &Claimed) -> Value {
     crate::helpers::Answer::read(r).await.expect(200)
 }
 
+/// The seat page's "another VM" form, from the browser that made `claimed`.
+async fn reseat(s: &TestServer, claimed: &Claimed, command: &str) -> Claimed {
+    let response = s
+        .client
+        .post(s.url("/api/request_vm"))
+        .header("cookie", claimed.cookie.as_deref().expect("cookie"))
+        .form(&[
+            ("email", "ada@example.org"),
+            ("crd_command", command),
+            ("reseat", "1"),
+        ])
+        .send()
+        .await
+        .expect("POST /api/request_vm");
+    let status = response.status();
+    let html = response.text().await.expect("page");
+    Claimed {
+        status,
+        html,
+        cookie: None,
+    }
+}
+
 /// `GET /my-vm` without script, as a plain reload shows it.
 async fn seat_page(s: &TestServer, claimed: &Claimed) -> String {
     s.client
@@ -365,10 +388,14 @@ async fn the_seat_page_reacts_when_the_vm_stops_responding() {
             "a form must not be reloaded away"
         );
 
-        // The same browser submits a fresh command: a new VM, with a new PIN.
-        let reseated = s
-            .claim_again("ada@example.org", &crd_command("4/0AAfterDeath"), &claimed)
+        assert!(page.contains(r#"name="reseat" value="1""#), "{page}");
+        // A plain re-submit (to see the PIN again) moves nobody.
+        let again = s
+            .claim_again("ada@example.org", &crd_command("4/0ARefresh"), &claimed)
             .await;
+        assert_eq!(again.hostname(), "vm-1");
+        // The seat page's form: a new VM, with a new PIN.
+        let reseated = reseat(&s, &claimed, &crd_command("4/0AAfterDeath")).await;
         assert_eq!(reseated.hostname(), "vm-2", "{}", reseated.html);
         assert!(reseated.html.contains("You have a new VM"));
         assert_eq!(my_seat(&s, &claimed).await["state"], "ready");
@@ -425,4 +452,69 @@ async fn lablink_seat_fixes_a_seat_from_the_command_line() {
     assert_eq!(wrong.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("--to"));
     assert!(pool_view(&s).await["vm-2"]["participant"].is_null());
+}
+
+#[tokio::test]
+async fn a_forged_cookie_learns_nothing_about_a_seat() {
+    use base64::Engine;
+    let s = TestServer::start().await;
+    s.register_running("vm-1").await;
+    let claimed = s.claim("ada@example.org", &crd_command("4/0AForged")).await;
+    assert_eq!(claimed.hostname(), "vm-1");
+    let email = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("ada@example.org");
+    for path in ["/api/my-vm", "/my-vm"] {
+        let page = s
+            .client
+            .get(s.url(path))
+            .header("cookie", format!("lablink_claim=guess.{email}"))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text");
+        assert!(!page.contains("vm-1"), "{path}: {page}");
+        assert!(!page.contains(&claimed.pin()), "{path}: {page}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assigned_client_without_heartbeats_is_not_called_dead() {
+    // The 0.1.2 client stops asking once it has its participant: silence is no evidence.
+    let s = TestServer::start_with(|c| {
+        c.server.heartbeat_seconds = 1;
+        c.server.stale_after_heartbeats = 2;
+    })
+    .await;
+    within(30, "test", async {
+        s.register_running("legacy-vm-1").await;
+        s.register_running("beating-vm-2").await;
+        s.agent_post("/api/heartbeat", &json!({"hostname": "beating-vm-2"}))
+            .await
+            .expect(200);
+        let poll = s.spawn_poll("legacy-vm-1");
+        wait_for(10, "the poll parked", || async {
+            (s.app.waiters.parked() == 1).then_some(())
+        })
+        .await;
+        let legacy = s
+            .claim("ada@example.org", &crd_command("4/0ALegacySeat"))
+            .await;
+        assert_eq!(legacy.hostname(), "legacy-vm-1");
+        poll.await.expect("poll").0.expect(200);
+        let beating = s
+            .claim("lin@example.org", &crd_command("4/0ABeatingSeat"))
+            .await;
+        assert_eq!(beating.hostname(), "beating-vm-2");
+        // The heartbeating one, silent, is called unresponsive; the 0.1.2 one is not.
+        wait_for(15, "the silent heartbeating VM is marked", || async {
+            pool_view(&s).await["beating-vm-2"]["unresponsive"]
+                .as_bool()
+                .filter(|u| *u)
+        })
+        .await;
+        assert_eq!(pool_view(&s).await["legacy-vm-1"]["unresponsive"], false);
+        assert_eq!(my_seat(&s, &legacy).await["state"], "ready");
+    })
+    .await;
 }

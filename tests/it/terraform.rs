@@ -243,7 +243,11 @@ async fn a_failed_apply_is_recorded_and_leaves_no_rows() {
             .await
             .expect_error(404, "No VMs found.");
         // The credentials written for the VMs that were never made are dead too.
-        assert!(s.app.identities.names().is_empty(), "{:?}", s.app.identities.names());
+        assert!(
+            s.app.identities.names().is_empty(),
+            "{:?}",
+            s.app.identities.names()
+        );
     })
     .await;
 }

@@ -109,9 +109,15 @@ pub async fn move_participant(
 /// the VM's agent cannot do.
 pub async fn clear(app: &App, admin: &Admin, host: &str) -> Result<Vm, ApiError> {
     let (h, at) = (host.to_owned(), app.clock.now());
+    let beating = app.liveness.report(host).is_some_and(|r| r.heartbeats);
     let vm = app
         .store
-        .write(move |tx| vms::update(tx, &h, |vm| vm.cleared(at)))
+        .write(move |tx| {
+            vms::update(tx, &h, |vm| {
+                let can_reset = beating || vm.boot_id.is_some();
+                vm.cleared(can_reset, at)
+            })
+        })
         .await
         .map_err(ApiError::store("Failed to clear the VM."))?
         .ok_or(ApiError::VmNotFound)?;

@@ -44,12 +44,16 @@ pub async fn vm_startup(
     let mut waiter = app.waiters.subscribe(&host);
     let vm = stored_vm(&app, &host, "Failed to read the VM.").await?;
     if let Some(a) = vm.assignment {
+        if !agent.still_current(&app) {
+            return Err(ApiError::BadToken);
+        }
         return Ok(success(a.pin.clone(), a.crd_command()));
     }
     // Waiting here is the 0.1.2 client's only sign of life (not for agents that heartbeat).
     let _parked = app.liveness.park(&host);
     tokio::select! {
         wake = waiter.wait() => match wake {
+            Wake::Assigned { .. } if !agent.still_current(&app) => Err(ApiError::BadToken),
             Wake::Assigned { pin, command } => Ok(success(pin, command)),
             Wake::Deleted | Wake::Pending => Err(ApiError::VmNotFound),
         },

@@ -46,6 +46,8 @@ pub struct ClaimForm {
     join_code: Option<String>,
     email: Option<String>,
     crd_command: Option<String>,
+    /// Sent by the seat page's "another VM" form: move off a VM that stopped responding.
+    reseat: Option<String>,
 }
 
 /// Lower-cased and trimmed, so one person is one key whatever they type.
@@ -215,6 +217,7 @@ pub async fn request_vm(
     // after the commit, the VM is still woken.
     let waker = app.clone();
     let liveness = app.liveness.clone();
+    let reseat = form.reseat.as_deref() == Some("1");
     let outcome = tokio::spawn(async move {
         let outcome = waker
             .store
@@ -225,6 +228,7 @@ pub async fn request_vm(
                     pin: &pin,
                     new_token_sha256: &new_token_sha256,
                     presented_sha256: presented.as_deref(),
+                    reseat,
                 };
                 vms::claim(tx, &request, now, &|host| liveness.is_alive(host))
             })
@@ -269,7 +273,16 @@ pub async fn request_vm(
             vm,
             rotated,
             proven: true,
-        }) => answer(&vm, Rejoin::Proven { rotated }),
+        }) => {
+            let mut page = answer(&vm, Rejoin::Proven { rotated });
+            // A cookie from before the seat page named no e-mail: this one does.
+            if let Some(token) = presented_token(&headers)
+                && let Ok(v) = HeaderValue::from_str(&claim_cookie(&token, &email, &headers))
+            {
+                page.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            page
+        }
         Ok(ClaimOutcome::Rejoined { vm, .. }) => answer(&vm, Rejoin::Unproven),
         Ok(ClaimOutcome::NoneFree) => render_form(
             &app,

@@ -16,8 +16,8 @@ use crate::views::participant::{self as view, Seat};
 
 /// What the cookie leads to.
 enum Found {
-    Mine(Vm),
-    OtherBrowser(Vm),
+    Mine(Box<Vm>),
+    OtherBrowser,
     Released(String),
     Nothing,
 }
@@ -46,9 +46,9 @@ async fn find(app: &App, headers: &HeaderMap) -> Result<Found, crate::store::Sto
                     ))
                 });
             if proven {
-                Found::Mine(vm)
+                Found::Mine(Box::new(vm))
             } else {
-                Found::OtherBrowser(vm)
+                Found::OtherBrowser
             }
         }
     })
@@ -75,12 +75,7 @@ fn view_of<'a>(app: &App, found: &'a Found) -> (Seat<'a>, Option<u64>) {
             },
             None,
         ),
-        Found::OtherBrowser(vm) => (
-            Seat::OtherBrowser {
-                hostname: &vm.hostname,
-            },
-            None,
-        ),
+        Found::OtherBrowser => (Seat::OtherBrowser, None),
         Found::Released(email) => (Seat::Released { email }, None),
         Found::Nothing => (Seat::Unknown, None),
     }
