@@ -440,7 +440,12 @@ impl Vm {
     /// Why this VM counts as failed, if it does.
     fn failure(&self, now: DateTime<Utc>, policy: &RebootPolicy) -> Option<&'static str> {
         let older_than = |t: Option<DateTime<Utc>>, limit| t.is_some_and(|t| now - t > limit);
-        if self.unresponsive_since.is_some() && self.status == Some(VmStatus::Running) {
+        // Its participant's software was running at the last report: the desktop may well
+        // outlive its agent; the participant decides (their page offers another seat).
+        if self.unresponsive_since.is_some()
+            && self.status == Some(VmStatus::Running)
+            && !self.in_use
+        {
             return Some(UNRESPONSIVE);
         }
         match self.status {
@@ -905,6 +910,55 @@ mod tests {
         assert_eq!(
             again.reboot_decision(t(400), &p),
             RebootDecision::Reboot("status error")
+        );
+    }
+
+    #[test]
+    fn a_silent_agent_is_rebooted_unless_its_participant_is_at_work() {
+        let p = policy();
+        let vm = Vm::new("vm-1", t(0))
+            .with_status(VmStatus::Running, t(1))
+            .gone_silent(t(1), true, t(50));
+        assert_eq!(vm.availability(), Err(NotAvailable::Unresponsive));
+        assert_eq!(
+            vm.reboot_decision(t(51), &p),
+            RebootDecision::Reboot(UNRESPONSIVE)
+        );
+        let busy = vm.clone().with_in_use(true, t(52));
+        assert_eq!(busy.reboot_decision(t(53), &p), RebootDecision::Leave);
+        let back = vm.heard_again(t(60));
+        assert!(back.is_available());
+        // A 0.1.2 client holding a participant: silence is no evidence.
+        let legacy = Vm::new("vm-2", t(0))
+            .with_status(VmStatus::Running, t(1))
+            .assign(assignment("a@example.org"))
+            .expect("available")
+            .gone_silent(t(1), false, t(50));
+        assert_eq!(legacy.unresponsive_since, None);
+    }
+
+    #[test]
+    fn a_released_seat_waits_for_its_numbered_reset() {
+        let vm = Vm::new("vm-1", t(0))
+            .with_status(VmStatus::Running, t(1))
+            .assign(assignment("a@example.org"))
+            .expect("available")
+            .vacated(t(20));
+        assert_eq!(vm.availability(), Err(NotAvailable::ResetPending));
+        assert_eq!(vm.resets, 1);
+        assert_eq!(
+            vm.clone().reset_done(Some(0), t(21)),
+            vm.clone(),
+            "an older reset"
+        );
+        assert!(vm.clone().reset_done(Some(1), t(21)).is_available());
+        assert!(
+            !vm.clone().cleared(true, t(22)).is_available(),
+            "its agent can reset"
+        );
+        assert!(
+            vm.cleared(false, t(22)).is_available(),
+            "a 0.1.2 client cannot"
         );
     }
 
