@@ -1238,17 +1238,23 @@ async fn the_assignment_arrives_after_the_allocator_was_killed_mid_poll() {
     )
     .await;
     within(40, "assignment after the restart", async {
-        let response = http
-            .post(format!("{base}/api/request_vm"))
-            .form(&[
-                ("email", "lin@example.org"),
-                ("crd_command", crd_command("4/0AbcAfterKill-9").as_str()),
-            ])
-            .send()
-            .await
-            .expect("POST /api/request_vm");
-        let status = response.status();
-        let html = response.text().await.expect("page");
+        // The restarted allocator hands the VM out once its agent is heard again (it asks
+        // again after its backoff): until then the participant is told no VM is free.
+        let (status, html) = wait_for(30, "the VM is handed out again", || async {
+            let response = http
+                .post(format!("{base}/api/request_vm"))
+                .form(&[
+                    ("email", "lin@example.org"),
+                    ("crd_command", crd_command("4/0AbcAfterKill-9").as_str()),
+                ])
+                .send()
+                .await
+                .expect("POST /api/request_vm");
+            let status = response.status();
+            let html = response.text().await.expect("page");
+            (status != 503).then_some((status, html))
+        })
+        .await;
         assert_eq!(status, 200, "{html}");
         assert_eq!(
             html_field(&html, "hostname").as_deref(),

@@ -139,6 +139,7 @@ async fn a_frozen_agent_leaves_the_pool_and_comes_back_when_it_thaws() {
         assert!(detected >= Duration::from_secs(2), "too soon: {detected:?}");
         let vm = pool_view(&s).await[host].clone();
         assert_eq!(vm["unresponsive"], true, "{vm}");
+        assert_eq!(vm["alive"], false, "{vm}");
         assert!(
             vm["last_seen_seconds_ago"].as_u64().expect("seen") >= 2,
             "{vm}"
@@ -162,6 +163,7 @@ async fn a_frozen_agent_leaves_the_pool_and_comes_back_when_it_thaws() {
         kill(pid, Signal::SIGCONT).expect("SIGCONT");
         wait_free(&s, 1, "the thawed VM is back in the pool").await;
         assert_eq!(pool_view(&s).await[host]["unresponsive"], false);
+        assert_eq!(pool_view(&s).await[host]["alive"], true);
         let claimed = s.claim("ada@example.org", &crd_command("4/0AThawed")).await;
         assert_eq!(claimed.hostname(), host);
     })

@@ -31,6 +31,7 @@ pub fn describe(app: &App, vm: &Vm) -> Value {
         "participant": vm.assignment.as_ref().map(|a| a.email.as_str()),
         "assigned_at": vm.assignment.as_ref().map(|a| a.assigned_at),
         "available": vm.is_available(),
+        "alive": live.is_some_and(|r| r.alive),
         "unresponsive": vm.unresponsive_since.is_some(),
         "unresponsive_since": vm.unresponsive_since,
         "last_seen_seconds_ago": app.last_seen_secs(vm),
