@@ -8,17 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::client::{Budget, Conn, Samples, run_load};
 use super::{ADMIN_PASSWORD, Server, longpoll};
+use crate::commands::remote::Admin;
 
 /// The kernel's clock ticks per second for `/proc/<pid>/stat` times (USER_HZ: 100 on every
 /// Linux architecture the allocator ships for).
 const USER_HZ: f64 = 100.0;
-/// Names per `POST /api/vm-credentials`: well inside the 64 KiB body limit.
-const MINT_BATCH: usize = 1_000;
 
 /// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
@@ -39,71 +37,20 @@ fn cpu_share(before: Option<Duration>, after: Option<Duration>, wall: Duration) 
     }
 }
 
-/// The allocator's admin API, for minting credentials and reading the pool.
-struct AdminApi {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl AdminApi {
-    fn new(server: &Server) -> Result<AdminApi, String> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(AdminApi {
-            http,
-            base: format!("http://{}", server.addr),
-        })
-    }
-
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
-        let answer = request
-            .basic_auth("admin", Some(ADMIN_PASSWORD))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = answer.status();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        answer.json().await.map_err(|e| e.to_string())
-    }
-
-    /// Credentials for `hosts`, in their order.
-    async fn mint(&self, hosts: &[String]) -> Result<Vec<String>, String> {
-        let mut credentials = Vec::with_capacity(hosts.len());
-        for batch in hosts.chunks(MINT_BATCH) {
-            let url = format!("{}/api/vm-credentials", self.base);
-            let answer = self
-                .call(self.http.post(url).json(&json!({ "hostnames": batch })))
-                .await
-                .map_err(|e| format!("minting credentials: {e}"))?;
-            for host in batch {
-                let credential = answer["credentials"][host]
-                    .as_str()
-                    .ok_or_else(|| format!("no credential minted for {host}"))?;
-                credentials.push(credential.to_owned());
-            }
-        }
-        Ok(credentials)
-    }
-
-    /// The hosts `GET /api/vms` shows unresponsive.
-    async fn unresponsive(&self) -> Result<Vec<String>, String> {
-        let url = format!("{}/api/vms", self.base);
-        let pool = self.call(self.http.get(url)).await?;
-        Ok(pool["vms"]
-            .as_array()
-            .map(|vms| {
-                vms.iter()
-                    .filter(|vm| vm["unresponsive"].as_bool() == Some(true))
-                    .filter_map(|vm| vm["hostname"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
+/// The benchmark allocator's admin API, for minting credentials and reading the pool.
+fn admin_api(server: &Server) -> Result<Admin, String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let base = format!("http://{}", server.addr);
+    Ok(Admin::with_password(
+        http,
+        &base,
+        "admin",
+        ADMIN_PASSWORD.into(),
+    ))
 }
 
 /// Simulated VMs named `{prefix}-vm-{n}`, with minted credentials.
@@ -123,7 +70,7 @@ impl Fleet {
     /// (which records its boot id: later beats change nothing in the store).
     async fn enroll(server: &Server, prefix: &str, count: usize) -> Result<Fleet, String> {
         let hosts: Vec<String> = (1..=count).map(|n| format!("{prefix}-vm-{n}")).collect();
-        let credentials = AdminApi::new(server)?.mint(&hosts).await?;
+        let credentials = admin_api(server)?.mint(&hosts).await?;
         let fleet = Fleet {
             hosts: Arc::new(hosts),
             auth: Arc::new(credentials.iter().map(|c| format!("Bearer {c}")).collect()),
@@ -322,7 +269,7 @@ pub async fn detection(server: &Server, count: usize) -> Result<(), String> {
             (freeze.into_std(), last, conn)
         }));
     }
-    let admin = AdminApi::new(server)?;
+    let admin = admin_api(server)?;
     let give_up = Instant::now() + 2 * EVERY + SPREAD + Duration::from_secs(15);
     let hosts: std::collections::HashMap<&str, usize> = fleet
         .hosts
@@ -332,7 +279,7 @@ pub async fn detection(server: &Server, count: usize) -> Result<(), String> {
         .collect();
     let mut seen: Vec<Option<Instant>> = vec![None; count];
     while seen.iter().any(Option::is_none) && Instant::now() < give_up {
-        for host in admin.unresponsive().await? {
+        for host in admin.unresponsive().await?.0 {
             if let Some(&n) = hosts.get(host.as_str()) {
                 seen[n].get_or_insert_with(Instant::now);
             }

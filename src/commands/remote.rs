@@ -21,6 +21,8 @@ pub struct Login {
 pub const PASSWORD_ENV: &str = "LABLINK_ADMIN_PASSWORD";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Names per `POST /api/vm-credentials`: well inside the allocator's 64 KiB body limit.
+const MINT_BATCH: usize = 1_000;
 
 /// The admin password: from `file`, else LABLINK_ADMIN_PASSWORD, else asked on the
 /// terminal.
@@ -108,14 +110,64 @@ impl Admin {
 
     /// Over an HTTP client the caller already has.
     pub fn with_client(client: reqwest::Client, url: &str, login: &Login) -> Result<Admin, String> {
-        let base = url.trim_end_matches('/').to_owned();
-        let password = password(login.password_file.as_deref(), &login.user, &base)?;
-        Ok(Admin {
-            base,
+        let base = url.trim_end_matches('/');
+        let password = password(login.password_file.as_deref(), &login.user, base)?;
+        Ok(Admin::with_password(client, base, &login.user, password))
+    }
+
+    /// With a password the caller already has (the benchmark's own allocator).
+    pub fn with_password(
+        client: reqwest::Client,
+        url: &str,
+        user: &str,
+        password: String,
+    ) -> Admin {
+        Admin {
+            base: url.trim_end_matches('/').to_owned(),
             client,
-            user: login.user.clone(),
+            user: user.to_owned(),
             password,
-        })
+        }
+    }
+
+    /// Credentials for `hosts` (`POST /api/vm-credentials`, in batches well inside the
+    /// body limit), in their order.
+    pub async fn mint(&self, hosts: &[String]) -> Result<Vec<String>, String> {
+        let mut credentials = Vec::with_capacity(hosts.len());
+        for batch in hosts.chunks(MINT_BATCH) {
+            let answer = self
+                .post(
+                    "/api/vm-credentials",
+                    &serde_json::json!({ "hostnames": batch }),
+                )
+                .await
+                .map_err(|e| format!("minting credentials: {e}"))?;
+            for host in batch {
+                let credential = answer["credentials"][host]
+                    .as_str()
+                    .ok_or_else(|| format!("the allocator minted no credential for {host}"))?;
+                credentials.push(credential.to_owned());
+            }
+        }
+        Ok(credentials)
+    }
+
+    /// The VMs `GET /api/vms` shows unresponsive, and the allocator's staleness limit.
+    pub async fn unresponsive(&self) -> Result<(Vec<String>, Duration), String> {
+        let pool = self.get("/api/vms").await?;
+        let marked = pool["vms"]
+            .as_array()
+            .map(|vms| {
+                vms.iter()
+                    .filter(|vm| vm["unresponsive"].as_bool() == Some(true))
+                    .filter_map(|vm| vm["hostname"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stale = pool["stale_after_seconds"]
+            .as_u64()
+            .ok_or("GET /api/vms gave no stale_after_seconds: an allocator without liveness")?;
+        Ok((marked, Duration::from_secs(stale)))
     }
 
     /// POSTs `body` (JSON) to `path`; the answer's JSON, or what went wrong in words.

@@ -1,10 +1,8 @@
 //! Faults: which simulated agents die or freeze, and the admin's view of the pool that
 //! tells when the allocator noticed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use super::agent::Fault;
 use crate::commands::remote::{Admin, Login};
@@ -96,26 +94,13 @@ impl AdminApi {
         Admin::with_client(http.clone(), base, login).map(AdminApi)
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        self.0.post(path, body).await
+    /// The hosts `GET /api/vms` shows unresponsive, and the allocator's staleness limit.
+    pub async fn unresponsive(&self) -> Result<(Vec<String>, Duration), String> {
+        self.0.unresponsive().await
     }
 
-    /// The hosts `GET /api/vms` shows unresponsive, and the allocator's staleness limit.
-    pub async fn unresponsive(&self) -> Result<(HashSet<String>, Duration), String> {
-        let pool = self.0.get("/api/vms").await?;
-        let marked = pool["vms"]
-            .as_array()
-            .map(|vms| {
-                vms.iter()
-                    .filter(|vm| vm["unresponsive"].as_bool() == Some(true))
-                    .filter_map(|vm| vm["hostname"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let stale = pool["stale_after_seconds"]
-            .as_u64()
-            .ok_or("GET /api/vms gave no stale_after_seconds: an allocator without liveness")?;
-        Ok((marked, Duration::from_secs(stale)))
+    pub async fn mint(&self, hosts: &[String]) -> Result<Vec<String>, String> {
+        self.0.mint(hosts).await
     }
 
     /// Reads the pool every `every` until each of `failed` (host → when it failed) shows

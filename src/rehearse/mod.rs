@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -192,36 +191,16 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
-/// Names per `POST /api/vm-credentials`: well inside the allocator's 64 KiB body limit.
-const MINT_BATCH: usize = 1_000;
-
 /// Credentials for the simulated VMs, minted by the allocator (the admin's API).
 async fn mint_credentials(
     admin: &AdminApi,
     hosts: &[String],
 ) -> Result<HashMap<String, String>, String> {
-    let mut credentials = HashMap::with_capacity(hosts.len());
-    for batch in hosts.chunks(MINT_BATCH) {
-        let answer = admin
-            .post("/api/vm-credentials", &json!({ "hostnames": batch }))
-            .await
-            .map_err(|e| format!("minting the simulated VMs' credentials: {e}"))?;
-        if let Some(minted) = answer["credentials"].as_object() {
-            for (host, credential) in minted {
-                if let Some(c) = credential.as_str() {
-                    credentials.insert(host.clone(), c.to_owned());
-                }
-            }
-        }
-    }
-    if credentials.len() != hosts.len() {
-        return Err(format!(
-            "the allocator minted {} of {} credentials",
-            credentials.len(),
-            hosts.len()
-        ));
-    }
-    Ok(credentials)
+    let minted = admin
+        .mint(hosts)
+        .await
+        .map_err(|e| format!("the simulated VMs' credentials: {e}"))?;
+    Ok(hosts.iter().cloned().zip(minted).collect())
 }
 
 /// Hosts in the order a claim picks them.
