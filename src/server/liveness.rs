@@ -87,14 +87,23 @@ impl Liveness {
     fn touch(&self, host: &str, f: impl FnOnce(&mut Seen)) {
         let now = Instant::now();
         let mut map = self.map();
-        let seen = map.entry(host.to_owned()).or_insert(Seen {
-            last: now,
-            heard: true,
-            heartbeats: false,
-            parked: 0,
-            disk_free_pct: None,
-            marked: false,
-        });
+        // Every agent request comes here: no key allocated for a VM already watched.
+        if !map.contains_key(host) {
+            map.insert(
+                host.to_owned(),
+                Seen {
+                    last: now,
+                    heard: true,
+                    heartbeats: false,
+                    parked: 0,
+                    disk_free_pct: None,
+                    marked: false,
+                },
+            );
+        }
+        let Some(seen) = map.get_mut(host) else {
+            return;
+        };
         seen.last = now;
         seen.heard = true;
         f(seen);
