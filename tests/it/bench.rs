@@ -44,11 +44,17 @@ async fn every_bench_phase_runs_and_reports() {
             .unwrap_or_else(|| panic!("no `{name}` line:\n{stdout}"))
             .to_owned()
     };
-    // Claims pick only VMs whose agent is alive: the pool's registered agents are.
-    assert!(
-        line("POST /api/request_vm").contains("ok 300  refused 0  errors 0"),
-        "{stdout}"
-    );
+    // Claims pick only VMs whose agent is alive: the pool's registered agents are, so
+    // none is refused. How many fit in the one-second phase depends on the machine.
+    let claims = line("POST /api/request_vm");
+    let ok: u32 = claims
+        .split("ok ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no claim count in `{claims}`"));
+    assert!(ok > 0, "{stdout}");
+    assert!(claims.contains("refused 0  errors 0"), "{stdout}");
     assert!(
         line("claim → agent wake").contains("woken 10 of 10"),
         "{stdout}"
