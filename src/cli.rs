@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::commands;
 
@@ -24,7 +24,7 @@ pub enum Command {
     /// The whole system on this machine, offline, with simulated VMs.
     Demo(crate::commands::demo::DemoArgs),
     /// Run the allocator: participant page, agent API and the store.
-    Serve(ServeArgs),
+    Serve(crate::commands::serve::ServeArgs),
     /// Run on a VM: register with the allocator, report health, start the desktop.
     Agent(Box<crate::agent::AgentArgs>),
     /// Print the agents' API token of a data directory; or mint (--vm) or revoke
@@ -77,29 +77,6 @@ pub enum ConfigCommand {
     },
     /// List every configuration key with its environment variable.
     Keys,
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct ServeArgs {
-    /// config.yaml to load (also LABLINK_CONFIG, or upstream's CONFIG_DIR/CONFIG_NAME).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Address to listen on, e.g. 0.0.0.0:5000 (overrides server.listen).
-    #[arg(long)]
-    pub listen: Option<String>,
-    /// Directory of the store and generated files (overrides server.data_dir).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LABLINK_LOG_FORMAT")]
-    pub log_format: LogFormat,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 pub fn run(cli: Cli) -> ExitCode {

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::pool::PoolError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,13 @@ pub enum ApiError {
     BadCsrf,
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing can be done now; ask again later.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("Too many requests; wait {0} s and try again.")]
+    Limited(u64),
     /// An outside action (a provider command) failed; the message says why.
     #[error("{0}")]
     Failed(String),
@@ -73,14 +81,35 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::VmNotFound | ApiError::NoVms | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::CrossSite | ApiError::BadCsrf | ApiError::OtherVm(_) => StatusCode::FORBIDDEN,
+            ApiError::CrossSite
+            | ApiError::BadCsrf
+            | ApiError::OtherVm(_)
+            | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Gone(_) => StatusCode::GONE,
-            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts(_) | ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PollTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::ShuttingDown | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::Busy | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store { .. } | ApiError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> ApiError {
+        match e {
+            PoolError::Invalid(m) => ApiError::BadRequest(m),
+            PoolError::NotFound(m) => ApiError::NotFound(m),
+            PoolError::VmNotFound => ApiError::VmNotFound,
+            PoolError::Forbidden(m) => ApiError::Forbidden(m),
+            PoolError::Conflict(m) => ApiError::Conflict(m),
+            PoolError::NoneFree => ApiError::Unavailable(e.to_string()),
+            PoolError::Limited(wait) => ApiError::Limited(wait.as_secs().max(1)),
+            PoolError::Failed(m) => ApiError::Failed(m),
+            PoolError::Store { message, source } => ApiError::Store { message, source },
         }
     }
 }
@@ -102,7 +131,7 @@ impl IntoResponse for ApiError {
                 "Unauthorized Access",
             )
                 .into_response(),
-            ApiError::TooManyAttempts(wait) => (
+            ApiError::TooManyAttempts(wait) | ApiError::Limited(wait) => (
                 status,
                 [(axum::http::header::RETRY_AFTER, wait.to_string())],
                 Json(json!({ "error": self.to_string() })),

@@ -2,8 +2,8 @@
 //! executable.
 
 pub mod agent;
+pub mod allocator;
 pub mod assets;
-pub mod autoreboot;
 pub mod bench;
 
 pub mod cli;
@@ -15,18 +15,19 @@ pub mod download;
 pub mod error;
 pub mod export;
 pub mod fetch_budget;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod pool;
 pub mod process;
 pub mod provision;
 pub mod recurrence;
 pub mod rehearse;
-pub mod scheduler;
 pub mod server;
 pub mod shared_token;
+pub mod shutdown;
 pub mod store;
 pub mod systemd;
 pub mod views;
 pub mod vm_identity;
-pub mod watchdog;

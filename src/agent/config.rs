@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::desktop_user::DesktopUser;
-use crate::cli::LogFormat;
+use crate::logging::LogFormat;
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {

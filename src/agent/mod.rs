@@ -104,7 +104,7 @@ async fn agent(
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            crate::commands::serve::shutdown_signal().await;
+            crate::shutdown::signal().await;
             tracing::info!("stopping");
             crate::systemd::stopping();
             cancel.cancel();

@@ -5,11 +5,10 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::fail;
-use crate::cli::LogFormat;
 use crate::config::Config;
 use crate::logging;
+use crate::logging::LogFormat;
 use crate::model::RunAction;
-use crate::server;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -80,10 +79,10 @@ async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> ExitCode {
     println!("    --code=4/0ADemoCode");
     println!("  Ctrl-C stops the allocator and every simulated VM.");
     println!();
-    let serving = tokio::spawn(server::serve(
+    let serving = tokio::spawn(crate::allocator::run(
         listener,
         app.clone(),
-        super::serve::shutdown_signal(),
+        crate::shutdown::signal(),
     ));
     if args.vms > 0
         && let Err(e) = app

@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode};
 use clap::{Args, Subcommand};
 
 use super::{EXIT_CONFIG, fail};
-use crate::cli::ServeArgs;
+use crate::commands::serve::ServeArgs;
 
 const SERVE_UNIT: &str = include_str!("../../packaging/systemd/lablink.service");
 const AGENT_UNIT: &str = include_str!("../../packaging/systemd/lablink-agent.service");

@@ -3,12 +3,29 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Args;
+
 use super::{EXIT_CONFIG, fail};
-use crate::cli::ServeArgs;
 use crate::config::{Config, Problem};
-use crate::logging;
-use crate::server::{self, App};
+use crate::logging::{self, LogFormat};
+use crate::server::App;
 use crate::store::Store;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// config.yaml to load (also LABLINK_CONFIG, or upstream's CONFIG_DIR/CONFIG_NAME).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:5000 (overrides server.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the store and generated files (overrides server.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LABLINK_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
 
 /// The config file to read: the flag, `LABLINK_CONFIG`, or upstream's
 /// `CONFIG_DIR`/`CONFIG_NAME` (as the lablink-template container sets them).
@@ -119,10 +136,10 @@ async fn serve(config: Config) -> ExitCode {
     crate::systemd::ready(&format!("serving on http://{local}/"));
     crate::systemd::spawn_watchdog();
     let stop = async {
-        shutdown_signal().await;
+        crate::shutdown::signal().await;
         crate::systemd::stopping();
     };
-    match server::serve(listener, app, stop).await {
+    match crate::allocator::run(listener, app, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
@@ -138,23 +155,6 @@ pub async fn open_app(config: Config) -> Result<App, ExitCode> {
             store.close();
             Err(fail(e))
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C will stop the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
     }
 }
 

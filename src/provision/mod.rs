@@ -21,8 +21,8 @@ pub use runlog::RunLog;
 
 use crate::metrics::Metrics;
 use crate::model::{Phase, Run, RunAction, RunState, Vm};
-use crate::server::liveness::Liveness;
-use crate::server::waiters::{Waiters, Wake};
+use crate::pool::liveness::Liveness;
+use crate::pool::waiters::{Waiters, Wake};
 use crate::shared_token::SharedToken;
 use crate::store::{Store, StoreError, runs, vms};
 use crate::vm_identity::Identities;

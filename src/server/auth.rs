@@ -20,10 +20,10 @@ use tower_sessions::Session;
 
 use super::body::DEFAULT_BODY_LIMIT;
 use super::client_ip::ClientIp;
-use super::liveness::Liveness;
 use super::state::{App, write_private_file};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::pool::liveness::Liveness;
 use crate::shared_token::AgentScope;
 use crate::store::{Store, StoreError, meta};
 
@@ -391,6 +391,11 @@ pub struct Admin {
 impl Admin {
     pub fn from_ip(&self) -> Option<String> {
         self.ip.map(|ip| ip.to_string())
+    }
+
+    /// This admin as the actor of an audited use case.
+    pub fn actor(&self) -> crate::pool::Actor {
+        crate::pool::Actor::new(self.user.clone(), self.from_ip())
     }
 
     /// Signed in through the console (a session) rather than HTTP Basic.

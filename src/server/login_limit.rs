@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::pool::claim_limit::client_key;
+
 pub const MAX_FAILURES: u32 = 5;
 pub const WINDOW: Duration = Duration::from_secs(300);
 /// Clients remembered at most; beyond it, entries that are neither locked nor busy go.
@@ -38,19 +40,6 @@ impl Entry {
 #[derive(Clone, Default)]
 pub struct LoginLimiter {
     clients: Arc<Mutex<HashMap<IpAddr, Entry>>>,
-}
-
-/// The key a client is counted under.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let mut segments = v6.segments();
-            segments[4..].fill(0);
-            IpAddr::V6(segments.into())
-        }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
 }
 
 /// One sign-in check in progress; `finish` says how it ended. Dropped unfinished (the

@@ -1,11 +1,10 @@
-//! `lablink serve`: the HTTP server of the allocator.
+//! The allocator's HTTP side: the participant pages, the admin console and the JSON API
+//! over the pool (`crate::pool`). `crate::allocator` runs it together with the jobs.
 
 pub mod api;
 pub mod auth;
 pub mod body;
-pub mod claim_limit;
 pub mod client_ip;
-pub mod liveness;
 pub mod login_limit;
 pub mod observe;
 pub mod pages;
@@ -13,7 +12,6 @@ pub mod router;
 pub mod sessions;
 pub mod sse;
 pub mod state;
-pub mod waiters;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,8 +31,6 @@ pub use state::App;
 
 /// How long shutdown waits for requests in flight before closing their connections.
 const DRAIN: Duration = Duration::from_secs(2);
-/// How long shutdown waits for a provisioning run and local agents to stop.
-const PROVISION_STOP: Duration = Duration::from_secs(2);
 /// With `server.max_connections` connections open, a new one waits this long for one of
 /// them to end; then it is answered 503 and closed.
 const CONNECTION_WAIT: Duration = Duration::from_secs(1);
@@ -80,9 +76,9 @@ fn refused_connection(peer: SocketAddr) {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, answers
-/// parked long-polls, lets requests in flight finish (bounded) and commits every
-/// acknowledged write before returning.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, cancels the
+/// pool's shutdown token (parked long-polls answer, jobs stop) and lets requests in flight
+/// finish (bounded).
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -110,9 +106,6 @@ pub async fn serve(
         .unwrap_or(usize::MAX)
         .clamp(1, Semaphore::MAX_PERMITS);
     let connections = Arc::new(Semaphore::new(max_connections));
-    let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
-    let rebooter = tokio::spawn(crate::autoreboot::run(app.clone()));
-    let watchdog = tokio::spawn(crate::watchdog::run(app.clone()));
     let sweeper = tokio::spawn(sessions::sweep(app.store.clone(), app.shutdown.clone()));
     let trusted = std::sync::Arc::new(app.config.trusted_proxies().unwrap_or_default());
     tokio::pin!(shutdown);
@@ -173,24 +166,6 @@ pub async fn serve(
     {
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
     }
-    let _ = scheduler.await;
     let _ = sweeper.await;
-    let _ = watchdog.await;
-    // A reboot in progress is abandoned; the VM is looked at again after the restart.
-    rebooter.abort();
-    let _ = rebooter.await;
-    // A run in progress is cancelled (its process group stopped); if it does not wrap up
-    // in time it is marked interrupted at the next start.
-    if tokio::time::timeout(PROVISION_STOP, app.provisioner.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("provisioning did not stop within {PROVISION_STOP:?}; leaving it");
-    }
-    let store = app.store.clone();
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .map_err(std::io::Error::other)?;
-    tracing::info!("store closed; bye");
     Ok(())
 }

@@ -14,13 +14,14 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
+use crate::model::Counts;
 use crate::model::validate_hostname;
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, sessions, vms};
 use crate::views::admin::Viewer;
-use crate::views::admin::pool::{Counts, counts, instance_rows, startup_chart};
+use crate::views::admin::pool::{counts, instance_rows, startup_chart};
 use crate::views::admin::runs::{lines_fragment, summary};
 
 /// Changes closer together than this are sent as one update.

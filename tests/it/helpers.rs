@@ -273,7 +273,7 @@ impl TestServer {
         let shutdown = async move {
             let _ = rx.await;
         };
-        let task = tokio::spawn(lablink::server::serve(listener, app.clone(), shutdown));
+        let task = tokio::spawn(lablink::allocator::run(listener, app.clone(), shutdown));
         TestServer {
             base: format!("http://{addr}"),
             token: app.api_token.get(),

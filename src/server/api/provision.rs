@@ -11,7 +11,7 @@ use serde_json::json;
 use super::ApiPath;
 use crate::error::ApiError;
 use crate::model::{RunAction, validate_hostname};
-use crate::provision::ProvisionError;
+use crate::pool::launch;
 use crate::server::auth::Admin;
 use crate::server::body::DEFAULT_BODY_LIMIT;
 use crate::server::pages::admin::{Confirm, action_result, confirmed, is_htmx};
@@ -39,19 +39,6 @@ fn wants_json(headers: &HeaderMap) -> bool {
     first == "application/json"
 }
 
-fn refused(e: ProvisionError) -> ApiError {
-    match e {
-        ProvisionError::Busy(_) => ApiError::Conflict(e.to_string()),
-        ProvisionError::Unsupported(why) => ApiError::bad_request(why),
-        ProvisionError::NoSuchVm => ApiError::VmNotFound,
-        ProvisionError::NothingToDestroy => ApiError::NotFound(e.to_string()),
-        ProvisionError::Store(source) => ApiError::Store {
-            message: "Failed to start the run.",
-            source,
-        },
-    }
-}
-
 /// For htmx requests a problem is a message fragment (htmx swaps only 2xx answers).
 fn for_console(
     headers: &HeaderMap,
@@ -69,24 +56,7 @@ async fn start(
     headers: &HeaderMap,
     action: RunAction,
 ) -> Result<Response, ApiError> {
-    let verb = match &action {
-        RunAction::Launch { .. } => "launch",
-        RunAction::DestroyAll => "destroy-all",
-        RunAction::DestroyVm { .. } => "destroy-vm",
-    };
-    let what = action.describe();
-    let run = app
-        .provisioner
-        .start(action, &admin.user, admin.from_ip())
-        .await
-        .map_err(refused)?;
-    app.audit(
-        &admin.user,
-        admin.from_ip(),
-        verb,
-        format!("{what} (run #{})", run.id),
-    )
-    .await;
+    let run = launch::start(&app.pool, &admin.actor(), action).await?;
     if is_htmx(headers) {
         // The launch and teardown forms show the run below them, streaming.
         return Ok(match &run.action {

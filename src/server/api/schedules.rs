@@ -6,18 +6,29 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiPath;
 use crate::error::ApiError;
 use crate::model::{Schedule, ScheduleStatus};
-use crate::recurrence;
+use crate::pool::schedules::{self, NewSchedule};
 use crate::server::auth::Admin;
 use crate::server::body::JsonBody;
 use crate::server::state::App;
-use crate::store::schedules;
+use crate::store;
+
+impl From<crate::pool::PoolError> for Refusal {
+    fn from(e: crate::pool::PoolError) -> Refusal {
+        let api = ApiError::from(e);
+        let status = api.status();
+        if let ApiError::Store { source, message } = &api {
+            tracing::error!(error = %source, "{message}");
+        }
+        Refusal(status, api.to_string())
+    }
+}
 
 /// Upstream's error shape for these endpoints.
 pub struct Refusal(pub StatusCode, pub String);
@@ -78,140 +89,18 @@ pub fn to_json(s: &Schedule) -> Value {
     })
 }
 
-/// ISO 8601 as the admin page sends it (`toISOString()`), or with an offset; a time
-/// without an offset is taken as UTC.
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text.trim()) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    for format in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(text.trim(), format) {
-            return Ok(t.and_utc());
-        }
-    }
-    Err(format!(
-        "'{text}' is not an ISO 8601 time such as 2026-05-01T18:00:00Z"
-    ))
-}
-
-#[derive(Deserialize)]
-pub struct NewSchedule {
-    pub schedule_name: Option<String>,
-    pub destruction_time: Option<String>,
-    pub recurrence_rule: Option<String>,
-    pub notification_enabled: Option<bool>,
-    pub notification_hours_before: Option<i64>,
-}
-
 pub async fn create(
     State(app): State<App>,
     admin: Admin,
     body: Result<JsonBody<NewSchedule>, ApiError>,
 ) -> Result<Json<Value>, Refusal> {
     let JsonBody(req) = body?;
-    let created = create_schedule(&app, &admin, req).await?;
+    let created = schedules::create(&app.pool, &admin.actor(), req).await?;
     Ok(Json(json!({
         "success": true,
         "schedule_id": created.id,
         "message": "Scheduled destruction created successfully",
     })))
-}
-
-/// Checks and stores a new schedule (the JSON API and the admin form both use it).
-pub async fn create_schedule(
-    app: &App,
-    admin: &Admin,
-    req: NewSchedule,
-) -> Result<Schedule, Refusal> {
-    let name = req
-        .schedule_name
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "schedule_name is required"))?;
-    if name.chars().count() > 255 {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "schedule_name is longer than 255 characters",
-        ));
-    }
-    let when = req
-        .destruction_time
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "destruction_time is required"))?;
-    let when = parse_time(&when).map_err(|e| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            format!("Invalid destruction_time format: {e}"),
-        )
-    })?;
-    let now = app.clock.now();
-    if when <= now {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "destruction_time must be in the future",
-        ));
-    }
-    let rule = match req.recurrence_rule.filter(|r| !r.trim().is_empty()) {
-        Some(r) => Some(recurrence::normalize(&r).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?),
-        None => None,
-    };
-    let next_run = match &rule {
-        Some(r) => recurrence::next_after(r, when, when - chrono::Duration::seconds(1))
-            .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?
-            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "recurrence_rule never fires"))?,
-        None => when,
-    };
-    let hours_before = req.notification_hours_before.unwrap_or(1);
-    if !(0..=168).contains(&hours_before) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "notification_hours_before must be 0 to 168",
-        ));
-    }
-    let schedule = Schedule {
-        id: 0,
-        schedule_name: name.clone(),
-        destruction_time: when,
-        recurrence_rule: rule,
-        created_by: admin.user.clone(),
-        status: ScheduleStatus::Scheduled,
-        execution_count: 0,
-        last_execution_time: None,
-        last_execution_result: None,
-        notification_enabled: req.notification_enabled.unwrap_or(false),
-        notification_hours_before: hours_before,
-        created_at: now,
-        updated_at: now,
-        next_run: Some(next_run),
-        executions: Vec::new(),
-    };
-    let created = app
-        .store
-        .write(move |tx| schedules::create(tx, schedule))
-        .await
-        .map_err(store_failed("Failed to create the schedule."))?
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::CONFLICT,
-                format!("Schedule '{name}' already exists"),
-            )
-        })?;
-    app.audit(
-        &admin.user,
-        admin.from_ip(),
-        "schedule-destruction",
-        format!(
-            "'{}' (#{}), next at {next_run}",
-            created.schedule_name, created.id
-        ),
-    )
-    .await;
-    Ok(created)
 }
 
 #[derive(Deserialize)]
@@ -235,7 +124,7 @@ pub async fn list(
     };
     let all = app
         .store
-        .read(move |tx| schedules::list(tx, status))
+        .read(move |tx| store::schedules::list(tx, status))
         .await
         .map_err(store_failed("Failed to read schedules."))?;
     Ok(Json(json!({
@@ -259,7 +148,7 @@ pub async fn get(
     let id = schedule_id(id)?;
     let found = app
         .store
-        .read(move |tx| schedules::get(tx, id))
+        .read(move |tx| store::schedules::get(tx, id))
         .await
         .map_err(store_failed("Failed to read the schedule."))?
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
@@ -272,38 +161,11 @@ pub async fn cancel(
     id: Result<ApiPath<u64>, ApiError>,
 ) -> Result<Json<Value>, Refusal> {
     let id = schedule_id(id)?;
-    cancel_schedule(&app, &admin, id).await?;
+    schedules::cancel(&app.pool, &admin.actor(), id).await?;
     Ok(Json(json!({
         "success": true,
         "message": format!("Scheduled destruction {id} cancelled successfully"),
     })))
-}
-
-/// Cancels a schedule that has not fired (the JSON API and the admin form both use it).
-pub async fn cancel_schedule(app: &App, admin: &Admin, id: u64) -> Result<Schedule, Refusal> {
-    let now = app.clock.now();
-    let outcome = app
-        .store
-        .write(move |tx| schedules::update(tx, id, |s| s.cancelled(now)))
-        .await
-        .map_err(store_failed("Failed to cancel the schedule."))?
-        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
-    match outcome {
-        Ok(s) => {
-            app.audit(
-                &admin.user,
-                admin.from_ip(),
-                "cancel-schedule",
-                format!("'{}' (#{id})", s.schedule_name),
-            )
-            .await;
-            Ok(s)
-        }
-        Err(status) => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            format!("Cannot cancel schedule with status '{}'", status.as_str()),
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -311,29 +173,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_parse_like_the_admin_page_sends_them() {
-        let want = "2026-05-01T18:00:00Z";
-        for text in [
-            "2026-05-01T18:00:00Z",
-            "2026-05-01T18:00:00.000Z",
-            "2026-05-01T20:00:00+02:00",
-            "2026-05-01T18:00:00",
-            "2026-05-01T18:00",
-        ] {
-            let t = parse_time(text).expect(text);
-            assert_eq!(
-                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                want,
-                "{text}"
-            );
-        }
-        assert!(parse_time("tomorrow").is_err());
-        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
-    }
-
-    #[test]
     fn dates_are_rendered_as_http_dates() {
-        let t = parse_time("2026-05-01T18:00:00Z").expect("time");
+        let t = crate::pool::schedules::parse_time("2026-05-01T18:00:00Z").expect("time");
         assert_eq!(http_date(t), "Fri, 01 May 2026 18:00:00 GMT");
     }
 }

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
+use crate::pool::waiters::Wake;
 use crate::server::auth::Agent;
 use crate::server::body::JsonBody;
 use crate::server::state::App;
-use crate::server::waiters::Wake;
 
 #[derive(Deserialize)]
 pub struct StartupRequest {

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::model::validate_hostname;
-use crate::server::api::reboot::reboot_now;
-use crate::server::api::schedules::{NewSchedule, cancel_schedule, create_schedule};
+use crate::pool::reboot::reboot_now;
+use crate::pool::schedules::{self as schedule, NewSchedule};
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
@@ -190,9 +190,10 @@ pub async fn reboot(
     headers: HeaderMap,
 ) -> Response {
     let result = match validate_hostname(&host) {
-        Ok(()) => reboot_now(&app, &admin, &host)
+        Ok(()) => reboot_now(&app.pool, &admin.actor(), &host)
             .await
-            .map(|_| format!("Reboot of {host} started.")),
+            .map(|_| format!("Reboot of {host} started."))
+            .map_err(ApiError::from),
         Err(e) => Err(ApiError::BadRequest(e)),
     };
     action_result(&headers, result, "/admin/instances")
@@ -222,13 +223,13 @@ pub async fn seat_action(
     headers: HeaderMap,
     Form(form): Form<SeatForm>,
 ) -> Response {
-    use crate::server::api::seats;
+    use crate::pool::seats;
     let result = async {
         validate_hostname(&host).map_err(ApiError::BadRequest)?;
         match verb.as_str() {
             "release" => {
                 name_typed(&host, &form, "release the seat")?;
-                seats::release(&app, &admin, &host).await?;
+                seats::release(&app.pool, &admin.actor(), &host).await?;
                 Ok(format!(
                     "Seat on {host} released; the VM returns to the pool once its desktop is reset."
                 ))
@@ -239,19 +240,20 @@ pub async fn seat_action(
                     validate_hostname(to)
                         .map_err(|e| ApiError::BadRequest(format!("Move to: {e}")))?;
                 }
-                let (_, new) = seats::move_participant(&app, &admin, &host, to).await?;
+                let (_, new) =
+                    seats::move_participant(&app.pool, &admin.actor(), &host, to).await?;
                 Ok(format!(
                     "Participant moved from {host} to {}; their page shows the new VM.",
                     new.hostname
                 ))
             }
             "clear" => {
-                seats::clear(&app, &admin, &host).await?;
+                seats::clear(&app.pool, &admin.actor(), &host).await?;
                 Ok(format!("{host} cleared."))
             }
             "revoke" => {
                 name_typed(&host, &form, "revoke this VM")?;
-                seats::revoke(&app, &admin, &host).await?;
+                seats::revoke(&app.pool, &admin.actor(), &host).await?;
                 Ok(format!("{host} revoked: its credential no longer works."))
             }
             _ => Err(ApiError::NotFound("Not found.".into())),
@@ -319,12 +321,13 @@ pub async fn schedule(
         notification_enabled: None,
         notification_hours_before: None,
     };
-    match create_schedule(&app, &admin, request).await {
+    match schedule::create(&app.pool, &admin.actor(), request).await {
         Ok(created) => {
             let done = Flash::Done(format!("Scheduled '{}'.", created.schedule_name));
             schedules_page(&app, &admin, &NO_DRAFT, Some(done), StatusCode::OK).await
         }
-        Err(refusal) => {
+        Err(refused) => {
+            let refused = ApiError::from(refused);
             let draft = Draft {
                 name: form.schedule_name.as_deref().unwrap_or(""),
                 time: form.destruction_time.as_deref().unwrap_or(""),
@@ -334,8 +337,8 @@ pub async fn schedule(
                 &app,
                 &admin,
                 &draft,
-                Some(Flash::Problem(refusal.1)),
-                refusal.0,
+                Some(Flash::Problem(refused.to_string())),
+                refused.status(),
             )
             .await
         }
@@ -344,12 +347,15 @@ pub async fn schedule(
 
 /// `POST /admin/scheduled-destruction/<id>/cancel` (form).
 pub async fn cancel(State(app): State<App>, admin: Admin, Path(id): Path<u64>) -> Response {
-    let (message, status) = match cancel_schedule(&app, &admin, id).await {
+    let (message, status) = match schedule::cancel(&app.pool, &admin.actor(), id).await {
         Ok(s) => (
             Flash::Done(format!("Cancelled '{}'.", s.schedule_name)),
             StatusCode::OK,
         ),
-        Err(refusal) => (Flash::Problem(refusal.1), refusal.0),
+        Err(refused) => {
+            let refused = ApiError::from(refused);
+            (Flash::Problem(refused.to_string()), refused.status())
+        }
     };
     schedules_page(&app, &admin, &NO_DRAFT, Some(message), status).await
 }
@@ -381,7 +387,8 @@ pub async fn mint_credential(
 ) -> Result<Markup, ApiError> {
     let host = form.hostname.unwrap_or_default().trim().to_owned();
     validate_hostname(&host).map_err(|e| ApiError::BadRequest(format!("Machine name: {e}")))?;
-    let minted = crate::server::api::seats::mint(&app, &admin, std::slice::from_ref(&host)).await?;
+    let minted =
+        crate::pool::seats::mint(&app.pool, &admin.actor(), std::slice::from_ref(&host)).await?;
     let credential = minted
         .into_iter()
         .next()

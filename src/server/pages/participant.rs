@@ -1,24 +1,22 @@
-//! `GET /` and `POST /api/request_vm`: a participant asks for a VM.
+//! `GET /` and `POST /api/request_vm`: a participant asks for a VM. The claim itself is
+//! `pool::claim`; this page reads the form, keeps the browser's proof in a cookie and
+//! shows the answer.
 
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
-use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 
-use crate::crd;
-use crate::metrics::ClaimOutcome as Claimed;
+use crate::metrics::ClaimOutcome as Counted;
+use crate::pool::PoolError;
+use crate::pool::claim::{self, ClaimRequest, MAX_EMAIL_LEN, Seated};
 use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
-use crate::server::waiters::Wake;
-use crate::store::vms::{self, ClaimOutcome};
+use crate::store::vms;
 use crate::views::participant::{self as view, Assigned, FormState};
-
-pub const MAX_EMAIL_LEN: usize = 254;
-pub const MAX_COMMAND_LEN: usize = 4096;
 
 const UNEXPECTED: &str = "An unexpected error occurred while processing your request. Please ask your instructor for help.";
 
@@ -46,33 +44,12 @@ pub struct ClaimForm {
     join_code: Option<String>,
     email: Option<String>,
     crd_command: Option<String>,
-    /// Sent by the seat page's "another VM" form: move off a VM that stopped responding.
+    /// `1` from the seat page's "another VM" form.
     reseat: Option<String>,
-}
-
-/// Lower-cased and trimmed, so one person is one key whatever they type.
-pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
-    let email = raw.trim().to_lowercase();
-    if email.len() > MAX_EMAIL_LEN {
-        return Err("That e-mail address is too long.");
-    }
-    if !email_address::EmailAddress::is_valid(&email) || !email.contains('@') {
-        return Err("That does not look like an e-mail address; check it and try again.");
-    }
-    Ok(email)
-}
-
-pub fn random_pin() -> String {
-    format!("{:06}", rand::random_range(0..1_000_000u32))
 }
 
 /// The browser's proof of a claim: set with a new assignment, presented when coming back.
 const CLAIM_COOKIE: &str = "lablink_claim";
-
-pub fn sha256_hex(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
 
 /// What the browser's claim cookie holds: the claim's token and the e-mail it was for
 /// (so the seat page can find the seat again; the token proves it).
@@ -104,10 +81,6 @@ impl ClaimCookie {
         };
         Some(ClaimCookie { token, email })
     }
-
-    pub fn token_sha256(&self) -> String {
-        sha256_hex(&self.token)
-    }
 }
 
 fn presented_token(headers: &HeaderMap) -> Option<String> {
@@ -132,17 +105,10 @@ pub async fn request_vm(
     headers: HeaderMap,
     form: Result<Form<ClaimForm>, FormRejection>,
 ) -> Response {
-    // The machine itself (a local tool; a proxy on loopback forwards the real address).
-    if let Some(Extension(ClientIp(ip))) = client
-        && !ip.is_loopback()
-        && let Err(wait) = app.claim_limits.check_network(ip)
-    {
-        return too_many(&app, "", wait).await;
-    }
     let form = match form {
         Ok(Form(f)) => f,
         Err(rejection) => {
-            app.metrics.claim(Claimed::Invalid);
+            app.metrics.claim(Counted::Invalid);
             let message =
                 format!("The form could not be read ({rejection}); please submit it again.");
             return render_form(
@@ -157,228 +123,83 @@ pub async fn request_vm(
             .await;
         }
     };
-    let raw_email = form.email.unwrap_or_default();
-    let command = form.crd_command.unwrap_or_default();
-    let problem = |error: &'static str| (StatusCode::BAD_REQUEST, error.to_owned());
-
-    let checked = (|| {
-        if raw_email.trim().is_empty() || command.trim().is_empty() {
-            return Err(problem("Email and CRD command are required."));
-        }
-        check_join_code(&app, form.join_code.as_deref())?;
-        let email = normalize_email(&raw_email).map_err(problem)?;
-        if !email_allowed(&app, &email) {
-            return Err((
-                StatusCode::FORBIDDEN,
-                "This e-mail address is not registered for this workshop. Use the address you signed up with, or ask your instructor.".to_owned(),
-            ));
-        }
-        if command.len() > MAX_COMMAND_LEN {
-            return Err(problem(
-                "That command is far longer than a Chrome Remote Desktop command; copy it again.",
-            ));
-        }
-        let code = crd::extract_code(&command).map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("Invalid CRD command: {e}. Please ask your instructor for help if this keeps happening."),
-            )
-        })?;
-        Ok((email, code))
-    })();
-    let (email, code) = match checked {
-        Ok(v) => v,
-        Err((status, message)) => {
-            app.metrics.claim(Claimed::Invalid);
-            let shown = raw_email.chars().take(MAX_EMAIL_LEN).collect::<String>();
-            return render_form(
-                &app,
-                status,
-                &FormState {
-                    email: &shown,
-                    error: Some(&message),
-                    ..FormState::default()
-                },
-            )
-            .await;
-        }
+    let typed_email = form.email.unwrap_or_default();
+    let request = ClaimRequest {
+        email: typed_email.clone(),
+        crd_command: form.crd_command.unwrap_or_default(),
+        join_code: form.join_code,
+        reseat: form.reseat.as_deref() == Some("1"),
+        presented_token: presented_token(&headers),
+        client: client.map(|Extension(ClientIp(ip))| ip),
     };
-    if let Err(wait) = app.claim_limits.check_email(&email) {
-        return too_many(&app, &email, wait).await;
-    }
-
-    let pin = random_pin();
-    let now = Utc::now();
-    let claim_email = email.clone();
-    let token = crate::store::meta::random_secret();
-    let new_token_sha256 = sha256_hex(&token);
-    let presented = presented_token(&headers).map(|t| sha256_hex(&t));
-    // Commit and wake in a task of their own: if the participant's connection drops
-    // after the commit, the VM is still woken.
-    let waker = app.clone();
-    let liveness = app.liveness.clone();
-    let reseat = form.reseat.as_deref() == Some("1");
-    let outcome = tokio::spawn(async move {
-        let outcome = waker
-            .store
-            .write(move |tx| {
-                let request = vms::ClaimRequest {
-                    email: &claim_email,
-                    crd_code: &code,
-                    pin: &pin,
-                    new_token_sha256: &new_token_sha256,
-                    presented_sha256: presented.as_deref(),
-                    reseat,
-                };
-                vms::claim(tx, &request, now, &|host| liveness.is_alive(host))
-            })
-            .await;
-        if let Ok(
-            ClaimOutcome::Assigned(vm)
-            | ClaimOutcome::Reseated { vm, .. }
-            | ClaimOutcome::Rejoined {
-                vm, rotated: true, ..
-            },
-        ) = &outcome
-        {
-            wake(&waker, vm);
-        }
-        outcome
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(crate::store::StoreError::Unavailable(format!(
-            "claim task failed: {e}"
-        )))
-    });
-    app.metrics.claim(match &outcome {
-        Ok(ClaimOutcome::Assigned(_) | ClaimOutcome::Reseated { .. }) => Claimed::Assigned,
-        Ok(ClaimOutcome::Rejoined { .. }) => Claimed::Rejoined,
-        Ok(ClaimOutcome::NoneFree) => Claimed::NoVm,
-        Err(_) => Claimed::Error,
-    });
-    match outcome {
-        Ok(ClaimOutcome::Assigned(vm)) => {
+    let claimed = match claim::claim(&app.pool, request).await {
+        Ok(claimed) => claimed,
+        Err(refused) => return refusal(&app, &typed_email, refused).await,
+    };
+    match claimed.seat {
+        Seated::Assigned { vm, token } => {
             let mut page = answer(&vm, Rejoin::No);
-            if let Ok(v) = HeaderValue::from_str(&claim_cookie(&token, &email, &headers)) {
-                page.headers_mut().insert(header::SET_COOKIE, v);
-            }
+            set_claim_cookie(&mut page, &token, &claimed.email, &headers);
             page
         }
-        Ok(ClaimOutcome::Reseated { from, vm }) => {
-            tracing::info!(from = %from, to = %vm.hostname, "participant re-seated: their VM stopped responding");
-            answer(&vm, Rejoin::Reseated)
-        }
-        Ok(ClaimOutcome::Rejoined {
+        Seated::Reseated { vm, .. } => answer(&vm, Rejoin::Reseated),
+        Seated::Rejoined {
             vm,
             rotated,
             proven: true,
-        }) => {
+        } => {
             let mut page = answer(&vm, Rejoin::Proven { rotated });
             // A cookie from before the seat page named no e-mail: this one does.
-            if let Some(token) = presented_token(&headers)
-                && let Ok(v) = HeaderValue::from_str(&claim_cookie(&token, &email, &headers))
-            {
-                page.headers_mut().insert(header::SET_COOKIE, v);
+            if let Some(token) = presented_token(&headers) {
+                set_claim_cookie(&mut page, &token, &claimed.email, &headers);
             }
             page
         }
-        Ok(ClaimOutcome::Rejoined { vm, .. }) => answer(&vm, Rejoin::Unproven),
-        Ok(ClaimOutcome::NoneFree) => render_form(
-            &app,
-            StatusCode::SERVICE_UNAVAILABLE,
-            &FormState {
-                email: &email,
-                error: Some(
-                    "No available VMs. Please try again later. Please ask your instructor for help",
-                ),
-                ..FormState::default()
-            },
-        )
-        .await,
-        Err(e) => {
-            tracing::error!(error = %e, "claim failed");
-            render_form(
-                &app,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &FormState {
-                    email: &email,
-                    error: Some(UNEXPECTED),
-                    ..FormState::default()
-                },
-            )
-            .await
+        Seated::Rejoined { vm, .. } => answer(&vm, Rejoin::Unproven),
+    }
+}
+
+fn set_claim_cookie(page: &mut Response, token: &str, email: &str, headers: &HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&claim_cookie(token, email, headers)) {
+        page.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+/// The form again, with why the claim did not go ahead.
+async fn refusal(app: &App, typed_email: &str, refused: PoolError) -> Response {
+    let shown = typed_email.chars().take(MAX_EMAIL_LEN).collect::<String>();
+    let (status, message) = match &refused {
+        PoolError::Limited(wait) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many requests for a VM from here; wait {} s and try again.",
+                wait.as_secs().max(1)
+            ),
+        ),
+        PoolError::NoneFree => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
+        PoolError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+        PoolError::Store { source, .. } => {
+            tracing::error!(error = %source, "claim failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, UNEXPECTED.to_owned())
         }
-    }
-}
-
-/// The workshop's join code, when it has one (compared in constant time).
-fn check_join_code(app: &App, given: Option<&str>) -> Result<(), (StatusCode, String)> {
-    let expected = app.config.access.join_code.trim();
-    if expected.is_empty() {
-        return Ok(());
-    }
-    let given = given.unwrap_or_default().trim();
-    if given.is_empty() {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "Enter the workshop's join code; your instructor has it.".to_owned(),
-        ));
-    }
-    use subtle::ConstantTimeEq;
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            "That join code is not this workshop's; check it with your instructor.".to_owned(),
-        ))
-    }
-}
-
-/// `access.allowed_emails`: empty lets anyone in; else the address or its `@domain`.
-fn email_allowed(app: &App, email: &str) -> bool {
-    app.allowed_emails.is_empty()
-        || app.allowed_emails.iter().any(|entry| {
-            if entry.starts_with('@') {
-                email.ends_with(entry.as_str())
-            } else {
-                email == entry
-            }
-        })
-}
-
-async fn too_many(app: &App, email: &str, wait: std::time::Duration) -> Response {
-    app.metrics.claim(Claimed::Limited);
-    let seconds = wait.as_secs().max(1);
-    let message = format!("Too many requests for a VM from here; wait {seconds} s and try again.");
+        other => (StatusCode::BAD_REQUEST, other.to_string()),
+    };
     let mut page = render_form(
         app,
-        StatusCode::TOO_MANY_REQUESTS,
+        status,
         &FormState {
-            email,
+            email: &shown,
             error: Some(&message),
             ..FormState::default()
         },
     )
     .await;
-    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+    if let PoolError::Limited(wait) = refused
+        && let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+    {
         page.headers_mut().insert(header::RETRY_AFTER, v);
     }
     page
-}
-
-/// Wakes the VM's long-poll with its (new) assignment; call after the commit.
-fn wake(app: &App, vm: &crate::model::Vm) {
-    if let Some(a) = &vm.assignment {
-        app.waiters.notify(
-            &vm.hostname,
-            Wake::Assigned {
-                pin: a.pin.clone(),
-                command: a.crd_command(),
-            },
-        );
-    }
 }
 
 enum Rejoin {
@@ -412,37 +233,4 @@ fn answer(vm: &crate::model::Vm, rejoin: Rejoin) -> Response {
         follow: pin.is_some(),
     });
     (StatusCode::OK, page).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            normalize_email("  Ada@Example.ORG "),
-            Ok("ada@example.org".into())
-        );
-        for bad in [
-            "ada",
-            "ada@",
-            "@example.org",
-            "a b@example.org",
-            "ada@@example.org",
-        ] {
-            assert!(normalize_email(bad).is_err(), "{bad}");
-        }
-        let long = format!("{}@example.org", "a".repeat(250));
-        assert!(normalize_email(&long).is_err());
-    }
-
-    #[test]
-    fn pins_are_six_digits() {
-        for _ in 0..100 {
-            let pin = random_pin();
-            assert_eq!(pin.len(), 6);
-            assert!(pin.bytes().all(|b| b.is_ascii_digit()));
-        }
-    }
 }

@@ -9,54 +9,22 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::participant::ClaimCookie;
-use crate::model::{Vm, VmStatus};
+use crate::model::VmStatus;
+use crate::pool::PoolError;
+use crate::pool::claim::{self, SeatFound};
 use crate::server::state::App;
-use crate::store::vms;
 use crate::views::participant::{self as view, Seat};
 
-/// What the cookie leads to.
-enum Found {
-    Mine(Box<Vm>),
-    OtherBrowser,
-    Released(String),
-    Nothing,
+async fn find(app: &App, headers: &HeaderMap) -> Result<SeatFound, PoolError> {
+    match ClaimCookie::from_headers(headers) {
+        Some(cookie) => claim::find_seat(&app.pool, cookie.email, &cookie.token).await,
+        None => Ok(SeatFound::Nothing),
+    }
 }
 
-async fn find(app: &App, headers: &HeaderMap) -> Result<Found, crate::store::StoreError> {
-    let Some(cookie) = ClaimCookie::from_headers(headers) else {
-        return Ok(Found::Nothing);
-    };
-    let Some(email) = cookie.email.clone() else {
-        return Ok(Found::Nothing);
-    };
-    let lookup = email.clone();
-    let held = app.store.read(move |tx| vms::held_by(tx, &lookup)).await?;
-    let presented = cookie.token_sha256();
-    Ok(match held {
-        None => Found::Released(email),
-        Some(vm) => {
-            let proven = vm
-                .assignment
-                .as_ref()
-                .and_then(|a| a.claim_token_sha256.as_deref())
-                .is_some_and(|kept| {
-                    bool::from(subtle::ConstantTimeEq::ct_eq(
-                        kept.as_bytes(),
-                        presented.as_bytes(),
-                    ))
-                });
-            if proven {
-                Found::Mine(Box::new(vm))
-            } else {
-                Found::OtherBrowser
-            }
-        }
-    })
-}
-
-fn view_of<'a>(app: &App, found: &'a Found) -> (Seat<'a>, Option<u64>) {
+fn view_of<'a>(app: &App, found: &'a SeatFound) -> (Seat<'a>, Option<u64>) {
     match found {
-        Found::Mine(vm) if vm.unresponsive_since.is_some() => {
+        SeatFound::Mine(vm) if vm.unresponsive_since.is_some() => {
             let seen = app.last_seen_secs(vm);
             (
                 Seat::Unresponsive {
@@ -67,7 +35,7 @@ fn view_of<'a>(app: &App, found: &'a Found) -> (Seat<'a>, Option<u64>) {
                 seen,
             )
         }
-        Found::Mine(vm) => (
+        SeatFound::Mine(vm) => (
             Seat::Ready {
                 hostname: &vm.hostname,
                 pin: vm.assignment.as_ref().map_or("", |a| a.pin.as_str()),
@@ -75,9 +43,9 @@ fn view_of<'a>(app: &App, found: &'a Found) -> (Seat<'a>, Option<u64>) {
             },
             None,
         ),
-        Found::OtherBrowser => (Seat::OtherBrowser, None),
-        Found::Released(email) => (Seat::Released { email }, None),
-        Found::Nothing => (Seat::Unknown, None),
+        SeatFound::OtherBrowser => (Seat::OtherBrowser, None),
+        SeatFound::Released(email) => (Seat::Released { email }, None),
+        SeatFound::Nothing => (Seat::Unknown, None),
     }
 }
 
@@ -89,7 +57,7 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
             (StatusCode::OK, view::seat(&seat, ask)).into_response()
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot read a participant's seat");
+            tracing::error!(error = ?e, "cannot read a participant's seat");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Your seat cannot be read right now; reload the page in a moment.",
@@ -104,9 +72,7 @@ pub async fn state(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, crate::error::ApiError> {
-    let found = find(&app, &headers)
-        .await
-        .map_err(crate::error::ApiError::store("Failed to read the seat."))?;
+    let found = find(&app, &headers).await?;
     let (seat, seen) = view_of(&app, &found);
     Ok(Json(json!({
         "state": seat.state(),

@@ -2,9 +2,10 @@
 
 use maud::{Markup, html};
 
-use super::pool::{Counts, counts, startup_chart};
+use super::pool::{counts, startup_chart};
 use super::runs::run_list;
 use super::{Viewer, shell};
+use crate::model::Counts;
 use crate::model::{Run, Vm};
 
 /// `open_claims`: the participant page is reachable from other machines without a gate

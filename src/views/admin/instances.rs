@@ -2,8 +2,9 @@
 
 use maud::{Markup, html};
 
-use super::pool::{Counts, counts, instance_rows};
+use super::pool::{counts, instance_rows};
 use super::{Viewer, shell};
+use crate::model::Counts;
 use crate::model::{Run, Vm};
 
 pub fn page(viewer: &Viewer, pool: &[Vm], current: Option<&Run>) -> Markup {

@@ -4,41 +4,7 @@
 use maud::{Markup, html};
 
 use super::{Viewer, csrf_field, seconds};
-use crate::model::{Health, Vm, VmStatus};
-
-#[derive(Debug, Default, PartialEq)]
-pub struct Counts {
-    pub total: usize,
-    pub initializing: usize,
-    pub running: usize,
-    pub error: usize,
-    pub rebooting: usize,
-    pub free: usize,
-    pub assigned: usize,
-    pub unhealthy: usize,
-}
-
-impl Counts {
-    pub fn of(pool: &[Vm]) -> Counts {
-        let mut c = Counts {
-            total: pool.len(),
-            ..Counts::default()
-        };
-        for vm in pool {
-            match vm.status {
-                Some(VmStatus::Initializing) => c.initializing += 1,
-                Some(VmStatus::Running) => c.running += 1,
-                Some(VmStatus::Error) => c.error += 1,
-                Some(VmStatus::Rebooting) => c.rebooting += 1,
-                Some(VmStatus::Unknown) | None => {}
-            }
-            c.free += usize::from(vm.is_available());
-            c.assigned += usize::from(vm.assignment.is_some());
-            c.unhealthy += usize::from(vm.health == Some(Health::Unhealthy));
-        }
-        c
-    }
-}
+use crate::model::{Counts, Vm};
 
 pub fn counts(c: &Counts) -> Markup {
     let card = |label: &str, value: usize, class: &str| {

@@ -6,29 +6,31 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::model::{RebootDecision, UNRESPONSIVE};
-use crate::server::App;
+use std::sync::Arc;
+
+use crate::pool::Pool;
 use crate::store::vms;
 
-pub async fn run(app: App) {
-    let config = &app.config.provision;
-    if !config.auto_reboot || !app.provisioner.can_reboot() {
+pub async fn run(pool: Arc<Pool>) {
+    let config = &pool.config.provision;
+    if !config.auto_reboot || !pool.provisioner.can_reboot() {
         return;
     }
     let every = Duration::from_secs(config.reboot_check_seconds);
-    let policy = app.config.reboot_policy();
+    let policy = pool.config.reboot_policy();
     // Failed attempts, per VM: retried only after the cooldown (and logged then).
     let mut failed_at: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
     loop {
-        let now = app.clock.now();
-        let pool = match app.store.read(vms::list).await {
-            Ok(pool) => pool,
+        let now = pool.clock.now();
+        let listed = match pool.store.read(vms::list).await {
+            Ok(listed) => listed,
             Err(e) => {
                 tracing::error!(error = %e, "auto-reboot: cannot read the pool");
                 Vec::new()
             }
         };
-        for vm in pool {
-            if app.shutdown.is_cancelled() {
+        for vm in listed {
+            if pool.shutdown.is_cancelled() {
                 return;
             }
             let host = vm.hostname.clone();
@@ -36,7 +38,7 @@ pub async fn run(app: App) {
                 RebootDecision::Leave => {}
                 RebootDecision::ResetAttempts => {
                     let h = host.clone();
-                    let reset = app
+                    let reset = pool
                         .store
                         .write(move |tx| {
                             vms::update(tx, &h, |mut vm| {
@@ -54,13 +56,13 @@ pub async fn run(app: App) {
                         .get(&host)
                         .is_some_and(|t| now - *t < policy.cooldown) => {}
                 // The pool was read a while ago (reboots take time): heard since, it stays.
-                RebootDecision::Reboot(UNRESPONSIVE) if app.liveness.is_alive(&host) => {}
-                RebootDecision::Reboot(reason) => match app.provisioner.reboot(&host).await {
+                RebootDecision::Reboot(UNRESPONSIVE) if pool.liveness.is_alive(&host) => {}
+                RebootDecision::Reboot(reason) => match pool.provisioner.reboot(&host).await {
                     Ok(()) => {
                         failed_at.remove(&host);
-                        let at = app.clock.now();
+                        let at = pool.clock.now();
                         let h = host.clone();
-                        let saved = app
+                        let saved = pool
                             .store
                             .write(move |tx| vms::update(tx, &h, |vm| vm.rebooted(at)))
                             .await;
@@ -76,13 +78,13 @@ pub async fn run(app: App) {
                     }
                     Err(why) => {
                         tracing::warn!(vm = %host, %reason, %why, "VM needs a reboot but it could not be done; trying again after the cooldown");
-                        failed_at.insert(host.clone(), app.clock.now());
+                        failed_at.insert(host.clone(), pool.clock.now());
                     }
                 },
                 RebootDecision::ReleaseParticipant => {
                     let h = host.clone();
-                    let at = app.clock.now();
-                    match app.store.write(move |tx| vms::release(tx, &h, at)).await {
+                    let at = pool.clock.now();
+                    match pool.store.write(move |tx| vms::release(tx, &h, at)).await {
                         Ok(_) => tracing::warn!(
                             vm = %host,
                             "VM still failing after its reboot attempts; its participant may claim another VM"
@@ -96,7 +98,7 @@ pub async fn run(app: App) {
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = app.shutdown.cancelled() => return,
+            () = pool.shutdown.cancelled() => return,
         }
     }
 }

@@ -4,31 +4,33 @@
 
 use std::time::Duration;
 
-use crate::server::App;
-use crate::server::liveness::Changes;
+use std::sync::Arc;
+
+use crate::pool::Pool;
+use crate::pool::liveness::Changes;
 use crate::store::vms;
 
-pub async fn run(app: App) {
+pub async fn run(pool: Arc<Pool>) {
     // Often enough that a silent VM leaves the pool soon after the limit.
-    let every =
-        (app.liveness.stale_after() / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let every = (pool.liveness.stale_after() / 10)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = app.shutdown.cancelled() => return,
+            () = pool.shutdown.cancelled() => return,
         }
-        let changes = app.liveness.sweep();
+        let changes = pool.liveness.sweep();
         if changes == Changes::default() {
             continue;
         }
-        apply(&app, changes).await;
+        apply(&pool, changes).await;
     }
 }
 
-async fn apply(app: &App, changes: Changes) {
-    let now = app.clock.now();
+async fn apply(pool: &Pool, changes: Changes) {
+    let now = pool.clock.now();
     let (marked, cleared) = (changes.silent.clone(), changes.back.clone());
-    let written = app
+    let written = pool
         .store
         .write(move |tx| {
             let mut assigned = Vec::new();
@@ -58,7 +60,7 @@ async fn apply(app: &App, changes: Changes) {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot record the agents' liveness; trying again");
-            app.liveness.unsweep(&changes);
+            pool.liveness.unsweep(&changes);
         }
     }
 }

@@ -3,6 +3,10 @@
 //! Nothing here touches the store or the clock: callers pass `now` in, which keeps the
 //! transitions easy to test and the store the only place that persists them.
 
+mod counts;
+
+pub use counts::Counts;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

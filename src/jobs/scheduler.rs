@@ -7,23 +7,25 @@ use std::time::Duration;
 use crate::model::{Execution, RunAction, RunState, Schedule, ScheduleStatus};
 use crate::provision::ProvisionError;
 use crate::recurrence;
-use crate::server::App;
+use std::sync::Arc;
+
+use crate::pool::Pool;
 use crate::store::{StoreError, runs, schedules};
 
 /// How often due schedules are looked for.
 pub const TICK: Duration = Duration::from_millis(500);
 
-pub async fn run(app: App) {
-    if let Err(e) = resume_interrupted(&app).await {
+pub async fn run(pool: Arc<Pool>) {
+    if let Err(e) = resume_interrupted(&pool).await {
         tracing::error!(error = %e, "cannot check schedules interrupted by the last stop");
     }
     loop {
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
-            () = app.shutdown.cancelled() => return,
+            () = pool.shutdown.cancelled() => return,
         }
-        let now = app.clock.now();
-        let due = match app.store.read(move |tx| schedules::due(tx, now)).await {
+        let now = pool.clock.now();
+        let due = match pool.store.read(move |tx| schedules::due(tx, now)).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read schedules");
@@ -31,24 +33,24 @@ pub async fn run(app: App) {
             }
         };
         for schedule in due {
-            if app.shutdown.is_cancelled() {
+            if pool.shutdown.is_cancelled() {
                 return;
             }
-            fire(&app, schedule).await;
+            fire(&pool, schedule).await;
         }
     }
 }
 
 /// A firing cut short by a stop is done again (destroying is safe to repeat).
-async fn resume_interrupted(app: &App) -> Result<(), StoreError> {
-    let now = app.clock.now();
-    let interrupted = app
+async fn resume_interrupted(pool: &Pool) -> Result<(), StoreError> {
+    let now = pool.clock.now();
+    let interrupted = pool
         .store
         .read(|tx| schedules::list(tx, Some(ScheduleStatus::Executing)))
         .await?;
     for s in interrupted {
         tracing::warn!(schedule = %s.schedule_name, "destruction was interrupted by a stop; firing again");
-        app.store
+        pool.store
             .write(move |tx| {
                 schedules::update(tx, s.id, |mut s| {
                     s.status = ScheduleStatus::Scheduled;
@@ -67,12 +69,12 @@ enum NotClaimed {
     Changed,
 }
 
-async fn fire(app: &App, schedule: Schedule) {
+async fn fire(pool: &Pool, schedule: Schedule) {
     let (id, name) = (schedule.id, schedule.schedule_name.clone());
-    let started = app.clock.now();
+    let started = pool.clock.now();
     let due_at = schedule.next_run;
     // Claim the firing in the store first: a cancel that won the race stops it here.
-    let claimed = app
+    let claimed = pool
         .store
         .write(move |tx| {
             schedules::update(tx, id, |s| {
@@ -95,7 +97,7 @@ async fn fire(app: &App, schedule: Schedule) {
     }
     let late = due_at.map_or(0, |t| (started - t).num_seconds().max(0));
     let who = format!("schedule:{name}");
-    let start = app
+    let start = pool
         .provisioner
         .start(RunAction::DestroyAll, &who, None)
         .await;
@@ -103,7 +105,7 @@ async fn fire(app: &App, schedule: Schedule) {
         Err(ProvisionError::Busy(run)) => {
             // Not this firing's turn yet: hand it back, it is tried again next tick.
             tracing::info!(schedule = %name, busy = run.id, "destruction waits for the run in progress");
-            let reverted = app
+            let reverted = pool
                 .store
                 .write(move |tx| {
                     schedules::update(tx, id, |mut s| {
@@ -122,19 +124,19 @@ async fn fire(app: &App, schedule: Schedule) {
             return;
         }
         Ok(run) => {
-            app.audit(
+            pool.audit(
                 &who,
                 None,
                 "destroy-all",
                 format!("scheduled destruction '{name}' (run #{})", run.id),
             )
             .await;
-            (Some(run.id), wait_for_run(app, run.id).await)
+            (Some(run.id), wait_for_run(pool, run.id).await)
         }
         Err(ProvisionError::NothingToDestroy) => (None, Ok("No VMs to destroy".to_owned())),
         Err(other) => (None, Err(format!("Destruction failed: {other}"))),
     };
-    if app.shutdown.is_cancelled() {
+    if pool.shutdown.is_cancelled() {
         // Left `executing`: the next start fires it again.
         return;
     }
@@ -147,7 +149,7 @@ async fn fire(app: &App, schedule: Schedule) {
             " (fired {late} s late: the allocator was not running)"
         ));
     }
-    let finished = app.clock.now();
+    let finished = pool.clock.now();
     let next = match &schedule.recurrence_rule {
         Some(rule) => match recurrence::next_after(rule, schedule.destruction_time, finished) {
             Ok(next) => next,
@@ -164,7 +166,7 @@ async fn fire(app: &App, schedule: Schedule) {
         succeeded,
         result: result.clone(),
     };
-    let saved = app
+    let saved = pool
         .store
         .write(move |tx| {
             schedules::update(tx, id, |s| {
@@ -187,16 +189,16 @@ async fn fire(app: &App, schedule: Schedule) {
 }
 
 /// Follows the destroy run to its end (it is bounded by the run timeout).
-async fn wait_for_run(app: &App, run_id: u64) -> Result<String, String> {
+async fn wait_for_run(pool: &Pool, run_id: u64) -> Result<String, String> {
     // The run stops itself at its timeout; past that (plus Terraform's grace) something
     // else went wrong, and other schedules must not wait behind it forever.
-    let limit = Duration::from_secs(app.config.provision.run_timeout_seconds + 180);
+    let limit = Duration::from_secs(pool.config.provision.run_timeout_seconds + 180);
     let started = std::time::Instant::now();
     loop {
         if started.elapsed() > limit {
             return Err(format!("run #{run_id} did not finish within {limit:?}"));
         }
-        match app.store.read(move |tx| runs::get(tx, run_id)).await {
+        match pool.store.read(move |tx| runs::get(tx, run_id)).await {
             Ok(Some(run)) if run.state.is_finished() => {
                 return if run.state == RunState::Succeeded {
                     Ok(format!("All VMs destroyed successfully (run #{run_id})"))
@@ -209,7 +211,7 @@ async fn wait_for_run(app: &App, run_id: u64) -> Result<String, String> {
         }
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
-            () = app.shutdown.cancelled() => return Err(format!("the allocator stopped during run #{run_id}")),
+            () = pool.shutdown.cancelled() => return Err(format!("the allocator stopped during run #{run_id}")),
         }
     }
 }

@@ -9,8 +9,6 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::login_limit::client_key;
-
 pub struct ClaimLimits {
     by_network: Option<DefaultKeyedRateLimiter<IpAddr>>,
     by_email: Option<DefaultKeyedRateLimiter<String>>,
@@ -19,6 +17,20 @@ pub struct ClaimLimits {
 fn per_minute<K: std::hash::Hash + Eq + Clone>(n: u64) -> Option<DefaultKeyedRateLimiter<K>> {
     let n = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))?;
     Some(RateLimiter::keyed(Quota::per_minute(n)))
+}
+
+/// The key a client is counted under: its IPv4 address, or its IPv6 /64 (one host can
+/// rotate addresses within it).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
 }
 
 impl ClaimLimits {

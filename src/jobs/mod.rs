@@ -1,0 +1,37 @@
+//! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, and the
+//! liveness watchdog. Each runs until the pool's shutdown token is cancelled.
+
+pub mod autoreboot;
+pub mod scheduler;
+pub mod watchdog;
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::pool::Pool;
+
+pub struct Jobs {
+    scheduler: JoinHandle<()>,
+    watchdog: JoinHandle<()>,
+    rebooter: JoinHandle<()>,
+}
+
+impl Jobs {
+    pub fn start(pool: &Arc<Pool>) -> Jobs {
+        Jobs {
+            scheduler: tokio::spawn(scheduler::run(pool.clone())),
+            watchdog: tokio::spawn(watchdog::run(pool.clone())),
+            rebooter: tokio::spawn(autoreboot::run(pool.clone())),
+        }
+    }
+
+    /// Waits for the jobs to stop once the pool's shutdown token is cancelled. A reboot in
+    /// progress is abandoned; the VM is looked at again after the restart.
+    pub async fn stopped(self) {
+        let _ = self.scheduler.await;
+        let _ = self.watchdog.await;
+        self.rebooter.abort();
+        let _ = self.rebooter.await;
+    }
+}

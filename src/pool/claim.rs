@@ -1,0 +1,313 @@
+//! A participant claims a seat, or comes back to theirs. The checks (join code, who may
+//! claim, rate limits, the CRD code), the claim transaction, and the wake-up of the VM's
+//! parked agent; then, for the seat page, finding the seat again from the browser's proof.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::Pool;
+use super::error::PoolError;
+use super::waiters::Wake;
+use crate::crd;
+use crate::metrics::ClaimOutcome as Counted;
+use crate::model::Vm;
+use crate::store::StoreError;
+use crate::store::vms::{self, ClaimOutcome};
+
+pub const MAX_EMAIL_LEN: usize = 254;
+pub const MAX_COMMAND_LEN: usize = 4096;
+
+/// What a participant sent, as read from the form.
+pub struct ClaimRequest {
+    pub email: String,
+    pub crd_command: String,
+    pub join_code: Option<String>,
+    /// Sent by the seat page's "another VM" form: move off a VM that stopped responding.
+    pub reseat: bool,
+    /// The claim token the browser presented (its cookie), if any.
+    pub presented_token: Option<String>,
+    /// Where the request came from, for the per-network limit.
+    pub client: Option<IpAddr>,
+}
+
+/// A claim that went ahead, with the participant's e-mail as normalised.
+pub struct Claim {
+    pub email: String,
+    pub seat: Seated,
+}
+
+pub enum Seated {
+    /// A free VM is theirs; `token` is the proof their browser keeps.
+    Assigned { vm: Vm, token: String },
+    /// Their VM had stopped responding: they were given this one.
+    Reseated { from: String, vm: Vm },
+    /// They already hold `vm`. `proven`: the browser presented the claim's token (the PIN
+    /// may be shown, and a new CRD code was taken when `rotated`).
+    Rejoined { vm: Vm, rotated: bool, proven: bool },
+}
+
+/// Checks the request, commits the claim and wakes the VM's agent. The commit and the
+/// wake-up run in a task of their own: a participant whose connection drops after the
+/// commit still gets a woken VM.
+pub async fn claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim, PoolError> {
+    let result = checked_claim(pool, request).await;
+    pool.metrics.claim(match &result {
+        Ok(Claim {
+            seat: Seated::Assigned { .. } | Seated::Reseated { .. },
+            ..
+        }) => Counted::Assigned,
+        Ok(Claim {
+            seat: Seated::Rejoined { .. },
+            ..
+        }) => Counted::Rejoined,
+        Err(PoolError::NoneFree) => Counted::NoVm,
+        Err(PoolError::Limited(_)) => Counted::Limited,
+        Err(PoolError::Store { .. } | PoolError::Failed(_)) => Counted::Error,
+        Err(_) => Counted::Invalid,
+    });
+    result
+}
+
+async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim, PoolError> {
+    // The machine itself is a local tool (a proxy on loopback forwards the real address).
+    if let Some(ip) = request.client.filter(|ip| !ip.is_loopback()) {
+        pool.claim_limits
+            .check_network(ip)
+            .map_err(PoolError::Limited)?;
+    }
+    let invalid = |message: &str| PoolError::Invalid(message.to_owned());
+    if request.email.trim().is_empty() || request.crd_command.trim().is_empty() {
+        return Err(invalid("Email and CRD command are required."));
+    }
+    check_join_code(pool, request.join_code.as_deref())?;
+    let email = normalize_email(&request.email).map_err(invalid)?;
+    if !email_allowed(pool, &email) {
+        return Err(PoolError::Forbidden(
+            "This e-mail address is not registered for this workshop. Use the address you signed up with, or ask your instructor.".to_owned(),
+        ));
+    }
+    if request.crd_command.len() > MAX_COMMAND_LEN {
+        return Err(invalid(
+            "That command is far longer than a Chrome Remote Desktop command; copy it again.",
+        ));
+    }
+    let code = crd::extract_code(&request.crd_command).map_err(|e| {
+        PoolError::Invalid(format!(
+            "Invalid CRD command: {e}. Please ask your instructor for help if this keeps happening."
+        ))
+    })?;
+    pool.claim_limits
+        .check_email(&email)
+        .map_err(PoolError::Limited)?;
+
+    let pin = random_pin();
+    let now = Utc::now();
+    let token = crate::store::meta::random_secret();
+    let new_token_sha256 = sha256_hex(&token);
+    let presented = request.presented_token.as_deref().map(sha256_hex);
+    let reseat = request.reseat;
+    let claim_email = email.clone();
+    let committer = pool.clone();
+    let outcome = tokio::spawn(async move {
+        let liveness = committer.liveness.clone();
+        let outcome = committer
+            .store
+            .write(move |tx| {
+                let request = vms::ClaimRequest {
+                    email: &claim_email,
+                    crd_code: &code,
+                    pin: &pin,
+                    new_token_sha256: &new_token_sha256,
+                    presented_sha256: presented.as_deref(),
+                    reseat,
+                };
+                vms::claim(tx, &request, now, &|host| liveness.is_alive(host))
+            })
+            .await;
+        if let Ok(
+            ClaimOutcome::Assigned(vm)
+            | ClaimOutcome::Reseated { vm, .. }
+            | ClaimOutcome::Rejoined {
+                vm, rotated: true, ..
+            },
+        ) = &outcome
+        {
+            wake_assigned(&committer, vm);
+        }
+        outcome
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("claim task failed: {e}"))))
+    .map_err(PoolError::store(
+        "An unexpected error occurred while processing your request. Please ask your instructor for help.",
+    ))?;
+    let seat = match outcome {
+        ClaimOutcome::Assigned(vm) => Seated::Assigned { vm, token },
+        ClaimOutcome::Reseated { from, vm } => {
+            tracing::info!(from = %from, to = %vm.hostname, "participant re-seated: their VM stopped responding");
+            Seated::Reseated { from, vm }
+        }
+        ClaimOutcome::Rejoined {
+            vm,
+            rotated,
+            proven,
+        } => Seated::Rejoined {
+            vm,
+            rotated,
+            proven,
+        },
+        ClaimOutcome::NoneFree => return Err(PoolError::NoneFree),
+    };
+    Ok(Claim { email, seat })
+}
+
+/// Wakes `vm`'s parked agent with its (new) assignment; call after the commit.
+pub fn wake_assigned(pool: &Pool, vm: &Vm) {
+    if let Some(a) = &vm.assignment {
+        pool.waiters.notify(
+            &vm.hostname,
+            Wake::Assigned {
+                pin: a.pin.clone(),
+                command: a.crd_command(),
+            },
+        );
+    }
+}
+
+/// The workshop's join code, when it has one (compared in constant time).
+fn check_join_code(pool: &Pool, given: Option<&str>) -> Result<(), PoolError> {
+    let expected = pool.config.access.join_code.trim();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let given = given.unwrap_or_default().trim();
+    if given.is_empty() {
+        return Err(PoolError::Invalid(
+            "Enter the workshop's join code; your instructor has it.".to_owned(),
+        ));
+    }
+    use subtle::ConstantTimeEq;
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(PoolError::Forbidden(
+            "That join code is not this workshop's; check it with your instructor.".to_owned(),
+        ))
+    }
+}
+
+/// `access.allowed_emails`: empty lets anyone in; else the address or its `@domain`.
+fn email_allowed(pool: &Pool, email: &str) -> bool {
+    pool.allowed_emails.is_empty()
+        || pool.allowed_emails.iter().any(|entry| {
+            if entry.starts_with('@') {
+                email.ends_with(entry.as_str())
+            } else {
+                email == entry
+            }
+        })
+}
+
+/// Lower-cased and trimmed, so one person is one key whatever they type.
+pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
+    let email = raw.trim().to_lowercase();
+    if email.len() > MAX_EMAIL_LEN {
+        return Err("That e-mail address is too long.");
+    }
+    if !email_address::EmailAddress::is_valid(&email) || !email.contains('@') {
+        return Err("That does not look like an e-mail address; check it and try again.");
+    }
+    Ok(email)
+}
+
+pub fn random_pin() -> String {
+    format!("{:06}", rand::random_range(0..1_000_000u32))
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Where a participant's seat is, as their browser's proof (the claim token and the
+/// e-mail it was for) finds it.
+pub enum SeatFound {
+    Mine(Box<Vm>),
+    /// The e-mail holds a VM, but this browser did not make the claim.
+    OtherBrowser,
+    /// The e-mail holds no VM any more.
+    Released(String),
+    Nothing,
+}
+
+pub async fn find_seat(
+    pool: &Pool,
+    email: Option<String>,
+    token: &str,
+) -> Result<SeatFound, PoolError> {
+    let Some(email) = email else {
+        return Ok(SeatFound::Nothing);
+    };
+    let lookup = email.clone();
+    let held = pool
+        .store
+        .read(move |tx| vms::held_by(tx, &lookup))
+        .await
+        .map_err(PoolError::store("Failed to read the seat."))?;
+    let presented = sha256_hex(token);
+    Ok(match held {
+        None => SeatFound::Released(email),
+        Some(vm) => {
+            let proven = vm
+                .assignment
+                .as_ref()
+                .and_then(|a| a.claim_token_sha256.as_deref())
+                .is_some_and(|kept| {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        kept.as_bytes(),
+                        presented.as_bytes(),
+                    ))
+                });
+            if proven {
+                SeatFound::Mine(Box::new(vm))
+            } else {
+                SeatFound::OtherBrowser
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_email("  Ada@Example.ORG "),
+            Ok("ada@example.org".into())
+        );
+        for bad in [
+            "ada",
+            "ada@",
+            "@example.org",
+            "a b@example.org",
+            "ada@@example.org",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+        let long = format!("{}@example.org", "a".repeat(250));
+        assert!(normalize_email(&long).is_err());
+    }
+
+    #[test]
+    fn pins_are_six_digits() {
+        for _ in 0..100 {
+            let pin = random_pin();
+            assert_eq!(pin.len(), 6);
+            assert!(pin.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+}
