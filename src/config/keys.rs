@@ -1,4 +1,4 @@
-//! One declaration per configuration key. [`settings!`] turns it into the struct field (with
+//! One declaration per configuration key. `settings!` turns it into the struct field (with
 //! its doc comment), the default, the key's step in the walk every reader takes
 //! ([`Visitor`]), its row of the key table and the check of its own constraint.
 
@@ -85,8 +85,11 @@ impl Value for u64 {
 /// `Config::cross_checks`).
 pub struct Rule<T> {
     describe: String,
-    check: Box<dyn Fn(&T) -> Result<(), String>>,
+    check: Box<Check<T>>,
 }
+
+/// `Err` says what is wrong with a value and what to write instead.
+type Check<T> = dyn Fn(&T) -> Result<(), String>;
 
 /// A whole number from `min` to `max`, both included.
 pub fn range(min: u64, max: u64) -> Rule<u64> {

@@ -3,8 +3,8 @@
 //! Every key is declared once, in the `settings!` blocks below: its field, YAML key, type,
 //! default, doc comment and rule. The YAML reader, the environment reader, `lablink config
 //! keys`, `lablink config reference` (the README's table) and the per-key checks of
-//! [`Config::validate`] all come from that declaration; rules that span keys are in
-//! [`Config::cross_checks`].
+//! `Config::validate` all come from that declaration; rules that span keys are in
+//! `Config::cross_checks`.
 
 #[macro_use]
 mod keys;
