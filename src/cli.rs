@@ -77,6 +77,9 @@ pub enum ConfigCommand {
     },
     /// List every configuration key with its environment variable.
     Keys,
+    /// Print the configuration reference (Markdown: key, variable, type, default, allowed
+    /// values, meaning), as in README.md.
+    Reference,
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Seat(args) => commands::seat::run(args),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
+        Command::Config(ConfigCommand::Reference) => commands::config::reference(),
         Command::Admin(AdminCommand::SetPassword {
             data_dir,
             password_file,

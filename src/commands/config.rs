@@ -1,10 +1,10 @@
-//! `lablink config check FILE` and `lablink config keys`.
+//! `lablink config check FILE`, `lablink config keys` and `lablink config reference`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use super::EXIT_CONFIG;
-use crate::config::{Config, env_name};
+use crate::config::Config;
 
 pub fn check(file: &Path) -> ExitCode {
     let (config, mut problems) = match Config::from_file(file) {
@@ -30,8 +30,13 @@ pub fn check(file: &Path) -> ExitCode {
 }
 
 pub fn keys() -> ExitCode {
-    for key in Config::keys() {
-        println!("{key}\t{}", env_name(&key));
+    for key in Config::key_table() {
+        println!("{}\t{}", key.path, key.env);
     }
+    ExitCode::SUCCESS
+}
+
+pub fn reference() -> ExitCode {
+    print!("{}", Config::reference());
     ExitCode::SUCCESS
 }

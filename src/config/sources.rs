@@ -1,4 +1,4 @@
-//! The readers that fill a [`Config`] from YAML and from the environment, and the key lister.
+//! The readers that fill a [`Config`] from YAML and from the environment.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -6,6 +6,7 @@ use std::fmt;
 use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Event, Yaml, YamlLoader};
 
+use super::keys::join;
 use super::{Config, Visitor};
 
 /// One thing wrong with the configuration, named by its key path (or variable name).
@@ -87,9 +88,9 @@ pub fn apply_env(config: &mut Config, vars: &[(String, String)]) -> Vec<Problem>
         problems: Vec::new(),
     };
     config.visit(&mut reader);
-    let known = list_keys(&mut Config::default())
-        .iter()
-        .map(|k| env_name(k))
+    let known = Config::key_table()
+        .into_iter()
+        .map(|k| k.env)
         .collect::<Vec<_>>();
     for (name, _) in vars {
         if name.starts_with("LABLINK_")
@@ -106,26 +107,9 @@ pub fn apply_env(config: &mut Config, vars: &[(String, String)]) -> Vec<Problem>
     reader.problems
 }
 
-pub fn list_keys(config: &mut Config) -> Vec<String> {
-    let mut lister = KeyLister {
-        prefix: String::new(),
-        keys: Vec::new(),
-    };
-    config.visit(&mut lister);
-    lister.keys
-}
-
 /// `server.long_poll_seconds` → `LABLINK_SERVER_LONG_POLL_SECONDS`.
 pub fn env_name(key: &str) -> String {
     format!("LABLINK_{}", key.replace('.', "_").to_ascii_uppercase())
-}
-
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
-    }
 }
 
 fn suggestion(name: &str, candidates: &[String]) -> String {
@@ -368,38 +352,6 @@ impl Visitor for EnvReader<'_> {
     fn section(&mut self, key: &str, visit: &mut dyn FnMut(&mut dyn Visitor)) {
         let outer = self.prefix.clone();
         self.prefix = format!("{outer}_{}", key.to_ascii_uppercase());
-        visit(self);
-        self.prefix = outer;
-    }
-}
-
-struct KeyLister {
-    prefix: String,
-    keys: Vec<String>,
-}
-
-impl KeyLister {
-    fn add(&mut self, key: &str) {
-        self.keys.push(join(&self.prefix, key));
-    }
-}
-
-impl Visitor for KeyLister {
-    fn string(&mut self, key: &str, _: &mut String) {
-        self.add(key)
-    }
-    fn opt_string(&mut self, key: &str, _: &mut Option<String>) {
-        self.add(key)
-    }
-    fn boolean(&mut self, key: &str, _: &mut bool) {
-        self.add(key)
-    }
-    fn integer(&mut self, key: &str, _: &mut u64) {
-        self.add(key)
-    }
-    fn section(&mut self, key: &str, visit: &mut dyn FnMut(&mut dyn Visitor)) {
-        let outer = self.prefix.clone();
-        self.prefix = join(&outer, key);
         visit(self);
         self.prefix = outer;
     }

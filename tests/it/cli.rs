@@ -1,4 +1,4 @@
-//! `lablink config check`, run as the real binary.
+//! `lablink config check` and `lablink config reference`, run as the real binary.
 
 use crate::helpers::run_binary;
 
@@ -54,6 +54,20 @@ async fn config_check_of_a_missing_file_fails() {
     let out = run_binary(&["config", "check", &path], &[], 10).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.yaml"));
+}
+
+#[tokio::test]
+async fn config_reference_prints_the_key_table_as_markdown() {
+    let out = run_binary(&["config", "reference"], &[], 10).await;
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, lablink::config::Config::reference());
+    assert!(
+        stdout.contains(
+            "| `server.heartbeat_seconds` | `LABLINK_SERVER_HEARTBEAT_SECONDS` | integer | `15` | 1–300 |"
+        ),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
