@@ -23,6 +23,7 @@ pub mod provision;
 pub mod recurrence;
 pub mod rehearse;
 pub mod scheduler;
+pub mod secret_file;
 pub mod server;
 pub mod shared_token;
 pub mod store;

@@ -1,12 +1,11 @@
 //! What every handler shares.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::auth::AdminCredentials;
+use super::auth::{AdminCredentials, CredentialsError};
 use super::liveness::Liveness;
 use super::login_limit::LoginLimiter;
 use super::waiters::Waiters;
@@ -26,6 +25,19 @@ use crate::vm_identity::Identities;
 /// Written next to the store at every start so operators (and `lablink token`) can read
 /// the agents' token while the allocator holds the store.
 pub const TOKEN_FILE: &str = "api-token";
+
+/// Why the app cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    TokenFile(#[from] crate::secret_file::WriteError),
+    #[error("cannot find this executable: {0}")]
+    Executable(std::io::Error),
+}
 
 #[derive(Clone)]
 pub struct App {
@@ -71,7 +83,7 @@ impl std::ops::Deref for App {
 
 impl App {
     /// Loads (or creates) the agent token and the admin credentials.
-    pub async fn start(config: Config, store: Store) -> Result<App, StoreError> {
+    pub async fn start(config: Config, store: Store) -> Result<App, StartupError> {
         App::start_with_clock(config, store, Arc::new(SystemClock)).await
     }
 
@@ -80,10 +92,10 @@ impl App {
         config: Config,
         store: Store,
         clock: Arc<dyn Clock>,
-    ) -> Result<App, StoreError> {
+    ) -> Result<App, StartupError> {
         let api_token = SharedToken::new(store.write(meta::api_token_or_create).await?);
         let data_dir = config.data_dir();
-        write_private_file(&data_dir.join(TOKEN_FILE), &api_token.get())?;
+        crate::secret_file::write(&data_dir.join(TOKEN_FILE), &api_token.get())?;
         let admin = AdminCredentials::load_or_create(&config, &store, &data_dir).await?;
         let now = chrono::Utc::now();
         let interrupted = store
@@ -160,13 +172,11 @@ impl App {
 fn provider(
     config: &Config,
     identities: &Arc<Identities>,
-) -> Result<Arc<dyn Provider>, StoreError> {
+) -> Result<Arc<dyn Provider>, StartupError> {
     Ok(match config.provision.provider.as_str() {
         "local" => {
             let exe = if config.provision.local_executable.is_empty() {
-                std::env::current_exe().map_err(|e| {
-                    StoreError::Unavailable(format!("cannot find this executable: {e}"))
-                })?
+                std::env::current_exe().map_err(StartupError::Executable)?
             } else {
                 config.provision.local_executable.clone().into()
             };
@@ -188,23 +198,6 @@ fn provider(
         }
         _ => Arc::new(Manual),
     })
-}
-
-/// Writes a secret readable by the owner only.
-pub fn write_private_file(path: &Path, contents: &str) -> Result<(), StoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
-    file.write_all(contents.as_bytes()).map_err(fail)?;
-    file.write_all(b"\n").map_err(fail)?;
-    file.sync_all().map_err(fail)
 }
 
 impl App {
