@@ -65,7 +65,7 @@ impl Pool {
         config: Config,
         store: Store,
         clock: Arc<dyn Clock>,
-    ) -> Result<Pool, StoreError> {
+    ) -> Result<Pool, OpenError> {
         let api_token = SharedToken::new(store.write(meta::api_token_or_create).await?);
         let now = chrono::Utc::now();
         let interrupted = store
@@ -188,19 +188,26 @@ impl Actor {
     }
 }
 
+/// Why the pool cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot find this executable: {0}")]
+    Executable(std::io::Error),
+}
+
 fn provider(
     config: &Config,
     identities: &Arc<Identities>,
-) -> Result<Arc<dyn Provider>, StoreError> {
+) -> Result<Arc<dyn Provider>, OpenError> {
     use crate::provision::local::Local;
     use crate::provision::manual::Manual;
     use crate::provision::terraform::{Settings, Terraform};
     Ok(match config.provision.provider.as_str() {
         "local" => {
             let exe = if config.provision.local_executable.is_empty() {
-                std::env::current_exe().map_err(|e| {
-                    StoreError::Unavailable(format!("cannot find this executable: {e}"))
-                })?
+                std::env::current_exe().map_err(OpenError::Executable)?
             } else {
                 config.provision.local_executable.clone().into()
             };

@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::{LaunchContext, Launched, Provider, RunFailure, RunLog};
+use super::{LaunchContext, Launched, Provider, ProviderError, RunFailure, RunLog};
 use crate::model::Vm;
 use crate::vm_identity::Identities;
 
@@ -55,16 +55,16 @@ impl Local {
         name: &str,
         allocator_url: &str,
         credential: &str,
-    ) -> std::io::Result<Child> {
+    ) -> Result<Child, ProviderError> {
         let vm_dir = self.dir.join(name);
-        std::fs::create_dir_all(&vm_dir)?;
+        std::fs::create_dir_all(&vm_dir).map_err(ProviderError::io("create", &vm_dir))?;
         // As on a real VM: the credential in a file only the agent's user reads, not in
         // its environment.
         let credential_file = vm_dir.join("agent-credential");
-        crate::server::state::write_private_file(&credential_file, credential)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        crate::secret_file::write(&credential_file, credential)?;
         let log_path = vm_dir.join("agent.log");
-        let log = std::fs::File::create(&log_path)?;
+        let log =
+            std::fs::File::create(&log_path).map_err(ProviderError::io("create", &log_path))?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("agent")
             .arg("--allocator-url")
@@ -98,7 +98,11 @@ impl Local {
             .stderr(log)
             .kill_on_drop(true);
         crate::process::clean_signals(cmd.as_std_mut());
-        cmd.spawn()
+        cmd.spawn().map_err(|source| ProviderError::Spawn {
+            program: self.exe.clone(),
+            hint: "",
+            source,
+        })
     }
 
     /// SIGTERM to all of them at once, then waits for them together (bounded).
@@ -150,11 +154,11 @@ impl Provider for Local {
         // Reap agents that exited on their own.
         children.retain(|_, c| matches!(c.try_wait(), Ok(None)));
         if children.len() + count as usize > self.max_vms {
-            return Err(RunFailure::failed(format!(
-                "the local provider runs at most {} VMs ({} running); raise provision.local_max_vms",
-                self.max_vms,
-                children.len()
-            )));
+            return Err(ProviderError::TooManyVms {
+                max: self.max_vms,
+                running: children.len(),
+            }
+            .into());
         }
         let taken = ctx
             .existing
@@ -178,10 +182,12 @@ impl Provider for Local {
                 .await
             {
                 Ok(mut c) => c.pop().unwrap_or_default(),
-                Err(e) => {
-                    return Err(RunFailure::failed(format!(
-                        "cannot record the identity of {name}: {e}"
-                    )));
+                Err(source) => {
+                    return Err(ProviderError::Identities {
+                        hosts: vec![name],
+                        source,
+                    }
+                    .into());
                 }
             };
             match self.spawn_agent(&name, &ctx.allocator_url, &credential) {
@@ -199,8 +205,10 @@ impl Provider for Local {
                         .filter_map(|name| children.remove(name).map(|c| (name.clone(), c)))
                         .collect();
                     Self::stop_all(spawned, Some(log)).await;
-                    let mut failure =
-                        RunFailure::failed(format!("cannot start an agent for {name}: {e}"));
+                    let mut failure = RunFailure::from(ProviderError::AgentStart {
+                        host: name,
+                        source: Box::new(e),
+                    });
                     failure.rows_to_remove = started;
                     return Err(failure);
                 }
@@ -241,24 +249,31 @@ impl Provider for Local {
     }
 
     /// Stops the VM's agent and starts a new one, as a reboot would.
-    async fn reboot(&self, host: &str, _: &CancellationToken) -> Result<(), String> {
+    async fn reboot(&self, host: &str, _: &CancellationToken) -> Result<(), ProviderError> {
+        let unknown = |why| ProviderError::UnknownVm {
+            host: host.to_owned(),
+            why,
+        };
         let (url, identities) = self
             .reach
             .lock()
             .await
             .clone()
-            .ok_or_else(|| format!("{host} was not started by this allocator"))?;
+            .ok_or_else(|| unknown("was not started by this allocator"))?;
         let credential = identities
             .credential(host)
-            .ok_or_else(|| format!("{host} has no identity any more (destroyed or revoked)"))?;
+            .ok_or_else(|| unknown("has no identity any more (destroyed or revoked)"))?;
         let mut children = self.children.lock().await;
         let child = children
             .remove(host)
-            .ok_or_else(|| format!("{host} has no local agent process"))?;
+            .ok_or_else(|| unknown("has no local agent process"))?;
         Self::stop_all(vec![(host.to_owned(), child)], None).await;
-        let child = self
-            .spawn_agent(host, &url, &credential)
-            .map_err(|e| format!("cannot restart the agent of {host}: {e}"))?;
+        let child =
+            self.spawn_agent(host, &url, &credential)
+                .map_err(|e| ProviderError::AgentStart {
+                    host: host.to_owned(),
+                    source: Box::new(e),
+                })?;
         children.insert(host.to_owned(), child);
         Ok(())
     }
@@ -271,7 +286,7 @@ impl Provider for Local {
         into: &Path,
         max_bytes: u64,
         _: &CancellationToken,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ProviderError> {
         let desktop = self.dir.join(host).join("Desktop");
         let (ext, into) = (extension.to_owned(), into.to_path_buf());
         tokio::task::spawn_blocking(move || {
@@ -279,10 +294,9 @@ impl Provider for Local {
                 return Ok(0);
             }
             crate::export::copy_wanted(&desktop, &into, &ext, max_bytes)
-                .map_err(|e| format!("{}: {e}", desktop.display()))
+                .map_err(ProviderError::io("copy files from", &desktop))
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     }
 
     async fn shutdown(&self) {

@@ -3,6 +3,7 @@
 //! one action at a time in the background, records it as a run with its output, and keeps
 //! the VM rows in step with what exists.
 
+mod error;
 pub mod local;
 pub mod manual;
 mod runlog;
@@ -17,6 +18,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use error::ProviderError;
 pub use runlog::RunLog;
 
 use crate::metrics::Metrics;
@@ -105,9 +107,12 @@ pub trait Provider: Send + Sync {
     }
 
     /// Restarts one VM (auto-reboot). `Err` says why it could not.
-    async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), String> {
+    async fn reboot(&self, host: &str, cancel: &CancellationToken) -> Result<(), ProviderError> {
         let _ = (host, cancel);
-        Err(format!("the {} provider cannot reboot VMs", self.name()))
+        Err(ProviderError::NotSupported {
+            provider: self.name(),
+            action: "reboot VMs",
+        })
     }
 
     /// Copies the participant's files named `*.<extension>` from the VM's desktop into
@@ -121,12 +126,12 @@ pub trait Provider: Send + Sync {
         into: &Path,
         max_bytes: u64,
         cancel: &CancellationToken,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ProviderError> {
         let _ = (host, extension, into, max_bytes, cancel);
-        Err(format!(
-            "the {} provider cannot fetch files from VMs; copy them from the machines yourself",
-            self.name()
-        ))
+        Err(ProviderError::NotSupported {
+            provider: self.name(),
+            action: "fetch files from VMs; copy them from the machines yourself",
+        })
     }
 
     /// The allocator is stopping: release what only lives as long as this process.
@@ -489,7 +494,7 @@ impl Provisioner {
     }
 
     /// Restarts one VM through the provider.
-    pub async fn reboot(&self, host: &str) -> Result<(), String> {
+    pub async fn reboot(&self, host: &str) -> Result<(), ProviderError> {
         self.provider.reboot(host, &self.cancel).await
     }
 
@@ -499,7 +504,7 @@ impl Provisioner {
         extension: &str,
         into: &Path,
         max_bytes: u64,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ProviderError> {
         self.provider
             .collect_files(host, extension, into, max_bytes, &self.cancel)
             .await

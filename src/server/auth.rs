@@ -20,7 +20,7 @@ use tower_sessions::Session;
 
 use super::body::DEFAULT_BODY_LIMIT;
 use super::client_ip::ClientIp;
-use super::state::{App, write_private_file};
+use super::state::App;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::pool::liveness::Liveness;
@@ -48,11 +48,22 @@ const VERIFIED_KEPT: usize = 32;
 /// Too many password checks are running; the client should try again.
 pub struct Busy;
 
-fn hash_password(password: &str) -> Result<String, StoreError> {
+/// Why the admin credentials cannot be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot hash the admin password: {0}")]
+    Hash(String),
+    #[error(transparent)]
+    PasswordFile(#[from] crate::secret_file::WriteError),
+}
+
+fn hash_password(password: &str) -> Result<String, CredentialsError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| StoreError::Unavailable(format!("cannot hash the admin password: {e}")))
+        .map_err(|e| CredentialsError::Hash(e.to_string()))
 }
 
 fn verify_password(password: &str, hash: &str) -> bool {
@@ -68,7 +79,7 @@ impl AdminCredentials {
         config: &Config,
         store: &Store,
         data_dir: &Path,
-    ) -> Result<AdminCredentials, StoreError> {
+    ) -> Result<AdminCredentials, CredentialsError> {
         let (stored, last_applied) = store
             .read(|tx| {
                 Ok((
@@ -98,7 +109,7 @@ impl AdminCredentials {
             (None, None) => {
                 let password = meta::random_secret();
                 let path = data_dir.join(GENERATED_PASSWORD_FILE);
-                write_private_file(&path, &password)?;
+                crate::secret_file::write(&path, &password)?;
                 tracing::warn!(
                     file = %path.display(),
                     "no admin password configured; generated one and wrote it to this file \
@@ -161,10 +172,10 @@ async fn verify_blocking(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-async fn hash_blocking(password: String) -> Result<String, StoreError> {
+async fn hash_blocking(password: String) -> Result<String, CredentialsError> {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .map_err(|e| CredentialsError::Hash(e.to_string()))?
 }
 
 /// Stores a configured (or generated) password. When it replaces a different admin
@@ -173,7 +184,7 @@ async fn apply_configured(
     store: &Store,
     password: String,
     changed: bool,
-) -> Result<String, StoreError> {
+) -> Result<String, CredentialsError> {
     let hash = hash_blocking(password).await?;
     let saved = hash.clone();
     let at = chrono::Utc::now();
@@ -201,7 +212,7 @@ async fn apply_configured(
 }
 
 /// `lablink admin set-password`: a new admin password, and every browser signed out.
-pub async fn set_password(store: &Store, password: String) -> Result<(), StoreError> {
+pub async fn set_password(store: &Store, password: String) -> Result<(), CredentialsError> {
     let hash = hash_blocking(password).await?;
     let at = chrono::Utc::now();
     store
@@ -218,7 +229,8 @@ pub async fn set_password(store: &Store, password: String) -> Result<(), StoreEr
             )?;
             Ok(())
         })
-        .await
+        .await?;
+    Ok(())
 }
 
 fn authorization(parts: &Parts) -> Option<&str> {

@@ -1,11 +1,10 @@
 //! What every handler shares: the pool (the use-case layer) and what only the web side
 //! needs (admin credentials, sign-in limits, the agent build).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::auth::AdminCredentials;
+use super::auth::{AdminCredentials, CredentialsError};
 use super::login_limit::LoginLimiter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -16,6 +15,19 @@ use crate::store::{Store, StoreError};
 /// Written next to the store at every start so operators (and `lablink token`) can read
 /// the agents' token while the allocator holds the store.
 pub const TOKEN_FILE: &str = "api-token";
+
+/// Why the app cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Pool(#[from] crate::pool::OpenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    TokenFile(#[from] crate::secret_file::WriteError),
+}
 
 #[derive(Clone)]
 pub struct App {
@@ -52,7 +64,7 @@ impl std::ops::Deref for App {
 
 impl App {
     /// Loads (or creates) the agent token and the admin credentials.
-    pub async fn start(config: Config, store: Store) -> Result<App, StoreError> {
+    pub async fn start(config: Config, store: Store) -> Result<App, StartupError> {
         App::start_with_clock(config, store, Arc::new(SystemClock)).await
     }
 
@@ -61,10 +73,10 @@ impl App {
         config: Config,
         store: Store,
         clock: Arc<dyn Clock>,
-    ) -> Result<App, StoreError> {
+    ) -> Result<App, StartupError> {
         let pool = Pool::open(config, store, clock).await?;
         let data_dir = pool.config.data_dir();
-        write_private_file(&data_dir.join(TOKEN_FILE), &pool.api_token.get())?;
+        crate::secret_file::write(&data_dir.join(TOKEN_FILE), &pool.api_token.get())?;
         let admin = AdminCredentials::load_or_create(&pool.config, &pool.store, &data_dir).await?;
         let agent_build = AgentBuild::from_config(&pool.config);
         if !agent_build.path().is_file() {
@@ -85,21 +97,4 @@ impl App {
             }),
         })
     }
-}
-
-/// Writes a secret readable by the owner only.
-pub fn write_private_file(path: &Path, contents: &str) -> Result<(), StoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
-    file.write_all(contents.as_bytes()).map_err(fail)?;
-    file.write_all(b"\n").map_err(fail)?;
-    file.sync_all().map_err(fail)
 }

@@ -13,7 +13,7 @@ locals {
   client_region      = coalesce(try(tostring(local.config.app.region), null), "us-west-2")
   client_state_in_s3 = try(tostring(local.config.provision.terraform_backend), "local") == "s3"
 
-  # src/provision/terraform.rs names every client resource <software>-lablink-client-<env>-…
+  # src/provision/terraform/settings.rs names every client resource <software>-lablink-client-<env>-…
   client_prefix = var.client_resource_prefix != "" ? var.client_resource_prefix : "${local.config_software}-lablink-client-${local.config_environment}"
 
   ami_id = var.ami_id != "" ? var.ami_id : data.aws_ami.ubuntu[0].id

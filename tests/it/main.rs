@@ -4,6 +4,7 @@
 mod access;
 mod agent;
 mod agent_api;
+mod architecture;
 mod backup;
 mod bad_input;
 mod bench;

@@ -515,10 +515,10 @@ fn allocator_creates_a_hardened_instance_and_its_network() {
     assert!(m.text.contains("aws:RequestTag/ResourcePrefix"));
     // …which must be the prefix the allocator itself gives them.
     let provisioner =
-        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/provision/terraform.rs"));
+        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/provision/terraform/settings.rs"));
     assert!(
         provisioner.contains(r#""{}-lablink-client-{environment}""#),
-        "src/provision/terraform.rs changed how client resources are named: update client_prefix in terraform/allocator/main.tf"
+        "src/provision/terraform/settings.rs changed how client resources are named: update client_prefix in terraform/allocator/main.tf"
     );
     assert!(
         m.text

@@ -438,13 +438,14 @@ pub async fn rotate_token(
         .map_err(ApiError::store("Failed to rotate the token."))?;
     app.api_token.set(token.clone());
     let file = app.config.data_dir().join(crate::server::state::TOKEN_FILE);
-    let problem = crate::server::state::write_private_file(&file, &token)
+    let problem = crate::secret_file::write(&file, &token)
         .err()
         .map(|e| {
             tracing::error!(error = %e, "the new agent token could not be written to its file");
             format!(
-                "The new token is in force, but {} could not be written ({e}); `lablink token` shows the old one until the next start.",
-                file.display()
+                "The new token is in force, but {} could not be written ({}); `lablink token` shows the old one until the next start.",
+                file.display(),
+                e.source
             )
         });
     drop(rotating);
