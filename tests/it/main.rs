@@ -12,6 +12,7 @@ mod claim;
 mod cli;
 mod concurrency;
 mod crash;
+mod errors;
 mod health_shutdown;
 mod helpers;
 mod limits;

@@ -3,14 +3,12 @@
 //! stored (400), recurring schedules can be cancelled, and fire times come from stored data.
 
 use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiPath;
+use super::{ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::model::{Schedule, ScheduleStatus};
 use crate::recurrence;
@@ -19,36 +17,22 @@ use crate::server::body::JsonBody;
 use crate::server::state::App;
 use crate::store::schedules;
 
-/// Upstream's error shape for these endpoints.
-pub struct Refusal(pub StatusCode, pub String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({"success": false, "message": self.1}))).into_response()
-    }
-}
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Refusal(status, message.into())
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Refusal {
-        let status = match &e {
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Store { .. } => {
-                tracing::error!(error = %e, "schedule store failure");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Refusal(status, e.to_string())
-    }
+/// These endpoints answer errors in upstream's shape, `{"success": false, "message": …}`.
+fn refuse(e: ApiError) -> ApiError {
+    e.refusal()
 }
 
 /// A store failure, answered with this endpoint's message (details go to the log).
-fn store_failed(message: &'static str) -> impl FnOnce(crate::store::StoreError) -> Refusal {
-    move |source| Refusal::from(ApiError::Store { message, source })
+fn store_failed(message: &'static str) -> impl FnOnce(crate::store::StoreError) -> ApiError {
+    move |source| refuse(ApiError::Store { message, source })
+}
+
+fn refuse_bad(message: impl Into<String>) -> ApiError {
+    refuse(ApiError::bad_request(message))
+}
+
+fn not_found() -> ApiError {
+    refuse(ApiError::NotFound("Schedule not found".into()))
 }
 
 fn http_date(t: DateTime<Utc>) -> String {
@@ -112,8 +96,8 @@ pub async fn create(
     State(app): State<App>,
     admin: Admin,
     body: Result<JsonBody<NewSchedule>, ApiError>,
-) -> Result<Json<Value>, Refusal> {
-    let JsonBody(req) = body?;
+) -> Result<Json<Value>, ApiError> {
+    let JsonBody(req) = body.map_err(refuse)?;
     let created = create_schedule(&app, &admin, req).await?;
     Ok(Json(json!({
         "success": true,
@@ -127,51 +111,38 @@ pub async fn create_schedule(
     app: &App,
     admin: &Admin,
     req: NewSchedule,
-) -> Result<Schedule, Refusal> {
+) -> Result<Schedule, ApiError> {
     let name = req
         .schedule_name
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "schedule_name is required"))?;
+        .ok_or_else(|| refuse_bad("schedule_name is required"))?;
     if name.chars().count() > 255 {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "schedule_name is longer than 255 characters",
-        ));
+        return Err(refuse_bad("schedule_name is longer than 255 characters"));
     }
     let when = req
         .destruction_time
         .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "destruction_time is required"))?;
-    let when = parse_time(&when).map_err(|e| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            format!("Invalid destruction_time format: {e}"),
-        )
-    })?;
+        .ok_or_else(|| refuse_bad("destruction_time is required"))?;
+    let when = parse_time(&when)
+        .map_err(|e| refuse_bad(format!("Invalid destruction_time format: {e}")))?;
     let now = app.clock.now();
     if when <= now {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "destruction_time must be in the future",
-        ));
+        return Err(refuse_bad("destruction_time must be in the future"));
     }
     let rule = match req.recurrence_rule.filter(|r| !r.trim().is_empty()) {
-        Some(r) => Some(recurrence::normalize(&r).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?),
+        Some(r) => Some(recurrence::normalize(&r).map_err(refuse_bad)?),
         None => None,
     };
     let next_run = match &rule {
         Some(r) => recurrence::next_after(r, when, when - chrono::Duration::seconds(1))
-            .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?
-            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "recurrence_rule never fires"))?,
+            .map_err(refuse_bad)?
+            .ok_or_else(|| refuse_bad("recurrence_rule never fires"))?,
         None => when,
     };
     let hours_before = req.notification_hours_before.unwrap_or(1);
     if !(0..=168).contains(&hours_before) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "notification_hours_before must be 0 to 168",
-        ));
+        return Err(refuse_bad("notification_hours_before must be 0 to 168"));
     }
     let schedule = Schedule {
         id: 0,
@@ -196,10 +167,9 @@ pub async fn create_schedule(
         .await
         .map_err(store_failed("Failed to create the schedule."))?
         .ok_or_else(|| {
-            refuse(
-                StatusCode::CONFLICT,
-                format!("Schedule '{name}' already exists"),
-            )
+            refuse(ApiError::Conflict(format!(
+                "Schedule '{name}' already exists"
+            )))
         })?;
     app.audit(
         &admin.user,
@@ -222,15 +192,14 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<App>,
     _: Admin,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, Refusal> {
+    query: Result<ApiQuery<ListQuery>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let ApiQuery(q) = query.map_err(refuse)?;
     let status = match q.status {
-        Some(s) => Some(ScheduleStatus::parse(&s).ok_or_else(|| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid status filter: {s}"),
-            )
-        })?),
+        Some(s) => Some(
+            ScheduleStatus::parse(&s)
+                .ok_or_else(|| refuse_bad(format!("Invalid status filter: {s}")))?,
+        ),
         None => None,
     };
     let all = app
@@ -246,23 +215,22 @@ pub async fn list(
 }
 
 /// Upstream's `<int:id>` route does not match anything else: no such schedule.
-fn schedule_id(id: Result<ApiPath<u64>, ApiError>) -> Result<u64, Refusal> {
-    id.map(|ApiPath(id)| id)
-        .map_err(|_| refuse(StatusCode::NOT_FOUND, "Schedule not found"))
+fn schedule_id(id: Result<ApiPath<u64>, ApiError>) -> Result<u64, ApiError> {
+    id.map(|ApiPath(id)| id).map_err(|_| not_found())
 }
 
 pub async fn get(
     State(app): State<App>,
     _: Admin,
     id: Result<ApiPath<u64>, ApiError>,
-) -> Result<Json<Value>, Refusal> {
+) -> Result<Json<Value>, ApiError> {
     let id = schedule_id(id)?;
     let found = app
         .store
         .read(move |tx| schedules::get(tx, id))
         .await
         .map_err(store_failed("Failed to read the schedule."))?
-        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
+        .ok_or_else(not_found)?;
     Ok(Json(json!({"success": true, "schedule": to_json(&found)})))
 }
 
@@ -270,7 +238,7 @@ pub async fn cancel(
     State(app): State<App>,
     admin: Admin,
     id: Result<ApiPath<u64>, ApiError>,
-) -> Result<Json<Value>, Refusal> {
+) -> Result<Json<Value>, ApiError> {
     let id = schedule_id(id)?;
     cancel_schedule(&app, &admin, id).await?;
     Ok(Json(json!({
@@ -280,14 +248,14 @@ pub async fn cancel(
 }
 
 /// Cancels a schedule that has not fired (the JSON API and the admin form both use it).
-pub async fn cancel_schedule(app: &App, admin: &Admin, id: u64) -> Result<Schedule, Refusal> {
+pub async fn cancel_schedule(app: &App, admin: &Admin, id: u64) -> Result<Schedule, ApiError> {
     let now = app.clock.now();
     let outcome = app
         .store
         .write(move |tx| schedules::update(tx, id, |s| s.cancelled(now)))
         .await
         .map_err(store_failed("Failed to cancel the schedule."))?
-        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
+        .ok_or_else(not_found)?;
     match outcome {
         Ok(s) => {
             app.audit(
@@ -299,10 +267,10 @@ pub async fn cancel_schedule(app: &App, admin: &Admin, id: u64) -> Result<Schedu
             .await;
             Ok(s)
         }
-        Err(status) => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            format!("Cannot cancel schedule with status '{}'", status.as_str()),
-        )),
+        Err(status) => Err(refuse_bad(format!(
+            "Cannot cancel schedule with status '{}'",
+            status.as_str()
+        ))),
     }
 }
 
