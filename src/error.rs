@@ -1,10 +1,14 @@
 //! Errors at the HTTP boundary. API errors answer JSON `{"error": …}` with upstream's
-//! messages; page errors render the page again with the message. Internals go to the
-//! log, never to the client.
+//! messages (the schedule endpoints upstream's `{"success": false, "message": …}`); page
+//! errors answer an HTML page, or the message alone to htmx. Internals go to the log,
+//! never to the client.
 
 use axum::Json;
+use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use maud::html;
 use serde_json::json;
 
 use crate::pool::PoolError;
@@ -52,6 +56,8 @@ pub enum ApiError {
     NoVms,
     #[error("Request body is larger than {0} bytes.")]
     TooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("timeout")]
     PollTimeout,
     #[error("The allocator is shutting down; ask again shortly.")]
@@ -62,6 +68,10 @@ pub enum ApiError {
         message: &'static str,
         source: StoreError,
     },
+    /// The same error in the shape upstream's schedule endpoints answer:
+    /// `{"success": false, "message": …}`.
+    #[error("{0}")]
+    Refusal(Box<ApiError>),
 }
 
 impl ApiError {
@@ -74,8 +84,17 @@ impl ApiError {
         move |source| ApiError::Store { message, source }
     }
 
+    /// This error as the schedule endpoints answer it.
+    pub fn refusal(self) -> ApiError {
+        match self {
+            ApiError::Refusal(_) => self,
+            other => ApiError::Refusal(Box::new(other)),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Refusal(inner) => inner.status(),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingToken | ApiError::BadToken | ApiError::BadBasic => {
                 StatusCode::UNAUTHORIZED
@@ -89,6 +108,7 @@ impl ApiError {
             ApiError::TooManyAttempts(_) | ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PollTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ShuttingDown | ApiError::Busy | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -116,11 +136,21 @@ impl From<PoolError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Store { source, message } = &self {
+        let inner = match &self {
+            ApiError::Refusal(inner) => inner,
+            other => other,
+        };
+        if let ApiError::Store { source, message } = inner {
             tracing::error!(error = %source, "{message}");
         }
         let status = self.status();
         match self {
+            ApiError::Refusal(inner) if !matches!(*inner, ApiError::BadBasic) => (
+                status,
+                Json(json!({ "success": false, "message": inner.to_string() })),
+            )
+                .into_response(),
+            ApiError::Refusal(inner) => inner.into_response(),
             // Flask-HTTPAuth's answer, which scripts written for upstream expect.
             ApiError::BadBasic => (
                 status,
@@ -139,5 +169,109 @@ impl IntoResponse for ApiError {
                 .into_response(),
             other => (status, Json(json!({ "error": other.to_string() }))).into_response(),
         }
+    }
+}
+
+/// A page (admin console, participant seat) that failed: an HTML page with the status,
+/// the message and a link back. To an htmx request the answer is the message alone, as
+/// the console's flash box shows it (see [`htmx_page_errors`]).
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+    back: String,
+}
+
+/// What a store failure shows on a page when the handler has no message of its own.
+const STORE_FAILED: &str = "The allocator could not read or write its data; try again in a moment.";
+
+impl PageError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
+        PageError {
+            status,
+            message: message.into(),
+            back: "/admin".into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// Where the page's link goes (the console's dashboard unless told).
+    pub fn back(mut self, href: impl Into<String>) -> PageError {
+        self.back = href.into();
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> PageError {
+        match e {
+            ApiError::Refusal(inner) => PageError::from(*inner),
+            ApiError::Store { message, source } => {
+                tracing::error!(error = %source, "{message}");
+                PageError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+            }
+            other => PageError::new(other.status(), other.to_string()),
+        }
+    }
+}
+
+impl From<PoolError> for PageError {
+    fn from(e: PoolError) -> PageError {
+        PageError::from(ApiError::from(e))
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> PageError {
+        tracing::error!(error = %e, "a page could not use the store");
+        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, STORE_FAILED)
+    }
+}
+
+/// Marks an answer as a failed page, so [`htmx_page_errors`] can answer htmx with the
+/// message alone.
+#[derive(Clone)]
+struct FailedPage(String);
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let page = crate::views::layout::page(
+            title,
+            &[],
+            html! {
+                h1 { (self.status.as_u16()) " " (title) }
+                p.error role="alert" { (self.message) }
+                p { a href=(self.back) { "Back" } }
+            },
+        );
+        let mut response = (self.status, page).into_response();
+        response.extensions_mut().insert(FailedPage(self.message));
+        response
+    }
+}
+
+/// A failed page asked for by htmx (`HX-Request`) answers the message fragment the
+/// console swaps into its flash box, with 200: htmx swaps nothing from an error status.
+pub async fn htmx_page_errors(request: Request, next: Next) -> Response {
+    let htmx = request.headers().contains_key("hx-request");
+    let response = next.run(request).await;
+    match response.extensions().get::<FailedPage>() {
+        Some(FailedPage(message)) if htmx => {
+            let problem = crate::views::admin::Flash::Problem(message.clone());
+            crate::views::admin::flash(Some(&problem)).into_response()
+        }
+        _ => response,
     }
 }

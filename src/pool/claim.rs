@@ -13,7 +13,6 @@ use super::waiters::Wake;
 use crate::crd;
 use crate::metrics::ClaimOutcome as Counted;
 use crate::model::Vm;
-use crate::store::StoreError;
 use crate::store::vms::{self, ClaimOutcome};
 
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -139,7 +138,7 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
         outcome
     })
     .await
-    .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("claim task failed: {e}"))))
+    .map_err(|e| PoolError::Failed(format!("claim task failed: {e}")))?
     .map_err(PoolError::store(
         "An unexpected error occurred while processing your request. Please ask your instructor for help.",
     ))?;

@@ -197,10 +197,7 @@ pub enum OpenError {
     Executable(std::io::Error),
 }
 
-fn provider(
-    config: &Config,
-    identities: &Arc<Identities>,
-) -> Result<Arc<dyn Provider>, OpenError> {
+fn provider(config: &Config, identities: &Arc<Identities>) -> Result<Arc<dyn Provider>, OpenError> {
     use crate::provision::local::Local;
     use crate::provision::manual::Manual;
     use crate::provision::terraform::{Settings, Terraform};

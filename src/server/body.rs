@@ -32,9 +32,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         // JSON is UTF-8; serde would let bad bytes through in fields it skips.
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| ApiError::bad_request(format!("The request body is not UTF-8: {e}")))?;
-        serde_json::from_str(text)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))
+        let mut json = serde_json::Deserializer::from_str(text);
+        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            // Name the field whose value is wrong; a syntax error has no field.
+            let path = e.path().to_string();
+            if path == "." {
+                ApiError::bad_request(format!("Invalid JSON body: {}", e.inner()))
+            } else {
+                ApiError::bad_request(format!("Invalid JSON body: {path}: {}", e.inner()))
+            }
+        })?;
+        json.end()
+            .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
+        Ok(JsonBody(value))
     }
 }
 

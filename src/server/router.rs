@@ -110,6 +110,7 @@ pub fn build(app: App) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(Extension(BodyLimit(DEFAULT_BODY_LIMIT)))
+        .layer(middleware::from_fn(crate::error::htmx_page_errors))
         .layer(middleware::from_fn(form_csrf))
         .layer(sessions::layer(app.store.clone(), &app.config))
         .layer(middleware::from_fn(security_headers))

@@ -13,6 +13,7 @@ mod claim;
 mod cli;
 mod concurrency;
 mod crash;
+mod errors;
 mod health_shutdown;
 mod helpers;
 mod limits;

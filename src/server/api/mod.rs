@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod download;
+pub mod extract;
 pub mod health;
 pub mod heartbeat;
 pub mod logs;
@@ -16,30 +17,12 @@ pub mod seats;
 pub mod startup;
 pub mod telemetry;
 
+pub use extract::{ApiForm, ApiPath, ApiQuery};
+
 use crate::error::ApiError;
 use crate::model::{Vm, validate_hostname};
 use crate::server::state::App;
 use crate::store::vms;
-
-/// A path parameter whose rejection (not a number, not UTF-8) is a JSON 400 like every
-/// other error of the API, not axum's plain-text one.
-pub struct ApiPath<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
-    for ApiPath<T>
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
-    }
-}
 
 /// A required hostname field: absent, null or empty gets upstream's message.
 pub fn required_hostname(value: Option<String>, missing: &str) -> Result<String, ApiError> {

@@ -1,19 +1,17 @@
 //! Admin actions on the pool: launch, destroy (all or one), and reading runs.
 
 use axum::Json;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiPath;
+use super::{ApiForm, ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::model::{RunAction, validate_hostname};
 use crate::pool::launch;
 use crate::server::auth::Admin;
-use crate::server::body::DEFAULT_BODY_LIMIT;
 use crate::server::pages::admin::{Confirm, action_result, confirmed, is_htmx};
 use crate::server::state::App;
 use crate::store::runs;
@@ -21,6 +19,8 @@ use crate::views::admin::teardown::DESTROY_CONFIRMATION;
 
 /// Most VMs one launch may ask for.
 pub const MAX_LAUNCH: u32 = 500;
+/// Most output lines one `GET /api/runs/<id>` answers.
+pub const MAX_RUN_LINES: u64 = 10_000;
 
 /// Upstream's rule: JSON when the client prefers it, a page otherwise (browsers).
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -85,25 +85,8 @@ pub struct LaunchForm {
     num_vms: Option<String>,
 }
 
-/// A body that could not be read (over the limit, cut short) is refused, whatever the
-/// endpoint makes of the form otherwise.
-fn unreadable(rejection: &FormRejection) -> Option<ApiError> {
-    match rejection {
-        FormRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Some(ApiError::TooLarge(DEFAULT_BODY_LIMIT))
-        }
-        FormRejection::BytesRejection(e) => Some(ApiError::bad_request(format!(
-            "Could not read the request body: {e}"
-        ))),
-        _ => None,
-    }
-}
-
-fn launch_count(form: Result<Form<LaunchForm>, FormRejection>) -> Result<u32, ApiError> {
-    let Form(form) = form.map_err(|e| {
-        unreadable(&e)
-            .unwrap_or_else(|| ApiError::bad_request(format!("Could not read the form: {e}")))
-    })?;
+fn launch_count(form: Result<ApiForm<LaunchForm>, ApiError>) -> Result<u32, ApiError> {
+    let ApiForm(form) = form?;
     let raw = form.num_vms.unwrap_or_default();
     if raw.trim().is_empty() {
         return Err(ApiError::bad_request("Number of VMs is required."));
@@ -129,7 +112,7 @@ pub async fn launch(
     State(app): State<App>,
     admin: Admin,
     headers: HeaderMap,
-    form: Result<Form<LaunchForm>, FormRejection>,
+    form: Result<ApiForm<LaunchForm>, ApiError>,
 ) -> Result<Response, ApiError> {
     let answer = match launch_count(form) {
         Ok(count) => start(&app, &admin, &headers, RunAction::Launch { count }).await,
@@ -144,13 +127,14 @@ pub async fn destroy_all(
     State(app): State<App>,
     admin: Admin,
     headers: HeaderMap,
-    form: Result<Form<Confirm>, FormRejection>,
+    form: Result<ApiForm<Confirm>, ApiError>,
 ) -> Result<Response, ApiError> {
-    if let Err(rejection) = &form
-        && let Some(refused) = unreadable(rejection)
-    {
-        return for_console(&headers, Err(refused));
-    }
+    // Scripts post no form at all; a form that cannot be read is refused.
+    let form = match form {
+        Ok(ApiForm(form)) => Some(form),
+        Err(ApiError::UnsupportedMediaType(_)) => None,
+        Err(refused) => return for_console(&headers, Err(refused)),
+    };
     let answer = if admin.from_console() && !confirmed(form, DESTROY_CONFIRMATION) {
         Err(ApiError::bad_request(format!(
             "Type '{DESTROY_CONFIRMATION}' to confirm destroying every VM."
@@ -195,10 +179,15 @@ pub async fn get_run(
     State(app): State<App>,
     _: Admin,
     ApiPath(id): ApiPath<u64>,
-    Query(q): Query<LinesQuery>,
+    ApiQuery(q): ApiQuery<LinesQuery>,
 ) -> Result<Response, ApiError> {
     let from = q.from.unwrap_or(0);
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=MAX_RUN_LINES).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_RUN_LINES}."
+        )));
+    }
     let found = app
         .store
         .read(move |tx| {

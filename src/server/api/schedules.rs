@@ -3,14 +3,12 @@
 //! stored (400), recurring schedules can be cancelled, and fire times come from stored data.
 
 use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiPath;
+use super::{ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::model::{Schedule, ScheduleStatus};
 use crate::pool::schedules::{self, NewSchedule};
@@ -19,47 +17,22 @@ use crate::server::body::JsonBody;
 use crate::server::state::App;
 use crate::store;
 
-impl From<crate::pool::PoolError> for Refusal {
-    fn from(e: crate::pool::PoolError) -> Refusal {
-        let api = ApiError::from(e);
-        let status = api.status();
-        if let ApiError::Store { source, message } = &api {
-            tracing::error!(error = %source, "{message}");
-        }
-        Refusal(status, api.to_string())
-    }
-}
-
-/// Upstream's error shape for these endpoints.
-pub struct Refusal(pub StatusCode, pub String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({"success": false, "message": self.1}))).into_response()
-    }
-}
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Refusal(status, message.into())
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Refusal {
-        let status = match &e {
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Store { .. } => {
-                tracing::error!(error = %e, "schedule store failure");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Refusal(status, e.to_string())
-    }
+/// These endpoints answer errors in upstream's shape, `{"success": false, "message": …}`.
+fn refuse(e: ApiError) -> ApiError {
+    e.refusal()
 }
 
 /// A store failure, answered with this endpoint's message (details go to the log).
-fn store_failed(message: &'static str) -> impl FnOnce(crate::store::StoreError) -> Refusal {
-    move |source| Refusal::from(ApiError::Store { message, source })
+fn store_failed(message: &'static str) -> impl FnOnce(crate::store::StoreError) -> ApiError {
+    move |source| refuse(ApiError::Store { message, source })
+}
+
+fn refuse_bad(message: impl Into<String>) -> ApiError {
+    refuse(ApiError::bad_request(message))
+}
+
+fn not_found() -> ApiError {
+    refuse(ApiError::NotFound("Schedule not found".into()))
 }
 
 fn http_date(t: DateTime<Utc>) -> String {
@@ -93,9 +66,11 @@ pub async fn create(
     State(app): State<App>,
     admin: Admin,
     body: Result<JsonBody<NewSchedule>, ApiError>,
-) -> Result<Json<Value>, Refusal> {
-    let JsonBody(req) = body?;
-    let created = schedules::create(&app.pool, &admin.actor(), req).await?;
+) -> Result<Json<Value>, ApiError> {
+    let JsonBody(req) = body.map_err(refuse)?;
+    let created = schedules::create(&app.pool, &admin.actor(), req)
+        .await
+        .map_err(|e| refuse(e.into()))?;
     Ok(Json(json!({
         "success": true,
         "schedule_id": created.id,
@@ -111,15 +86,14 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<App>,
     _: Admin,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, Refusal> {
+    query: Result<ApiQuery<ListQuery>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let ApiQuery(q) = query.map_err(refuse)?;
     let status = match q.status {
-        Some(s) => Some(ScheduleStatus::parse(&s).ok_or_else(|| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid status filter: {s}"),
-            )
-        })?),
+        Some(s) => Some(
+            ScheduleStatus::parse(&s)
+                .ok_or_else(|| refuse_bad(format!("Invalid status filter: {s}")))?,
+        ),
         None => None,
     };
     let all = app
@@ -135,23 +109,22 @@ pub async fn list(
 }
 
 /// Upstream's `<int:id>` route does not match anything else: no such schedule.
-fn schedule_id(id: Result<ApiPath<u64>, ApiError>) -> Result<u64, Refusal> {
-    id.map(|ApiPath(id)| id)
-        .map_err(|_| refuse(StatusCode::NOT_FOUND, "Schedule not found"))
+fn schedule_id(id: Result<ApiPath<u64>, ApiError>) -> Result<u64, ApiError> {
+    id.map(|ApiPath(id)| id).map_err(|_| not_found())
 }
 
 pub async fn get(
     State(app): State<App>,
     _: Admin,
     id: Result<ApiPath<u64>, ApiError>,
-) -> Result<Json<Value>, Refusal> {
+) -> Result<Json<Value>, ApiError> {
     let id = schedule_id(id)?;
     let found = app
         .store
         .read(move |tx| store::schedules::get(tx, id))
         .await
         .map_err(store_failed("Failed to read the schedule."))?
-        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Schedule not found"))?;
+        .ok_or_else(not_found)?;
     Ok(Json(json!({"success": true, "schedule": to_json(&found)})))
 }
 
@@ -159,9 +132,11 @@ pub async fn cancel(
     State(app): State<App>,
     admin: Admin,
     id: Result<ApiPath<u64>, ApiError>,
-) -> Result<Json<Value>, Refusal> {
+) -> Result<Json<Value>, ApiError> {
     let id = schedule_id(id)?;
-    schedules::cancel(&app.pool, &admin.actor(), id).await?;
+    schedules::cancel(&app.pool, &admin.actor(), id)
+        .await
+        .map_err(|e| refuse(e.into()))?;
     Ok(Json(json!({
         "success": true,
         "message": format!("Scheduled destruction {id} cancelled successfully"),

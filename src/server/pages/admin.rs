@@ -4,10 +4,11 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{Markup, html};
+use maud::Markup;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use super::{PageForm, PagePath};
+use crate::error::{ApiError, PageError};
 use crate::model::validate_hostname;
 use crate::pool::reboot::reboot_now;
 use crate::pool::schedules::{self as schedule, NewSchedule};
@@ -35,33 +36,21 @@ pub fn is_htmx(headers: &HeaderMap) -> bool {
 }
 
 /// The answer to a console action: a message fragment for htmx, otherwise back to `back`
-/// (or, on a problem, a page that says what went wrong).
+/// (or, on a problem, an error page; htmx gets its message, see
+/// [`crate::error::htmx_page_errors`]).
 pub fn action_result(
     headers: &HeaderMap,
     result: Result<String, ApiError>,
     back: &str,
 ) -> Response {
-    match (is_htmx(headers), result) {
-        (true, Ok(done)) => view::flash(Some(&Flash::Done(done))).into_response(),
-        (true, Err(e)) => view::flash(Some(&Flash::Problem(e.to_string()))).into_response(),
-        (false, Ok(_)) => Redirect::to(back).into_response(),
-        (false, Err(e)) => {
-            let status = e.status();
-            let page = crate::views::layout::page(
-                "Could not do that",
-                &[],
-                html! {
-                    h1 { "Could not do that" }
-                    p.error role="alert" { (e.to_string()) }
-                    p { a href=(back) { "Back" } }
-                },
-            );
-            (status, page).into_response()
-        }
+    match result {
+        Ok(done) if is_htmx(headers) => view::flash(Some(&Flash::Done(done))).into_response(),
+        Ok(_) => Redirect::to(back).into_response(),
+        Err(e) => PageError::from(e).back(back).into_response(),
     }
 }
 
-pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
     let (pool, recent) = app
         .store
         .read(|tx| Ok((vms::list(tx)?, runs::recent(tx, 10)?)))
@@ -80,7 +69,7 @@ pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, A
     ))
 }
 
-pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
     let pool = app
         .store
         .read(vms::list)
@@ -94,7 +83,7 @@ pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, A
     ))
 }
 
-pub async fn create(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+pub async fn create(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
     let current = match app.provisioner.current().await {
         Some(run) => {
             let id = run.id;
@@ -114,7 +103,7 @@ pub async fn create(State(app): State<App>, admin: Admin) -> Result<Markup, ApiE
     ))
 }
 
-pub async fn teardown(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+pub async fn teardown(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
     let count = app
         .store
         .read(|tx| Ok(vms::list(tx)?.len()))
@@ -130,8 +119,8 @@ pub async fn teardown(State(app): State<App>, admin: Admin) -> Result<Markup, Ap
 pub async fn run(
     State(app): State<App>,
     admin: Admin,
-    Path(id): Path<u64>,
-) -> Result<Markup, ApiError> {
+    PagePath(id): PagePath<u64>,
+) -> Result<Markup, PageError> {
     let found = app
         .store
         .read(move |tx| {
@@ -146,12 +135,13 @@ pub async fn run(
     Ok(view::runs::page(&viewer(&admin), &run, &lines))
 }
 
-/// `GET /admin/logs/<hostname>`: 404 `{"error": "VM not found."}` for an unknown VM.
+/// `GET /admin/logs/<hostname>`: an error page `VM not found.` (404) for an unknown VM
+/// (upstream answered JSON; no client reads this page but a browser).
 pub async fn logs_page(
     State(app): State<App>,
     admin: Admin,
-    Path(host): Path<String>,
-) -> Result<Markup, ApiError> {
+    PagePath(host): PagePath<String>,
+) -> Result<Markup, PageError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     let lookup = host.clone();
     let tails = app
@@ -186,7 +176,7 @@ pub async fn logs_page(
 pub async fn reboot(
     State(app): State<App>,
     admin: Admin,
-    Path(host): Path<String>,
+    PagePath(host): PagePath<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = match validate_hostname(&host) {
@@ -219,9 +209,9 @@ fn name_typed(host: &str, form: &SeatForm, what: &str) -> Result<(), ApiError> {
 pub async fn seat_action(
     State(app): State<App>,
     admin: Admin,
-    Path((host, verb)): Path<(String, String)>,
+    PagePath((host, verb)): PagePath<(String, String)>,
     headers: HeaderMap,
-    Form(form): Form<SeatForm>,
+    PageForm(form): PageForm<SeatForm>,
 ) -> Response {
     use crate::pool::seats;
     let result = async {
@@ -276,7 +266,7 @@ async fn schedules_page(
             view::schedules::page(&viewer(admin), &all, draft, message.as_ref()),
         )
             .into_response(),
-        Err(e) => ApiError::store("Failed to read schedules.")(e).into_response(),
+        Err(e) => PageError::from(ApiError::store("Failed to read schedules.")(e)).into_response(),
     }
 }
 
@@ -327,7 +317,7 @@ pub async fn schedule(
             schedules_page(&app, &admin, &NO_DRAFT, Some(done), StatusCode::OK).await
         }
         Err(refused) => {
-            let refused = ApiError::from(refused);
+            let refused = PageError::from(refused);
             let draft = Draft {
                 name: form.schedule_name.as_deref().unwrap_or(""),
                 time: form.destruction_time.as_deref().unwrap_or(""),
@@ -337,7 +327,7 @@ pub async fn schedule(
                 &app,
                 &admin,
                 &draft,
-                Some(Flash::Problem(refused.to_string())),
+                Some(Flash::Problem(refused.message().to_owned())),
                 refused.status(),
             )
             .await
@@ -346,15 +336,18 @@ pub async fn schedule(
 }
 
 /// `POST /admin/scheduled-destruction/<id>/cancel` (form).
-pub async fn cancel(State(app): State<App>, admin: Admin, Path(id): Path<u64>) -> Response {
+pub async fn cancel(State(app): State<App>, admin: Admin, PagePath(id): PagePath<u64>) -> Response {
     let (message, status) = match schedule::cancel(&app.pool, &admin.actor(), id).await {
         Ok(s) => (
             Flash::Done(format!("Cancelled '{}'.", s.schedule_name)),
             StatusCode::OK,
         ),
         Err(refused) => {
-            let refused = ApiError::from(refused);
-            (Flash::Problem(refused.to_string()), refused.status())
+            let refused = PageError::from(refused);
+            (
+                Flash::Problem(refused.message().to_owned()),
+                refused.status(),
+            )
         }
     };
     schedules_page(&app, &admin, &NO_DRAFT, Some(message), status).await
@@ -383,8 +376,8 @@ pub struct MintForm {
 pub async fn mint_credential(
     State(app): State<App>,
     admin: Admin,
-    Form(form): Form<MintForm>,
-) -> Result<Markup, ApiError> {
+    PageForm(form): PageForm<MintForm>,
+) -> Result<Markup, PageError> {
     let host = form.hostname.unwrap_or_default().trim().to_owned();
     validate_hostname(&host).map_err(|e| ApiError::BadRequest(format!("Machine name: {e}")))?;
     let minted =
@@ -411,9 +404,8 @@ pub struct Confirm {
     confirm: Option<String>,
 }
 
-pub fn confirmed(form: Result<Form<Confirm>, FormRejection>, word: &str) -> bool {
-    form.ok()
-        .and_then(|Form(f)| f.confirm)
+pub fn confirmed(form: Option<Confirm>, word: &str) -> bool {
+    form.and_then(|f| f.confirm)
         .is_some_and(|c| c.trim().eq_ignore_ascii_case(word))
 }
 
@@ -422,9 +414,9 @@ pub async fn rotate_token(
     State(app): State<App>,
     admin: Admin,
     form: Result<Form<Confirm>, FormRejection>,
-) -> Result<Response, ApiError> {
-    if !confirmed(form, view::token::ROTATE_CONFIRMATION) {
-        return Err(ApiError::bad_request(format!(
+) -> Result<Response, PageError> {
+    if !confirmed(form.ok().map(|Form(f)| f), view::token::ROTATE_CONFIRMATION) {
+        return Err(PageError::bad_request(format!(
             "Type '{}' to confirm the rotation.",
             view::token::ROTATE_CONFIRMATION
         )));
@@ -470,7 +462,7 @@ pub async fn rotate_token(
     .into_response())
 }
 
-pub async fn audit_page(State(app): State<App>, admin: Admin) -> Result<Markup, ApiError> {
+pub async fn audit_page(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
     let entries = app
         .store
         .read(|tx| audit::recent(tx, AUDIT_SHOWN))

@@ -4,3 +4,34 @@ pub mod admin;
 pub mod login;
 pub mod participant;
 pub mod seat;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::PageError;
+use crate::server::api::{ApiForm, ApiPath};
+
+/// Path parameters of a page: a bad one answers an error page.
+pub struct PagePath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PagePath<T> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        let ApiPath(value) = ApiPath::from_request_parts(parts, state).await?;
+        Ok(PagePath(value))
+    }
+}
+
+/// A urlencoded form posted to a page: one that cannot be read answers an error page.
+pub struct PageForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for PageForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, PageError> {
+        let ApiForm(value) = ApiForm::from_request(req, state).await?;
+        Ok(PageForm(value))
+    }
+}

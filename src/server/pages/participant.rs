@@ -178,8 +178,8 @@ async fn refusal(app: &App, typed_email: &str, refused: PoolError) -> Response {
         ),
         PoolError::NoneFree => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
         PoolError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
-        PoolError::Store { source, .. } => {
-            tracing::error!(error = %source, "claim failed");
+        PoolError::Store { .. } | PoolError::Failed(_) => {
+            tracing::error!(error = ?refused, "claim failed");
             (StatusCode::INTERNAL_SERVER_ERROR, UNEXPECTED.to_owned())
         }
         other => (StatusCode::BAD_REQUEST, other.to_string()),

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::participant::ClaimCookie;
+use crate::error::PageError;
 use crate::model::VmStatus;
 use crate::pool::PoolError;
 use crate::pool::claim::{self, SeatFound};
@@ -58,11 +59,12 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
         }
         Err(e) => {
             tracing::error!(error = ?e, "cannot read a participant's seat");
-            (
+            PageError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Your seat cannot be read right now; reload the page in a moment.",
             )
-                .into_response()
+            .back("/my-vm")
+            .into_response()
         }
     }
 }
