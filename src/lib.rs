@@ -13,6 +13,7 @@ pub mod config;
 pub mod crd;
 pub mod download;
 pub mod error;
+pub mod exit;
 pub mod export;
 pub mod fetch_budget;
 pub mod jobs;

@@ -48,7 +48,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Ok(v) => v,
         Err(message) => {
             eprintln!("lablink agent: {message}");
-            return ExitCode::from(crate::commands::EXIT_CONFIG);
+            return ExitCode::from(crate::exit::EXIT_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -56,7 +56,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return crate::commands::fail(e),
+        Err(e) => return crate::exit::fail(e),
     };
     let every = Intervals {
         gpu: gpu_every,
@@ -98,7 +98,7 @@ async fn agent(
     let started = unix_now();
     let alloc = match Allocator::new(base.clone(), token, vm_name.clone()) {
         Ok(a) => Arc::new(a),
-        Err(e) => return crate::commands::fail(e),
+        Err(e) => return crate::exit::fail(e),
     };
     let cancel = CancellationToken::new();
     {

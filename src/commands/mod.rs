@@ -10,8 +10,6 @@ pub mod seat;
 pub mod serve;
 pub mod token;
 
-use std::process::ExitCode;
-
 /// `--version` with the commit and target it was built from.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -26,10 +24,4 @@ pub fn version() -> String {
     format!("lablink {LONG_VERSION}")
 }
 
-/// Exit status for bad configuration or arguments (as clap uses for usage errors).
-pub const EXIT_CONFIG: u8 = 2;
-
-pub fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("lablink: {message}");
-    ExitCode::FAILURE
-}
+pub use crate::exit::{EXIT_CONFIG, fail};

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::model::{Execution, RunAction, RunState, Schedule, ScheduleStatus};
-use crate::provision::ProvisionError;
+use crate::pool::provisioner::ProvisionError;
 use crate::recurrence;
 use std::sync::Arc;
 

@@ -1,8 +1,8 @@
 //! An admin launches VMs or destroys them: the run starts in the background and is audited.
 
+use super::provisioner::ProvisionError;
 use super::{Actor, Pool, PoolError};
 use crate::model::{Run, RunAction};
-use crate::provision::ProvisionError;
 
 /// Starts `action` as a run; one run at a time.
 pub async fn start(pool: &Pool, actor: &Actor, action: RunAction) -> Result<Run, PoolError> {

@@ -9,6 +9,7 @@ pub mod claim_limit;
 pub mod error;
 pub mod launch;
 pub mod liveness;
+pub mod provisioner;
 pub mod reboot;
 pub mod schedules;
 pub mod seats;
@@ -24,12 +25,13 @@ pub use error::PoolError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::provision::{self, Provider, Provisioner};
+use crate::provision::Provider;
 use crate::shared_token::SharedToken;
 use crate::store::{Store, StoreError, audit, meta, runs, vms};
 use crate::vm_identity::Identities;
 use claim_limit::ClaimLimits;
 use liveness::Liveness;
+use provisioner::{Handles, Provisioner};
 use waiters::Waiters;
 
 /// Everything a use case works with: the store and the live state beside it.
@@ -88,7 +90,7 @@ impl Pool {
         }));
         let provisioner = Arc::new(Provisioner::new(
             provider(&config, &identities)?,
-            provision::Pool {
+            Handles {
                 store: store.clone(),
                 waiters: waiters.clone(),
                 api_token: api_token.clone(),
