@@ -703,7 +703,13 @@ async fn session_cookies_are_secure_behind_https() {
     .await;
     assert_eq!(
         session_cookie_attributes(&s).await,
-        ["HttpOnly", "Max-Age=43200", "Path=/", "SameSite=Strict", "Secure"]
+        [
+            "HttpOnly",
+            "Max-Age=43200",
+            "Path=/",
+            "SameSite=Strict",
+            "Secure"
+        ]
     );
 }
 

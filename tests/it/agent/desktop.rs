@@ -182,7 +182,7 @@ async fn full_flow_registers_waits_and_starts_the_desktop_once() {
         assert_eq!(a.pin, pin);
 
         // The agent stays (telemetry goes on) and never runs start-host again.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        rig.wait_gpu_probes(5, 10).await;
         agent.assert_alive();
         assert_eq!(rig.start_host_runs().len(), 1, "start-host ran again");
         assert_eq!(
@@ -256,7 +256,7 @@ async fn a_failed_start_host_is_an_error_and_a_fresh_code_recovers() {
         agent
             .wait_log(10, &["desktop started; the participant can connect"], 1)
             .await;
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        rig.wait_gpu_probes(5, 10).await;
         agent.assert_alive();
         assert_eq!(rig.start_host_runs().len(), 2, "start-host ran again");
 
@@ -322,12 +322,22 @@ async fn the_assignment_arrives_after_the_allocator_was_killed_mid_poll() {
         })
         .await;
         // Parked in its long-poll (30 s) now.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        wait_for(10, "the agent's poll parks", || async {
+            let metrics = http.get(format!("{base}/metrics")).send().await.ok()?;
+            let text = metrics.text().await.ok()?;
+            text.lines()
+                .any(|l| l == "lablink_long_polls_parked 1")
+                .then_some(())
+        })
+        .await;
     })
     .await;
 
     server.kill().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The agent notices the cut poll before the allocator is back.
+    agent
+        .wait_log(10, &["waiting for an assignment failed"], 1)
+        .await;
     let mut server = within(
         40,
         "restarted allocator",

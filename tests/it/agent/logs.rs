@@ -37,7 +37,8 @@ fn append(path: &Path, lines: &[&str]) {
 
 /// Both logs once they hold exactly `cloud` and `container` (ANSI stripped), with no
 /// duplicates appearing a moment later either.
-async fn expect_shipped(s: &TestServer, vm: &str, cloud: &[&str], container: &[&str]) {
+async fn expect_shipped(s: &TestServer, rig: &Rig, cloud: &[&str], container: &[&str]) {
+    let vm = rig.vm.as_str();
     let want = |l: &[&str]| l.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
     let (cloud, container) = (want(cloud), want(container));
     let last = Arc::new(Mutex::new((Vec::new(), Vec::new())));
@@ -62,7 +63,8 @@ async fn expect_shipped(s: &TestServer, vm: &str, cloud: &[&str], container: &[&
         got.0,
         got.1
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Several flush intervals of the agent, measured by its own GPU probes.
+    rig.wait_gpu_probes(4, 10).await;
     let got = (
         shipped(s, vm, "cloud_init_logs").await,
         shipped(s, vm, "docker_logs").await,
@@ -96,20 +98,20 @@ async fn logs_are_shipped_once_across_allocator_and_agent_restarts() {
     let mut cloud = vec!["ci 1 boot", "ci 2 green ok", "ci 3"];
     let mut container = vec!["ctr 1 red", "ctr 2"];
     let s = within(55, "logs across restarts", async {
-        expect_shipped(&s, &rig.vm, &cloud, &container).await;
+        expect_shipped(&s, &rig, &cloud, &container).await;
 
         // The allocator goes away; lines written meanwhile wait in the file.
         let mut s = s;
         s.stop().await;
         append(&cloud_file, &["ci 4 while down", "\u{1b}[33mci 5\u{1b}[0m"]);
         append(&container_file, &["ctr 3 while down"]);
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        agent.wait_log(10, &["log batch: not delivered"], 1).await;
         let s = s
             .restart_on_same_port(|c| c.server.long_poll_seconds = LONG_POLL)
             .await;
         cloud.extend(["ci 4 while down", "ci 5"]);
         container.push("ctr 3 while down");
-        expect_shipped(&s, &rig.vm, &cloud, &container).await;
+        expect_shipped(&s, &rig, &cloud, &container).await;
         assert!(
             agent.count(&["log batch: not delivered"]) >= 1,
             "the outage was not noticed: the test did not exercise it"
@@ -121,7 +123,7 @@ async fn logs_are_shipped_once_across_allocator_and_agent_restarts() {
         append(&container_file, &["ctr 4"]);
         cloud.push("ci 6");
         container.push("ctr 4");
-        expect_shipped(&s, &rig.vm, &cloud, &container).await;
+        expect_shipped(&s, &rig, &cloud, &container).await;
         append(&cloud_file, &["ci 7 before stop"]);
         let status = agent.stop(10).await;
         assert_eq!(status.code(), Some(0), "exit status {status}");
@@ -130,7 +132,7 @@ async fn logs_are_shipped_once_across_allocator_and_agent_restarts() {
         cloud.extend(["ci 7 before stop", "ci 8 while stopped"]);
         container.push("ctr 5 while stopped");
         agent = rig.agent(&s.base, Token::Flag(s.token()), Gpu::Fake, &args);
-        expect_shipped(&s, &rig.vm, &cloud, &container).await;
+        expect_shipped(&s, &rig, &cloud, &container).await;
         s
     })
     .await;

@@ -124,6 +124,16 @@ impl Rig {
         self.read("gpu-calls").lines().count()
     }
 
+    /// Until the fake nvidia-smi has run `n` more times: the agent's own clock, so a test
+    /// that something did not happen waits for the agent to go on, not for a guessed time.
+    async fn wait_gpu_probes(&self, n: usize, secs: u64) {
+        let from = self.gpu_calls();
+        wait_for(secs, &format!("{n} more GPU probes"), || async {
+            (self.gpu_calls() >= from + n).then_some(())
+        })
+        .await;
+    }
+
     fn expected_argv(&self, code: &str) -> Vec<String> {
         vec![
             format!("--code={code}"),
