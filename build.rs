@@ -18,17 +18,19 @@ fn main() {
 }
 
 fn git_commit() -> Option<String> {
-    let git_dir = Command::new("git")
-        .args(["rev-parse", "--git-dir"])
+    let dirs = Command::new("git")
+        .args(["rev-parse", "--git-dir", "--git-common-dir"])
         .output()
         .ok()
         .filter(|o| o.status.success())?;
-    let git_dir = String::from_utf8(git_dir.stdout).ok()?;
-    let git_dir = git_dir.trim();
-    // Rebuild when HEAD moves (a commit or a checkout).
+    let dirs = String::from_utf8(dirs.stdout).ok()?;
+    let mut dirs = dirs.lines().map(str::trim);
+    let (git_dir, common_dir) = (dirs.next()?, dirs.next()?);
+    // Rebuild when HEAD moves (a commit or a checkout). In a worktree HEAD is its own but
+    // the branches are the main repository's.
     println!("cargo:rerun-if-changed={git_dir}/HEAD");
-    println!("cargo:rerun-if-changed={git_dir}/refs/heads");
-    println!("cargo:rerun-if-changed={git_dir}/packed-refs");
+    println!("cargo:rerun-if-changed={common_dir}/refs/heads");
+    println!("cargo:rerun-if-changed={common_dir}/packed-refs");
     let head = Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()

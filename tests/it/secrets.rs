@@ -3,7 +3,6 @@
 //! that passed through it.
 
 use std::path::Path;
-use std::time::Duration;
 
 use lablink::shared_token::SharedToken;
 use nix::sys::signal::{Signal, kill};
@@ -164,7 +163,16 @@ async fn no_secret_reaches_any_log() {
     .await;
 
     // Let the agent act on its assignment, then stop everything so every log is flushed.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for(30, "the agent started the desktop", || async {
+        every_log(&data, &serve_log)
+            .iter()
+            .skip(1)
+            .any(|(_, agent_log)| {
+                agent_log.contains("desktop started; the participant can connect")
+            })
+            .then_some(())
+    })
+    .await;
     let pid = Pid::from_raw(serve.child.id().expect("pid") as i32);
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
     within(20, "serve exits", serve.child.wait())
