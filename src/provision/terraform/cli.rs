@@ -149,15 +149,7 @@ impl Terraform {
         log: &RunLog,
         cancel: &CancellationToken,
     ) -> Result<(), ProviderError> {
-        let args = [
-            "apply",
-            "-input=false",
-            "-no-color",
-            "-auto-approve",
-            &format!("-var-file={VARS_FILE}"),
-        ]
-        .map(String::from);
-        self.terraform(dir, &args, log, cancel).await
+        self.change("apply", dir, log, cancel).await
     }
 
     /// Destroys everything in the state.
@@ -167,8 +159,19 @@ impl Terraform {
         log: &RunLog,
         cancel: &CancellationToken,
     ) -> Result<(), ProviderError> {
+        self.change("destroy", dir, log, cancel).await
+    }
+
+    /// `terraform apply` or `destroy` with the generated variables, unattended.
+    async fn change(
+        &self,
+        command: &str,
+        dir: &Path,
+        log: &RunLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), ProviderError> {
         let args = [
-            "destroy",
+            command,
             "-input=false",
             "-no-color",
             "-auto-approve",
