@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::model::Counts;
 use crate::model::validate_hostname;
+use crate::server::api::{ApiPath, ApiQuery};
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
@@ -98,7 +99,11 @@ pub struct PoolView {
 
 /// `GET /admin/events/pool?view=dashboard|instances`: the `counts` fragment, and `chart`
 /// (dashboard) or `instances` (the table), each sent when it changed.
-pub async fn pool(State(app): State<App>, admin: Admin, Query(q): Query<PoolView>) -> EventStream {
+pub async fn pool(
+    State(app): State<App>,
+    admin: Admin,
+    ApiQuery(q): ApiQuery<PoolView>,
+) -> EventStream {
     let second = if q.view.as_deref() == Some("dashboard") {
         "chart"
     } else {
@@ -156,8 +161,8 @@ pub struct RunFrom {
 pub async fn run(
     State(app): State<App>,
     admin: Admin,
-    Path(id): Path<u64>,
-    Query(q): Query<RunFrom>,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(q): ApiQuery<RunFrom>,
     headers: HeaderMap,
 ) -> EventStream {
     let mut next = last_event_id(&headers).or(q.from).unwrap_or(0);
@@ -210,8 +215,8 @@ pub async fn run(
 pub async fn logs(
     State(app): State<App>,
     admin: Admin,
-    Path(host): Path<String>,
-    Query(q): Query<std::collections::HashMap<String, u64>>,
+    ApiPath(host): ApiPath<String>,
+    ApiQuery(q): ApiQuery<std::collections::HashMap<String, u64>>,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;

@@ -50,6 +50,16 @@ async fn rejected_paths_queries_and_bodies_answer_json_naming_the_field() {
         let m = api_error(&s.get("/api/runs/first", Auth::admin()).await, 400);
         assert!(m.contains("id") && m.contains("first"), "{m}");
 
+        // The console's event streams too.
+        let m = api_error(&s.get("/admin/runs/first/events", Auth::admin()).await, 400);
+        assert!(m.contains("id") && m.contains("first"), "{m}");
+        let m = api_error(
+            &s.get("/admin/logs/vm-1/events?container=x", Auth::admin())
+                .await,
+            400,
+        );
+        assert!(m.contains("container"), "{m}");
+
         // A value of the wrong type in a JSON body: the field is named.
         let a = s
             .agent_post(
