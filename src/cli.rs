@@ -83,7 +83,7 @@ pub enum ConfigCommand {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {
+    crate::exit::finish(match cli.command {
         Command::Demo(args) => commands::demo::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Agent(args) => crate::agent::run(*args),
@@ -101,9 +101,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restore(args) => commands::backup::restore(args),
         Command::Version => {
             println!("{}", commands::version());
-            ExitCode::SUCCESS
+            Ok(())
         }
         Command::Rehearse(args) => crate::rehearse::run(args),
         Command::Bench(args) => crate::bench::run(args),
-    }
+    })
 }

@@ -15,7 +15,6 @@ pub mod setup;
 pub mod subscribe;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +22,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::exit::CliError;
 use api::{Allocator, CallError};
 pub use config::AgentArgs;
 use desktop::Desktop;
@@ -31,7 +31,7 @@ use retry::{Gave, until_acknowledged};
 /// Exit status when the allocator refuses the token: restarting will not help.
 pub const EXIT_UNAUTHORIZED: u8 = 3;
 
-pub fn run(args: AgentArgs) -> ExitCode {
+pub fn run(args: AgentArgs) -> Result<(), CliError> {
     crate::logging::init(args.log_format);
     let checked = (|| {
         Ok::<_, String>((
@@ -44,20 +44,11 @@ pub fn run(args: AgentArgs) -> ExitCode {
             args.desktop_user()?,
         ))
     })();
-    let (base, vm_name, token, gpu_every, inuse_every, beat_every, desktop_user) = match checked {
-        Ok(v) => v,
-        Err(message) => {
-            eprintln!("lablink agent: {message}");
-            return ExitCode::from(crate::exit::EXIT_CONFIG);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let (base, vm_name, token, gpu_every, inuse_every, beat_every, desktop_user) =
+        checked.map_err(|message| CliError::Usage(message).of("agent"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return crate::exit::fail(e),
-    };
+        .build()?;
     let every = Intervals {
         gpu: gpu_every,
         inuse: inuse_every,
@@ -94,12 +85,10 @@ async fn agent(
     token: String,
     every: Intervals,
     desktop_user: Option<desktop_user::DesktopUser>,
-) -> ExitCode {
+) -> Result<(), CliError> {
     let started = unix_now();
-    let alloc = match Allocator::new(base.clone(), token, vm_name.clone()) {
-        Ok(a) => Arc::new(a),
-        Err(e) => return crate::exit::fail(e),
-    };
+    let alloc =
+        Arc::new(Allocator::new(base.clone(), token, vm_name.clone()).map_err(CliError::failed)?);
     let cancel = CancellationToken::new();
     {
         let cancel = cancel.clone();
@@ -118,8 +107,8 @@ async fn agent(
     .await
     {
         Gave::Acknowledged => {}
-        Gave::Fatal(e) => return refused(&e),
-        Gave::Cancelled => return ExitCode::SUCCESS,
+        Gave::Fatal(e) => return Err(refused(&e)),
+        Gave::Cancelled => return Ok(()),
     }
     crate::systemd::ready(&format!("registered with {base} as {vm_name}"));
     crate::systemd::spawn_watchdog();
@@ -196,7 +185,7 @@ async fn agent(
     };
     if let Err(failed) = setup.run(&cancel).await {
         if cancel.is_cancelled() {
-            return ExitCode::SUCCESS;
+            return Ok(());
         }
         crate::systemd::status(&failed.0);
         let exit = match until_acknowledged("status error", &cancel, || {
@@ -205,11 +194,12 @@ async fn agent(
         .await
         {
             Gave::Fatal(e) => refused(&e),
-            Gave::Acknowledged | Gave::Cancelled => ExitCode::FAILURE,
+            // The setup's failure is in the log and reported as the VM's status.
+            Gave::Acknowledged | Gave::Cancelled => CliError::Reported(1),
         };
         cancel.cancel();
         drain(&mut tasks).await;
-        return exit;
+        return Err(exit);
     }
 
     let (reset_tx, reset_rx) = tokio::sync::watch::channel(None);
@@ -236,11 +226,11 @@ async fn agent(
         cancel.clone(),
     ));
 
-    let mut exit = ExitCode::SUCCESS;
+    let mut exit = Ok(());
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
             if e.is_fatal() {
-                exit = refused(&e);
+                exit = Err(refused(&e));
             }
             cancel.cancel();
         }
@@ -347,9 +337,9 @@ async fn drain(tasks: &mut JoinSet<Result<(), CallError>>) {
     .await;
 }
 
-fn refused(e: &CallError) -> ExitCode {
+fn refused(e: &CallError) -> CliError {
     tracing::error!("{e}; stopping");
-    ExitCode::from(EXIT_UNAUTHORIZED)
+    CliError::Reported(EXIT_UNAUTHORIZED)
 }
 
 /// Startup timings: the container phase is from agent start to ready; the cloud-init phase

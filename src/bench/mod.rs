@@ -12,7 +12,7 @@ mod longpoll;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use hyper::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::exit::CliError;
 use client::{Budget, Conn, Samples, run_load};
 
 #[derive(Args, Debug, Clone)]
@@ -62,18 +63,13 @@ pub struct BenchArgs {
 /// The admin password of the allocators the bench starts.
 const ADMIN_PASSWORD: &str = "bench-only-password";
 
-pub fn run(args: BenchArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+pub fn run(args: BenchArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return crate::commands::fail(e),
-    };
-    match runtime.block_on(bench(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => crate::commands::fail(format!("bench: {e}")),
-    }
+        .build()?;
+    runtime
+        .block_on(bench(args))
+        .map_err(|e| CliError::Failed(format!("bench: {e}")))
 }
 
 struct Server {

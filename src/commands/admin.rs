@@ -2,9 +2,8 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::process::ExitCode;
 
-use super::{EXIT_CONFIG, fail};
+use crate::exit::CliError;
 use crate::store::{self, Store, StoreError};
 
 const MIN_LENGTH: usize = 8;
@@ -44,48 +43,34 @@ fn read_password(file: Option<&Path>) -> Result<String, String> {
     Ok(password)
 }
 
-pub fn set_password(data_dir: &Path, password_file: Option<&Path>) -> ExitCode {
+pub fn set_password(data_dir: &Path, password_file: Option<&Path>) -> Result<(), CliError> {
     if !data_dir.join(store::FILE_NAME).exists() {
-        return fail(format!(
+        return Err(CliError::Failed(format!(
             "--data-dir {}: no LabLink store there; start `lablink serve --data-dir {}` once to create it",
             data_dir.display(),
             data_dir.display()
-        ));
+        )));
     }
-    let password = match read_password(password_file) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("lablink: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let password = read_password(password_file).map_err(CliError::Usage)?;
     let store = match Store::open(data_dir) {
         Ok(store) => store,
         Err(StoreError::AlreadyOpen(_)) => {
-            return fail(format!(
+            return Err(CliError::Failed(format!(
                 "the allocator is running on {}; stop it (systemctl stop lablink), set the password, and start it again",
                 data_dir.display()
-            ));
+            )));
         }
-        Err(e) => return fail(e),
+        Err(e) => return Err(CliError::failed(e)),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
+        .build()?;
     let saved = runtime.block_on(crate::server::auth::set_password(&store, password));
     store.close();
-    match saved {
-        Ok(()) => {
-            println!(
-                "admin password changed; every admin session was signed out. \
-                 (A password set in config.yaml or LABLINK_APP_ADMIN_PASSWORD takes over again only when it is changed.)"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    saved.map_err(CliError::failed)?;
+    println!(
+        "admin password changed; every admin session was signed out. \
+         (A password set in config.yaml or LABLINK_APP_ADMIN_PASSWORD takes over again only when it is changed.)"
+    );
+    Ok(())
 }

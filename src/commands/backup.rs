@@ -4,13 +4,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::remote::{error_chain, is_loopback, password};
-use super::{EXIT_CONFIG, fail};
+use crate::exit::CliError;
 use crate::store::{self, StoreError, backup as snapshot};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,11 +41,6 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
-fn usage(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("lablink: {message}");
-    ExitCode::from(EXIT_CONFIG)
-}
-
 fn stamp() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
 }
@@ -58,34 +52,28 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-pub fn backup(args: BackupArgs) -> ExitCode {
+pub fn backup(args: BackupArgs) -> Result<(), CliError> {
     let base = args.url.trim_end_matches('/');
     let endpoint = match reqwest::Url::parse(&format!("{base}/api/backup")) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
         _ => {
-            return usage(format!(
+            return Err(CliError::Usage(format!(
                 "--url {}: not an http(s) address such as http://127.0.0.1:5000",
                 args.url
-            ));
+            )));
         }
     };
     if args.file.is_dir() {
-        return usage(format!(
+        return Err(CliError::Usage(format!(
             "{} is a directory; name the backup file to write",
             args.file.display()
-        ));
+        )));
     }
-    let password = match password(args.login.password_file.as_deref(), &args.login.user, base) {
-        Ok(p) => p,
-        Err(e) => return usage(e),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let password = password(args.login.password_file.as_deref(), &args.login.user, base)
+        .map_err(CliError::Usage)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
+        .build()?;
     let partial = with_suffix(&args.file, ".partial");
     let downloaded = runtime.block_on(download(
         &endpoint,
@@ -107,19 +95,15 @@ pub fn backup(args: BackupArgs) -> ExitCode {
         sync_parent(&args.file);
         Ok((bytes, summary))
     });
-    match outcome {
-        Ok((bytes, summary)) => {
-            println!(
-                "backup of {base} written to {} ({bytes} bytes; {summary})",
-                args.file.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            fail(e)
-        }
-    }
+    let (bytes, summary) = outcome.map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        CliError::Failed(e)
+    })?;
+    println!(
+        "backup of {base} written to {} ({bytes} bytes; {summary})",
+        args.file.display()
+    );
+    Ok(())
 }
 
 /// Downloads the snapshot into `partial` (mode 0600, synced); the number of bytes.
@@ -229,35 +213,32 @@ impl Drop for Temp {
     }
 }
 
-pub fn restore(args: RestoreArgs) -> ExitCode {
+pub fn restore(args: RestoreArgs) -> Result<(), CliError> {
     if !args.file.is_file() {
-        return usage(format!("{}: no such backup file", args.file.display()));
+        return Err(CliError::Usage(format!(
+            "{}: no such backup file",
+            args.file.display()
+        )));
     }
     if args.data_dir.exists() && !args.data_dir.is_dir() {
-        return usage(format!(
+        return Err(CliError::Usage(format!(
             "--data-dir {}: not a directory",
             args.data_dir.display()
-        ));
+        )));
     }
-    let summary = match snapshot::verify(&args.file) {
-        Ok(s) => s,
-        Err(e) => return fail(format!("{e}; nothing was changed")),
-    };
-    match place(&args) {
-        Ok(aside) => {
-            println!(
-                "restored {} into {} ({summary}).",
-                args.file.display(),
-                args.data_dir.display()
-            );
-            if let Some(aside) = aside {
-                println!("The previous store is kept as {}.", aside.display());
-            }
-            println!("Start the allocator (systemctl start lablink) to use it.");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
+    let summary = snapshot::verify(&args.file)
+        .map_err(|e| CliError::Failed(format!("{e}; nothing was changed")))?;
+    let aside = place(&args).map_err(CliError::Failed)?;
+    println!(
+        "restored {} into {} ({summary}).",
+        args.file.display(),
+        args.data_dir.display()
+    );
+    if let Some(aside) = aside {
+        println!("The previous store is kept as {}.", aside.display());
     }
+    println!("Start the allocator (systemctl start lablink) to use it.");
+    Ok(())
 }
 
 /// Puts the backup in place; the path the previous store was kept under, if there was one.

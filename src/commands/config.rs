@@ -1,17 +1,17 @@
 //! `lablink config check FILE`, `lablink config keys` and `lablink config reference`.
 
 use std::path::Path;
-use std::process::ExitCode;
 
-use super::EXIT_CONFIG;
 use crate::config::Config;
+use crate::exit::{CliError, EXIT_CONFIG};
 
-pub fn check(file: &Path) -> ExitCode {
+/// Prints the file's problems, if any: then the status is 2.
+pub fn check(file: &Path) -> Result<(), CliError> {
     let (config, mut problems) = match Config::from_file(file) {
         Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("{message}");
-            return ExitCode::from(EXIT_CONFIG);
+            return Err(CliError::Reported(EXIT_CONFIG));
         }
     };
     problems.extend(config.validate());
@@ -20,23 +20,23 @@ pub fn check(file: &Path) -> ExitCode {
     }
     if problems.is_empty() {
         println!("{}: OK", file.display());
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     for p in &problems {
         eprintln!("{}: {p}", file.display());
     }
     eprintln!("{} problem(s) found", problems.len());
-    ExitCode::from(EXIT_CONFIG)
+    Err(CliError::Reported(EXIT_CONFIG))
 }
 
-pub fn keys() -> ExitCode {
+pub fn keys() -> Result<(), CliError> {
     for key in Config::key_table() {
         println!("{}\t{}", key.path, key.env);
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-pub fn reference() -> ExitCode {
+pub fn reference() -> Result<(), CliError> {
     print!("{}", Config::reference());
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -1,11 +1,9 @@
 //! `lablink demo`: the whole system on this machine, offline, with simulated VMs.
 
-use std::process::ExitCode;
-
 use clap::Args;
 
-use super::fail;
 use crate::config::Config;
+use crate::exit::CliError;
 use crate::logging;
 use crate::logging::LogFormat;
 use crate::model::RunAction;
@@ -23,22 +21,19 @@ pub struct DemoArgs {
     pub log_format: LogFormat,
 }
 
-pub fn run(args: DemoArgs) -> ExitCode {
+pub fn run(args: DemoArgs) -> Result<(), CliError> {
     logging::init(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
-    };
+        .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))?;
     let dir = std::env::temp_dir().join(format!("lablink-demo-{}", std::process::id()));
-    let code = runtime.block_on(demo(args, dir.clone()));
+    let ended = runtime.block_on(demo(args, dir.clone()));
     let _ = std::fs::remove_dir_all(&dir);
-    code
+    ended
 }
 
-async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> ExitCode {
+async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> Result<(), CliError> {
     let password = crate::store::meta::random_secret()[..16].to_owned();
     let mut config = Config::default();
     config.server.data_dir = dir.display().to_string();
@@ -50,17 +45,13 @@ async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> ExitCode {
         Ok(l) => l,
         Err(_) => match tokio::net::TcpListener::bind("127.0.0.1:0").await {
             Ok(l) => l,
-            Err(e) => return fail(format!("cannot listen on loopback: {e}")),
+            Err(e) => {
+                return Err(CliError::Failed(format!("cannot listen on loopback: {e}")));
+            }
         },
     };
-    let app = match super::serve::open_app(config).await {
-        Ok(app) => app,
-        Err(code) => return code,
-    };
-    let url = match listener.local_addr() {
-        Ok(a) => format!("http://{a}"),
-        Err(e) => return fail(e),
-    };
+    let app = super::serve::open_app(config).await?;
+    let url = format!("http://{}", listener.local_addr()?);
     println!();
     println!("  LabLink demo — everything runs on this machine, nothing leaves it.");
     println!();
@@ -92,9 +83,6 @@ async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> ExitCode {
     {
         tracing::error!(error = %e, "cannot launch the simulated VMs");
     }
-    match serving.await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => fail(e),
-        Err(e) => fail(e),
-    }
+    serving.await.map_err(CliError::failed)??;
+    Ok(())
 }

@@ -5,12 +5,12 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
 use clap::{Args, Subcommand};
 
-use super::{EXIT_CONFIG, fail};
 use crate::commands::serve::ServeArgs;
+use crate::exit::CliError;
 
 const SERVE_UNIT: &str = include_str!("../../packaging/systemd/lablink.service");
 const AGENT_UNIT: &str = include_str!("../../packaging/systemd/lablink-agent.service");
@@ -89,22 +89,14 @@ pub struct AgentInstall {
     pub common: Common,
 }
 
-pub fn run(command: InstallCommand) -> ExitCode {
-    let planned = match &command {
+pub fn run(command: InstallCommand) -> Result<(), CliError> {
+    let plan = match &command {
         InstallCommand::Serve(args) => plan_serve(args),
         InstallCommand::Agent(args) => plan_agent(args),
-    };
-    let plan = match planned {
-        Ok(plan) => plan,
-        Err(message) => {
-            eprintln!("lablink install: {message}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match plan.apply() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(format!("install: {e}")),
     }
+    .map_err(|message| CliError::Usage(message).of("install"))?;
+    plan.apply()
+        .map_err(|e| CliError::Failed(format!("install: {e}")))
 }
 
 /// What one installation writes and starts, worked out (and checked) before anything is

@@ -23,5 +23,3 @@ pub const LONG_VERSION: &str = concat!(
 pub fn version() -> String {
     format!("lablink {LONG_VERSION}")
 }
-
-pub use crate::exit::{EXIT_CONFIG, fail};

@@ -1,12 +1,10 @@
 //! `lablink seat ACTION HOST`: fix a seat of a running allocator, as the admin through its
 //! API: release it, move its participant, clear a false alarm, or revoke the VM.
 
-use std::process::ExitCode;
-
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::{EXIT_CONFIG, fail};
+use crate::exit::CliError;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Action {
@@ -35,45 +33,32 @@ pub struct SeatArgs {
     pub login: super::remote::Login,
 }
 
-pub fn run(args: SeatArgs) -> ExitCode {
+pub fn run(args: SeatArgs) -> Result<(), CliError> {
     let checks = [("HOST", Some(&args.host)), ("--to", args.to.as_ref())];
     for (what, value) in checks {
         if let Some(name) = value
             && let Err(e) = crate::model::validate_hostname(name)
         {
-            eprintln!("lablink seat: {what}: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return Err(CliError::Usage(format!("{what}: {e}")).of("seat"));
         }
     }
     if args.to.is_some() && !matches!(args.action, Action::Move) {
-        eprintln!("lablink seat: --to goes only with `move`");
-        return ExitCode::from(EXIT_CONFIG);
+        return Err(CliError::Usage("--to goes only with `move`".into()).of("seat"));
     }
-    let admin = match super::remote::Admin::new(&args.url, &args.login) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("lablink seat: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let admin = super::remote::Admin::new(&args.url, &args.login)
+        .map_err(|e| CliError::Usage(e).of("seat"))?;
     let (verb, body) = match args.action {
         Action::Release => ("release", json!({})),
         Action::Move => ("move", json!({ "to": args.to })),
         Action::Clear => ("clear", json!({})),
         Action::Revoke => ("revoke", json!({})),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    match runtime.block_on(admin.post(&format!("/api/vms/{}/{verb}", args.host), &body)) {
-        Ok(answer) => {
-            println!("{}", answer["message"].as_str().unwrap_or("done"));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+        .build()?;
+    let answer = runtime
+        .block_on(admin.post(&format!("/api/vms/{}/{verb}", args.host), &body))
+        .map_err(CliError::Failed)?;
+    println!("{}", answer["message"].as_str().unwrap_or("done"));
+    Ok(())
 }

@@ -1,12 +1,11 @@
 //! `lablink serve`: load the configuration, open the store, serve until a signal.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{EXIT_CONFIG, fail};
 use crate::config::{Config, Problem};
+use crate::exit::CliError;
 use crate::logging::{self, LogFormat};
 use crate::server::App;
 use crate::store::Store;
@@ -75,55 +74,43 @@ pub fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config, Vec
     }
 }
 
-pub fn run(args: ServeArgs) -> ExitCode {
+pub fn run(args: ServeArgs) -> Result<(), CliError> {
     logging::init(args.log_format);
     // Every parked agent holds a socket; the soft limit is often far below the hard one.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = match resolve(&args, &env) {
-        Ok(c) => c,
-        Err(problems) => {
-            for p in &problems {
-                eprintln!("lablink: {p}");
-            }
-            eprintln!(
-                "lablink: configuration has {} problem(s); not starting",
-                problems.len()
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let config = resolve(&args, &env).map_err(|mut problems| {
+        let summary = format!(
+            "configuration has {} problem(s); not starting",
+            problems.len()
+        );
+        problems.push(summary);
+        CliError::Usage(problems.join("\n"))
+    })?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
-    };
+        .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(serve(config))
 }
 
-async fn serve(config: Config) -> ExitCode {
-    let addr = match config.listen_addr() {
-        Ok(a) => a,
-        Err(e) => return fail(format!("server.listen: {e}")),
-    };
-    let app = match open_app(config).await {
-        Ok(app) => app,
-        Err(code) => return code,
-    };
+async fn serve(config: Config) -> Result<(), CliError> {
+    let addr = config
+        .listen_addr()
+        .map_err(|e| CliError::Failed(format!("server.listen: {e}")))?;
+    let app = open_app(config).await?;
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
             app.store.close();
-            return fail(format!(
+            return Err(CliError::Failed(format!(
                 "cannot listen on {addr}: {e} (set --listen or server.listen)"
-            ));
+            )));
         }
     };
     let local = listener.local_addr().map_or(addr, |a| a);
@@ -139,23 +126,19 @@ async fn serve(config: Config) -> ExitCode {
         crate::shutdown::signal().await;
         crate::systemd::stopping();
     };
-    match crate::allocator::run(listener, app, stop).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
-    }
+    crate::allocator::run(listener, app, stop)
+        .await
+        .map_err(CliError::failed)
 }
 
 /// Opens the store in the configured data directory and starts the app on it.
-pub async fn open_app(config: Config) -> Result<App, ExitCode> {
-    let store = Store::open(&config.data_dir()).map_err(fail)?;
+pub async fn open_app(config: Config) -> Result<App, CliError> {
+    let store = Store::open(&config.data_dir()).map_err(CliError::failed)?;
     crate::store::backup::remove_leftovers(&config.data_dir());
-    match App::start(config, store.clone()).await {
-        Ok(app) => Ok(app),
-        Err(e) => {
-            store.close();
-            Err(fail(e))
-        }
-    }
+    App::start(config, store.clone()).await.map_err(|e| {
+        store.close();
+        CliError::failed(e)
+    })
 }
 
 #[cfg(test)]

@@ -4,12 +4,11 @@
 //! the change goes through its API as the admin.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
 
-use super::{EXIT_CONFIG, fail};
+use crate::exit::CliError;
 use crate::server::state::TOKEN_FILE;
 use crate::shared_token::SharedToken;
 use crate::store::{self, Store, StoreError, identities, meta, vms};
@@ -38,7 +37,7 @@ enum Change<'a> {
     Revoke(&'a str),
 }
 
-pub fn run(args: TokenArgs) -> ExitCode {
+pub fn run(args: TokenArgs) -> Result<(), CliError> {
     let change = match (&args.vm, &args.revoke) {
         (Some(name), _) => Some(("--vm", Change::Mint(name))),
         (_, Some(name)) => Some(("--revoke", Change::Revoke(name))),
@@ -47,28 +46,19 @@ pub fn run(args: TokenArgs) -> ExitCode {
     if let Some((flag, Change::Mint(name) | Change::Revoke(name))) = &change
         && let Err(e) = crate::model::validate_hostname(name)
     {
-        eprintln!("lablink: {flag}: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+        return Err(CliError::Usage(format!("{flag}: {e}")));
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    let outcome = match (change, &args.url) {
+        .build()?;
+    let text = match (change, &args.url) {
         (None, _) => return print_shared(&args.data_dir, &runtime),
         (Some((_, change)), Some(url)) => runtime.block_on(through_api(&args, url, change)),
         (Some((_, change)), None) => runtime.block_on(in_store(&args.data_dir, change)),
-    };
-    match outcome {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
     }
+    .map_err(CliError::Failed)?;
+    println!("{text}");
+    Ok(())
 }
 
 fn missing_store(data_dir: &Path) -> String {
@@ -79,36 +69,30 @@ fn missing_store(data_dir: &Path) -> String {
     )
 }
 
-fn print_shared(data_dir: &Path, runtime: &tokio::runtime::Runtime) -> ExitCode {
+fn print_shared(data_dir: &Path, runtime: &tokio::runtime::Runtime) -> Result<(), CliError> {
     if !data_dir.join(store::FILE_NAME).exists() {
-        return fail(missing_store(data_dir));
+        return Err(CliError::Failed(missing_store(data_dir)));
     }
-    match Store::open(data_dir) {
+    let token = match Store::open(data_dir) {
         Ok(store) => {
             let token = runtime.block_on(store.write(meta::api_token_or_create));
             store.close();
-            match token {
-                Ok(token) => {
-                    println!("{token}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
+            token.map_err(CliError::failed)?
         }
         // The allocator is running and holds the store; it exported the token at start.
-        Err(StoreError::AlreadyOpen(_)) => match std::fs::read_to_string(data_dir.join(TOKEN_FILE))
-        {
-            Ok(token) => {
-                println!("{}", token.trim_end());
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(format!(
-                "the allocator is running on {} and its token file cannot be read: {e}",
-                data_dir.display()
-            )),
-        },
-        Err(e) => fail(e),
-    }
+        Err(StoreError::AlreadyOpen(_)) => std::fs::read_to_string(data_dir.join(TOKEN_FILE))
+            .map_err(|e| {
+                CliError::Failed(format!(
+                    "the allocator is running on {} and its token file cannot be read: {e}",
+                    data_dir.display()
+                ))
+            })?
+            .trim_end()
+            .to_owned(),
+        Err(e) => return Err(CliError::failed(e)),
+    };
+    println!("{token}");
+    Ok(())
 }
 
 async fn through_api(args: &TokenArgs, url: &str, change: Change<'_>) -> Result<String, String> {

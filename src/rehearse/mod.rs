@@ -14,7 +14,6 @@ mod report;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use clap::Args;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::exit::CliError;
 use agent::{Agent, Fault, Fleet};
 use faults::{AdminApi, Shares};
 use participant::{Browser, Claimed};
@@ -97,25 +97,19 @@ impl RehearseArgs {
     }
 }
 
-pub fn run(args: RehearseArgs) -> ExitCode {
+/// A FAIL verdict, printed in the report, exits 1.
+pub fn run(args: RehearseArgs) -> Result<(), CliError> {
     let problems = check_args(&args);
     if !problems.is_empty() {
-        for p in problems {
-            eprintln!("lablink rehearse: {p}");
-        }
-        return ExitCode::from(crate::commands::EXIT_CONFIG);
+        return Err(CliError::Usage(problems.join("\n")).of("rehearse"));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return crate::commands::fail(e),
-    };
+        .build()?;
     match runtime.block_on(rehearse(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => crate::commands::fail(format!("rehearse: {e}")),
+        Ok(true) => Ok(()),
+        Ok(false) => Err(CliError::Reported(1)),
+        Err(e) => Err(CliError::Failed(format!("rehearse: {e}"))),
     }
 }
 
