@@ -100,7 +100,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backup(args) => commands::backup::backup(args),
         Command::Restore(args) => commands::backup::restore(args),
         Command::Version => {
-            println!("{}", commands::version());
+            // A reader that stops early (`lablink version | head -1`) is not an error.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{}", commands::version());
             Ok(())
         }
         Command::Rehearse(args) => crate::rehearse::run(args),
