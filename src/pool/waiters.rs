@@ -1,34 +1,41 @@
-//! Where `/vm_startup` long-polls wait: one `watch` channel per hostname that has waiters,
-//! woken by the claim after its commit. Waiting costs a map entry and a receiver; nothing
-//! touches the store until something happens.
+//! Where `/vm_startup` long-polls wait: one slot per hostname that has waiters, woken by
+//! the claim after its commit. Waiting costs a map entry, a share of the slot (a few
+//! words: thousands of agents wait at once) and nothing in the store until something
+//! happens.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wake {
-    Pending,
     Assigned { pin: String, command: String },
     Deleted,
 }
 
+/// What the waiters of one host share: the wake, once there is one.
+#[derive(Default)]
+struct Slot {
+    wake: OnceLock<Wake>,
+    notify: Notify,
+}
+
 #[derive(Default)]
 pub struct Waiters {
-    by_host: Mutex<HashMap<String, watch::Sender<Wake>>>,
+    by_host: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 /// One parked request. Dropping it (request answered, or client gone) frees its slot.
 pub struct Waiter {
     host: String,
     /// `None` only while being dropped.
-    rx: Option<watch::Receiver<Wake>>,
+    slot: Option<Arc<Slot>>,
     waiters: Arc<Waiters>,
 }
 
 impl Waiters {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Wake>>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.by_host.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -37,17 +44,17 @@ impl Waiters {
     /// commits in between is not missed.
     pub fn subscribe(self: &Arc<Self>, host: &str) -> Waiter {
         let mut map = self.map();
-        let rx = match map.get(host) {
-            Some(tx) => tx.subscribe(),
+        let slot = match map.get(host) {
+            Some(slot) => slot.clone(),
             None => {
-                let (tx, rx) = watch::channel(Wake::Pending);
-                map.insert(host.to_owned(), tx);
-                rx
+                let slot = Arc::new(Slot::default());
+                map.insert(host.to_owned(), slot.clone());
+                slot
             }
         };
         Waiter {
             host: host.to_owned(),
-            rx: Some(rx),
+            slot: Some(slot),
             waiters: self.clone(),
         }
     }
@@ -55,31 +62,36 @@ impl Waiters {
     /// Wakes everyone waiting on `host`. Call only after the change is committed.
     /// The entry goes with it: later waiters start afresh and read the store.
     pub fn notify(&self, host: &str, wake: Wake) {
-        if let Some(tx) = self.map().remove(host) {
-            tx.send_replace(wake);
+        if let Some(slot) = self.map().remove(host) {
+            let _ = slot.wake.set(wake);
+            slot.notify.notify_waiters();
         }
     }
 
     /// Number of requests parked right now.
     pub fn parked(&self) -> usize {
-        self.map().values().map(|tx| tx.receiver_count()).sum()
+        // Each waiter holds one share of its slot, the map another; shares change only
+        // under the map's lock.
+        self.map()
+            .values()
+            .map(|slot| Arc::strong_count(slot) - 1)
+            .sum()
     }
 }
 
 impl Waiter {
-    /// Resolves with the first `Assigned` or `Deleted` for this host.
-    pub async fn wait(&mut self) -> Wake {
-        let Some(rx) = self.rx.as_mut() else {
+    /// Resolves with the wake of this host.
+    pub async fn wait(&self) -> Wake {
+        let Some(slot) = self.slot.as_ref() else {
             return std::future::pending().await;
         };
-        let woken = rx
-            .wait_for(|w| *w != Wake::Pending)
-            .await
-            .map(|w| w.clone());
-        match woken {
-            Ok(w) => w,
-            // The sender is dropped only by `notify`, after sending: not reached.
-            Err(_) => std::future::pending().await,
+        loop {
+            // Made before the check, it receives a `notify_waiters` that follows it.
+            let notified = slot.notify.notified();
+            if let Some(wake) = slot.wake.get() {
+                return wake.clone();
+            }
+            notified.await;
         }
     }
 }
@@ -87,10 +99,12 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         let mut map = self.waiters.map();
-        // This receiver is still alive here, so "only me" is a count of one.
+        // Let go of this share under the lock, so two waiters dropped at once cannot each
+        // see the other's share and leave the entry behind.
+        drop(self.slot.take());
         if map
             .get(&self.host)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
+            .is_some_and(|slot| Arc::strong_count(slot) == 1)
         {
             map.remove(&self.host);
         }
@@ -105,9 +119,9 @@ mod tests {
     #[tokio::test]
     async fn a_notify_reaches_every_waiter_of_that_host_only() {
         let waiters = Arc::new(Waiters::default());
-        let mut a = waiters.subscribe("vm-1");
-        let mut b = waiters.subscribe("vm-1");
-        let mut other = waiters.subscribe("vm-2");
+        let a = waiters.subscribe("vm-1");
+        let b = waiters.subscribe("vm-1");
+        let other = waiters.subscribe("vm-2");
         assert_eq!(waiters.parked(), 3);
         let wake = Wake::Assigned {
             pin: "123456".into(),
@@ -136,10 +150,10 @@ mod tests {
     #[tokio::test]
     async fn after_a_notify_new_waiters_start_pending() {
         let waiters = Arc::new(Waiters::default());
-        let mut a = waiters.subscribe("vm-1");
+        let a = waiters.subscribe("vm-1");
         waiters.notify("vm-1", Wake::Deleted);
         assert_eq!(a.wait().await, Wake::Deleted);
-        let mut b = waiters.subscribe("vm-1");
+        let b = waiters.subscribe("vm-1");
         let pending = tokio::time::timeout(Duration::from_millis(20), b.wait()).await;
         assert!(pending.is_err(), "a stale wake answered a new waiter");
     }

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -39,21 +41,34 @@ const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicat
     retry-after: 1\r\nconnection: close\r\ncontent-length: 57\r\n\r\n\
     {\"error\": \"Too many connections; try again in a moment.\"}";
 
-/// One of the `server.max_connections` slots: at once, or after waiting (in the
-/// connection's own task, so accepting goes on) up to `CONNECTION_WAIT` for one to free.
+/// One of the `server.max_connections` slots when none was free at once: waited for (in
+/// the connection's own task, so accepting goes on) up to `CONNECTION_WAIT`.
 async fn connection_slot(
     connections: Arc<Semaphore>,
     stopping: &tokio_util::sync::CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
-    if let Ok(slot) = connections.clone().try_acquire_owned() {
-        return Some(slot);
-    }
     tokio::select! {
         slot = tokio::time::timeout(CONNECTION_WAIT, connections.acquire_owned()) => {
             slot.ok()?.ok()
         }
         () = stopping.cancelled() => None,
     }
+}
+
+/// A connection served to its end, holding its slot meanwhile. A combinator rather than
+/// an async block: the task of each of thousands of parked agents holds the connection
+/// once, not also the parts it was made of.
+fn served(
+    conn: impl Future<Output = hyper::Result<()>>,
+    slot: OwnedSemaphorePermit,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
+    conn.map(move |ended| {
+        drop(slot);
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    })
 }
 
 /// Logs a connection refused for `server.max_connections`: a warning at most once a
@@ -124,6 +139,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let state = app.clone();
         let trusted = trusted.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let client = client_ip::resolve(peer.ip(), req.headers(), &trusted);
@@ -131,7 +147,11 @@ pub async fn serve(
             req.extensions_mut().insert(client_ip::ClientIp(client));
             let expired = Arc::new(AtomicBool::new(false));
             let req = req.map(|b| body::DeadlineBody::new(b, body_timeout, expired.clone()));
-            let handled = router.clone().oneshot(req);
+            let handled = if router::is_long_poll(&req) {
+                Either::Left(router::long_poll(state.clone(), req))
+            } else {
+                Either::Right(router.clone().oneshot(req))
+            };
             async move {
                 let response = handled.await?;
                 if expired.load(Ordering::Acquire) {
@@ -140,21 +160,23 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let http = http.clone();
         let watcher = graceful.watcher();
+        if let Ok(slot) = connections.clone().try_acquire_owned() {
+            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(served(conn, slot, peer));
+            continue;
+        }
+        let http = http.clone();
         let connections = connections.clone();
         let stopping = app.shutdown.clone();
         tokio::spawn(async move {
-            // Held while the connection lasts.
-            let Some(_slot) = connection_slot(connections, &stopping).await else {
+            let Some(slot) = connection_slot(connections, &stopping).await else {
                 refused_connection(peer);
                 let _ = stream.try_write(FULL);
                 return;
             };
             let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+            served(conn, slot, peer).await;
         });
     }
     drop(listener);

@@ -6,10 +6,10 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::state::App;
 
@@ -20,56 +20,112 @@ const NO_FREE_VM_ROUTE: &str = "/api/request_vm";
 const MAX_ID_LEN: usize = 64;
 
 pub async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(accepted)
-        .unwrap_or_else(generate);
-    // Clones that share their bytes (an Arc, the request's own buffer): a parked
-    // long-poll holds these for as long as it waits.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map(MatchedPath::as_str);
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %method,
-        route = route.unwrap_or("unmatched"),
-    );
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let took = started.elapsed();
-    let status = response.status();
-    app.metrics.http_request(route, &method, status, took);
-    let latency_ms = took.as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        // Long-polls end in 408 every `server.long_poll_seconds`, and all of them in 503
-        // at shutdown; a claim with no free VM is a 503 too (counted in the metrics):
-        // by design, not worth an info line each.
-        let expected = status == StatusCode::REQUEST_TIMEOUT
-            || (status == StatusCode::SERVICE_UNAVAILABLE
-                && (app.shutdown.is_cancelled() || route == Some(NO_FREE_VM_ROUTE)));
-        if (status.is_client_error() || status.is_server_error()) && !expected {
-            tracing::info!(
-                status = status.as_u16(),
-                latency_ms,
-                path = uri.path(),
-                "request answered"
-            );
-        } else {
-            tracing::debug!(
-                status = status.as_u16(),
-                latency_ms,
-                path = uri.path(),
-                "request answered"
-            );
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .cloned()
+        .map(Route::Matched);
+    let observed = Observed::begin(&request, route);
+    let response = next.run(request).instrument(observed.span.clone()).await;
+    observed.finish(&app, response)
+}
+
+/// The route a request was matched to.
+pub enum Route {
+    /// By the router (an `Arc` shared with it).
+    Matched(MatchedPath),
+    /// Taken before the router, for a path that is its own route: the long-poll.
+    Fixed(&'static str),
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(m) => m.as_str(),
+            Route::Fixed(s) => s,
         }
-    });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
     }
-    response
+}
+
+/// One request being observed, from its head to its answer. A parked long-poll holds it
+/// for as long as it waits, so it keeps nothing of the request's own buffer.
+pub struct Observed {
+    started: Instant,
+    id: String,
+    route: Option<Route>,
+    method: Method,
+    /// The path for the answer's log line, when it is not the route itself.
+    path: Option<Box<str>>,
+    pub span: Span,
+}
+
+impl Observed {
+    pub fn begin<B>(request: &Request<B>, route: Option<Route>) -> Observed {
+        let started = Instant::now();
+        let id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(accepted)
+            .unwrap_or_else(generate);
+        let path = request.uri().path();
+        let path = match &route {
+            Some(r) if r.as_str() == path => None,
+            _ => Some(path.into()),
+        };
+        let method = request.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %method,
+            route = route.as_ref().map_or("unmatched", Route::as_str),
+        );
+        Observed {
+            started,
+            id,
+            route,
+            method,
+            path,
+            span,
+        }
+    }
+
+    /// Counts the request in the metrics, writes its log line and puts its id on the
+    /// answer.
+    pub fn finish(self, app: &App, mut response: Response) -> Response {
+        let took = self.started.elapsed();
+        let status = response.status();
+        let route = self.route.as_ref().map(Route::as_str);
+        app.metrics.http_request(route, &self.method, status, took);
+        let latency_ms = took.as_secs_f64() * 1000.0;
+        let path = self.path.as_deref().or(route).unwrap_or_default();
+        self.span.in_scope(|| {
+            // Long-polls end in 408 every `server.long_poll_seconds`, and all of them in 503
+            // at shutdown; a claim with no free VM is a 503 too (counted in the metrics):
+            // by design, not worth an info line each.
+            let expected = status == StatusCode::REQUEST_TIMEOUT
+                || (status == StatusCode::SERVICE_UNAVAILABLE
+                    && (app.shutdown.is_cancelled() || route == Some(NO_FREE_VM_ROUTE)));
+            if (status.is_client_error() || status.is_server_error()) && !expected {
+                tracing::info!(
+                    status = status.as_u16(),
+                    latency_ms,
+                    path,
+                    "request answered"
+                );
+            } else {
+                tracing::debug!(
+                    status = status.as_u16(),
+                    latency_ms,
+                    path,
+                    "request answered"
+                );
+            }
+        });
+        if let Ok(value) = HeaderValue::from_str(&self.id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        response
+    }
 }
 
 /// A client's id, if it is 1 to 64 visible ASCII characters (nothing that could forge

@@ -1,20 +1,27 @@
 //! Every route, its limits, and the headers every answer carries.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use std::convert::Infallible;
+use std::future::Future;
+
+use axum::BoxError;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::json;
+use tracing::Instrument;
 
+use super::api::startup::Startup;
 use super::api::{
     backup, download, health, heartbeat, logs, participant_data, pool, provision, reboot,
     schedules, seats, startup, telemetry,
 };
-use super::auth::form_csrf;
-use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, LOG_BODY_LIMIT};
+use super::auth::{Agent, form_csrf};
+use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, JsonBody, LOG_BODY_LIMIT};
 use super::observe;
 use super::pages::{admin, login, participant, seat};
 use super::state::App;
@@ -130,7 +137,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let h = response.headers_mut();
+    secure(response.headers_mut());
+    response
+}
+
+/// The headers every answer carries.
+fn secure(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -147,5 +159,56 @@ async fn security_headers(request: Request, next: Next) -> Response {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    response
+}
+
+/// The agents' long-poll, served by [`long_poll`] rather than through the router.
+const LONG_POLL: &str = "/vm_startup";
+
+/// Whether `request` is the agents' long-poll (its other methods go to the router).
+pub fn is_long_poll<B>(request: &Request<B>) -> bool {
+    request.method() == Method::POST && request.uri().path() == LONG_POLL
+}
+
+/// `POST /vm_startup`, answered as its route in [`build`] would be (observed, the default
+/// body limit, the same extractors in the same order, the security headers) but without
+/// the router: thousands of agents park here at once, and through the router each would
+/// hold a boxed future per layer, a session it never uses and its CSRF check. Reading the
+/// request runs in a future of its own, freed before the wait.
+pub fn long_poll<B>(
+    app: App,
+    request: Request<B>,
+) -> impl Future<Output = Result<Response, Infallible>> + Send
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let observed = observe::Observed::begin(&request, Some(observe::Route::Fixed(LONG_POLL)));
+    let request = request.map(|b| Body::new(http_body_util::Limited::new(b, DEFAULT_BODY_LIMIT)));
+    let started = Box::pin(start_long_poll(app.clone(), request));
+    async move {
+        let mut response = match started.instrument(observed.span.clone()).await {
+            Ok(Startup::Park(parked)) => parked
+                .answer(&app)
+                .instrument(observed.span.clone())
+                .await
+                .into_response(),
+            Ok(Startup::Answer(answer)) => answer.into_response(),
+            Err(rejection) => rejection,
+        };
+        secure(response.headers_mut());
+        Ok(observed.finish(&app, response))
+    }
+}
+
+async fn start_long_poll(app: App, request: Request) -> Result<Startup, Response> {
+    let (mut parts, body) = request.into_parts();
+    let agent = Agent::from_request_parts(&mut parts, &app)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let JsonBody(body) = JsonBody::from_request(Request::from_parts(parts, body), &app)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    startup::begin(&app, agent, body)
+        .await
+        .map_err(IntoResponse::into_response)
 }

@@ -180,3 +180,36 @@ async fn shutdown_answers_parked_polls_with_503() {
     })
     .await;
 }
+
+/// The long-poll is served beside the router rather than through it; it is answered as
+/// every route is: the body limit, the security headers, the request id.
+#[tokio::test]
+async fn the_long_poll_keeps_the_limits_and_headers_of_every_route() {
+    let s = TestServer::start().await;
+    within(30, "test", async {
+        let client = reqwest::Client::new();
+        let padding = "x".repeat(70 * 1024);
+        let answer = client
+            .post(s.url("/vm_startup"))
+            .bearer_auth(s.token())
+            .header("x-request-id", "poll-too-large")
+            .body(format!(r#"{{"hostname":"vm-1","padding":"{padding}"}}"#))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let headers = answer.headers().clone();
+        assert_eq!(headers["x-request-id"], "poll-too-large");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert!(headers.contains_key("content-security-policy"));
+        let body: serde_json::Value = answer.json().await.expect("JSON");
+        assert_eq!(body["error"], "Request body is larger than 65536 bytes.");
+        let other_method = client.get(s.url("/vm_startup")).send().await.expect("GET");
+        assert_eq!(other_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(other_method.headers().contains_key("x-request-id"));
+        assert_eq!(s.app.waiters.parked(), 0);
+    })
+    .await;
+}

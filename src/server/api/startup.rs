@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
-use crate::pool::waiters::Wake;
+use crate::pool::liveness;
+use crate::pool::waiters::{Waiter, Wake};
 use crate::server::auth::Agent;
 use crate::server::body::JsonBody;
 use crate::server::state::App;
@@ -39,25 +40,60 @@ pub async fn vm_startup(
     agent: Agent,
     JsonBody(req): JsonBody<StartupRequest>,
 ) -> Result<Json<StartupAnswer>, ApiError> {
+    match begin(&app, agent, req).await? {
+        Startup::Answer(answer) => Ok(answer),
+        Startup::Park(parked) => parked.answer(&app).await,
+    }
+}
+
+/// Where a long-poll stands once its request is read.
+pub enum Startup {
+    Answer(Json<StartupAnswer>),
+    Park(Parked),
+}
+
+/// A long-poll waiting for its VM's assignment: all it holds while it waits (thousands
+/// wait at once).
+pub struct Parked {
+    agent: Agent,
+    waiter: Waiter,
+    /// Waiting here is the 0.1.2 client's only sign of life (not for agents that
+    /// heartbeat).
+    _alive: liveness::Parked,
+}
+
+/// Everything before the wait: the answer if the VM is assigned already.
+pub async fn begin(app: &App, agent: Agent, req: StartupRequest) -> Result<Startup, ApiError> {
     let host = required_hostname(req.hostname, "Hostname is required.")?;
     agent.acts_as(&host)?;
-    let mut waiter = app.waiters.subscribe(&host);
-    let vm = stored_vm(&app, &host, "Failed to read the VM.").await?;
-    if let Some(a) = vm.assignment {
-        if !agent.still_current(&app) {
+    let waiter = app.waiters.subscribe(&host);
+    // Only the assignment: the rest of the record is not held through the wait.
+    let assignment = stored_vm(app, &host, "Failed to read the VM.")
+        .await?
+        .assignment;
+    if let Some(a) = assignment {
+        if !agent.still_current(app) {
             return Err(ApiError::BadToken);
         }
-        return Ok(success(a.pin.clone(), a.crd_command()));
+        return Ok(Startup::Answer(success(a.pin.clone(), a.crd_command())));
     }
-    // Waiting here is the 0.1.2 client's only sign of life (not for agents that heartbeat).
-    let _parked = app.liveness.park(&host);
-    tokio::select! {
-        wake = waiter.wait() => match wake {
-            Wake::Assigned { .. } if !agent.still_current(&app) => Err(ApiError::BadToken),
-            Wake::Assigned { pin, command } => Ok(success(pin, command)),
-            Wake::Deleted | Wake::Pending => Err(ApiError::VmNotFound),
-        },
-        () = tokio::time::sleep(app.long_poll()) => Err(ApiError::PollTimeout),
-        () = app.shutdown.cancelled() => Err(ApiError::ShuttingDown),
+    Ok(Startup::Park(Parked {
+        agent,
+        waiter,
+        _alive: app.liveness.park(&host),
+    }))
+}
+
+impl Parked {
+    pub async fn answer(self, app: &App) -> Result<Json<StartupAnswer>, ApiError> {
+        tokio::select! {
+            wake = self.waiter.wait() => match wake {
+                Wake::Assigned { .. } if !self.agent.still_current(app) => Err(ApiError::BadToken),
+                Wake::Assigned { pin, command } => Ok(success(pin, command)),
+                Wake::Deleted => Err(ApiError::VmNotFound),
+            },
+            () = tokio::time::sleep(app.long_poll()) => Err(ApiError::PollTimeout),
+            () = app.shutdown.cancelled() => Err(ApiError::ShuttingDown),
+        }
     }
 }
