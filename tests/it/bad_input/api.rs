@@ -9,7 +9,7 @@ use super::{
     FORM_ENDPOINTS, JSON_ENDPOINTS, PATH_ENDPOINTS, Who, check_answer, prop_config, runtime, send,
     snapshot, start_server, text,
 };
-use crate::helpers::Auth;
+use crate::helpers::{Auth, TestServer};
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -194,14 +194,7 @@ fn json_endpoints_survive_arbitrary_bodies() {
             check_answer(&server, &what, &answer, &before, true).await
         })
     });
-    rt.block_on(async {
-        let health = server.get("/health", Auth::None).await;
-        assert_eq!(health.status.as_u16(), 200, "{}", health.text);
-        server.stop().await;
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    still_serving_then_stop(&rt, &mut server, result);
 }
 
 #[test]
@@ -235,14 +228,7 @@ fn form_endpoints_survive_arbitrary_fields() {
             check_answer(&server, &what, &answer, &before, json_errors).await
         })
     });
-    rt.block_on(async {
-        let health = server.get("/health", Auth::None).await;
-        assert_eq!(health.status.as_u16(), 200, "{}", health.text);
-        server.stop().await;
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    still_serving_then_stop(&rt, &mut server, result);
 }
 
 #[test]
@@ -268,6 +254,15 @@ fn path_parameters_survive_arbitrary_segments() {
             check_answer(&server, &what, &answer, &before, true).await
         })
     });
+    still_serving_then_stop(&rt, &mut server, result);
+}
+
+/// After a property run: the server still answers, then stops; a failed case fails the test.
+fn still_serving_then_stop(
+    rt: &tokio::runtime::Runtime,
+    server: &mut TestServer,
+    result: Result<(), impl std::fmt::Display>,
+) {
     rt.block_on(async {
         let health = server.get("/health", Auth::None).await;
         assert_eq!(health.status.as_u16(), 200, "{}", health.text);
