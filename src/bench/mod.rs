@@ -134,7 +134,7 @@ async fn start_server(
     });
     let first_answer = wait_healthy(addr).await?;
     let startup = first_answer.duration_since(started);
-    let token = std::fs::read_to_string(dir.join(crate::server::state::TOKEN_FILE))
+    let token = std::fs::read_to_string(dir.join(crate::pool::agent_token::TOKEN_FILE))
         .map_err(|e| format!("token file: {e}"))?
         .trim()
         .to_owned();

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::exit::CliError;
-use crate::server::state::TOKEN_FILE;
+use crate::pool::agent_token::TOKEN_FILE;
 use crate::shared_token::SharedToken;
 use crate::store::{self, Store, StoreError, identities, meta, vms};
 

@@ -4,11 +4,13 @@
 //! HTTP handlers, the CLI's server side and the background jobs call in here; this layer
 //! knows nothing of HTTP.
 
+pub mod agent_token;
 pub mod claim;
 pub mod claim_limit;
 pub mod error;
 pub mod launch;
 pub mod liveness;
+pub mod participant_files;
 pub mod provisioner;
 pub mod reboot;
 pub mod schedules;
@@ -46,6 +48,8 @@ pub struct Pool {
     /// Which VMs may act now (launch-bound credentials).
     pub identities: Arc<Identities>,
     pub api_token: SharedToken,
+    /// Held while the agents' token is replaced.
+    pub token_rotation: tokio::sync::Mutex<()>,
     /// Launches and destroys, one run at a time.
     pub provisioner: Arc<Provisioner>,
     /// Counters and histograms for `GET /metrics`.
@@ -115,6 +119,7 @@ impl Pool {
             liveness,
             identities,
             api_token,
+            token_rotation: tokio::sync::Mutex::new(()),
             provisioner,
             metrics,
             shutdown: CancellationToken::new(),

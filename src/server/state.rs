@@ -12,10 +12,6 @@ use crate::download::AgentBuild;
 use crate::pool::Pool;
 use crate::store::{Store, StoreError};
 
-/// Written next to the store at every start so operators (and `lablink token`) can read
-/// the agents' token while the allocator holds the store.
-pub const TOKEN_FILE: &str = "api-token";
-
 /// Why the app cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -38,8 +34,6 @@ pub struct AppInner {
     pub pool: Arc<Pool>,
     pub admin: AdminCredentials,
     pub login_limiter: LoginLimiter,
-    /// Held while the agents' token is replaced.
-    pub token_rotation: tokio::sync::Mutex<()>,
     pub started_at: Instant,
     /// What VMs download as their agent (`GET /download/lablink`).
     pub agent_build: AgentBuild,
@@ -76,7 +70,10 @@ impl App {
     ) -> Result<App, StartupError> {
         let pool = Pool::open(config, store, clock).await?;
         let data_dir = pool.config.data_dir();
-        crate::secret_file::write(&data_dir.join(TOKEN_FILE), &pool.api_token.get())?;
+        crate::secret_file::write(
+            &data_dir.join(crate::pool::agent_token::TOKEN_FILE),
+            &pool.api_token.get(),
+        )?;
         let admin = AdminCredentials::load_or_create(&pool.config, &pool.store, &data_dir).await?;
         let agent_build = AgentBuild::from_config(&pool.config);
         if !agent_build.path().is_file() {
@@ -90,7 +87,6 @@ impl App {
                 pool: Arc::new(pool),
                 admin,
                 login_limiter: LoginLimiter::default(),
-                token_rotation: tokio::sync::Mutex::new(()),
                 started_at: Instant::now(),
                 agent_build,
                 listening: std::sync::OnceLock::new(),

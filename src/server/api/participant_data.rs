@@ -1,123 +1,20 @@
-//! `GET /api/scp-client`: the participants' files (`*.<machine.extension>` from each VM's
-//! desktop) as one zip, `<hostname>/<path on the desktop>`. Upstream's path and answers;
-//! the files are gathered by the provider (SSH for Terraform VMs), a few VMs at a time,
-//! into a scratch folder that is gone once the download has started.
+//! `GET /api/scp-client`: the participants' files as one zip (upstream's path and
+//! answers); `pool::participant_files` gathers them.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-
-use std::path::Path;
 
 use crate::error::ApiError;
-use crate::fetch_budget::{Budget, Share, free_bytes};
+use crate::pool::participant_files::{self, Collected};
 use crate::server::auth::Admin;
 use crate::server::state::App;
-use crate::store::vms;
-
-/// VMs fetched from at once.
-const PARALLEL: usize = 8;
 
 pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, ApiError> {
-    let pool = app
-        .store
-        .read(vms::list)
-        .await
-        .map_err(ApiError::store("Failed to read the pool."))?;
-    if pool.is_empty() {
-        return Err(ApiError::NotFound("No VMs found in the database.".into()));
-    }
-    // A name stored by an older LabLink is not trusted as a folder name: `..` would
-    // lead out of the scratch folder.
-    let (hosts, misnamed): (Vec<String>, Vec<String>) = pool
-        .into_iter()
-        .map(|vm| vm.hostname)
-        .partition(|host| crate::model::validate_hostname(host).is_ok());
-    let extension = app.config.machine.extension.clone();
-    let data_dir = app.config.data_dir();
-    let free = free_bytes(&data_dir).map_err(|e| {
-        ApiError::Failed(format!(
-            "cannot read the free space of {}: {e}",
-            data_dir.display()
-        ))
-    })?;
-    let budget = Budget::new(&app.config, free);
-    let stamp = app.clock.now().format("%Y%m%d_%H%M%S").to_string();
-    let scratch = data_dir
-        .join("exports")
-        .join(format!("{stamp}-{}", crate::store::meta::random_secret()));
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| ApiError::Failed(format!("cannot make a scratch folder: {e}")))?;
-
-    let mut failures: Vec<String> = misnamed
-        .iter()
-        .map(|host| format!("{host:?}: not a valid hostname; its files were not fetched"))
-        .collect();
-    let budget = &budget;
-    let fetched: Vec<String> = futures_util::stream::iter(hosts.clone())
-        .map(|host| {
-            let (app, into, ext) = (app.clone(), scratch.join(&host), extension.clone());
-            async move { fetch_one(&app, budget, &host, &ext, &into).await }
-        })
-        .buffer_unordered(PARALLEL)
-        .filter_map(|failure| async move { failure })
-        .collect()
-        .await;
-    failures.extend(fetched);
-
-    let zip_path = scratch.join("lablink_data.zip");
-    let zipped = {
-        let (root, hosts, ext, report, path) = (
-            scratch.clone(),
-            hosts.clone(),
-            extension.clone(),
-            failures.clone(),
-            zip_path.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let out = std::fs::File::create(&path)?;
-            let count = crate::export::zip_collected(&root, &hosts, &ext, &report, out)?;
-            Ok::<_, std::io::Error>((count, std::fs::File::open(&path)?))
-        })
-        .await
-        .map_err(|e| ApiError::Failed(e.to_string()))
-        .and_then(|r| r.map_err(|e| ApiError::Failed(format!("cannot write the zip: {e}"))))
-    };
-    // The open file stays readable after its folder is removed.
-    let _ = std::fs::remove_dir_all(&scratch);
-    let (count, file) = zipped?;
-    app.audit(
-        &admin.user,
-        admin.from_ip(),
-        "download-data",
-        format!(
-            "{count} .{extension} file(s) from {} VM(s){}",
-            hosts.len(),
-            if failures.is_empty() {
-                String::new()
-            } else {
-                format!("; not fetched: {}", failures.join("; "))
-            }
-        ),
-    )
-    .await;
-    if count == 0 {
-        return Err(if failures.is_empty() {
-            ApiError::NotFound(format!("No {extension} files found in any VMs."))
-        } else {
-            ApiError::Failed(format!(
-                "No {extension} files could be fetched; {}",
-                failures.join("; ")
-            ))
-        });
-    }
-    for failure in &failures {
-        tracing::warn!(%failure, "participant files not fetched from a VM");
-    }
+    let Collected { zip, stamp } = participant_files::collect(&app.pool, &admin.actor()).await?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(
-        tokio::fs::File::from_std(file),
+        tokio::fs::File::from_std(zip),
     ));
     Ok((
         [
@@ -130,37 +27,4 @@ pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, 
         body,
     )
         .into_response())
-}
-
-/// Fetches the files of one VM within its share of the budget; the report's line when
-/// they are missing.
-async fn fetch_one(
-    app: &App,
-    budget: &Budget,
-    host: &str,
-    extension: &str,
-    into: &Path,
-) -> Option<String> {
-    let Share::Fetch(share) = budget.share().await else {
-        return Some(budget.total_line(host));
-    };
-    let fetched = app
-        .provisioner
-        .collect_files(host, extension, into, share)
-        .await;
-    let over = matches!(fetched, Ok(bytes) if bytes > share);
-    let folder = into.to_path_buf();
-    let kept = tokio::task::spawn_blocking(move || {
-        if over {
-            let _ = std::fs::remove_dir_all(&folder);
-        }
-        crate::export::size_under(&folder)
-    })
-    .await
-    .unwrap_or(share);
-    let skipped = budget.settle(host, share, kept, over);
-    match fetched {
-        Err(why) => Some(format!("{host}: {why}")),
-        Ok(_) => skipped,
-    }
 }

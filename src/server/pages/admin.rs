@@ -10,12 +10,13 @@ use serde::Deserialize;
 use super::{PageForm, PagePath};
 use crate::error::{ApiError, PageError};
 use crate::model::validate_hostname;
+use crate::pool::agent_token::{self, Rotated, fingerprint};
 use crate::pool::reboot::reboot_now;
 use crate::pool::schedules::{self as schedule, NewSchedule};
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
-use crate::store::{audit, meta, runs, schedules, vms};
+use crate::store::{audit, runs, schedules, vms};
 use crate::views::admin::schedules::Draft;
 use crate::views::admin::{self as view, Flash, Viewer};
 
@@ -353,11 +354,6 @@ pub async fn cancel(State(app): State<App>, admin: Admin, PagePath(id): PagePath
     schedules_page(&app, &admin, &NO_DRAFT, Some(message), status).await
 }
 
-fn fingerprint(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(token.as_bytes()))[..12].to_owned()
-}
-
 pub async fn token(State(app): State<App>, admin: Admin) -> Markup {
     view::token::page(
         &viewer(&admin),
@@ -421,34 +417,11 @@ pub async fn rotate_token(
             view::token::ROTATE_CONFIRMATION
         )));
     }
-    // One rotation at a time: the store, the running server and the file agree.
-    let rotating = app.token_rotation.lock().await;
-    let token = app
-        .store
-        .write(meta::rotate_api_token)
-        .await
-        .map_err(ApiError::store("Failed to rotate the token."))?;
-    app.api_token.set(token.clone());
-    let file = app.config.data_dir().join(crate::server::state::TOKEN_FILE);
-    let problem = crate::secret_file::write(&file, &token)
-        .err()
-        .map(|e| {
-            tracing::error!(error = %e, "the new agent token could not be written to its file");
-            format!(
-                "The new token is in force, but {} could not be written ({}); `lablink token` shows the old one until the next start.",
-                file.display(),
-                e.source
-            )
-        });
-    drop(rotating);
-    app.audit(
-        &admin.user,
-        admin.from_ip(),
-        "rotate-token",
-        format!("new fingerprint {}", fingerprint(&token)),
-    )
-    .await;
-    let problem = problem.map(Flash::Problem);
+    let Rotated {
+        token,
+        file_problem,
+    } = agent_token::rotate(&app.pool, &admin.actor()).await?;
+    let problem = file_problem.map(Flash::Problem);
     Ok(view::token::page(
         &viewer(&admin),
         &fingerprint(&token),
