@@ -1,62 +1,26 @@
 //! The VM record, its statuses and health, and every state change as a pure function.
 //!
 //! Nothing here touches the store or the clock: callers pass `now` in, which keeps the
-//! transitions easy to test and the store the only place that persists them.
+//! transitions easy to test and the store the only place that persists them. Hostnames,
+//! identities, provisioning runs, schedules and the pool's counts have files of their own.
 
 mod counts;
+mod hostname;
+mod identity;
+mod run;
+mod schedule;
 
 pub use counts::Counts;
+pub use hostname::{MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, validate_hostname};
+pub use identity::Identity;
+pub use run::{AuditEntry, Run, RunAction, RunState};
+pub use schedule::{EXECUTIONS_KEPT, Execution, Schedule, ScheduleStatus};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Longest value accepted in any free-text VM field (upstream used VARCHAR(1024)).
 pub const MAX_FIELD_LEN: usize = 1024;
-
-/// Longest hostname accepted (DNS limit).
-pub const MAX_HOSTNAME_LEN: usize = 253;
-
-/// Longest dot-separated part of a hostname (DNS limit).
-pub const MAX_HOSTNAME_LABEL_LEN: usize = 63;
-
-/// Hostnames are RFC 1123 names: parts of 1 to 63 letters, digits and `-` (not first or
-/// last), joined by single dots, 253 characters at most. They travel in URL paths, log
-/// lines and the names of folders, so `.`, `..` and anything else is refused.
-pub fn validate_hostname(hostname: &str) -> Result<(), String> {
-    if hostname.is_empty() || hostname.len() > MAX_HOSTNAME_LEN {
-        return Err(format!(
-            "Hostname must be 1 to {MAX_HOSTNAME_LEN} characters long."
-        ));
-    }
-    if !hostname
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
-    {
-        return Err(
-            "Hostname may contain only letters, digits, '-' and '.' (RFC 1123; no '_').".into(),
-        );
-    }
-    for label in hostname.split('.') {
-        if label.is_empty() {
-            return Err(
-                "Hostname must not start or end with '.' nor contain '..': every \
-                 dot-separated part needs at least one character."
-                    .into(),
-            );
-        }
-        if label.len() > MAX_HOSTNAME_LABEL_LEN {
-            return Err(format!(
-                "Hostname part {label} is longer than {MAX_HOSTNAME_LABEL_LEN} characters."
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!(
-                "Hostname part {label} must not start or end with '-'."
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// Lifecycle status as reported by the VM (or set by the allocator for `rebooting`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -573,231 +537,13 @@ impl Vm {
     }
 }
 
-/// Who a VM is, for as long as it exists: its credential carries `nonce`, so a destroyed
-/// VM's credential is dead even when a new VM gets the same name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// Random, per launch of the VM (hex). Empty for VMs that were in the store before
-    /// identities existed: their old credentials hold until the VM is destroyed.
-    pub nonce: String,
-    pub issued_at: DateTime<Utc>,
-    /// "launch #12", "minted by admin", …
-    pub origin: String,
-}
-
-impl Identity {
-    pub fn new(origin: &str, now: DateTime<Utc>) -> Identity {
-        let mut bytes = [0u8; 16];
-        rand::fill(&mut bytes);
-        Identity {
-            nonce: hex::encode(bytes),
-            issued_at: now,
-            origin: origin.to_owned(),
-        }
-    }
-
-    pub fn legacy(now: DateTime<Utc>) -> Identity {
-        Identity {
-            nonce: String::new(),
-            issued_at: now,
-            origin: "before launch-bound credentials".into(),
-        }
-    }
-}
-
-/// What a provisioning run does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum RunAction {
-    Launch { count: u32 },
-    DestroyAll,
-    DestroyVm { hostname: String },
-}
-
-impl RunAction {
-    pub fn describe(&self) -> String {
-        match self {
-            RunAction::Launch { count } => format!("launch {count} VM(s)"),
-            RunAction::DestroyAll => "destroy all VMs".into(),
-            RunAction::DestroyVm { hostname } => format!("destroy {hostname}"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Cancelled,
-    /// The allocator stopped while the run was going; its outcome is unknown.
-    Interrupted,
-}
-
-impl RunState {
-    pub fn is_finished(self) -> bool {
-        self != RunState::Running
-    }
-}
-
-/// One admin action, as the audit log keeps it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub id: u64,
-    pub at: DateTime<Utc>,
-    /// The admin user name (or "scheduler" for scheduled teardown).
-    pub actor: String,
-    /// The client's IP address, when the action came over HTTP.
-    pub from: Option<String>,
-    /// A short fixed verb: "login", "launch", "destroy-all", "reboot", …
-    pub action: String,
-    pub detail: String,
-}
-
-/// One provisioning run (Terraform apply/destroy, or a local/manual provider action):
-/// who asked for what, when, and how it ended. Its output lines are stored separately.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Run {
-    pub id: u64,
-    #[serde(flatten)]
-    pub action: RunAction,
-    pub provider: String,
-    pub requested_by: String,
-    pub requested_from: Option<String>,
-    pub state: RunState,
-    pub started_at: DateTime<Utc>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub exit_code: Option<i32>,
-    /// Output lines stored so far.
-    pub lines: u64,
-}
-
-impl Run {
-    pub fn finished(mut self, state: RunState, exit_code: Option<i32>, now: DateTime<Utc>) -> Run {
-        self.state = state;
-        self.exit_code = exit_code;
-        self.ended_at = Some(now);
-        self
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScheduleStatus {
-    Scheduled,
-    Executing,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl ScheduleStatus {
-    pub const ALL: [ScheduleStatus; 5] = [
-        ScheduleStatus::Scheduled,
-        ScheduleStatus::Executing,
-        ScheduleStatus::Completed,
-        ScheduleStatus::Failed,
-        ScheduleStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScheduleStatus::Scheduled => "scheduled",
-            ScheduleStatus::Executing => "executing",
-            ScheduleStatus::Completed => "completed",
-            ScheduleStatus::Failed => "failed",
-            ScheduleStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<ScheduleStatus> {
-        Self::ALL.into_iter().find(|s| s.as_str() == value)
-    }
-}
-
-/// One firing of a scheduled destruction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Execution {
-    pub at: DateTime<Utc>,
-    pub run_id: Option<u64>,
-    pub succeeded: bool,
-    pub result: String,
-}
-
-/// Executions kept per schedule (the newest).
-pub const EXECUTIONS_KEPT: usize = 50;
-
-/// A teardown planned for a time, once or recurring (iCalendar RRULE, DAILY or WEEKLY).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    pub id: u64,
-    pub schedule_name: String,
-    pub destruction_time: DateTime<Utc>,
-    pub recurrence_rule: Option<String>,
-    pub created_by: String,
-    pub status: ScheduleStatus,
-    pub execution_count: u32,
-    pub last_execution_time: Option<DateTime<Utc>>,
-    pub last_execution_result: Option<String>,
-    pub notification_enabled: bool,
-    pub notification_hours_before: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// When it fires next; `None` once it will not fire again.
-    pub next_run: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub executions: Vec<Execution>,
-}
-
-impl Schedule {
-    /// Marks the start of a firing.
-    pub fn executing(mut self, now: DateTime<Utc>) -> Schedule {
-        self.status = ScheduleStatus::Executing;
-        self.execution_count += 1;
-        self.last_execution_time = Some(now);
-        self.updated_at = now;
-        self
-    }
-
-    /// Records how a firing ended; a recurring schedule waits for `next`, a one-off ends.
-    pub fn executed(mut self, execution: Execution, next: Option<DateTime<Utc>>) -> Schedule {
-        self.status = match (next, execution.succeeded) {
-            (Some(_), _) => ScheduleStatus::Scheduled,
-            (None, true) => ScheduleStatus::Completed,
-            (None, false) => ScheduleStatus::Failed,
-        };
-        self.next_run = next;
-        self.updated_at = execution.at;
-        self.last_execution_result = Some(execution.result.clone());
-        self.executions.push(execution);
-        if self.executions.len() > EXECUTIONS_KEPT {
-            let extra = self.executions.len() - EXECUTIONS_KEPT;
-            self.executions.drain(..extra);
-        }
-        self
-    }
-
-    pub fn cancelled(mut self, now: DateTime<Utc>) -> Result<Schedule, ScheduleStatus> {
-        match self.status {
-            ScheduleStatus::Scheduled => {
-                self.status = ScheduleStatus::Cancelled;
-                self.next_run = None;
-                self.updated_at = now;
-                Ok(self)
-            }
-            other => Err(other),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn t(secs: i64) -> DateTime<Utc> {
+    /// A fixed instant plus `secs`: the clock of every model test.
+    pub(super) fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + secs, 0)
             .single()
             .expect("valid time")
@@ -1060,121 +806,6 @@ mod tests {
         let cmd = assignment("a@example.org").crd_command();
         assert!(cmd.contains("--code=\"4/0Abc\""));
         assert!(cmd.starts_with("DISPLAY= /opt/google/chrome-remote-desktop/start-host"));
-    }
-
-    fn schedule(rule: Option<&str>) -> Schedule {
-        Schedule {
-            id: 1,
-            schedule_name: "wrap-up".into(),
-            destruction_time: t(100),
-            recurrence_rule: rule.map(str::to_owned),
-            created_by: "admin".into(),
-            status: ScheduleStatus::Scheduled,
-            execution_count: 0,
-            last_execution_time: None,
-            last_execution_result: None,
-            notification_enabled: false,
-            notification_hours_before: 1,
-            created_at: t(0),
-            updated_at: t(0),
-            next_run: Some(t(100)),
-            executions: Vec::new(),
-        }
-    }
-
-    fn execution(ok: bool) -> Execution {
-        Execution {
-            at: t(101),
-            run_id: Some(3),
-            succeeded: ok,
-            result: if ok { "done".into() } else { "broke".into() },
-        }
-    }
-
-    #[test]
-    fn a_one_off_schedule_completes_or_fails_and_counts_once() {
-        let s = schedule(None).executing(t(100));
-        assert_eq!(s.status, ScheduleStatus::Executing);
-        assert_eq!(s.execution_count, 1);
-        let done = s.clone().executed(execution(true), None);
-        assert_eq!(done.status, ScheduleStatus::Completed);
-        assert_eq!(done.execution_count, 1);
-        assert_eq!(done.next_run, None);
-        assert_eq!(
-            s.executed(execution(false), None).status,
-            ScheduleStatus::Failed
-        );
-    }
-
-    #[test]
-    fn a_recurring_schedule_stays_scheduled_and_can_be_cancelled() {
-        let s = schedule(Some("FREQ=DAILY"))
-            .executing(t(100))
-            .executed(execution(false), Some(t(86_500)));
-        assert_eq!(s.status, ScheduleStatus::Scheduled);
-        assert_eq!(s.last_execution_result.as_deref(), Some("broke"));
-        let c = s.cancelled(t(200)).expect("cancellable");
-        assert_eq!(c.status, ScheduleStatus::Cancelled);
-        assert_eq!(c.clone().cancelled(t(300)), Err(ScheduleStatus::Cancelled));
-    }
-
-    #[test]
-    fn executions_are_bounded() {
-        let mut s = schedule(Some("FREQ=DAILY"));
-        for _ in 0..EXECUTIONS_KEPT + 5 {
-            s = s.executing(t(100)).executed(execution(true), Some(t(200)));
-        }
-        assert_eq!(s.executions.len(), EXECUTIONS_KEPT);
-        assert_eq!(s.execution_count as usize, EXECUTIONS_KEPT + 5);
-    }
-
-    #[test]
-    fn hostnames_are_rfc_1123_names() {
-        let longest_label = "a".repeat(MAX_HOSTNAME_LABEL_LEN);
-        let longest = [
-            &"a".repeat(61),
-            longest_label.as_str(),
-            &longest_label,
-            &longest_label,
-        ]
-        .join(".");
-        assert_eq!(longest.len(), MAX_HOSTNAME_LEN);
-        for good in [
-            "sleap-lablink-client-prod-vm-1",
-            "host.example-1",
-            "VM-1",
-            "1",
-            "a.b.c",
-            "0-0",
-            longest_label.as_str(),
-            longest.as_str(),
-        ] {
-            assert_eq!(validate_hostname(good), Ok(()), "{good:?}");
-        }
-        let long_label = "a".repeat(MAX_HOSTNAME_LABEL_LEN + 1);
-        let too_long = format!("a{longest}");
-        for bad in [
-            "",
-            ".",
-            "..",
-            ".x",
-            "x.",
-            "a..b",
-            "a_b",
-            "host.example_1",
-            "-a",
-            "a-",
-            "a.-b",
-            "a/b",
-            "../etc",
-            "a b",
-            "vm-1\n",
-            "ä",
-            long_label.as_str(),
-            too_long.as_str(),
-        ] {
-            assert!(validate_hostname(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
