@@ -22,7 +22,6 @@ pub use extract::{ApiForm, ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::model::{Vm, validate_hostname};
 use crate::server::state::App;
-use crate::store::vms;
 
 /// A required hostname field: absent, null or empty gets upstream's message.
 pub fn required_hostname(value: Option<String>, missing: &str) -> Result<String, ApiError> {
@@ -36,10 +35,5 @@ pub fn required_hostname(value: Option<String>, missing: &str) -> Result<String,
 /// The stored VM `host` (already a valid hostname), or 404 `VM not found.`; a store
 /// failure is answered with `failure`.
 pub async fn stored_vm(app: &App, host: &str, failure: &'static str) -> Result<Vm, ApiError> {
-    let lookup = host.to_owned();
-    app.store
-        .read(move |tx| vms::get(tx, &lookup))
-        .await
-        .map_err(ApiError::store(failure))?
-        .ok_or(ApiError::VmNotFound)
+    Ok(crate::pool::stored_vm(app, host, failure).await?)
 }
