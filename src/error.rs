@@ -127,6 +127,7 @@ impl From<PoolError> for ApiError {
             PoolError::Forbidden(m) => ApiError::Forbidden(m),
             PoolError::Conflict(m) => ApiError::Conflict(m),
             PoolError::NoneFree => ApiError::Unavailable(e.to_string()),
+            PoolError::Unavailable(m) => ApiError::Unavailable(m),
             PoolError::Limited(wait) => ApiError::Limited(wait.as_secs().max(1)),
             PoolError::Failed(m) => ApiError::Failed(m),
             PoolError::Store { message, source } => ApiError::Store { message, source },

@@ -48,6 +48,7 @@ settings! {
         section server: ServerConfig;
         section provision: ProvisionConfig;
         section access: AccessConfig;
+        section desktop: DesktopConfig;
     }
 }
 
@@ -296,6 +297,19 @@ settings! {
         /// Comma-separated addresses (`ada@example.org`) or domains (`@example.org`) that may
         /// claim a VM; empty: anyone.
         allowed_emails: String = "", text("addresses and @domains", email_list);
+    }
+}
+
+settings! {
+    /// How participants reach their desktop (LabLink's own section).
+    pub struct DesktopConfig {
+        /// `crd`: Chrome Remote Desktop, as upstream 0.1.2 (participants paste a code);
+        /// `browser`: the VM's desktop in a browser tab at `/desktop`, relayed through the
+        /// allocator (needs `lablink agent` on the VMs and a VNC server there); `both`: the
+        /// participant picks.
+        mode: String = "crd", one_of(&["crd", "browser", "both"]);
+        /// How long opening a browser desktop waits for the VM's agent to answer.
+        open_timeout_seconds: u64 = 20, range(1, 300);
     }
 }
 
@@ -574,6 +588,20 @@ impl Config {
     /// or an `https://` allocator URL): session cookies are then marked Secure.
     pub fn serves_tls(&self) -> bool {
         self.ssl.provider != "none" || self.provision.allocator_url.starts_with("https://")
+    }
+
+    /// The desktops a participant may choose from (`desktop.mode`), the default first.
+    pub fn desktop_kinds(&self) -> &'static [crate::model::DesktopKind] {
+        use crate::model::DesktopKind::{Browser, Crd};
+        match self.desktop.mode.as_str() {
+            "browser" => &[Browser],
+            "both" => &[Browser, Crd],
+            _ => &[Crd],
+        }
+    }
+
+    pub fn desktop_open_timeout(&self) -> Duration {
+        Duration::from_secs(self.desktop.open_timeout_seconds)
     }
 
     pub fn long_poll(&self) -> Duration {

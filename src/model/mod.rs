@@ -95,8 +95,28 @@ impl From<Health> for String {
     }
 }
 
+/// How a participant reaches their desktop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesktopKind {
+    /// Chrome Remote Desktop: the agent registers the VM with the participant's code.
+    #[default]
+    Crd,
+    /// In a browser tab: VNC on the VM, relayed by the allocator to noVNC.
+    Browser,
+}
+
+impl DesktopKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesktopKind::Crd => "crd",
+            DesktopKind::Browser => "browser",
+        }
+    }
+}
+
 /// A participant's hold on a VM. Only the validated Chrome Remote Desktop code is kept,
-/// never the text the participant pasted.
+/// never the text the participant pasted (a browser desktop has none).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub email: String,
@@ -107,6 +127,9 @@ pub struct Assignment {
     /// coming back with it proves it is them (an e-mail address alone does not).
     #[serde(default)]
     pub claim_token_sha256: Option<String>,
+    /// Records written before browser desktops existed are Chrome Remote Desktop seats.
+    #[serde(default)]
+    pub desktop: DesktopKind,
 }
 
 impl Assignment {
@@ -556,6 +579,7 @@ mod tests {
             pin: "123987".into(),
             assigned_at: t(10),
             claim_token_sha256: None,
+            desktop: DesktopKind::Crd,
         }
     }
 

@@ -12,7 +12,7 @@ use super::error::PoolError;
 use super::waiters::Wake;
 use crate::crd;
 use crate::metrics::ClaimOutcome as Counted;
-use crate::model::Vm;
+use crate::model::{DesktopKind, Vm};
 use crate::store::vms::{self, ClaimOutcome};
 
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -22,6 +22,8 @@ pub const MAX_COMMAND_LEN: usize = 4096;
 pub struct ClaimRequest {
     pub email: String,
     pub crd_command: String,
+    /// The desktop the participant picked, where `desktop.mode` lets them (`both`).
+    pub desktop: Option<DesktopKind>,
     pub join_code: Option<String>,
     /// Sent by the seat page's "another VM" form: move off a VM that stopped responding.
     pub reseat: bool,
@@ -77,8 +79,14 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
             .map_err(PoolError::Limited)?;
     }
     let invalid = |message: &str| PoolError::Invalid(message.to_owned());
-    if request.email.trim().is_empty() || request.crd_command.trim().is_empty() {
-        return Err(invalid("Email and CRD command are required."));
+    let desktop = chosen_desktop(pool, request.desktop)?;
+    if request.email.trim().is_empty()
+        || (desktop == DesktopKind::Crd && request.crd_command.trim().is_empty())
+    {
+        return Err(invalid(match desktop {
+            DesktopKind::Crd => "Email and CRD command are required.",
+            DesktopKind::Browser => "Email is required.",
+        }));
     }
     check_join_code(pool, request.join_code.as_deref())?;
     let email = normalize_email(&request.email).map_err(invalid)?;
@@ -87,16 +95,10 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
             "This e-mail address is not registered for this workshop. Use the address you signed up with, or ask your instructor.".to_owned(),
         ));
     }
-    if request.crd_command.len() > MAX_COMMAND_LEN {
-        return Err(invalid(
-            "That command is far longer than a Chrome Remote Desktop command; copy it again.",
-        ));
-    }
-    let code = crd::extract_code(&request.crd_command).map_err(|e| {
-        PoolError::Invalid(format!(
-            "Invalid CRD command: {e}. Please ask your instructor for help if this keeps happening."
-        ))
-    })?;
+    let code = match desktop {
+        DesktopKind::Crd => crd_code(&request.crd_command)?,
+        DesktopKind::Browser => String::new(),
+    };
     pool.claim_limits
         .check_email(&email)
         .map_err(PoolError::Limited)?;
@@ -117,6 +119,7 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
                 let request = vms::ClaimRequest {
                     email: &claim_email,
                     crd_code: &code,
+                    desktop,
                     pin: &pin,
                     new_token_sha256: &new_token_sha256,
                     presented_sha256: presented.as_deref(),
@@ -146,6 +149,7 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
         ClaimOutcome::Assigned(vm) => Seated::Assigned { vm, token },
         ClaimOutcome::Reseated { from, vm } => {
             tracing::info!(from = %from, to = %vm.hostname, "participant re-seated: their VM stopped responding");
+            pool.desktops.cut(&from);
             Seated::Reseated { from, vm }
         }
         ClaimOutcome::Rejoined {
@@ -170,9 +174,41 @@ pub fn wake_assigned(pool: &Pool, vm: &Vm) {
             Wake::Assigned {
                 pin: a.pin.clone(),
                 command: a.crd_command(),
+                desktop: a.desktop,
             },
         );
     }
+}
+
+/// The participant's pick when `desktop.mode` offers one, else the mode's only desktop.
+fn chosen_desktop(pool: &Pool, picked: Option<DesktopKind>) -> Result<DesktopKind, PoolError> {
+    let offered = pool.config.desktop_kinds();
+    match picked {
+        None => Ok(offered[0]),
+        Some(kind) if offered.contains(&kind) => Ok(kind),
+        Some(kind) => Err(PoolError::Invalid(format!(
+            "This workshop does not offer the {} desktop; reload the page.",
+            match kind {
+                DesktopKind::Crd => "Chrome Remote Desktop",
+                DesktopKind::Browser => "browser",
+            }
+        ))),
+    }
+}
+
+/// The validated code of a pasted Chrome Remote Desktop command.
+fn crd_code(command: &str) -> Result<String, PoolError> {
+    if command.len() > MAX_COMMAND_LEN {
+        return Err(PoolError::Invalid(
+            "That command is far longer than a Chrome Remote Desktop command; copy it again."
+                .into(),
+        ));
+    }
+    crd::extract_code(command).map_err(|e| {
+        PoolError::Invalid(format!(
+            "Invalid CRD command: {e}. Please ask your instructor for help if this keeps happening."
+        ))
+    })
 }
 
 /// The workshop's join code, when it has one (compared in constant time).

@@ -26,6 +26,9 @@ pub enum PoolError {
     /// Asked too often; may ask again after this long.
     #[error("Too many requests; wait {} s and try again.", .0.as_secs().max(1))]
     Limited(Duration),
+    /// Cannot be done right now (a VM's agent is not reachable); may work in a moment.
+    #[error("{0}")]
+    Unavailable(String),
     /// An outside action (a provider command) failed; the message says why.
     #[error("{0}")]
     Failed(String),

@@ -7,6 +7,7 @@
 pub mod agent_token;
 pub mod claim;
 pub mod claim_limit;
+pub mod desktop;
 pub mod error;
 pub mod launch;
 pub mod liveness;
@@ -43,6 +44,8 @@ pub struct Pool {
     pub clock: Arc<dyn Clock>,
     /// Agents parked on `/vm_startup`, woken by claims, moves and deletions.
     pub waiters: Arc<Waiters>,
+    /// The agents' desktop channels and the browser desktop streams.
+    pub desktops: Arc<desktop::Desktops>,
     /// Whether each VM's agent is alive.
     pub liveness: Arc<Liveness>,
     /// Which VMs may act now (launch-bound credentials).
@@ -116,6 +119,7 @@ impl Pool {
             store,
             clock,
             waiters,
+            desktops: Arc::default(),
             liveness,
             identities,
             api_token,

@@ -28,6 +28,7 @@ pub async fn release(pool: &Pool, actor: &Actor, host: &str) -> Result<Vm, PoolE
         .await
         .map_err(PoolError::store("Failed to release the seat."))?
         .ok_or(PoolError::VmNotFound)?;
+    pool.desktops.cut(host);
     pool.audit_by(
         actor,
         "release",
@@ -76,6 +77,7 @@ pub async fn move_participant(
             }));
         }
     };
+    pool.desktops.cut(from);
     wake_assigned(pool, &new);
     if let Some(a) = &new.assignment {
         pool.audit_by(
@@ -131,6 +133,7 @@ pub async fn revoke(pool: &Pool, actor: &Actor, host: &str) -> Result<(), PoolEr
     }
     pool.liveness.forget(host);
     pool.waiters.notify(host, Wake::Deleted);
+    pool.desktops.cut(host);
     pool.audit_by(actor, "revoke", host.to_owned()).await;
     Ok(())
 }

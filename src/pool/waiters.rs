@@ -8,9 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::Notify;
 
+use crate::model::DesktopKind;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wake {
-    Assigned { pin: String, command: String },
+    Assigned {
+        pin: String,
+        command: String,
+        desktop: DesktopKind,
+    },
     Deleted,
 }
 
@@ -126,6 +132,7 @@ mod tests {
         let wake = Wake::Assigned {
             pin: "123456".into(),
             command: "--code=x".into(),
+            desktop: DesktopKind::Crd,
         };
         waiters.notify("vm-1", wake.clone());
         assert_eq!(a.wait().await, wake);

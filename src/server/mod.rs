@@ -24,7 +24,6 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
@@ -71,6 +70,28 @@ fn served(
     })
 }
 
+/// Serves `conn` (upgrades included: desktop WebSockets and tunnels) to its end; once
+/// `stopping` is cancelled, lets the request in flight finish and closes it.
+async fn drained<I, S, B>(
+    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
+    stopping: tokio_util::sync::CancellationToken,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => return ended,
+        () = stopping.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
 /// Logs a connection refused for `server.max_connections`: a warning at most once a
 /// minute (a flood must not flood the log too), the rest at debug level.
 fn refused_connection(peer: SocketAddr) {
@@ -110,7 +131,7 @@ pub async fn serve(
         };
         app.provisioner.set_allocator_url(format!("http://{host}"));
     }
-    let graceful = GracefulShutdown::new();
+    let connections_open = tokio_util::task::TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(app.config.header_timeout())
@@ -160,29 +181,33 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let watcher = graceful.watcher();
         if let Ok(slot) = connections.clone().try_acquire_owned() {
-            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-            tokio::spawn(served(conn, slot, peer));
+            let conn = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            connections_open.spawn(served(drained(conn, app.shutdown.clone()), slot, peer));
             continue;
         }
         let http = http.clone();
         let connections = connections.clone();
         let stopping = app.shutdown.clone();
-        tokio::spawn(async move {
+        connections_open.spawn(async move {
             let Some(slot) = connection_slot(connections, &stopping).await else {
                 refused_connection(peer);
                 let _ = stream.try_write(FULL);
                 return;
             };
-            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-            served(conn, slot, peer).await;
+            let conn = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            served(drained(conn, stopping), slot, peer).await;
         });
     }
     drop(listener);
     tracing::info!("shutting down: answering parked long-polls, finishing requests");
     app.shutdown.cancel();
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    connections_open.close();
+    if tokio::time::timeout(DRAIN, connections_open.wait())
         .await
         .is_err()
     {

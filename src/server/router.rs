@@ -17,13 +17,13 @@ use tracing::Instrument;
 
 use super::api::startup::Startup;
 use super::api::{
-    backup, download, health, heartbeat, logs, participant_data, pool, provision, reboot,
-    schedules, seats, startup, telemetry,
+    backup, desktop as agent_desktop, download, health, heartbeat, logs, participant_data, pool,
+    provision, reboot, schedules, seats, startup, telemetry,
 };
 use super::auth::{Agent, form_csrf};
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, JsonBody, LOG_BODY_LIMIT};
 use super::observe;
-use super::pages::{admin, login, participant, seat};
+use super::pages::{admin, desktop, login, participant, seat};
 use super::state::App;
 use super::{sessions, sse};
 use crate::assets;
@@ -38,6 +38,20 @@ pub fn build(app: App) -> Router {
         .route("/api/request_vm", post(participant::request_vm))
         .route("/my-vm", get(seat::page))
         .route("/api/my-vm", get(seat::state))
+        .route("/desktop", get(desktop::participant_page))
+        .route("/desktop/ws", get(desktop::participant_socket))
+        .route("/desktop/events", get(desktop::participant_events))
+        .route("/admin/desktop/{hostname}", get(desktop::instructor_page))
+        .route(
+            "/admin/desktop/{hostname}/ws",
+            get(desktop::instructor_socket),
+        )
+        .route("/api/desktop/channel", get(agent_desktop::channel))
+        .route("/api/desktop/tunnel/{id}", get(agent_desktop::tunnel))
+        .route(
+            "/api/desktop/tunnel/{id}/refuse",
+            post(agent_desktop::refuse),
+        )
         .route("/api/unassigned_vms_count", get(pool::unassigned_count))
         .route("/vm_startup", post(startup::vm_startup))
         .route(

@@ -8,7 +8,7 @@ use redb::{
 
 use super::tables::{FREE_VMS, VM_BY_EMAIL, VMS};
 use super::{StoreError, codec};
-use crate::model::{Assignment, Vm, VmStatus};
+use crate::model::{Assignment, DesktopKind, Vm, VmStatus};
 
 fn decode_vm(host: &str, bytes: &[u8]) -> Result<Vm, StoreError> {
     codec::decode(VMS.name(), host, bytes)
@@ -130,6 +130,8 @@ pub enum ClaimOutcome {
 pub struct ClaimRequest<'a> {
     pub email: &'a str,
     pub crd_code: &'a str,
+    /// How the participant reaches a new seat's desktop.
+    pub desktop: DesktopKind,
     /// PIN for a new assignment.
     pub pin: &'a str,
     /// Token digest for a new assignment.
@@ -192,7 +194,7 @@ pub fn claim(
                 && vm
                     .assignment
                     .as_ref()
-                    .is_some_and(|a| a.crd_code != crd_code);
+                    .is_some_and(|a| a.desktop == DesktopKind::Crd && a.crd_code != crd_code);
             if !rotated {
                 return Ok(ClaimOutcome::Rejoined {
                     vm,
@@ -218,6 +220,7 @@ pub fn claim(
         pin: pin.to_owned(),
         assigned_at: now,
         claim_token_sha256: Some(req.new_token_sha256.to_owned()),
+        desktop: req.desktop,
     };
     match assign_first_free(&mut vms, &mut free, assignment, None, alive)? {
         Some(vm) => {

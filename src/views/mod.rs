@@ -1,5 +1,6 @@
 //! Server-rendered HTML (maud).
 
 pub mod admin;
+pub mod desktop;
 pub mod layout;
 pub mod participant;

@@ -3,14 +3,35 @@
 use maud::{Markup, html};
 
 use super::layout::{page, page_refreshing};
+use crate::model::DesktopKind;
 
 /// What the form remembers when it is shown again after a problem.
-#[derive(Default)]
 pub struct FormState<'a> {
     pub email: &'a str,
     pub error: Option<&'a str>,
     /// The workshop has a join code: ask for it.
     pub ask_join_code: bool,
+    /// The desktops offered (`desktop.mode`), the default first.
+    pub desktops: &'static [DesktopKind],
+}
+
+impl Default for FormState<'_> {
+    fn default() -> Self {
+        FormState {
+            email: "",
+            error: None,
+            ask_join_code: false,
+            desktops: &[DesktopKind::Crd],
+        }
+    }
+}
+
+fn crd_field(label: &str, required: bool) -> Markup {
+    html! {
+        label for="crd_command" { (label) }
+        textarea #crd_command name="crd_command" required[required] rows="4" maxlength="4096"
+            placeholder="DISPLAY= /opt/google/chrome-remote-desktop/start-host --code=\"4/0A…\" …" {}
+    }
 }
 
 pub fn landing(free: u64, form: &FormState) -> Markup {
@@ -32,11 +53,31 @@ pub fn landing(free: u64, form: &FormState) -> Markup {
                     input #join_code type="text" name="join_code" required autocomplete="off"
                         maxlength="128";
                 }
-                label for="crd_command" { "Chrome Remote Desktop command" }
-                textarea #crd_command name="crd_command" required rows="4" maxlength="4096"
-                    placeholder="DISPLAY= /opt/google/chrome-remote-desktop/start-host --code=\"4/0A…\" …" {}
-                button type="submit" { "Get my VM" }
+                @match form.desktops {
+                    [DesktopKind::Browser] => {
+                        input type="hidden" name="desktop" value="browser";
+                    }
+                    [DesktopKind::Crd] => {
+                        (crd_field("Chrome Remote Desktop command", true))
+                    }
+                    _ => {
+                        fieldset.desktop-choice {
+                            legend { "How do you want your desktop?" }
+                            label {
+                                input type="radio" name="desktop" value="browser" checked;
+                                " In this browser tab (nothing to install, no Google account)"
+                            }
+                            label {
+                                input type="radio" name="desktop" value="crd";
+                                " With Chrome Remote Desktop (paste its command below)"
+                            }
+                        }
+                        (crd_field("Chrome Remote Desktop command (only for Chrome Remote Desktop)", false))
+                    }
+                }
+                button type="submit" { "Get my desktop" }
             }
+            @if form.desktops.contains(&DesktopKind::Crd) {
             section.help {
                 h2 { "Where do I get the command?" }
                 ol {
@@ -45,6 +86,7 @@ pub fn landing(free: u64, form: &FormState) -> Markup {
                     li { "Copy the command shown under " em { "Debian Linux" } " and paste it above." }
                 }
                 p { "The command works once and only for a few minutes: paste it soon after copying it." }
+            }
             }
         },
     )
@@ -60,16 +102,21 @@ pub struct Assigned<'a> {
     pub reseated: bool,
     /// Go on to the seat page, which follows the seat (moves, failures) by itself.
     pub follow: bool,
+    pub desktop: DesktopKind,
 }
 
 /// Seconds before the claim's answer moves on to the seat page.
 const FOLLOW_AFTER: u32 = 5;
 
 pub fn assigned(a: &Assigned) -> Markup {
+    let next = match a.desktop {
+        DesktopKind::Crd => "/my-vm",
+        DesktopKind::Browser => "/desktop",
+    };
     page_refreshing(
         "Your VM",
         &[],
-        a.follow.then_some((FOLLOW_AFTER, "/my-vm")),
+        a.follow.then_some((FOLLOW_AFTER, next)),
         html! {
             @if a.reseated {
                 h1 { "You have a new VM" }
@@ -89,7 +136,10 @@ pub fn assigned(a: &Assigned) -> Markup {
                     dt { "PIN" } dd #pin { (pin) }
                 }
             }
-            @if let Some(pin) = a.pin {
+            @if a.desktop == DesktopKind::Browser {
+                p.next { a.button #open-desktop href="/desktop" { "Open your desktop" } }
+                p.note { "Your desktop opens in this browser tab; keep the tab open while you work. You come back to it from this browser at " a href="/desktop" { "/desktop" } "." }
+            } @else if let Some(pin) = a.pin {
                 h2 { "What next" }
                 ol {
                     li { "Open " a href="https://remotedesktop.google.com/access/" { "remotedesktop.google.com/access" } " with the same Google account." }
@@ -117,6 +167,7 @@ pub enum Seat<'a> {
         pin: &'a str,
         /// The VM is restarting; the desktop comes back by itself.
         coming_back: bool,
+        desktop: DesktopKind,
     },
     /// The VM stopped responding: a new seat is offered.
     Unresponsive {
@@ -159,31 +210,34 @@ impl Seat<'_> {
 /// Seconds between automatic reloads of a seat page that has no form to lose.
 const SEAT_REFRESH: u32 = 15;
 
-fn new_seat_form(email: &str, ask_join_code: bool, button: &str) -> Markup {
+fn new_seat_form(email: &str, ask_join_code: bool, desktop: DesktopKind, button: &str) -> Markup {
     html! {
         form method="post" action="/api/request_vm" {
             input type="hidden" name="email" value=(email);
             input type="hidden" name="reseat" value="1";
+            input type="hidden" name="desktop" value=(desktop.as_str());
             @if ask_join_code {
                 label for="join_code" { "Workshop join code" }
                 input #join_code type="text" name="join_code" required autocomplete="off" maxlength="128";
             }
-            label for="crd_command" { "A fresh Chrome Remote Desktop command" }
-            textarea #crd_command name="crd_command" required rows="4" maxlength="4096"
-                placeholder="DISPLAY= /opt/google/chrome-remote-desktop/start-host --code=\"4/0A…\" …" {}
+            @if desktop == DesktopKind::Crd {
+                (crd_field("A fresh Chrome Remote Desktop command", true))
+            }
             button type="submit" { (button) }
         }
-        p.note {
-            "Get the command at "
-            a href="https://remotedesktop.google.com/headless" { "remotedesktop.google.com/headless" }
-            " (Begin, Next, Authorize, then copy the Debian Linux line)."
+        @if desktop == DesktopKind::Crd {
+            p.note {
+                "Get the command at "
+                a href="https://remotedesktop.google.com/headless" { "remotedesktop.google.com/headless" }
+                " (Begin, Next, Authorize, then copy the Debian Linux line)."
+            }
         }
     }
 }
 
 /// `GET /my-vm`: the participant's seat, kept up to date (by script every few seconds, or
 /// by a plain reload).
-pub fn seat(seat: &Seat, ask_join_code: bool) -> Markup {
+pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
     let refresh = match seat {
         Seat::Ready { .. } | Seat::OtherBrowser => Some((SEAT_REFRESH, "/my-vm")),
         _ => None,
@@ -195,7 +249,18 @@ pub fn seat(seat: &Seat, ask_join_code: bool) -> Markup {
         html! {
             div #seat data-state=(seat.state()) data-host=(seat.hostname()) {
                 @match seat {
-                    Seat::Ready { hostname, pin, coming_back } => {
+                    Seat::Ready { hostname, coming_back, desktop: DesktopKind::Browser, .. } => {
+                        h1 { "Your desktop" }
+                        @if *coming_back {
+                            p.warning role="status" { "Your VM is restarting. Your desktop comes back by itself in a few minutes; keep this page open." }
+                        }
+                        dl.assignment {
+                            dt { "Assigned hostname" } dd #hostname { (hostname) }
+                        }
+                        p.next { a.button #open-desktop href="/desktop" { "Open your desktop" } }
+                        p.note { "This page follows your seat: if your instructor moves you, the new VM shows here." }
+                    }
+                    Seat::Ready { hostname, pin, coming_back, .. } => {
                         h1 { "Your VM" }
                         @if *coming_back {
                             p.warning role="status" { "Your VM is restarting. Your desktop comes back by itself in a few minutes; keep this page open." }
@@ -214,12 +279,12 @@ pub fn seat(seat: &Seat, ask_join_code: bool) -> Markup {
                             @if let Some(s) = last_seen_seconds { " for " (s) " s" }
                             ". Your files on it are kept. Take a new seat now:"
                         }
-                        (new_seat_form(email, ask_join_code, "Give me another VM"))
+                        (new_seat_form(email, ask_join_code, desktop, "Give me another VM"))
                     }
                     Seat::Released { email } => {
                         h1 { "Your seat was taken back" }
                         p.error role="alert" { "Your instructor released your seat, or your VM could not be repaired. Your files are kept. Take a new seat:" }
-                        (new_seat_form(email, ask_join_code, "Give me a VM"))
+                        (new_seat_form(email, ask_join_code, desktop, "Give me a VM"))
                     }
                     Seat::OtherBrowser => {
                         h1 { "Your VM" }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
+use crate::model::DesktopKind;
 use crate::pool::liveness;
 use crate::pool::waiters::{Waiter, Wake};
 use crate::server::auth::Agent;
@@ -18,18 +19,31 @@ pub struct StartupRequest {
 }
 
 /// The 0.1.2 client reads exactly these keys; `status` is always "success" on a 200.
+/// `desktop` is sent only for a browser seat (`lablink agent` serves it; the command is
+/// empty then).
 #[derive(Serialize)]
 pub struct StartupAnswer {
     status: &'static str,
     pin: String,
     command: String,
+    #[serde(skip_serializing_if = "is_crd")]
+    desktop: DesktopKind,
 }
 
-fn success(pin: String, command: String) -> Json<StartupAnswer> {
+fn is_crd(kind: &DesktopKind) -> bool {
+    *kind == DesktopKind::Crd
+}
+
+fn success(pin: String, command: String, desktop: DesktopKind) -> Json<StartupAnswer> {
+    let command = match desktop {
+        DesktopKind::Crd => command,
+        DesktopKind::Browser => String::new(),
+    };
     Json(StartupAnswer {
         status: "success",
         pin,
         command,
+        desktop,
     })
 }
 
@@ -75,7 +89,11 @@ pub async fn begin(app: &App, agent: Agent, req: StartupRequest) -> Result<Start
         if !agent.still_current(app) {
             return Err(ApiError::BadToken);
         }
-        return Ok(Startup::Answer(success(a.pin.clone(), a.crd_command())));
+        return Ok(Startup::Answer(success(
+            a.pin.clone(),
+            a.crd_command(),
+            a.desktop,
+        )));
     }
     Ok(Startup::Park(Parked {
         agent,
@@ -89,7 +107,7 @@ impl Parked {
         tokio::select! {
             wake = self.waiter.wait() => match wake {
                 Wake::Assigned { .. } if !self.agent.still_current(app) => Err(ApiError::BadToken),
-                Wake::Assigned { pin, command } => Ok(success(pin, command)),
+                Wake::Assigned { pin, command, desktop } => Ok(success(pin, command, desktop)),
                 Wake::Deleted => Err(ApiError::VmNotFound),
             },
             () = tokio::time::sleep(app.long_poll()) => Err(ApiError::PollTimeout),

@@ -1,6 +1,7 @@
 //! HTML pages.
 
 pub mod admin;
+pub mod desktop;
 pub mod login;
 pub mod participant;
 pub mod seat;

@@ -11,6 +11,7 @@ use maud::Markup;
 use serde::Deserialize;
 
 use crate::metrics::ClaimOutcome as Counted;
+use crate::model::DesktopKind;
 use crate::pool::PoolError;
 use crate::pool::claim::{self, ClaimRequest, MAX_EMAIL_LEN, Seated};
 use crate::server::client_ip::ClientIp;
@@ -27,6 +28,7 @@ pub async fn landing(State(app): State<App>) -> Response {
 async fn render_form(app: &App, status: StatusCode, form: &FormState<'_>) -> Response {
     let form = &FormState {
         ask_join_code: !app.config.access.join_code.is_empty(),
+        desktops: app.config.desktop_kinds(),
         ..*form
     };
     let free = match app.store.read(vms::count_free).await {
@@ -44,6 +46,8 @@ pub struct ClaimForm {
     join_code: Option<String>,
     email: Option<String>,
     crd_command: Option<String>,
+    /// `browser` or `crd`, where `desktop.mode` lets the participant pick.
+    desktop: Option<String>,
     /// `1` from the seat page's "another VM" form.
     reseat: Option<String>,
 }
@@ -124,9 +128,21 @@ pub async fn request_vm(
         }
     };
     let typed_email = form.email.unwrap_or_default();
+    let desktop = match form.desktop.as_deref() {
+        None | Some("") => None,
+        Some("browser") => Some(DesktopKind::Browser),
+        Some("crd") => Some(DesktopKind::Crd),
+        Some(_) => {
+            let refused = PoolError::Invalid(
+                "`desktop` must be `browser` or `crd`; reload the page and submit it again.".into(),
+            );
+            return refusal(&app, &typed_email, refused).await;
+        }
+    };
     let request = ClaimRequest {
         email: typed_email.clone(),
         crd_command: form.crd_command.unwrap_or_default(),
+        desktop,
         join_code: form.join_code,
         reseat: form.reseat.as_deref() == Some("1"),
         presented_token: presented_token(&headers),
@@ -231,6 +247,7 @@ fn answer(vm: &crate::model::Vm, rejoin: Rejoin) -> Response {
         rotated,
         reseated: matches!(rejoin, Rejoin::Reseated),
         follow: pin.is_some(),
+        desktop: a.desktop,
     });
     (StatusCode::OK, page).into_response()
 }

@@ -41,6 +41,11 @@ fn view_of<'a>(app: &App, found: &'a SeatFound) -> (Seat<'a>, Option<u64>) {
                 hostname: &vm.hostname,
                 pin: vm.assignment.as_ref().map_or("", |a| a.pin.as_str()),
                 coming_back: vm.status == Some(VmStatus::Rebooting),
+                desktop: vm
+                    .assignment
+                    .as_ref()
+                    .map(|a| a.desktop)
+                    .unwrap_or_default(),
             },
             None,
         ),
@@ -55,7 +60,12 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
         Ok(found) => {
             let (seat, _) = view_of(&app, &found);
             let ask = !app.config.access.join_code.is_empty();
-            (StatusCode::OK, view::seat(&seat, ask)).into_response()
+            let desktop = match &found {
+                SeatFound::Mine(vm) => vm.assignment.as_ref().map(|a| a.desktop),
+                _ => None,
+            }
+            .unwrap_or(app.config.desktop_kinds()[0]);
+            (StatusCode::OK, view::seat(&seat, ask, desktop)).into_response()
         }
         Err(e) => {
             tracing::error!(error = ?e, "cannot read a participant's seat");

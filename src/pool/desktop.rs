@@ -1,0 +1,505 @@
+//! Browser desktops: each VM's agent keeps a desktop channel open to the allocator; a
+//! viewer (the participant, or the instructor's peek) asks for a stream, the agent is told
+//! on its channel and dials back a tunnel carrying the VM's VNC stream, which is handed to
+//! the waiting viewer. Also who is watching which seat, and cutting a seat's streams when
+//! the seat changes hands.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::error::PoolError;
+use super::{Actor, Pool};
+use crate::model::{DesktopKind, Vm};
+
+/// A byte stream between the allocator and a VM's VNC server (through its agent).
+pub trait TunnelIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> TunnelIo for T {}
+pub type Tunnel = Box<dyn TunnelIo>;
+
+/// Opens waiting on one agent's channel; past this the viewer is told to try again.
+const CHANNEL_BACKLOG: usize = 32;
+
+/// What the agent is asked on its channel: dial back a tunnel for stream `id`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OpenRequest {
+    pub id: String,
+    /// Input from this viewer must not reach the desktop.
+    pub view_only: bool,
+}
+
+/// Who a stream is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Viewer {
+    Participant,
+    /// The instructor watching, without input.
+    Peek,
+    /// The instructor driving the desktop.
+    Control,
+}
+
+impl Viewer {
+    pub fn view_only(self) -> bool {
+        self == Viewer::Peek
+    }
+}
+
+#[derive(Default)]
+pub struct Desktops {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The agent channel of each VM (the latest one, when an agent reconnects).
+    channels: HashMap<String, Channel>,
+    /// Streams asked for, waiting for their agent's tunnel, by stream id.
+    pending: HashMap<String, Pending>,
+    seats: HashMap<String, SeatWatch>,
+    next_serial: u64,
+}
+
+struct Channel {
+    serial: u64,
+    opens: mpsc::Sender<OpenRequest>,
+}
+
+struct Pending {
+    host: String,
+    reply: oneshot::Sender<Result<Tunnel, String>>,
+}
+
+/// Per VM: the instructor's open views (shown to the participant) and the token that
+/// ends every stream of the seat.
+struct SeatWatch {
+    instructor_views: usize,
+    streams: usize,
+    watched: watch::Sender<bool>,
+    cut: CancellationToken,
+}
+
+impl SeatWatch {
+    fn new() -> SeatWatch {
+        SeatWatch {
+            instructor_views: 0,
+            streams: 0,
+            watched: watch::channel(false).0,
+            cut: CancellationToken::new(),
+        }
+    }
+}
+
+/// An agent's open desktop channel: the opens it must answer. Dropping it (the agent's
+/// connection closed) forgets the channel unless a newer one replaced it.
+pub struct AgentChannel {
+    desktops: Arc<Desktops>,
+    host: String,
+    serial: u64,
+    pub opens: mpsc::Receiver<OpenRequest>,
+}
+
+impl Drop for AgentChannel {
+    fn drop(&mut self) {
+        let mut inner = self.desktops.lock();
+        if inner
+            .channels
+            .get(&self.host)
+            .is_some_and(|c| c.serial == self.serial)
+        {
+            inner.channels.remove(&self.host);
+        }
+    }
+}
+
+/// An open stream to a VM's desktop: the tunnel, and the token cancelled when the seat
+/// changes hands (the relay must stop then). Dropping it ends the viewer's count.
+pub struct DesktopStream {
+    pub tunnel: Tunnel,
+    pub cut: CancellationToken,
+    pub host: String,
+    _viewing: Viewing,
+}
+
+struct Viewing {
+    desktops: Arc<Desktops>,
+    host: String,
+    instructor: bool,
+}
+
+impl Drop for Viewing {
+    fn drop(&mut self) {
+        let mut inner = self.desktops.lock();
+        let forget = match inner.seats.get_mut(&self.host) {
+            Some(seat) => {
+                seat.streams = seat.streams.saturating_sub(1);
+                if self.instructor {
+                    seat.instructor_views = seat.instructor_views.saturating_sub(1);
+                    seat.watched.send_replace(seat.instructor_views > 0);
+                }
+                seat.streams == 0 && seat.watched.receiver_count() == 0
+            }
+            None => false,
+        };
+        if forget {
+            inner.seats.remove(&self.host);
+        }
+    }
+}
+
+/// Removes a stream's pending entry when its opener gives up (timeout, viewer gone).
+struct PendingGuard<'a> {
+    desktops: &'a Desktops,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.desktops.lock().pending.remove(&self.id);
+    }
+}
+
+impl Desktops {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `host`'s agent channel, replacing an older one of the same VM.
+    pub fn attach(self: &Arc<Self>, host: &str) -> AgentChannel {
+        let (opens_tx, opens) = mpsc::channel(CHANNEL_BACKLOG);
+        let mut inner = self.lock();
+        inner.next_serial += 1;
+        let serial = inner.next_serial;
+        inner.channels.insert(
+            host.to_owned(),
+            Channel {
+                serial,
+                opens: opens_tx,
+            },
+        );
+        AgentChannel {
+            desktops: self.clone(),
+            host: host.to_owned(),
+            serial,
+            opens,
+        }
+    }
+
+    pub fn attached(&self, host: &str) -> bool {
+        self.lock().channels.contains_key(host)
+    }
+
+    /// Agents with an open desktop channel.
+    pub fn attached_count(&self) -> usize {
+        self.lock().channels.len()
+    }
+
+    /// Asks `host`'s agent for a stream and waits up to `timeout` for its tunnel.
+    async fn open(
+        self: &Arc<Self>,
+        host: &str,
+        viewer: Viewer,
+        timeout: Duration,
+    ) -> Result<DesktopStream, PoolError> {
+        let id = crate::store::meta::random_secret();
+        let (reply, answer) = oneshot::channel();
+        let (opens, cut) = {
+            let mut inner = self.lock();
+            let Some(channel) = inner.channels.get(host) else {
+                return Err(PoolError::Unavailable(
+                    "The desktop of this VM is not reachable yet (its agent is not connected); \
+                     it usually is within a minute of the VM starting."
+                        .into(),
+                ));
+            };
+            let opens = channel.opens.clone();
+            inner.pending.insert(
+                id.clone(),
+                Pending {
+                    host: host.to_owned(),
+                    reply,
+                },
+            );
+            let seat = inner
+                .seats
+                .entry(host.to_owned())
+                .or_insert_with(SeatWatch::new);
+            (opens, seat.cut.clone())
+        };
+        let _pending = PendingGuard {
+            desktops: self,
+            id: id.clone(),
+        };
+        let request = OpenRequest {
+            id,
+            view_only: viewer.view_only(),
+        };
+        if opens.try_send(request).is_err() {
+            return Err(PoolError::Unavailable(
+                "The VM's agent is busy opening other desktop streams; try again in a moment."
+                    .into(),
+            ));
+        }
+        let tunnel = tokio::select! {
+            answered = tokio::time::timeout(timeout, answer) => match answered {
+                Ok(Ok(Ok(tunnel))) => tunnel,
+                Ok(Ok(Err(reason))) => return Err(PoolError::Unavailable(format!(
+                    "The VM could not open its desktop: {reason}"
+                ))),
+                Ok(Err(_)) | Err(_) => return Err(PoolError::Unavailable(format!(
+                    "The VM's agent did not open its desktop within {} s; try again.",
+                    timeout.as_secs()
+                ))),
+            },
+            () = cut.cancelled() => return Err(PoolError::Conflict(
+                "This seat changed hands while its desktop was opening.".into(),
+            )),
+        };
+        let instructor = viewer != Viewer::Participant;
+        let cut = {
+            let mut inner = self.lock();
+            let seat = inner
+                .seats
+                .entry(host.to_owned())
+                .or_insert_with(SeatWatch::new);
+            seat.streams += 1;
+            if instructor {
+                seat.instructor_views += 1;
+                seat.watched.send_replace(true);
+            }
+            seat.cut.clone()
+        };
+        Ok(DesktopStream {
+            tunnel,
+            cut,
+            host: host.to_owned(),
+            _viewing: Viewing {
+                desktops: self.clone(),
+                host: host.to_owned(),
+                instructor,
+            },
+        })
+    }
+
+    /// Whether stream `id` is waiting for `host`'s tunnel.
+    pub fn is_pending(&self, host: &str, id: &str) -> bool {
+        self.lock().pending.get(id).is_some_and(|p| p.host == host)
+    }
+
+    /// Hands `host`'s tunnel to the viewer waiting for stream `id`; false when nobody
+    /// waits for it any more (or it is another VM's stream).
+    pub fn deliver(&self, host: &str, id: &str, tunnel: Tunnel) -> bool {
+        self.answer(host, id, Ok(tunnel))
+    }
+
+    /// The agent cannot open stream `id`; the viewer is told why.
+    pub fn refuse(&self, host: &str, id: &str, reason: String) -> bool {
+        self.answer(host, id, Err(reason))
+    }
+
+    fn answer(&self, host: &str, id: &str, answer: Result<Tunnel, String>) -> bool {
+        let pending = {
+            let mut inner = self.lock();
+            if !inner.pending.get(id).is_some_and(|p| p.host == host) {
+                return false;
+            }
+            inner.pending.remove(id)
+        };
+        pending.is_some_and(|p| p.reply.send(answer).is_ok())
+    }
+
+    /// Whether the instructor is viewing `host`'s desktop, as it changes.
+    pub fn watched(&self, host: &str) -> watch::Receiver<bool> {
+        self.lock()
+            .seats
+            .entry(host.to_owned())
+            .or_insert_with(SeatWatch::new)
+            .watched
+            .subscribe()
+    }
+
+    /// Ends every stream of `host` (its seat changed hands).
+    pub fn cut(&self, host: &str) {
+        let mut inner = self.lock();
+        if let Some(seat) = inner.seats.get_mut(host) {
+            seat.cut.cancel();
+            seat.cut = CancellationToken::new();
+        }
+    }
+
+    /// Open streams, all VMs together.
+    pub fn streams(&self) -> usize {
+        self.lock().seats.values().map(|s| s.streams).sum()
+    }
+}
+
+/// The participant's own desktop: their seat must be a browser seat.
+pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream, PoolError> {
+    match vm.assignment.as_ref().map(|a| a.desktop) {
+        Some(DesktopKind::Browser) => {}
+        Some(DesktopKind::Crd) => {
+            return Err(PoolError::Conflict(
+                "Your seat uses Chrome Remote Desktop, not the browser desktop.".into(),
+            ));
+        }
+        None => return Err(PoolError::Forbidden("This seat is not yours.".into())),
+    }
+    pool.desktops
+        .open(
+            &vm.hostname,
+            Viewer::Participant,
+            pool.config.desktop_open_timeout(),
+        )
+        .await
+}
+
+/// The instructor's view of any VM's desktop, audited: `Peek` sends no input, `Control`
+/// drives the desktop.
+pub async fn open_for_instructor(
+    pool: &Pool,
+    actor: &Actor,
+    host: &str,
+    viewer: Viewer,
+) -> Result<DesktopStream, PoolError> {
+    let vm = super::stored_vm(pool, host, "Failed to read the VM.").await?;
+    let stream = pool
+        .desktops
+        .open(&vm.hostname, viewer, pool.config.desktop_open_timeout())
+        .await?;
+    let (action, detail) = match viewer {
+        Viewer::Control => ("desktop_control", "took control of the desktop"),
+        _ => ("desktop_peek", "viewed the desktop"),
+    };
+    let participant = vm
+        .assignment
+        .as_ref()
+        .map_or_else(|| "no participant".to_owned(), |a| a.email.clone());
+    pool.audit_by(
+        actor,
+        action,
+        format!("{host}: {detail} (seat: {participant})"),
+    )
+    .await;
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desktops() -> Arc<Desktops> {
+        Arc::new(Desktops::default())
+    }
+
+    #[tokio::test]
+    async fn an_open_is_answered_by_the_agents_tunnel() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let opener = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.open("vm-1", Viewer::Peek, Duration::from_secs(30))
+                    .await
+                    .map(|s| s.host)
+            })
+        };
+        let asked = channel.opens.recv().await.expect("an open");
+        assert!(asked.view_only);
+        assert!(d.is_pending("vm-1", &asked.id));
+        assert!(!d.is_pending("vm-2", &asked.id), "another VM's stream");
+        let (tunnel, _far) = tokio::io::duplex(64);
+        assert!(!d.deliver("vm-2", &asked.id, Box::new(tunnel)));
+        let (tunnel, _far) = tokio::io::duplex(64);
+        assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
+        assert_eq!(opener.await.expect("join").expect("open"), "vm-1");
+        assert!(!d.is_pending("vm-1", &asked.id));
+    }
+
+    #[tokio::test]
+    async fn no_channel_a_refusal_and_a_silent_agent_are_errors() {
+        let d = desktops();
+        let err = d
+            .open("vm-1", Viewer::Participant, Duration::from_secs(1))
+            .await
+            .err()
+            .expect("no channel");
+        assert!(matches!(err, PoolError::Unavailable(_)), "{err:?}");
+
+        let mut channel = d.attach("vm-1");
+        let refused = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.open("vm-1", Viewer::Participant, Duration::from_secs(30))
+                    .await
+                    .err()
+            })
+        };
+        let asked = channel.opens.recv().await.expect("an open");
+        assert!(!asked.view_only);
+        assert!(d.refuse("vm-1", &asked.id, "no VNC server".into()));
+        let err = refused.await.expect("join").expect("refused");
+        assert!(err.to_string().contains("no VNC server"), "{err}");
+
+        let silent = d
+            .open("vm-1", Viewer::Participant, Duration::from_millis(50))
+            .await
+            .err()
+            .expect("timed out");
+        assert!(silent.to_string().contains("did not open"), "{silent}");
+        let late = channel.opens.recv().await.expect("the open was sent");
+        assert!(
+            !d.is_pending("vm-1", &late.id),
+            "forgotten after the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reconnected_agent_replaces_its_old_channel() {
+        let d = desktops();
+        let old = d.attach("vm-1");
+        let new = d.attach("vm-1");
+        drop(old);
+        assert!(
+            d.attached("vm-1"),
+            "the old channel's end must not forget the new one"
+        );
+        drop(new);
+        assert!(!d.attached("vm-1"));
+    }
+
+    #[tokio::test]
+    async fn instructor_views_are_shown_and_a_cut_ends_the_seats_streams() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let mut watched = d.watched("vm-1");
+        assert!(!*watched.borrow());
+        let open = |viewer| {
+            let d = d.clone();
+            tokio::spawn(async move { d.open("vm-1", viewer, Duration::from_secs(30)).await })
+        };
+        let mut answer = async |task: tokio::task::JoinHandle<Result<DesktopStream, PoolError>>| {
+            let asked = channel.opens.recv().await.expect("an open");
+            let (tunnel, far) = tokio::io::duplex(64);
+            assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
+            let stream = task.await.expect("join").expect("open");
+            (stream, far)
+        };
+        let (own, _a) = answer(open(Viewer::Participant)).await;
+        assert!(!*watched.borrow_and_update(), "the participant's own view");
+        let (peek, _b) = answer(open(Viewer::Peek)).await;
+        watched.changed().await.expect("changed");
+        assert!(*watched.borrow_and_update());
+        assert_eq!(d.streams(), 2);
+        drop(peek);
+        watched.changed().await.expect("changed");
+        assert!(!*watched.borrow_and_update());
+
+        d.cut("vm-1");
+        assert!(own.cut.is_cancelled());
+        let (after, _c) = answer(open(Viewer::Participant)).await;
+        assert!(!after.cut.is_cancelled(), "a new stream after the cut runs");
+    }
+}

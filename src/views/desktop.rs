@@ -1,0 +1,86 @@
+//! The browser desktop pages: a slim bar (status, notices, the instructor's controls) over
+//! the noVNC screen, driven by `assets/desktop.js`.
+
+use maud::{DOCTYPE, Markup, html};
+
+struct Screen<'a> {
+    title: &'a str,
+    socket: &'a str,
+    view_only: bool,
+    /// The participant's page learns whether the instructor is viewing.
+    events: Option<&'a str>,
+}
+
+fn shell(screen: &Screen, bar: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (screen.title) " · LabLink" }
+                link rel="stylesheet" href="/assets/app.css";
+                script type="module" src="/assets/desktop.js" {}
+            }
+            body.desktop-page data-desktop="connecting" {
+                header.desktop-bar {
+                    a.brand href="/" { "LabLink" }
+                    p #desktop-status role="status" { "Connecting to the desktop…" }
+                    (bar)
+                }
+                div #desktop-screen
+                    data-ws=(screen.socket)
+                    data-view-only=(if screen.view_only { "true" } else { "false" })
+                    data-events=[screen.events] {}
+            }
+        }
+    }
+}
+
+/// `GET /desktop`: the participant's own desktop.
+pub fn participant(hostname: &str) -> Markup {
+    shell(
+        &Screen {
+            title: "Your desktop",
+            socket: "/desktop/ws",
+            view_only: false,
+            events: Some("/desktop/events"),
+        },
+        html! {
+            span.desktop-host { (hostname) }
+            p #desktop-notice role="status" hidden { "The instructor is viewing your screen" }
+            a.desktop-link href="/my-vm" { "Your seat" }
+        },
+    )
+}
+
+/// `GET /admin/desktop/{host}`: the instructor's view of a VM's desktop.
+pub fn instructor(hostname: &str, participant: Option<&str>, control: bool) -> Markup {
+    let socket = format!(
+        "/admin/desktop/{hostname}/ws{}",
+        if control { "?control=1" } else { "" }
+    );
+    let title = format!("Desktop of {hostname}");
+    shell(
+        &Screen {
+            title: &title,
+            socket: &socket,
+            view_only: !control,
+            events: None,
+        },
+        html! {
+            span.desktop-host {
+                (hostname)
+                @if let Some(p) = participant { " · " (p) }
+            }
+            @if control {
+                span.desktop-mode.control { "You are controlling this desktop" }
+                a.desktop-link href=(format!("/admin/desktop/{hostname}")) { "Back to view only" }
+            } @else {
+                span.desktop-mode { "View only" }
+                a.desktop-link #take-control href=(format!("/admin/desktop/{hostname}?control=1")) { "Take control" }
+            }
+            a.desktop-link href="/admin/instances" { "Instances" }
+        },
+    )
+}
