@@ -8,8 +8,10 @@
 # neither the credential nor the agent's environment.
 #
 # Contents: CUDA runtime (Ubuntu 24.04: the glibc agent needs glibc >= 2.36), an XFCE
-# desktop, Chrome Remote Desktop, Google Chrome, git, and the workshop software (SLEAP by
-# default) in a virtual environment at /home/client/.venv.
+# desktop, Chrome Remote Desktop, TigerVNC's Xvnc (browser desktops: the agent starts it on
+# display :1 with XFCE for a browser seat, bound to loopback, with a fresh password per
+# participant), Google Chrome, git, and the workshop software (SLEAP by default) in a
+# virtual environment at /home/client/.venv.
 #
 # Build from the repository root after `scripts/dist.sh --out dist`:
 #   docker build -f packaging/docker/client.Dockerfile -t lablink-client .
@@ -47,6 +49,7 @@ RUN apt-get update \
         ca-certificates curl git git-lfs gnupg zip unzip psmisc procps less nano \
         xfce4 xfce4-terminal xfce4-taskmanager mousepad ristretto \
         dbus-x11 xscreensaver xvfb xserver-xorg-video-dummy x11-xserver-utils x11-utils \
+        tigervnc-standalone-server \
         xdg-utils fonts-dejavu-core fonts-liberation fontconfig \
         python3 \
         libgl1 libegl1 libopengl0 libglx-mesa0 libegl-mesa0 libvulkan1 \
@@ -124,6 +127,9 @@ ENV NVIDIA_DRIVER_CAPABILITIES=all \
     LABLINK_START_HOST=/opt/google/chrome-remote-desktop/start-host \
     LABLINK_CRD_DAEMON=/opt/google/chrome-remote-desktop/chrome-remote-desktop \
     LABLINK_CRD_CONFIG_DIR=/home/client/.config/chrome-remote-desktop \
+    LABLINK_VNC=xvnc \
+    LABLINK_VNC_DISPLAY=:1 \
+    LABLINK_VNC_SESSION=/usr/bin/startxfce4 \
     LABLINK_AGENT_STATE_DIR=/var/lib/lablink-agent
 
 # The agent runs as root so that its credential is out of the desktop's reach; start-host,

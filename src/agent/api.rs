@@ -35,6 +35,9 @@ pub enum Startup {
     Assigned {
         pin: String,
         command: String,
+        /// The participant's desktop is in their browser (VNC relayed by the allocator),
+        /// not Chrome Remote Desktop.
+        browser: bool,
     },
     /// Our allocator's bounded wait ended (408): ask again at once.
     NotYet,
@@ -48,6 +51,7 @@ struct StartupBody {
     pin: Option<Value>,
     command: Option<String>,
     message: Option<String>,
+    desktop: Option<String>,
 }
 
 /// What a heartbeat's answer says.
@@ -201,6 +205,56 @@ impl Allocator {
         .await
     }
 
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(format!("{}{path}", self.base));
+        if self.token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.token)
+        }
+    }
+
+    /// The standing desktop channel: a response whose body is one JSON line per stream to
+    /// open (and empty keep-alive lines). No timeout: it lasts until either side closes.
+    pub async fn desktop_channel(&self) -> Result<reqwest::Response, CallError> {
+        self.send(
+            self.get("/api/desktop/channel")
+                .query(&[("hostname", &self.vm_name)]),
+        )
+        .await
+    }
+
+    /// Dials back the tunnel of stream `id`: the connection becomes the stream's bytes.
+    pub async fn desktop_tunnel(&self, id: &str) -> Result<reqwest::Upgraded, CallError> {
+        let resp = self
+            .get(&format!("/api/desktop/tunnel/{id}"))
+            .query(&[("hostname", &self.vm_name)])
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, "lablink-rfb")
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+        match resp.status() {
+            StatusCode::SWITCHING_PROTOCOLS => resp
+                .upgrade()
+                .await
+                .map_err(|e| CallError::Transport(format!("tunnel upgrade failed: {e}"))),
+            StatusCode::UNAUTHORIZED => Err(CallError::Unauthorized),
+            StatusCode::NOT_FOUND => Err(CallError::NotFound),
+            s => Err(CallError::Status(s)),
+        }
+    }
+
+    /// Stream `id` cannot be opened; the viewer is told `reason`.
+    pub async fn refuse_desktop(&self, id: &str, reason: &str) -> Result<(), CallError> {
+        self.post_json(
+            &format!("/api/desktop/tunnel/{id}/refuse"),
+            json!({"hostname": self.vm_name, "reason": reason}),
+        )
+        .await
+    }
+
     /// One long-poll. No read timeout: our allocator answers 408 on its own; upstream's
     /// holds the request until an assignment exists.
     pub async fn wait_for_assignment(&self) -> Result<Startup, CallError> {
@@ -223,6 +277,7 @@ impl Allocator {
                     other => other.to_string(),
                 },
                 command,
+                browser: body.desktop.as_deref() == Some("browser"),
             }),
             (status, _, _) => Ok(Startup::Rejected(
                 body.message

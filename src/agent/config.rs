@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::desktop_user::DesktopUser;
+use super::vnc::VncKind;
 use crate::logging::LogFormat;
 
 #[derive(Args, Debug, Clone)]
@@ -55,6 +56,25 @@ pub struct AgentArgs {
     /// `simulated` starts no desktop and reports success (for `lablink demo`).
     #[arg(long, value_enum, default_value_t = DesktopKind::ChromeRemoteDesktop)]
     pub desktop: DesktopKind,
+    /// The VNC server of browser seats (`desktop.mode: browser` on the allocator):
+    /// `x11vnc` attaches to the display the desktop runs on, `xvnc` (TigerVNC) is a
+    /// virtual display of its own, `off` serves no browser desktop. Started only for a
+    /// browser seat, bound to loopback, with a fresh password per participant.
+    #[arg(long, value_enum, env = "LABLINK_VNC", default_value_t = VncKind::X11vnc)]
+    pub vnc: VncKind,
+    /// The VNC server program (default: `x11vnc` or `Xvnc` on PATH).
+    #[arg(long, env = "LABLINK_VNC_PROGRAM")]
+    pub vnc_program: Option<PathBuf>,
+    /// The X display: the one x11vnc attaches to, or the one Xvnc creates.
+    #[arg(long, env = "LABLINK_VNC_DISPLAY", default_value = ":0")]
+    pub vnc_display: String,
+    /// Loopback port of the VNC server.
+    #[arg(long, env = "LABLINK_VNC_PORT", default_value_t = 5900, value_parser = clap::value_parser!(u16).range(1..))]
+    pub vnc_port: u16,
+    /// With `--vnc xvnc`: the desktop session started on the new display (e.g.
+    /// `/usr/bin/xfce4-session`).
+    #[arg(long, env = "LABLINK_VNC_SESSION")]
+    pub vnc_session: Option<PathBuf>,
     /// Seconds start-host may run before it is stopped.
     #[arg(long, default_value_t = 120)]
     pub desktop_timeout: u64,

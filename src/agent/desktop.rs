@@ -7,7 +7,10 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use super::desktop_user::DesktopUser;
+use super::vnc::VncServer;
 use crate::process::{self, Limits, Outcome, Stream};
 
 const REDIRECT_URL: &str = "https://remotedesktop.google.com/_/oauthredirect";
@@ -23,6 +26,8 @@ pub struct Desktop {
     pub simulated: bool,
     /// `--desktop-user`: whom start-host and the daemon run as (default: the agent's user).
     pub user: Option<DesktopUser>,
+    /// The VNC server of browser seats.
+    pub vnc: Arc<VncServer>,
 }
 
 /// The user start-host must run as, and the environment it needs to match it: it refuses
@@ -159,9 +164,19 @@ impl Desktop {
         }
     }
 
-    /// Ends the participant's desktop: the daemon stopped and the host registration
-    /// removed, so the next participant's code registers the VM to their own account.
+    /// A browser seat: the VNC server, with a fresh password for this participant.
+    pub async fn start_browser(&self) -> Result<(), String> {
+        self.vnc.start().await
+    }
+
+    /// Ends the participant's desktop: a browser seat's VNC server stopped; for Chrome
+    /// Remote Desktop the daemon stopped and the host registration removed, so the next
+    /// participant's code registers the VM to their own account.
     pub async fn stop(&self, cancel: &CancellationToken) {
+        if self.vnc.endpoint().is_some() {
+            self.vnc.stop().await;
+            return;
+        }
         if self.simulated {
             tracing::info!(vm = %self.vm_name, "simulated desktop stopped");
             return;

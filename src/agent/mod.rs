@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod desktop;
+pub mod desktop_channel;
 pub mod desktop_user;
 pub mod gpu;
 pub mod heartbeat;
@@ -13,6 +14,7 @@ pub mod reset;
 pub mod retry;
 pub mod setup;
 pub mod subscribe;
+pub mod vnc;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -157,6 +159,29 @@ async fn agent(
         || std::env::var_os("HOME").map(PathBuf::from),
         |u| Some(u.home().to_path_buf()),
     );
+    let vnc = Arc::new(vnc::VncServer::new(
+        args.vnc,
+        args.vnc_program.clone().unwrap_or_else(|| {
+            PathBuf::from(match args.vnc {
+                vnc::VncKind::Xvnc => "Xvnc",
+                _ => "x11vnc",
+            })
+        }),
+        args.vnc_display.clone(),
+        args.vnc_port,
+        args.vnc_session.clone(),
+        // Not under the agent's state folder: the server runs as the desktop user, who must
+        // reach the file and cannot enter root's folders.
+        std::env::temp_dir(),
+        desktop_user.clone(),
+    ));
+    if vnc.enabled() {
+        tasks.spawn(desktop_channel::run(
+            alloc.clone(),
+            vnc.clone(),
+            cancel.clone(),
+        ));
+    }
     let desktop = Desktop {
         start_host: args.start_host.clone(),
         daemon: args.crd_daemon.clone(),
@@ -168,6 +193,7 @@ async fn agent(
         vm_name: vm_name.clone(),
         simulated: args.desktop == config::DesktopKind::Simulated,
         user: desktop_user.clone(),
+        vnc,
     };
     let setup = setup::Setup {
         repository: args.tutorial_repo.clone(),

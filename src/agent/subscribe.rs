@@ -11,7 +11,8 @@ use super::retry::{Gave, backoff, until_acknowledged};
 use crate::crd;
 
 /// After a failed hand-over, how often to look for a fresh code from the participant
-/// (codes are single-use; the same code will fail again).
+/// (codes are single-use; the same code will fail again), or to try a browser desktop
+/// again.
 const FRESH_CODE_POLL: Duration = Duration::from_secs(15);
 
 /// Longest wait for the first GPU health report before announcing the VM.
@@ -45,7 +46,9 @@ pub async fn run(
         Gave::Cancelled => return Ok(Ended::Stopped),
     }
     let mut delays = backoff(Duration::from_secs(30));
+    // A CRD code that failed (codes are single-use: it will fail again); any failure.
     let mut failed_code: Option<String> = None;
+    let mut failed = false;
     loop {
         let answer = tokio::select! {
             a = alloc.wait_for_assignment() => a,
@@ -56,38 +59,42 @@ pub async fn run(
                 delays = backoff(Duration::from_secs(30));
                 continue;
             }
-            Ok(Startup::Assigned { pin, command }) => {
+            Ok(Startup::Assigned {
+                pin,
+                command,
+                browser,
+            }) => {
                 delays = backoff(Duration::from_secs(30));
-                match crd::extract_code(&command) {
-                    Err(e) => {
-                        tracing::error!(error = %e, "the assignment's command has no usable code");
-                        FRESH_CODE_POLL
-                    }
-                    Ok(code) if failed_code.as_deref() == Some(code.as_str()) => FRESH_CODE_POLL,
-                    Ok(code) => {
-                        tracing::info!("assigned to a participant; starting the desktop");
-                        match desktop.start(&code, &pin, &cancel).await {
-                            Ok(()) => {
-                                tracing::info!("desktop started; the participant can connect");
-                                // An earlier attempt left the VM in `error`: it is fine now.
-                                if failed_code.is_some() {
-                                    match until_acknowledged("status running", &cancel, || {
-                                        alloc.report_status("running")
-                                    })
-                                    .await
-                                    {
-                                        Gave::Fatal(e) => return Err(e),
-                                        Gave::Cancelled => return Ok(Ended::Stopped),
-                                        Gave::Acknowledged => {}
-                                    }
-                                }
-                                return Ok(Ended::DesktopStarted);
+                let code = if browser {
+                    None
+                } else {
+                    match crd::extract_code(&command) {
+                        Err(e) => {
+                            tracing::error!(error = %e, "the assignment's command has no usable code");
+                            tokio::select! {
+                                () = tokio::time::sleep(FRESH_CODE_POLL) => {}
+                                () = cancel.cancelled() => return Ok(Ended::Stopped),
                             }
-                            Err(reason) => {
-                                tracing::error!(%reason, "desktop did not start; reporting error and waiting for a fresh code");
-                                failed_code = Some(code);
-                                match until_acknowledged("status error", &cancel, || {
-                                    alloc.report_status("error")
+                            continue;
+                        }
+                        Ok(code) => Some(code),
+                    }
+                };
+                if code.is_some() && code == failed_code {
+                    FRESH_CODE_POLL
+                } else {
+                    tracing::info!(browser, "assigned to a participant; starting the desktop");
+                    let started = match &code {
+                        Some(code) => desktop.start(code, &pin, &cancel).await,
+                        None => desktop.start_browser().await,
+                    };
+                    match started {
+                        Ok(()) => {
+                            tracing::info!("desktop started; the participant can connect");
+                            // An earlier attempt left the VM in `error`: it is fine now.
+                            if failed {
+                                match until_acknowledged("status running", &cancel, || {
+                                    alloc.report_status("running")
                                 })
                                 .await
                                 {
@@ -95,8 +102,23 @@ pub async fn run(
                                     Gave::Cancelled => return Ok(Ended::Stopped),
                                     Gave::Acknowledged => {}
                                 }
-                                FRESH_CODE_POLL
                             }
+                            return Ok(Ended::DesktopStarted);
+                        }
+                        Err(reason) => {
+                            tracing::error!(%reason, "desktop did not start; reporting error and trying again");
+                            failed = true;
+                            failed_code = code;
+                            match until_acknowledged("status error", &cancel, || {
+                                alloc.report_status("error")
+                            })
+                            .await
+                            {
+                                Gave::Fatal(e) => return Err(e),
+                                Gave::Cancelled => return Ok(Ended::Stopped),
+                                Gave::Acknowledged => {}
+                            }
+                            FRESH_CODE_POLL
                         }
                     }
                 }

@@ -3,10 +3,12 @@
 //! start to first answer, idle RSS, `GET /api/health` requests/s, durable claims/s with
 //! latency percentiles, claim→wake latency, the RSS cost of parked long-polls, and on
 //! allocators of their own the heartbeat load of a large fleet (requests/s, the allocator's
-//! CPU share) and how soon a frozen agent is noticed. Nothing here asserts a threshold: it
+//! CPU share), how soon a frozen agent is noticed, and the browser desktop relay
+//! (throughput and latency against a direct VNC connection, memory and idle CPU per stream). Nothing here asserts a threshold: it
 //! measures.
 
 mod client;
+mod desktop;
 mod heartbeat;
 mod longpoll;
 
@@ -58,6 +60,10 @@ pub struct BenchArgs {
     /// heartbeats every second (0 skips the phase).
     #[arg(long, default_value_t = 200)]
     pub frozen: usize,
+    /// Browser desktop streams held open at once for the relay's memory and idle CPU, each
+    /// on a VM of its own (0 skips the desktop relay phase).
+    #[arg(long, default_value_t = 200)]
+    pub desktop_streams: usize,
 }
 
 /// The admin password of the allocators the bench starts.
@@ -386,6 +392,15 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
         )
         .await?;
         heartbeat::detection(&server, args.frozen).await?;
+        server.stop().await?;
+    }
+    if args.desktop_streams > 0 {
+        let env = [
+            ("LABLINK_DESKTOP_MODE", "browser"),
+            ("LABLINK_SERVER_STALE_AFTER_HEARTBEATS", "20"),
+        ];
+        let (server, _) = start_server(exe, &dir.join("desktop"), &env, None).await?;
+        desktop::relay(&server, args.desktop_streams, phase).await?;
         server.stop().await?;
     }
     Ok(())

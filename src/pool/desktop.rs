@@ -23,6 +23,9 @@ pub type Tunnel = Box<dyn TunnelIo>;
 
 /// Opens waiting on one agent's channel; past this the viewer is told to try again.
 const CHANNEL_BACKLOG: usize = 32;
+/// Streams open to one VM at once (the participant's tabs and the instructor's views):
+/// each holds a connection to the VM's VNC server.
+const MAX_STREAMS_PER_VM: usize = 8;
 
 /// What the agent is asked on its channel: dial back a tunnel for stream `id`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -216,6 +219,13 @@ impl Desktops {
                 ));
             };
             let opens = channel.opens.clone();
+            let waiting = inner.pending.values().filter(|p| p.host == host).count();
+            let open = inner.seats.get(host).map_or(0, |s| s.streams);
+            if waiting + open >= MAX_STREAMS_PER_VM {
+                return Err(PoolError::Conflict(format!(
+                    "This desktop is open in {MAX_STREAMS_PER_VM} windows already; close one and reload."
+                )));
+            }
             inner.pending.insert(
                 id.clone(),
                 Pending {

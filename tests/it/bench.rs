@@ -26,6 +26,8 @@ async fn every_bench_phase_runs_and_reports() {
             "2",
             "--frozen",
             "10",
+            "--desktop-streams",
+            "5",
         ],
         &[],
         120,
@@ -68,4 +70,10 @@ async fn every_bench_phase_runs_and_reports() {
         line("frozen agent → unresponsive").contains("(10 of 10 seen; 0 before freezing"),
         "{stdout}"
     );
+    assert!(
+        line("desktop relay throughput").contains("% of direct"),
+        "{stdout}"
+    );
+    assert!(line("desktop relay latency").contains("added p99"), "{stdout}");
+    assert!(line("idle desktop streams").contains("5 open"), "{stdout}");
 }

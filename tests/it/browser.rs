@@ -18,9 +18,9 @@ use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TestServer, crd_command, within
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Longest wait for anything the page shows.
-const PAGE_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const PAGE_WAIT: Duration = Duration::from_secs(60);
 
-struct Driver {
+pub(crate) struct Driver {
     process: Child,
     url: String,
 }
@@ -32,14 +32,14 @@ impl Drop for Driver {
     }
 }
 
-fn require_browser() {
+pub(crate) fn require_browser() {
     assert!(
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
         "{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)"
     );
 }
 
-async fn start_driver() -> Driver {
+pub(crate) async fn start_driver() -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -68,7 +68,7 @@ async fn start_driver() -> Driver {
 }
 
 /// A browser of its own (own profile, own cookies).
-async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
+pub(crate) async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -89,18 +89,18 @@ async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
         .expect("start a Chromium session")
 }
 
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).expect("create target/screenshots");
     dir
 }
 
-async fn shoot(client: &Client, name: &str) {
+pub(crate) async fn shoot(client: &Client, name: &str) {
     let png = client.screenshot().await.expect("screenshot");
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
 }
 
-async fn wait_css(client: &Client, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn wait_css(client: &Client, css: &str) -> fantoccini::elements::Element {
     client
         .wait()
         .at_most(PAGE_WAIT)
@@ -110,7 +110,7 @@ async fn wait_css(client: &Client, css: &str) -> fantoccini::elements::Element {
 }
 
 /// Waits until the page's text under `css` contains `text` (no reload in between).
-async fn wait_text(client: &Client, css: &str, text: &str) {
+pub(crate) async fn wait_text(client: &Client, css: &str, text: &str) {
     let deadline = tokio::time::Instant::now() + PAGE_WAIT;
     loop {
         let found = match client.find(Locator::Css(css)).await {
@@ -135,13 +135,13 @@ async fn count(client: &Client, css: &str) -> usize {
         .map_or(0, |all| all.len())
 }
 
-async fn fill(client: &Client, css: &str, text: &str) {
+pub(crate) async fn fill(client: &Client, css: &str, text: &str) {
     let field = wait_css(client, css).await;
     field.clear().await.expect("clear");
     field.send_keys(text).await.expect("type");
 }
 
-async fn click(client: &Client, css: &str) {
+pub(crate) async fn click(client: &Client, css: &str) {
     wait_css(client, css).await.click().await.expect("click");
 }
 
@@ -162,7 +162,7 @@ async fn assert_same_page(client: &Client) {
     assert_eq!(marker, json!(42), "the page was reloaded");
 }
 
-async fn sign_in(client: &Client, base: &str, password: &str) -> String {
+pub(crate) async fn sign_in(client: &Client, base: &str, password: &str) -> String {
     client
         .goto(&format!("{base}/admin/login"))
         .await

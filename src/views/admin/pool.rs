@@ -4,7 +4,7 @@
 use maud::{Markup, html};
 
 use super::{Viewer, csrf_field, seconds};
-use crate::model::{Counts, Vm};
+use crate::model::{Counts, DesktopKind, Vm};
 
 pub fn counts(c: &Counts) -> Markup {
     let card = |label: &str, value: usize, class: &str| {
@@ -103,6 +103,10 @@ pub fn instance_rows(pool: &[Vm], viewer: &Viewer) -> Markup {
                 td { (seconds(vm.timings.any_measured().then(|| vm.timings.total_seconds()))) }
                 td.actions {
                     a.button.small href={"/admin/logs/" (vm.hostname)} { "Logs" }
+                    @if vm.assignment.as_ref().is_some_and(|a| a.desktop == DesktopKind::Browser) {
+                        a.button.small.peek href={"/admin/desktop/" (vm.hostname)}
+                            title="view the participant's desktop (view only; they see a notice)" { "Desktop" }
+                    }
                     @let reboot = format!("/admin/instances/{}/reboot", vm.hostname);
                     form method="post" action=(reboot) hx-post=(reboot) hx-target="#flash"
                         hx-confirm={"Reboot " (vm.hostname) "?"} {

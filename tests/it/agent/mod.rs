@@ -3,6 +3,7 @@
 //! This module holds the rig every agent test shares; the tests are in its parts.
 
 mod as_user;
+mod browser_desktop;
 mod command_line;
 mod desktop;
 mod logs;

@@ -1,0 +1,351 @@
+//! The browser desktop relay: a viewer straight on a VNC server against the same viewer
+//! through the allocator (WebSocket → allocator → agent tunnel → VNC server), for full
+//! frames per second (throughput) and small round trips (added latency); then many idle
+//! desktop streams on one allocator (its memory per stream and CPU while they idle).
+//!
+//! The VNC server is a synthetic one in this process (RFB 3.8, security None, every
+//! framebuffer update request answered with a Raw rectangle of the size asked), so the
+//! figures are the relay's, not a real server's encoding speed. The agents are this
+//! executable's own desktop channel code, run in-process, one per VM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_util::sync::CancellationToken;
+
+use super::{Server, register, rss_mib};
+use crate::agent::api::Allocator;
+use crate::agent::desktop_channel::{self, DesktopSource};
+use crate::agent::vnc::Endpoint;
+
+/// The synthetic desktop's size (a full-HD screen, 32 bits per pixel).
+const WIDTH: u16 = 1920;
+const HEIGHT: u16 = 1080;
+const BYTES_PER_PIXEL: usize = 4;
+const ROUND_TRIPS: usize = 2_000;
+
+/// The synthetic server, for the in-process agents.
+struct Synthetic(u16);
+
+impl DesktopSource for Synthetic {
+    fn endpoint(&self) -> Result<Endpoint, String> {
+        Ok(Endpoint {
+            port: self.0,
+            password: String::new(),
+        })
+    }
+}
+
+/// Serves RFB 3.8 with security None on a loopback port until `stop`.
+async fn synthetic_server(stop: CancellationToken) -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let frame: Arc<[u8]> = vec![0x5a; usize::from(WIDTH) * usize::from(HEIGHT) * BYTES_PER_PIXEL].into();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = stop.cancelled() => return,
+            };
+            if let Ok((stream, _)) = accepted {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_viewer(stream, frame.clone()));
+            }
+        }
+    });
+    Ok(port)
+}
+
+async fn serve_viewer(mut s: TcpStream, frame: Arc<[u8]>) -> std::io::Result<()> {
+    s.write_all(b"RFB 003.008\n").await?;
+    let mut version = [0u8; 12];
+    s.read_exact(&mut version).await?;
+    s.write_all(&[1, 1]).await?;
+    let mut choice = [0u8; 1];
+    s.read_exact(&mut choice).await?;
+    s.write_all(&[0, 0, 0, 0]).await?;
+    s.read_exact(&mut choice).await?; // ClientInit
+    let mut init = Vec::new();
+    init.extend_from_slice(&WIDTH.to_be_bytes());
+    init.extend_from_slice(&HEIGHT.to_be_bytes());
+    init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+    init.extend_from_slice(&5u32.to_be_bytes());
+    init.extend_from_slice(b"bench");
+    s.write_all(&init).await?;
+    loop {
+        let mut kind = [0u8; 1];
+        s.read_exact(&mut kind).await?;
+        match kind[0] {
+            // FramebufferUpdateRequest: answer with a Raw rectangle of the size asked.
+            3 => {
+                let mut r = [0u8; 9];
+                s.read_exact(&mut r).await?;
+                let w = u16::from_be_bytes([r[5], r[6]]).min(WIDTH);
+                let h = u16::from_be_bytes([r[7], r[8]]).min(HEIGHT);
+                let mut head = vec![0, 0, 0, 1, 0, 0, 0, 0];
+                head.extend_from_slice(&w.to_be_bytes());
+                head.extend_from_slice(&h.to_be_bytes());
+                head.extend_from_slice(&[0, 0, 0, 0]);
+                s.write_all(&head).await?;
+                s.write_all(&frame[..usize::from(w) * usize::from(h) * BYTES_PER_PIXEL])
+                    .await?;
+            }
+            2 => {
+                let mut head = [0u8; 3];
+                s.read_exact(&mut head).await?;
+                let n = u16::from_be_bytes([head[1], head[2]]);
+                let mut skip = vec![0u8; usize::from(n) * 4];
+                s.read_exact(&mut skip).await?;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// A viewer's connection: straight to the server, or through the allocator.
+enum Link {
+    Direct(TcpStream),
+    Relayed {
+        ws: Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
+        pending: Vec<u8>,
+    },
+}
+
+impl Link {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            Link::Direct(s) => s.write_all(bytes).await.map_err(|e| e.to_string()),
+            Link::Relayed { ws, .. } => ws
+                .send(Message::Binary(bytes.to_vec().into()))
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Reads and drops `n` bytes.
+    async fn consume(&mut self, mut n: usize, buf: &mut [u8]) -> Result<(), String> {
+        match self {
+            Link::Direct(s) => {
+                while n > 0 {
+                    let take = n.min(buf.len());
+                    s.read_exact(&mut buf[..take])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    n -= take;
+                }
+                Ok(())
+            }
+            Link::Relayed { ws, pending } => loop {
+                if pending.len() >= n {
+                    pending.drain(..n);
+                    return Ok(());
+                }
+                n -= pending.len();
+                pending.clear();
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => pending.extend_from_slice(&b),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("the relay closed the stream".into()),
+                }
+            },
+        }
+    }
+
+    /// Version, security None, ClientInit, ServerInit (the synthetic server's, 5-byte name).
+    async fn handshake(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        self.consume(12, buf).await?;
+        self.send(b"RFB 003.008\n").await?;
+        self.consume(2, buf).await?;
+        self.send(&[1]).await?;
+        self.consume(4, buf).await?;
+        self.send(&[1]).await?;
+        self.consume(24 + 5, buf).await
+    }
+
+    /// One framebuffer update of `w`×`h`, requested and read in full.
+    async fn update(&mut self, w: u16, h: u16, buf: &mut [u8]) -> Result<usize, String> {
+        let mut m = vec![3, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&w.to_be_bytes());
+        m.extend_from_slice(&h.to_be_bytes());
+        self.send(&m).await?;
+        let bytes = 16 + usize::from(w) * usize::from(h) * BYTES_PER_PIXEL;
+        self.consume(bytes, buf).await?;
+        Ok(bytes)
+    }
+}
+
+async fn direct(port: u16) -> Result<Link, String> {
+    let s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    Ok(Link::Direct(s))
+}
+
+async fn relayed(addr: SocketAddr, cookie: &str) -> Result<Link, String> {
+    let mut request = format!("ws://{addr}/desktop/ws")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "cookie",
+        cookie.parse().map_err(|_| "a bad cookie".to_owned())?,
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("WebSocket: {e}"))?;
+    Ok(Link::Relayed {
+        ws: Box::new(ws),
+        pending: Vec::new(),
+    })
+}
+
+/// Claims a browser seat as participant `n`; the claim cookie.
+async fn claim(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Result<String, String> {
+    let resp = http
+        .post(format!("http://{addr}/api/request_vm"))
+        .form(&[
+            ("email", format!("desk-{n}@example.org")),
+            ("desktop", "browser".into()),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let cookie = resp
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    cookie.ok_or_else(|| format!("claim {n} answered {status} without a claim cookie"))
+}
+
+/// Throughput in MB/s of full frames for `secs`.
+async fn throughput(link: &mut Link, secs: Duration, buf: &mut [u8]) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    while t.elapsed() < secs {
+        bytes += link.update(WIDTH, HEIGHT, buf).await?;
+    }
+    Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+/// p50 and p99 of a 1×1 update's round trip, in ms.
+async fn latency(link: &mut Link, buf: &mut [u8]) -> Result<(f64, f64), String> {
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        link.update(1, 1, buf).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    Ok((at(0.5), at(0.99)))
+}
+
+/// Seconds of CPU (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |v| v as f64);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / hz
+}
+
+pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<(), String> {
+    let stop = CancellationToken::new();
+    let port = synthetic_server(stop.clone()).await?;
+    let vms = streams.max(1);
+    register(server, "desk", vms as u64, "running", 16).await?;
+    let base = format!("http://{}", server.addr);
+    let source: Arc<dyn DesktopSource> = Arc::new(Synthetic(port));
+    for n in 1..=vms {
+        let alloc = Arc::new(
+            Allocator::new(base.clone(), server.token.clone(), format!("desk-vm-{n}"))
+                .map_err(|e| e.to_string())?,
+        );
+        tokio::spawn(desktop_channel::run(alloc, source.clone(), stop.clone()));
+    }
+    let http = reqwest::Client::new();
+    let mut cookies = Vec::with_capacity(vms);
+    for n in 1..=vms {
+        cookies.push(claim(&http, server.addr, n).await?);
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+
+    let mut straight = direct(port).await?;
+    straight.handshake(&mut buf).await?;
+    // A stream opens once the VM's agent channel is up: try until it is.
+    let mut through = None;
+    for _ in 0..100 {
+        match relayed(server.addr, &cookies[0]).await {
+            Ok(mut link) => {
+                link.handshake(&mut buf).await?;
+                through = Some(link);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let mut through = through.ok_or("no relayed desktop stream opened within 10 s")?;
+
+    let direct_rate = throughput(&mut straight, secs, &mut buf).await?;
+    let relay_rate = throughput(&mut through, secs, &mut buf).await?;
+    println!(
+        "{:<28} {:>10.0} MB/s direct   {:.0} MB/s relayed   = {:.0} % of direct   ({}×{} Raw frames)",
+        "desktop relay throughput",
+        direct_rate,
+        relay_rate,
+        relay_rate / direct_rate * 100.0,
+        WIDTH,
+        HEIGHT
+    );
+    let (d50, d99) = latency(&mut straight, &mut buf).await?;
+    let (r50, r99) = latency(&mut through, &mut buf).await?;
+    println!(
+        "{:<28} p50 {d50:.3} → {r50:.3} ms   p99 {d99:.3} → {r99:.3} ms   added p99 {:.3} ms   ({ROUND_TRIPS} round trips)",
+        "desktop relay latency",
+        r99 - d99
+    );
+    drop(through);
+    drop(straight);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_mib(server.pid).0;
+    let mut idle = Vec::with_capacity(vms);
+    for cookie in &cookies {
+        let mut link = relayed(server.addr, cookie).await?;
+        link.handshake(&mut buf).await?;
+        idle.push(link);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_mib(server.pid).0;
+    let cpu_before = cpu_seconds(server.pid);
+    let t = Instant::now();
+    tokio::time::sleep(secs).await;
+    let cpu = (cpu_seconds(server.pid) - cpu_before) / t.elapsed().as_secs_f64() * 100.0;
+    println!(
+        "{:<28} {:>10} open   RSS {before:.1} → {after:.1} MiB   {:.1} KiB each   CPU {cpu:.2} % of a core while idle",
+        "idle desktop streams",
+        idle.len(),
+        (after - before) * 1024.0 / idle.len().max(1) as f64
+    );
+    drop(idle);
+    stop.cancel();
+    Ok(())
+}

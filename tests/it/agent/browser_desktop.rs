@@ -1,0 +1,471 @@
+//! The browser desktop end to end: two real X servers (Xvfb, each with its own background
+//! colour), `lablink agent` on each starting a real x11vnc for its browser seat, the
+//! allocator relaying, and headless Chromium showing each participant their own VM's
+//! desktop. The instructor's peek shows the same pixels and its input never reaches the
+//! desktop; taking control does. Needs Xvfb, x11vnc, xsetroot, xdotool and Chromium
+//! (`.ci/run` installs them).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+use super::{Gpu, LONG_POLL, Rig, Token};
+use crate::browser::{
+    Driver, browser, click, fill, require_browser, shoot, sign_in, start_driver, wait_css,
+};
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TestServer, free_port, wait_for, within};
+
+const WIDTH: u16 = 640;
+const HEIGHT: u16 = 480;
+
+fn require_tools() {
+    for tool in ["Xvfb", "x11vnc", "xsetroot", "xdotool"] {
+        let found = std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
+        });
+        assert!(
+            found,
+            "{tool} is missing (apt-get install xvfb x11vnc x11-xserver-utils xdotool)"
+        );
+    }
+}
+
+/// An Xvfb display with a solid background colour.
+struct Display {
+    xvfb: Child,
+    name: String,
+}
+
+impl Display {
+    fn start(rgb: (u8, u8, u8)) -> Display {
+        for n in 140..200 {
+            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                || Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            {
+                continue;
+            }
+            let name = format!(":{n}");
+            let mut xvfb = Command::new("Xvfb")
+                .args([&name, "-screen", "0", &format!("{WIDTH}x{HEIGHT}x24")])
+                .args(["-nolisten", "tcp"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start Xvfb");
+            // Ready when its socket exists; an exit means the number was taken meanwhile.
+            let socket = format!("/tmp/.X11-unix/X{n}");
+            let mut ready = false;
+            for _ in 0..200 {
+                if xvfb.try_wait().expect("try_wait").is_some() {
+                    break;
+                }
+                if Path::new(&socket).exists() {
+                    ready = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            if !ready {
+                let _ = xvfb.kill();
+                let _ = xvfb.wait();
+                continue;
+            }
+            let display = Display { xvfb, name };
+            let colour = format!("#{:02x}{:02x}{:02x}", rgb.0, rgb.1, rgb.2);
+            display.x(&["xsetroot", "-solid", &colour]);
+            display.x(&["xdotool", "mousemove", "5", "5"]);
+            return display;
+        }
+        panic!("no free X display number in :140..:200");
+    }
+
+    /// Runs an X client on this display, to its end.
+    fn x(&self, argv: &[&str]) -> String {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .env("DISPLAY", &self.name)
+            .output()
+            .unwrap_or_else(|e| panic!("run {argv:?}: {e}"));
+        assert!(out.status.success(), "{argv:?} failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn pointer(&self) -> (u32, u32) {
+        let shell = self.x(&["xdotool", "getmouselocation", "--shell"]);
+        let value = |key: &str| {
+            shell
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {shell:?}"))
+        };
+        (value("X="), value("Y="))
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        let _ = self.xvfb.kill();
+        let _ = self.xvfb.wait();
+    }
+}
+
+/// An RFB viewer over the relay's WebSocket, as noVNC speaks it: for the checks a
+/// browser cannot make (refusals, input from a peek).
+struct RawViewer {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    pending: Vec<u8>,
+    /// Bytes per pixel and the shifts of red, green and blue, from ServerInit.
+    format: (usize, bool, [u8; 3]),
+    size: (u16, u16),
+}
+
+/// Opens the WebSocket at `path`; the HTTP status when the handshake is refused.
+async fn open_socket(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, String)],
+) -> Result<RawViewer, u16> {
+    let mut request = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("header value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(RawViewer {
+            ws,
+            pending: Vec::new(),
+            format: (4, false, [16, 8, 0]),
+            size: (0, 0),
+        }),
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("WebSocket to {path} failed: {e}"),
+    }
+}
+
+impl RawViewer {
+    async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        while self.pending.len() < n {
+            let message = within(30, "RFB bytes from the relay", self.ws.next())
+                .await
+                .expect("the relay closed the stream")
+                .expect("a WebSocket message");
+            match message {
+                Message::Binary(b) => self.pending.extend_from_slice(&b),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+        self.pending.drain(..n).collect()
+    }
+
+    async fn send(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send to the relay");
+    }
+
+    /// Version, security None (the agent did the VNC password), ClientInit, ServerInit.
+    async fn handshake(&mut self) {
+        let version = self.read_exact(12).await;
+        assert_eq!(&version, b"RFB 003.008\n");
+        self.send(version).await;
+        let count = self.read_exact(1).await[0] as usize;
+        let types = self.read_exact(count).await;
+        assert_eq!(types, vec![1], "the viewer is offered security None only");
+        self.send(vec![1]).await;
+        assert_eq!(self.read_exact(4).await, vec![0, 0, 0, 0], "security result");
+        self.send(vec![1]).await;
+        let init = self.read_exact(24).await;
+        self.size = (
+            u16::from_be_bytes([init[0], init[1]]),
+            u16::from_be_bytes([init[2], init[3]]),
+        );
+        let pixel = &init[4..20];
+        self.format = (
+            usize::from(pixel[0] / 8),
+            pixel[2] != 0,
+            [pixel[10], pixel[11], pixel[12]],
+        );
+        let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+        self.read_exact(name_len).await;
+    }
+
+    async fn pointer(&mut self, x: u16, y: u16) {
+        let mut m = vec![5, 0];
+        m.extend_from_slice(&x.to_be_bytes());
+        m.extend_from_slice(&y.to_be_bytes());
+        self.send(m).await;
+    }
+
+    /// A full frame in Raw encoding; the colour of its centre pixel.
+    async fn frame_centre(&mut self) -> (u8, u8, u8) {
+        let (w, h) = self.size;
+        let mut m = vec![3, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&w.to_be_bytes());
+        m.extend_from_slice(&h.to_be_bytes());
+        self.send(m).await;
+        loop {
+            let kind = self.read_exact(1).await[0];
+            match kind {
+                0 => break,
+                2 => {}
+                3 => {
+                    let head = self.read_exact(7).await;
+                    let len = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+                    self.read_exact(len).await;
+                }
+                other => panic!("unexpected server message {other}"),
+            }
+        }
+        let head = self.read_exact(3).await;
+        let rects = u16::from_be_bytes([head[1], head[2]]);
+        let (bpp, big_endian, [rs, gs, bs]) = self.format;
+        let mut centre = None;
+        for _ in 0..rects {
+            let r = self.read_exact(12).await;
+            let field = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
+            let (x, y, rw, rh) = (field(0), field(2), field(4), field(6));
+            assert_eq!(&r[8..12], &[0, 0, 0, 0], "Raw encoding");
+            let data = self.read_exact(usize::from(rw) * usize::from(rh) * bpp).await;
+            let (cx, cy) = (w / 2, h / 2);
+            if (x..x + rw).contains(&cx) && (y..y + rh).contains(&cy) {
+                let at = (usize::from(cy - y) * usize::from(rw) + usize::from(cx - x)) * bpp;
+                let bytes = &data[at..at + bpp];
+                let value = if big_endian {
+                    bytes.iter().fold(0u32, |v, b| (v << 8) | u32::from(*b))
+                } else {
+                    bytes.iter().rev().fold(0u32, |v, b| (v << 8) | u32::from(*b))
+                };
+                let channel = |shift: u8| ((value >> shift) & 0xff) as u8;
+                centre = Some((channel(rs), channel(gs), channel(bs)));
+            }
+        }
+        centre.expect("the frame covers the centre")
+    }
+}
+
+fn close(a: (u8, u8, u8), b: (u8, u8, u8)) -> bool {
+    let d = |x: u8, y: u8| x.abs_diff(y) <= 8;
+    d(a.0, b.0) && d(a.1, b.1) && d(a.2, b.2)
+}
+
+/// The colour of the screenshot's pixel at the middle of the desktop area.
+async fn screen_centre(client: &fantoccini::Client) -> (u8, u8, u8) {
+    let png = client.screenshot().await.expect("screenshot");
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let channels = info.color_type.samples();
+    // Below the page's header bar, in the middle.
+    let (x, y) = (info.width as usize / 2, info.height as usize * 3 / 5);
+    let at = (y * info.width as usize + x) * channels;
+    (buf[at], buf[at + 1], buf[at + 2])
+}
+
+async fn wait_screen(client: &fantoccini::Client, want: (u8, u8, u8), what: &str) {
+    let mut last = (0, 0, 0);
+    for _ in 0..150 {
+        last = screen_centre(client).await;
+        if close(last, want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: the desktop never showed {want:?}; last {last:?}");
+}
+
+async fn claim_in_browser(client: &fantoccini::Client, base: &str, email: &str) -> String {
+    client.goto(&format!("{base}/")).await.expect("open /");
+    fill(client, "#email", email).await;
+    click(client, "form button[type=submit]").await;
+    click(client, "#open-desktop").await;
+    wait_css(client, "body[data-desktop=connected]").await;
+    wait_css(client, ".desktop-host")
+        .await
+        .text()
+        .await
+        .expect("host text")
+}
+
+fn cookie_header(cookies: &[fantoccini::cookies::Cookie<'static>]) -> String {
+    cookies
+        .iter()
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, x11vnc, xsetroot, xdotool and Chromium (.ci/run installs them)"]
+async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_peeks() {
+    require_tools();
+    require_browser();
+    let red = (204, 51, 51);
+    let green = (51, 170, 85);
+    let displays = [Display::start(red), Display::start(green)];
+    let s = TestServer::start_with(|c| {
+        c.server.long_poll_seconds = LONG_POLL;
+        c.desktop.mode = "browser".into();
+    })
+    .await;
+    let rigs = [Rig::new("desktopa"), Rig::new("desktopb")];
+    let mut agents = Vec::new();
+    for (rig, display) in rigs.iter().zip(&displays) {
+        let port = free_port().to_string();
+        agents.push(rig.agent(
+            &s.base,
+            Token::Flag(s.token()),
+            Gpu::Fake,
+            &[
+                "--vnc",
+                "x11vnc",
+                "--vnc-display",
+                &display.name,
+                "--vnc-port",
+                &port,
+            ],
+        ));
+    }
+    wait_for(60, "both VMs free", || async {
+        (s.free_count().await == 2).then_some(())
+    })
+    .await;
+    let colour_of = |host: &str| -> (u8, u8, u8) {
+        let i = rigs
+            .iter()
+            .position(|r| r.vm == host)
+            .unwrap_or_else(|| panic!("unknown VM {host}"));
+        [red, green][i]
+    };
+    let display_of = |host: &str| -> &Display {
+        &displays[rigs.iter().position(|r| r.vm == host).expect("known VM")]
+    };
+
+    let driver: Driver = start_driver().await;
+    let ada = browser(&driver, 1000, 760).await;
+    let ada_vm = claim_in_browser(&ada, &s.base, "ada@example.org").await;
+    wait_screen(&ada, colour_of(&ada_vm), "Ada's desktop").await;
+    shoot(&ada, "desktop-participant").await;
+
+    let bob = browser(&driver, 1000, 760).await;
+    let bob_vm = claim_in_browser(&bob, &s.base, "bob@example.org").await;
+    assert_ne!(ada_vm, bob_vm);
+    wait_screen(&bob, colour_of(&bob_vm), "Bob's desktop").await;
+
+    // Without a claim cookie, with a forged one, or from another site: refused.
+    assert_eq!(open_socket(s.addr(), "/desktop/ws", &[]).await.err(), Some(403));
+    let forged = format!(
+        "lablink_claim=forged.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("ada@example.org")
+    );
+    assert_eq!(
+        open_socket(s.addr(), "/desktop/ws", &[("cookie", forged)])
+            .await
+            .err(),
+        Some(403)
+    );
+    let ada_cookie = cookie_header(&ada.get_all_cookies().await.expect("cookies"));
+    assert_eq!(
+        open_socket(
+            s.addr(),
+            "/desktop/ws",
+            &[
+                ("cookie", ada_cookie.clone()),
+                ("origin", "http://evil.example".into())
+            ]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+    // Ada's cookie reaches Ada's desktop only.
+    let mut own = open_socket(s.addr(), "/desktop/ws", &[("cookie", ada_cookie)])
+        .await
+        .unwrap_or_else(|status| panic!("Ada's own desktop refused: {status}"));
+    own.handshake().await;
+    assert!(close(own.frame_centre().await, colour_of(&ada_vm)));
+    drop(own);
+
+    // The instructor's peek: the same pixels, and the participant is told.
+    let admin = browser(&driver, 1000, 760).await;
+    sign_in(&admin, &s.base, ADMIN_PASSWORD).await;
+    admin
+        .goto(&s.url(&format!("/admin/desktop/{ada_vm}")))
+        .await
+        .expect("open the peek");
+    wait_css(&admin, "body[data-desktop=connected]").await;
+    wait_screen(&admin, colour_of(&ada_vm), "the instructor's peek").await;
+    shoot(&admin, "desktop-peek").await;
+    wait_css(&ada, "#desktop-notice:not([hidden])").await;
+    shoot(&ada, "desktop-participant-watched").await;
+
+    // A peek's input never reaches the desktop; taking control's does.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_USER}:{ADMIN_PASSWORD}"))
+    );
+    let display = display_of(&ada_vm);
+    assert_eq!(display.pointer(), (5, 5));
+    let peek_path = format!("/admin/desktop/{ada_vm}/ws");
+    let mut peek = open_socket(s.addr(), &peek_path, &[("authorization", basic.clone())])
+        .await
+        .unwrap_or_else(|status| panic!("peek refused: {status}"));
+    peek.handshake().await;
+    peek.pointer(50, 60).await;
+    // The server answers requests in order: three full frames after the pointer event,
+    // it would long have moved the pointer.
+    for _ in 0..3 {
+        peek.frame_centre().await;
+    }
+    assert_eq!(display.pointer(), (5, 5), "a peek moved the pointer");
+    let control_path = format!("/admin/desktop/{ada_vm}/ws?control=1");
+    let mut control = open_socket(s.addr(), &control_path, &[("authorization", basic)])
+        .await
+        .unwrap_or_else(|status| panic!("control refused: {status}"));
+    control.handshake().await;
+    control.pointer(50, 60).await;
+    control.frame_centre().await;
+    wait_for(10, "the instructor's pointer on the desktop", || async {
+        (display.pointer() == (50, 60)).then_some(())
+    })
+    .await;
+
+    // Both views are in the audit log.
+    let audit = s.get("/admin/audit", crate::helpers::Auth::admin()).await;
+    let page = audit.text;
+    assert!(page.contains("desktop_peek"), "{page}");
+    assert!(page.contains("desktop_control"), "{page}");
+
+    drop(peek);
+    drop(control);
+    // Releasing Ada's seat ends her stream; her page goes to the seat page, which says so.
+    let released = s
+        .client
+        .post(s.url(&format!("/api/vms/{ada_vm}/release")))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(released.status(), 200);
+    wait_css(&ada, "#seat[data-state=released]").await;
+    shoot(&ada, "desktop-released").await;
+    let _ = admin.close().await;
+    let _ = bob.close().await;
+    let _ = ada.close().await;
+    for mut agent in agents {
+        agent.stop(30).await;
+    }
+}
