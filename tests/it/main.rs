@@ -5,6 +5,7 @@ mod access;
 mod agent;
 mod agent_api;
 mod architecture;
+mod assets;
 mod backup;
 mod bad_input;
 mod bench;
