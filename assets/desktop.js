@@ -60,9 +60,16 @@ function start(RFB) {
       show("connected", "Connected");
       client.focus({ preventScroll: true });
     });
-    client.addEventListener("disconnect", () => {
+    client.addEventListener("disconnect", async () => {
       rfb = null;
-      if (!stopped) retry();
+      if (stopped) return;
+      if (await seatGone()) {
+        stopped = true;
+        show("disconnected", "Your seat changed — opening your seat's page…");
+        location.assign("/my-vm");
+        return;
+      }
+      retry();
     });
     // The desktop's security type is None: a request for credentials means something is
     // wrong on the VM, and asking the participant for a password would not fix it.
@@ -102,10 +109,35 @@ function start(RFB) {
     tick();
   }
 
+  // The participant's page: is their seat still theirs? After a lost connection the seat
+  // page says what happened (released, moved, VM unresponsive) and offers what to do.
+  async function seatGone() {
+    if (!screen.dataset.events) return false;
+    try {
+      const answer = await fetch("/api/my-vm", { credentials: "same-origin" });
+      if (!answer.ok) return false;
+      const seat = await answer.json();
+      return seat.state !== "ready" && seat.state !== "rebooting";
+    } catch {
+      return false;
+    }
+  }
+
   // Back on the network: no reason to sit out the rest of the wait.
   window.addEventListener("online", () => {
     if (timer !== null) connect();
   });
 
+  watchNotice();
   connect();
+}
+
+// The participant sees when the instructor is viewing their screen (`viewing` events).
+function watchNotice() {
+  const notice = document.getElementById("desktop-notice");
+  if (!notice || !screen.dataset.events) return;
+  const events = new EventSource(screen.dataset.events);
+  events.addEventListener("viewing", (event) => {
+    notice.hidden = event.data !== "true";
+  });
 }

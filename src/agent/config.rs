@@ -57,16 +57,17 @@ pub struct AgentArgs {
     #[arg(long, value_enum, default_value_t = DesktopKind::ChromeRemoteDesktop)]
     pub desktop: DesktopKind,
     /// The VNC server of browser seats (`desktop.mode: browser` on the allocator):
-    /// `x11vnc` attaches to the display the desktop runs on, `xvnc` (TigerVNC) is a
-    /// virtual display of its own, `off` serves no browser desktop. Started only for a
-    /// browser seat, bound to loopback, with a fresh password per participant.
-    #[arg(long, value_enum, env = "LABLINK_VNC", default_value_t = VncKind::X11vnc)]
+    /// `xvnc` (TigerVNC) is a display of its own with the `--vnc-session` desktop on it,
+    /// `x11vnc` attaches to a display a desktop already runs on, `off` serves no browser
+    /// desktop. Started only for a browser seat, bound to loopback, with a fresh password
+    /// per participant.
+    #[arg(long, value_enum, env = "LABLINK_VNC", default_value_t = VncKind::Xvnc)]
     pub vnc: VncKind,
     /// The VNC server program (default: `x11vnc` or `Xvnc` on PATH).
     #[arg(long, env = "LABLINK_VNC_PROGRAM")]
     pub vnc_program: Option<PathBuf>,
-    /// The X display: the one x11vnc attaches to, or the one Xvnc creates.
-    #[arg(long, env = "LABLINK_VNC_DISPLAY", default_value = ":0")]
+    /// The X display: the one Xvnc creates, or the one x11vnc attaches to.
+    #[arg(long, env = "LABLINK_VNC_DISPLAY", default_value = ":1")]
     pub vnc_display: String,
     /// Loopback port of the VNC server.
     #[arg(long, env = "LABLINK_VNC_PORT", default_value_t = 5900, value_parser = clap::value_parser!(u16).range(1..))]

@@ -217,10 +217,7 @@ impl VncServer {
         if let Some(user) = &self.user {
             for path in [dir.as_path(), file.as_path()] {
                 user.own(path).map_err(|e| {
-                    format!(
-                        "cannot give {} to the desktop user: {e}",
-                        path.display()
-                    )
+                    format!("cannot give {} to the desktop user: {e}", path.display())
                 })?;
             }
         }

@@ -47,7 +47,8 @@ async fn synthetic_server(stop: CancellationToken) -> Result<u16, String> {
         .await
         .map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let frame: Arc<[u8]> = vec![0x5a; usize::from(WIDTH) * usize::from(HEIGHT) * BYTES_PER_PIXEL].into();
+    let frame: Arc<[u8]> =
+        vec![0x5a; usize::from(WIDTH) * usize::from(HEIGHT) * BYTES_PER_PIXEL].into();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -258,7 +259,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()

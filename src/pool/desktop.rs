@@ -313,7 +313,7 @@ impl Desktops {
     fn answer(&self, host: &str, id: &str, answer: Result<Tunnel, String>) -> bool {
         let pending = {
             let mut inner = self.lock();
-            if !inner.pending.get(id).is_some_and(|p| p.host == host) {
+            if inner.pending.get(id).is_none_or(|p| p.host != host) {
                 return false;
             }
             inner.pending.remove(id)

@@ -74,6 +74,9 @@ async fn every_bench_phase_runs_and_reports() {
         line("desktop relay throughput").contains("% of direct"),
         "{stdout}"
     );
-    assert!(line("desktop relay latency").contains("added p99"), "{stdout}");
+    assert!(
+        line("desktop relay latency").contains("added p99"),
+        "{stdout}"
+    );
     assert!(line("idle desktop streams").contains("5 open"), "{stdout}");
 }

@@ -1,12 +1,13 @@
-//! The browser desktop end to end: two real X servers (Xvfb, each with its own background
-//! colour), `lablink agent` on each starting a real x11vnc for its browser seat, the
-//! allocator relaying, and headless Chromium showing each participant their own VM's
-//! desktop. The instructor's peek shows the same pixels and its input never reaches the
-//! desktop; taking control does. Needs Xvfb, x11vnc, xsetroot, xdotool and Chromium
-//! (`.ci/run` installs them).
+//! The browser desktop end to end: `lablink agent` on two VMs, each starting a real X and
+//! VNC server (TigerVNC's Xvnc) for its browser seat, painted a colour of its own; the
+//! allocator relaying; headless Chromium showing each participant their own VM's desktop.
+//! The instructor's peek shows the same pixels and its input never reaches the desktop;
+//! taking control does. Needs Xvnc, xsetroot, xdotool and Chromium (`.ci/run` installs
+//! them).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -19,69 +20,51 @@ use crate::browser::{
 };
 use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TestServer, free_port, wait_for, within};
 
-const WIDTH: u16 = 640;
-const HEIGHT: u16 = 480;
-
 fn require_tools() {
-    for tool in ["Xvfb", "x11vnc", "xsetroot", "xdotool"] {
-        let found = std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-        });
+    for tool in ["Xvnc", "xsetroot", "xdotool"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
         assert!(
             found,
-            "{tool} is missing (apt-get install xvfb x11vnc x11-xserver-utils xdotool)"
+            "{tool} is missing (apt-get install tigervnc-standalone-server x11-xserver-utils xdotool)"
         );
     }
 }
 
-/// An Xvfb display with a solid background colour.
+/// An X display the agent's Xvnc creates for a browser seat.
 struct Display {
-    xvfb: Child,
+    number: u32,
     name: String,
 }
 
 impl Display {
-    fn start(rgb: (u8, u8, u8)) -> Display {
-        for n in 140..200 {
-            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                || Path::new(&format!("/tmp/.X{n}-lock")).exists()
+    /// A display number no X server uses (nor one reserved earlier in this run).
+    fn free() -> Display {
+        static NEXT: AtomicU32 = AtomicU32::new(140);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            assert!(n < 400, "no free X display number");
+            if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
             {
-                continue;
+                return Display {
+                    number: n,
+                    name: format!(":{n}"),
+                };
             }
-            let name = format!(":{n}");
-            let mut xvfb = Command::new("Xvfb")
-                .args([&name, "-screen", "0", &format!("{WIDTH}x{HEIGHT}x24")])
-                .args(["-nolisten", "tcp"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start Xvfb");
-            // Ready when its socket exists; an exit means the number was taken meanwhile.
-            let socket = format!("/tmp/.X11-unix/X{n}");
-            let mut ready = false;
-            for _ in 0..200 {
-                if xvfb.try_wait().expect("try_wait").is_some() {
-                    break;
-                }
-                if Path::new(&socket).exists() {
-                    ready = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            if !ready {
-                let _ = xvfb.kill();
-                let _ = xvfb.wait();
-                continue;
-            }
-            let display = Display { xvfb, name };
-            let colour = format!("#{:02x}{:02x}{:02x}", rgb.0, rgb.1, rgb.2);
-            display.x(&["xsetroot", "-solid", &colour]);
-            display.x(&["xdotool", "mousemove", "5", "5"]);
-            return display;
         }
-        panic!("no free X display number in :140..:200");
+    }
+
+    /// Once the agent's Xvnc is up: a solid background and the pointer in a corner.
+    async fn paint(&self, rgb: (u8, u8, u8)) {
+        let socket = format!("/tmp/.X11-unix/X{}", self.number);
+        wait_for(60, &format!("Xvnc on {}", self.name), || async {
+            Path::new(&socket).exists().then_some(())
+        })
+        .await;
+        let colour = format!("#{:02x}{:02x}{:02x}", rgb.0, rgb.1, rgb.2);
+        self.x(&["xsetroot", "-solid", &colour]);
+        self.x(&["xdotool", "mousemove", "5", "5"]);
     }
 
     /// Runs an X client on this display, to its end.
@@ -108,17 +91,12 @@ impl Display {
     }
 }
 
-impl Drop for Display {
-    fn drop(&mut self) {
-        let _ = self.xvfb.kill();
-        let _ = self.xvfb.wait();
-    }
-}
-
 /// An RFB viewer over the relay's WebSocket, as noVNC speaks it: for the checks a
 /// browser cannot make (refusals, input from a peek).
 struct RawViewer {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     pending: Vec<u8>,
     /// Bytes per pixel and the shifts of red, green and blue, from ServerInit.
     format: (usize, bool, [u8; 3]),
@@ -126,11 +104,7 @@ struct RawViewer {
 }
 
 /// Opens the WebSocket at `path`; the HTTP status when the handshake is refused.
-async fn open_socket(
-    addr: &str,
-    path: &str,
-    headers: &[(&str, String)],
-) -> Result<RawViewer, u16> {
+async fn open_socket(addr: &str, path: &str, headers: &[(&str, String)]) -> Result<RawViewer, u16> {
     let mut request = format!("ws://{addr}{path}")
         .into_client_request()
         .expect("request");
@@ -184,7 +158,11 @@ impl RawViewer {
         let types = self.read_exact(count).await;
         assert_eq!(types, vec![1], "the viewer is offered security None only");
         self.send(vec![1]).await;
-        assert_eq!(self.read_exact(4).await, vec![0, 0, 0, 0], "security result");
+        assert_eq!(
+            self.read_exact(4).await,
+            vec![0, 0, 0, 0],
+            "security result"
+        );
         self.send(vec![1]).await;
         let init = self.read_exact(24).await;
         self.size = (
@@ -237,7 +215,9 @@ impl RawViewer {
             let field = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
             let (x, y, rw, rh) = (field(0), field(2), field(4), field(6));
             assert_eq!(&r[8..12], &[0, 0, 0, 0], "Raw encoding");
-            let data = self.read_exact(usize::from(rw) * usize::from(rh) * bpp).await;
+            let data = self
+                .read_exact(usize::from(rw) * usize::from(rh) * bpp)
+                .await;
             let (cx, cy) = (w / 2, h / 2);
             if (x..x + rw).contains(&cx) && (y..y + rh).contains(&cy) {
                 let at = (usize::from(cy - y) * usize::from(rw) + usize::from(cx - x)) * bpp;
@@ -245,7 +225,10 @@ impl RawViewer {
                 let value = if big_endian {
                     bytes.iter().fold(0u32, |v, b| (v << 8) | u32::from(*b))
                 } else {
-                    bytes.iter().rev().fold(0u32, |v, b| (v << 8) | u32::from(*b))
+                    bytes
+                        .iter()
+                        .rev()
+                        .fold(0u32, |v, b| (v << 8) | u32::from(*b))
                 };
                 let channel = |shift: u8| ((value >> shift) & 0xff) as u8;
                 centre = Some((channel(rs), channel(gs), channel(bs)));
@@ -308,13 +291,13 @@ fn cookie_header(cookies: &[fantoccini::cookies::Cookie<'static>]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, x11vnc, xsetroot, xdotool and Chromium (.ci/run installs them)"]
+#[ignore = "needs Xvnc, xsetroot, xdotool and Chromium (.ci/run installs them)"]
 async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_peeks() {
     require_tools();
     require_browser();
     let red = (204, 51, 51);
     let green = (51, 170, 85);
-    let displays = [Display::start(red), Display::start(green)];
+    let displays = [Display::free(), Display::free()];
     let s = TestServer::start_with(|c| {
         c.server.long_poll_seconds = LONG_POLL;
         c.desktop.mode = "browser".into();
@@ -330,7 +313,7 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
             Gpu::Fake,
             &[
                 "--vnc",
-                "x11vnc",
+                "xvnc",
                 "--vnc-display",
                 &display.name,
                 "--vnc-port",
@@ -352,20 +335,28 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
     let display_of = |host: &str| -> &Display {
         &displays[rigs.iter().position(|r| r.vm == host).expect("known VM")]
     };
+    let colour_and_display = async |host: &str| {
+        display_of(host).paint(colour_of(host)).await;
+    };
 
     let driver: Driver = start_driver().await;
     let ada = browser(&driver, 1000, 760).await;
     let ada_vm = claim_in_browser(&ada, &s.base, "ada@example.org").await;
+    colour_and_display(&ada_vm).await;
     wait_screen(&ada, colour_of(&ada_vm), "Ada's desktop").await;
     shoot(&ada, "desktop-participant").await;
 
     let bob = browser(&driver, 1000, 760).await;
     let bob_vm = claim_in_browser(&bob, &s.base, "bob@example.org").await;
     assert_ne!(ada_vm, bob_vm);
+    colour_and_display(&bob_vm).await;
     wait_screen(&bob, colour_of(&bob_vm), "Bob's desktop").await;
 
     // Without a claim cookie, with a forged one, or from another site: refused.
-    assert_eq!(open_socket(s.addr(), "/desktop/ws", &[]).await.err(), Some(403));
+    assert_eq!(
+        open_socket(s.addr(), "/desktop/ws", &[]).await.err(),
+        Some(403)
+    );
     let forged = format!(
         "lablink_claim=forged.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("ada@example.org")
