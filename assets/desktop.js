@@ -35,6 +35,7 @@ function start(RFB) {
   let delay = FIRST_DELAY_S;
   let stopped = false;
   let everConnected = false;
+  let connects = 0; // completed connections on this page (data-connects: tests wait on it)
 
   function connect() {
     if (rfb || stopped) return;
@@ -56,6 +57,8 @@ function start(RFB) {
     client.focusOnClick = true;
     client.addEventListener("connect", () => {
       everConnected = true;
+      connects += 1;
+      document.body.dataset.connects = String(connects);
       delay = FIRST_DELAY_S;
       show("connected", "Connected");
       client.focus({ preventScroll: true });

@@ -298,7 +298,7 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
     let red = (204, 51, 51);
     let green = (51, 170, 85);
     let displays = [Display::free(), Display::free()];
-    let s = TestServer::start_with(|c| {
+    let mut s = TestServer::start_with(|c| {
         c.server.long_poll_seconds = LONG_POLL;
         c.desktop.mode = "browser".into();
     })
@@ -441,6 +441,26 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
 
     drop(peek);
     drop(control);
+    let _ = admin.close().await;
+
+    // A reload, and an allocator restart: Ada's desktop comes back by itself (her page
+    // reconnects, and so does her VM's agent).
+    ada.refresh().await.expect("reload");
+    wait_css(&ada, "body[data-desktop=connected][data-connects='1']").await;
+    wait_screen(&ada, colour_of(&ada_vm), "Ada's desktop after a reload").await;
+    s = s
+        .restart_on_same_port(|c| {
+            c.server.long_poll_seconds = LONG_POLL;
+            c.desktop.mode = "browser".into();
+        })
+        .await;
+    // Connected a second time since the reload: after the restart.
+    wait_css(&ada, "body[data-desktop=connected][data-connects='2']").await;
+    agents[rigs.iter().position(|r| r.vm == ada_vm).expect("Ada's VM")]
+        .wait_log(60, &["desktop channel open"], 2)
+        .await;
+    wait_screen(&ada, colour_of(&ada_vm), "Ada's desktop after the allocator restarted").await;
+
     // Releasing Ada's seat ends her stream; her page goes to the seat page, which says so.
     let released = s
         .client
@@ -453,7 +473,6 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
     assert_eq!(released.status(), 200);
     wait_css(&ada, "#seat[data-state=released]").await;
     shoot(&ada, "desktop-released").await;
-    let _ = admin.close().await;
     let _ = bob.close().await;
     let _ = ada.close().await;
     for mut agent in agents {
