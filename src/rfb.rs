@@ -7,6 +7,7 @@
 //! The handshakes do not time out on their own; callers bound them.
 
 use std::fmt;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use des::Des;
@@ -199,7 +200,7 @@ async fn read_exact<R: AsyncRead + Unpin>(
 ) -> Result<(), RfbError> {
     match from.read_exact(buf).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(RfbError::Closed(peer)),
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(RfbError::Closed(peer)),
         Err(e) => Err(e.into()),
     }
 }
@@ -284,19 +285,18 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     // Before 3.8 there is no result after None, and no reason after a failure.
-    if security == SECURITY_VNC_AUTH || version == Version::V3_8 {
-        if read_u32(server, Peer::Server).await? != 0 {
-            let reason = if version == Version::V3_8 {
-                read_reason(server).await?
-            } else {
-                String::new()
-            };
-            return Err(if security == SECURITY_VNC_AUTH {
-                RfbError::PasswordRefused(reason)
-            } else {
-                RfbError::ServerRefused(reason)
-            });
-        }
+    let has_result = security == SECURITY_VNC_AUTH || version == Version::V3_8;
+    if has_result && read_u32(server, Peer::Server).await? != 0 {
+        let reason = if version == Version::V3_8 {
+            read_reason(server).await?
+        } else {
+            String::new()
+        };
+        return Err(if security == SECURITY_VNC_AUTH {
+            RfbError::PasswordRefused(reason)
+        } else {
+            RfbError::ServerRefused(reason)
+        });
     }
     Ok(())
 }
@@ -304,7 +304,8 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 /// After `authenticate`: serves the viewer's handshake (RFB 3.7 or 3.8, security type None
 /// only), passes its ClientInit on to `server` with the shared flag always set (so another
 /// viewer never disconnects the participant's), then relays both ways until either side
-/// closes. With `view_only`, the viewer's input messages are dropped (see `ViewOnly`).
+/// closes. With `view_only`, what the viewer sends to change the desktop (keys, pointer,
+/// clipboard, resizes, xvp power actions) is dropped; see `frame`.
 pub async fn serve<V, S>(mut viewer: V, mut server: S, view_only: bool) -> Result<(), RfbError>
 where
     V: AsyncRead + AsyncWrite + Unpin,
@@ -369,9 +370,21 @@ where
         server_out.shutdown().await?;
         Ok(())
     };
-    tokio::select! {
+    let done = tokio::select! {
         done = down => done,
         done = up => done,
+    };
+    // A side that went away mid-write has closed, as much as one that sent EOF.
+    match done {
+        Err(RfbError::Io(e))
+            if matches!(
+                e.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ) =>
+        {
+            Ok(())
+        }
+        done => done,
     }
 }
 
@@ -824,6 +837,27 @@ mod tests {
             let mut rest = Vec::new();
             server.read_to_end(&mut rest).await.expect("closed");
             assert!(rest.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_viewer_leaving_mid_update_ends_the_session_cleanly() {
+        // The relay sees the viewer's EOF or a broken pipe first, by chance: often enough
+        // that both are seen.
+        for _ in 0..20 {
+            let (mut viewer, mut server, relay) = start_serve(true, 64);
+            viewer_handshake(&mut viewer, 8).await;
+            let mut init = [0];
+            server.read_exact(&mut init).await.expect("ClientInit");
+            let updates = tokio::spawn(async move {
+                let screen = [7; 1024];
+                while server.write_all(&screen).await.is_ok() {}
+            });
+            let mut some = [0; 100];
+            viewer.read_exact(&mut some).await.expect("update");
+            drop(viewer);
+            relay.await.expect("join").expect("a clean end");
+            updates.await.expect("server");
         }
     }
 

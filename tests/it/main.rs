@@ -25,6 +25,7 @@ mod packaging;
 mod participant_data;
 mod provision;
 mod rehearse;
+mod rfb;
 mod schedule;
 mod seats;
 mod secrets;
