@@ -25,6 +25,7 @@ pub mod process;
 pub mod provision;
 pub mod recurrence;
 pub mod rehearse;
+pub mod rfb;
 pub mod secret_file;
 pub mod server;
 pub mod shared_token;

@@ -21,13 +21,19 @@ pub struct WriteError {
 
 /// Writes `contents` and a newline to `path`, readable and writable by the owner only.
 pub fn write(path: &Path, contents: &str) -> Result<(), WriteError> {
+    write_bytes(path, format!("{contents}\n").as_bytes())
+}
+
+/// Writes exactly `contents` (no newline added) to `path`, readable and writable by the
+/// owner only: for binary formats such as a VNC password file.
+pub fn write_bytes(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     replace(path, contents).map_err(|source| WriteError {
         path: path.to_owned(),
         source,
     })
 }
 
-fn replace(path: &Path, contents: &str) -> std::io::Result<()> {
+fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     // Unique per writer: this process's id and a counter only it advances.
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let Some(name) = path.file_name() else {
@@ -52,8 +58,7 @@ fn replace(path: &Path, contents: &str) -> std::io::Result<()> {
             .create_new(true)
             .mode(0o600)
             .open(&temp)?;
-        file.write_all(contents.as_bytes())?;
-        file.write_all(b"\n")?;
+        file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)
     })();
@@ -139,6 +144,15 @@ mod tests {
                 );
             }
         });
+    }
+
+    #[test]
+    fn bytes_are_written_as_they_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("passwd");
+        write_bytes(&path, &[0, 0xff, b'\n', 7]).expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), [0, 0xff, b'\n', 7]);
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

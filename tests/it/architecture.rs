@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "exit",
             "assets",
             "systemd",
+            "rfb",
         ],
     ),
     (

@@ -26,6 +26,7 @@ mod packaging;
 mod participant_data;
 mod provision;
 mod rehearse;
+mod rfb;
 mod schedule;
 mod seats;
 mod secrets;
