@@ -39,6 +39,8 @@ const EXTENDED_MOUSE_BUTTONS: i32 = -316;
 /// The buffer of the view-only direction; it must hold the longest message the filter
 /// reads whole (a SetEncodings of MAX_ENCODINGS) with room to spare for reading.
 const FILTER_BUF: usize = 8 * 1024;
+/// What one read from the VNC server may take, on its way to the viewer.
+const SERVER_READ_BUF: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -357,7 +359,10 @@ where
     let (mut viewer_in, mut viewer_out) = tokio::io::split(viewer);
     let (mut server_in, mut server_out) = tokio::io::split(server);
     let down = async {
-        tokio::io::copy(&mut server_in, &mut viewer_out).await?;
+        // Framebuffer updates are the bulk of the traffic: fewer, larger writes than
+        // `copy`'s 8 KiB.
+        let mut server_in = tokio::io::BufReader::with_capacity(SERVER_READ_BUF, &mut server_in);
+        tokio::io::copy_buf(&mut server_in, &mut viewer_out).await?;
         viewer_out.shutdown().await?;
         Ok::<_, RfbError>(())
     };

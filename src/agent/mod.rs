@@ -193,7 +193,7 @@ async fn agent(
         vm_name: vm_name.clone(),
         simulated: args.desktop == config::DesktopKind::Simulated,
         user: desktop_user.clone(),
-        vnc,
+        vnc: vnc.clone(),
     };
     let setup = setup::Setup {
         repository: args.tutorial_repo.clone(),
@@ -265,6 +265,8 @@ async fn agent(
         }
     }
     drain(&mut tasks).await;
+    // Its X server cleans up after itself (its socket and lock) when stopped in order.
+    vnc.stop().await;
     exit
 }
 

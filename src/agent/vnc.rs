@@ -17,6 +17,8 @@ use crate::process::{self, Limits, Outcome, Stream};
 
 /// Longest wait for a started VNC server to accept connections.
 const READY_WAIT: Duration = Duration::from_secs(20);
+/// The screen of an Xvnc display (participants' windows scale it to theirs).
+pub const XVNC_SIZE: (u16, u16) = (1600, 900);
 /// Lines of the server's output kept to explain a failed start.
 const KEPT_LINES: usize = 8;
 
@@ -96,6 +98,7 @@ impl VncServer {
 
     fn arguments(&self, password_file: &str) -> Vec<String> {
         let port = self.port.to_string();
+        let geometry = format!("{}x{}", XVNC_SIZE.0, XVNC_SIZE.1);
         let args: &[&str] = match self.kind {
             VncKind::X11vnc => &[
                 "-display",
@@ -120,7 +123,7 @@ impl VncServer {
                 "VncAuth",
                 "-AlwaysShared",
                 "-geometry",
-                "1600x900",
+                &geometry,
                 "-depth",
                 "24",
             ],

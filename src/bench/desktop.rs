@@ -21,13 +21,16 @@ use tokio_util::sync::CancellationToken;
 use super::{Server, register, rss_mib};
 use crate::agent::api::Allocator;
 use crate::agent::desktop_channel::{self, DesktopSource};
-use crate::agent::vnc::Endpoint;
+use crate::agent::vnc::{Endpoint, VncKind, VncServer, XVNC_SIZE};
 
 /// The synthetic desktop's size (a full-HD screen, 32 bits per pixel).
 const WIDTH: u16 = 1920;
 const HEIGHT: u16 = 1080;
 const BYTES_PER_PIXEL: usize = 4;
 const ROUND_TRIPS: usize = 2_000;
+const RAW: i32 = 0;
+/// What a browser viewer gets from a busy screen: zlib-compressed tiles.
+const ZRLE: i32 = 16;
 
 /// The synthetic server, for the in-process agents.
 struct Synthetic(u16);
@@ -160,25 +163,88 @@ impl Link {
         }
     }
 
-    /// Version, security None, ClientInit, ServerInit (the synthetic server's, 5-byte name).
-    async fn handshake(&mut self, buf: &mut [u8]) -> Result<(), String> {
-        self.consume(12, buf).await?;
-        self.send(b"RFB 003.008\n").await?;
-        self.consume(2, buf).await?;
-        self.send(&[1]).await?;
-        self.consume(4, buf).await?;
-        self.send(&[1]).await?;
-        self.consume(24 + 5, buf).await
+    /// `n` bytes (a few: headers).
+    async fn read(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        match self {
+            Link::Direct(s) => {
+                let mut bytes = vec![0u8; n];
+                s.read_exact(&mut bytes).await.map_err(|e| e.to_string())?;
+                Ok(bytes)
+            }
+            Link::Relayed { ws, pending } => {
+                while pending.len() < n {
+                    match ws.next().await {
+                        Some(Ok(Message::Binary(b))) => pending.extend_from_slice(&b),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(e.to_string()),
+                        None => return Err("the relay closed the stream".into()),
+                    }
+                }
+                Ok(pending.drain(..n).collect())
+            }
+        }
     }
 
-    /// One framebuffer update of `w`×`h`, requested and read in full.
+    /// Version and security None (what the agent offers viewers, and the synthetic
+    /// server), then the init messages.
+    async fn handshake(&mut self) -> Result<(), String> {
+        self.read(12).await?;
+        self.send(b"RFB 003.008\n").await?;
+        self.read(2).await?;
+        self.send(&[1]).await?;
+        self.read(4).await?;
+        self.init().await
+    }
+
+    /// ClientInit (shared), and ServerInit read past its name.
+    async fn init(&mut self) -> Result<(), String> {
+        self.send(&[1]).await?;
+        let init = self.read(24).await?;
+        let name = u32::from_be_bytes([init[20], init[21], init[22], init[23]]);
+        self.read(name as usize).await?;
+        Ok(())
+    }
+
+    /// Asks for `encoding` (Raw is what a viewer gets when it names none).
+    async fn encoding(&mut self, encoding: i32) -> Result<(), String> {
+        let mut m = vec![2, 0, 0, 1];
+        m.extend_from_slice(&encoding.to_be_bytes());
+        self.send(&m).await
+    }
+
+    /// One framebuffer update of `w`×`h` (Raw or ZRLE rectangles), requested and read in
+    /// full; its size in bytes.
     async fn update(&mut self, w: u16, h: u16, buf: &mut [u8]) -> Result<usize, String> {
         let mut m = vec![3, 0, 0, 0, 0, 0];
         m.extend_from_slice(&w.to_be_bytes());
         m.extend_from_slice(&h.to_be_bytes());
         self.send(&m).await?;
-        let bytes = 16 + usize::from(w) * usize::from(h) * BYTES_PER_PIXEL;
-        self.consume(bytes, buf).await?;
+        let head = self.read(4).await?;
+        if head[0] != 0 {
+            return Err(format!("server message {} instead of an update", head[0]));
+        }
+        let mut bytes = 4;
+        for _ in 0..u16::from_be_bytes([head[2], head[3]]) {
+            let rect = self.read(12).await?;
+            let (rw, rh) = (
+                u16::from_be_bytes([rect[4], rect[5]]),
+                u16::from_be_bytes([rect[6], rect[7]]),
+            );
+            let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
+            let data = match encoding {
+                RAW => usize::from(rw) * usize::from(rh) * BYTES_PER_PIXEL,
+                ZRLE => {
+                    let len = self.read(4).await?;
+                    bytes += 4;
+                    u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize
+                }
+                // DesktopSize and friends carry no pixels.
+                e if e < 0 => 0,
+                e => return Err(format!("encoding {e} was not asked for")),
+            };
+            self.consume(data, buf).await?;
+            bytes += 12 + data;
+        }
         Ok(bytes)
     }
 }
@@ -230,11 +296,16 @@ async fn claim(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Result<Str
 }
 
 /// Throughput in MB/s of full frames for `secs`.
-async fn throughput(link: &mut Link, secs: Duration, buf: &mut [u8]) -> Result<f64, String> {
+async fn throughput(
+    link: &mut Link,
+    (w, h): (u16, u16),
+    secs: Duration,
+    buf: &mut [u8],
+) -> Result<f64, String> {
     let t = Instant::now();
     let mut bytes = 0usize;
     while t.elapsed() < secs {
-        bytes += link.update(WIDTH, HEIGHT, buf).await?;
+        bytes += link.update(w, h, buf).await?;
     }
     Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
 }
@@ -273,71 +344,109 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// Opens a relayed stream for `cookie`'s seat, trying until its VM's agent channel is up.
+async fn relayed_when_ready(addr: SocketAddr, cookie: &str) -> Result<Link, String> {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match relayed(addr, cookie).await {
+            Ok(mut link) => {
+                link.handshake().await?;
+                return Ok(link);
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "no relayed desktop stream opened within 10 s: {last}"
+    ))
+}
+
+/// Full frames per second and small round trips, straight and through the relay.
+async fn compare(
+    what: &str,
+    straight: &mut Link,
+    through: &mut Link,
+    (w, h): (u16, u16),
+    secs: Duration,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let direct_rate = throughput(straight, (w, h), secs, &mut buf).await?;
+    let relay_rate = throughput(through, (w, h), secs, &mut buf).await?;
+    println!(
+        "{:<28} {:>10.0} MB/s direct   {:.0} MB/s relayed   = {:.0} % of direct   ({what}, {w}×{h} frames)",
+        "desktop relay throughput",
+        direct_rate,
+        relay_rate,
+        relay_rate / direct_rate * 100.0,
+    );
+    let (d50, d99) = latency(straight, &mut buf).await?;
+    let (r50, r99) = latency(through, &mut buf).await?;
+    println!(
+        "{:<28} p50 {d50:.3} → {r50:.3} ms   p99 {d99:.3} → {r99:.3} ms   added p99 {:.3} ms   ({what}, {ROUND_TRIPS} round trips)",
+        "desktop relay latency",
+        r99 - d99
+    );
+    Ok(())
+}
+
+/// Starts one in-process agent desktop channel per VM name, all serving `source`.
+fn agents(
+    server: &Server,
+    names: impl Iterator<Item = String>,
+    source: &Arc<dyn DesktopSource>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let base = format!("http://{}", server.addr);
+    for name in names {
+        let alloc = Arc::new(
+            Allocator::new(base.clone(), server.token.clone(), name).map_err(|e| e.to_string())?,
+        );
+        tokio::spawn(desktop_channel::run(alloc, source.clone(), stop.clone()));
+    }
+    Ok(())
+}
+
 pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<(), String> {
     let stop = CancellationToken::new();
     let port = synthetic_server(stop.clone()).await?;
     let vms = streams.max(1);
     register(server, "desk", vms as u64, "running", 16).await?;
-    let base = format!("http://{}", server.addr);
     let source: Arc<dyn DesktopSource> = Arc::new(Synthetic(port));
-    for n in 1..=vms {
-        let alloc = Arc::new(
-            Allocator::new(base.clone(), server.token.clone(), format!("desk-vm-{n}"))
-                .map_err(|e| e.to_string())?,
-        );
-        tokio::spawn(desktop_channel::run(alloc, source.clone(), stop.clone()));
-    }
+    agents(
+        server,
+        (1..=vms).map(|n| format!("desk-vm-{n}")),
+        &source,
+        &stop,
+    )?;
     let http = reqwest::Client::new();
     let mut cookies = Vec::with_capacity(vms);
     for n in 1..=vms {
         cookies.push(claim(&http, server.addr, n).await?);
     }
-    let mut buf = vec![0u8; 256 * 1024];
 
     let mut straight = direct(port).await?;
-    straight.handshake(&mut buf).await?;
-    // A stream opens once the VM's agent channel is up: try until it is.
-    let mut through = None;
-    for _ in 0..100 {
-        match relayed(server.addr, &cookies[0]).await {
-            Ok(mut link) => {
-                link.handshake(&mut buf).await?;
-                through = Some(link);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let mut through = through.ok_or("no relayed desktop stream opened within 10 s")?;
-
-    let direct_rate = throughput(&mut straight, secs, &mut buf).await?;
-    let relay_rate = throughput(&mut through, secs, &mut buf).await?;
-    println!(
-        "{:<28} {:>10.0} MB/s direct   {:.0} MB/s relayed   = {:.0} % of direct   ({}×{} Raw frames)",
-        "desktop relay throughput",
-        direct_rate,
-        relay_rate,
-        relay_rate / direct_rate * 100.0,
-        WIDTH,
-        HEIGHT
-    );
-    let (d50, d99) = latency(&mut straight, &mut buf).await?;
-    let (r50, r99) = latency(&mut through, &mut buf).await?;
-    println!(
-        "{:<28} p50 {d50:.3} → {r50:.3} ms   p99 {d99:.3} → {r99:.3} ms   added p99 {:.3} ms   ({ROUND_TRIPS} round trips)",
-        "desktop relay latency",
-        r99 - d99
-    );
+    straight.handshake().await?;
+    let mut through = relayed_when_ready(server.addr, &cookies[0]).await?;
+    compare(
+        "synthetic server, Raw",
+        &mut straight,
+        &mut through,
+        (WIDTH, HEIGHT),
+        secs,
+    )
+    .await?;
     drop(through);
     drop(straight);
+    if let Err(e) = against_xvnc(server, &http, vms + 1, secs, &stop).await {
+        println!("{:<28} skipped: {e}", "desktop relay, real Xvnc");
+    }
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_mib(server.pid).0;
     let mut idle = Vec::with_capacity(vms);
     for cookie in &cookies {
-        let mut link = relayed(server.addr, cookie).await?;
-        link.handshake(&mut buf).await?;
-        idle.push(link);
+        idle.push(relayed_when_ready(server.addr, cookie).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_mib(server.pid).0;
@@ -354,4 +463,102 @@ pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<()
     drop(idle);
     stop.cancel();
     Ok(())
+}
+
+/// Tiles the display's background with random pixels: a screen that compresses badly,
+/// so its updates are as large as a busy desktop's.
+fn paint_noise(display: u32) -> Result<(), String> {
+    const SIDE: usize = 256;
+    let bits: Vec<String> = (0..SIDE * SIDE / 8)
+        .map(|_| format!("0x{:02x}", rand::random::<u8>()))
+        .collect();
+    let xbm = format!(
+        "#define noise_width {SIDE}\n#define noise_height {SIDE}\nstatic unsigned char noise_bits[] = {{\n{}\n}};\n",
+        bits.join(",")
+    );
+    let path = std::env::temp_dir().join(format!("lablink-bench-noise-{}.xbm", std::process::id()));
+    std::fs::write(&path, xbm).map_err(|e| e.to_string())?;
+    let painted = std::process::Command::new("xsetroot")
+        .arg("-bitmap")
+        .arg(&path)
+        .args(["-fg", "#224466", "-bg", "#ddeeff"])
+        .env("DISPLAY", format!(":{display}"))
+        .status();
+    let _ = std::fs::remove_file(&path);
+    match painted {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("xsetroot failed ({status})")),
+        Err(e) => Err(format!("xsetroot: {e} (install x11-xserver-utils)")),
+    }
+}
+
+/// The same comparison against a real VNC server, TigerVNC's Xvnc, started as the agent
+/// starts it (loopback, a fresh password), when it is installed.
+async fn against_xvnc(
+    server: &Server,
+    http: &reqwest::Client,
+    n: usize,
+    secs: Duration,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let display: u32 = (150..400)
+        .find(|d| {
+            !std::path::Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
+                && !std::path::Path::new(&format!("/tmp/.X{d}-lock")).exists()
+        })
+        .ok_or("no free X display number")?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let xvnc = Arc::new(VncServer::new(
+        VncKind::Xvnc,
+        "Xvnc".into(),
+        format!(":{display}"),
+        port,
+        None,
+        std::env::temp_dir(),
+        None,
+    ));
+    xvnc.start()
+        .await
+        .map_err(|e| format!("Xvnc did not start ({e}); install tigervnc-standalone-server"))?;
+    let result = async {
+        let endpoint = VncServer::endpoint(&xvnc).ok_or("Xvnc has no endpoint")?;
+        register(server, "deskx", 1, "running", 1).await?;
+        let source: Arc<dyn DesktopSource> = xvnc.clone();
+        agents(
+            server,
+            std::iter::once("deskx-vm-1".to_owned()),
+            &source,
+            stop,
+        )?;
+        let cookie = claim(http, server.addr, n).await?;
+        let mut s = TcpStream::connect(("127.0.0.1", endpoint.port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = s.set_nodelay(true);
+        crate::rfb::authenticate(&mut s, &endpoint.password)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut straight = Link::Direct(s);
+        straight.init().await?;
+        let mut through = relayed_when_ready(server.addr, &cookie).await?;
+        compare("Xvnc, Raw", &mut straight, &mut through, XVNC_SIZE, secs).await?;
+        paint_noise(display)?;
+        straight.encoding(ZRLE).await?;
+        through.encoding(ZRLE).await?;
+        compare(
+            "Xvnc, busy screen, ZRLE",
+            &mut straight,
+            &mut through,
+            XVNC_SIZE,
+            secs,
+        )
+        .await
+    }
+    .await;
+    xvnc.stop().await;
+    result
 }

@@ -32,7 +32,7 @@ use crate::server::state::App;
 use crate::views::desktop as view;
 
 /// Bytes read from the VM per WebSocket message: the relay's whole buffer per direction.
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// Largest message a viewer may send (RFB client messages are small; clipboard text is
 /// the large one).
 const MAX_VIEWER_MESSAGE: usize = 1024 * 1024;

@@ -459,7 +459,12 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
     agents[rigs.iter().position(|r| r.vm == ada_vm).expect("Ada's VM")]
         .wait_log(60, &["desktop channel open"], 2)
         .await;
-    wait_screen(&ada, colour_of(&ada_vm), "Ada's desktop after the allocator restarted").await;
+    wait_screen(
+        &ada,
+        colour_of(&ada_vm),
+        "Ada's desktop after the allocator restarted",
+    )
+    .await;
 
     // Releasing Ada's seat ends her stream; her page goes to the seat page, which says so.
     let released = s
