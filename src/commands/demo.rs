@@ -19,6 +19,28 @@ pub struct DemoArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How participants get their desktop (`desktop.mode`): `browser` and `both` give each
+    /// simulated VM a real local desktop (TigerVNC's Xvnc, with xterm or XFCE on it when
+    /// installed), shown in the browser.
+    #[arg(long, value_parser = ["crd", "browser", "both"], default_value = "crd")]
+    pub desktop: String,
+}
+
+/// Xvnc on PATH, or what to install.
+fn browser_desktops_possible() -> Result<(), CliError> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("Xvnc").is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(CliError::Usage(
+            "--desktop browser needs a VNC server for the simulated VMs' desktops: \
+             install TigerVNC's Xvnc (Debian/Ubuntu: apt-get install tigervnc-standalone-server, \
+             and xterm for something to show on it), or use --desktop crd"
+                .into(),
+        )
+        .of("demo"))
+    }
 }
 
 pub fn run(args: DemoArgs) -> Result<(), CliError> {
@@ -34,6 +56,9 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
 }
 
 async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> Result<(), CliError> {
+    if args.desktop != "crd" {
+        browser_desktops_possible()?;
+    }
     let password = crate::store::meta::random_secret()[..16].to_owned();
     let mut config = Config::default();
     config.server.data_dir = dir.display().to_string();
@@ -41,6 +66,7 @@ async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> Result<(), CliError> {
     config.provision.provider = "local".into();
     config.server.long_poll_seconds = 30;
     config.machine.software = "demo".into();
+    config.desktop.mode = args.desktop.clone();
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(_) => match tokio::net::TcpListener::bind("127.0.0.1:0").await {
@@ -66,8 +92,14 @@ async fn demo(args: DemoArgs, dir: std::path::PathBuf) -> Result<(), CliError> {
         "  {} simulated VM(s) are starting; they turn `running` within seconds.",
         args.vms
     );
-    println!("  Claim one on the participant page with any e-mail and a command such as");
-    println!("    --code=4/0ADemoCode");
+    if args.desktop == "browser" {
+        println!("  Claim one on the participant page with any e-mail: its desktop opens in");
+        println!("  the browser (a real local X display; the instructor's view is under Desktop");
+        println!("  on the instances page).");
+    } else {
+        println!("  Claim one on the participant page with any e-mail and a command such as");
+        println!("    --code=4/0ADemoCode");
+    }
     println!("  Ctrl-C stops the allocator and every simulated VM.");
     println!();
     let serving = tokio::spawn(crate::allocator::run(

@@ -225,6 +225,7 @@ fn provider(config: &Config, identities: &Arc<Identities>) -> Result<Arc<dyn Pro
                 format!("{}-lablink-local", config.machine.software),
                 config.machine.software.clone(),
                 config.provision.local_max_vms as usize,
+                config.desktop.mode != "crd",
             ))
         }
         "terraform" => {

@@ -28,6 +28,38 @@ pub struct Local {
     children: Mutex<BTreeMap<String, Child>>,
     /// Allocator URL and the identities of the last launch, for restarting an agent.
     reach: Mutex<Option<(String, Arc<Identities>)>>,
+    /// Browser seats get a real local desktop: an Xvnc display of each VM's own.
+    browser_desktops: bool,
+}
+
+/// The Xvnc display and loopback port of a local VM's browser desktop, free now.
+fn free_display_and_port() -> Result<(String, u16), ProviderError> {
+    let display = (200..1000)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        })
+        .ok_or_else(|| ProviderError::Config {
+            key: "desktop.mode".into(),
+            problem: "no free X display number in :200..:999 for a local browser desktop".into(),
+        })?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(ProviderError::io(
+            "find a free port on",
+            Path::new("127.0.0.1"),
+        ))?
+        .port();
+    Ok((format!(":{display}"), port))
+}
+
+/// A program to show on a local browser desktop, when one is installed.
+fn desktop_session() -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    ["startxfce4", "xterm"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&paths).map(move |dir| dir.join(name)))
+        .find(|p| p.is_file())
 }
 
 impl Local {
@@ -38,6 +70,7 @@ impl Local {
         prefix: String,
         software: String,
         max_vms: usize,
+        browser_desktops: bool,
     ) -> Local {
         Local {
             exe,
@@ -47,6 +80,7 @@ impl Local {
             max_vms,
             children: Mutex::new(BTreeMap::new()),
             reach: Mutex::new(None),
+            browser_desktops,
         }
     }
 
@@ -89,8 +123,18 @@ impl Local {
             .arg("--crd-config-dir")
             .arg(vm_dir.join("crd"))
             .arg("--token-file")
-            .arg(&credential_file)
-            .env_clear()
+            .arg(&credential_file);
+        if self.browser_desktops {
+            let (display, port) = free_display_and_port()?;
+            cmd.args(["--vnc", "xvnc", "--vnc-display", &display])
+                .args(["--vnc-port", &port.to_string()]);
+            if let Some(session) = desktop_session() {
+                cmd.arg("--vnc-session").arg(session);
+            }
+        } else {
+            cmd.args(["--vnc", "off"]);
+        }
+        cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("LABLINK_LOG", "info")
             .stdin(Stdio::null())

@@ -100,3 +100,22 @@ async fn commands_refuse_hostnames_that_are_not_rfc_1123_names() {
         assert!(stderr.contains("--vm-name: Hostname"), "{bad}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_browser_demo_without_a_vnc_server_says_what_to_install() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let path = empty.path().display().to_string();
+    let out = run_binary(
+        &["demo", "--desktop", "browser", "--vms", "0"],
+        &[("PATH", &path)],
+        20,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("apt-get install tigervnc-standalone-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--desktop crd"), "{stderr}");
+}

@@ -14,6 +14,7 @@ mod claim;
 mod cli;
 mod concurrency;
 mod crash;
+mod desktop;
 mod errors;
 mod health_shutdown;
 mod helpers;

@@ -145,7 +145,7 @@ fn the_document_is_well_formed_openapi_3_1() {
         assert!(
             responses
                 .keys()
-                .any(|code| code.starts_with('2') || code.starts_with('3')),
+                .any(|code| code.starts_with('2') || code.starts_with('3') || code == "101"),
             "{what}: no success response"
         );
         for (code, response) in responses {
@@ -505,7 +505,9 @@ impl Request<'_> {
             };
             let text = match of(place, name) {
                 Some(probe) => probe.text.clone(),
-                None if place == Place::Path => as_text(&baseline(doc, &p["schema"])),
+                None if place == Place::Path || p["required"] == true => {
+                    as_text(&baseline(doc, &p["schema"]))
+                }
                 None => continue,
             };
             if place == Place::Path {
@@ -696,7 +698,11 @@ async fn values_the_document_allows_are_accepted_and_values_past_its_bounds_refu
                 .get("application/json")
                 .is_some();
             let fields = constrained(&doc, op);
-            if !json_errors || fields.is_empty() {
+            // A stream that never ends (the agents' desktop channel) has tests of its own.
+            let streams = op["responses"]["200"]["content"]
+                .get("application/x-ndjson")
+                .is_some();
+            if !json_errors || fields.is_empty() || streams {
                 continue;
             }
             // The example VM exists (some endpoints look it up before reading the body).

@@ -24,6 +24,17 @@ pub const TUNNEL_PROTOCOL: &str = "lablink-rfb";
 /// An idle channel carries an empty line this often, so both ends notice a dead peer.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 const MAX_REASON_LEN: usize = 500;
+const MAX_ID_LEN: usize = 128;
+
+/// A stream id as the channel hands them out (checked before anything is looked up).
+fn stream_id(id: String) -> Result<String, ApiError> {
+    if id.is_empty() || id.chars().count() > MAX_ID_LEN {
+        return Err(ApiError::bad_request(format!(
+            "id: 1 to {MAX_ID_LEN} characters (the id of the channel's open request)."
+        )));
+    }
+    Ok(id)
+}
 
 #[derive(Deserialize)]
 pub struct Named {
@@ -74,6 +85,7 @@ pub async fn tunnel(
     ApiQuery(named): ApiQuery<Named>,
     mut request: Request,
 ) -> Result<Response, ApiError> {
+    let id = stream_id(id)?;
     let host = required_hostname(named.hostname, "hostname is required.")?;
     agent.acts_as(&host)?;
     let asks_upgrade = request
@@ -129,6 +141,7 @@ pub async fn refuse(
     ApiPath(id): ApiPath<String>,
     JsonBody(refusal): JsonBody<Refusal>,
 ) -> Result<StatusCode, ApiError> {
+    let id = stream_id(id)?;
     let host = required_hostname(refusal.hostname, "hostname is required.")?;
     agent.acts_as(&host)?;
     let reason = refusal

@@ -484,3 +484,49 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
         agent.stop(30).await;
     }
 }
+
+/// `lablink demo --desktop browser` and tests: the local provider gives each VM a real
+/// Xvnc desktop of its own, reached through the relay like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvnc (.ci/run installs it)"]
+async fn the_local_provider_gives_browser_seats_a_real_desktop() {
+    require_tools();
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+        c.desktop.mode = "browser".into();
+    })
+    .await;
+    crate::helpers::launch_local(&s, 1).await;
+    wait_for(60, "the local VM free", || async {
+        (s.free_count().await == 1).then_some(())
+    })
+    .await;
+    let claimed = s
+        .client
+        .post(s.url("/api/request_vm"))
+        .form(&[("email", "lin@example.org")])
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(claimed.status(), 200);
+    let cookie = claimed
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a claim cookie")
+        .to_owned();
+    let mut viewer = None;
+    for _ in 0..100 {
+        if let Ok(v) = open_socket(s.addr(), "/desktop/ws", &[("cookie", cookie.clone())]).await {
+            viewer = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut viewer = viewer.expect("the local VM's desktop opened within 20 s");
+    viewer.handshake().await;
+    assert_eq!(viewer.size, lablink::agent::vnc::XVNC_SIZE);
+    viewer.frame_centre().await;
+}
