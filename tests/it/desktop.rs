@@ -231,8 +231,7 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
     // No agent channel yet: the viewer is told, with 503.
     let refused = viewer(&s, "/desktop/ws", &[("cookie", cookie.clone())])
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(refused.0, 503, "{refused:?}");
     assert!(refused.1.contains("not reachable yet"), "{refused:?}");
 
@@ -373,8 +372,7 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
     let () = ended;
     let refused = viewer(&s, "/desktop/ws", &[("cookie", cookie)])
         .await
-        .err()
-        .expect("no seat any more");
+        .expect_err("no seat any more");
     assert_eq!(refused.0, 403);
 }
 
@@ -452,8 +450,7 @@ async fn bad_desktop_requests_get_clear_errors() {
         ],
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(foreign.0, 403);
 
     // The instructor's side needs the admin, a real VM name and a known mode.
