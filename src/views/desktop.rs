@@ -3,6 +3,8 @@
 
 use maud::{DOCTYPE, Markup, html};
 
+use super::layout::head_start;
+
 struct Screen<'a> {
     title: &'a str,
     socket: &'a str,
@@ -16,10 +18,7 @@ fn shell(screen: &Screen, bar: Markup) -> Markup {
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (screen.title) " · LabLink" }
-                link rel="stylesheet" href="/assets/app.css";
+                (head_start(&format!("{} · LabLink", screen.title)))
                 script type="module" src="/assets/desktop.js" {}
             }
             body.desktop-page data-desktop="connecting" {

@@ -16,13 +16,10 @@ pub fn page_refreshing(
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
+                (head_start(&format!("{title} · LabLink")))
                 @if let Some((seconds, url)) = refresh {
                     meta http-equiv="refresh" content=(format!("{seconds}; url={url}"));
                 }
-                title { (title) " · LabLink" }
-                link rel="stylesheet" href="/assets/app.css";
                 @for src in scripts {
                     script src=(src) defer {}
                 }
@@ -32,5 +29,15 @@ pub fn page_refreshing(
                 main { (body) }
             }
         }
+    }
+}
+
+/// What every page's head starts with: encoding, viewport, title and the stylesheet.
+pub fn head_start(title: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) }
+        link rel="stylesheet" href="/assets/app.css";
     }
 }

@@ -63,6 +63,25 @@ async fn viewer(
     }
 }
 
+/// Opens `path`'s WebSocket with `header` in a task of its own (the opening waits for the
+/// agent's answer, which the test gives meanwhile).
+fn open_in_background(
+    s: &TestServer,
+    path: &str,
+    header: (&'static str, String),
+) -> tokio::task::JoinHandle<Result<Socket, tungstenite::Error>> {
+    let url = format!("ws://{}{path}", s.addr());
+    tokio::spawn(async move {
+        let mut request = url.into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert(header.0, header.1.parse().expect("header value"));
+        tokio_tungstenite::connect_async(request)
+            .await
+            .map(|(ws, _)| ws)
+    })
+}
+
 /// The test playing the VM's agent: its open desktop channel.
 struct FakeAgent {
     channel: reqwest::Response,
@@ -237,19 +256,7 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
 
     let mut agent = FakeAgent::connect(&s, "vm-1").await;
     // The agent refuses: the viewer learns why.
-    let waiting = {
-        let cookie = cookie.clone();
-        let s_url = s.addr().to_owned();
-        tokio::spawn(async move {
-            let mut request = format!("ws://{s_url}/desktop/ws")
-                .into_client_request()
-                .expect("request");
-            request
-                .headers_mut()
-                .insert("cookie", cookie.parse().expect("cookie"));
-            tokio_tungstenite::connect_async(request).await.err()
-        })
-    };
+    let waiting = open_in_background(&s, "/desktop/ws", ("cookie", cookie.clone()));
     let open = agent.next_open().await;
     assert_eq!(open["view_only"], false);
     let id = open["id"].as_str().expect("id").to_owned();
@@ -260,7 +267,7 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
         )
         .await;
     assert_eq!(refusal.status, 204);
-    match waiting.await.expect("join") {
+    match waiting.await.expect("join").err() {
         Some(tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 503);
             let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
@@ -271,25 +278,10 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
     }
 
     // Accepted: bytes both ways.
-    let opening = {
-        let cookie = cookie.clone();
-        let addr = s.addr().to_owned();
-        tokio::spawn(async move {
-            let mut request = format!("ws://{addr}/desktop/ws")
-                .into_client_request()
-                .expect("request");
-            request
-                .headers_mut()
-                .insert("cookie", cookie.parse().expect("cookie"));
-            tokio_tungstenite::connect_async(request)
-                .await
-                .map(|(ws, _)| ws)
-                .expect("the viewer's socket")
-        })
-    };
+    let opening = open_in_background(&s, "/desktop/ws", ("cookie", cookie.clone()));
     let open = agent.next_open().await;
     let mut tunnel = agent.tunnel(&s, open["id"].as_str().expect("id")).await;
-    let mut ws = opening.await.expect("join");
+    let mut ws = opening.await.expect("join").expect("the viewer's socket");
     tunnel.write_all(b"RFB 003.008\n").await.expect("write");
     let got = within(10, "the VM's bytes at the viewer", ws.next())
         .await
@@ -335,25 +327,14 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
         seen.clear();
     };
     wait_event("data: false").await;
-    let peeking = {
-        let addr = s.addr().to_owned();
-        tokio::spawn(async move {
-            let mut request = format!("ws://{addr}/admin/desktop/vm-1/ws")
-                .into_client_request()
-                .expect("request");
-            request
-                .headers_mut()
-                .insert("authorization", basic().parse().expect("header"));
-            tokio_tungstenite::connect_async(request)
-                .await
-                .map(|(ws, _)| ws)
-                .expect("the instructor's socket")
-        })
-    };
+    let peeking = open_in_background(&s, "/admin/desktop/vm-1/ws", ("authorization", basic()));
     let open = agent.next_open().await;
     assert_eq!(open["view_only"], true, "a peek is view-only");
     let _peek_tunnel = agent.tunnel(&s, open["id"].as_str().expect("id")).await;
-    let peek = peeking.await.expect("join");
+    let peek = peeking
+        .await
+        .expect("join")
+        .expect("the instructor's socket");
     wait_event("data: true").await;
     drop(peek);
     wait_event("data: false").await;

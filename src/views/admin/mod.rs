@@ -14,6 +14,8 @@ pub mod token;
 
 use maud::{DOCTYPE, Markup, html};
 
+use super::layout::head_start;
+
 /// Whoever is signed in, as the shell shows it.
 pub struct Viewer<'a> {
     pub user: &'a str,
@@ -42,11 +44,8 @@ pub fn shell(viewer: &Viewer, active: &str, title: &str, body: Markup) -> Markup
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
+                (head_start(&format!("{title} · LabLink admin")))
                 meta name="htmx-config" content=(HTMX_CONFIG);
-                title { (title) " · LabLink admin" }
-                link rel="stylesheet" href="/assets/app.css";
                 script src="/assets/vendor/htmx.min.js" defer {}
                 script src="/assets/vendor/htmx-ext-sse.min.js" defer {}
             }
