@@ -388,6 +388,17 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
     own.handshake().await;
     assert!(close(own.frame_centre().await, colour_of(&ada_vm)));
     drop(own);
+    // Another participant's cookie: their own desktop, never Ada's (the seat comes from
+    // the cookie; no request names a VM).
+    let bob_cookie = cookie_header(&bob.get_all_cookies().await.expect("cookies"));
+    let mut other = open_socket(s.addr(), "/desktop/ws", &[("cookie", bob_cookie)])
+        .await
+        .unwrap_or_else(|status| panic!("Bob's own desktop refused: {status}"));
+    other.handshake().await;
+    let seen = other.frame_centre().await;
+    assert!(close(seen, colour_of(&bob_vm)), "Bob's cookie showed {seen:?}");
+    assert!(!close(seen, colour_of(&ada_vm)));
+    drop(other);
 
     // The instructor's peek: the same pixels, and the participant is told.
     let admin = browser(&driver, 1000, 760).await;
