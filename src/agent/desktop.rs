@@ -173,7 +173,7 @@ impl Desktop {
     /// Remote Desktop the daemon stopped and the host registration removed, so the next
     /// participant's code registers the VM to their own account.
     pub async fn stop(&self, cancel: &CancellationToken) {
-        if self.vnc.endpoint().is_some() {
+        if self.vnc.is_running().await {
             self.vnc.stop().await;
             return;
         }

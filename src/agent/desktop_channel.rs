@@ -28,6 +28,8 @@ const NOT_SERVED_RETRY: Duration = Duration::from_secs(300);
 /// The VNC handshake on loopback takes milliseconds; a server that hangs must not hold a
 /// viewer longer than this.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// A channel open this long counted as working.
+const STABLE: Duration = Duration::from_secs(60);
 /// A longer line than any open request is not from our allocator.
 const MAX_LINE: usize = 4096;
 
@@ -51,11 +53,16 @@ pub async fn run(
         };
         let pause = match opened {
             Ok(channel) => {
-                delays = backoff(Duration::from_secs(30));
                 tracing::info!("desktop channel open");
+                let opened = tokio::time::Instant::now();
                 let ended = listen(channel, &alloc, &vnc, &cancel).await;
                 if cancel.is_cancelled() {
                     return Ok(());
+                }
+                // A channel that lasted starts the waits over; one closed at once (a proxy
+                // that cuts long requests) backs off like a failure.
+                if opened.elapsed() >= STABLE {
+                    delays = backoff(Duration::from_secs(30));
                 }
                 tracing::warn!(reason = %ended, "desktop channel closed; reconnecting");
                 delays.next().unwrap_or(Duration::from_secs(30))

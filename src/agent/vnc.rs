@@ -142,6 +142,14 @@ impl VncServer {
         if let Some(old) = running.take() {
             self.end(old).await;
         }
+        // Connecting is how readiness is told: a server still on the port (an earlier
+        // agent's) would pass for this one, with another password.
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", self.port)) {
+            return Err(format!(
+                "port {} on 127.0.0.1 is not free for the VNC server ({e}); is an earlier one still running?",
+                self.port
+            ));
+        }
         let password = crate::rfb::random_password();
         let password_file = self.password_file(&password)?;
         let mut cmd = Command::new(&self.program);
@@ -150,17 +158,20 @@ impl VncServer {
         let stop = CancellationToken::new();
         let output = Arc::new(Mutex::new(VecDeque::new()));
         let server = spawn_child(cmd, stop.clone(), output.clone(), "VNC server");
-        let started = Running {
+        // Kept at once: when this start is abandoned (the participant left meanwhile),
+        // `stop` still finds the server and ends it.
+        let started = running.insert(Running {
             stop: stop.clone(),
             server,
             session: None,
             password_file,
-        };
-        if let Err(e) = self.wait_ready(&started, &output).await {
-            self.end(started).await;
+        });
+        if let Err(e) = self.wait_ready(started, &output).await {
+            if let Some(failed) = running.take() {
+                self.end(failed).await;
+            }
             return Err(e);
         }
-        let mut started = started;
         if let (VncKind::Xvnc, Some(session)) = (self.kind, &self.session) {
             let mut cmd = Command::new(session);
             self.environment(&mut cmd);
@@ -175,9 +186,13 @@ impl VncServer {
             port: self.port,
             password,
         });
-        *running = Some(started);
         tracing::info!(display = %self.display, port = self.port, "VNC server started for the participant's browser desktop");
         Ok(())
+    }
+
+    /// Whether a server runs (or is starting) for a seat.
+    pub async fn is_running(&self) -> bool {
+        self.running.lock().await.is_some()
     }
 
     /// Stops the server (the participant left); their open streams end with it.
@@ -217,8 +232,10 @@ impl VncServer {
         let file = dir.join("password");
         crate::rfb::write_password_file(&file, password)
             .map_err(|e| format!("cannot write the VNC password file: {e}"))?;
+        // The file first: once the folder is the desktop user's, they could swap a path in
+        // it for a link, and root must not act on paths in it any more.
         if let Some(user) = &self.user {
-            for path in [dir.as_path(), file.as_path()] {
+            for path in [file.as_path(), dir.as_path()] {
                 user.own(path).map_err(|e| {
                     format!("cannot give {} to the desktop user: {e}", path.display())
                 })?;

@@ -267,7 +267,14 @@ async fn relayed(addr: SocketAddr, cookie: &str) -> Result<Link, String> {
     );
     let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
-        .map_err(|e| format!("WebSocket: {e}"))?;
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(answer) => format!(
+                "WebSocket refused with {}: {}",
+                answer.status(),
+                String::from_utf8_lossy(answer.body().as_deref().unwrap_or_default())
+            ),
+            e => format!("WebSocket: {e}"),
+        })?;
     Ok(Link::Relayed {
         ws: Box::new(ws),
         pending: Vec::new(),
@@ -390,18 +397,19 @@ async fn compare(
     Ok(())
 }
 
-/// Starts one in-process agent desktop channel per VM name, all serving `source`.
-fn agents(
+/// Starts one in-process agent desktop channel per VM name, each on a credential of its
+/// own (browser desktops refuse the shared token), all serving `source`.
+async fn agents(
     server: &Server,
-    names: impl Iterator<Item = String>,
+    names: Vec<String>,
     source: &Arc<dyn DesktopSource>,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let base = format!("http://{}", server.addr);
-    for name in names {
-        let alloc = Arc::new(
-            Allocator::new(base.clone(), server.token.clone(), name).map_err(|e| e.to_string())?,
-        );
+    let credentials = super::heartbeat::admin_api(server)?.mint(&names).await?;
+    for (name, credential) in names.into_iter().zip(credentials) {
+        let alloc =
+            Arc::new(Allocator::new(base.clone(), credential, name).map_err(|e| e.to_string())?);
         tokio::spawn(desktop_channel::run(alloc, source.clone(), stop.clone()));
     }
     Ok(())
@@ -415,10 +423,11 @@ pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<()
     let source: Arc<dyn DesktopSource> = Arc::new(Synthetic(port));
     agents(
         server,
-        (1..=vms).map(|n| format!("desk-vm-{n}")),
+        (1..=vms).map(|n| format!("desk-vm-{n}")).collect(),
         &source,
         &stop,
-    )?;
+    )
+    .await?;
     let http = reqwest::Client::new();
     let mut cookies = Vec::with_capacity(vms);
     for n in 1..=vms {
@@ -528,12 +537,7 @@ async fn against_xvnc(
         let endpoint = VncServer::endpoint(&xvnc).ok_or("Xvnc has no endpoint")?;
         register(server, "deskx", 1, "running", 1).await?;
         let source: Arc<dyn DesktopSource> = xvnc.clone();
-        agents(
-            server,
-            std::iter::once("deskx-vm-1".to_owned()),
-            &source,
-            stop,
-        )?;
+        agents(server, vec!["deskx-vm-1".to_owned()], &source, stop).await?;
         let cookie = claim(http, server.addr, n).await?;
         let mut s = TcpStream::connect(("127.0.0.1", endpoint.port))
             .await

@@ -38,7 +38,7 @@ fn cpu_share(before: Option<Duration>, after: Option<Duration>, wall: Duration) 
 }
 
 /// The benchmark allocator's admin API, for minting credentials and reading the pool.
-fn admin_api(server: &Server) -> Result<Admin, String> {
+pub(super) fn admin_api(server: &Server) -> Result<Admin, String> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))

@@ -85,10 +85,13 @@ pub async fn run(pool: Arc<Pool>) {
                     let h = host.clone();
                     let at = pool.clock.now();
                     match pool.store.write(move |tx| vms::release(tx, &h, at)).await {
-                        Ok(_) => tracing::warn!(
-                            vm = %host,
-                            "VM still failing after its reboot attempts; its participant may claim another VM"
-                        ),
+                        Ok(_) => {
+                            pool.desktops.cut(&host);
+                            tracing::warn!(
+                                vm = %host,
+                                "VM still failing after its reboot attempts; its participant may claim another VM"
+                            )
+                        }
                         Err(e) => {
                             tracing::error!(vm = %host, error = %e, "cannot release the participant")
                         }

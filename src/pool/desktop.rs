@@ -26,6 +26,8 @@ const CHANNEL_BACKLOG: usize = 32;
 /// Streams open to one VM at once (the participant's tabs and the instructor's views):
 /// each holds a connection to the VM's VNC server.
 const MAX_STREAMS_PER_VM: usize = 8;
+/// Of those, the participant's: the rest stay free for the instructor.
+const MAX_PARTICIPANT_STREAMS: usize = 6;
 
 /// What the agent is asked on its channel: dial back a tunnel for stream `id`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -76,11 +78,12 @@ struct Pending {
     reply: oneshot::Sender<Result<Tunnel, String>>,
 }
 
-/// Per VM: the instructor's open views (shown to the participant) and the token that
-/// ends every stream of the seat.
+/// Per VM: its streams (open, or waiting for the agent's tunnel), the instructor's open
+/// views (shown to the participant) and the token that ends every stream of the seat.
 struct SeatWatch {
+    participant_streams: usize,
+    instructor_streams: usize,
     instructor_views: usize,
-    streams: usize,
     watched: watch::Sender<bool>,
     cut: CancellationToken,
 }
@@ -88,11 +91,17 @@ struct SeatWatch {
 impl SeatWatch {
     fn new() -> SeatWatch {
         SeatWatch {
+            participant_streams: 0,
+            instructor_streams: 0,
             instructor_views: 0,
-            streams: 0,
             watched: watch::channel(false).0,
             cut: CancellationToken::new(),
         }
+    }
+
+    fn unused(&self) -> bool {
+        self.participant_streams + self.instructor_streams == 0
+            && self.watched.receiver_count() == 0
     }
 }
 
@@ -119,35 +128,39 @@ impl Drop for AgentChannel {
 }
 
 /// An open stream to a VM's desktop: the tunnel, and the token cancelled when the seat
-/// changes hands (the relay must stop then). Dropping it ends the viewer's count.
+/// changes hands (the relay must stop then). Dropping it frees its place.
 pub struct DesktopStream {
     pub tunnel: Tunnel,
     pub cut: CancellationToken,
     pub host: String,
-    _viewing: Viewing,
+    _place: Place,
 }
 
-struct Viewing {
+/// A stream's place among its VM's streams, from the request until the stream ends.
+struct Place {
     desktops: Arc<Desktops>,
     host: String,
     instructor: bool,
+    /// An instructor's view is open (and shown to the participant).
+    viewing: bool,
 }
 
-impl Drop for Viewing {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut inner = self.desktops.lock();
-        let forget = match inner.seats.get_mut(&self.host) {
-            Some(seat) => {
-                seat.streams = seat.streams.saturating_sub(1);
-                if self.instructor {
-                    seat.instructor_views = seat.instructor_views.saturating_sub(1);
-                    seat.watched.send_replace(seat.instructor_views > 0);
-                }
-                seat.streams == 0 && seat.watched.receiver_count() == 0
-            }
-            None => false,
+        let Some(seat) = inner.seats.get_mut(&self.host) else {
+            return;
         };
-        if forget {
+        if self.instructor {
+            seat.instructor_streams = seat.instructor_streams.saturating_sub(1);
+        } else {
+            seat.participant_streams = seat.participant_streams.saturating_sub(1);
+        }
+        if self.viewing {
+            seat.instructor_views = seat.instructor_views.saturating_sub(1);
+            seat.watched.send_replace(seat.instructor_views > 0);
+        }
+        if seat.unused() {
             inner.seats.remove(&self.host);
         }
     }
@@ -200,16 +213,19 @@ impl Desktops {
         self.lock().channels.len()
     }
 
-    /// Asks `host`'s agent for a stream and waits up to `timeout` for its tunnel.
+    /// Asks `host`'s agent for a stream and waits up to `timeout` for its tunnel (or
+    /// until the agent's channel closes or the allocator stops).
     async fn open(
         self: &Arc<Self>,
         host: &str,
         viewer: Viewer,
         timeout: Duration,
+        stopping: &CancellationToken,
     ) -> Result<DesktopStream, PoolError> {
+        let instructor = viewer != Viewer::Participant;
         let id = crate::store::meta::random_secret();
         let (reply, answer) = oneshot::channel();
-        let (opens, cut) = {
+        let (opens, cut, mut place) = {
             let mut inner = self.lock();
             let Some(channel) = inner.channels.get(host) else {
                 return Err(PoolError::Unavailable(
@@ -219,13 +235,24 @@ impl Desktops {
                 ));
             };
             let opens = channel.opens.clone();
-            let waiting = inner.pending.values().filter(|p| p.host == host).count();
-            let open = inner.seats.get(host).map_or(0, |s| s.streams);
-            if waiting + open >= MAX_STREAMS_PER_VM {
+            let seat = inner
+                .seats
+                .entry(host.to_owned())
+                .or_insert_with(SeatWatch::new);
+            let total = seat.participant_streams + seat.instructor_streams;
+            if total >= MAX_STREAMS_PER_VM
+                || (!instructor && seat.participant_streams >= MAX_PARTICIPANT_STREAMS)
+            {
                 return Err(PoolError::Conflict(format!(
-                    "This desktop is open in {MAX_STREAMS_PER_VM} windows already; close one and reload."
+                    "This desktop is open in {total} windows already; close one and reload."
                 )));
             }
+            if instructor {
+                seat.instructor_streams += 1;
+            } else {
+                seat.participant_streams += 1;
+            }
+            let cut = seat.cut.clone();
             inner.pending.insert(
                 id.clone(),
                 Pending {
@@ -233,11 +260,13 @@ impl Desktops {
                     reply,
                 },
             );
-            let seat = inner
-                .seats
-                .entry(host.to_owned())
-                .or_insert_with(SeatWatch::new);
-            (opens, seat.cut.clone())
+            let place = Place {
+                desktops: self.clone(),
+                host: host.to_owned(),
+                instructor,
+                viewing: false,
+            };
+            (opens, cut, place)
         };
         let _pending = PendingGuard {
             desktops: self,
@@ -253,6 +282,8 @@ impl Desktops {
                     .into(),
             ));
         }
+        let changed_hands =
+            || PoolError::Conflict("This seat changed hands while its desktop was opening.".into());
         let tunnel = tokio::select! {
             answered = tokio::time::timeout(timeout, answer) => match answered {
                 Ok(Ok(Ok(tunnel))) => tunnel,
@@ -264,33 +295,32 @@ impl Desktops {
                     timeout.as_secs()
                 ))),
             },
-            () = cut.cancelled() => return Err(PoolError::Conflict(
-                "This seat changed hands while its desktop was opening.".into(),
+            () = opens.closed() => return Err(PoolError::Unavailable(
+                "The VM's agent disconnected while opening its desktop; try again in a moment."
+                    .into(),
+            )),
+            () = cut.cancelled() => return Err(changed_hands()),
+            () = stopping.cancelled() => return Err(PoolError::Unavailable(
+                "The allocator is restarting; the desktop comes back in a moment.".into(),
             )),
         };
-        let instructor = viewer != Viewer::Participant;
-        let cut = {
+        {
+            // A cut between the answer and here must still end this stream.
             let mut inner = self.lock();
-            let seat = inner
-                .seats
-                .entry(host.to_owned())
-                .or_insert_with(SeatWatch::new);
-            seat.streams += 1;
-            if instructor {
+            if cut.is_cancelled() {
+                return Err(changed_hands());
+            }
+            if instructor && let Some(seat) = inner.seats.get_mut(host) {
                 seat.instructor_views += 1;
                 seat.watched.send_replace(true);
+                place.viewing = true;
             }
-            seat.cut.clone()
-        };
+        }
         Ok(DesktopStream {
             tunnel,
             cut,
             host: host.to_owned(),
-            _viewing: Viewing {
-                desktops: self.clone(),
-                host: host.to_owned(),
-                instructor,
-            },
+            _place: place,
         })
     }
 
@@ -331,18 +361,25 @@ impl Desktops {
             .subscribe()
     }
 
-    /// Ends every stream of `host` (its seat changed hands).
+    /// Ends every stream of `host`, open or opening (its seat changed hands).
     pub fn cut(&self, host: &str) {
         let mut inner = self.lock();
         if let Some(seat) = inner.seats.get_mut(host) {
             seat.cut.cancel();
             seat.cut = CancellationToken::new();
+            if seat.unused() {
+                inner.seats.remove(host);
+            }
         }
     }
 
-    /// Open streams, all VMs together.
+    /// Streams open or opening, all VMs together.
     pub fn streams(&self) -> usize {
-        self.lock().seats.values().map(|s| s.streams).sum()
+        self.lock()
+            .seats
+            .values()
+            .map(|s| s.participant_streams + s.instructor_streams)
+            .sum()
     }
 }
 
@@ -362,6 +399,7 @@ pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream,
             &vm.hostname,
             Viewer::Participant,
             pool.config.desktop_open_timeout(),
+            &pool.shutdown,
         )
         .await
 }
@@ -377,7 +415,12 @@ pub async fn open_for_instructor(
     let vm = super::stored_vm(pool, host, "Failed to read the VM.").await?;
     let stream = pool
         .desktops
-        .open(&vm.hostname, viewer, pool.config.desktop_open_timeout())
+        .open(
+            &vm.hostname,
+            viewer,
+            pool.config.desktop_open_timeout(),
+            &pool.shutdown,
+        )
         .await?;
     let (action, detail) = match viewer {
         Viewer::Control => ("desktop_control", "took control of the desktop"),
@@ -411,9 +454,14 @@ mod tests {
         let opener = {
             let d = d.clone();
             tokio::spawn(async move {
-                d.open("vm-1", Viewer::Peek, Duration::from_secs(30))
-                    .await
-                    .map(|s| s.host)
+                d.open(
+                    "vm-1",
+                    Viewer::Peek,
+                    Duration::from_secs(30),
+                    &CancellationToken::new(),
+                )
+                .await
+                .map(|s| s.host)
             })
         };
         let asked = channel.opens.recv().await.expect("an open");
@@ -432,7 +480,12 @@ mod tests {
     async fn no_channel_a_refusal_and_a_silent_agent_are_errors() {
         let d = desktops();
         let err = d
-            .open("vm-1", Viewer::Participant, Duration::from_secs(1))
+            .open(
+                "vm-1",
+                Viewer::Participant,
+                Duration::from_secs(1),
+                &CancellationToken::new(),
+            )
             .await
             .err()
             .expect("no channel");
@@ -442,9 +495,14 @@ mod tests {
         let refused = {
             let d = d.clone();
             tokio::spawn(async move {
-                d.open("vm-1", Viewer::Participant, Duration::from_secs(30))
-                    .await
-                    .err()
+                d.open(
+                    "vm-1",
+                    Viewer::Participant,
+                    Duration::from_secs(30),
+                    &CancellationToken::new(),
+                )
+                .await
+                .err()
             })
         };
         let asked = channel.opens.recv().await.expect("an open");
@@ -454,7 +512,12 @@ mod tests {
         assert!(err.to_string().contains("no VNC server"), "{err}");
 
         let silent = d
-            .open("vm-1", Viewer::Participant, Duration::from_millis(50))
+            .open(
+                "vm-1",
+                Viewer::Participant,
+                Duration::from_millis(50),
+                &CancellationToken::new(),
+            )
             .await
             .err()
             .expect("timed out");
@@ -488,7 +551,15 @@ mod tests {
         assert!(!*watched.borrow());
         let open = |viewer| {
             let d = d.clone();
-            tokio::spawn(async move { d.open("vm-1", viewer, Duration::from_secs(30)).await })
+            tokio::spawn(async move {
+                d.open(
+                    "vm-1",
+                    viewer,
+                    Duration::from_secs(30),
+                    &CancellationToken::new(),
+                )
+                .await
+            })
         };
         let mut answer = async |task: tokio::task::JoinHandle<Result<DesktopStream, PoolError>>| {
             let asked = channel.opens.recv().await.expect("an open");
@@ -511,5 +582,95 @@ mod tests {
         assert!(own.cut.is_cancelled());
         let (after, _c) = answer(open(Viewer::Participant)).await;
         assert!(!after.cut.is_cancelled(), "a new stream after the cut runs");
+    }
+
+    #[tokio::test]
+    async fn the_participant_cannot_take_the_instructors_places() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let mut open = Vec::new();
+        for _ in 0..MAX_PARTICIPANT_STREAMS {
+            let d2 = d.clone();
+            let task = tokio::spawn(async move {
+                d2.open(
+                    "vm-1",
+                    Viewer::Participant,
+                    Duration::from_secs(30),
+                    &CancellationToken::new(),
+                )
+                .await
+            });
+            let asked = channel.opens.recv().await.expect("an open");
+            let (tunnel, far) = tokio::io::duplex(64);
+            assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
+            open.push((task.await.expect("join").expect("open"), far));
+        }
+        let refused = d
+            .open(
+                "vm-1",
+                Viewer::Participant,
+                Duration::from_secs(1),
+                &CancellationToken::new(),
+            )
+            .await
+            .err()
+            .expect("a participant past the limit");
+        assert!(matches!(refused, PoolError::Conflict(_)), "{refused:?}");
+        let peek = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.open(
+                    "vm-1",
+                    Viewer::Peek,
+                    Duration::from_secs(30),
+                    &CancellationToken::new(),
+                )
+                .await
+            })
+        };
+        let asked = channel.opens.recv().await.expect("the instructor's open");
+        let (tunnel, _far) = tokio::io::duplex(64);
+        assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
+        assert!(
+            peek.await.expect("join").is_ok(),
+            "the instructor still gets in"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_fails_at_once_when_the_agent_disconnects_or_the_allocator_stops() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let opening = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.open(
+                    "vm-1",
+                    Viewer::Participant,
+                    Duration::from_secs(3600),
+                    &CancellationToken::new(),
+                )
+                .await
+            })
+        };
+        channel.opens.recv().await.expect("an open");
+        drop(channel);
+        let err = opening.await.expect("join").err().expect("failed");
+        assert!(err.to_string().contains("disconnected"), "{err}");
+
+        let mut channel = d.attach("vm-1");
+        let stopping = CancellationToken::new();
+        let opening = {
+            let (d, stopping) = (d.clone(), stopping.clone());
+            tokio::spawn(async move {
+                d.open("vm-1", Viewer::Peek, Duration::from_secs(3600), &stopping)
+                    .await
+            })
+        };
+        channel.opens.recv().await.expect("an open");
+        stopping.cancel();
+        let err = opening.await.expect("join").err().expect("failed");
+        assert!(err.to_string().contains("restarting"), "{err}");
+        assert_eq!(d.streams(), 0, "a failed open frees its place");
     }
 }

@@ -87,6 +87,7 @@ impl Pool {
             );
         }
         let waiters = Arc::new(Waiters::default());
+        let desktops = Arc::new(desktop::Desktops::default());
         let metrics = Arc::new(Metrics::new());
         let identities = Identities::load(store.clone(), api_token.clone()).await?;
         let liveness = Arc::new(Liveness::new(config.staleness_limit()));
@@ -103,6 +104,7 @@ impl Pool {
                 api_token: api_token.clone(),
                 identities: identities.clone(),
                 liveness: liveness.clone(),
+                desktops: desktops.clone(),
             },
             metrics.clone(),
             // A backstop: providers stop their own commands at the run timeout.
@@ -119,7 +121,7 @@ impl Pool {
             store,
             clock,
             waiters,
-            desktops: Arc::default(),
+            desktops,
             liveness,
             identities,
             api_token,

@@ -69,6 +69,7 @@ pub struct Provisioner {
     api_token: SharedToken,
     identities: Arc<Identities>,
     liveness: Arc<Liveness>,
+    desktops: Arc<super::desktop::Desktops>,
     allocator_url: OnceLock<String>,
     current: Mutex<Option<Run>>,
     /// VMs removed by a destroy, for a while: a report still in flight from a dying VM
@@ -88,6 +89,8 @@ pub struct Handles {
     pub api_token: SharedToken,
     pub identities: Arc<Identities>,
     pub liveness: Arc<Liveness>,
+    /// Destroyed VMs' desktop streams end with them.
+    pub desktops: Arc<super::desktop::Desktops>,
 }
 
 impl Provisioner {
@@ -103,6 +106,7 @@ impl Provisioner {
             api_token,
             identities,
             liveness,
+            desktops,
         } = handles;
         Provisioner {
             provider,
@@ -111,6 +115,7 @@ impl Provisioner {
             api_token,
             identities,
             liveness,
+            desktops,
             allocator_url: OnceLock::new(),
             current: Mutex::new(None),
             gone: Gone::default(),
@@ -361,6 +366,7 @@ impl Provisioner {
                 for host in &removed {
                     self.waiters.notify(host, Wake::Deleted);
                     self.liveness.forget(host);
+                    self.desktops.cut(host);
                 }
                 if !removed.is_empty() {
                     log.line(format!("removed {} VM record(s)", removed.len()));

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,11 +31,15 @@ pub struct Local {
     reach: Mutex<Option<(String, Arc<Identities>)>>,
     /// Browser seats get a real local desktop: an Xvnc display of each VM's own.
     browser_desktops: bool,
+    /// The next X display number to give a local VM.
+    displays: AtomicU32,
 }
 
-/// The Xvnc display and loopback port of a local VM's browser desktop, free now.
-fn free_display_and_port() -> Result<(String, u16), ProviderError> {
-    let display = (200..1000)
+/// The Xvnc display and loopback port of a local VM's browser desktop: free now, and a
+/// display no other local VM was given (each starts its Xvnc only when claimed).
+fn free_display_and_port(given: &AtomicU32) -> Result<(String, u16), ProviderError> {
+    let display = std::iter::from_fn(|| Some(given.fetch_add(1, Ordering::Relaxed)))
+        .take_while(|n| *n < 1000)
         .find(|n| {
             !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
                 && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
@@ -81,6 +86,7 @@ impl Local {
             children: Mutex::new(BTreeMap::new()),
             reach: Mutex::new(None),
             browser_desktops,
+            displays: AtomicU32::new(200),
         }
     }
 
@@ -125,7 +131,7 @@ impl Local {
             .arg("--token-file")
             .arg(&credential_file);
         if self.browser_desktops {
-            let (display, port) = free_display_and_port()?;
+            let (display, port) = free_display_and_port(&self.displays)?;
             cmd.args(["--vnc", "xvnc", "--vnc-display", &display])
                 .args(["--vnc-port", &port.to_string()]);
             if let Some(session) = desktop_session() {

@@ -315,6 +315,20 @@ impl Agent {
         Ok(())
     }
 
+    /// As [`acts_as`](Self::acts_as), with the VM's own credential only: what the shared
+    /// token may do, every VM holding it may do as any other, and a desktop carries what
+    /// the participant types.
+    pub fn acts_as_itself(&self, hostname: &str) -> Result<(), ApiError> {
+        if matches!(self.scope, AgentScope::AnyVm) {
+            return Err(ApiError::Forbidden(
+                "Browser desktops need the VM's own credential (`lablink token --vm NAME`, \
+                 or a Terraform/local launch); the shared agents' token is not accepted here."
+                    .into(),
+            ));
+        }
+        self.acts_as(hostname)
+    }
+
     /// Whether the credential is still good now: a long-poll parked before a rotation,
     /// a revoke or a new mint of its name must not receive the next assignment.
     pub fn still_current(&self, app: &App) -> bool {

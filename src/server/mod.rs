@@ -92,6 +92,17 @@ where
     conn.await
 }
 
+/// TCP keep-alive probes: a peer that vanished without closing (a VM switched off, a
+/// laptop's lid shut) is noticed by the kernel within about two minutes, even on a
+/// connection that carries nothing (a parked long-poll, an idle desktop stream or tunnel).
+fn keep_alive(stream: &tokio::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &60);
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &15);
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &4);
+}
+
 /// Logs a connection refused for `server.max_connections`: a warning at most once a
 /// minute (a flood must not flood the log too), the rest at debug level.
 fn refused_connection(peer: SocketAddr) {
@@ -159,6 +170,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
         let router = router.clone();
         let state = app.clone();
         let trusted = trusted.clone();

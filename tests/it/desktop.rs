@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Answer, TestServer, within};
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Answer, TestServer, mint_credential, within};
 
 async fn browser_server(mode: &str) -> TestServer {
     let mode = mode.to_owned();
@@ -86,16 +86,18 @@ fn open_in_background(
 struct FakeAgent {
     channel: reqwest::Response,
     host: String,
+    credential: String,
     line: Vec<u8>,
 }
 
 impl FakeAgent {
     async fn connect(s: &TestServer, host: &str) -> FakeAgent {
+        let credential = mint_credential(s, host).await;
         let channel = s
             .client
             .get(s.url("/api/desktop/channel"))
             .query(&[("hostname", host)])
-            .bearer_auth(s.token())
+            .bearer_auth(&credential)
             .send()
             .await
             .expect("open the channel");
@@ -104,8 +106,21 @@ impl FakeAgent {
         FakeAgent {
             channel,
             host: host.to_owned(),
+            credential,
             line: Vec::new(),
         }
+    }
+
+    async fn refuse(&self, s: &TestServer, id: &str, reason: &str) -> u16 {
+        s.client
+            .post(s.url(&format!("/api/desktop/tunnel/{id}/refuse")))
+            .bearer_auth(&self.credential)
+            .json(&json!({"hostname": self.host, "reason": reason}))
+            .send()
+            .await
+            .expect("refuse")
+            .status()
+            .as_u16()
     }
 
     /// The next open request (keep-alive lines skipped).
@@ -131,7 +146,7 @@ impl FakeAgent {
             .client
             .get(s.url(&format!("/api/desktop/tunnel/{id}")))
             .query(&[("hostname", &self.host)])
-            .bearer_auth(s.token())
+            .bearer_auth(&self.credential)
             .header("connection", "upgrade")
             .header("upgrade", "lablink-rfb")
             .send()
@@ -260,13 +275,7 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
     let open = agent.next_open().await;
     assert_eq!(open["view_only"], false);
     let id = open["id"].as_str().expect("id").to_owned();
-    let refusal = s
-        .agent_post(
-            &format!("/api/desktop/tunnel/{id}/refuse"),
-            &json!({"hostname": "vm-1", "reason": "no VNC server here"}),
-        )
-        .await;
-    assert_eq!(refusal.status, 204);
+    assert_eq!(agent.refuse(&s, &id, "no VNC server here").await, 204);
     match waiting.await.expect("join").err() {
         Some(tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 503);
@@ -361,7 +370,7 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
 async fn bad_desktop_requests_get_clear_errors() {
     let s = browser_server("browser").await;
     register_running(&s, "vm-1").await;
-    // The channel and tunnels are the agents'.
+    // The channel and tunnels are the agents', each on its own credential.
     let no_token = s
         .client
         .get(s.url("/api/desktop/channel?hostname=vm-1"))
@@ -369,37 +378,50 @@ async fn bad_desktop_requests_get_clear_errors() {
         .await
         .expect("GET");
     assert_eq!(no_token.status(), 401);
-    let bad_host = s.agent_get("/api/desktop/channel?hostname=-bad-").await;
-    assert_eq!(bad_host.status, 400, "{}", bad_host.text);
-    let no_upgrade = s.agent_get("/api/desktop/tunnel/abc?hostname=vm-1").await;
+    let shared = s.agent_get("/api/desktop/channel?hostname=vm-1").await;
+    assert_eq!(shared.status, 403, "{}", shared.text);
+    assert!(shared.text.contains("own credential"), "{}", shared.text);
+    let credential = mint_credential(&s, "vm-1").await;
+    let as_vm = |path: &str| s.client.get(s.url(path)).bearer_auth(&credential);
+    let bad_host = as_vm("/api/desktop/channel?hostname=-bad-")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(bad_host.status(), 400);
+    let other_vm = as_vm("/api/desktop/channel?hostname=vm-2")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(other_vm.status(), 403, "a VM opens only its own channel");
+    let no_upgrade = Answer::read(
+        as_vm("/api/desktop/tunnel/abc?hostname=vm-1")
+            .send()
+            .await
+            .expect("GET"),
+    )
+    .await;
     no_upgrade.expect_error(
         400,
         "A tunnel needs `Connection: Upgrade` and `Upgrade: lablink-rfb`.",
     );
-    let unknown = s
-        .client
-        .get(s.url("/api/desktop/tunnel/abc?hostname=vm-1"))
-        .bearer_auth(s.token())
+    let unknown = as_vm("/api/desktop/tunnel/abc?hostname=vm-1")
         .header("connection", "upgrade")
         .header("upgrade", "lablink-rfb")
         .send()
         .await
         .expect("GET");
     assert_eq!(unknown.status(), 404);
-    let refuse = s
-        .agent_post(
-            "/api/desktop/tunnel/abc/refuse",
-            &json!({"hostname": "vm-1", "reason": " "}),
-        )
-        .await;
-    refuse.expect_error(400, "reason is required.");
-    let refuse = s
-        .agent_post(
-            "/api/desktop/tunnel/abc/refuse",
-            &json!({"hostname": "vm-1", "reason": "gone"}),
-        )
-        .await;
-    assert_eq!(refuse.status, 404);
+    let refuse = |reason: &'static str| {
+        s.client
+            .post(s.url("/api/desktop/tunnel/abc/refuse"))
+            .bearer_auth(&credential)
+            .json(&json!({"hostname": "vm-1", "reason": reason}))
+            .send()
+    };
+    Answer::read(refuse(" ").await.expect("POST"))
+        .await
+        .expect_error(400, "reason is required.");
+    assert_eq!(refuse("gone").await.expect("POST").status(), 404);
 
     // The viewer's side: a plain GET of the socket, no seat, another site.
     let plain = s.get("/desktop/ws", crate::helpers::Auth::None).await;

@@ -619,6 +619,22 @@ pub async fn pool_view(s: &TestServer) -> std::collections::BTreeMap<String, Val
         .collect()
 }
 
+/// A VM credential of `host`'s own, minted by the admin (`POST /api/vm-credentials`).
+pub async fn mint_credential(s: &TestServer, host: &str) -> String {
+    let minted = s
+        .client
+        .post(s.url("/api/vm-credentials"))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .json(&serde_json::json!({"hostname": host}))
+        .send()
+        .await
+        .expect("mint");
+    Answer::read(minted).await.expect(201)["credentials"][host]
+        .as_str()
+        .expect("a credential")
+        .to_owned()
+}
+
 /// Runs the real `lablink` binary with a clean environment; fails the test after `secs`.
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)], secs: u64) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"));

@@ -47,7 +47,7 @@ pub async fn channel(
     ApiQuery(named): ApiQuery<Named>,
 ) -> Result<Response, ApiError> {
     let host = required_hostname(named.hostname, "hostname is required.")?;
-    agent.acts_as(&host)?;
+    agent.acts_as_itself(&host)?;
     let attached = app.desktops.attach(&host);
     tracing::info!(vm = %host, "agent's desktop channel open");
     let stopping = app.shutdown.clone();
@@ -87,7 +87,7 @@ pub async fn tunnel(
 ) -> Result<Response, ApiError> {
     let id = stream_id(id)?;
     let host = required_hostname(named.hostname, "hostname is required.")?;
-    agent.acts_as(&host)?;
+    agent.acts_as_itself(&host)?;
     let asks_upgrade = request
         .headers()
         .get(header::UPGRADE)
@@ -143,7 +143,6 @@ pub async fn refuse(
 ) -> Result<StatusCode, ApiError> {
     let id = stream_id(id)?;
     let host = required_hostname(refusal.hostname, "hostname is required.")?;
-    agent.acts_as(&host)?;
     let reason = refusal
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -153,6 +152,7 @@ pub async fn refuse(
             "reason: at most {MAX_REASON_LEN} characters."
         )));
     }
+    agent.acts_as_itself(&host)?;
     tracing::warn!(vm = %host, %reason, "the agent could not open a desktop stream");
     if app.desktops.refuse(&host, &id, reason) {
         Ok(StatusCode::NO_CONTENT)

@@ -18,7 +18,9 @@ use super::{Gpu, LONG_POLL, Rig, Token};
 use crate::browser::{
     Driver, browser, click, fill, require_browser, shoot, sign_in, start_driver, wait_css,
 };
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TestServer, free_port, wait_for, within};
+use crate::helpers::{
+    ADMIN_PASSWORD, ADMIN_USER, TestServer, free_port, mint_credential, wait_for, within,
+};
 
 fn require_tools() {
     for tool in ["Xvnc", "xsetroot", "xdotool"] {
@@ -307,9 +309,11 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
     let mut agents = Vec::new();
     for (rig, display) in rigs.iter().zip(&displays) {
         let port = free_port().to_string();
+        // Browser desktops take only a VM's own credential.
+        let credential = mint_credential(&s, &rig.vm).await;
         agents.push(rig.agent(
             &s.base,
-            Token::Flag(s.token()),
+            Token::Flag(&credential),
             Gpu::Fake,
             &[
                 "--vnc",
@@ -396,7 +400,10 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
         .unwrap_or_else(|status| panic!("Bob's own desktop refused: {status}"));
     other.handshake().await;
     let seen = other.frame_centre().await;
-    assert!(close(seen, colour_of(&bob_vm)), "Bob's cookie showed {seen:?}");
+    assert!(
+        close(seen, colour_of(&bob_vm)),
+        "Bob's cookie showed {seen:?}"
+    );
     assert!(!close(seen, colour_of(&ada_vm)));
     drop(other);
 
