@@ -442,28 +442,64 @@ pub async fn open_for_instructor(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::DuplexStream;
+    use tokio::task::JoinHandle;
+
+    type Opening = JoinHandle<Result<DesktopStream, PoolError>>;
 
     fn desktops() -> Arc<Desktops> {
         Arc::new(Desktops::default())
+    }
+
+    /// `vm-1`'s desktop asked for by `viewer`, in a task (it waits for the agent).
+    fn open(
+        d: &Arc<Desktops>,
+        viewer: Viewer,
+        wait: Duration,
+        stopping: &CancellationToken,
+    ) -> Opening {
+        let (d, stopping) = (d.clone(), stopping.clone());
+        tokio::spawn(async move { d.open("vm-1", viewer, wait, &stopping).await })
+    }
+
+    fn open_now(d: &Arc<Desktops>, viewer: Viewer) -> Opening {
+        open(
+            d,
+            viewer,
+            Duration::from_secs(30),
+            &CancellationToken::new(),
+        )
+    }
+
+    /// The agent's side: the next open request answered with a tunnel; its far end.
+    async fn answer(d: &Desktops, channel: &mut AgentChannel) -> (OpenRequest, DuplexStream) {
+        let asked = channel.opens.recv().await.expect("an open");
+        let (tunnel, far) = tokio::io::duplex(64);
+        assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
+        (asked, far)
+    }
+
+    async fn opened(
+        d: &Desktops,
+        channel: &mut AgentChannel,
+        opening: Opening,
+    ) -> (DesktopStream, DuplexStream) {
+        let (_, far) = answer(d, channel).await;
+        (opening.await.expect("join").expect("open"), far)
+    }
+
+    async fn failed(opening: Opening) -> PoolError {
+        match opening.await.expect("join") {
+            Ok(_) => panic!("the open went ahead"),
+            Err(e) => e,
+        }
     }
 
     #[tokio::test]
     async fn an_open_is_answered_by_the_agents_tunnel() {
         let d = desktops();
         let mut channel = d.attach("vm-1");
-        let opener = {
-            let d = d.clone();
-            tokio::spawn(async move {
-                d.open(
-                    "vm-1",
-                    Viewer::Peek,
-                    Duration::from_secs(30),
-                    &CancellationToken::new(),
-                )
-                .await
-                .map(|s| s.host)
-            })
-        };
+        let opening = open_now(&d, Viewer::Peek);
         let asked = channel.opens.recv().await.expect("an open");
         assert!(asked.view_only);
         assert!(d.is_pending("vm-1", &asked.id));
@@ -472,56 +508,32 @@ mod tests {
         assert!(!d.deliver("vm-2", &asked.id, Box::new(tunnel)));
         let (tunnel, _far) = tokio::io::duplex(64);
         assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
-        assert_eq!(opener.await.expect("join").expect("open"), "vm-1");
+        assert_eq!(opening.await.expect("join").expect("open").host, "vm-1");
         assert!(!d.is_pending("vm-1", &asked.id));
     }
 
     #[tokio::test]
     async fn no_channel_a_refusal_and_a_silent_agent_are_errors() {
         let d = desktops();
-        let err = d
-            .open(
-                "vm-1",
-                Viewer::Participant,
-                Duration::from_secs(1),
-                &CancellationToken::new(),
-            )
-            .await
-            .err()
-            .expect("no channel");
+        let err = failed(open_now(&d, Viewer::Participant)).await;
         assert!(matches!(err, PoolError::Unavailable(_)), "{err:?}");
 
         let mut channel = d.attach("vm-1");
-        let refused = {
-            let d = d.clone();
-            tokio::spawn(async move {
-                d.open(
-                    "vm-1",
-                    Viewer::Participant,
-                    Duration::from_secs(30),
-                    &CancellationToken::new(),
-                )
-                .await
-                .err()
-            })
-        };
+        let refused = open_now(&d, Viewer::Participant);
         let asked = channel.opens.recv().await.expect("an open");
         assert!(!asked.view_only);
         assert!(d.refuse("vm-1", &asked.id, "no VNC server".into()));
-        let err = refused.await.expect("join").expect("refused");
+        let err = failed(refused).await;
         assert!(err.to_string().contains("no VNC server"), "{err}");
 
-        let silent = d
-            .open(
-                "vm-1",
-                Viewer::Participant,
-                Duration::from_millis(50),
-                &CancellationToken::new(),
-            )
-            .await
-            .err()
-            .expect("timed out");
-        assert!(silent.to_string().contains("did not open"), "{silent}");
+        let silent = open(
+            &d,
+            Viewer::Participant,
+            Duration::from_millis(50),
+            &CancellationToken::new(),
+        );
+        let err = failed(silent).await;
+        assert!(err.to_string().contains("did not open"), "{err}");
         let late = channel.opens.recv().await.expect("the open was sent");
         assert!(
             !d.is_pending("vm-1", &late.id),
@@ -549,28 +561,9 @@ mod tests {
         let mut channel = d.attach("vm-1");
         let mut watched = d.watched("vm-1");
         assert!(!*watched.borrow());
-        let open = |viewer| {
-            let d = d.clone();
-            tokio::spawn(async move {
-                d.open(
-                    "vm-1",
-                    viewer,
-                    Duration::from_secs(30),
-                    &CancellationToken::new(),
-                )
-                .await
-            })
-        };
-        let mut answer = async |task: tokio::task::JoinHandle<Result<DesktopStream, PoolError>>| {
-            let asked = channel.opens.recv().await.expect("an open");
-            let (tunnel, far) = tokio::io::duplex(64);
-            assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
-            let stream = task.await.expect("join").expect("open");
-            (stream, far)
-        };
-        let (own, _a) = answer(open(Viewer::Participant)).await;
+        let (own, _a) = opened(&d, &mut channel, open_now(&d, Viewer::Participant)).await;
         assert!(!*watched.borrow_and_update(), "the participant's own view");
-        let (peek, _b) = answer(open(Viewer::Peek)).await;
+        let (peek, _b) = opened(&d, &mut channel, open_now(&d, Viewer::Peek)).await;
         watched.changed().await.expect("changed");
         assert!(*watched.borrow_and_update());
         assert_eq!(d.streams(), 2);
@@ -580,96 +573,55 @@ mod tests {
 
         d.cut("vm-1");
         assert!(own.cut.is_cancelled());
-        let (after, _c) = answer(open(Viewer::Participant)).await;
+        let (after, _c) = opened(&d, &mut channel, open_now(&d, Viewer::Participant)).await;
         assert!(!after.cut.is_cancelled(), "a new stream after the cut runs");
+    }
+
+    #[tokio::test]
+    async fn a_cut_while_opening_ends_that_stream_too() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let opening = open_now(&d, Viewer::Participant);
+        let asked = channel.opens.recv().await.expect("an open");
+        d.cut("vm-1");
+        let (tunnel, _far) = tokio::io::duplex(64);
+        d.deliver("vm-1", &asked.id, Box::new(tunnel));
+        let err = failed(opening).await;
+        assert!(err.to_string().contains("changed hands"), "{err}");
+        assert_eq!(d.streams(), 0);
     }
 
     #[tokio::test]
     async fn the_participant_cannot_take_the_instructors_places() {
         let d = desktops();
         let mut channel = d.attach("vm-1");
-        let mut open = Vec::new();
+        let mut open_streams = Vec::new();
         for _ in 0..MAX_PARTICIPANT_STREAMS {
-            let d2 = d.clone();
-            let task = tokio::spawn(async move {
-                d2.open(
-                    "vm-1",
-                    Viewer::Participant,
-                    Duration::from_secs(30),
-                    &CancellationToken::new(),
-                )
-                .await
-            });
-            let asked = channel.opens.recv().await.expect("an open");
-            let (tunnel, far) = tokio::io::duplex(64);
-            assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
-            open.push((task.await.expect("join").expect("open"), far));
+            open_streams.push(opened(&d, &mut channel, open_now(&d, Viewer::Participant)).await);
         }
-        let refused = d
-            .open(
-                "vm-1",
-                Viewer::Participant,
-                Duration::from_secs(1),
-                &CancellationToken::new(),
-            )
-            .await
-            .err()
-            .expect("a participant past the limit");
+        let refused = failed(open_now(&d, Viewer::Participant)).await;
         assert!(matches!(refused, PoolError::Conflict(_)), "{refused:?}");
-        let peek = {
-            let d = d.clone();
-            tokio::spawn(async move {
-                d.open(
-                    "vm-1",
-                    Viewer::Peek,
-                    Duration::from_secs(30),
-                    &CancellationToken::new(),
-                )
-                .await
-            })
-        };
-        let asked = channel.opens.recv().await.expect("the instructor's open");
-        let (tunnel, _far) = tokio::io::duplex(64);
-        assert!(d.deliver("vm-1", &asked.id, Box::new(tunnel)));
-        assert!(
-            peek.await.expect("join").is_ok(),
-            "the instructor still gets in"
-        );
+        let (peek, _far) = opened(&d, &mut channel, open_now(&d, Viewer::Peek)).await;
+        assert_eq!(peek.host, "vm-1", "the instructor still gets in");
     }
 
     #[tokio::test]
     async fn an_open_fails_at_once_when_the_agent_disconnects_or_the_allocator_stops() {
         let d = desktops();
+        let forever = Duration::from_secs(3600);
         let mut channel = d.attach("vm-1");
-        let opening = {
-            let d = d.clone();
-            tokio::spawn(async move {
-                d.open(
-                    "vm-1",
-                    Viewer::Participant,
-                    Duration::from_secs(3600),
-                    &CancellationToken::new(),
-                )
-                .await
-            })
-        };
+        let opening = open(&d, Viewer::Participant, forever, &CancellationToken::new());
         channel.opens.recv().await.expect("an open");
         drop(channel);
-        let err = opening.await.expect("join").err().expect("failed");
+        let err = failed(opening).await;
         assert!(err.to_string().contains("disconnected"), "{err}");
 
         let mut channel = d.attach("vm-1");
         let stopping = CancellationToken::new();
-        let opening = {
-            let (d, stopping) = (d.clone(), stopping.clone());
-            tokio::spawn(async move {
-                d.open("vm-1", Viewer::Peek, Duration::from_secs(3600), &stopping)
-                    .await
-            })
-        };
+        let opening = open(&d, Viewer::Peek, forever, &stopping);
         channel.opens.recv().await.expect("an open");
         stopping.cancel();
-        let err = opening.await.expect("join").err().expect("failed");
+        let err = failed(opening).await;
         assert!(err.to_string().contains("restarting"), "{err}");
         assert_eq!(d.streams(), 0, "a failed open frees its place");
     }
