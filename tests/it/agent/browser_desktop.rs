@@ -23,12 +23,16 @@ use crate::helpers::{
 };
 
 fn require_tools() {
-    for tool in ["Xvnc", "xsetroot", "xdotool"] {
+    require(&["Xvnc", "xsetroot", "xdotool"]);
+}
+
+fn require(tools: &[&str]) {
+    for tool in tools {
         let found = std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
         assert!(
             found,
-            "{tool} is missing (apt-get install tigervnc-standalone-server x11-xserver-utils xdotool)"
+            "{tool} is missing (apt-get install tigervnc-standalone-server xvfb x11vnc x11-xserver-utils xdotool)"
         );
     }
 }
@@ -547,4 +551,76 @@ async fn the_local_provider_gives_browser_seats_a_real_desktop() {
     viewer.handshake().await;
     assert_eq!(viewer.size, lablink::agent::vnc::XVNC_SIZE);
     viewer.frame_centre().await;
+}
+
+/// An Xvfb display that outlives its clients (`-noreset`: without it, the X server resets
+/// when `xsetroot`, its only client, exits, and the colour is gone).
+struct Xvfb(std::process::Child);
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--vnc x11vnc`: the agent attaches x11vnc to a display a desktop already runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, x11vnc, xsetroot, xdotool and Chromium (.ci/run installs them)"]
+async fn x11vnc_shows_an_existing_display_in_the_browser() {
+    require(&["Xvfb", "x11vnc", "xsetroot", "xdotool"]);
+    require_browser();
+    let display = Display::free();
+    let xvfb = Xvfb(
+        Command::new("Xvfb")
+            .args([
+                &display.name,
+                "-screen",
+                "0",
+                "800x600x24",
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start Xvfb (apt-get install xvfb)"),
+    );
+    let blue = (40, 90, 200);
+    display.paint(blue).await;
+    let s = TestServer::start_with(|c| {
+        c.server.long_poll_seconds = LONG_POLL;
+        c.desktop.mode = "browser".into();
+    })
+    .await;
+    let rig = Rig::new("attached");
+    let credential = mint_credential(&s, &rig.vm).await;
+    let port = free_port().to_string();
+    let mut agent = rig.agent(
+        &s.base,
+        Token::Flag(&credential),
+        Gpu::Fake,
+        &[
+            "--vnc",
+            "x11vnc",
+            "--vnc-display",
+            &display.name,
+            "--vnc-port",
+            &port,
+        ],
+    );
+    wait_for(60, "the VM free", || async {
+        (s.free_count().await == 1).then_some(())
+    })
+    .await;
+    let driver: Driver = start_driver().await;
+    let lin = browser(&driver, 1000, 760).await;
+    claim_in_browser(&lin, &s.base, "lin@example.org").await;
+    wait_screen(&lin, blue, "the attached display").await;
+    shoot(&lin, "desktop-x11vnc").await;
+    let _ = lin.close().await;
+    agent.stop(30).await;
+    drop(xvfb);
 }
