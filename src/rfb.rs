@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io::ErrorKind;
 use std::path::Path;
+use std::time::Duration;
 
 use des::Des;
 use des::cipher::{Array, BlockCipherEncrypt, KeyInit};
@@ -85,6 +86,8 @@ pub enum RfbError {
     CutTextTooLong(u32),
     #[error("the viewer sent {0} encodings; view-only mode takes at most {MAX_ENCODINGS}")]
     TooManyEncodings(u16),
+    #[error("the viewer did not finish the handshake within {0:?}")]
+    ViewerTimeout(Duration),
     #[error("VNC connection: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -304,19 +307,36 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// After `authenticate`: serves the viewer's handshake (RFB 3.7 or 3.8, security type None
-/// only), passes its ClientInit on to `server` with the shared flag always set (so another
-/// viewer never disconnects the participant's), then relays both ways until either side
-/// closes. With `view_only`, what the viewer sends to change the desktop (keys, pointer,
-/// clipboard, resizes, xvp power actions) is dropped; see `frame`.
-pub async fn serve<V, S>(mut viewer: V, mut server: S, view_only: bool) -> Result<(), RfbError>
+/// only; a viewer that has not finished it within `handshake_limit` is dropped), passes its
+/// ClientInit on to `server` with the shared flag always set (so another viewer never
+/// disconnects the participant's), then relays both ways until either side closes. With
+/// `view_only`, what the viewer sends to change the desktop (keys, pointer, clipboard,
+/// resizes, xvp power actions) is dropped; see `frame`.
+pub async fn serve<V, S>(
+    mut viewer: V,
+    mut server: S,
+    view_only: bool,
+    handshake_limit: Duration,
+) -> Result<(), RfbError>
 where
     V: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    tokio::time::timeout(handshake_limit, greet_viewer(&mut viewer))
+        .await
+        .map_err(|_| RfbError::ViewerTimeout(handshake_limit))??;
+    server.write_all(&[1]).await?;
+    server.flush().await?;
+    relay(viewer, server, view_only).await
+}
+
+/// The viewer's side of the handshake, up to and including its ClientInit (whose shared
+/// flag is read and replaced).
+async fn greet_viewer<V: AsyncRead + AsyncWrite + Unpin>(viewer: &mut V) -> Result<(), RfbError> {
     viewer.write_all(Version::V3_8.greeting()).await?;
     viewer.flush().await?;
     let mut answer = [0; 12];
-    read_exact(&mut viewer, &mut answer, Peer::Viewer).await?;
+    read_exact(viewer, &mut answer, Peer::Viewer).await?;
     let version = match &answer {
         b"RFB 003.008\n" => Version::V3_8,
         b"RFB 003.007\n" => Version::V3_7,
@@ -334,7 +354,7 @@ where
     };
     viewer.write_all(&[1, SECURITY_NONE]).await?;
     viewer.flush().await?;
-    let chosen = read_u8(&mut viewer, Peer::Viewer).await?;
+    let chosen = read_u8(viewer, Peer::Viewer).await?;
     if chosen != SECURITY_NONE {
         if version == Version::V3_8 {
             let reason = b"LabLink offers only security type None";
@@ -351,11 +371,16 @@ where
         viewer.write_all(&0u32.to_be_bytes()).await?;
         viewer.flush().await?;
     }
-    // ClientInit: the viewer's shared flag is read and replaced.
-    read_u8(&mut viewer, Peer::Viewer).await?;
-    server.write_all(&[1]).await?;
-    server.flush().await?;
+    read_u8(viewer, Peer::Viewer).await?;
+    Ok(())
+}
 
+/// Both ways until either side closes (after the handshakes).
+async fn relay<V, S>(viewer: V, server: S, view_only: bool) -> Result<(), RfbError>
+where
+    V: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (mut viewer_in, mut viewer_out) = tokio::io::split(viewer);
     let (mut server_in, mut server_out) = tokio::io::split(server);
     let down = async {
@@ -791,7 +816,12 @@ mod tests {
     ) {
         let (viewer, viewer_side) = duplex(capacity);
         let (server, server_side) = duplex(capacity);
-        let relay = tokio::spawn(serve(viewer_side, server_side, view_only));
+        let relay = tokio::spawn(serve(
+            viewer_side,
+            server_side,
+            view_only,
+            Duration::from_secs(30),
+        ));
         (viewer, server, relay)
     }
 
@@ -1074,5 +1104,24 @@ mod tests {
                 .expect("viewer closed too");
             assert!(relay.await.expect("join").is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn a_viewer_that_never_finishes_its_handshake_is_dropped() {
+        let (mut viewer, viewer_side) = duplex(64);
+        let (_server, server_side) = duplex(64);
+        let limit = Duration::from_millis(50);
+        let relay = tokio::spawn(serve(viewer_side, server_side, false, limit));
+        let mut greeting = [0; 12];
+        viewer.read_exact(&mut greeting).await.expect("greeting");
+        // ... and silence.
+        let ended = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("serve gave up on the silent viewer")
+            .expect("join");
+        assert!(
+            matches!(ended, Err(RfbError::ViewerTimeout(l)) if l == limit),
+            "{ended:?}"
+        );
     }
 }

@@ -28,6 +28,9 @@ const NOT_SERVED_RETRY: Duration = Duration::from_secs(300);
 /// The VNC handshake on loopback takes milliseconds; a server that hangs must not hold a
 /// viewer longer than this.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// The viewer (the allocator's relay, and the browser behind it) must finish its side of
+/// the handshake within this, or the VNC connection it holds is given back.
+const VIEWER_HANDSHAKE: Duration = Duration::from_secs(30);
 /// A channel open this long counted as working.
 const STABLE: Duration = Duration::from_secs(60);
 /// A longer line than any open request is not from our allocator.
@@ -151,7 +154,7 @@ async fn serve_stream(alloc: Arc<Allocator>, vnc: Arc<dyn DesktopSource>, open: 
         }
     };
     tracing::info!(view_only = open.view_only, "desktop stream open");
-    match crate::rfb::serve(tunnel, server, open.view_only).await {
+    match crate::rfb::serve(tunnel, server, open.view_only, VIEWER_HANDSHAKE).await {
         Ok(()) => tracing::info!("desktop stream closed"),
         Err(e) => tracing::info!(error = %e, "desktop stream ended"),
     }

@@ -154,7 +154,12 @@ async fn check_server(port: u16, server: &mut Proc, password: &str, width: u16, 
         .await
         .expect("the password is accepted");
     let (mut viewer, relay_end) = tokio::io::duplex(64 * 1024);
-    let relay = tokio::spawn(rfb::serve(relay_end, conn, true));
+    let relay = tokio::spawn(rfb::serve(
+        relay_end,
+        conn,
+        true,
+        std::time::Duration::from_secs(30),
+    ));
     within(30, "viewer handshake and ServerInit", async {
         let mut greeting = [0; 12];
         viewer.read_exact(&mut greeting).await.expect("greeting");
