@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 use tokio_util::sync::CancellationToken;
 
+use super::heartbeat::{cpu_share, cpu_time};
 use super::{Server, register, rss_mib};
 use crate::agent::api::Allocator;
 use crate::agent::desktop_channel::{self, DesktopSource};
@@ -330,27 +331,6 @@ async fn latency(link: &mut Link, buf: &mut [u8]) -> Result<(f64, f64), String> 
     Ok((at(0.5), at(0.99)))
 }
 
-/// Seconds of CPU (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100.0, |v| v as f64);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / hz
-}
-
 /// Opens a relayed stream for `cookie`'s seat, trying until its VM's agent channel is up.
 async fn relayed_when_ready(addr: SocketAddr, cookie: &str) -> Result<Link, String> {
     let mut last = String::new();
@@ -459,10 +439,10 @@ pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<()
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_mib(server.pid).0;
-    let cpu_before = cpu_seconds(server.pid);
+    let cpu_before = cpu_time(server.pid);
     let t = Instant::now();
     tokio::time::sleep(secs).await;
-    let cpu = (cpu_seconds(server.pid) - cpu_before) / t.elapsed().as_secs_f64() * 100.0;
+    let cpu = cpu_share(cpu_before, cpu_time(server.pid), t.elapsed());
     println!(
         "{:<28} {:>10} open   RSS {before:.1} → {after:.1} MiB   {:.1} KiB each   CPU {cpu:.2} % of a core while idle",
         "idle desktop streams",
@@ -511,10 +491,7 @@ async fn against_xvnc(
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let display: u32 = (150..400)
-        .find(|d| {
-            !std::path::Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
-                && !std::path::Path::new(&format!("/tmp/.X{d}-lock")).exists()
-        })
+        .find(|d| crate::provision::local::x_display_free(*d))
         .ok_or("no free X display number")?;
     let port = TcpListener::bind("127.0.0.1:0")
         .await

@@ -30,7 +30,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// Share of one core `pid` used between two readings `wall` apart, in percent.
-fn cpu_share(before: Option<Duration>, after: Option<Duration>, wall: Duration) -> f64 {
+pub(super) fn cpu_share(before: Option<Duration>, after: Option<Duration>, wall: Duration) -> f64 {
     match (before, after) {
         (Some(b), Some(a)) => (a.saturating_sub(b)).as_secs_f64() / wall.as_secs_f64() * 100.0,
         _ => f64::NAN,

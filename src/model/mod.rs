@@ -133,6 +133,15 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// What `/vm_startup` hands the VM: the Chrome Remote Desktop command, or nothing for
+    /// a browser seat (the agent learns that from `desktop`).
+    pub fn startup_command(&self) -> String {
+        match self.desktop {
+            DesktopKind::Crd => self.crd_command(),
+            DesktopKind::Browser => String::new(),
+        }
+    }
+
     /// The command handed to the VM: the canonical Chrome Remote Desktop invocation with
     /// only the validated code in it. Upstream 0.1.2 clients parse `--code` out of this.
     pub fn crd_command(&self) -> String {

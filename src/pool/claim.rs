@@ -173,7 +173,7 @@ pub fn wake_assigned(pool: &Pool, vm: &Vm) {
             &vm.hostname,
             Wake::Assigned {
                 pin: a.pin.clone(),
-                command: a.crd_command(),
+                command: a.startup_command(),
                 desktop: a.desktop,
             },
         );

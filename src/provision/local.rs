@@ -35,15 +35,18 @@ pub struct Local {
     displays: AtomicU32,
 }
 
+/// Whether no X server holds display `:n` (neither its socket nor its lock file exists).
+pub fn x_display_free(n: u32) -> bool {
+    !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+        && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+}
+
 /// The Xvnc display and loopback port of a local VM's browser desktop: free now, and a
 /// display no other local VM was given (each starts its Xvnc only when claimed).
 fn free_display_and_port(given: &AtomicU32) -> Result<(String, u16), ProviderError> {
     let display = std::iter::from_fn(|| Some(given.fetch_add(1, Ordering::Relaxed)))
         .take_while(|n| *n < 1000)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })
+        .find(|n| x_display_free(*n))
         .ok_or_else(|| ProviderError::Config {
             key: "desktop.mode".into(),
             problem: "no free X display number in :200..:999 for a local browser desktop".into(),

@@ -35,10 +35,6 @@ fn is_crd(kind: &DesktopKind) -> bool {
 }
 
 fn success(pin: String, command: String, desktop: DesktopKind) -> Json<StartupAnswer> {
-    let command = match desktop {
-        DesktopKind::Crd => command,
-        DesktopKind::Browser => String::new(),
-    };
     Json(StartupAnswer {
         status: "success",
         pin,
@@ -91,7 +87,7 @@ pub async fn begin(app: &App, agent: Agent, req: StartupRequest) -> Result<Start
         }
         return Ok(Startup::Answer(success(
             a.pin.clone(),
-            a.crd_command(),
+            a.startup_command(),
             a.desktop,
         )));
     }

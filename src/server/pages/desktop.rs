@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::extract::ws::{
     Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -27,7 +27,7 @@ use crate::model::{DesktopKind, Vm, validate_hostname};
 use crate::pool::claim::{self, SeatFound};
 use crate::pool::desktop::{self, DesktopStream, Viewer};
 use crate::server::api::ApiQuery;
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, cross_site};
 use crate::server::state::App;
 use crate::views::desktop as view;
 
@@ -68,25 +68,13 @@ pub async fn participant_page(State(app): State<App>, headers: HeaderMap) -> Res
     }
 }
 
-/// A browser's WebSocket must come from our own pages (cookies ride along on a
-/// cross-site WebSocket handshake; the Origin header says who opened it).
-fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
-    if host.is_some() && origin_host == host {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "A desktop opens only from this server's own pages.".into(),
-        ))
+/// A browser's WebSocket must come from our own pages: cookies ride along on a
+/// cross-site WebSocket handshake too.
+fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
+    if cross_site(headers) {
+        return Err(ApiError::CrossSite);
     }
+    Ok(())
 }
 
 fn upgrade_or_error(
@@ -104,7 +92,7 @@ pub async fn participant_socket(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    same_origin(&headers)?;
+    same_site(&headers)?;
     let ws = upgrade_or_error(ws)?;
     let vm = own_seat(&app, &headers).await?.ok_or_else(|| {
         ApiError::Forbidden("This browser holds no seat; claim one on the start page first.".into())
@@ -185,7 +173,7 @@ pub async fn instructor_socket(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    same_origin(&headers)?;
+    same_site(&headers)?;
     let ws = upgrade_or_error(ws)?;
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     let viewer = mode.viewer()?;

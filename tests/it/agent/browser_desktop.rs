@@ -50,9 +50,7 @@ impl Display {
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             assert!(n < 400, "no free X display number");
-            if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            {
+            if lablink::provision::local::x_display_free(n) {
                 return Display {
                     number: n,
                     name: format!(":{n}"),
