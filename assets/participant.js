@@ -11,20 +11,75 @@
   setInterval(refresh, 5000);
 })();
 
-// The seat page follows the seat: when its state or VM changes (moved, VM unresponsive,
-// seat released), the page is loaded again. Without script, a reload does the same.
+// The workshop event's countdown and warnings, and the seat page following the seat (a
+// move, an unresponsive VM or a released seat loads the page again), from the live stream of
+// /api/my-vm; where EventSource is missing, /api/my-vm is polled. Without script, a reload
+// shows the same.
 (function () {
+  var bar = document.getElementById("event-bar");
   var seat = document.getElementById("seat");
-  if (!seat) return;
-  var state = seat.getAttribute("data-state");
-  var host = seat.getAttribute("data-host");
-  function check() {
-    fetch("/api/my-vm", { cache: "no-store", credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (d) {
-        if (d && (d.state !== state || d.hostname !== host)) window.location.reload();
-      })
-      .catch(function () {});
+  if (!bar && !seat) return;
+  var title = document.getElementById("event-name");
+  var countdown = document.getElementById("event-countdown");
+  var warning = document.getElementById("event-warning");
+  var event = null;
+
+  function clock(seconds) {
+    var h = Math.floor(seconds / 3600);
+    var m = Math.floor((seconds % 3600) / 60);
+    var s = seconds % 60;
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return (h > 0 ? h + ":" + two(m) : String(m)) + ":" + two(s);
   }
-  setInterval(check, 3000);
+
+  function tick() {
+    if (!event || !countdown) return;
+    var now = Date.now();
+    var starts = Date.parse(event.starts_at);
+    var ends = Date.parse(event.ends_at);
+    if (event.phase === "ended" || event.phase === "stopping" || now >= ends) {
+      countdown.textContent = "The workshop has ended.";
+    } else if (now < starts) {
+      countdown.textContent = "Starts in " + clock(Math.round((starts - now) / 1000));
+    } else {
+      countdown.textContent = "Time left: " + clock(Math.round((ends - now) / 1000));
+    }
+  }
+
+  function show(d) {
+    if (seat && (d.state !== seat.getAttribute("data-state") ||
+                 d.hostname !== seat.getAttribute("data-host"))) {
+      window.location.reload();
+      return;
+    }
+    if (!bar) return;
+    event = d.event;
+    bar.hidden = !event;
+    if (!event) return;
+    bar.setAttribute("data-phase", event.phase);
+    if (title) title.textContent = event.name;
+    if (warning) {
+      warning.hidden = !event.warning;
+      warning.textContent = event.warning ? event.warning.text : "";
+      bar.setAttribute("data-warning", event.warning ? String(event.warning.minutes) : "");
+    }
+    tick();
+  }
+
+  if (window.EventSource) {
+    var source = new EventSource("/api/my-vm/events");
+    source.addEventListener("seat", function (e) {
+      try { show(JSON.parse(e.data)); } catch (err) { console.error(err); }
+    });
+  } else {
+    var poll = function () {
+      fetch("/api/my-vm", { cache: "no-store", credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (d) { if (d) show(d); })
+        .catch(function () {});
+    };
+    poll();
+    setInterval(poll, 3000);
+  }
+  setInterval(tick, 1000);
 })();

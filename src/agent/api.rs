@@ -61,6 +61,15 @@ pub struct Beat {
     pub interval: Option<Duration>,
     /// The last participant left: this reset (its number) is to be done.
     pub reset: Option<u32>,
+    /// A message for the participant's desktop (the workshop's countdown): its id changes
+    /// with each new message.
+    pub notice: Option<Notice>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Notice {
+    pub id: String,
+    pub text: String,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +77,7 @@ struct BeatBody {
     interval_seconds: Option<u64>,
     reset_requested: Option<bool>,
     reset_id: Option<u32>,
+    notice: Option<Notice>,
 }
 
 pub struct Allocator {
@@ -194,6 +204,9 @@ impl Allocator {
                 .reset_requested
                 .unwrap_or(false)
                 .then_some(answer.reset_id.unwrap_or(0)),
+            notice: answer
+                .notice
+                .filter(|n| !n.id.is_empty() && n.id.len() <= 128 && n.text.len() <= 1024),
         })
     }
 

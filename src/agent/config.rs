@@ -76,6 +76,10 @@ pub struct AgentArgs {
     /// `/usr/bin/xfce4-session`).
     #[arg(long, env = "LABLINK_VNC_SESSION")]
     pub vnc_session: Option<PathBuf>,
+    /// Shows the workshop's countdown on the participant's desktop (`notify-send` from
+    /// libnotify, or a program taking its arguments).
+    #[arg(long, env = "LABLINK_NOTIFY_PROGRAM", default_value = "notify-send")]
+    pub notify_program: PathBuf,
     /// Seconds start-host may run before it is stopped.
     #[arg(long, default_value_t = 120)]
     pub desktop_timeout: u64,

@@ -82,6 +82,10 @@ impl DesktopUser {
         nix::unistd::chown(path, Some(self.uid), Some(self.gid)).map_err(std::io::Error::from)
     }
 
+    pub fn uid(&self) -> u32 {
+        self.uid.as_raw()
+    }
+
     pub fn home(&self) -> &Path {
         &self.home
     }

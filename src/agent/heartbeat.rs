@@ -1,6 +1,7 @@
 //! The agent's heartbeat: proof of life every few seconds (a frozen agent stops sending
 //! it, and its VM leaves the free pool), with the boot id (a new one is a reboot) and the
-//! free disk space. Its answer says when the last participant's desktop must be reset.
+//! free disk space. Its answer says when the last participant's desktop must be reset, and
+//! carries the messages to show on the desktop (the workshop's countdown).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Allocator, CallError};
+use super::notify::Notifier;
 
 /// An allocator without heartbeats (upstream 0.1.2) answers 404: ask again this rarely.
 const NOT_SUPPORTED_RETRY: Duration = Duration::from_secs(300);
@@ -35,9 +37,11 @@ pub async fn run(
     every: Duration,
     disk: std::path::PathBuf,
     reset: watch::Sender<Option<u32>>,
+    notifier: Arc<Notifier>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
     let boot = boot_id();
+    let mut shown: Option<String> = None;
     let mut interval = every;
     let mut warned = false;
     loop {
@@ -50,6 +54,13 @@ pub async fn run(
                     *r = beat.reset;
                     changed
                 });
+                if let Some(notice) = beat.notice
+                    && shown.as_ref() != Some(&notice.id)
+                {
+                    shown = Some(notice.id);
+                    let (notifier, cancel) = (notifier.clone(), cancel.clone());
+                    tokio::spawn(async move { notifier.show(&notice.text, &cancel).await });
+                }
                 interval
             }
             Err(e) if e.is_fatal() => return Err(e),

@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod heartbeat;
 pub mod inuse;
 pub mod logs;
+pub mod notify;
 pub mod reset;
 pub mod retry;
 pub mod setup;
@@ -229,11 +230,17 @@ async fn agent(
     }
 
     let (reset_tx, reset_rx) = tokio::sync::watch::channel(None);
+    let notifier = Arc::new(notify::Notifier {
+        program: args.notify_program.clone(),
+        user: setup.user.clone(),
+        fallback_display: args.vnc_display.clone(),
+    });
     tasks.spawn(heartbeat::run(
         alloc.clone(),
         every.heartbeat,
         setup.desktop_dir.clone(),
         reset_tx,
+        notifier,
         cancel.clone(),
     ));
     let seats = Seats {

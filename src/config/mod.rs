@@ -49,6 +49,7 @@ settings! {
         section provision: ProvisionConfig;
         section access: AccessConfig;
         section desktop: DesktopConfig;
+        section event: EventConfig;
     }
 }
 
@@ -313,6 +314,45 @@ settings! {
     }
 }
 
+settings! {
+    /// A workshop run from this file (LabLink's own section): with a `name`, the allocator
+    /// keeps `seats` plus spares running from `prewarm_minutes` before `start`, counts down
+    /// to `end`, and then rescues the participants' files and destroys the pool. The
+    /// console shows such an event read-only; without a name, create one in the console.
+    pub struct EventConfig {
+        /// The event's name; empty: no event from this file.
+        name: String = "";
+        /// When participants arrive (ISO 8601; without an offset, UTC).
+        start: String = "", text("empty, or an ISO 8601 time", iso_time);
+        /// The hard stop (ISO 8601): files rescued, then every VM destroyed.
+        end: String = "", text("empty, or an ISO 8601 time", iso_time);
+        /// Participants' seats.
+        seats: u64 = 0, range(0, crate::model::MAX_SEATS as u64);
+        /// Spare VMs on top of the seats, in percent of the seats (rounded up).
+        spare_percent: u64 = 10, range(0, 100);
+        /// VMs are launched this long before `start`, to be running and alive when
+        /// participants arrive.
+        prewarm_minutes: u64 = 60, range(0, 1440);
+        /// The code participants enter during the event; empty: `access.join_code`. A
+        /// secret: prefer `LABLINK_EVENT_JOIN_CODE_FILE`.
+        join_code: String = "", text("empty, or ≥ 4 characters", a_join_code);
+        /// Minutes before the end at which participants are warned (pushed to their page
+        /// and, through the agent, to their desktop).
+        warn_minutes: String = "30,10,2", text("minutes, comma-separated", countdown_marks);
+    }
+}
+
+fn iso_time(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    crate::clock::parse_time(text).map(drop)
+}
+
+fn countdown_marks(text: &str) -> Result<(), String> {
+    crate::model::check_marks(&crate::model::parse_marks(text)?)
+}
+
 fn file_extension(ext: &str) -> Result<(), String> {
     if ext.is_empty() || ext.len() > 16 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(format!(
@@ -510,6 +550,13 @@ impl Config {
                 "startup_script.enabled is true: name the script to run on every new VM".into(),
             );
         }
+        if !self.event.name.trim().is_empty()
+            && let Err(e) = self.event_plan()
+        {
+            // The plan's messages begin with the field they are about.
+            let field = e.split(':').next().unwrap_or("name");
+            bad(&format!("event.{field}"), e);
+        }
         if self.machine.software.trim().is_empty() {
             bad("machine.software", "must not be empty".into());
         } else {
@@ -591,6 +638,33 @@ impl Config {
     }
 
     /// The desktops a participant may choose from (`desktop.mode`), the default first.
+    /// The event of the `event` section, if it names one.
+    pub fn event_plan(&self) -> Result<Option<crate::model::EventPlan>, String> {
+        let e = &self.event;
+        if e.name.trim().is_empty() {
+            return Ok(None);
+        }
+        let time = |key: &str, text: &str| {
+            if text.trim().is_empty() {
+                return Err(format!("{key}: required when event.name is set"));
+            }
+            crate::clock::parse_time(text).map_err(|why| format!("{key}: {why}"))
+        };
+        let plan = crate::model::EventPlan {
+            name: e.name.trim().to_owned(),
+            starts_at: time("start", &e.start)?,
+            ends_at: time("end", &e.end)?,
+            seats: u32::try_from(e.seats).unwrap_or(u32::MAX),
+            spare_percent: u32::try_from(e.spare_percent).unwrap_or(u32::MAX),
+            prewarm_minutes: u32::try_from(e.prewarm_minutes).unwrap_or(u32::MAX),
+            join_code: e.join_code.trim().to_owned(),
+            warn_minutes: crate::model::parse_marks(&e.warn_minutes)
+                .map_err(|why| format!("warn_minutes: {why}"))?,
+        };
+        plan.check()?;
+        Ok(Some(plan))
+    }
+
     pub fn desktop_kinds(&self) -> &'static [crate::model::DesktopKind] {
         use crate::model::DesktopKind::{Browser, Crd};
         match self.desktop.mode.as_str() {

@@ -1,7 +1,8 @@
-//! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, and the
-//! liveness watchdog. Each runs until the pool's shutdown token is cancelled.
+//! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, the
+//! liveness watchdog and the workshop event. Each runs until the pool's shutdown token is cancelled.
 
 pub mod autoreboot;
+pub mod event;
 pub mod scheduler;
 pub mod watchdog;
 
@@ -15,6 +16,7 @@ pub struct Jobs {
     scheduler: JoinHandle<()>,
     watchdog: JoinHandle<()>,
     rebooter: JoinHandle<()>,
+    event: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -23,6 +25,7 @@ impl Jobs {
             scheduler: tokio::spawn(scheduler::run(pool.clone())),
             watchdog: tokio::spawn(watchdog::run(pool.clone())),
             rebooter: tokio::spawn(autoreboot::run(pool.clone())),
+            event: tokio::spawn(event::run(pool.clone())),
         }
     }
 
@@ -31,6 +34,7 @@ impl Jobs {
     pub async fn stopped(self) {
         let _ = self.scheduler.await;
         let _ = self.watchdog.await;
+        let _ = self.event.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

@@ -5,12 +5,18 @@
 //! identities, provisioning runs, schedules and the pool's counts have files of their own.
 
 mod counts;
+mod event;
 mod hostname;
 mod identity;
 mod run;
 mod schedule;
 
 pub use counts::Counts;
+pub use event::{
+    Event, EventEnd, EventLaunch, EventPhase, EventPlan, JournalEntry, JournalKind, LaunchReason,
+    MAX_SEATS, check_join_code, check_marks, check_name, check_prewarm_minutes, check_seats,
+    check_spare_percent, parse_marks,
+};
 pub use hostname::{MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, validate_hostname};
 pub use identity::Identity;
 pub use run::{AuditEntry, Run, RunAction, RunState};

@@ -78,6 +78,9 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
             .check_network(ip)
             .map_err(PoolError::Limited)?;
     }
+    if let Some(why) = super::event::closed(pool) {
+        return Err(PoolError::Conflict(why));
+    }
     let invalid = |message: &str| PoolError::Invalid(message.to_owned());
     let desktop = chosen_desktop(pool, request.desktop)?;
     if request.email.trim().is_empty()
@@ -213,7 +216,8 @@ fn crd_code(command: &str) -> Result<String, PoolError> {
 
 /// The workshop's join code, when it has one (compared in constant time).
 fn check_join_code(pool: &Pool, given: Option<&str>) -> Result<(), PoolError> {
-    let expected = pool.config.access.join_code.trim();
+    let expected = super::event::join_code(pool);
+    let expected = expected.as_str();
     if expected.is_empty() {
         return Ok(());
     }

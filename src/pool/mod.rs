@@ -9,6 +9,7 @@ pub mod claim;
 pub mod claim_limit;
 pub mod desktop;
 pub mod error;
+pub mod event;
 pub mod launch;
 pub mod liveness;
 pub mod participant_files;
@@ -61,6 +62,8 @@ pub struct Pool {
     pub claim_limits: ClaimLimits,
     /// `access.allowed_emails`, parsed once (empty: anyone may claim).
     pub allowed_emails: Vec<String>,
+    /// The current workshop event, as last stored.
+    pub event: event::EventCell,
     /// Cancelled when the allocator starts shutting down: jobs stop, parked long-polls
     /// answer at once.
     pub shutdown: CancellationToken,
@@ -110,7 +113,7 @@ impl Pool {
             // A backstop: providers stop their own commands at the run timeout.
             Duration::from_secs(config.provision.run_timeout_seconds + 60),
         ));
-        Ok(Pool {
+        let pool = Pool {
             // Validated before the pool opens; nothing to parse per claim.
             allowed_emails: config.allowed_emails().unwrap_or_default(),
             claim_limits: ClaimLimits::new(
@@ -128,8 +131,14 @@ impl Pool {
             token_rotation: tokio::sync::Mutex::new(()),
             provisioner,
             metrics,
+            event: event::EventCell::new(None),
             shutdown: CancellationToken::new(),
-        })
+        };
+        event::load(&pool).await.map_err(|e| match e {
+            event::EventLoadError::Store(e) => OpenError::Store(e),
+            event::EventLoadError::Config(why) => OpenError::Event(why),
+        })?;
+        Ok(pool)
     }
 
     pub fn long_poll(&self) -> Duration {
@@ -206,6 +215,8 @@ impl Actor {
 pub enum OpenError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Event(String),
     #[error("cannot find this executable: {0}")]
     Executable(std::io::Error),
 }

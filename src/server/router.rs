@@ -17,13 +17,13 @@ use tracing::Instrument;
 
 use super::api::startup::Startup;
 use super::api::{
-    backup, desktop as agent_desktop, download, health, heartbeat, logs, participant_data, pool,
-    provision, reboot, schedules, seats, startup, telemetry,
+    backup, desktop as agent_desktop, download, event, health, heartbeat, logs, participant_data,
+    pool, provision, reboot, schedules, seats, startup, telemetry,
 };
 use super::auth::{Agent, form_csrf};
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, JsonBody, LOG_BODY_LIMIT};
 use super::observe;
-use super::pages::{admin, desktop, login, participant, seat};
+use super::pages::{admin, desktop, event as event_page, login, participant, seat};
 use super::state::App;
 use super::{sessions, sse};
 use crate::assets;
@@ -38,6 +38,7 @@ pub fn build(app: App) -> Router {
         .route("/api/request_vm", post(participant::request_vm))
         .route("/my-vm", get(seat::page))
         .route("/api/my-vm", get(seat::state))
+        .route("/api/my-vm/events", get(seat::events))
         .route("/desktop", get(desktop::participant_page))
         .route("/desktop/ws", get(desktop::participant_socket))
         .route("/desktop/events", get(desktop::participant_events))
@@ -79,6 +80,14 @@ pub fn build(app: App) -> Router {
             "/api/vm-credentials",
             post(seats::post_mint).get(seats::list_identities),
         )
+        .route(
+            "/api/event",
+            get(event::get)
+                .post(event::create)
+                .patch(event::update)
+                .delete(event::cancel),
+        )
+        .route("/api/event/end", post(event::end_now))
         .route("/api/heartbeat", post(heartbeat::post_heartbeat))
         .route("/api/vm-reset-done", post(heartbeat::post_reset_done))
         .route("/api/runs", get(provision::list_runs))
@@ -123,6 +132,9 @@ pub fn build(app: App) -> Router {
         .route("/admin/token/rotate", post(admin::rotate_token))
         .route("/admin/token/mint", post(admin::mint_credential))
         .route("/admin/audit", get(admin::audit_page))
+        .route("/admin/event", get(event_page::page).post(event_page::save))
+        .route("/admin/event/end", post(event_page::end_now))
+        .route("/admin/event/cancel", post(event_page::cancel))
         .route("/admin/{export}", get(admin::export))
         .route("/download/lablink", get(download::executable))
         .route("/download/lablink.sha256", get(download::checksum))

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod backup;
 pub mod codec;
+pub mod events;
 pub mod identities;
 pub mod logs;
 pub mod meta;

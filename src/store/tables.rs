@@ -48,6 +48,13 @@ pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");
 /// credential names its identity's nonce, so it dies with this entry.
 pub const VM_IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vm_identities_v1");
 
+/// event id → encoded `model::Event`; the newest is the current event.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
+
+/// (event id, sequence) → encoded `model::JournalEntry`: what happened during the event.
+pub const EVENT_JOURNAL: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("event_journal_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -73,5 +80,7 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(SESSIONS)?;
     visitor.visit(AUDIT)?;
     visitor.visit(VM_IDENTITIES)?;
+    visitor.visit(EVENTS)?;
+    visitor.visit(EVENT_JOURNAL)?;
     Ok(())
 }

@@ -20,12 +20,18 @@ fn shell(screen: &Screen, bar: Markup) -> Markup {
             head {
                 (head_start(&format!("{} · LabLink", screen.title)))
                 script type="module" src="/assets/desktop.js" {}
+                @if screen.events.is_some() {
+                    script src="/assets/participant.js" defer {}
+                }
             }
             body.desktop-page data-desktop="connecting" {
                 header.desktop-bar {
                     a.brand href="/" { "LabLink" }
                     p #desktop-status role="status" { "Connecting to the desktop…" }
                     (bar)
+                }
+                @if screen.events.is_some() {
+                    (super::participant::event_bar())
                 }
                 div #desktop-screen
                     data-ws=(screen.socket)

@@ -39,6 +39,7 @@ pub fn landing(free: u64, form: &FormState) -> Markup {
         "Get your VM",
         &["/assets/participant.js"],
         html! {
+            (event_bar())
             h1 { "Get your workshop desktop" }
             p.free { "Available VMs: " strong #free-count { (free) } }
             @if let Some(error) = form.error {
@@ -90,6 +91,18 @@ pub fn landing(free: u64, form: &FormState) -> Markup {
             }
         },
     )
+}
+
+/// The workshop event's name, countdown and warnings: filled, shown and kept current by
+/// `participant.js` from the live seat stream (hidden when there is no event).
+pub fn event_bar() -> Markup {
+    html! {
+        div.event-bar #event-bar hidden {
+            span.event-name #event-name {}
+            span.event-countdown #event-countdown role="timer" {}
+            p.event-warning #event-warning role="alert" hidden {}
+        }
+    }
 }
 
 pub struct Assigned<'a> {
@@ -247,6 +260,7 @@ pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
         &["/assets/participant.js"],
         refresh,
         html! {
+            (event_bar())
             div #seat data-state=(seat.state()) data-host=(seat.hostname()) {
                 @match seat {
                     Seat::Ready { hostname, coming_back, desktop: DesktopKind::Browser, .. } => {

@@ -343,6 +343,23 @@ impl TestServer {
     }
 
     /// POST a JSON body as the agent (with the right token).
+    /// A JSON request as the admin (HTTP Basic); `body` sent as JSON when given.
+    pub async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        Answer::read(req.send().await.expect("request")).await
+    }
+
     pub async fn agent_post(&self, path: &str, body: &Value) -> Answer {
         self.post_json(path, body, Some(self.token())).await
     }

@@ -16,6 +16,7 @@ mod concurrency;
 mod crash;
 mod desktop;
 mod errors;
+mod event;
 mod health_shutdown;
 mod helpers;
 mod limits;

@@ -8,17 +8,10 @@ use lablink::clock::ManualClock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Answer, Auth, TestServer, wait_for, within};
+use crate::helpers::{ADMIN_USER, Answer, Auth, TestServer, wait_for, within};
 
 async fn admin_json(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> Answer {
-    let mut req = s
-        .client
-        .request(method, s.url(path))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD));
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    Answer::read(req.send().await.expect("request")).await
+    s.admin_json(method, path, body).await
 }
 
 fn refused(a: &Answer, status: u16, message: &str) {

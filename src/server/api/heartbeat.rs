@@ -1,5 +1,6 @@
 //! `POST /api/heartbeat`: the agent says it is alive (every `server.heartbeat_seconds`),
-//! and learns whether its desktop must be reset. `POST /api/vm-reset-done`: it was.
+//! and learns whether its desktop must be reset and what to show on it (the countdown).
+//! `POST /api/vm-reset-done`: it was.
 
 use axum::Json;
 use axum::extract::State;
@@ -67,11 +68,17 @@ pub async fn post_heartbeat(
             tracing::warn!(vm = %host, "new boot id: the VM rebooted");
         }
     }
+    let notice = vm
+        .assignment
+        .as_ref()
+        .and_then(|_| crate::pool::event::desktop_notice(&app.pool))
+        .map(|(id, text)| json!({"id": id, "text": text}));
     Ok(Json(json!({
         "status": "ok",
         "interval_seconds": app.config.server.heartbeat_seconds,
         "reset_requested": vm.reset_pending && vm.assignment.is_none(),
         "reset_id": vm.resets,
+        "notice": notice,
     })))
 }
 

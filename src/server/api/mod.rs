@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod desktop;
 pub mod download;
+pub mod event;
 pub mod extract;
 pub mod health;
 pub mod heartbeat;

@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn dates_are_rendered_as_http_dates() {
-        let t = crate::pool::schedules::parse_time("2026-05-01T18:00:00Z").expect("time");
+        let t = crate::clock::parse_time("2026-05-01T18:00:00Z").expect("time");
         assert_eq!(http_date(t), "Fri, 01 May 2026 18:00:00 GMT");
     }
 }

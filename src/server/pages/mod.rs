@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod desktop;
+pub mod event;
 pub mod login;
 pub mod participant;
 pub mod seat;

@@ -27,7 +27,7 @@ pub async fn landing(State(app): State<App>) -> Response {
 
 async fn render_form(app: &App, status: StatusCode, form: &FormState<'_>) -> Response {
     let form = &FormState {
-        ask_join_code: !app.config.access.join_code.is_empty(),
+        ask_join_code: !crate::pool::event::join_code(&app.pool).is_empty(),
         desktops: app.config.desktop_kinds(),
         ..*form
     };
@@ -194,6 +194,7 @@ async fn refusal(app: &App, typed_email: &str, refused: PoolError) -> Response {
         ),
         PoolError::NoneFree => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
         PoolError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+        PoolError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
         PoolError::Store { .. } | PoolError::Failed(_) => {
             tracing::error!(error = ?refused, "claim failed");
             (StatusCode::INTERNAL_SERVER_ERROR, UNEXPECTED.to_owned())

@@ -5,8 +5,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::participant::ClaimCookie;
 use crate::error::PageError;
@@ -59,7 +64,7 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
     match find(&app, &headers).await {
         Ok(found) => {
             let (seat, _) = view_of(&app, &found);
-            let ask = !app.config.access.join_code.is_empty();
+            let ask = !crate::pool::event::join_code(&app.pool).is_empty();
             let desktop = match &found {
                 SeatFound::Mine(vm) => vm.assignment.as_ref().map(|a| a.desktop),
                 _ => None,
@@ -79,16 +84,75 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
     }
 }
 
+/// What the page's script is told: the seat's state and VM (never the PIN), and the
+/// workshop event's countdown.
+async fn snapshot(app: &App, headers: &HeaderMap) -> Result<Value, PoolError> {
+    let found = find(app, headers).await?;
+    let (seat, seen) = view_of(app, &found);
+    Ok(json!({
+        "state": seat.state(),
+        "hostname": seat.hostname(),
+        "last_seen_seconds_ago": seen,
+        "event": crate::pool::event::participant_view(&app.pool),
+    }))
+}
+
 /// For the page's script: the seat's state and VM (never the PIN).
 pub async fn state(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, crate::error::ApiError> {
-    let found = find(&app, &headers).await?;
-    let (seat, seen) = view_of(&app, &found);
-    Ok(Json(json!({
-        "state": seat.state(),
-        "hostname": seat.hostname(),
-        "last_seen_seconds_ago": seen,
-    })))
+    Ok(Json(snapshot(&app, &headers).await?))
+}
+
+/// Updates closer together than this are sent as one.
+const SETTLE: Duration = Duration::from_secs(1);
+/// Sent again this often even without a change (the agent's silence is measured in time).
+const RECHECK: Duration = Duration::from_secs(15);
+
+/// `GET /api/my-vm/events`: `GET /api/my-vm`'s answer as a `seat` event, at once and then
+/// whenever it changes (after any store change, at most once a second), until the browser
+/// goes away or the allocator stops.
+pub async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
+    let (tx, rx) = mpsc::channel::<Event>(4);
+    tokio::spawn(async move {
+        let mut changes = app.store.changes();
+        let mut sent = String::new();
+        loop {
+            match snapshot(&app, &headers).await {
+                Ok(now) => {
+                    let now = now.to_string();
+                    if now != sent {
+                        if tx
+                            .send(Event::default().event("seat").data(&now))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        sent = now;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a participant's seat for their page")
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(RECHECK) => {}
+                () = tx.closed() => return,
+                () = app.shutdown.cancelled() => return,
+            }
+            tokio::time::sleep(SETTLE).await;
+            changes.borrow_and_update();
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

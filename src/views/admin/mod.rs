@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod dashboard;
+pub mod event;
 pub mod instances;
 pub mod login;
 pub mod logs;
@@ -25,8 +26,9 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/admin", "Dashboard"),
+    ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
     ("/admin/create", "Launch"),
     ("/admin/scheduled-destruction", "Schedules"),
