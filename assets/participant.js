@@ -12,17 +12,28 @@
 })();
 
 // The seat page follows the seat: when its state or VM changes (moved, VM unresponsive,
-// seat released), the page is loaded again. Without script, a reload does the same.
+// seat released, seated from the queue), the page is loaded again; in the queue, the
+// place is updated in place. Without script, a reload does the same.
 (function () {
   var seat = document.getElementById("seat");
   if (!seat) return;
   var state = seat.getAttribute("data-state");
   var host = seat.getAttribute("data-host");
+  function show(id, value) {
+    var el = document.getElementById(id);
+    if (el && typeof value === "number") el.textContent = String(value);
+  }
   function check() {
     fetch("/api/my-vm", { cache: "no-store", credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (d) {
-        if (d && (d.state !== state || d.hostname !== host)) window.location.reload();
+        if (!d) return;
+        if (d.state !== state || d.hostname !== host) {
+          window.location.reload();
+        } else if (d.state === "waiting") {
+          show("position", d.position);
+          show("waiting", d.waiting);
+        }
       })
       .catch(function () {});
   }

@@ -49,6 +49,7 @@ settings! {
         section provision: ProvisionConfig;
         section access: AccessConfig;
         section desktop: DesktopConfig;
+        section waitlist: WaitlistConfig;
     }
 }
 
@@ -310,6 +311,16 @@ settings! {
         mode: String = "crd", one_of(&["crd", "browser", "both"]);
         /// How long opening a browser desktop waits for the VM's agent to answer.
         open_timeout_seconds: u64 = 20, range(1, 300);
+    }
+}
+
+settings! {
+    /// The queue participants join when no VM is free (LabLink's own section).
+    pub struct WaitlistConfig {
+        /// Offer the queue when no VM is free; whoever waits is seated in turn as VMs free up.
+        enabled: bool = true;
+        /// Most participants waiting at once.
+        max_entries: u64 = 1000, range(1, 1_000_000);
     }
 }
 

@@ -1,8 +1,10 @@
-//! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, and the
-//! liveness watchdog. Each runs until the pool's shutdown token is cancelled.
+//! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, the
+//! liveness watchdog, and the seating of the waiting list. Each runs until the pool's
+//! shutdown token is cancelled.
 
 pub mod autoreboot;
 pub mod scheduler;
+pub mod waitlist;
 pub mod watchdog;
 
 use std::sync::Arc;
@@ -15,6 +17,7 @@ pub struct Jobs {
     scheduler: JoinHandle<()>,
     watchdog: JoinHandle<()>,
     rebooter: JoinHandle<()>,
+    waitlist: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -23,6 +26,7 @@ impl Jobs {
             scheduler: tokio::spawn(scheduler::run(pool.clone())),
             watchdog: tokio::spawn(watchdog::run(pool.clone())),
             rebooter: tokio::spawn(autoreboot::run(pool.clone())),
+            waitlist: tokio::spawn(waitlist::run(pool.clone())),
         }
     }
 
@@ -31,6 +35,7 @@ impl Jobs {
     pub async fn stopped(self) {
         let _ = self.scheduler.await;
         let _ = self.watchdog.await;
+        let _ = self.waitlist.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

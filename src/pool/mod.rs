@@ -17,6 +17,7 @@ pub mod reboot;
 pub mod schedules;
 pub mod seats;
 pub mod waiters;
+pub mod waitlist;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub struct Pool {
     pub claim_limits: ClaimLimits,
     /// `access.allowed_emails`, parsed once (empty: anyone may claim).
     pub allowed_emails: Vec<String>,
+    /// Wakes the waiting list's seating job when a VM may have become available.
+    pub waitlist: Arc<waitlist::Waitlist>,
     /// Cancelled when the allocator starts shutting down: jobs stop, parked long-polls
     /// answer at once.
     pub shutdown: CancellationToken,
@@ -128,6 +131,7 @@ impl Pool {
             token_rotation: tokio::sync::Mutex::new(()),
             provisioner,
             metrics,
+            waitlist: Arc::new(waitlist::Waitlist::default()),
             shutdown: CancellationToken::new(),
         })
     }

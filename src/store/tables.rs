@@ -48,6 +48,14 @@ pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");
 /// credential names its identity's nonce, so it dies with this entry.
 pub const VM_IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vm_identities_v1");
 
+/// place number → encoded `model::WaitEntry`: the waiting list, first come first served
+/// (the lowest number is seated next).
+pub const WAITLIST: TableDefinition<u64, &[u8]> = TableDefinition::new("waitlist_v1");
+
+/// participant e-mail (normalised) → their place number in `WAITLIST`.
+pub const WAITLIST_BY_EMAIL: TableDefinition<&str, u64> =
+    TableDefinition::new("waitlist_by_email_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -73,5 +81,7 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(SESSIONS)?;
     visitor.visit(AUDIT)?;
     visitor.visit(VM_IDENTITIES)?;
+    visitor.visit(WAITLIST)?;
+    visitor.visit(WAITLIST_BY_EMAIL)?;
     Ok(())
 }

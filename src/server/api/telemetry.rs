@@ -23,7 +23,7 @@ pub struct StatusReport {
 }
 
 enum Recorded {
-    Yes,
+    Yes(crate::model::Vm),
     NotThisLaunch,
     Destroyed,
 }
@@ -63,13 +63,16 @@ pub async fn post_status(
             if gone.contains(&name) {
                 return Ok(Recorded::Destroyed);
             }
-            vms::report_status(tx, &name, Some(status), now)?;
-            Ok(Recorded::Yes)
+            let vm = vms::report_status(tx, &name, Some(status), now)?;
+            Ok(Recorded::Yes(vm))
         })
         .await
         .map_err(ApiError::store("Failed to update VM status."))?;
     match recorded {
-        Recorded::Yes => Ok(Json(json!({"message": "VM status updated successfully."}))),
+        Recorded::Yes(vm) => {
+            app.waitlist.offer(&vm);
+            Ok(Json(json!({"message": "VM status updated successfully."})))
+        }
         Recorded::NotThisLaunch => Err(ApiError::BadToken),
         Recorded::Destroyed => Err(ApiError::Gone(format!(
             "VM {host} was destroyed; it is not registered again until the next launch."

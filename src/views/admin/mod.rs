@@ -11,6 +11,7 @@ pub mod runs;
 pub mod schedules;
 pub mod teardown;
 pub mod token;
+pub mod waitlist;
 
 use maud::{DOCTYPE, Markup, html};
 
@@ -25,7 +26,7 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/admin", "Dashboard"),
     ("/admin/instances", "Instances"),
     ("/admin/create", "Launch"),
@@ -33,6 +34,7 @@ const NAV: [(&str, &str); 7] = [
     ("/admin/instances/delete", "Teardown & data"),
     ("/admin/token", "Agent token"),
     ("/admin/audit", "Audit log"),
+    ("/admin/waitlist", "Waitlist"),
 ];
 
 /// htmx settings that keep it inside the CSP: no injected styles, no eval.
