@@ -78,7 +78,7 @@ impl Seating {
 
 pub enum Joined {
     /// Nothing to wait for: the claim went ahead.
-    Claimed(Claim),
+    Claimed(Box<Claim>),
     /// In the queue at `place`. `token` is the proof their browser keeps; `None` when this
     /// browser had joined already (it holds the proof, and the place is kept).
     Queued {
@@ -137,10 +137,10 @@ pub async fn join(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Joined, Poo
     .map_err(|e| PoolError::Failed(format!("waitlist task failed: {e}")))?
     .map_err(PoolError::store(UNEXPECTED))?;
     match joined {
-        queue::Joined::Claimed(outcome) => Ok(Joined::Claimed(Claim {
-            seat: claim::seated(pool, outcome, token)?,
+        queue::Joined::Claimed(outcome) => Ok(Joined::Claimed(Box::new(Claim {
+            seat: claim::seated(pool, *outcome, token)?,
             email,
-        })),
+        }))),
         queue::Joined::Queued { place, again } => {
             if !again {
                 tracing::info!(%email, position = place.position, "participant joined the waiting list");

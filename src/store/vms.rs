@@ -238,7 +238,7 @@ pub fn claim(
 /// What `seat` did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seat {
-    Given(Vm),
+    Given(Box<Vm>),
     /// The assignment's e-mail holds a VM already: nothing was changed.
     AlreadyHolds(String),
     NoneFree,
@@ -264,7 +264,7 @@ pub fn seat(
     match assign_first_free(&mut vms, &mut free, assignment, None, alive)? {
         Some(vm) => {
             by_email.insert(email.as_str(), vm.hostname.as_str())?;
-            Ok(Seat::Given(vm))
+            Ok(Seat::Given(Box::new(vm)))
         }
         None => Ok(Seat::NoneFree),
     }

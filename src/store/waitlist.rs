@@ -32,7 +32,7 @@ pub enum Joined {
     Full,
     /// No place needed: the claim went ahead (a VM was free and nobody waited, or this
     /// e-mail holds a VM already).
-    Claimed(ClaimOutcome),
+    Claimed(Box<ClaimOutcome>),
 }
 
 /// A participant who waited and now has `vm`.
@@ -66,7 +66,7 @@ fn load(
 }
 
 fn place_of(
-    queue: &(impl ReadableTable<u64, &'static [u8]> + ReadableTableMetadata),
+    queue: &impl ReadableTable<u64, &'static [u8]>,
     number: u64,
 ) -> Result<Place, StoreError> {
     Ok(Place {
@@ -117,7 +117,7 @@ pub fn join(
     }
     match vms::claim(tx, req, now, alive)? {
         ClaimOutcome::NoneFree => {}
-        claimed => return Ok(Joined::Claimed(claimed)),
+        claimed => return Ok(Joined::Claimed(Box::new(claimed))),
     }
     let mut queue = tx.open_table(WAITLIST)?;
     if queue.len()? >= max {
@@ -233,7 +233,7 @@ pub fn seat_head(
         match vms::seat(tx, entry.assignment(pin, now), alive)? {
             Seat::Given(vm) => {
                 take(&mut queue, &mut by_email, number, &entry.email)?;
-                return Ok(Some(Seated { entry, vm }));
+                return Ok(Some(Seated { entry, vm: *vm }));
             }
             Seat::AlreadyHolds(host) => {
                 tracing::warn!(email = %entry.email, vm = %host, "a waiting participant holds a VM already; taken out of the queue");
@@ -305,7 +305,7 @@ mod tests {
         let (_dir, store) = with_vms(&["vm-1"]).await;
         assert!(matches!(
             join_as(&store, "ada@example.org", "t-ada").await,
-            Joined::Claimed(ClaimOutcome::Assigned(_))
+            Joined::Claimed(c) if matches!(*c, ClaimOutcome::Assigned(_))
         ));
         assert_eq!(
             join_as(&store, "bob@example.org", "t-bob").await,

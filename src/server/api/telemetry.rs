@@ -23,7 +23,10 @@ pub struct StatusReport {
 }
 
 enum Recorded {
-    Yes(crate::model::Vm),
+    /// Recorded; `available`: the VM can be handed out now.
+    Yes {
+        available: bool,
+    },
     NotThisLaunch,
     Destroyed,
 }
@@ -64,13 +67,17 @@ pub async fn post_status(
                 return Ok(Recorded::Destroyed);
             }
             let vm = vms::report_status(tx, &name, Some(status), now)?;
-            Ok(Recorded::Yes(vm))
+            Ok(Recorded::Yes {
+                available: vm.is_available(),
+            })
         })
         .await
         .map_err(ApiError::store("Failed to update VM status."))?;
     match recorded {
-        Recorded::Yes(vm) => {
-            app.waitlist.offer(&vm);
+        Recorded::Yes { available } => {
+            if available {
+                app.waitlist.vacancy();
+            }
             Ok(Json(json!({"message": "VM status updated successfully."})))
         }
         Recorded::NotThisLaunch => Err(ApiError::BadToken),

@@ -318,7 +318,7 @@ pub async fn join_waitlist(
         Err(refused) => Err(refused),
     };
     match joined {
-        Ok(Joined::Claimed(claimed)) => seated_page(claimed, &headers),
+        Ok(Joined::Claimed(claimed)) => seated_page(*claimed, &headers),
         Ok(Joined::Queued { email, token, .. }) => {
             let mut page = Redirect::to("/my-vm").into_response();
             if let Some(token) = token {
