@@ -545,3 +545,53 @@ async fn joining_with_a_vm_free_is_a_claim() {
     })
     .await;
 }
+
+/// The queue in headless Chromium: two participants join from the "no VM free" answer;
+/// the first one's page turns into their seat when a VM frees up, the second's number
+/// moves up in place (no reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them)"]
+async fn the_queue_in_real_browsers() {
+    use crate::browser::{
+        browser, click, fill, require_browser, shoot, start_driver, wait_css, wait_text,
+    };
+    require_browser();
+    let s = TestServer::start().await;
+    s.register_running("vm-1").await;
+    s.claim("ada@example.org", &crd_command("4/0Ada")).await;
+    let driver = start_driver().await;
+    let bob = browser(&driver, 1000, 800).await;
+    let cy = browser(&driver, 1000, 800).await;
+    for (client, email) in [(&bob, "bob@example.org"), (&cy, "cy@example.org")] {
+        client.goto(&s.url("/")).await.expect("open /");
+        fill(client, "#email", email).await;
+        fill(client, "#crd_command", &crd_command("4/0Queued")).await;
+        click(
+            client,
+            r#"form[action="/api/request_vm"] button[type=submit]"#,
+        )
+        .await;
+        click(client, "#waitlist-offer button[type=submit]").await;
+        wait_css(client, "#position").await;
+    }
+    wait_text(&bob, "#position", "1").await;
+    wait_text(&cy, "#position", "2").await;
+    shoot(&cy, "waitlist-queued").await;
+    cy.execute("window.__lablink_marker = 42; return true;", vec![])
+        .await
+        .expect("mark the page");
+
+    free_up(&s, "vm-1").await;
+    wait_text(&bob, "#hostname", "vm-1").await;
+    wait_css(&bob, "#pin").await;
+    shoot(&bob, "waitlist-seated").await;
+    wait_text(&cy, "#position", "1").await;
+    wait_text(&cy, "#waiting", "1").await;
+    let marker = cy
+        .execute("return window.__lablink_marker || null;", vec![])
+        .await
+        .expect("read the marker");
+    assert_eq!(marker, json!(42), "the queue page was reloaded");
+    bob.close().await.expect("close");
+    cy.close().await.expect("close");
+}
