@@ -12,9 +12,9 @@
 })();
 
 // The workshop event's countdown and warnings, and the seat page following the seat (a
-// move, an unresponsive VM or a released seat loads the page again), from the live stream of
-// /api/my-vm; where EventSource is missing, /api/my-vm is polled. Without script, a reload
-// shows the same.
+// move, an unresponsive VM, a released seat or a seat from the queue loads the page again;
+// in the queue, the place is updated in place), from the live stream of /api/my-vm; where
+// EventSource is missing, /api/my-vm is polled. Without script, a reload shows the same.
 (function () {
   var bar = document.getElementById("event-bar");
   var seat = document.getElementById("seat");
@@ -30,6 +30,11 @@
     var s = seconds % 60;
     var two = function (n) { return (n < 10 ? "0" : "") + n; };
     return (h > 0 ? h + ":" + two(m) : String(m)) + ":" + two(s);
+  }
+
+  function number(id, value) {
+    var el = document.getElementById(id);
+    if (el && typeof value === "number") el.textContent = String(value);
   }
 
   function tick() {
@@ -51,6 +56,10 @@
                  d.hostname !== seat.getAttribute("data-host"))) {
       window.location.reload();
       return;
+    }
+    if (d.state === "waiting") {
+      number("position", d.position);
+      number("waiting", d.waiting);
     }
     if (!bar) return;
     event = d.event;

@@ -30,6 +30,11 @@ const RUN_BUCKETS: [f64; 11] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
 ];
 
+/// Time in the waiting list, from joining to being seated: up to a workshop day.
+const WAIT_BUCKETS: [f64; 12] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+];
+
 /// How a participant's claim (`POST /api/request_vm`) was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimOutcome {
@@ -110,6 +115,8 @@ pub struct Metrics {
     http: HistogramFamily<HttpLabels>,
     runs: Family<RunLabels, Counter>,
     run_seconds: HistogramFamily<RunLabels>,
+    waitlist_wait: Histogram,
+    waitlist_length: Gauge,
 }
 
 impl Default for Metrics {
@@ -164,12 +171,27 @@ impl Metrics {
             Unit::Seconds,
             run_seconds.clone(),
         );
+        let waitlist_wait = Histogram::new(WAIT_BUCKETS);
+        registry.register_with_unit(
+            "lablink_waitlist_wait",
+            "How long seated participants waited in the queue",
+            Unit::Seconds,
+            waitlist_wait.clone(),
+        );
+        let waitlist_length = Gauge::default();
+        registry.register(
+            "lablink_waitlist_length",
+            "Participants waiting for a VM",
+            waitlist_length.clone(),
+        );
         Metrics {
             registry,
             claims,
             http,
             runs,
             run_seconds,
+            waitlist_wait,
+            waitlist_length,
         }
     }
 
@@ -179,6 +201,17 @@ impl Metrics {
                 outcome: outcome.label(),
             })
             .inc();
+    }
+
+    /// A waiting participant was seated after `waited`.
+    pub fn waitlist_seated(&self, waited: Duration) {
+        self.waitlist_wait.observe(waited.as_secs_f64());
+    }
+
+    /// How many wait now (set at each scrape, from the store).
+    pub fn waitlist_length(&self, waiting: u64) {
+        self.waitlist_length
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// One answered request; `route` is the matched route pattern, never the raw path.
@@ -361,6 +394,8 @@ mod tests {
             Vm::new("vm-1", now).with_status(VmStatus::Running, now),
             Vm::new("vm-2", now),
         ];
+        m.waitlist_seated(Duration::from_secs(42));
+        m.waitlist_length(2);
         let text = m.render(&pool, 3, &|_| Some(7));
         for expected in [
             "lablink_claims_total{outcome=\"assigned\"} 1\n",
@@ -375,6 +410,9 @@ mod tests {
             "lablink_vms{status=\"error\",assigned=\"true\"} 0\n",
             "lablink_vms_free 1\n",
             "lablink_long_polls_parked 3\n",
+            "lablink_waitlist_wait_seconds_sum 42.0\n",
+            "lablink_waitlist_wait_seconds_count 1\n",
+            "lablink_waitlist_length 2\n",
             "lablink_build_info{version=\"",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");

@@ -50,6 +50,7 @@ settings! {
         section access: AccessConfig;
         section desktop: DesktopConfig;
         section event: EventConfig;
+        section waitlist: WaitlistConfig;
     }
 }
 
@@ -351,6 +352,16 @@ fn iso_time(text: &str) -> Result<(), String> {
 
 fn countdown_marks(text: &str) -> Result<(), String> {
     crate::model::check_marks(&crate::model::parse_marks(text)?)
+}
+
+settings! {
+    /// The queue participants join when no VM is free (LabLink's own section).
+    pub struct WaitlistConfig {
+        /// Offer the queue when no VM is free; whoever waits is seated in turn as VMs free up.
+        enabled: bool = true;
+        /// Most participants waiting at once.
+        max_entries: u64 = 1000, range(1, 1_000_000);
+    }
 }
 
 fn file_extension(ext: &str) -> Result<(), String> {

@@ -1,9 +1,11 @@
 //! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, the
-//! liveness watchdog and the workshop event. Each runs until the pool's shutdown token is cancelled.
+//! liveness watchdog, the workshop event and the seating of the waiting list. Each runs until
+//! the pool's shutdown token is cancelled.
 
 pub mod autoreboot;
 pub mod event;
 pub mod scheduler;
+pub mod waitlist;
 pub mod watchdog;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ pub struct Jobs {
     watchdog: JoinHandle<()>,
     rebooter: JoinHandle<()>,
     event: JoinHandle<()>,
+    waitlist: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -26,6 +29,7 @@ impl Jobs {
             watchdog: tokio::spawn(watchdog::run(pool.clone())),
             rebooter: tokio::spawn(autoreboot::run(pool.clone())),
             event: tokio::spawn(event::run(pool.clone())),
+            waitlist: tokio::spawn(waitlist::run(pool.clone())),
         }
     }
 
@@ -35,6 +39,7 @@ impl Jobs {
         let _ = self.scheduler.await;
         let _ = self.watchdog.await;
         let _ = self.event.await;
+        let _ = self.waitlist.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

@@ -57,6 +57,9 @@ async fn apply(pool: &Pool, changes: Changes) {
             for host in &changes.back {
                 tracing::info!(vm = %host, "agent heard again");
             }
+            if !changes.back.is_empty() {
+                pool.waitlist.vacancy();
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot record the agents' liveness; trying again");

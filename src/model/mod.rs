@@ -10,6 +10,7 @@ mod hostname;
 mod identity;
 mod run;
 mod schedule;
+mod waitlist;
 
 pub use counts::Counts;
 pub use event::{
@@ -21,6 +22,7 @@ pub use hostname::{MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, validate_hostname};
 pub use identity::Identity;
 pub use run::{AuditEntry, Run, RunAction, RunState};
 pub use schedule::{EXECUTIONS_KEPT, Execution, Schedule, ScheduleStatus};
+pub use waitlist::WaitEntry;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -14,6 +14,7 @@ use crate::crd;
 use crate::metrics::ClaimOutcome as Counted;
 use crate::model::{DesktopKind, Vm};
 use crate::store::vms::{self, ClaimOutcome};
+use crate::store::waitlist::{self, Place};
 
 pub const MAX_EMAIL_LEN: usize = 254;
 pub const MAX_COMMAND_LEN: usize = 4096;
@@ -71,7 +72,17 @@ pub async fn claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim, Poo
     result
 }
 
-async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim, PoolError> {
+/// A request that passed every check of a claim: the e-mail as normalised, the desktop,
+/// and the validated Chrome Remote Desktop code (empty for a browser desktop).
+pub(super) struct Checked {
+    pub email: String,
+    pub desktop: DesktopKind,
+    pub code: String,
+}
+
+/// The checks of a claim, in order: per-network limit, the form, the join code, the
+/// e-mail and the allow-list, the CRD command, then the per-e-mail limit.
+pub(super) fn check(pool: &Pool, request: &ClaimRequest) -> Result<Checked, PoolError> {
     // The machine itself is a local tool (a proxy on loopback forwards the real address).
     if let Some(ip) = request.client.filter(|ip| !ip.is_loopback()) {
         pool.claim_limits
@@ -105,7 +116,19 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
     pool.claim_limits
         .check_email(&email)
         .map_err(PoolError::Limited)?;
+    Ok(Checked {
+        email,
+        desktop,
+        code,
+    })
+}
 
+async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim, PoolError> {
+    let Checked {
+        email,
+        desktop,
+        code,
+    } = check(pool, &request)?;
     let pin = random_pin();
     let now = Utc::now();
     let token = crate::store::meta::random_secret();
@@ -131,15 +154,8 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
                 vms::claim(tx, &request, now, &|host| liveness.is_alive(host))
             })
             .await;
-        if let Ok(
-            ClaimOutcome::Assigned(vm)
-            | ClaimOutcome::Reseated { vm, .. }
-            | ClaimOutcome::Rejoined {
-                vm, rotated: true, ..
-            },
-        ) = &outcome
-        {
-            wake_assigned(&committer, vm);
+        if let Ok(outcome) = &outcome {
+            wake_claimed(&committer, outcome);
         }
         outcome
     })
@@ -148,7 +164,31 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
     .map_err(PoolError::store(
         "An unexpected error occurred while processing your request. Please ask your instructor for help.",
     ))?;
-    let seat = match outcome {
+    Ok(Claim {
+        email,
+        seat: seated(pool, outcome, token)?,
+    })
+}
+
+/// Wakes the VM a committed claim gave out (or passed a new code to).
+pub(super) fn wake_claimed(pool: &Pool, outcome: &ClaimOutcome) {
+    if let ClaimOutcome::Assigned(vm)
+    | ClaimOutcome::Reseated { vm, .. }
+    | ClaimOutcome::Rejoined {
+        vm, rotated: true, ..
+    } = outcome
+    {
+        wake_assigned(pool, vm);
+    }
+}
+
+/// What a committed claim gives the participant; `token` is the new claim's proof.
+pub(super) fn seated(
+    pool: &Pool,
+    outcome: ClaimOutcome,
+    token: String,
+) -> Result<Seated, PoolError> {
+    Ok(match outcome {
         ClaimOutcome::Assigned(vm) => Seated::Assigned { vm, token },
         ClaimOutcome::Reseated { from, vm } => {
             tracing::info!(from = %from, to = %vm.hostname, "participant re-seated: their VM stopped responding");
@@ -165,8 +205,7 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
             proven,
         },
         ClaimOutcome::NoneFree => return Err(PoolError::NoneFree),
-    };
-    Ok(Claim { email, seat })
+    })
 }
 
 /// Wakes `vm`'s parked agent with its (new) assignment; call after the commit.
@@ -278,6 +317,10 @@ pub enum SeatFound {
     OtherBrowser,
     /// The e-mail holds no VM any more.
     Released(String),
+    /// This browser joined the waiting list and waits at `place`.
+    Waiting(Place),
+    /// The e-mail waits, but this browser did not join the queue.
+    WaitingElsewhere,
     Nothing,
 }
 
@@ -290,25 +333,37 @@ pub async fn find_seat(
         return Ok(SeatFound::Nothing);
     };
     let lookup = email.clone();
-    let held = pool
+    let (held, waiting) = pool
         .store
-        .read(move |tx| vms::held_by(tx, &lookup))
+        .read(move |tx| {
+            let held = vms::held_by(tx, &lookup)?;
+            let waiting = match held {
+                Some(_) => None,
+                None => waitlist::find(tx, &lookup)?,
+            };
+            Ok((held, waiting))
+        })
         .await
         .map_err(PoolError::store("Failed to read the seat."))?;
     let presented = sha256_hex(token);
+    let same = |kept: &str| {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            kept.as_bytes(),
+            presented.as_bytes(),
+        ))
+    };
     Ok(match held {
-        None => SeatFound::Released(email),
+        None => match waiting {
+            Some((entry, place)) if same(&entry.token_sha256) => SeatFound::Waiting(place),
+            Some(_) => SeatFound::WaitingElsewhere,
+            None => SeatFound::Released(email),
+        },
         Some(vm) => {
             let proven = vm
                 .assignment
                 .as_ref()
                 .and_then(|a| a.claim_token_sha256.as_deref())
-                .is_some_and(|kept| {
-                    bool::from(subtle::ConstantTimeEq::ct_eq(
-                        kept.as_bytes(),
-                        presented.as_bytes(),
-                    ))
-                });
+                .is_some_and(same);
             if proven {
                 SeatFound::Mine(Box::new(vm))
             } else {

@@ -30,6 +30,9 @@ struct Seen {
 pub struct Liveness {
     seen: Mutex<HashMap<String, Seen>>,
     stale: Duration,
+    /// Poked when an agent is heard for the first time since the allocator started: its
+    /// VM may be handed out from now on (the waiting list's job waits on it).
+    newly_heard: tokio::sync::Notify,
 }
 
 /// What a sweep found changed.
@@ -55,6 +58,7 @@ impl Liveness {
         Liveness {
             seen: Mutex::new(HashMap::new()),
             stale,
+            newly_heard: tokio::sync::Notify::new(),
         }
     }
 
@@ -104,9 +108,20 @@ impl Liveness {
         let Some(seen) = map.get_mut(host) else {
             return;
         };
+        let first = !seen.heard;
         seen.last = now;
         seen.heard = true;
         f(seen);
+        drop(map);
+        if first {
+            self.newly_heard.notify_one();
+        }
+    }
+
+    /// Returns once an agent has been heard for the first time since the allocator
+    /// started (at once for one heard while nobody waited).
+    pub async fn newly_heard(&self) {
+        self.newly_heard.notified().await;
     }
 
     /// Any request from the VM's agent.

@@ -18,6 +18,7 @@ pub mod reboot;
 pub mod schedules;
 pub mod seats;
 pub mod waiters;
+pub mod waitlist;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,8 @@ pub struct Pool {
     pub allowed_emails: Vec<String>,
     /// The current workshop event, as last stored.
     pub event: event::EventCell,
+    /// Wakes the waiting list's seating job when a VM may have become available.
+    pub waitlist: Arc<waitlist::Waitlist>,
     /// Cancelled when the allocator starts shutting down: jobs stop, parked long-polls
     /// answer at once.
     pub shutdown: CancellationToken,
@@ -132,6 +135,7 @@ impl Pool {
             provisioner,
             metrics,
             event: event::EventCell::new(None),
+            waitlist: Arc::new(waitlist::Waitlist::default()),
             shutdown: CancellationToken::new(),
         };
         event::load(&pool).await.map_err(|e| match e {

@@ -106,6 +106,7 @@ pub async fn clear(pool: &Pool, actor: &Actor, host: &str) -> Result<Vm, PoolErr
         .await
         .map_err(PoolError::store("Failed to clear the VM."))?
         .ok_or(PoolError::VmNotFound)?;
+    pool.waitlist.offer(&vm);
     pool.audit_by(actor, "clear", host.to_owned()).await;
     Ok(vm)
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::api::startup::Startup;
 use super::api::{
     backup, desktop as agent_desktop, download, event, health, heartbeat, logs, participant_data,
-    pool, provision, reboot, schedules, seats, startup, telemetry,
+    pool, provision, reboot, schedules, seats, startup, telemetry, waitlist,
 };
 use super::auth::{Agent, form_csrf};
 use super::body::{BodyLimit, DEFAULT_BODY_LIMIT, JsonBody, LOG_BODY_LIMIT};
@@ -135,6 +135,11 @@ pub fn build(app: App) -> Router {
         .route("/admin/event", get(event_page::page).post(event_page::save))
         .route("/admin/event/end", post(event_page::end_now))
         .route("/admin/event/cancel", post(event_page::cancel))
+        .route("/api/waitlist", get(waitlist::list))
+        .route("/api/waitlist/join", post(participant::join_waitlist))
+        .route("/api/waitlist/leave", post(participant::leave_waitlist))
+        .route("/admin/waitlist", get(admin::waitlist_page))
+        .route("/admin/waitlist/remove", post(admin::waitlist_remove))
         .route("/admin/{export}", get(admin::export))
         .route("/download/lablink", get(download::executable))
         .route("/download/lablink.sha256", get(download::checksum))

@@ -4,12 +4,13 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{
     AUDIT, EVENT_JOURNAL, EVENTS, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS,
-    SCHEDULE_NAMES, SCHEDULES, SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS,
+    SCHEDULE_NAMES, SCHEDULES, SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS, WAITLIST,
+    WAITLIST_BY_EMAIL,
 };
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 
 const VERSION_KEY: &str = "schema_version";
 
@@ -23,6 +24,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_sessions_and_audit_v4,
     add_vm_identities_v5,
     add_events_v6,
+    add_waitlist_v7,
 ];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -72,6 +74,13 @@ fn add_vm_identities_v5(tx: &WriteTransaction) -> Result<(), StoreError> {
 fn add_events_v6(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(EVENTS)?;
     tx.open_table(EVENT_JOURNAL)?;
+    Ok(())
+}
+
+/// The waiting list.
+fn add_waitlist_v7(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(WAITLIST)?;
+    tx.open_table(WAITLIST_BY_EMAIL)?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod tables;
 pub mod vms;
+pub mod waitlist;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

@@ -54,6 +54,13 @@ pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1"
 /// (event id, sequence) → encoded `model::JournalEntry`: what happened during the event.
 pub const EVENT_JOURNAL: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("event_journal_v1");
+/// place number → encoded `model::WaitEntry`: the waiting list, first come first served
+/// (the lowest number is seated next).
+pub const WAITLIST: TableDefinition<u64, &[u8]> = TableDefinition::new("waitlist_v1");
+
+/// participant e-mail (normalised) → their place number in `WAITLIST`.
+pub const WAITLIST_BY_EMAIL: TableDefinition<&str, u64> =
+    TableDefinition::new("waitlist_by_email_v1");
 
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
@@ -82,5 +89,7 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(VM_IDENTITIES)?;
     visitor.visit(EVENTS)?;
     visitor.visit(EVENT_JOURNAL)?;
+    visitor.visit(WAITLIST)?;
+    visitor.visit(WAITLIST_BY_EMAIL)?;
     Ok(())
 }

@@ -214,6 +214,10 @@ pub fn claim(
         by_email.remove(email)?;
     }
 
+    // First come, first served: nobody takes a free VM ahead of those waiting for one.
+    if !super::waitlist::is_empty(tx)? {
+        return Ok(ClaimOutcome::NoneFree);
+    }
     let assignment = Assignment {
         email: email.to_owned(),
         crd_code: crd_code.to_owned(),
@@ -228,6 +232,41 @@ pub fn claim(
             Ok(ClaimOutcome::Assigned(vm))
         }
         None => Ok(ClaimOutcome::NoneFree),
+    }
+}
+
+/// What `seat` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Seat {
+    Given(Box<Vm>),
+    /// The assignment's e-mail holds a VM already: nothing was changed.
+    AlreadyHolds(String),
+    NoneFree,
+}
+
+/// Gives `assignment` (a participant who waited) the first free VM whose agent is alive,
+/// as `claim` gives a new claim one.
+pub fn seat(
+    tx: &WriteTransaction,
+    assignment: Assignment,
+    alive: &dyn Fn(&str) -> bool,
+) -> Result<Seat, StoreError> {
+    let mut vms = tx.open_table(VMS)?;
+    let mut free = tx.open_table(FREE_VMS)?;
+    let mut by_email = tx.open_table(VM_BY_EMAIL)?;
+    let email = assignment.email.clone();
+    let held = by_email.get(email.as_str())?.map(|h| h.value().to_owned());
+    if let Some(host) = held
+        && load(&vms, &host)?.is_some_and(|vm| vm.assignment.is_some_and(|a| a.email == email))
+    {
+        return Ok(Seat::AlreadyHolds(host));
+    }
+    match assign_first_free(&mut vms, &mut free, assignment, None, alive)? {
+        Some(vm) => {
+            by_email.insert(email.as_str(), vm.hostname.as_str())?;
+            Ok(Seat::Given(Box::new(vm)))
+        }
+        None => Ok(Seat::NoneFree),
     }
 }
 

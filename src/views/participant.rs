@@ -13,6 +13,16 @@ pub struct FormState<'a> {
     pub ask_join_code: bool,
     /// The desktops offered (`desktop.mode`), the default first.
     pub desktops: &'static [DesktopKind],
+    /// No VM was free: offer the queue, with what the participant sent.
+    pub waitlist: Option<JoinOffer<'a>>,
+}
+
+/// What the "Join the waitlist" form sends again: the claim's own fields.
+#[derive(Clone, Copy)]
+pub struct JoinOffer<'a> {
+    pub crd_command: &'a str,
+    pub desktop: Option<&'a str>,
+    pub join_code: Option<&'a str>,
 }
 
 impl Default for FormState<'_> {
@@ -22,6 +32,26 @@ impl Default for FormState<'_> {
             error: None,
             ask_join_code: false,
             desktops: &[DesktopKind::Crd],
+            waitlist: None,
+        }
+    }
+}
+
+fn join_form(email: &str, offer: &JoinOffer) -> Markup {
+    html! {
+        section.waitlist #waitlist-offer {
+            p { "Join the queue instead: you are given a VM as soon as one is free, in the order people joined." }
+            form method="post" action="/api/waitlist/join" {
+                input type="hidden" name="email" value=(email);
+                input type="hidden" name="crd_command" value=(offer.crd_command);
+                @if let Some(desktop) = offer.desktop {
+                    input type="hidden" name="desktop" value=(desktop);
+                }
+                @if let Some(code) = offer.join_code {
+                    input type="hidden" name="join_code" value=(code);
+                }
+                button type="submit" { "Join the waitlist" }
+            }
         }
     }
 }
@@ -44,6 +74,9 @@ pub fn landing(free: u64, form: &FormState) -> Markup {
             p.free { "Available VMs: " strong #free-count { (free) } }
             @if let Some(error) = form.error {
                 p.error role="alert" { (error) }
+            }
+            @if let Some(offer) = &form.waitlist {
+                (join_form(form.email, offer))
             }
             form method="post" action="/api/request_vm" {
                 label for="email" { "Your e-mail address" }
@@ -194,6 +227,10 @@ pub enum Seat<'a> {
     /// This e-mail holds a VM claimed in another browser (which VM is not said: the
     /// cookie's e-mail proves nothing without the claim's token).
     OtherBrowser,
+    /// This browser waits in the queue: number `position` of `waiting`.
+    Waiting { position: u64, waiting: u64 },
+    /// The e-mail waits in the queue, joined from another browser.
+    WaitingElsewhere,
     /// This browser has claimed nothing.
     Unknown,
 }
@@ -207,7 +244,8 @@ impl Seat<'_> {
             Seat::Ready { .. } => "ready",
             Seat::Unresponsive { .. } => "unresponsive",
             Seat::Released { .. } => "released",
-            Seat::OtherBrowser => "other-browser",
+            Seat::OtherBrowser | Seat::WaitingElsewhere => "other-browser",
+            Seat::Waiting { .. } => "waiting",
             Seat::Unknown => "none",
         }
     }
@@ -215,7 +253,11 @@ impl Seat<'_> {
     pub fn hostname(&self) -> &str {
         match self {
             Seat::Ready { hostname, .. } | Seat::Unresponsive { hostname, .. } => hostname,
-            Seat::Released { .. } | Seat::OtherBrowser | Seat::Unknown => "",
+            Seat::Released { .. }
+            | Seat::OtherBrowser
+            | Seat::Waiting { .. }
+            | Seat::WaitingElsewhere
+            | Seat::Unknown => "",
         }
     }
 }
@@ -252,7 +294,9 @@ fn new_seat_form(email: &str, ask_join_code: bool, desktop: DesktopKind, button:
 /// by a plain reload).
 pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
     let refresh = match seat {
-        Seat::Ready { .. } | Seat::OtherBrowser => Some((SEAT_REFRESH, "/my-vm")),
+        Seat::Ready { .. } | Seat::OtherBrowser | Seat::Waiting { .. } | Seat::WaitingElsewhere => {
+            Some((SEAT_REFRESH, "/my-vm"))
+        }
         _ => None,
     };
     page_refreshing(
@@ -284,6 +328,11 @@ pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
                             dt { "PIN" } dd #pin { (pin) }
                         }
                         p { "Connect at " a href="https://remotedesktop.google.com/access/" { "remotedesktop.google.com/access" } " with the same Google account: click " strong { (hostname) } " and enter the PIN." }
+                        p.note {
+                            "Not in your device list after a few minutes? Chrome Remote Desktop codes expire quickly: get a fresh command and submit it with your e-mail on the "
+                            a href="/" { "start page" }
+                            ", from this browser. Your VM and PIN stay the same."
+                        }
                         p.note { "This page follows your seat: if your instructor moves you, the new VM shows here." }
                     }
                     Seat::Unresponsive { hostname, email, last_seen_seconds } => {
@@ -303,6 +352,21 @@ pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
                     Seat::OtherBrowser => {
                         h1 { "Your VM" }
                         p { "Your e-mail address holds a VM claimed in another browser. Use that browser to see it and its PIN, or ask your instructor." }
+                    }
+                    Seat::Waiting { position, waiting } => {
+                        h1 { "You are in the queue" }
+                        p.queue role="status" {
+                            "You are number " strong #position { (position) } " in the queue ("
+                            span #waiting { (waiting) } " waiting)."
+                        }
+                        p { "Keep this page open: your VM shows here as soon as one is free for you." }
+                        form method="post" action="/api/waitlist/leave" {
+                            button.link type="submit" { "Leave the queue" }
+                        }
+                    }
+                    Seat::WaitingElsewhere => {
+                        h1 { "In the queue in another browser" }
+                        p { "Your e-mail address is in the queue, joined from another browser. Keep that browser's page open: your VM shows there." }
                     }
                     Seat::Unknown => {
                         h1 { "No seat in this browser" }

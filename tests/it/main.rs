@@ -38,3 +38,4 @@ mod terraform_modules;
 mod ui;
 mod upstream_allocator;
 mod upstream_client;
+mod waitlist;

@@ -105,6 +105,7 @@ pub async fn post_reset_done(
         .map_err(ApiError::store("Failed to record the reset."))?
         .ok_or(ApiError::VmNotFound)?;
     tracing::info!(vm = %host, "desktop reset after its participant left");
+    app.waitlist.offer(&vm);
     Ok(Json(json!({
         "message": "Reset recorded.",
         "available": vm.is_available(),

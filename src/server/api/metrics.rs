@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::metrics::CONTENT_TYPE;
 use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
-use crate::store::vms;
+use crate::store::{vms, waitlist};
 
 /// Who may read the metrics.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,10 +86,15 @@ pub async fn metrics(State(app): State<App>, request: Request) -> Response {
                 .into_response();
         }
     }
-    let pool = match app.store.read(vms::list).await {
-        Ok(pool) => pool,
+    let (pool, waiting) = match app
+        .store
+        .read(|tx| Ok((vms::list(tx)?, waitlist::len(tx)?)))
+        .await
+    {
+        Ok(read) => read,
         Err(e) => return ApiError::store("Failed to read the VM pool.")(e).into_response(),
     };
+    app.metrics.waitlist_length(waiting);
     let body = app
         .metrics
         .render(&pool, app.waiters.parked(), &|vm| app.last_seen_secs(vm));

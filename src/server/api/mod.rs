@@ -18,6 +18,7 @@ pub mod schedules;
 pub mod seats;
 pub mod startup;
 pub mod telemetry;
+pub mod waitlist;
 
 pub use extract::{ApiForm, ApiPath, ApiQuery};
 

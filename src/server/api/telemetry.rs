@@ -23,7 +23,10 @@ pub struct StatusReport {
 }
 
 enum Recorded {
-    Yes,
+    /// Recorded; `available`: the VM can be handed out now.
+    Yes {
+        available: bool,
+    },
     NotThisLaunch,
     Destroyed,
 }
@@ -63,13 +66,20 @@ pub async fn post_status(
             if gone.contains(&name) {
                 return Ok(Recorded::Destroyed);
             }
-            vms::report_status(tx, &name, Some(status), now)?;
-            Ok(Recorded::Yes)
+            let vm = vms::report_status(tx, &name, Some(status), now)?;
+            Ok(Recorded::Yes {
+                available: vm.is_available(),
+            })
         })
         .await
         .map_err(ApiError::store("Failed to update VM status."))?;
     match recorded {
-        Recorded::Yes => Ok(Json(json!({"message": "VM status updated successfully."}))),
+        Recorded::Yes { available } => {
+            if available {
+                app.waitlist.vacancy();
+            }
+            Ok(Json(json!({"message": "VM status updated successfully."})))
+        }
         Recorded::NotThisLaunch => Err(ApiError::BadToken),
         Recorded::Destroyed => Err(ApiError::Gone(format!(
             "VM {host} was destroyed; it is not registered again until the next launch."

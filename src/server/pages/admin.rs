@@ -481,3 +481,34 @@ pub async fn export(
     )
         .into_response())
 }
+
+/// `GET /admin/waitlist`: who waits, in order.
+pub async fn waitlist_page(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
+    let entries = crate::pool::waitlist::list(&app.pool).await?;
+    let settings = &app.config.waitlist;
+    Ok(view::waitlist::page(
+        &viewer(&admin),
+        &entries,
+        settings.enabled,
+        settings.max_entries,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct WaitlistForm {
+    email: String,
+}
+
+/// `POST /admin/waitlist/remove` (form: `email`). Audited.
+pub async fn waitlist_remove(
+    State(app): State<App>,
+    admin: Admin,
+    headers: HeaderMap,
+    PageForm(form): PageForm<WaitlistForm>,
+) -> Response {
+    let result = crate::pool::waitlist::remove(&app.pool, &admin.actor(), &form.email)
+        .await
+        .map(|entry| format!("{} is out of the queue.", entry.email))
+        .map_err(ApiError::from);
+    action_result(&headers, result, "/admin/waitlist")
+}

@@ -5,19 +5,21 @@
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use maud::Markup;
 use serde::Deserialize;
 
+use crate::error::PageError;
 use crate::metrics::ClaimOutcome as Counted;
 use crate::model::DesktopKind;
 use crate::pool::PoolError;
 use crate::pool::claim::{self, ClaimRequest, MAX_EMAIL_LEN, Seated};
+use crate::pool::waitlist::{self, Joined};
 use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
 use crate::store::vms;
-use crate::views::participant::{self as view, Assigned, FormState};
+use crate::views::participant::{self as view, Assigned, FormState, JoinOffer};
 
 const UNEXPECTED: &str = "An unexpected error occurred while processing your request. Please ask your instructor for help.";
 
@@ -127,35 +129,60 @@ pub async fn request_vm(
             .await;
         }
     };
-    let typed_email = form.email.unwrap_or_default();
+    let typed_email = form.email.clone().unwrap_or_default();
+    let request = match claim_request(&form, &headers, client) {
+        Ok(request) => request,
+        Err(refused) => return refusal(&app, &typed_email, refused, None).await,
+    };
+    match claim::claim(&app.pool, request).await {
+        Ok(claimed) => seated_page(claimed, &headers),
+        Err(refused) => {
+            let offer = (matches!(refused, PoolError::NoneFree)
+                && app.config.waitlist.enabled
+                && form.reseat.as_deref() != Some("1"))
+            .then(|| JoinOffer {
+                crd_command: form.crd_command.as_deref().unwrap_or_default(),
+                desktop: form.desktop.as_deref().filter(|d| !d.is_empty()),
+                join_code: form.join_code.as_deref().filter(|c| !c.is_empty()),
+            });
+            refusal(&app, &typed_email, refused, offer).await
+        }
+    }
+}
+
+/// The claim a form asks for, as `pool::claim` takes it.
+fn claim_request(
+    form: &ClaimForm,
+    headers: &HeaderMap,
+    client: Option<Extension<ClientIp>>,
+) -> Result<ClaimRequest, PoolError> {
     let desktop = match form.desktop.as_deref() {
         None | Some("") => None,
         Some("browser") => Some(DesktopKind::Browser),
         Some("crd") => Some(DesktopKind::Crd),
         Some(_) => {
-            let refused = PoolError::Invalid(
+            return Err(PoolError::Invalid(
                 "`desktop` must be `browser` or `crd`; reload the page and submit it again.".into(),
-            );
-            return refusal(&app, &typed_email, refused).await;
+            ));
         }
     };
-    let request = ClaimRequest {
-        email: typed_email.clone(),
-        crd_command: form.crd_command.unwrap_or_default(),
+    Ok(ClaimRequest {
+        email: form.email.clone().unwrap_or_default(),
+        crd_command: form.crd_command.clone().unwrap_or_default(),
         desktop,
-        join_code: form.join_code,
+        join_code: form.join_code.clone(),
         reseat: form.reseat.as_deref() == Some("1"),
-        presented_token: presented_token(&headers),
+        presented_token: presented_token(headers),
         client: client.map(|Extension(ClientIp(ip))| ip),
-    };
-    let claimed = match claim::claim(&app.pool, request).await {
-        Ok(claimed) => claimed,
-        Err(refused) => return refusal(&app, &typed_email, refused).await,
-    };
+    })
+}
+
+/// The answer to a claim that went ahead: the VM (and PIN), with the claim cookie.
+fn seated_page(claimed: claim::Claim, headers: &HeaderMap) -> Response {
     match claimed.seat {
         Seated::Assigned { vm, token } => {
             let mut page = answer(&vm, Rejoin::No);
-            set_claim_cookie(&mut page, &token, &claimed.email, &headers);
+            set_claim_cookie(&mut page, &token, &claimed.email, headers);
             page
         }
         Seated::Reseated { vm, .. } => answer(&vm, Rejoin::Reseated),
@@ -166,8 +193,8 @@ pub async fn request_vm(
         } => {
             let mut page = answer(&vm, Rejoin::Proven { rotated });
             // A cookie from before the seat page named no e-mail: this one does.
-            if let Some(token) = presented_token(&headers) {
-                set_claim_cookie(&mut page, &token, &claimed.email, &headers);
+            if let Some(token) = presented_token(headers) {
+                set_claim_cookie(&mut page, &token, &claimed.email, headers);
             }
             page
         }
@@ -181,8 +208,13 @@ fn set_claim_cookie(page: &mut Response, token: &str, email: &str, headers: &Hea
     }
 }
 
-/// The form again, with why the claim did not go ahead.
-async fn refusal(app: &App, typed_email: &str, refused: PoolError) -> Response {
+/// The form again, with why the claim did not go ahead (and the queue, when `offer`).
+async fn refusal(
+    app: &App,
+    typed_email: &str,
+    refused: PoolError,
+    offer: Option<JoinOffer<'_>>,
+) -> Response {
     let shown = typed_email.chars().take(MAX_EMAIL_LEN).collect::<String>();
     let (status, message) = match &refused {
         PoolError::Limited(wait) => (
@@ -193,6 +225,7 @@ async fn refusal(app: &App, typed_email: &str, refused: PoolError) -> Response {
             ),
         ),
         PoolError::NoneFree => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
+        PoolError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
         PoolError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
         PoolError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
         PoolError::Store { .. } | PoolError::Failed(_) => {
@@ -207,6 +240,7 @@ async fn refusal(app: &App, typed_email: &str, refused: PoolError) -> Response {
         &FormState {
             email: &shown,
             error: Some(&message),
+            waitlist: offer,
             ..FormState::default()
         },
     )
@@ -251,4 +285,78 @@ fn answer(vm: &crate::model::Vm, rejoin: Rejoin) -> Response {
         desktop: a.desktop,
     });
     (StatusCode::OK, page).into_response()
+}
+
+/// `POST /api/waitlist/join`: the claim form's fields again, from the "Join the waitlist"
+/// button. Queued: the claim cookie (the seat given later carries its token) and on to
+/// `/my-vm`, which shows the place. A VM that was free after all is answered as a claim.
+pub async fn join_waitlist(
+    State(app): State<App>,
+    client: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    form: Result<Form<ClaimForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(rejection) => {
+            let message =
+                format!("The form could not be read ({rejection}); please submit it again.");
+            return render_form(
+                &app,
+                rejection.status(),
+                &FormState {
+                    error: Some(&message),
+                    ..FormState::default()
+                },
+            )
+            .await;
+        }
+    };
+    let typed_email = form.email.clone().unwrap_or_default();
+    let joined = match claim_request(&form, &headers, client) {
+        Ok(request) => waitlist::join(&app.pool, request).await,
+        Err(refused) => Err(refused),
+    };
+    match joined {
+        Ok(Joined::Claimed(claimed)) => seated_page(*claimed, &headers),
+        Ok(Joined::Queued { email, token, .. }) => {
+            let mut page = Redirect::to("/my-vm").into_response();
+            if let Some(token) = token {
+                set_claim_cookie(&mut page, &token, &email, &headers);
+            }
+            page
+        }
+        Err(refused) => refusal(&app, &typed_email, refused, None).await,
+    }
+}
+
+/// `POST /api/waitlist/leave` (the queue page's button): out of the queue, the claim
+/// cookie dropped, back to the start page.
+pub async fn leave_waitlist(State(app): State<App>, headers: HeaderMap) -> Response {
+    if crate::server::auth::cross_site(&headers) {
+        return PageError::new(StatusCode::FORBIDDEN, "Leave the queue from its own page.")
+            .back("/my-vm")
+            .into_response();
+    }
+    let Some(ClaimCookie {
+        token,
+        email: Some(email),
+    }) = ClaimCookie::from_headers(&headers)
+    else {
+        return Redirect::to("/").into_response();
+    };
+    match waitlist::leave(&app.pool, &email, &token).await {
+        // Not in the queue (any more): seated a moment ago, perhaps; the cookie is theirs.
+        Ok(false) => Redirect::to("/my-vm").into_response(),
+        Ok(true) => {
+            let mut page = Redirect::to("/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{CLAIM_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+            )) {
+                page.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            page
+        }
+        Err(e) => PageError::from(e).back("/my-vm").into_response(),
+    }
 }

@@ -55,6 +55,14 @@ fn view_of<'a>(app: &App, found: &'a SeatFound) -> (Seat<'a>, Option<u64>) {
             None,
         ),
         SeatFound::OtherBrowser => (Seat::OtherBrowser, None),
+        SeatFound::Waiting(place) => (
+            Seat::Waiting {
+                position: place.position,
+                waiting: place.waiting,
+            },
+            None,
+        ),
+        SeatFound::WaitingElsewhere => (Seat::WaitingElsewhere, None),
         SeatFound::Released(email) => (Seat::Released { email }, None),
         SeatFound::Nothing => (Seat::Unknown, None),
     }
@@ -89,15 +97,21 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
 async fn snapshot(app: &App, headers: &HeaderMap) -> Result<Value, PoolError> {
     let found = find(app, headers).await?;
     let (seat, seen) = view_of(app, &found);
-    Ok(json!({
+    let mut answer = json!({
         "state": seat.state(),
         "hostname": seat.hostname(),
         "last_seen_seconds_ago": seen,
         "event": crate::pool::event::participant_view(&app.pool),
-    }))
+    });
+    if let Seat::Waiting { position, waiting } = seat {
+        answer["position"] = json!(position);
+        answer["waiting"] = json!(waiting);
+    }
+    Ok(answer)
 }
 
-/// For the page's script: the seat's state and VM (never the PIN).
+/// For the page's script: the seat's state and VM (never the PIN); in the queue, the
+/// participant's place (`position`, 1 is next) and how many wait (`waiting`).
 pub async fn state(
     State(app): State<App>,
     headers: HeaderMap,

@@ -12,6 +12,7 @@ pub mod runs;
 pub mod schedules;
 pub mod teardown;
 pub mod token;
+pub mod waitlist;
 
 use maud::{DOCTYPE, Markup, html};
 
@@ -26,7 +27,7 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
@@ -35,6 +36,7 @@ const NAV: [(&str, &str); 8] = [
     ("/admin/instances/delete", "Teardown & data"),
     ("/admin/token", "Agent token"),
     ("/admin/audit", "Audit log"),
+    ("/admin/waitlist", "Waitlist"),
 ];
 
 /// htmx settings that keep it inside the CSP: no injected styles, no eval.
