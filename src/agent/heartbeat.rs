@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{Allocator, CallError};
+use super::api::{Allocator, CallError, RescueAsk};
 
 /// An allocator without heartbeats (upstream 0.1.2) answers 404: ask again this rarely.
 const NOT_SUPPORTED_RETRY: Duration = Duration::from_secs(300);
@@ -29,12 +29,14 @@ pub fn disk_free_pct(path: &Path) -> Option<f64> {
 }
 
 /// Sends heartbeats until cancelled; publishes the reset the allocator asks for (its
-/// number), `None` while there is none. Ends with an error only when the token is refused.
+/// number), `None` while there is none, and the rescue of files it asks for. Ends with an
+/// error only when the token is refused.
 pub async fn run(
     alloc: Arc<Allocator>,
     every: Duration,
     disk: std::path::PathBuf,
     reset: watch::Sender<Option<u32>>,
+    rescue: watch::Sender<Option<RescueAsk>>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
     let boot = boot_id();
@@ -48,6 +50,13 @@ pub async fn run(
                 reset.send_if_modified(|r| {
                     let changed = *r != beat.reset;
                     *r = beat.reset;
+                    changed
+                });
+                let asked = beat.rescue;
+                rescue.send_if_modified(|r| {
+                    // The same rescue again (its time left counting down) is no news.
+                    let changed = r.as_ref().map(|r| r.id) != asked.as_ref().map(|a| a.id);
+                    *r = asked;
                     changed
                 });
                 interval

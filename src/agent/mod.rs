@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod heartbeat;
 pub mod inuse;
 pub mod logs;
+pub mod rescue;
 pub mod reset;
 pub mod retry;
 pub mod setup;
@@ -229,11 +230,19 @@ async fn agent(
     }
 
     let (reset_tx, reset_rx) = tokio::sync::watch::channel(None);
+    let (rescue_tx, rescue_rx) = tokio::sync::watch::channel(None);
     tasks.spawn(heartbeat::run(
         alloc.clone(),
         every.heartbeat,
         setup.desktop_dir.clone(),
         reset_tx,
+        rescue_tx,
+        cancel.clone(),
+    ));
+    tasks.spawn(rescue::run(
+        alloc.clone(),
+        setup.desktop_dir.clone(),
+        rescue_rx,
         cancel.clone(),
     ));
     let seats = Seats {

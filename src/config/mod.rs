@@ -49,6 +49,7 @@ settings! {
         section provision: ProvisionConfig;
         section access: AccessConfig;
         section desktop: DesktopConfig;
+        section rescue: RescueConfig;
     }
 }
 
@@ -311,6 +312,33 @@ settings! {
         /// How long opening a browser desktop waits for the VM's agent to answer.
         open_timeout_seconds: u64 = 20, range(1, 300);
     }
+}
+
+settings! {
+    /// Participants' files saved through the agent before their seat ends (LabLink's own).
+    pub struct RescueConfig {
+        /// Comma-separated globs of the files to save, relative to the desktop folder (`**`
+        /// crosses folders); empty: `**/*.<machine.extension>`.
+        patterns: String = "", text("globs, comma-separated", glob_list);
+        /// Most MiB of files one rescue saves; the files beyond are listed in the archive.
+        max_mb: u64 = 500, range(1, 64 * 1024);
+        /// How long a destroy or a seat's reset waits for the agent's upload.
+        timeout_seconds: u64 = 300, range(1, 3600);
+        /// Days a rescued archive is kept, then deleted.
+        keep_days: u64 = 14, range(1, 3650);
+    }
+}
+
+fn glob_list(list: &str) -> Result<(), String> {
+    for pattern in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if pattern.starts_with('/') || pattern.split('/').any(|part| part == "..") {
+            return Err(format!(
+                "`{pattern}` must stay inside the desktop folder (no leading `/`, no `..`)"
+            ));
+        }
+        globset::Glob::new(pattern).map_err(|e| format!("`{pattern}`: {e}"))?;
+    }
+    Ok(())
 }
 
 fn file_extension(ext: &str) -> Result<(), String> {
@@ -633,6 +661,31 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.server.body_timeout_seconds)
+    }
+
+    /// The globs a rescue packs (`rescue.patterns`, or every `*.<machine.extension>`).
+    pub fn rescue_patterns(&self) -> Vec<String> {
+        let listed: Vec<String> = self
+            .rescue
+            .patterns
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if listed.is_empty() {
+            vec![format!("**/*.{}", self.machine.extension)]
+        } else {
+            listed
+        }
+    }
+
+    pub fn rescue_max_bytes(&self) -> u64 {
+        self.rescue.max_mb * 1024 * 1024
+    }
+
+    pub fn rescue_timeout(&self) -> Duration {
+        Duration::from_secs(self.rescue.timeout_seconds)
     }
 }
 

@@ -2,6 +2,7 @@
 //! liveness watchdog. Each runs until the pool's shutdown token is cancelled.
 
 pub mod autoreboot;
+pub mod rescue;
 pub mod scheduler;
 pub mod watchdog;
 
@@ -15,6 +16,7 @@ pub struct Jobs {
     scheduler: JoinHandle<()>,
     watchdog: JoinHandle<()>,
     rebooter: JoinHandle<()>,
+    rescues: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -23,6 +25,7 @@ impl Jobs {
             scheduler: tokio::spawn(scheduler::run(pool.clone())),
             watchdog: tokio::spawn(watchdog::run(pool.clone())),
             rebooter: tokio::spawn(autoreboot::run(pool.clone())),
+            rescues: tokio::spawn(rescue::run(pool.clone())),
         }
     }
 
@@ -31,6 +34,7 @@ impl Jobs {
     pub async fn stopped(self) {
         let _ = self.scheduler.await;
         let _ = self.watchdog.await;
+        let _ = self.rescues.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

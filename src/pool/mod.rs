@@ -14,6 +14,7 @@ pub mod liveness;
 pub mod participant_files;
 pub mod provisioner;
 pub mod reboot;
+pub mod rescue;
 pub mod schedules;
 pub mod seats;
 pub mod waiters;
@@ -64,6 +65,8 @@ pub struct Pool {
     /// Cancelled when the allocator starts shutting down: jobs stop, parked long-polls
     /// answer at once.
     pub shutdown: CancellationToken,
+    /// Participants' files saved through the agents before their seats end.
+    pub rescues: Arc<rescue::Rescuer>,
 }
 
 impl Pool {
@@ -96,6 +99,11 @@ impl Pool {
             let heartbeats = vm.boot_id.is_some();
             (vm.hostname, vm.unresponsive_since.is_some(), heartbeats)
         }));
+        let rescues = Arc::new(rescue::Rescuer::new(
+            &config,
+            store.clone(),
+            liveness.clone(),
+        ));
         let provisioner = Arc::new(Provisioner::new(
             provider(&config, &identities)?,
             Handles {
@@ -105,6 +113,7 @@ impl Pool {
                 identities: identities.clone(),
                 liveness: liveness.clone(),
                 desktops: desktops.clone(),
+                rescues: rescues.clone(),
             },
             metrics.clone(),
             // A backstop: providers stop their own commands at the run timeout.
@@ -129,6 +138,7 @@ impl Pool {
             provisioner,
             metrics,
             shutdown: CancellationToken::new(),
+            rescues,
         })
     }
 

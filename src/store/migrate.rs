@@ -3,13 +3,13 @@
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{
-    AUDIT, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS, SCHEDULE_NAMES, SCHEDULES,
-    SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS,
+    AUDIT, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RESCUES, RUN_LINES, RUNS, SCHEDULE_NAMES,
+    SCHEDULES, SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS,
 };
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 const VERSION_KEY: &str = "schema_version";
 
@@ -22,6 +22,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_schedules_v3,
     add_sessions_and_audit_v4,
     add_vm_identities_v5,
+    add_rescues_v6,
 ];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -64,6 +65,12 @@ fn add_vm_identities_v5(tx: &WriteTransaction) -> Result<(), StoreError> {
     for host in hosts {
         super::identities::put(tx, &host, &crate::model::Identity::legacy(now))?;
     }
+    Ok(())
+}
+
+/// Rescued participants' files.
+fn add_rescues_v6(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(RESCUES)?;
     Ok(())
 }
 

@@ -48,6 +48,9 @@ pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");
 /// credential names its identity's nonce, so it dies with this entry.
 pub const VM_IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vm_identities_v1");
 
+/// rescue id → encoded `model::Rescue`: participants' files saved before their seat ended.
+pub const RESCUES: TableDefinition<u64, &[u8]> = TableDefinition::new("rescues_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -73,5 +76,6 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(SESSIONS)?;
     visitor.visit(AUDIT)?;
     visitor.visit(VM_IDENTITIES)?;
+    visitor.visit(RESCUES)?;
     Ok(())
 }

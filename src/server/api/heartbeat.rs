@@ -1,5 +1,5 @@
 //! `POST /api/heartbeat`: the agent says it is alive (every `server.heartbeat_seconds`),
-//! and learns whether its desktop must be reset. `POST /api/vm-reset-done`: it was.
+//! and learns whether its participant's files must be rescued and its desktop reset. `POST /api/vm-reset-done`: it was.
 
 use axum::Json;
 use axum::extract::State;
@@ -67,12 +67,22 @@ pub async fn post_heartbeat(
             tracing::warn!(vm = %host, "new boot id: the VM rebooted");
         }
     }
-    Ok(Json(json!({
+    let mut answer = json!({
         "status": "ok",
         "interval_seconds": app.config.server.heartbeat_seconds,
-        "reset_requested": vm.reset_pending && vm.assignment.is_none(),
+        "reset_requested": vm.reset_requested(),
         "reset_id": vm.resets,
-    })))
+    });
+    if let Some(rescue) = &vm.rescue {
+        let left = (rescue.deadline - app.clock.now()).num_seconds().max(0);
+        answer["rescue"] = json!({
+            "id": rescue.id,
+            "patterns": app.rescues.patterns(),
+            "max_bytes": app.rescues.max_bytes(),
+            "seconds_left": left,
+        });
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod desktop;
 pub mod login;
 pub mod participant;
+pub mod rescue;
 pub mod seat;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};

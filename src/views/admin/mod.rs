@@ -25,7 +25,7 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/admin", "Dashboard"),
     ("/admin/instances", "Instances"),
     ("/admin/create", "Launch"),
@@ -33,6 +33,7 @@ const NAV: [(&str, &str); 7] = [
     ("/admin/instances/delete", "Teardown & data"),
     ("/admin/token", "Agent token"),
     ("/admin/audit", "Audit log"),
+    ("/admin/rescues", "Rescued files"),
 ];
 
 /// htmx settings that keep it inside the CSP: no injected styles, no eval.
