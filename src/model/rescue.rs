@@ -65,7 +65,8 @@ pub enum RescueOutcome {
     },
     /// No upload before the deadline.
     TimedOut,
-    /// The VM's agent cannot do it (a client without heartbeats): not waited for.
+    /// The VM's agent cannot do it (a client without heartbeats, or one with the shared
+    /// token, which may not upload): not waited for.
     Unsupported,
 }
 

@@ -378,6 +378,12 @@ impl Rescuer {
         self.end(rescue.id, outcome).await
     }
 
+    /// The VM's agent cannot deliver rescue `id` (it holds the shared token, and uploads
+    /// take the VM's own credential): recorded at once, nothing is waited for.
+    pub async fn unsupported(&self, id: u64) -> Result<Rescue, PoolError> {
+        self.end(id, RescueOutcome::Unsupported).await
+    }
+
     async fn end(&self, id: u64, outcome: RescueOutcome) -> Result<Rescue, PoolError> {
         let at = Utc::now();
         let ended = self
@@ -527,7 +533,9 @@ pub fn describe(r: &Rescue) -> String {
         RescueOutcome::Empty => "empty (no matching file)".into(),
         RescueOutcome::Failed { why } => format!("failed: {why}"),
         RescueOutcome::TimedOut => "timed out".into(),
-        RescueOutcome::Unsupported => "not rescued: the VM's agent sends no heartbeats".into(),
+        RescueOutcome::Unsupported => {
+            "not rescued: the VM's agent cannot upload (no heartbeats, or the shared token)".into()
+        }
     }
 }
 

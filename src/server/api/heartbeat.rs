@@ -67,6 +67,17 @@ pub async fn post_heartbeat(
             tracing::warn!(vm = %host, "new boot id: the VM rebooted");
         }
     }
+    if let Some(pending) = &vm.rescue
+        && agent.nonce().is_none()
+    {
+        // Uploads take the VM's own credential only: an agent with the shared token
+        // cannot deliver, and the reset must not wait for it.
+        app.rescues
+            .unsupported(pending.id)
+            .await
+            .map_err(ApiError::from)?;
+        vm = stored_vm(&app, &host, "Failed to record the heartbeat.").await?;
+    }
     let mut answer = json!({
         "status": "ok",
         "interval_seconds": app.config.server.heartbeat_seconds,

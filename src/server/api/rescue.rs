@@ -83,13 +83,13 @@ pub async fn failed(
     ApiPath(id): ApiPath<u64>,
     JsonBody(failed): JsonBody<Failed>,
 ) -> Result<Json<Value>, ApiError> {
-    let rescue = owned(&app, &agent, id).await?;
-    let why: String = failed.reason.trim().chars().take(MAX_REASON_LEN).collect();
-    if why.is_empty() {
-        return Err(ApiError::bad_request(
-            "reason: say why the files were not saved.",
-        ));
+    let why = failed.reason.trim().to_owned();
+    if why.is_empty() || why.chars().count() > MAX_REASON_LEN {
+        return Err(ApiError::bad_request(format!(
+            "reason: 1 to {MAX_REASON_LEN} characters saying why the files were not saved."
+        )));
     }
+    let rescue = owned(&app, &agent, id).await?;
     let ended = app
         .rescues
         .report(&rescue, RescueOutcome::Failed { why })
