@@ -159,7 +159,9 @@ impl Rescuer {
                     let mut found = Vec::new();
                     for host in &hosts {
                         match vms::get(tx, host) {
-                            Ok(Some(vm)) if vm.assignment.is_some() => found.push(vm),
+                            Ok(Some(vm)) if vm.assignment.is_some() || vm.rescue.is_some() => {
+                                found.push(vm)
+                            }
                             Err(StoreError::Corrupt { .. }) | Ok(_) => {}
                             Err(e) => return Err(e),
                         }
@@ -171,6 +173,17 @@ impl Rescuer {
         if listed.is_empty() {
             return Ok(Vec::new());
         }
+        // A released seat's rescue still under way is waited for too, to its own deadline.
+        let (under_way, listed): (Vec<Vm>, Vec<Vm>) =
+            listed.into_iter().partition(|vm| vm.assignment.is_none());
+        let earlier: Vec<u64> = under_way
+            .iter()
+            .filter_map(|vm| vm.rescue.as_ref().map(|p| p.id))
+            .collect();
+        let latest = under_way
+            .iter()
+            .filter_map(|vm| vm.rescue.as_ref().map(|p| p.deadline))
+            .max();
         let asked: Vec<(String, bool)> = listed
             .iter()
             .map(|vm| (vm.hostname.clone(), self.agent_can(vm)))
@@ -196,8 +209,18 @@ impl Rescuer {
             requested.len(),
             self.terms.wait.num_seconds()
         ));
-        let ids: Vec<u64> = requested.iter().map(|r| r.id).collect();
-        let until = started + self.terms.wait.to_std().unwrap_or_default();
+        if !earlier.is_empty() {
+            log.line(format!(
+                "waiting for {} rescue(s) of released seats under way",
+                earlier.len()
+            ));
+        }
+        let ids: Vec<u64> = requested.iter().map(|r| r.id).chain(earlier).collect();
+        let mut until = started + self.terms.wait.to_std().unwrap_or_default();
+        if let Some(latest) = latest {
+            let left = (latest - Utc::now()).to_std().unwrap_or_default();
+            until = until.max(tokio::time::Instant::now() + left);
+        }
         let mut ended = self.wait(&ids, until, cancel).await?;
         let late: Vec<u64> = ended
             .iter()

@@ -212,9 +212,15 @@ async fn files_are_saved_before_a_release_resets_and_before_a_destroy() {
         assert_eq!(lins["outcome"], "saved");
         let lin_id = lins["id"].as_u64().expect("id");
 
-        // Each participant, by their browser's claim cookie, sees and gets only their own.
+        // Each participant, by their browser's claim cookie, sees and gets only their own;
+        // their seat page links to them.
         let ada_cookie = ada.cookie.as_deref().expect("cookie");
         let lin_cookie = lin.cookie.as_deref().expect("cookie");
+        let (_, seat) = get_bytes(&s, "/my-vm", Some(ada_cookie), false).await;
+        assert!(String::from_utf8_lossy(&seat).contains(r#"href="/my-files""#));
+        let (_, state) = get_bytes(&s, "/api/my-vm", Some(ada_cookie), false).await;
+        let state: Value = serde_json::from_slice(&state).expect("json");
+        assert_eq!(state["saved_files"], 1);
         let page = s
             .client
             .get(s.url("/my-files"))

@@ -55,7 +55,26 @@ fn view_of<'a>(app: &App, found: &'a SeatFound) -> (Seat<'a>, Option<u64>) {
     }
 }
 
+/// How many archives of this browser's participant's files are kept (`/my-files`).
+async fn saved_files(app: &App, headers: &HeaderMap) -> usize {
+    let Some(ClaimCookie {
+        email: Some(email),
+        token,
+    }) = ClaimCookie::from_headers(headers)
+    else {
+        return 0;
+    };
+    match app.rescues.of_participant(&email, &token).await {
+        Ok(mine) => mine.iter().filter(|r| r.has_archive()).count(),
+        Err(e) => {
+            tracing::error!(error = ?e, "cannot read a participant's saved files");
+            0
+        }
+    }
+}
+
 pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
+    let saved = saved_files(&app, &headers).await;
     match find(&app, &headers).await {
         Ok(found) => {
             let (seat, _) = view_of(&app, &found);
@@ -65,7 +84,7 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
                 _ => None,
             }
             .unwrap_or(app.config.desktop_kinds()[0]);
-            (StatusCode::OK, view::seat(&seat, ask, desktop)).into_response()
+            (StatusCode::OK, view::seat(&seat, ask, desktop, saved)).into_response()
         }
         Err(e) => {
             tracing::error!(error = ?e, "cannot read a participant's seat");
@@ -90,5 +109,6 @@ pub async fn state(
         "state": seat.state(),
         "hostname": seat.hostname(),
         "last_seen_seconds_ago": seen,
+        "saved_files": saved_files(&app, &headers).await,
     })))
 }
