@@ -6,23 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::pool::Pool;
+use crate::store::rescues;
 
 /// The longest sleep between two looks (a clock change is noticed within it).
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 pub async fn run(pool: Arc<Pool>) {
-    let rescues = pool.rescues.clone();
+    let rescuer = pool.rescues.clone();
     loop {
-        let pause = match rescues.next_times().await {
-            Ok((deadline, expiry)) => {
+        let pause = match rescuer.next_times().await {
+            Ok(rescues::NextTimes { deadline, expiry }) => {
                 let now = chrono::Utc::now();
                 if deadline.is_some_and(|t| t <= now)
-                    && let Err(e) = rescues.time_out_overdue().await
+                    && let Err(e) = rescuer.time_out_overdue().await
                 {
                     tracing::error!(error = %e, "rescues: cannot time out overdue rescues");
                 }
                 if expiry.is_some_and(|t| t <= now) {
-                    match rescues.purge_expired().await {
+                    match rescuer.purge_expired().await {
                         Ok(n) => tracing::info!(archives = n, "rescues: expired archives deleted"),
                         Err(e) => {
                             tracing::error!(error = %e, "rescues: cannot delete expired archives")
@@ -47,7 +48,7 @@ pub async fn run(pool: Arc<Pool>) {
         };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = rescues.next_request() => {}
+            () = rescuer.next_request() => {}
             () = pool.shutdown.cancelled() => return,
         }
     }

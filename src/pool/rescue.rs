@@ -454,9 +454,7 @@ impl Rescuer {
     }
 
     /// The earliest deadline of a pending rescue and the earliest expiry of an archive.
-    pub async fn next_times(
-        &self,
-    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
+    pub async fn next_times(&self) -> Result<rescues::NextTimes, StoreError> {
         self.store.read(rescues::next_times).await
     }
 

@@ -178,22 +178,28 @@ fn pending_in(tx: &WriteTransaction) -> Result<Vec<Rescue>, StoreError> {
     Ok(out)
 }
 
-/// The earliest deadline of a pending rescue, and the earliest expiry of a kept archive.
-pub fn next_times(
-    tx: &ReadTransaction,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
+/// When something is next due: the earliest deadline of a pending rescue, and the
+/// earliest expiry of a kept archive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextTimes {
+    pub deadline: Option<DateTime<Utc>>,
+    pub expiry: Option<DateTime<Utc>>,
+}
+
+pub fn next_times(tx: &ReadTransaction) -> Result<NextTimes, StoreError> {
     let all = list(tx)?;
-    let deadline = all
-        .iter()
-        .filter(|r| r.outcome.is_pending())
-        .map(|r| r.deadline)
-        .min();
-    let expiry = all
-        .iter()
-        .filter(|r| r.has_archive())
-        .map(|r| r.expires_at)
-        .min();
-    Ok((deadline, expiry))
+    Ok(NextTimes {
+        deadline: all
+            .iter()
+            .filter(|r| r.outcome.is_pending())
+            .map(|r| r.deadline)
+            .min(),
+        expiry: all
+            .iter()
+            .filter(|r| r.has_archive())
+            .map(|r| r.expires_at)
+            .min(),
+    })
 }
 
 /// Marks the kept archives past their expiry as expired; returns their ids (the caller
