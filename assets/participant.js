@@ -12,9 +12,10 @@
 })();
 
 // The workshop event's countdown and warnings, and the seat page following the seat (a
-// move, an unresponsive VM, a released seat or a seat from the queue loads the page again;
-// in the queue, the place is updated in place), from the live stream of /api/my-vm; where
-// EventSource is missing, /api/my-vm is polled. Without script, a reload shows the same.
+// move, an unresponsive VM, a released seat, a seat from the queue or newly saved files load
+// the page again; in the queue, the place is updated in place), from the live stream of
+// /api/my-vm; where EventSource is missing, /api/my-vm is polled. Without script, a reload
+// shows the same.
 (function () {
   var bar = document.getElementById("event-bar");
   var seat = document.getElementById("seat");
@@ -53,7 +54,8 @@
 
   function show(d) {
     if (seat && (d.state !== seat.getAttribute("data-state") ||
-                 d.hostname !== seat.getAttribute("data-host"))) {
+                 d.hostname !== seat.getAttribute("data-host") ||
+                 d.saved_files !== Number(seat.getAttribute("data-saved-files") || 0))) {
       window.location.reload();
       return;
     }

@@ -64,6 +64,8 @@ pub struct Beat {
     /// A message for the participant's desktop (the workshop's countdown): its id changes
     /// with each new message.
     pub notice: Option<Notice>,
+    /// Their files are to be rescued first.
+    pub rescue: Option<RescueAsk>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -72,12 +74,23 @@ pub struct Notice {
     pub text: String,
 }
 
+/// A rescue the allocator asks for: pack the files matching `patterns` (at most
+/// `max_bytes` of them) and upload them within `seconds_left`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct RescueAsk {
+    pub id: u64,
+    pub patterns: Vec<String>,
+    pub max_bytes: u64,
+    pub seconds_left: u64,
+}
+
 #[derive(Deserialize)]
 struct BeatBody {
     interval_seconds: Option<u64>,
     reset_requested: Option<bool>,
     reset_id: Option<u32>,
     notice: Option<Notice>,
+    rescue: Option<RescueAsk>,
 }
 
 pub struct Allocator {
@@ -207,7 +220,41 @@ impl Allocator {
             notice: answer
                 .notice
                 .filter(|n| !n.id.is_empty() && n.id.len() <= 128 && n.text.len() <= 1024),
+            rescue: answer.rescue,
         })
+    }
+
+    /// Uploads the archive of rescue `id`, streamed from `file`.
+    pub async fn upload_rescue(
+        &self,
+        id: u64,
+        file: tokio::fs::File,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        self.send(
+            self.post(&format!("/api/rescue/{id}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/zip")
+                .timeout(timeout)
+                .body(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Rescue `id` found no file to save.
+    pub async fn rescue_empty(&self, id: u64) -> Result<(), CallError> {
+        self.post_json(&format!("/api/rescue/{id}/empty"), json!({}))
+            .await
+    }
+
+    /// Rescue `id` could not be done, because of `reason`.
+    pub async fn rescue_failed(&self, id: u64, reason: &str) -> Result<(), CallError> {
+        self.post_json(
+            &format!("/api/rescue/{id}/failed"),
+            json!({ "reason": reason }),
+        )
+        .await
     }
 
     pub async fn reset_done(&self, reset_id: u32) -> Result<(), CallError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{Allocator, CallError};
+use super::api::{Allocator, CallError, RescueAsk};
 use super::notify::Notifier;
 
 /// An allocator without heartbeats (upstream 0.1.2) answers 404: ask again this rarely.
@@ -31,12 +31,14 @@ pub fn disk_free_pct(path: &Path) -> Option<f64> {
 }
 
 /// Sends heartbeats until cancelled; publishes the reset the allocator asks for (its
-/// number), `None` while there is none. Ends with an error only when the token is refused.
+/// number), `None` while there is none, and the rescue of files it asks for. Ends with an
+/// error only when the token is refused.
 pub async fn run(
     alloc: Arc<Allocator>,
     every: Duration,
     disk: std::path::PathBuf,
     reset: watch::Sender<Option<u32>>,
+    rescue: watch::Sender<Option<RescueAsk>>,
     notifier: Arc<Notifier>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
@@ -61,6 +63,13 @@ pub async fn run(
                     let (notifier, cancel) = (notifier.clone(), cancel.clone());
                     tokio::spawn(async move { notifier.show(&notice.text, &cancel).await });
                 }
+                let asked = beat.rescue;
+                rescue.send_if_modified(|r| {
+                    // The same rescue again (its time left counting down) is no news.
+                    let changed = r.as_ref().map(|r| r.id) != asked.as_ref().map(|a| a.id);
+                    *r = asked;
+                    changed
+                });
                 interval
             }
             Err(e) if e.is_fatal() => return Err(e),

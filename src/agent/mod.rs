@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod inuse;
 pub mod logs;
 pub mod notify;
+pub mod rescue;
 pub mod reset;
 pub mod retry;
 pub mod setup;
@@ -235,12 +236,20 @@ async fn agent(
         user: setup.user.clone(),
         fallback_display: args.vnc_display.clone(),
     });
+    let (rescue_tx, rescue_rx) = tokio::sync::watch::channel(None);
     tasks.spawn(heartbeat::run(
         alloc.clone(),
         every.heartbeat,
         setup.desktop_dir.clone(),
         reset_tx,
+        rescue_tx,
         notifier,
+        cancel.clone(),
+    ));
+    tasks.spawn(rescue::run(
+        alloc.clone(),
+        setup.desktop_dir.clone(),
+        rescue_rx,
         cancel.clone(),
     ));
     let seats = Seats {

@@ -51,6 +51,7 @@ settings! {
         section desktop: DesktopConfig;
         section event: EventConfig;
         section waitlist: WaitlistConfig;
+        section rescue: RescueConfig;
     }
 }
 
@@ -362,6 +363,33 @@ settings! {
         /// Most participants waiting at once.
         max_entries: u64 = 1000, range(1, 1_000_000);
     }
+}
+
+settings! {
+    /// Participants' files saved through the agent before their seat ends (LabLink's own).
+    pub struct RescueConfig {
+        /// Comma-separated globs of the files to save, relative to the desktop folder (`**`
+        /// crosses folders); empty: `**/*.<machine.extension>`.
+        patterns: String = "", text("globs, comma-separated", glob_list);
+        /// Most MiB of files one rescue saves; the files beyond are listed in the archive.
+        max_mb: u64 = 500, range(1, 64 * 1024);
+        /// How long a destroy or a seat's reset waits for the agent's upload.
+        timeout_seconds: u64 = 300, range(1, 3600);
+        /// Days a rescued archive is kept, then deleted.
+        keep_days: u64 = 14, range(1, 3650);
+    }
+}
+
+fn glob_list(list: &str) -> Result<(), String> {
+    for pattern in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if pattern.starts_with('/') || pattern.split('/').any(|part| part == "..") {
+            return Err(format!(
+                "`{pattern}` must stay inside the desktop folder (no leading `/`, no `..`)"
+            ));
+        }
+        globset::Glob::new(pattern).map_err(|e| format!("`{pattern}`: {e}"))?;
+    }
+    Ok(())
 }
 
 fn file_extension(ext: &str) -> Result<(), String> {
@@ -718,6 +746,31 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.server.body_timeout_seconds)
+    }
+
+    /// The globs a rescue packs (`rescue.patterns`, or every `*.<machine.extension>`).
+    pub fn rescue_patterns(&self) -> Vec<String> {
+        let listed: Vec<String> = self
+            .rescue
+            .patterns
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if listed.is_empty() {
+            vec![format!("**/*.{}", self.machine.extension)]
+        } else {
+            listed
+        }
+    }
+
+    pub fn rescue_max_bytes(&self) -> u64 {
+        self.rescue.max_mb * 1024 * 1024
+    }
+
+    pub fn rescue_timeout(&self) -> Duration {
+        Duration::from_secs(self.rescue.timeout_seconds)
     }
 }
 

@@ -82,10 +82,15 @@ pub async fn run(pool: Arc<Pool>) {
                     }
                 },
                 RebootDecision::ReleaseParticipant => {
-                    let h = host.clone();
+                    let (h, rescues) = (host.clone(), pool.rescues.clone());
                     let at = pool.clock.now();
-                    match pool.store.write(move |tx| vms::release(tx, &h, at)).await {
+                    match pool
+                        .store
+                        .write(move |tx| rescues.release(tx, &h, at))
+                        .await
+                    {
                         Ok(_) => {
+                            pool.rescues.requested();
                             pool.desktops.cut(&host);
                             tracing::warn!(
                                 vm = %host,

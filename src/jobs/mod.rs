@@ -4,6 +4,7 @@
 
 pub mod autoreboot;
 pub mod event;
+pub mod rescue;
 pub mod scheduler;
 pub mod waitlist;
 pub mod watchdog;
@@ -20,6 +21,7 @@ pub struct Jobs {
     rebooter: JoinHandle<()>,
     event: JoinHandle<()>,
     waitlist: JoinHandle<()>,
+    rescues: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -30,6 +32,7 @@ impl Jobs {
             rebooter: tokio::spawn(autoreboot::run(pool.clone())),
             event: tokio::spawn(event::run(pool.clone())),
             waitlist: tokio::spawn(waitlist::run(pool.clone())),
+            rescues: tokio::spawn(rescue::run(pool.clone())),
         }
     }
 
@@ -40,6 +43,7 @@ impl Jobs {
         let _ = self.watchdog.await;
         let _ = self.event.await;
         let _ = self.waitlist.await;
+        let _ = self.rescues.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

@@ -8,6 +8,7 @@ mod counts;
 mod event;
 mod hostname;
 mod identity;
+mod rescue;
 mod run;
 mod schedule;
 mod waitlist;
@@ -20,6 +21,9 @@ pub use event::{
 };
 pub use hostname::{MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, validate_hostname};
 pub use identity::Identity;
+pub use rescue::{
+    LEFT_OUT_ENTRY, PendingRescue, Rescue, RescueOutcome, RescueReason, upload_limit,
+};
 pub use run::{AuditEntry, Run, RunAction, RunState};
 pub use schedule::{EXECUTIONS_KEPT, Execution, Schedule, ScheduleStatus};
 pub use waitlist::WaitEntry;
@@ -252,6 +256,10 @@ pub struct Vm {
     /// earlier one cannot clear (or repeat) a later one.
     #[serde(default)]
     pub resets: u32,
+    /// The participant's files are being rescued: the agent packs and uploads them, and
+    /// the reset waits until it has (or the deadline passed).
+    #[serde(default)]
+    pub rescue: Option<PendingRescue>,
 }
 
 /// The limits of automatic reboots (upstream: 3 attempts, 5 min apart; initializing for
@@ -310,6 +318,7 @@ impl Vm {
             reboots_observed: 0,
             reset_pending: false,
             resets: 0,
+            rescue: None,
         }
     }
 
@@ -417,6 +426,19 @@ impl Vm {
             self.updated_at = now;
         }
         self
+    }
+
+    /// The agent is asked to rescue the participant's files (`None`: that rescue ended).
+    pub fn with_rescue(mut self, rescue: Option<PendingRescue>, now: DateTime<Utc>) -> Vm {
+        self.rescue = rescue;
+        self.updated_at = now;
+        self
+    }
+
+    /// The reset the agent is asked for: only once no rescue of the files is pending, so
+    /// they are packed before the reset moves them aside.
+    pub fn reset_requested(&self) -> bool {
+        self.reset_pending && self.assignment.is_none() && self.rescue.is_none()
     }
 
     /// The agent stopped the desktop and moved the last participant's files aside, for

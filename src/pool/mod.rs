@@ -15,6 +15,7 @@ pub mod liveness;
 pub mod participant_files;
 pub mod provisioner;
 pub mod reboot;
+pub mod rescue;
 pub mod schedules;
 pub mod seats;
 pub mod waiters;
@@ -70,6 +71,8 @@ pub struct Pool {
     /// Cancelled when the allocator starts shutting down: jobs stop, parked long-polls
     /// answer at once.
     pub shutdown: CancellationToken,
+    /// Participants' files saved through the agents before their seats end.
+    pub rescues: Arc<rescue::Rescuer>,
 }
 
 impl Pool {
@@ -102,6 +105,11 @@ impl Pool {
             let heartbeats = vm.boot_id.is_some();
             (vm.hostname, vm.unresponsive_since.is_some(), heartbeats)
         }));
+        let rescues = Arc::new(rescue::Rescuer::new(
+            &config,
+            store.clone(),
+            liveness.clone(),
+        ));
         let provisioner = Arc::new(Provisioner::new(
             provider(&config, &identities)?,
             Handles {
@@ -111,6 +119,7 @@ impl Pool {
                 identities: identities.clone(),
                 liveness: liveness.clone(),
                 desktops: desktops.clone(),
+                rescues: rescues.clone(),
             },
             metrics.clone(),
             // A backstop: providers stop their own commands at the run timeout.
@@ -137,6 +146,7 @@ impl Pool {
             event: event::EventCell::new(None),
             waitlist: Arc::new(waitlist::Waitlist::default()),
             shutdown: CancellationToken::new(),
+            rescues,
         };
         event::load(&pool).await.map_err(|e| match e {
             event::EventLoadError::Store(e) => OpenError::Store(e),

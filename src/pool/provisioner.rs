@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::liveness::Liveness;
 use super::waiters::{Waiters, Wake};
 use crate::metrics::Metrics;
-use crate::model::{Phase, Run, RunAction, RunState, Vm};
+use crate::model::{Phase, RescueReason, Run, RunAction, RunState, Vm};
 use crate::provision::{LaunchContext, Provider, ProviderError, RunFailure, RunLog};
 use crate::shared_token::SharedToken;
 use crate::store::{Store, StoreError, runs, vms};
@@ -70,6 +70,7 @@ pub struct Provisioner {
     identities: Arc<Identities>,
     liveness: Arc<Liveness>,
     desktops: Arc<super::desktop::Desktops>,
+    rescues: Arc<super::rescue::Rescuer>,
     allocator_url: OnceLock<String>,
     current: Mutex<Option<Run>>,
     /// VMs removed by a destroy, for a while: a report still in flight from a dying VM
@@ -91,6 +92,8 @@ pub struct Handles {
     pub liveness: Arc<Liveness>,
     /// Destroyed VMs' desktop streams end with them.
     pub desktops: Arc<super::desktop::Desktops>,
+    /// Participants' files are rescued before their VM is destroyed.
+    pub rescues: Arc<super::rescue::Rescuer>,
 }
 
 impl Provisioner {
@@ -107,6 +110,7 @@ impl Provisioner {
             identities,
             liveness,
             desktops,
+            rescues,
         } = handles;
         Provisioner {
             provider,
@@ -116,6 +120,7 @@ impl Provisioner {
             identities,
             liveness,
             desktops,
+            rescues,
             allocator_url: OnceLock::new(),
             current: Mutex::new(None),
             gone: Gone::default(),
@@ -231,6 +236,14 @@ impl Provisioner {
                 }
                 RunAction::DestroyAll | RunAction::DestroyVm { .. } => {
                     let all = run.action == RunAction::DestroyAll;
+                    let reason = RescueReason::of_destroy(&run.requested_by);
+                    if let Err(e) = self
+                        .rescues
+                        .before_destroy(&log, &hosts, reason, &run_cancel)
+                        .await
+                    {
+                        log.line(format!("cannot rescue the participants' files: {e}"));
+                    }
                     let done = self.provider.destroy(&log, &hosts, all, &run_cancel).await;
                     if done.is_ok() {
                         // After destroying everything, every record goes, also those of

@@ -21,13 +21,14 @@ pub async fn release(pool: &Pool, actor: &Actor, host: &str) -> Result<Vm, PoolE
             "{host} has no participant; nothing to release."
         )));
     };
-    let (h, at) = (host.to_owned(), pool.clock.now());
+    let (h, at, rescues) = (host.to_owned(), pool.clock.now(), pool.rescues.clone());
     let vm = pool
         .store
-        .write(move |tx| vms::release(tx, &h, at))
+        .write(move |tx| rescues.release(tx, &h, at))
         .await
         .map_err(PoolError::store("Failed to release the seat."))?
         .ok_or(PoolError::VmNotFound)?;
+    pool.rescues.requested();
     pool.desktops.cut(host);
     pool.audit_by(
         actor,
@@ -47,16 +48,24 @@ pub async fn move_participant(
     to: Option<&str>,
 ) -> Result<(Vm, Vm), PoolError> {
     let pin = random_pin();
-    let (f, t, at, liveness) = (
+    let (f, t, at, liveness, rescues) = (
         from.to_owned(),
         to.map(str::to_owned),
         pool.clock.now(),
         pool.liveness.clone(),
+        pool.rescues.clone(),
     );
     let outcome = pool
         .store
         .write(move |tx| {
-            vms::move_participant(tx, &f, t.as_deref(), &pin, at, &|h| liveness.is_alive(h))
+            let moved =
+                vms::move_participant(tx, &f, t.as_deref(), &pin, at, &|h| liveness.is_alive(h))?;
+            if let Some(MoveOutcome::Moved { to, .. }) = &moved
+                && let Some(held) = &to.assignment
+            {
+                rescues.on_vacate(tx, &f, held, at)?;
+            }
+            Ok(moved)
         })
         .await
         .map_err(PoolError::store("Failed to move the participant."))?
@@ -77,6 +86,7 @@ pub async fn move_participant(
             }));
         }
     };
+    pool.rescues.requested();
     pool.desktops.cut(from);
     wake_assigned(pool, &new);
     if let Some(a) = &new.assignment {

@@ -131,6 +131,9 @@ impl Local {
             .arg(vm_dir.join("state"))
             .arg("--crd-config-dir")
             .arg(vm_dir.join("crd"))
+            // The participant's files live (and are rescued from) inside the VM's folder.
+            .arg("--desktop-dir")
+            .arg(vm_dir.join("Desktop"))
             .arg("--token-file")
             .arg(&credential_file);
         if self.browser_desktops {

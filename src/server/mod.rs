@@ -149,6 +149,7 @@ pub async fn serve(
         .max_header_size(usize::try_from(app.config.server.max_header_bytes).unwrap_or(65536))
         .keep_alive(true);
     let body_timeout = app.config.body_timeout();
+    let rescue_timeout = app.config.rescue_timeout();
     let max_connections = usize::try_from(app.config.server.max_connections)
         .unwrap_or(usize::MAX)
         .clamp(1, Semaphore::MAX_PERMITS);
@@ -179,6 +180,11 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             req.extensions_mut().insert(client_ip::ClientIp(client));
             let expired = Arc::new(AtomicBool::new(false));
+            let body_timeout = if router::is_rescue_upload(&req) {
+                body_timeout.max(rescue_timeout)
+            } else {
+                body_timeout
+            };
             let req = req.map(|b| body::DeadlineBody::new(b, body_timeout, expired.clone()));
             let handled = if router::is_long_poll(&req) {
                 Either::Left(router::long_poll(state.clone(), req))

@@ -144,6 +144,7 @@ pub fn build(app: App) -> Router {
         .route("/download/lablink", get(download::executable))
         .route("/download/lablink.sha256", get(download::checksum))
         .route("/assets/{*path}", get(assets::serve))
+        .merge(rescue_routes())
         .merge(log_shipping)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
@@ -157,6 +158,34 @@ pub fn build(app: App) -> Router {
             observe::observe,
         ))
         .with_state(app)
+}
+
+/// Work rescue: the agents' uploads (streamed to disk, limited by `rescue.max_mb`), the
+/// participants' and the admin's downloads.
+fn rescue_routes() -> Router<App> {
+    use super::api::rescue as api;
+    use super::pages::rescue as pages;
+    Router::new()
+        .route("/api/rescue/{id}", post(api::upload))
+        .route("/api/rescue/{id}/empty", post(api::empty))
+        .route("/api/rescue/{id}/failed", post(api::failed))
+        .route("/api/rescues", get(api::list))
+        .route("/my-files", get(pages::my_files))
+        .route("/my-files/{id}", get(pages::my_file))
+        .route("/admin/rescues", get(pages::admin_list))
+        .route("/admin/rescues/all.zip", get(pages::admin_all))
+        .route("/admin/rescues/{id}", get(pages::admin_file))
+}
+
+/// Whether `request` uploads a rescue's archive: its body may take until the rescue's
+/// deadline rather than `server.body_timeout_seconds`.
+pub fn is_rescue_upload<B>(request: &Request<B>) -> bool {
+    request.method() == Method::POST
+        && request
+            .uri()
+            .path()
+            .strip_prefix("/api/rescue/")
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 async fn not_found() -> Response {

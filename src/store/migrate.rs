@@ -3,14 +3,14 @@
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{
-    AUDIT, EVENT_JOURNAL, EVENTS, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RUN_LINES, RUNS,
+    AUDIT, EVENT_JOURNAL, EVENTS, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RESCUES, RUN_LINES, RUNS,
     SCHEDULE_NAMES, SCHEDULES, SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS, WAITLIST,
     WAITLIST_BY_EMAIL,
 };
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 7;
+pub const SCHEMA_VERSION: u64 = 8;
 
 const VERSION_KEY: &str = "schema_version";
 
@@ -25,6 +25,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_vm_identities_v5,
     add_events_v6,
     add_waitlist_v7,
+    add_rescues_v8,
 ];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -81,6 +82,12 @@ fn add_events_v6(tx: &WriteTransaction) -> Result<(), StoreError> {
 fn add_waitlist_v7(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(WAITLIST)?;
     tx.open_table(WAITLIST_BY_EMAIL)?;
+    Ok(())
+}
+
+/// Rescued participants' files.
+fn add_rescues_v8(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(RESCUES)?;
     Ok(())
 }
 

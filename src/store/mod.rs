@@ -14,6 +14,7 @@ pub mod identities;
 pub mod logs;
 pub mod meta;
 pub mod migrate;
+pub mod rescues;
 pub mod runs;
 pub mod schedules;
 pub mod sessions;

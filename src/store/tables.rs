@@ -62,6 +62,9 @@ pub const WAITLIST: TableDefinition<u64, &[u8]> = TableDefinition::new("waitlist
 pub const WAITLIST_BY_EMAIL: TableDefinition<&str, u64> =
     TableDefinition::new("waitlist_by_email_v1");
 
+/// rescue id → encoded `model::Rescue`: participants' files saved before their seat ended.
+pub const RESCUES: TableDefinition<u64, &[u8]> = TableDefinition::new("rescues_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -91,5 +94,6 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(EVENT_JOURNAL)?;
     visitor.visit(WAITLIST)?;
     visitor.visit(WAITLIST_BY_EMAIL)?;
+    visitor.visit(RESCUES)?;
     Ok(())
 }

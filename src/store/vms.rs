@@ -46,6 +46,11 @@ pub fn get(tx: &ReadTransaction, host: &str) -> Result<Option<Vm>, StoreError> {
     load(&tx.open_table(VMS)?, host)
 }
 
+/// The VM `host`, read inside a write.
+pub fn get_in(tx: &WriteTransaction, host: &str) -> Result<Option<Vm>, StoreError> {
+    load(&tx.open_table(VMS)?, host)
+}
+
 /// All VMs in pick order (lowest VM number first).
 pub fn list(tx: &ReadTransaction) -> Result<Vec<Vm>, StoreError> {
     let table = tx.open_table(VMS)?;

@@ -4,3 +4,4 @@ pub mod admin;
 pub mod desktop;
 pub mod layout;
 pub mod participant;
+pub mod rescues;

@@ -292,7 +292,9 @@ fn new_seat_form(email: &str, ask_join_code: bool, desktop: DesktopKind, button:
 
 /// `GET /my-vm`: the participant's seat, kept up to date (by script every few seconds, or
 /// by a plain reload).
-pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
+/// `saved_files`: archives of this participant's files kept by the allocator (rescued
+/// when a seat of theirs ended), linked to `/my-files`.
+pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind, saved_files: usize) -> Markup {
     let refresh = match seat {
         Seat::Ready { .. } | Seat::OtherBrowser | Seat::Waiting { .. } | Seat::WaitingElsewhere => {
             Some((SEAT_REFRESH, "/my-vm"))
@@ -305,7 +307,7 @@ pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
         refresh,
         html! {
             (event_bar())
-            div #seat data-state=(seat.state()) data-host=(seat.hostname()) {
+            div #seat data-state=(seat.state()) data-host=(seat.hostname()) data-saved-files=(saved_files) {
                 @match seat {
                     Seat::Ready { hostname, coming_back, desktop: DesktopKind::Browser, .. } => {
                         h1 { "Your desktop" }
@@ -372,6 +374,9 @@ pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind) -> Markup {
                         h1 { "No seat in this browser" }
                         p { "This browser has not claimed a VM. " a href="/" { "Get one here." } }
                     }
+                }
+                @if saved_files > 0 {
+                    p #saved-files { a href="/my-files" { "Your saved files (" (saved_files) ")" } }
                 }
             }
         },

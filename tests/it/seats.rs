@@ -87,7 +87,7 @@ async fn move_release_and_reset_through_the_api() {
     let seat = my_seat(&s, &claimed).await;
     assert_eq!(
         seat,
-        json!({"state": "ready", "hostname": "vm-1", "last_seen_seconds_ago": null, "event": null})
+        json!({"state": "ready", "hostname": "vm-1", "last_seen_seconds_ago": null, "event": null, "saved_files": 0})
     );
 
     // vm-2's agent waits; the move wakes it with the participant's code and a new PIN.

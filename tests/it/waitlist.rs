@@ -101,6 +101,7 @@ fn waiting(position: u64, of: u64) -> Value {
         "hostname": "",
         "last_seen_seconds_ago": null,
         "event": null,
+        "saved_files": 0,
         "position": position,
         "waiting": of,
     })

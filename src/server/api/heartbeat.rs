@@ -1,6 +1,6 @@
 //! `POST /api/heartbeat`: the agent says it is alive (every `server.heartbeat_seconds`),
-//! and learns whether its desktop must be reset and what to show on it (the countdown).
-//! `POST /api/vm-reset-done`: it was.
+//! and learns whether its participant's files must be rescued, its desktop reset, and what to
+//! show on it (the countdown). `POST /api/vm-reset-done`: it was.
 
 use axum::Json;
 use axum::extract::State;
@@ -68,18 +68,39 @@ pub async fn post_heartbeat(
             tracing::warn!(vm = %host, "new boot id: the VM rebooted");
         }
     }
+    if let Some(pending) = &vm.rescue
+        && agent.nonce().is_none()
+    {
+        // Uploads take the VM's own credential only: an agent with the shared token
+        // cannot deliver, and the reset must not wait for it.
+        app.rescues
+            .unsupported(pending.id)
+            .await
+            .map_err(ApiError::from)?;
+        vm = stored_vm(&app, &host, "Failed to record the heartbeat.").await?;
+    }
     let notice = vm
         .assignment
         .as_ref()
         .and_then(|_| crate::pool::event::desktop_notice(&app.pool))
         .map(|(id, text)| json!({"id": id, "text": text}));
-    Ok(Json(json!({
+    let mut answer = json!({
         "status": "ok",
         "interval_seconds": app.config.server.heartbeat_seconds,
-        "reset_requested": vm.reset_pending && vm.assignment.is_none(),
+        "reset_requested": vm.reset_requested(),
         "reset_id": vm.resets,
         "notice": notice,
-    })))
+    });
+    if let Some(rescue) = &vm.rescue {
+        let left = (rescue.deadline - app.clock.now()).num_seconds().max(0);
+        answer["rescue"] = json!({
+            "id": rescue.id,
+            "patterns": app.rescues.patterns(),
+            "max_bytes": app.rescues.max_bytes(),
+            "seconds_left": left,
+        });
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]

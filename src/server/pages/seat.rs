@@ -68,7 +68,26 @@ fn view_of<'a>(app: &App, found: &'a SeatFound) -> (Seat<'a>, Option<u64>) {
     }
 }
 
+/// How many archives of this browser's participant's files are kept (`/my-files`).
+async fn saved_files(app: &App, headers: &HeaderMap) -> usize {
+    let Some(ClaimCookie {
+        email: Some(email),
+        token,
+    }) = ClaimCookie::from_headers(headers)
+    else {
+        return 0;
+    };
+    match app.rescues.of_participant(&email, &token).await {
+        Ok(mine) => mine.iter().filter(|r| r.has_archive()).count(),
+        Err(e) => {
+            tracing::error!(error = ?e, "cannot read a participant's saved files");
+            0
+        }
+    }
+}
+
 pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
+    let saved = saved_files(&app, &headers).await;
     match find(&app, &headers).await {
         Ok(found) => {
             let (seat, _) = view_of(&app, &found);
@@ -78,7 +97,7 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
                 _ => None,
             }
             .unwrap_or(app.config.desktop_kinds()[0]);
-            (StatusCode::OK, view::seat(&seat, ask, desktop)).into_response()
+            (StatusCode::OK, view::seat(&seat, ask, desktop, saved)).into_response()
         }
         Err(e) => {
             tracing::error!(error = ?e, "cannot read a participant's seat");
@@ -102,6 +121,7 @@ async fn snapshot(app: &App, headers: &HeaderMap) -> Result<Value, PoolError> {
         "hostname": seat.hostname(),
         "last_seen_seconds_ago": seen,
         "event": crate::pool::event::participant_view(&app.pool),
+        "saved_files": saved_files(app, headers).await,
     });
     if let Seat::Waiting { position, waiting } = seat {
         answer["position"] = json!(position);

@@ -27,7 +27,7 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 9] = [
+const NAV: [(&str, &str); 10] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
@@ -37,6 +37,7 @@ const NAV: [(&str, &str); 9] = [
     ("/admin/token", "Agent token"),
     ("/admin/audit", "Audit log"),
     ("/admin/waitlist", "Waitlist"),
+    ("/admin/rescues", "Rescued files"),
 ];
 
 /// htmx settings that keep it inside the CSP: no injected styles, no eval.
