@@ -25,9 +25,18 @@ const RETRY_REFUSED_SECS: i64 = 60;
 
 pub async fn run(pool: Arc<Pool>) {
     let mut refused: Option<(DateTime<Utc>, String)> = None;
+    let mut seatings = pool.waitlist.seatings();
     loop {
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
+            seated = seatings.recv() => {
+                if let Ok(s) = seated {
+                    let waited = s.waited().as_secs_f64();
+                    journal(&pool, JournalKind::Seated, Some(&s.hostname), Some(&s.email), Some(waited), String::new()).await;
+                    journal(&pool, JournalKind::Claimed, Some(&s.hostname), Some(&s.email), None, "from the waitlist".into()).await;
+                }
+                continue;
+            }
             () = pool.shutdown.cancelled() => return,
         }
         let Some(event) = pool.event.get() else {

@@ -12,7 +12,7 @@ use super::error::PoolError;
 use super::waiters::Wake;
 use crate::crd;
 use crate::metrics::ClaimOutcome as Counted;
-use crate::model::{DesktopKind, Vm};
+use crate::model::{DesktopKind, JournalKind, Vm};
 use crate::store::vms::{self, ClaimOutcome};
 use crate::store::waitlist::{self, Place};
 
@@ -69,6 +69,18 @@ pub async fn claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim, Poo
         Err(PoolError::Store { .. } | PoolError::Failed(_)) => Counted::Error,
         Err(_) => Counted::Invalid,
     });
+    if let Ok(claimed) = &result {
+        let (kind, vm, detail) = match &claimed.seat {
+            Seated::Assigned { vm, .. } => (JournalKind::Claimed, vm, String::new()),
+            Seated::Reseated { from, vm } => (JournalKind::Reseated, vm, format!("from {from}")),
+            Seated::Rejoined { .. } => return result,
+        };
+        let (pool, host, email) = (pool.clone(), vm.hostname.clone(), claimed.email.clone());
+        // Off the participant's answer: the journal is for the report, not the claim.
+        tokio::spawn(async move {
+            super::event::journal(&pool, kind, Some(&host), Some(&email), None, detail).await;
+        });
+    }
     result
 }
 

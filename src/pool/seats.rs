@@ -5,7 +5,7 @@
 use super::claim::{random_pin, wake_assigned};
 use super::waiters::Wake;
 use super::{Actor, Pool, PoolError, stored_vm};
-use crate::model::Vm;
+use crate::model::{JournalKind, Vm};
 use crate::store::vms::{self, MoveOutcome};
 use crate::store::{StoreError, identities};
 
@@ -34,6 +34,15 @@ pub async fn release(pool: &Pool, actor: &Actor, host: &str) -> Result<Vm, PoolE
         actor,
         "release",
         format!("{host} (participant {})", held.email),
+    )
+    .await;
+    super::event::journal(
+        pool,
+        JournalKind::Released,
+        Some(host),
+        Some(&held.email),
+        None,
+        format!("by {}", actor.user),
     )
     .await;
     Ok(vm)
@@ -94,6 +103,15 @@ pub async fn move_participant(
             actor,
             "move",
             format!("{} from {from} to {}", a.email, new.hostname),
+        )
+        .await;
+        super::event::journal(
+            pool,
+            JournalKind::Moved,
+            Some(&new.hostname),
+            Some(&a.email),
+            None,
+            format!("from {from}, by {}", actor.user),
         )
         .await;
     }
