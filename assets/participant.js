@@ -24,6 +24,7 @@
   var countdown = document.getElementById("event-countdown");
   var warning = document.getElementById("event-warning");
   var event = null;
+  var skew = 0; // the allocator's clock minus this browser's
 
   function clock(seconds) {
     var h = Math.floor(seconds / 3600);
@@ -40,7 +41,7 @@
 
   function tick() {
     if (!event || !countdown) return;
-    var now = Date.now();
+    var now = Date.now() + skew;
     var starts = Date.parse(event.starts_at);
     var ends = Date.parse(event.ends_at);
     if (event.phase === "ended" || event.phase === "stopping" || now >= ends) {
@@ -67,6 +68,8 @@
     event = d.event;
     bar.hidden = !event;
     if (!event) return;
+    var serverNow = Date.parse(event.server_now);
+    if (!isNaN(serverNow)) skew = serverNow - Date.now();
     bar.setAttribute("data-phase", event.phase);
     if (title) title.textContent = event.name;
     if (warning) {

@@ -185,6 +185,8 @@ impl Admin {
         let base = &self.base;
         let response = request
             .basic_auth(&self.user, Some(&self.password))
+            // Endpoints that also serve the console answer JSON only when asked for it.
+            .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(|e| {

@@ -429,6 +429,8 @@ pub fn participant_view(pool: &Pool) -> Value {
         "starts_at": e.plan.starts_at,
         "ends_at": e.plan.ends_at,
         "warning": warning,
+        // The participant's clock may be off: the page counts down from the allocator's.
+        "server_now": now,
     })
 }
 

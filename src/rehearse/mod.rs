@@ -8,6 +8,7 @@
 //! browser). Bounded in count and time.
 
 mod agent;
+mod event;
 mod faults;
 mod participant;
 mod report;
@@ -75,6 +76,21 @@ pub struct RehearseArgs {
     /// answer asks for).
     #[arg(long)]
     pub heartbeat_seconds: Option<u64>,
+    /// Rehearse a whole event instead, on the allocator's own VMs (`lablink demo`, or a
+    /// `local`/`terraform` provider): planned to start in 5 s and end `--seconds` later; `--participants` arrive over `--arrive-over` seconds; `--leave-share` leave
+    /// early, `--die-share` of the seated VMs are destroyed mid-event; then the event's
+    /// report.
+    #[arg(long)]
+    pub event: bool,
+    /// With --event: seconds over which the participants arrive.
+    #[arg(long, default_value_t = 30)]
+    pub arrive_over: u64,
+    /// With --event: share of the participants (0 to 0.9) who leave early.
+    #[arg(long, default_value_t = 0.1)]
+    pub leave_share: f64,
+    /// With --event: spare VMs, in percent of the seats.
+    #[arg(long, default_value_t = 10)]
+    pub spare_percent: u32,
 }
 
 impl RehearseArgs {
@@ -106,7 +122,21 @@ pub fn run(args: RehearseArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match runtime.block_on(rehearse(args)) {
+    let result = if args.event {
+        runtime.block_on(async {
+            let base = args.url.trim_end_matches('/').to_owned();
+            // The waitlist's answer is a redirect carrying the claim cookie: not followed.
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?;
+            event::rehearse(args, http, base).await
+        })
+    } else {
+        runtime.block_on(rehearse(args))
+    };
+    match result {
         Ok(true) => Ok(()),
         Ok(false) => Err(CliError::Reported(1)),
         Err(e) => Err(CliError::Failed(format!("rehearse: {e}"))),
@@ -114,6 +144,9 @@ pub fn run(args: RehearseArgs) -> Result<(), CliError> {
 }
 
 fn check_args(args: &RehearseArgs) -> Vec<String> {
+    if args.event {
+        return check_event_args(args);
+    }
     let mut problems = Vec::new();
     if !(1..=MAX_AGENTS).contains(&args.agents) {
         problems.push(format!("--agents: 1..={MAX_AGENTS}"));
@@ -159,6 +192,44 @@ fn check_args(args: &RehearseArgs) -> Vec<String> {
             args.email_domain
         ));
     }
+    problems.extend(check_target(args));
+    problems
+}
+
+/// With --event: the flags of an event rehearsal (and the target, as always).
+fn check_event_args(args: &RehearseArgs) -> Vec<String> {
+    let mut problems = Vec::new();
+    let participants = args.participants.unwrap_or(args.agents);
+    if !(1..=crate::model::MAX_SEATS as usize).contains(&participants) {
+        problems.push(format!("--participants: 1..={}", crate::model::MAX_SEATS));
+    }
+    if !(90..=86_400).contains(&args.seconds) {
+        problems.push("--seconds: 90..=86400 with --event (the event's length)".into());
+    }
+    if args.arrive_over >= args.seconds {
+        problems.push("--arrive-over: shorter than --seconds".into());
+    }
+    for (flag, share) in [
+        ("--leave-share", args.leave_share),
+        ("--die-share", args.die_share),
+    ] {
+        if !(0.0..=0.9).contains(&share) {
+            problems.push(format!("{flag}: 0 to 0.9"));
+        }
+    }
+    if args.freeze_share > 0.0 {
+        problems.push("--freeze-share: not with --event (its VMs are real agents)".into());
+    }
+    if args.spare_percent > 100 {
+        problems.push("--spare-percent: 0 to 100".into());
+    }
+    problems.extend(check_target(args));
+    problems
+}
+
+/// The URL: http(s), and this machine unless --i-own-this-host.
+fn check_target(args: &RehearseArgs) -> Vec<String> {
+    let mut problems = Vec::new();
     match reqwest::Url::parse(&args.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
             if !args.i_own_this_host && !is_loopback(&url) {
@@ -582,6 +653,10 @@ mod tests {
             die_share: 0.0,
             freeze_share: 0.0,
             heartbeat_seconds: None,
+            event: false,
+            arrive_over: 30,
+            leave_share: 0.1,
+            spare_percent: 10,
         }
     }
 

@@ -298,3 +298,81 @@ async fn an_event_from_the_config_file_is_read_only_online() {
     })
     .await;
 }
+
+/// The countdown in headless Chromium: the seat page shows the time left, and the warning
+/// of each mark arrives without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them)"]
+async fn the_countdown_banner_in_a_real_browser() {
+    use crate::browser::{
+        browser, click, fill, require_browser, shoot, start_driver, wait_css, wait_text,
+    };
+    require_browser();
+    let now = Utc::now();
+    let clock = Arc::new(ManualClock::starting_at(now));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_on_with_clock(dir.path(), "127.0.0.1:0", clock.clone(), |_| {}).await;
+    s.register_running("vm-1").await;
+    let end = now + Duration::hours(1);
+    s.admin_json(
+        Method::POST,
+        "/api/event",
+        Some(json!({
+            "name": "Pose tracking course",
+            "start": (now - Duration::hours(2)).to_rfc3339(),
+            "end": end.to_rfc3339(),
+            "seats": 1,
+            "spare_percent": 0,
+            "prewarm_minutes": 0,
+        })),
+    )
+    .await
+    .expect(201);
+    let driver = start_driver().await;
+    let page = browser(&driver, 1000, 800).await;
+    within(120, "countdown in the browser", async {
+        page.goto(&s.url("/")).await.expect("open /");
+        wait_text(&page, "#event-name", "Pose tracking course").await;
+        fill(&page, "#email", "ada@example.org").await;
+        fill(&page, "#crd_command", &crd_command("4/0Ada")).await;
+        click(
+            &page,
+            r#"form[action="/api/request_vm"] button[type=submit]"#,
+        )
+        .await;
+        wait_css(&page, "#pin").await;
+        page.goto(&s.url("/my-vm")).await.expect("open /my-vm");
+        wait_text(&page, "#event-name", "Pose tracking course").await;
+        let countdown = wait_css(&page, "#event-countdown").await;
+        let text = countdown.text().await.expect("text");
+        assert!(text.starts_with("Time left: "), "{text}");
+        page.execute("window.__lablink_marker = 7; return true;", vec![])
+            .await
+            .expect("mark the page");
+
+        // Ten minutes before the end: the warning arrives on the open page.
+        clock.advance(Duration::minutes(50));
+        wait_css(&page, "#event-bar[data-warning='10']").await;
+        let warning = wait_css(&page, "#event-warning").await;
+        let text = warning.text().await.expect("text");
+        assert!(text.contains("ends in 10 minutes"), "{text}");
+        // The page counts down from the allocator's clock, not the browser's.
+        let left = wait_css(&page, "#event-countdown")
+            .await
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            left.starts_with("Time left: 9:") || left.starts_with("Time left: 10:"),
+            "{left}"
+        );
+        shoot(&page, "event-countdown-warning").await;
+        let marker = page
+            .execute("return window.__lablink_marker || null;", vec![])
+            .await
+            .expect("read the marker");
+        assert_eq!(marker, json!(7), "the seat page was reloaded");
+    })
+    .await;
+    page.close().await.expect("close");
+}

@@ -237,3 +237,61 @@ async fn other_hosts_need_the_owners_flag_and_bad_flags_are_named() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_rehearsal_runs_the_event_through_its_end() {
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+        c.machine.software = "eventrehearsal".into();
+        c.server.heartbeat_seconds = 1;
+    })
+    .await;
+    let (_dir, password) = password_file(ADMIN_PASSWORD);
+    let out = run_binary(
+        &[
+            "rehearse",
+            &s.base,
+            "--event",
+            "--participants",
+            "6",
+            "--spare-percent",
+            "0",
+            "--arrive-over",
+            "10",
+            "--leave-share",
+            "0",
+            "--die-share",
+            "0.2",
+            "--seconds",
+            "90",
+            "--password-file",
+            &password,
+        ],
+        &[],
+        400,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "participants: 6",
+        "never seated:            0",
+        "lost their VM:           1 (VMs destroyed: 1)",
+        "asked again after that:  1",
+        "event ended: every VM destroyed",
+        "PASS",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");
+    }
+    let event = s
+        .admin_json(reqwest::Method::GET, "/api/event", None)
+        .await
+        .expect(200);
+    assert_eq!(event["phase"], "ended");
+    assert_eq!(event["replaced"], 1, "{event}");
+}

@@ -155,16 +155,21 @@ pub async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
         loop {
             match snapshot(&app, &headers).await {
                 Ok(now) => {
-                    let now = now.to_string();
-                    if now != sent {
+                    // The allocator's time alone is no news.
+                    let mut news = now.clone();
+                    if let Some(event) = news["event"].as_object_mut() {
+                        event.remove("server_now");
+                    }
+                    let news = news.to_string();
+                    if news != sent {
                         if tx
-                            .send(Event::default().event("seat").data(&now))
+                            .send(Event::default().event("seat").data(now.to_string()))
                             .await
                             .is_err()
                         {
                             return;
                         }
-                        sent = now;
+                        sent = news;
                     }
                 }
                 Err(e) => {

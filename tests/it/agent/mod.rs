@@ -5,6 +5,7 @@
 mod as_user;
 mod browser_desktop;
 mod command_line;
+mod countdown;
 mod desktop;
 mod logs;
 mod setup;
