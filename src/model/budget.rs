@@ -177,7 +177,7 @@ impl Spend {
 
 /// The cost of the pool as the admin sees it, for the running event or, without one, for
 /// what runs outside events (projected over the next hour).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CostFigures {
     pub currency: &'static str,
     pub machine_type: String,
