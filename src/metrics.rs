@@ -249,9 +249,7 @@ impl Metrics {
     pub fn cost(&self, figures: &CostFigures) {
         let known = |v: Option<f64>| v.unwrap_or(f64::NAN);
         let priced = figures.price_per_hour.is_some();
-        self.cost
-            .spent
-            .set(known(priced.then_some(figures.spent)));
+        self.cost.spent.set(known(priced.then_some(figures.spent)));
         self.cost.projected.set(known(figures.projected));
         self.cost.cap.set(known(figures.cap));
     }

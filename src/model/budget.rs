@@ -55,7 +55,12 @@ pub fn parse_prices(text: &str) -> Result<Vec<(String, f64)>, String> {
         }
         let price = parse_usd(price)
             .filter(|p| *p <= MAX_PRICE)
-            .ok_or_else(|| format!("`{}` is not a price in USD per hour (0 to {MAX_PRICE})", price.trim()))?;
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a price in USD per hour (0 to {MAX_PRICE})",
+                    price.trim()
+                )
+            })?;
         if prices.iter().any(|(k, _)| k == kind) {
             return Err(format!("`{kind}` is priced twice"));
         }
@@ -301,9 +306,7 @@ impl CostFigures {
             .price_per_hour
             .map(|p| spent + vms as f64 * p * hours_left);
         let warn = match (projected, pricing.cap) {
-            (Some(projected), Some(cap)) => {
-                projected * 100.0 >= cap * pricing.warn_percent as f64
-            }
+            (Some(projected), Some(cap)) => projected * 100.0 >= cap * pricing.warn_percent as f64,
             _ => false,
         };
         CostFigures {

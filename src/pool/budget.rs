@@ -1,7 +1,9 @@
 //! The budget: the pool's cost metered as it runs (`jobs::budget` calls `meter`), the figures
 //! the console, `/metrics` and the event's report show, and the cap that refuses launches.
 
-use crate::model::budget::{CostFigures, EventWindow, Pricing, Spend, parse_cap, parse_prices, price_of};
+use crate::model::budget::{
+    CostFigures, EventWindow, Pricing, Spend, parse_cap, parse_prices, price_of,
+};
 use crate::model::{Event, EventPhase};
 use crate::store::{StoreError, spend, vms};
 
