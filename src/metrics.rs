@@ -2,6 +2,7 @@
 //! histograms updated where things happen, and gauges of the pool read from the store at
 //! each scrape.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -15,6 +16,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::model::Counts;
+use crate::model::budget::CostFigures;
 use crate::model::{RunAction, RunState, Vm, VmStatus};
 
 /// What `GET /metrics` answers with.
@@ -117,6 +119,14 @@ pub struct Metrics {
     run_seconds: HistogramFamily<RunLabels>,
     waitlist_wait: Histogram,
     waitlist_length: Gauge,
+    cost: CostGauges,
+}
+
+/// The budget's figures; NaN while unknown (no price for the type, no cap).
+struct CostGauges {
+    spent: Gauge<f64, AtomicU64>,
+    projected: Gauge<f64, AtomicU64>,
+    cap: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -184,6 +194,26 @@ impl Metrics {
             "Participants waiting for a VM",
             waitlist_length.clone(),
         );
+        let cost = CostGauges {
+            spent: Gauge::default(),
+            projected: Gauge::default(),
+            cap: Gauge::default(),
+        };
+        registry.register(
+            "lablink_cost_spent_usd",
+            "What the running event (or the pool outside events) has cost so far, in USD",
+            cost.spent.clone(),
+        );
+        registry.register(
+            "lablink_cost_projected_usd",
+            "Spent plus the VMs now running to the event's end (outside events: one hour), in USD",
+            cost.projected.clone(),
+        );
+        registry.register(
+            "lablink_budget_cap_usd",
+            "budget.cap_usd (NaN: no cap)",
+            cost.cap.clone(),
+        );
         Metrics {
             registry,
             claims,
@@ -192,6 +222,7 @@ impl Metrics {
             run_seconds,
             waitlist_wait,
             waitlist_length,
+            cost,
         }
     }
 
@@ -212,6 +243,15 @@ impl Metrics {
     pub fn waitlist_length(&self, waiting: u64) {
         self.waitlist_length
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// The budget's figures (set at each scrape).
+    pub fn cost(&self, figures: &CostFigures) {
+        let known = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        let priced = figures.price_per_hour.is_some();
+        self.cost.spent.set(known(priced.then_some(figures.spent)));
+        self.cost.projected.set(known(figures.projected));
+        self.cost.cap.set(known(figures.cap));
     }
 
     /// One answered request; `route` is the matched route pattern, never the raw path.

@@ -52,6 +52,7 @@ settings! {
         section event: EventConfig;
         section waitlist: WaitlistConfig;
         section rescue: RescueConfig;
+        section budget: BudgetConfig;
     }
 }
 
@@ -378,6 +379,30 @@ settings! {
         /// Days a rescued archive is kept, then deleted.
         keep_days: u64 = 14, range(1, 3650);
     }
+}
+
+settings! {
+    /// What the pool costs and how much it may (LabLink's own section). Prices are per VM
+    /// and hour of `machine.machine_type`; the local and manual providers are priced the
+    /// same, as a simulation of the real pool.
+    pub struct BudgetConfig {
+        /// Comma-separated `instance_type=USD_per_hour` (e.g. `g5.xlarge=1.006`) over the
+        /// built-in us-east-1 On-Demand prices; a type with no price has an unknown cost.
+        prices: String = "", text("type=USD, comma-separated", price_list);
+        /// Most USD the current event (or, outside events, the pool) may cost: launches that
+        /// would take the projection past it are refused; empty or 0: no cap.
+        cap_usd: String = "", text("empty, or USD ≥ 0", usd_cap);
+        /// The console warns once the projected cost reaches this percentage of the cap.
+        warn_percent: u64 = 80, range(1, 100);
+    }
+}
+
+fn price_list(text: &str) -> Result<(), String> {
+    crate::model::budget::parse_prices(text).map(drop)
+}
+
+fn usd_cap(text: &str) -> Result<(), String> {
+    crate::model::budget::parse_cap(text).map(drop)
 }
 
 fn glob_list(list: &str) -> Result<(), String> {

@@ -3,6 +3,7 @@
 //! the pool's shutdown token is cancelled.
 
 pub mod autoreboot;
+pub mod budget;
 pub mod event;
 pub mod rescue;
 pub mod scheduler;
@@ -22,6 +23,7 @@ pub struct Jobs {
     event: JoinHandle<()>,
     waitlist: JoinHandle<()>,
     rescues: JoinHandle<()>,
+    budget: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -33,6 +35,7 @@ impl Jobs {
             event: tokio::spawn(event::run(pool.clone())),
             waitlist: tokio::spawn(waitlist::run(pool.clone())),
             rescues: tokio::spawn(rescue::run(pool.clone())),
+            budget: tokio::spawn(budget::run(pool.clone())),
         }
     }
 
@@ -44,6 +47,7 @@ impl Jobs {
         let _ = self.event.await;
         let _ = self.waitlist.await;
         let _ = self.rescues.await;
+        let _ = self.budget.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

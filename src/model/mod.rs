@@ -4,6 +4,7 @@
 //! transitions easy to test and the store the only place that persists them. Hostnames,
 //! identities, provisioning runs, schedules and the pool's counts have files of their own.
 
+pub mod budget;
 mod counts;
 mod event;
 mod hostname;

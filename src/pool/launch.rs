@@ -11,6 +11,9 @@ pub async fn start(pool: &Pool, actor: &Actor, action: RunAction) -> Result<Run,
         RunAction::DestroyAll => "destroy-all",
         RunAction::DestroyVm { .. } => "destroy-vm",
     };
+    if let RunAction::Launch { count } = &action {
+        super::budget::check_launch(pool, *count).await?;
+    }
     let what = action.describe();
     let run = pool
         .provisioner

@@ -5,6 +5,7 @@
 //! knows nothing of HTTP.
 
 pub mod agent_token;
+pub mod budget;
 pub mod claim;
 pub mod claim_limit;
 pub mod desktop;

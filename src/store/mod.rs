@@ -18,6 +18,7 @@ pub mod rescues;
 pub mod runs;
 pub mod schedules;
 pub mod sessions;
+pub mod spend;
 pub mod tables;
 pub mod vms;
 pub mod waitlist;

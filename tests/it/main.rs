@@ -10,6 +10,7 @@ mod backup;
 mod bad_input;
 mod bench;
 mod browser;
+mod budget;
 mod claim;
 mod cli;
 mod concurrency;

@@ -46,7 +46,21 @@ async fn current(app: &App) -> Result<Json<Value>, ApiError> {
     let status = event::status(&app.pool)
         .await?
         .ok_or_else(|| ApiError::NotFound("No event has been planned.".into()))?;
-    Ok(Json(to_json(&status)))
+    let cost = crate::pool::budget::figures_of_event(&app.pool, &status.event).await?;
+    let mut answer = to_json(&status);
+    answer["cost"] = json!({
+        "currency": cost.currency,
+        "machine_type": cost.machine_type,
+        "price_per_hour": cost.price_per_hour,
+        "vms": cost.vms,
+        "spent": cost.spent,
+        "hours_left": cost.hours_left,
+        "projected": cost.projected,
+        "cap": cost.cap,
+        "warn_percent": cost.warn_percent,
+        "warn": cost.warn,
+    });
+    Ok(Json(answer))
 }
 
 /// `GET /api/event`.

@@ -95,6 +95,10 @@ pub async fn metrics(State(app): State<App>, request: Request) -> Response {
         Err(e) => return ApiError::store("Failed to read the VM pool.")(e).into_response(),
     };
     app.metrics.waitlist_length(waiting);
+    match crate::pool::budget::figures(&app.pool).await {
+        Ok(figures) => app.metrics.cost(&figures),
+        Err(e) => return ApiError::from(e).into_response(),
+    }
     let body = app
         .metrics
         .render(&pool, app.waiters.parked(), &|vm| app.last_seen_secs(vm));

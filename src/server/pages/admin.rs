@@ -61,12 +61,14 @@ pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, P
         .listening
         .get()
         .is_some_and(|addr| app.config.anyone_can_claim(*addr));
+    let cost = crate::pool::budget::figures(&app.pool).await?;
     Ok(view::dashboard::page(
         &viewer(&admin),
         app.provisioner.provider_name(),
         open_claims,
         &pool,
         &recent,
+        &cost,
     ))
 }
 

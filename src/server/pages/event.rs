@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::error::PageError;
 use crate::model::EventPhase;
 use crate::pool::PoolError;
+use crate::pool::budget;
 use crate::pool::event::{self, EventForm};
 use crate::server::auth::Admin;
 use crate::server::state::App;
@@ -45,9 +46,23 @@ async fn show(
             Draft::new(d.spare_percent, d.prewarm_minutes, &d.warn_minutes)
         }
     });
+    let cost = match &status {
+        Some(s) => match budget::figures_of_event(&app.pool, &s.event).await {
+            Ok(figures) => Some(figures),
+            Err(e) => return PageError::from(e).into_response(),
+        },
+        None => None,
+    };
+    let provider = app.provisioner.provider_name();
     (
         code,
-        view::page(&viewer(admin), status.as_ref(), &draft, message.as_ref()),
+        view::page(
+            &viewer(admin),
+            status.as_ref(),
+            &draft,
+            message.as_ref(),
+            cost.as_ref().map(|c| (c, provider)),
+        ),
     )
         .into_response()
 }

@@ -6,6 +6,7 @@ use super::pool::{counts, startup_chart};
 use super::runs::run_list;
 use super::{Viewer, shell};
 use crate::model::Counts;
+use crate::model::budget::CostFigures;
 use crate::model::{Run, Vm};
 
 /// `open_claims`: the participant page is reachable from other machines without a gate
@@ -16,6 +17,7 @@ pub fn page(
     open_claims: bool,
     pool: &[Vm],
     recent: &[Run],
+    cost: &CostFigures,
 ) -> Markup {
     shell(
         viewer,
@@ -35,6 +37,7 @@ pub fn page(
                 h2 { "Startup durations" }
                 div #chart sse-swap="chart" { (startup_chart(pool)) }
             }
+            (super::cost::section(cost, provider))
             h2 { "Recent runs" }
             (run_list(recent))
         },

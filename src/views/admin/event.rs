@@ -4,6 +4,7 @@
 use maud::{Markup, html};
 
 use super::{Flash, Viewer, csrf_field, flash, shell, time};
+use crate::model::budget::CostFigures;
 use crate::model::{EventPhase, EventPlan, LaunchReason};
 use crate::pool::event::EventStatus;
 
@@ -63,6 +64,7 @@ pub fn page(
     status: Option<&EventStatus>,
     draft: &Draft,
     message: Option<&Flash>,
+    cost: Option<(&CostFigures, &str)>,
 ) -> Markup {
     let live = status.filter(|s| !matches!(s.phase, EventPhase::Ended | EventPhase::Cancelled));
     shell(
@@ -74,6 +76,9 @@ pub fn page(
             (flash(message))
             @if let Some(s) = status {
                 (summary(viewer, s))
+            }
+            @if let Some((figures, provider)) = cost {
+                (super::cost::section(figures, provider))
             }
             @match live {
                 Some(s) if s.event.from_config => {

@@ -2,6 +2,7 @@
 //! htmx request carries) and one module per page.
 
 pub mod audit;
+pub mod cost;
 pub mod dashboard;
 pub mod event;
 pub mod instances;
