@@ -6,6 +6,7 @@ mod as_user;
 mod browser_desktop;
 mod command_line;
 mod desktop;
+mod desktop_started;
 mod logs;
 mod setup;
 mod telemetry;
