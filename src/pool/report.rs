@@ -334,8 +334,7 @@ pub fn compute(
                 }
             }
             (JournalKind::Rebooted, _) => {
-                let seen_after_auto =
-                    entry.detail == REBOOT_SEEN && auto_rebooted.iter().any(|h| *h == host);
+                let seen_after_auto = entry.detail == REBOOT_SEEN && auto_rebooted.contains(&host);
                 if seen_after_auto {
                     auto_rebooted.retain(|h| *h != host);
                 } else {

@@ -28,7 +28,7 @@ enum Recorded {
     Yes {
         available: bool,
         /// The VM turned to `error` with this report.
-        failed: Option<Vm>,
+        failed: Option<Box<Vm>>,
     },
     NotThisLaunch,
     Destroyed,
@@ -74,7 +74,7 @@ pub async fn post_status(
             let turned_error = status == VmStatus::Error && was != Some(VmStatus::Error);
             Ok(Recorded::Yes {
                 available: vm.is_available(),
-                failed: turned_error.then_some(vm),
+                failed: turned_error.then(|| Box::new(vm)),
             })
         })
         .await
