@@ -55,7 +55,7 @@ fn rows(pool: &[Vm]) -> Vec<Row<'_>> {
 /// A text cell a spreadsheet would not run as a formula: one that starts with `=`, `+`,
 /// `-`, `@`, a tab or a carriage return gets a leading `'` (OWASP's CSV injection rule).
 /// Agents report GPU health as free text, and e-mail addresses may start with `=`.
-fn spreadsheet_safe(cell: Cow<'_, str>) -> Cow<'_, str> {
+pub fn spreadsheet_safe(cell: Cow<'_, str>) -> Cow<'_, str> {
     if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         Cow::Owned(format!("'{cell}"))
     } else {

@@ -166,6 +166,12 @@ impl Allocator {
         .await
     }
 
+    /// The participant's desktop started (for the event report's time to desktop).
+    pub async fn desktop_started(&self) -> Result<(), CallError> {
+        self.post_json("/api/desktop-started", json!({"hostname": self.vm_name}))
+            .await
+    }
+
     pub async fn report_in_use(&self, in_use: bool) -> Result<(), CallError> {
         self.post_json(
             "/api/update_inuse_status",

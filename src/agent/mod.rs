@@ -286,6 +286,21 @@ async fn agent(
     exit
 }
 
+/// Tells the allocator the desktop started, retrying while it cannot be reached; an
+/// allocator without the call (404), or one that refuses it, is left alone.
+async fn tell_desktop_started(alloc: Arc<Allocator>, cancel: CancellationToken) {
+    let gave = until_acknowledged("desktop started", &cancel, || async {
+        match alloc.desktop_started().await {
+            Err(CallError::NotFound) => Ok(()),
+            other => other,
+        }
+    })
+    .await;
+    if let Gave::Fatal(e) = gave {
+        tracing::warn!(error = %e, "the allocator refused the desktop-started report");
+    }
+}
+
 /// One participant after another: wait for an assignment, start their desktop, and when
 /// the allocator asks for a reset (they were released or moved), stop it, move their files
 /// aside, prepare the desktop again and report the VM ready for the next one.
@@ -318,9 +333,15 @@ impl Seats {
                 Err(subscribe::Ended::Stopped) => return Ok(()),
                 Err(subscribe::Ended::DesktopStarted) => {
                     crate::systemd::status("desktop started for the participant");
-                    tokio::select! {
-                        asked = reset_asked(&mut self.reset, done) => asked,
-                        () = self.cancel.cancelled() => return Ok(()),
+                    let told = tell_desktop_started(self.alloc.clone(), self.cancel.clone());
+                    tokio::pin!(told);
+                    let mut told_done = false;
+                    loop {
+                        tokio::select! {
+                            () = &mut told, if !told_done => told_done = true,
+                            asked = reset_asked(&mut self.reset, done) => break asked,
+                            () = self.cancel.cancelled() => return Ok(()),
+                        }
                     }
                 }
             };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::model::{RebootDecision, UNRESPONSIVE};
 use std::sync::Arc;
 
-use crate::pool::Pool;
+use crate::pool::{Pool, report};
 use crate::store::vms;
 
 pub async fn run(pool: Arc<Pool>) {
@@ -67,9 +67,11 @@ pub async fn run(pool: Arc<Pool>) {
                             .write(move |tx| vms::update(tx, &h, |vm| vm.rebooted(at)))
                             .await;
                         match saved {
-                            Ok(Some(vm)) => tracing::warn!(
-                                vm = %host, %reason, attempt = vm.reboot_count, "VM rebooted"
-                            ),
+                            Ok(Some(vm)) => {
+                                tracing::warn!(vm = %host, %reason, attempt = vm.reboot_count, "VM rebooted");
+                                let how = format!("{}: {reason}", report::REBOOT_AUTO);
+                                report::rebooted(&pool, &host, how).await;
+                            }
                             Ok(None) => {}
                             Err(e) => {
                                 tracing::error!(vm = %host, error = %e, "cannot record the reboot")

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use crate::pool::Pool;
 use crate::pool::liveness::Changes;
+use crate::pool::{Pool, report};
 use crate::store::vms;
 
 pub async fn run(pool: Arc<Pool>) {
@@ -33,26 +33,28 @@ async fn apply(pool: &Pool, changes: Changes) {
     let written = pool
         .store
         .write(move |tx| {
-            let mut assigned = Vec::new();
+            let mut silenced = Vec::new();
             for (host, ago, heartbeats) in &marked {
                 let last = now - chrono::Duration::from_std(*ago).unwrap_or_default();
                 let vm = vms::update(tx, host, |vm| vm.gone_silent(last, *heartbeats, now))?;
                 if let Some(vm) = vm
                     && vm.unresponsive_since == Some(now)
                 {
-                    assigned.push((host.clone(), vm.assignment.is_some()));
+                    silenced.push(vm);
                 }
             }
             for host in &cleared {
                 vms::update(tx, host, |vm| vm.heard_again(now))?;
             }
-            Ok(assigned)
+            Ok(silenced)
         })
         .await;
     match written {
         Ok(marked) => {
-            for (host, assigned) in marked {
-                tracing::warn!(vm = %host, assigned, "agent unresponsive: VM taken out of the pool");
+            for vm in marked {
+                let assigned = vm.assignment.is_some();
+                tracing::warn!(vm = %vm.hostname, assigned, "agent unresponsive: VM taken out of the pool");
+                report::vm_failed(pool, &vm, report::FAILED_UNRESPONSIVE).await;
             }
             for host in &changes.back {
                 tracing::info!(vm = %host, "agent heard again");

@@ -143,6 +143,10 @@ pub struct Assignment {
     /// Records written before browser desktops existed are Chrome Remote Desktop seats.
     #[serde(default)]
     pub desktop: DesktopKind,
+    /// When the participant's desktop first answered (the browser stream delivered, or
+    /// the agent reported its Chrome Remote Desktop host started).
+    #[serde(default)]
+    pub desktop_ready_at: Option<DateTime<Utc>>,
 }
 
 impl Assignment {
@@ -542,6 +546,21 @@ impl Vm {
         self
     }
 
+    /// The participant's desktop (of `kind`) answered: recorded once per assignment. The
+    /// seconds since the claim come back the first time only.
+    pub fn desktop_ready(mut self, kind: DesktopKind, now: DateTime<Utc>) -> (Vm, Option<f64>) {
+        let Some(a) = self.assignment.as_mut() else {
+            return (self, None);
+        };
+        if a.desktop != kind || a.desktop_ready_at.is_some() {
+            return (self, None);
+        }
+        a.desktop_ready_at = Some(now);
+        let seconds = (now - a.assigned_at).num_milliseconds().max(0) as f64 / 1000.0;
+        self.updated_at = now;
+        (self, Some(seconds))
+    }
+
     pub fn with_health(mut self, health: Health, now: DateTime<Utc>) -> Vm {
         self.health = Some(health);
         self.updated_at = now;
@@ -620,6 +639,7 @@ mod tests {
             assigned_at: t(10),
             claim_token_sha256: None,
             desktop: DesktopKind::Crd,
+            desktop_ready_at: None,
         }
     }
 

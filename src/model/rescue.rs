@@ -174,6 +174,7 @@ mod tests {
             assigned_at: t(0),
             claim_token_sha256: Some("ab".into()),
             desktop: crate::model::DesktopKind::Browser,
+            desktop_ready_at: None,
         }
     }
 

@@ -28,6 +28,7 @@ impl WaitEntry {
             assigned_at: now,
             claim_token_sha256: Some(self.token_sha256.clone()),
             desktop: self.desktop,
+            desktop_ready_at: None,
         }
     }
 }

@@ -5,8 +5,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use super::Pool;
 use super::error::PoolError;
 use super::waiters::Wake;
@@ -142,7 +140,7 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
         code,
     } = check(pool, &request)?;
     let pin = random_pin();
-    let now = Utc::now();
+    let now = pool.clock.now();
     let token = crate::store::meta::random_secret();
     let new_token_sha256 = sha256_hex(&token);
     let presented = request.presented_token.as_deref().map(sha256_hex);

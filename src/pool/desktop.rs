@@ -394,14 +394,25 @@ pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream,
         }
         None => return Err(PoolError::Forbidden("This seat is not yours.".into())),
     }
-    pool.desktops
+    let stream = pool
+        .desktops
         .open(
             &vm.hostname,
             Viewer::Participant,
             pool.config.desktop_open_timeout(),
             &pool.shutdown,
         )
-        .await
+        .await?;
+    // The first stream of the seat is when its desktop answered, for the event's report.
+    if vm
+        .assignment
+        .as_ref()
+        .is_some_and(|a| a.desktop_ready_at.is_none())
+        && let Err(e) = super::report::desktop_ready(pool, &vm.hostname, DesktopKind::Browser).await
+    {
+        tracing::error!(vm = %vm.hostname, error = %e, "cannot record the desktop's start");
+    }
+    Ok(stream)
 }
 
 /// The instructor's view of any VM's desktop, audited: `Peek` sends no input, `Control`

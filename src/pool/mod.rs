@@ -16,6 +16,7 @@ pub mod liveness;
 pub mod participant_files;
 pub mod provisioner;
 pub mod reboot;
+pub mod report;
 pub mod rescue;
 pub mod schedules;
 pub mod seats;

@@ -145,6 +145,7 @@ pub fn build(app: App) -> Router {
         .route("/download/lablink.sha256", get(download::checksum))
         .route("/assets/{*path}", get(assets::serve))
         .merge(rescue_routes())
+        .merge(report_routes())
         .merge(log_shipping)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
@@ -158,6 +159,17 @@ pub fn build(app: App) -> Router {
             observe::observe,
         ))
         .with_state(app)
+}
+
+/// The post-event report (HTML, CSV, JSON) and the agents' "desktop started" it times.
+fn report_routes() -> Router<App> {
+    use super::api::report as api;
+    use super::pages::report as pages;
+    Router::new()
+        .route("/api/event/report", get(api::get))
+        .route("/api/desktop-started", post(api::desktop_started))
+        .route("/admin/event/report", get(pages::page))
+        .route("/admin/event/report.csv", get(pages::csv))
 }
 
 /// Work rescue: the agents' uploads (streamed to disk, limited by `rescue.max_mb`), the

@@ -182,6 +182,7 @@ pub fn claim(
                     crd_code: crd_code.to_owned(),
                     pin: pin.to_owned(),
                     assigned_at: now,
+                    desktop_ready_at: None,
                     ..held
                 };
                 return match assign_first_free(&mut vms, &mut free, assignment, Some(&host), alive)?
@@ -230,6 +231,7 @@ pub fn claim(
         assigned_at: now,
         claim_token_sha256: Some(req.new_token_sha256.to_owned()),
         desktop: req.desktop,
+        desktop_ready_at: None,
     };
     match assign_first_free(&mut vms, &mut free, assignment, None, alive)? {
         Some(vm) => {
@@ -357,6 +359,7 @@ pub fn move_participant(
     let assignment = Assignment {
         pin: pin.to_owned(),
         assigned_at: now,
+        desktop_ready_at: None,
         ..held.clone()
     };
     let target = match to {

@@ -309,6 +309,9 @@ async fn the_relay_carries_bytes_both_ways_and_a_seat_change_cuts_it() {
     .await
     .expect("read");
     assert_eq!(&buf, b"hello vm");
+    // The first delivered stream is when the seat's desktop answered (the event report).
+    let seat = s.stored_vm("vm-1").await.and_then(|vm| vm.assignment);
+    assert!(seat.is_some_and(|a| a.desktop_ready_at.is_some_and(|at| at >= a.assigned_at)));
 
     // The instructor's view is shown to the participant (the notice's events).
     let mut events = s

@@ -29,6 +29,7 @@ mod packaging;
 mod participant_data;
 mod provision;
 mod rehearse;
+mod report;
 mod rescue;
 mod rfb;
 mod schedule;

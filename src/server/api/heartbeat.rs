@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
+use crate::pool::report;
 use crate::server::auth::Agent;
 use crate::server::body::JsonBody;
 use crate::server::state::App;
@@ -66,6 +67,7 @@ pub async fn post_heartbeat(
             .ok_or(ApiError::VmNotFound)?;
         if rebooted {
             tracing::warn!(vm = %host, "new boot id: the VM rebooted");
+            report::rebooted(&app.pool, &host, report::REBOOT_SEEN.into()).await;
         }
     }
     if let Some(pending) = &vm.rescue

@@ -14,6 +14,7 @@ pub mod participant_data;
 pub mod pool;
 pub mod provision;
 pub mod reboot;
+pub mod report;
 pub mod rescue;
 pub mod schedules;
 pub mod seats;

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::{ApiPath, required_hostname, stored_vm};
 use crate::error::ApiError;
-use crate::model::{Health, MAX_FIELD_LEN, MetricsReport, VmStatus, validate_hostname};
+use crate::model::{Health, MAX_FIELD_LEN, MetricsReport, Vm, VmStatus, validate_hostname};
+use crate::pool::report;
 use crate::server::auth::{Agent, AgentOrAdmin};
 use crate::server::body::JsonBody;
 use crate::server::state::App;
@@ -26,6 +27,8 @@ enum Recorded {
     /// Recorded; `available`: the VM can be handed out now.
     Yes {
         available: bool,
+        /// The VM turned to `error` with this report.
+        failed: Option<Box<Vm>>,
     },
     NotThisLaunch,
     Destroyed,
@@ -66,17 +69,23 @@ pub async fn post_status(
             if gone.contains(&name) {
                 return Ok(Recorded::Destroyed);
             }
+            let was = vms::get_in(tx, &name)?.and_then(|vm| vm.status);
             let vm = vms::report_status(tx, &name, Some(status), now)?;
+            let turned_error = status == VmStatus::Error && was != Some(VmStatus::Error);
             Ok(Recorded::Yes {
                 available: vm.is_available(),
+                failed: turned_error.then(|| Box::new(vm)),
             })
         })
         .await
         .map_err(ApiError::store("Failed to update VM status."))?;
     match recorded {
-        Recorded::Yes { available } => {
+        Recorded::Yes { available, failed } => {
             if available {
                 app.waitlist.vacancy();
+            }
+            if let Some(vm) = failed {
+                report::vm_failed(&app.pool, &vm, report::FAILED_STATUS_ERROR).await;
             }
             Ok(Json(json!({"message": "VM status updated successfully."})))
         }
@@ -172,12 +181,23 @@ pub async fn post_gpu_health(
         )));
     }
     let health = Health::from(gpu);
+    let turns_unhealthy = health == Health::Unhealthy;
     let now = Utc::now();
-    app.store
-        .write(move |tx| vms::update(tx, &host, |vm| vm.with_health(health, now)))
+    let (was, vm) = app
+        .store
+        .write(move |tx| {
+            let was = vms::get_in(tx, &host)?.and_then(|vm| vm.health);
+            Ok((
+                was,
+                vms::update(tx, &host, |vm| vm.with_health(health, now))?,
+            ))
+        })
         .await
-        .map_err(ApiError::store("Failed to update GPU health status."))?
-        .ok_or(ApiError::VmNotFound)?;
+        .map_err(ApiError::store("Failed to update GPU health status."))?;
+    let vm = vm.ok_or(ApiError::VmNotFound)?;
+    if turns_unhealthy && was != Some(Health::Unhealthy) {
+        report::vm_failed(&app.pool, &vm, report::FAILED_GPU_UNHEALTHY).await;
+    }
     Ok(Json(
         json!({"message": "GPU health status updated successfully."}),
     ))

@@ -5,6 +5,7 @@ pub mod desktop;
 pub mod event;
 pub mod login;
 pub mod participant;
+pub mod report;
 pub mod rescue;
 pub mod seat;
 

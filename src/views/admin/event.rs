@@ -111,6 +111,7 @@ fn summary(viewer: &Viewer, s: &EventStatus) -> Markup {
     html! {
         section #event data-phase=(s.phase.as_str()) {
             h2 { (plan.name) " " span.status.(s.phase.as_str()) #event-phase { (s.phase.as_str()) } }
+            p { a #event-report href="/admin/event/report" { "Report so far" } }
             dl.assignment {
                 dt { "Start" } dd { (time(plan.starts_at)) }
                 dt { "End (hard stop)" } dd { (time(plan.ends_at)) }

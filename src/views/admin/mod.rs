@@ -9,6 +9,7 @@ pub mod instances;
 pub mod login;
 pub mod logs;
 pub mod pool;
+pub mod report;
 pub mod runs;
 pub mod schedules;
 pub mod teardown;

@@ -7,6 +7,7 @@ mod browser_desktop;
 mod command_line;
 mod countdown;
 mod desktop;
+mod desktop_started;
 mod logs;
 mod setup;
 mod telemetry;
