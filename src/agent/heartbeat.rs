@@ -1,6 +1,6 @@
 //! The agent's heartbeat: proof of life every few seconds (a frozen agent stops sending
 //! it, and its VM leaves the free pool), with the boot id (a new one is a reboot) and the
-//! free disk space. Its answer says when the last participant's desktop must be reset, and
+//! free disk space and the GPUs' latest figures. Its answer says when the last participant's desktop must be reset, and
 //! carries the messages to show on the desktop (the workshop's countdown).
 
 use std::path::Path;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Allocator, CallError, RescueAsk};
+use super::gpu::GpuUse;
 use super::notify::Notifier;
 
 /// An allocator without heartbeats (upstream 0.1.2) answers 404: ask again this rarely.
@@ -39,6 +40,7 @@ pub async fn run(
     disk: std::path::PathBuf,
     reset: watch::Sender<Option<u32>>,
     rescue: watch::Sender<Option<RescueAsk>>,
+    gpu: watch::Receiver<Option<GpuUse>>,
     notifier: Arc<Notifier>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
@@ -47,7 +49,11 @@ pub async fn run(
     let mut interval = every;
     let mut warned = false;
     loop {
-        let pause = match alloc.heartbeat(boot.as_deref(), disk_free_pct(&disk)).await {
+        let figures = *gpu.borrow();
+        let pause = match alloc
+            .heartbeat(boot.as_deref(), disk_free_pct(&disk), figures)
+            .await
+        {
             Ok(beat) => {
                 warned = false;
                 interval = beat.interval.unwrap_or(interval);

@@ -52,6 +52,7 @@ settings! {
         section event: EventConfig;
         section waitlist: WaitlistConfig;
         section rescue: RescueConfig;
+        section idle: IdleConfig;
     }
 }
 
@@ -377,6 +378,22 @@ settings! {
         timeout_seconds: u64 = 300, range(1, 3600);
         /// Days a rescued archive is kept, then deleted.
         keep_days: u64 = 14, range(1, 3650);
+    }
+}
+
+settings! {
+    /// Taking back seats nobody uses (LabLink's own section; off unless `reclaim_minutes`).
+    pub struct IdleConfig {
+        /// Minutes a seat may stay idle (no desktop open, software not running, GPU under the
+        /// threshold) before it is released; 0: never.
+        reclaim_minutes: u64 = 0, range(0, 24 * 60);
+        /// Minutes before the release at which the participant is warned (and may say they are
+        /// still there).
+        warn_minutes: u64 = 5, range(0, 24 * 60);
+        /// GPU utilisation (percent) under which a seat counts as idle.
+        gpu_threshold_percent: u64 = 5, range(0, 100);
+        /// Release idle seats only while someone waits in the queue.
+        only_when_waiting: bool = true;
     }
 }
 

@@ -1,9 +1,10 @@
 //! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, the
-//! liveness watchdog, the workshop event and the seating of the waiting list. Each runs until
-//! the pool's shutdown token is cancelled.
+//! liveness watchdog, the workshop event, the seating of the waiting list and idle reclaim.
+//! Each runs until the pool's shutdown token is cancelled.
 
 pub mod autoreboot;
 pub mod event;
+pub mod idle;
 pub mod rescue;
 pub mod scheduler;
 pub mod waitlist;
@@ -22,6 +23,7 @@ pub struct Jobs {
     event: JoinHandle<()>,
     waitlist: JoinHandle<()>,
     rescues: JoinHandle<()>,
+    idle: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -33,6 +35,7 @@ impl Jobs {
             event: tokio::spawn(event::run(pool.clone())),
             waitlist: tokio::spawn(waitlist::run(pool.clone())),
             rescues: tokio::spawn(rescue::run(pool.clone())),
+            idle: tokio::spawn(idle::run(pool.clone())),
         }
     }
 
@@ -44,6 +47,7 @@ impl Jobs {
         let _ = self.event.await;
         let _ = self.waitlist.await;
         let _ = self.rescues.await;
+        let _ = self.idle.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

@@ -10,6 +10,7 @@ pub mod claim_limit;
 pub mod desktop;
 pub mod error;
 pub mod event;
+pub mod idle;
 pub mod launch;
 pub mod liveness;
 pub mod participant_files;
@@ -18,6 +19,7 @@ pub mod reboot;
 pub mod rescue;
 pub mod schedules;
 pub mod seats;
+pub mod usage;
 pub mod waiters;
 pub mod waitlist;
 
@@ -73,6 +75,8 @@ pub struct Pool {
     pub shutdown: CancellationToken,
     /// Participants' files saved through the agents before their seats end.
     pub rescues: Arc<rescue::Rescuer>,
+    /// How long each seat has been idle (`idle.reclaim_minutes`).
+    pub idle: idle::IdleSeats,
 }
 
 impl Pool {
@@ -147,6 +151,7 @@ impl Pool {
             waitlist: Arc::new(waitlist::Waitlist::default()),
             shutdown: CancellationToken::new(),
             rescues,
+            idle: idle::IdleSeats::default(),
         };
         event::load(&pool).await.map_err(|e| match e {
             event::EventLoadError::Store(e) => OpenError::Store(e),

@@ -19,6 +19,7 @@ pub mod runs;
 pub mod schedules;
 pub mod sessions;
 pub mod tables;
+pub mod usage;
 pub mod vms;
 pub mod waitlist;
 
