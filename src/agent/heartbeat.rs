@@ -31,16 +31,23 @@ pub fn disk_free_pct(path: &Path) -> Option<f64> {
     (total > 0.0).then(|| (stat.blocks_available() as f64 / total * 100.0).clamp(0.0, 100.0))
 }
 
+/// What each heartbeat reports besides the boot id.
+pub struct Reports {
+    /// Its free space is reported.
+    pub disk: std::path::PathBuf,
+    /// The GPUs' latest figures, from the GPU monitor.
+    pub gpu: watch::Receiver<Option<GpuUse>>,
+}
+
 /// Sends heartbeats until cancelled; publishes the reset the allocator asks for (its
 /// number), `None` while there is none, and the rescue of files it asks for. Ends with an
 /// error only when the token is refused.
 pub async fn run(
     alloc: Arc<Allocator>,
     every: Duration,
-    disk: std::path::PathBuf,
+    reports: Reports,
     reset: watch::Sender<Option<u32>>,
     rescue: watch::Sender<Option<RescueAsk>>,
-    gpu: watch::Receiver<Option<GpuUse>>,
     notifier: Arc<Notifier>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
@@ -49,9 +56,9 @@ pub async fn run(
     let mut interval = every;
     let mut warned = false;
     loop {
-        let figures = *gpu.borrow();
+        let figures = *reports.gpu.borrow();
         let pause = match alloc
-            .heartbeat(boot.as_deref(), disk_free_pct(&disk), figures)
+            .heartbeat(boot.as_deref(), disk_free_pct(&reports.disk), figures)
             .await
         {
             Ok(beat) => {

@@ -242,10 +242,12 @@ async fn agent(
     tasks.spawn(heartbeat::run(
         alloc.clone(),
         every.heartbeat,
-        setup.desktop_dir.clone(),
+        heartbeat::Reports {
+            disk: setup.desktop_dir.clone(),
+            gpu: gpu_use,
+        },
         reset_tx,
         rescue_tx,
-        gpu_use,
         notifier,
         cancel.clone(),
     ));

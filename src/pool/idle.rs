@@ -50,13 +50,15 @@ impl IdleSeats {
         now: DateTime<Utc>,
     ) -> Option<&'a mut SeatIdle> {
         let held = vm.assignment.as_ref()?;
-        let seat = seats.entry(vm.hostname.clone()).or_insert_with(|| SeatIdle {
-            email: held.email.clone(),
-            assigned_at: held.assigned_at,
-            active_at: now,
-            gpu_pct: None,
-            release_at: None,
-        });
+        let seat = seats
+            .entry(vm.hostname.clone())
+            .or_insert_with(|| SeatIdle {
+                email: held.email.clone(),
+                assigned_at: held.assigned_at,
+                active_at: now,
+                gpu_pct: None,
+                release_at: None,
+            });
         if seat.email != held.email || seat.assigned_at != held.assigned_at {
             *seat = SeatIdle {
                 email: held.email.clone(),
@@ -100,9 +102,8 @@ fn gpu_busy(pool: &Pool, gpu_pct: Option<f64>) -> bool {
 /// working (the software running, a desktop open, the GPU busy). The answer is what the
 /// seat's usage records.
 pub fn heartbeat(pool: &Pool, vm: &Vm, gpu_pct: Option<f64>, now: DateTime<Utc>) -> bool {
-    let active = vm.in_use
-        || pool.desktops.participant_streams(&vm.hostname) > 0
-        || gpu_busy(pool, gpu_pct);
+    let active =
+        vm.in_use || pool.desktops.participant_streams(&vm.hostname) > 0 || gpu_busy(pool, gpu_pct);
     if active {
         pool.idle.active(vm, now);
     }
@@ -213,10 +214,19 @@ async fn sweep_once(pool: &Pool) -> Result<Vec<String>, PoolError> {
     // The longest idle go first.
     due.sort_by_key(|d| d.active_at);
     let mut released = Vec::new();
-    for seat in due.into_iter().take(usize::try_from(needed).unwrap_or(usize::MAX)) {
+    for seat in due
+        .into_iter()
+        .take(usize::try_from(needed).unwrap_or(usize::MAX))
+    {
         let idle_minutes = (now - seat.active_at).num_minutes();
-        if seats::reclaim_idle(pool, &seat.host, &seat.email, seat.assigned_at, idle_minutes)
-            .await?
+        if seats::reclaim_idle(
+            pool,
+            &seat.host,
+            &seat.email,
+            seat.assigned_at,
+            idle_minutes,
+        )
+        .await?
         {
             pool.idle.lock().remove(&seat.host);
             released.push(seat.host);

@@ -91,7 +91,10 @@ pub async fn reclaim_idle(
     pool.audit_by(
         &actor,
         "release",
-        format!("{host} (participant {}, idle {idle_minutes} min)", held.email),
+        format!(
+            "{host} (participant {}, idle {idle_minutes} min)",
+            held.email
+        ),
     )
     .await;
     super::event::journal(

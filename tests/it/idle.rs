@@ -154,8 +154,16 @@ async fn an_idle_seat_is_warned_kept_then_released_to_the_queue() {
         clock.advance(Duration::minutes(1));
         looked(&s).await;
         let seat = my_vm(&s, &bob).await;
-        assert_eq!(release_at(&seat), Some(t0 + Duration::minutes(10)), "{seat}");
-        assert_eq!(my_vm(&s, &ada).await.get("idle"), None, "a busy GPU is not idle");
+        assert_eq!(
+            release_at(&seat),
+            Some(t0 + Duration::minutes(10)),
+            "{seat}"
+        );
+        assert_eq!(
+            my_vm(&s, &ada).await.get("idle"),
+            None,
+            "a busy GPU is not idle"
+        );
         let page = s
             .client
             .get(s.url("/my-vm"))
@@ -304,7 +312,10 @@ async fn heartbeat_gpu_figures_out_of_range_are_refused() {
         ("gpu_memory_used_mib", json!(17 * 1024 * 1024)),
     ] {
         let a = s
-            .agent_post("/api/heartbeat", &json!({ "hostname": "vm-1", field: value }))
+            .agent_post(
+                "/api/heartbeat",
+                &json!({ "hostname": "vm-1", field: value }),
+            )
             .await;
         assert_eq!(a.status, 400, "{field}={value}: {}", a.text);
     }

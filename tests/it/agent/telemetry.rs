@@ -111,10 +111,7 @@ async fn the_heartbeat_carries_gpu_utilisation_to_the_seat() {
         assert_eq!(claimed.status, 200, "{}", claimed.html);
         // The busiest GPU, and the memory of both.
         let seat = wait_for(15, "a heartbeat with the figures", || async {
-            usage(&s)
-                .await
-                .into_iter()
-                .find(|u| u.gpu_samples > 0)
+            usage(&s).await.into_iter().find(|u| u.gpu_samples > 0)
         })
         .await;
         assert_eq!(seat.email, "ada@example.org");
