@@ -11,15 +11,34 @@
   setInterval(refresh, 5000);
 })();
 
-// The workshop event's countdown and warnings, and the seat page following the seat (a
-// move, an unresponsive VM, a released seat, a seat from the queue or newly saved files load
-// the page again; in the queue, the place is updated in place), from the live stream of
-// /api/my-vm; where EventSource is missing, /api/my-vm is polled. Without script, a reload
-// shows the same.
+// The workshop event's countdown and warnings, the idle warning with its "I'm still here"
+// button, and the seat page following the seat (a move, an unresponsive VM, a released
+// seat, a seat from the queue or newly saved files load the page again; in the queue, the
+// place is updated in place), from the live stream of /api/my-vm; where EventSource is
+// missing, /api/my-vm is polled. Without script, a reload shows the same.
 (function () {
   var bar = document.getElementById("event-bar");
   var seat = document.getElementById("seat");
+  var idle = document.getElementById("idle-banner");
   if (!bar && !seat) return;
+  var idleRelease = document.getElementById("idle-release");
+  var idleForm = document.getElementById("idle-form");
+  var releaseAt = null;
+  if (idleForm) {
+    // Answered in place, so an open desktop stays connected.
+    idleForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      fetch(idleForm.action, {
+        method: "POST",
+        credentials: "same-origin",
+        redirect: "manual",
+        body: new URLSearchParams(new FormData(idleForm)),
+      }).then(function () {
+        releaseAt = null;
+        if (idle) idle.hidden = true;
+      }).catch(function () {});
+    });
+  }
   var title = document.getElementById("event-name");
   var countdown = document.getElementById("event-countdown");
   var warning = document.getElementById("event-warning");
@@ -39,7 +58,16 @@
     if (el && typeof value === "number") el.textContent = String(value);
   }
 
+  function idleTick() {
+    if (!idle) return;
+    idle.hidden = releaseAt === null;
+    if (releaseAt === null || !idleRelease) return;
+    var left = Math.round((releaseAt - Date.now()) / 1000);
+    idleRelease.textContent = left > 0 ? "in " + clock(left) : "now";
+  }
+
   function tick() {
+    idleTick();
     if (!event || !countdown) return;
     var now = Date.now() + skew;
     var starts = Date.parse(event.starts_at);
@@ -64,6 +92,8 @@
       number("position", d.position);
       number("waiting", d.waiting);
     }
+    releaseAt = d.idle ? Date.parse(d.idle.release_at) : null;
+    idleTick();
     if (!bar) return;
     event = d.event;
     bar.hidden = !event;

@@ -197,11 +197,14 @@ impl Allocator {
         &self,
         boot_id: Option<&str>,
         disk_free_pct: Option<f64>,
+        gpu: Option<super::gpu::GpuUse>,
     ) -> Result<Beat, CallError> {
         let body = json!({
             "hostname": self.vm_name,
             "boot_id": boot_id,
             "disk_free_pct": disk_free_pct,
+            "gpu_utilization_pct": gpu.map(|g| g.utilization_pct),
+            "gpu_memory_used_mib": gpu.map(|g| g.memory_used_mib),
         });
         let resp = self
             .send(

@@ -1,6 +1,6 @@
 //! The agent's heartbeat: proof of life every few seconds (a frozen agent stops sending
 //! it, and its VM leaves the free pool), with the boot id (a new one is a reboot) and the
-//! free disk space. Its answer says when the last participant's desktop must be reset, and
+//! free disk space and the GPUs' latest figures. Its answer says when the last participant's desktop must be reset, and
 //! carries the messages to show on the desktop (the workshop's countdown).
 
 use std::path::Path;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Allocator, CallError, RescueAsk};
+use super::gpu::GpuUse;
 use super::notify::Notifier;
 
 /// An allocator without heartbeats (upstream 0.1.2) answers 404: ask again this rarely.
@@ -30,13 +31,21 @@ pub fn disk_free_pct(path: &Path) -> Option<f64> {
     (total > 0.0).then(|| (stat.blocks_available() as f64 / total * 100.0).clamp(0.0, 100.0))
 }
 
+/// What each heartbeat reports besides the boot id.
+pub struct Reports {
+    /// Its free space is reported.
+    pub disk: std::path::PathBuf,
+    /// The GPUs' latest figures, from the GPU monitor.
+    pub gpu: watch::Receiver<Option<GpuUse>>,
+}
+
 /// Sends heartbeats until cancelled; publishes the reset the allocator asks for (its
 /// number), `None` while there is none, and the rescue of files it asks for. Ends with an
 /// error only when the token is refused.
 pub async fn run(
     alloc: Arc<Allocator>,
     every: Duration,
-    disk: std::path::PathBuf,
+    reports: Reports,
     reset: watch::Sender<Option<u32>>,
     rescue: watch::Sender<Option<RescueAsk>>,
     notifier: Arc<Notifier>,
@@ -47,7 +56,11 @@ pub async fn run(
     let mut interval = every;
     let mut warned = false;
     loop {
-        let pause = match alloc.heartbeat(boot.as_deref(), disk_free_pct(&disk)).await {
+        let figures = *reports.gpu.borrow();
+        let pause = match alloc
+            .heartbeat(boot.as_deref(), disk_free_pct(&reports.disk), figures)
+            .await
+        {
             Ok(beat) => {
                 warned = false;
                 interval = beat.interval.unwrap_or(interval);

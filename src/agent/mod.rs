@@ -120,11 +120,13 @@ async fn agent(
     let mut tasks: JoinSet<Result<(), CallError>> = JoinSet::new();
     let probe = gpu::Probe::detect(args.gpu_probe, Duration::from_secs(args.gpu_timeout)).await;
     let (gpu_checked_tx, gpu_checked) = tokio::sync::watch::channel(false);
+    let (gpu_use_tx, gpu_use) = tokio::sync::watch::channel(None);
     tasks.spawn(gpu::monitor(
         alloc.clone(),
         probe,
         every.gpu,
         gpu_checked_tx,
+        gpu_use_tx,
         cancel.clone(),
     ));
     tasks.spawn(inuse::monitor(
@@ -240,7 +242,10 @@ async fn agent(
     tasks.spawn(heartbeat::run(
         alloc.clone(),
         every.heartbeat,
-        setup.desktop_dir.clone(),
+        heartbeat::Reports {
+            disk: setup.desktop_dir.clone(),
+            gpu: gpu_use,
+        },
         reset_tx,
         rescue_tx,
         notifier,

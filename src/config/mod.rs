@@ -53,6 +53,7 @@ settings! {
         section waitlist: WaitlistConfig;
         section rescue: RescueConfig;
         section budget: BudgetConfig;
+        section idle: IdleConfig;
     }
 }
 
@@ -403,6 +404,22 @@ fn price_list(text: &str) -> Result<(), String> {
 
 fn usd_cap(text: &str) -> Result<(), String> {
     crate::model::budget::parse_cap(text).map(drop)
+}
+
+settings! {
+    /// Taking back seats nobody uses (LabLink's own section; off unless `reclaim_minutes`).
+    pub struct IdleConfig {
+        /// Minutes a seat may stay idle (no desktop open, software not running, GPU under the
+        /// threshold) before it is released; 0: never.
+        reclaim_minutes: u64 = 0, range(0, 24 * 60);
+        /// Minutes before the release at which the participant is warned (and may say they are
+        /// still there).
+        warn_minutes: u64 = 5, range(0, 24 * 60);
+        /// GPU utilisation (percent) under which a seat counts as idle.
+        gpu_threshold_percent: u64 = 5, range(0, 100);
+        /// Release idle seats only while someone waits in the queue.
+        only_when_waiting: bool = true;
+    }
 }
 
 fn glob_list(list: &str) -> Result<(), String> {

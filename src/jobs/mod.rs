@@ -1,10 +1,11 @@
 //! The allocator's background jobs: scheduled teardown, auto-reboot of failed VMs, the
-//! liveness watchdog, the workshop event and the seating of the waiting list. Each runs until
-//! the pool's shutdown token is cancelled.
+//! liveness watchdog, the workshop event, the seating of the waiting list and idle reclaim.
+//! Each runs until the pool's shutdown token is cancelled.
 
 pub mod autoreboot;
 pub mod budget;
 pub mod event;
+pub mod idle;
 pub mod rescue;
 pub mod scheduler;
 pub mod waitlist;
@@ -24,6 +25,7 @@ pub struct Jobs {
     waitlist: JoinHandle<()>,
     rescues: JoinHandle<()>,
     budget: JoinHandle<()>,
+    idle: JoinHandle<()>,
 }
 
 impl Jobs {
@@ -36,6 +38,7 @@ impl Jobs {
             waitlist: tokio::spawn(waitlist::run(pool.clone())),
             rescues: tokio::spawn(rescue::run(pool.clone())),
             budget: tokio::spawn(budget::run(pool.clone())),
+            idle: tokio::spawn(idle::run(pool.clone())),
         }
     }
 
@@ -48,6 +51,7 @@ impl Jobs {
         let _ = self.waitlist.await;
         let _ = self.rescues.await;
         let _ = self.budget.await;
+        let _ = self.idle.await;
         self.rebooter.abort();
         let _ = self.rebooter.await;
     }

@@ -12,6 +12,7 @@ mod identity;
 mod rescue;
 mod run;
 mod schedule;
+mod usage;
 mod waitlist;
 
 pub use counts::Counts;
@@ -27,6 +28,7 @@ pub use rescue::{
 };
 pub use run::{AuditEntry, Run, RunAction, RunState};
 pub use schedule::{EXECUTIONS_KEPT, Execution, Schedule, ScheduleStatus};
+pub use usage::{SeatUsage, UsageSample};
 pub use waitlist::WaitEntry;
 
 use chrono::{DateTime, Utc};

@@ -373,6 +373,14 @@ impl Desktops {
         }
     }
 
+    /// The participant's streams to `host`, open or opening.
+    pub fn participant_streams(&self, host: &str) -> usize {
+        self.lock()
+            .seats
+            .get(host)
+            .map_or(0, |s| s.participant_streams)
+    }
+
     /// Streams open or opening, all VMs together.
     pub fn streams(&self) -> usize {
         self.lock()

@@ -11,6 +11,7 @@ pub mod claim_limit;
 pub mod desktop;
 pub mod error;
 pub mod event;
+pub mod idle;
 pub mod launch;
 pub mod liveness;
 pub mod participant_files;
@@ -20,6 +21,7 @@ pub mod report;
 pub mod rescue;
 pub mod schedules;
 pub mod seats;
+pub mod usage;
 pub mod waiters;
 pub mod waitlist;
 
@@ -75,6 +77,8 @@ pub struct Pool {
     pub shutdown: CancellationToken,
     /// Participants' files saved through the agents before their seats end.
     pub rescues: Arc<rescue::Rescuer>,
+    /// How long each seat has been idle (`idle.reclaim_minutes`).
+    pub idle: idle::IdleSeats,
 }
 
 impl Pool {
@@ -149,6 +153,7 @@ impl Pool {
             waitlist: Arc::new(waitlist::Waitlist::default()),
             shutdown: CancellationToken::new(),
             rescues,
+            idle: idle::IdleSeats::default(),
         };
         event::load(&pool).await.map_err(|e| match e {
             event::EventLoadError::Store(e) => OpenError::Store(e),

@@ -5,7 +5,7 @@
 use super::claim::{random_pin, wake_assigned};
 use super::waiters::Wake;
 use super::{Actor, Pool, PoolError, stored_vm};
-use crate::model::{JournalKind, Vm};
+use crate::model::{Assignment, JournalKind, Vm};
 use crate::store::vms::{self, MoveOutcome};
 use crate::store::{StoreError, identities};
 
@@ -21,15 +21,9 @@ pub async fn release(pool: &Pool, actor: &Actor, host: &str) -> Result<Vm, PoolE
             "{host} has no participant; nothing to release."
         )));
     };
-    let (h, at, rescues) = (host.to_owned(), pool.clock.now(), pool.rescues.clone());
-    let vm = pool
-        .store
-        .write(move |tx| rescues.release(tx, &h, at))
-        .await
-        .map_err(PoolError::store("Failed to release the seat."))?
-        .ok_or(PoolError::VmNotFound)?;
-    pool.rescues.requested();
-    pool.desktops.cut(host);
+    let vm = release_seat(pool, host, &held).await?.ok_or_else(|| {
+        PoolError::Conflict(format!("{host} changed hands meanwhile; look again."))
+    })?;
     pool.audit_by(
         actor,
         "release",
@@ -46,6 +40,74 @@ pub async fn release(pool: &Pool, actor: &Actor, host: &str) -> Result<Vm, PoolE
     )
     .await;
     Ok(vm)
+}
+
+/// Releases `host`'s seat if `held` still holds it: the files are rescued before the
+/// reset, the participant's streams end. `None` when the seat changed hands meanwhile.
+async fn release_seat(pool: &Pool, host: &str, held: &Assignment) -> Result<Option<Vm>, PoolError> {
+    let (h, at, rescues) = (host.to_owned(), pool.clock.now(), pool.rescues.clone());
+    let (email, since) = (held.email.clone(), held.assigned_at);
+    let vm = pool
+        .store
+        .write(move |tx| {
+            let same = vms::get_in(tx, &h)?
+                .and_then(|vm| vm.assignment)
+                .is_some_and(|a| a.email == email && a.assigned_at == since);
+            if same {
+                rescues.release(tx, &h, at)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+        .map_err(PoolError::store("Failed to release the seat."))?;
+    if vm.is_some() {
+        pool.rescues.requested();
+        pool.desktops.cut(host);
+    }
+    Ok(vm)
+}
+
+/// The allocator takes back `host`'s seat, idle for `idle_minutes` (`pool::idle`), if
+/// `email`'s seat claimed at `assigned_at` is still there. Audited as "idle-reclaim".
+pub async fn reclaim_idle(
+    pool: &Pool,
+    host: &str,
+    email: &str,
+    assigned_at: chrono::DateTime<chrono::Utc>,
+    idle_minutes: i64,
+) -> Result<bool, PoolError> {
+    let before = stored_vm(pool, host, "Failed to release the seat.").await?;
+    let Some(held) = before
+        .assignment
+        .filter(|a| a.email == email && a.assigned_at == assigned_at)
+    else {
+        return Ok(false);
+    };
+    if release_seat(pool, host, &held).await?.is_none() {
+        return Ok(false);
+    }
+    let actor = Actor::new("idle-reclaim", None);
+    pool.audit_by(
+        &actor,
+        "release",
+        format!(
+            "{host} (participant {}, idle {idle_minutes} min)",
+            held.email
+        ),
+    )
+    .await;
+    super::event::journal(
+        pool,
+        JournalKind::Reclaimed,
+        Some(host),
+        Some(&held.email),
+        Some((idle_minutes * 60) as f64),
+        format!("idle {idle_minutes} min"),
+    )
+    .await;
+    tracing::info!(vm = %host, email = %held.email, idle_minutes, "idle seat released");
+    Ok(true)
 }
 
 /// Moves the participant of `from` to `to` (or the first free VM whose agent is alive)

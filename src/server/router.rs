@@ -39,6 +39,7 @@ pub fn build(app: App) -> Router {
         .route("/my-vm", get(seat::page))
         .route("/api/my-vm", get(seat::state))
         .route("/api/my-vm/events", get(seat::events))
+        .route("/api/my-vm/active", post(seat::still_here))
         .route("/desktop", get(desktop::participant_page))
         .route("/desktop/ws", get(desktop::participant_socket))
         .route("/desktop/events", get(desktop::participant_events))

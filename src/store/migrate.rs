@@ -4,13 +4,13 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{
     AUDIT, EVENT_JOURNAL, EVENTS, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RESCUES, RUN_LINES, RUNS,
-    SCHEDULE_NAMES, SCHEDULES, SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS, WAITLIST,
+    SCHEDULE_NAMES, SCHEDULES, SEAT_USAGE, SESSIONS, VM_BY_EMAIL, VM_IDENTITIES, VMS, WAITLIST,
     WAITLIST_BY_EMAIL,
 };
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 9;
 
 const VERSION_KEY: &str = "schema_version";
 
@@ -26,6 +26,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_events_v6,
     add_waitlist_v7,
     add_rescues_v8,
+    add_seat_usage_v9,
 ];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -88,6 +89,12 @@ fn add_waitlist_v7(tx: &WriteTransaction) -> Result<(), StoreError> {
 /// Rescued participants' files.
 fn add_rescues_v8(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(RESCUES)?;
+    Ok(())
+}
+
+/// Each seat's GPU use.
+fn add_seat_usage_v9(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(SEAT_USAGE)?;
     Ok(())
 }
 

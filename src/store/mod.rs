@@ -20,6 +20,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod spend;
 pub mod tables;
+pub mod usage;
 pub mod vms;
 pub mod waitlist;
 

@@ -65,6 +65,11 @@ pub const WAITLIST_BY_EMAIL: TableDefinition<&str, u64> =
 /// rescue id → encoded `model::Rescue`: participants' files saved before their seat ended.
 pub const RESCUES: TableDefinition<u64, &[u8]> = TableDefinition::new("rescues_v1");
 
+/// (assigned_at in ms since the epoch, hostname, participant e-mail) → encoded
+/// `model::SeatUsage`: each seat's GPU use, kept after its VM is gone.
+pub const SEAT_USAGE: TableDefinition<(i64, &str, &str), &[u8]> =
+    TableDefinition::new("seat_usage_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -95,5 +100,6 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(WAITLIST)?;
     visitor.visit(WAITLIST_BY_EMAIL)?;
     visitor.visit(RESCUES)?;
+    visitor.visit(SEAT_USAGE)?;
     Ok(())
 }

@@ -32,6 +32,7 @@ fn shell(screen: &Screen, bar: Markup) -> Markup {
                 }
                 @if screen.events.is_some() {
                     (super::participant::event_bar())
+                    (super::participant::idle_banner("/desktop"))
                 }
                 div #desktop-screen
                     data-ws=(screen.socket)

@@ -138,6 +138,25 @@ pub fn event_bar() -> Markup {
     }
 }
 
+/// The idle warning (`pool::idle`): when the seat is to be released, and the "I'm still
+/// here" button; shown and filled by `participant.js` from the live seat stream. `back`: the
+/// page the button returns to without script.
+pub fn idle_banner(back: &str) -> Markup {
+    html! {
+        div.idle-banner #idle-banner role="alert" hidden {
+            p {
+                "Your seat looks unused. It goes to someone waiting "
+                span #idle-release {}
+                " unless you are still here."
+            }
+            form #idle-form method="post" action="/api/my-vm/active" {
+                input type="hidden" name="back" value=(back);
+                button type="submit" { "I'm still here" }
+            }
+        }
+    }
+}
+
 pub struct Assigned<'a> {
     pub hostname: &'a str,
     /// `None` when the visitor only knew the e-mail address.
@@ -307,6 +326,9 @@ pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind, saved_files:
         refresh,
         html! {
             (event_bar())
+            @if let Seat::Ready { .. } = seat {
+                (idle_banner("/my-vm"))
+            }
             div #seat data-state=(seat.state()) data-host=(seat.hostname()) data-saved-files=(saved_files) {
                 @match seat {
                     Seat::Ready { hostname, coming_back, desktop: DesktopKind::Browser, .. } => {

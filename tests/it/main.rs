@@ -20,6 +20,7 @@ mod errors;
 mod event;
 mod health_shutdown;
 mod helpers;
+mod idle;
 mod limits;
 mod liveness;
 mod long_poll;

@@ -1,5 +1,5 @@
 //! `POST /api/heartbeat`: the agent says it is alive (every `server.heartbeat_seconds`),
-//! and learns whether its participant's files must be rescued, its desktop reset, and what to
+//! how busy its GPUs are, and learns whether its participant's files must be rescued, its desktop reset, and what to
 //! show on it (the countdown). `POST /api/vm-reset-done`: it was.
 
 use axum::Json;
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::{required_hostname, stored_vm};
 use crate::error::ApiError;
 use crate::pool::report;
+use crate::pool::usage::{self, GpuFigures};
 use crate::server::auth::Agent;
 use crate::server::body::JsonBody;
 use crate::server::state::App;
@@ -22,7 +23,12 @@ pub struct Heartbeat {
     vm_id: Option<Value>,
     boot_id: Option<String>,
     disk_free_pct: Option<f64>,
+    gpu_utilization_pct: Option<f64>,
+    gpu_memory_used_mib: Option<u64>,
 }
+
+/// More GPU memory than any machine has (16 TiB, in MiB).
+const MAX_GPU_MEMORY_MIB: u64 = 16 * 1024 * 1024;
 
 fn boot_id_ok(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
@@ -51,6 +57,21 @@ pub async fn post_heartbeat(
     {
         return Err(ApiError::bad_request("disk_free_pct: expected 0 to 100."));
     }
+    if let Some(pct) = beat.gpu_utilization_pct
+        && !(0.0..=100.0).contains(&pct)
+    {
+        return Err(ApiError::bad_request(
+            "gpu_utilization_pct: expected 0 to 100.",
+        ));
+    }
+    if beat
+        .gpu_memory_used_mib
+        .is_some_and(|mib| mib > MAX_GPU_MEMORY_MIB)
+    {
+        return Err(ApiError::bad_request(format!(
+            "gpu_memory_used_mib: expected 0 to {MAX_GPU_MEMORY_MIB}."
+        )));
+    }
     agent.acts_as(&host)?;
     app.liveness.heartbeat(&host, beat.disk_free_pct);
     let mut vm = stored_vm(&app, &host, "Failed to record the heartbeat.").await?;
@@ -69,6 +90,14 @@ pub async fn post_heartbeat(
             tracing::warn!(vm = %host, "new boot id: the VM rebooted");
             report::rebooted(&app.pool, &host, report::REBOOT_SEEN.into()).await;
         }
+    }
+    let gpu = GpuFigures {
+        utilization_pct: beat.gpu_utilization_pct,
+        memory_used_mib: beat.gpu_memory_used_mib,
+    };
+    if let Err(e) = usage::heartbeat(&app.pool, &vm, gpu).await {
+        // The heartbeat's other work goes on: the report misses one sample.
+        tracing::error!(vm = %host, error = ?e, "cannot record the seat's usage");
     }
     if let Some(pending) = &vm.rescue
         && agent.nonce().is_none()

@@ -127,7 +127,45 @@ async fn snapshot(app: &App, headers: &HeaderMap) -> Result<Value, PoolError> {
         answer["position"] = json!(position);
         answer["waiting"] = json!(waiting);
     }
+    if let SeatFound::Mine(vm) = &found
+        && let Some(release_at) = crate::pool::idle::warning(&app.pool, vm)
+    {
+        answer["idle"] = json!({ "release_at": release_at });
+    }
     Ok(answer)
+}
+
+#[derive(serde::Deserialize)]
+pub struct StillHere {
+    back: Option<String>,
+}
+
+/// `POST /api/my-vm/active` (the idle warning's "I'm still here"): the seat of this
+/// browser's claim cookie starts its idle time over; back to the page it came from.
+pub async fn still_here(
+    State(app): State<App>,
+    headers: HeaderMap,
+    form: Result<axum::Form<StillHere>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let back = match form.ok().and_then(|f| f.0.back).as_deref() {
+        Some("/desktop") => "/desktop",
+        _ => "/my-vm",
+    };
+    if crate::server::auth::cross_site(&headers) {
+        return PageError::new(StatusCode::FORBIDDEN, "Answer from your seat's own page.")
+            .back(back)
+            .into_response();
+    }
+    match find(&app, &headers).await {
+        Ok(SeatFound::Mine(vm)) => {
+            crate::pool::idle::still_here(&app.pool, &vm);
+            axum::response::Redirect::to(back).into_response()
+        }
+        Ok(_) => PageError::new(StatusCode::FORBIDDEN, "This browser holds no seat.")
+            .back("/my-vm")
+            .into_response(),
+        Err(e) => PageError::from(e).back(back).into_response(),
+    }
 }
 
 /// For the page's script: the seat's state and VM (never the PIN); in the queue, the
@@ -151,6 +189,7 @@ pub async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(4);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
+        let mut warnings = app.idle.warnings();
         let mut sent = String::new();
         loop {
             match snapshot(&app, &headers).await {
@@ -178,12 +217,14 @@ pub async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
+                changed = warnings.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(RECHECK) => {}
                 () = tx.closed() => return,
                 () = app.shutdown.cancelled() => return,
             }
             tokio::time::sleep(SETTLE).await;
             changes.borrow_and_update();
+            warnings.borrow_and_update();
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

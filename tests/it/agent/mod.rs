@@ -100,6 +100,13 @@ impl Rig {
         std::fs::rename(&tmp, self.path("gpu-mode")).expect("rename gpu mode");
     }
 
+    /// What the fake nvidia-smi answers a query of utilisation and memory (`37, 1024`).
+    fn set_gpu_use(&self, csv: &str) {
+        let tmp = self.path("gpu-use.tmp");
+        std::fs::write(&tmp, csv).expect("write gpu use");
+        std::fs::rename(&tmp, self.path("gpu-use")).expect("rename gpu use");
+    }
+
     /// The exit code of the next start-host runs.
     fn set_start_host_exit(&self, code: u8) {
         let tmp = self.path("start-host-exit.tmp");
@@ -194,6 +201,7 @@ impl Rig {
             .env("FAKE_GPU_MODE_FILE", p("gpu-mode"))
             .env("FAKE_GPU_CALL_LOG", p("gpu-calls"))
             .env("FAKE_GPU_PID_FILE", p("gpu-pids"))
+            .env("FAKE_GPU_USE_FILE", p("gpu-use"))
             .env("FAKE_START_HOST_LOG", p("start-host.args"))
             .env("FAKE_START_HOST_STDIN", p("start-host.stdin"))
             .env("FAKE_START_HOST_ENV", p("start-host.env"))

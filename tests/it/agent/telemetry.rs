@@ -8,8 +8,8 @@ use std::time::Duration;
 use lablink::model::{Health, VmStatus};
 use tokio::process::{Child, Command};
 
-use super::{Gpu, Rig, Token, short_poll_server, wait_vm};
-use crate::helpers::{TestServer, wait_for, within};
+use super::{Gpu, LONG_POLL, Rig, Token, short_poll_server, wait_vm};
+use crate::helpers::{TestServer, crd_command, wait_for, within};
 
 async fn wait_free_count(s: &TestServer, want: u64, secs: u64) {
     wait_for(secs, &format!("free VM count {want}"), || async {
@@ -72,6 +72,73 @@ async fn gpu_health_is_reported_on_change_with_a_way_back() {
             })
             .collect();
         assert_eq!(values, ["Healthy", "Unhealthy", "Healthy"]);
+    })
+    .await;
+    agent.assert_alive();
+    let status = agent.stop(5).await;
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_carries_gpu_utilisation_to_the_seat() {
+    let s = TestServer::start_with(|c| {
+        c.server.long_poll_seconds = LONG_POLL;
+        c.server.heartbeat_seconds = 1;
+    })
+    .await;
+    let rig = Rig::new("gpuuse");
+    rig.set_gpu_use("37, 1024\n12, 512");
+    let mut agent = rig.agent(&s.base, Token::Flag(s.token()), Gpu::Fake, &[]);
+    let from = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let usage = |s: &TestServer| {
+        let pool = s.app.pool.clone();
+        async move {
+            let to = chrono::Utc::now() + chrono::Duration::minutes(1);
+            lablink::pool::usage::for_event(&pool, from, to)
+                .await
+                .expect("usage")
+        }
+    };
+    within(40, "GPU figures in the seat's usage", async {
+        wait_vm(&s, &rig.vm, 15, "healthy and running", |vm| {
+            vm.health == Some(Health::Healthy) && vm.status == Some(VmStatus::Running)
+        })
+        .await;
+        wait_free_count(&s, 1, 5).await;
+        let claimed = s
+            .claim("ada@example.org", &crd_command("4/0AbcUse-123"))
+            .await;
+        assert_eq!(claimed.status, 200, "{}", claimed.html);
+        // The busiest GPU, and the memory of both.
+        let seat = wait_for(15, "a heartbeat with the figures", || async {
+            usage(&s).await.into_iter().find(|u| u.gpu_samples > 0)
+        })
+        .await;
+        assert_eq!(seat.email, "ada@example.org");
+        assert_eq!(seat.hostname, rig.vm);
+        assert_eq!((seat.gpu_util_max, seat.gpu_memory_max_mib), (37.0, 1536));
+
+        // A GPU that stops giving figures: the heartbeats go on without them.
+        rig.set_gpu_use("[N/A], [N/A]");
+        rig.wait_gpu_probes(2, 10).await;
+        // One heartbeat may have read the figures before the probe: it is the next one.
+        let beats = |n: u64| {
+            let usage = &usage;
+            let s = &s;
+            async move {
+                wait_for(10, "more heartbeats", || async {
+                    let now = usage(s).await[0].clone();
+                    (now.heartbeats >= n).then_some(now)
+                })
+                .await
+            }
+        };
+        let seen = usage(&s).await[0].heartbeats;
+        let before = beats(seen + 1).await;
+        let after = beats(before.heartbeats + 2).await;
+        assert_eq!(after.gpu_samples, before.gpu_samples);
+        assert_eq!(after.gpu_util_max, 37.0);
+        assert_eq!(after.gpu_util_avg(), Some(37.0));
     })
     .await;
     agent.assert_alive();
