@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Pool, PoolError};
+use crate::model::budget::CostFigures;
 use crate::model::{
-    DesktopKind, Event, EventPhase, JournalEntry, JournalKind, LaunchReason, Rescue, Vm,
+    DesktopKind, Event, EventPhase, JournalEntry, JournalKind, LaunchReason, Rescue, SeatUsage, Vm,
 };
+
 use crate::store::{events, vms};
 
 /// `VmFailed` details: the three ways a VM fails.
@@ -184,7 +186,10 @@ pub struct SeatRow {
     pub rescue: Option<String>,
     /// The VM they hold now (`None`: released, or the VM is gone).
     pub holds_now: Option<String>,
-    // Cost and GPU use per seat join here, from the budget and GPU-telemetry work.
+    /// GPU utilisation (percent) over their seats' heartbeats: the mean and the peak;
+    /// `None` when no heartbeat carried GPU figures.
+    pub gpu_util_avg: Option<f64>,
+    pub gpu_util_max: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -213,7 +218,52 @@ pub struct Report {
     pub vms_left: usize,
     /// Journal entries the report was made from.
     pub journal_entries: usize,
+    /// What the event cost (USD): spent, and projected to its end while it runs.
+    pub cost: Option<Cost>,
     pub per_seat: Vec<SeatRow>,
+}
+
+/// The event's cost as the report shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cost {
+    pub currency: &'static str,
+    pub machine_type: String,
+    /// `None`: no price is known for the type.
+    pub price_per_hour: Option<f64>,
+    pub spent: f64,
+    pub projected: Option<f64>,
+    pub cap: Option<f64>,
+}
+
+impl From<CostFigures> for Cost {
+    fn from(c: CostFigures) -> Cost {
+        Cost {
+            currency: c.currency,
+            machine_type: c.machine_type,
+            price_per_hour: c.price_per_hour,
+            spent: c.spent,
+            projected: c.projected,
+            cap: c.cap,
+        }
+    }
+}
+
+/// Adds each seat's GPU use (from the per-seat usage of `usage`) to its row.
+pub fn with_gpu_use(mut report: Report, usage: &[SeatUsage]) -> Report {
+    for row in &mut report.per_seat {
+        let mine: Vec<&SeatUsage> = usage.iter().filter(|u| u.email == row.email).collect();
+        let samples: u64 = mine.iter().map(|u| u.gpu_samples).sum();
+        if samples > 0 {
+            let sum: f64 = mine.iter().map(|u| u.gpu_util_sum).sum();
+            row.gpu_util_avg = Some(sum / samples as f64);
+            row.gpu_util_max = mine
+                .iter()
+                .filter(|u| u.gpu_samples > 0)
+                .map(|u| u.gpu_util_max)
+                .reduce(f64::max);
+        }
+    }
+    report
 }
 
 /// The report of event `id` (`None`: the current one). `NotFound` without such an event.
@@ -241,13 +291,13 @@ pub async fn report(pool: &Pool, id: Option<u64>) -> Result<Report, PoolError> {
         }));
     };
     let rescues = pool.rescues.list().await?;
-    Ok(compute(
-        &event,
-        &journal,
-        &rescues,
-        &listed,
-        pool.clock.now(),
-    ))
+    let now = pool.clock.now();
+    let until = event.ended.as_ref().map_or(now, |e| e.at);
+    let usage = super::usage::for_event(pool, event.plan.prewarm_at(), until).await?;
+    let cost = super::budget::figures_of_event(pool, &event).await?;
+    let mut report = compute(&event, &journal, &rescues, &listed, now);
+    report.cost = Some(cost.into());
+    Ok(with_gpu_use(report, &usage))
 }
 
 /// When the event's rescues may have been asked for: from its pre-warm to its end.
@@ -424,6 +474,7 @@ pub fn compute(
         },
         vms_left: listed.len(),
         journal_entries: journal.len(),
+        cost: None,
         per_seat: seats,
     }
 }
@@ -470,6 +521,43 @@ mod tests {
             seconds,
             detail: detail.to_owned(),
         }
+    }
+
+    #[test]
+    fn gpu_use_per_seat_is_weighted_by_samples_over_every_vm_of_the_participant() {
+        let journal = vec![
+            entry(3600, JournalKind::Claimed, "vm-1", "ada@x.org", None, ""),
+            entry(3700, JournalKind::Claimed, "vm-2", "bob@x.org", None, ""),
+        ];
+        let report = compute(&event(), &journal, &[], &[], t(4000));
+        let usage = |host: &str, email: &str, samples: u64, sum: f64, max: f64| SeatUsage {
+            gpu_samples: samples,
+            gpu_util_sum: sum,
+            gpu_util_max: max,
+            ..SeatUsage::new(email, host, t(3600), t(3600))
+        };
+        let report = with_gpu_use(
+            report,
+            &[
+                usage("vm-1", "ada@x.org", 3, 30.0, 20.0),
+                usage("vm-3", "ada@x.org", 1, 50.0, 50.0),
+                usage("vm-2", "bob@x.org", 0, 0.0, 0.0),
+            ],
+        );
+        let row = |email: &str| {
+            report
+                .per_seat
+                .iter()
+                .find(|r| r.email == email)
+                .expect(email)
+        };
+        assert_eq!(row("ada@x.org").gpu_util_avg, Some(20.0));
+        assert_eq!(row("ada@x.org").gpu_util_max, Some(50.0));
+        assert_eq!(
+            row("bob@x.org").gpu_util_avg,
+            None,
+            "no GPU figures: unknown, not 0"
+        );
     }
 
     #[test]

@@ -284,6 +284,9 @@ async fn an_event_rehearsal_runs_the_event_through_its_end() {
         "lost their VM:           1 (VMs destroyed: 1)",
         "asked again after that:  1",
         "event ended: every VM destroyed",
+        "the event's report (per seat: /admin/event/report)",
+        "\"claim_to_desktop\"",
+        "\"cost\"",
         "PASS",
     ] {
         assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");

@@ -163,6 +163,10 @@ async fn the_report_counts_what_happened_during_the_event() {
         );
         assert_eq!(r["ending"]["phase"], "open");
         assert_eq!(r["vms_left"], 4);
+        // Its cost, at the default price of the pool's machine type.
+        assert_eq!(r["cost"]["machine_type"], "g4dn.xlarge");
+        assert_eq!(r["cost"]["price_per_hour"], 0.526);
+        assert!(r["cost"]["spent"].as_f64().is_some_and(|s| s >= 0.0), "{r}");
         let seats = r["per_seat"].as_array().expect("rows");
         let row = |email: &str| {
             seats
@@ -213,16 +217,16 @@ async fn the_report_counts_what_happened_during_the_event() {
         assert_eq!(lines.len(), 5, "{text}");
         assert_eq!(
             lines[0],
-            "email,vms,claimed_at,desktop_after_seconds,waited_seconds,released,reclaimed,moved,reseated,failures,rescue,holds_now"
+            "email,vms,claimed_at,desktop_after_seconds,waited_seconds,released,reclaimed,moved,reseated,failures,rescue,holds_now,gpu_util_avg,gpu_util_max"
         );
         let at = |secs: i64| (t0 + Duration::seconds(secs)).to_rfc3339();
         assert_eq!(
             lines[1..],
             [
-                format!("ada@example.org,vm-1,{},12.000,,1,0,0,0,0,unsupported,", at(0)),
-                format!("bob@example.org,vm-2 vm-3,{},,,0,0,1,0,1,unsupported,vm-3", at(17)),
-                format!("cy@example.org,vm-4,{},20.000,,0,0,0,0,0,,vm-4", at(17)),
-                format!("dan@example.org,vm-1,{},,30.000,0,0,0,0,0,,vm-1", at(67)),
+                format!("ada@example.org,vm-1,{},12.000,,1,0,0,0,0,unsupported,,,", at(0)),
+                format!("bob@example.org,vm-2 vm-3,{},,,0,0,1,0,1,unsupported,vm-3,,", at(17)),
+                format!("cy@example.org,vm-4,{},20.000,,0,0,0,0,0,,vm-4,,", at(17)),
+                format!("dan@example.org,vm-1,{},,30.000,0,0,0,0,0,,vm-1,,", at(67)),
             ]
         );
 

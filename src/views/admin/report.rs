@@ -85,6 +85,18 @@ pub fn page(viewer: &Viewer, r: &Report, past: bool) -> Markup {
                     @if let Some(run) = r.ending.run_id { " (" a href={"/admin/runs/" (run)} { "run #" (run) } ")" }
                 }
                 dt { "VMs left" } dd #report-vms-left { (r.vms_left) }
+                dt { "Cost" } dd #report-cost {
+                    @match &r.cost {
+                        Some(c) if c.price_per_hour.is_some() => {
+                            (format!("{:.2} {} spent", c.spent, c.currency))
+                            @if let Some(p) = c.projected { (format!(", {p:.2} projected to the end")) }
+                            @if let Some(cap) = c.cap { (format!(" (cap {cap:.2})")) }
+                            " — " (c.machine_type) (format!(" at {:.3}/h", c.price_per_hour.unwrap_or_default()))
+                        }
+                        Some(c) => { "unknown: no price for " (c.machine_type) " (set budget.prices)" }
+                        None => { "—" }
+                    }
+                }
             }
             h2 { "Seats" }
             @if r.per_seat.is_empty() {
@@ -95,7 +107,7 @@ pub fn page(viewer: &Viewer, r: &Report, past: bool) -> Markup {
                         thead { tr {
                             th { "E-mail" } th { "VM(s)" } th { "Claimed" } th { "Desktop after" }
                             th { "Waited" } th { "Released" } th { "Moved" } th { "Re-seated" }
-                            th { "Failures" } th { "Rescue" } th { "Holds now" }
+                            th { "Failures" } th { "Rescue" } th { "GPU avg / max" } th { "Holds now" }
                         } }
                         tbody {
                             @for s in &r.per_seat {
@@ -110,6 +122,7 @@ pub fn page(viewer: &Viewer, r: &Report, past: bool) -> Markup {
                                     td { (s.reseated) }
                                     td { (s.failures) }
                                     td { (s.rescue.as_deref().unwrap_or("—")) }
+                                    td { (percent(s.gpu_util_avg)) " / " (percent(s.gpu_util_max)) }
                                     td { (s.holds_now.as_deref().unwrap_or("—")) }
                                 }
                             }
@@ -122,7 +135,7 @@ pub fn page(viewer: &Viewer, r: &Report, past: bool) -> Markup {
 }
 
 /// The CSV's columns, in order.
-pub const CSV_HEADER: [&str; 12] = [
+pub const CSV_HEADER: [&str; 14] = [
     "email",
     "vms",
     "claimed_at",
@@ -135,9 +148,11 @@ pub const CSV_HEADER: [&str; 12] = [
     "failures",
     "rescue",
     "holds_now",
+    "gpu_util_avg",
+    "gpu_util_max",
 ];
 
-fn row(s: &SeatRow) -> [String; 12] {
+fn row(s: &SeatRow) -> [String; 14] {
     let num = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     [
         spreadsheet_safe(Cow::Borrowed(&s.email)).into_owned(),
@@ -152,7 +167,13 @@ fn row(s: &SeatRow) -> [String; 12] {
         s.failures.to_string(),
         s.rescue.clone().unwrap_or_default(),
         s.holds_now.clone().unwrap_or_default(),
+        num(s.gpu_util_avg),
+        num(s.gpu_util_max),
     ]
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| format!("{v:.0} %"))
 }
 
 /// One row per seat, after a header row.
