@@ -139,11 +139,13 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
         desktop,
         code,
     } = check(pool, &request)?;
-    let pin = random_pin();
+    let Proofs {
+        pin,
+        token,
+        new_token_sha256,
+        presented,
+    } = Proofs::new(request.presented_token.as_deref());
     let now = pool.clock.now();
-    let token = crate::store::meta::random_secret();
-    let new_token_sha256 = sha256_hex(&token);
-    let presented = request.presented_token.as_deref().map(sha256_hex);
     let reseat = request.reseat;
     let claim_email = email.clone();
     let committer = pool.clone();
@@ -216,6 +218,28 @@ pub(super) fn seated(
         },
         ClaimOutcome::NoneFree => return Err(PoolError::NoneFree),
     })
+}
+
+/// What a claim hands out: the seat's PIN and the token the browser keeps (and its
+/// SHA-256, which is all the store keeps), with the SHA-256 of the token the browser
+/// presented, if any.
+pub(super) struct Proofs {
+    pub pin: String,
+    pub token: String,
+    pub new_token_sha256: String,
+    pub presented: Option<String>,
+}
+
+impl Proofs {
+    pub(super) fn new(presented_token: Option<&str>) -> Proofs {
+        let token = crate::store::meta::random_secret();
+        Proofs {
+            pin: random_pin(),
+            new_token_sha256: sha256_hex(&token),
+            token,
+            presented: presented_token.map(sha256_hex),
+        }
+    }
 }
 
 /// Wakes `vm`'s parked agent with its (new) assignment; call after the commit.

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, broadcast};
 
-use super::claim::{self, Checked, Claim, ClaimRequest, random_pin, sha256_hex};
+use super::claim::{self, Checked, Claim, ClaimRequest, Proofs, random_pin, sha256_hex};
 use super::{Actor, Pool, PoolError};
 use crate::model::{Vm, WaitEntry};
+use crate::store::vms;
 use crate::store::waitlist::{self as queue, Place, Removed};
-use crate::store::{meta, vms};
 
 /// Seatings kept for a subscriber that lags behind.
 const SEATINGS_BUFFER: usize = 1024;
@@ -103,11 +103,13 @@ pub async fn join(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Joined, Poo
         desktop,
         code,
     } = claim::check(pool, &request)?;
-    let pin = random_pin();
+    let Proofs {
+        pin,
+        token,
+        new_token_sha256,
+        presented,
+    } = Proofs::new(request.presented_token.as_deref());
     let now = pool.clock.now();
-    let token = meta::random_secret();
-    let new_token_sha256 = sha256_hex(&token);
-    let presented = request.presented_token.as_deref().map(sha256_hex);
     let max = pool.config.waitlist.max_entries;
     let joining = email.clone();
     let committer = pool.clone();

@@ -17,17 +17,6 @@ async fn event(s: &TestServer) -> Value {
         .expect(200)
 }
 
-async fn my_vm(s: &TestServer, cookie: &str) -> Value {
-    let answer = s
-        .client
-        .get(s.url("/api/my-vm"))
-        .header(reqwest::header::COOKIE, cookie)
-        .send()
-        .await
-        .expect("GET /api/my-vm");
-    answer.json().await.expect("json")
-}
-
 /// Runs started by the event, oldest first.
 async fn event_runs(s: &TestServer) -> Vec<Value> {
     let runs = s.get("/api/runs", Auth::admin()).await.expect(200);
@@ -109,7 +98,7 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
         let claimed = s.claim("ada@example.org", &crd_command("4/ada-code")).await;
         assert_eq!(claimed.status, 200, "{}", claimed.html);
         let cookie = claimed.cookie.clone().expect("claim cookie");
-        let seat = my_vm(&s, &cookie).await;
+        let seat = s.my_vm(&cookie).await;
         assert_eq!(seat["event"]["name"], "Rehearsal day");
         assert_eq!(seat["event"]["phase"], "warming");
         assert_eq!(seat["event"]["warning"], Value::Null);
@@ -141,7 +130,7 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
         // The countdown: 30 minutes before the end the first mark reaches the page.
         clock.advance(Duration::hours(2) + Duration::minutes(30));
         let warned = wait_for(20, "the 30-minute warning", || async {
-            let seat = my_vm(&s, &cookie).await;
+            let seat = s.my_vm(&cookie).await;
             (seat["event"]["warning"]["minutes"] == 30).then_some(seat)
         })
         .await;
@@ -156,7 +145,7 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
         // The allocator was "away" past the 10-minute mark: only the latest mark counts.
         clock.advance(Duration::minutes(29));
         wait_for(20, "the 2-minute warning", || async {
-            let seat = my_vm(&s, &cookie).await;
+            let seat = s.my_vm(&cookie).await;
             (seat["event"]["warning"]["minutes"] == 2).then_some(())
         })
         .await;
@@ -182,7 +171,7 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
         let late = s.claim("bob@example.org", &crd_command("4/bob-code")).await;
         assert_eq!(late.status, 409);
         assert!(late.html.contains("has ended"), "{}", late.html);
-        assert_eq!(my_vm(&s, &cookie).await["event"]["phase"], "ended");
+        assert_eq!(s.my_vm(&cookie).await["event"]["phase"], "ended");
     })
     .await;
 }

@@ -343,6 +343,30 @@ impl TestServer {
     }
 
     /// POST a JSON body as the agent (with the right token).
+    /// `GET /api/my-vm` from the browser holding `cookie` (the claim cookie).
+    pub async fn my_vm(&self, cookie: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url("/api/my-vm"))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .expect("GET /api/my-vm");
+        Answer::read(r).await.expect(200)
+    }
+
+    /// The text of `GET /metrics` (loopback may scrape without a token).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics")
+    }
+
     /// A JSON request as the admin (HTTP Basic); `body` sent as JSON when given.
     pub async fn admin_json(
         &self,

@@ -9,7 +9,7 @@ use lablink::clock::ManualClock;
 use lablink::config::Config;
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, TestServer, crd_command, wait_for, within};
+use crate::helpers::{TestServer, crd_command, wait_for, within};
 
 fn idle_config(c: &mut Config) {
     c.idle.reclaim_minutes = 10;
@@ -47,17 +47,6 @@ async fn heartbeat(s: &TestServer, host: &str, gpu: Option<f64>) -> Value {
     )
     .await
     .expect(200)
-}
-
-async fn my_vm(s: &TestServer, cookie: &str) -> Value {
-    let r = s
-        .client
-        .get(s.url("/api/my-vm"))
-        .header(reqwest::header::COOKIE, cookie)
-        .send()
-        .await
-        .expect("GET /api/my-vm");
-    Answer::read(r).await.expect(200)
 }
 
 fn release_at(seat: &Value) -> Option<DateTime<Utc>> {
@@ -148,19 +137,19 @@ async fn an_idle_seat_is_warned_kept_then_released_to_the_queue() {
         // Halfway: nothing shown yet.
         clock.advance(Duration::minutes(4));
         looked(&s).await;
-        assert_eq!(my_vm(&s, &bob).await.get("idle"), None);
+        assert_eq!(s.my_vm(&bob).await.get("idle"), None);
 
         // At reclaim − warn, the idle seat's participant is told when it goes.
         clock.advance(Duration::minutes(1));
         looked(&s).await;
-        let seat = my_vm(&s, &bob).await;
+        let seat = s.my_vm(&bob).await;
         assert_eq!(
             release_at(&seat),
             Some(t0 + Duration::minutes(10)),
             "{seat}"
         );
         assert_eq!(
-            my_vm(&s, &ada).await.get("idle"),
+            s.my_vm(&ada).await.get("idle"),
             None,
             "a busy GPU is not idle"
         );
@@ -179,21 +168,21 @@ async fn an_idle_seat_is_warned_kept_then_released_to_the_queue() {
         // "I'm still here" from another site is refused; from the page it starts over.
         let evil = still_here(&s, &bob, "http://evil.example").await;
         assert_eq!(evil, reqwest::StatusCode::FORBIDDEN);
-        assert!(release_at(&my_vm(&s, &bob).await).is_some());
+        assert!(release_at(&s.my_vm(&bob).await).is_some());
         assert_eq!(
             still_here(&s, &bob, &s.base).await,
             reqwest::StatusCode::SEE_OTHER
         );
-        assert_eq!(my_vm(&s, &bob).await.get("idle"), None);
+        assert_eq!(s.my_vm(&bob).await.get("idle"), None);
         let kept = t0 + Duration::minutes(5);
 
         clock.advance(Duration::minutes(4));
         looked(&s).await;
-        assert_eq!(my_vm(&s, &bob).await.get("idle"), None);
+        assert_eq!(s.my_vm(&bob).await.get("idle"), None);
         clock.advance(Duration::minutes(1));
         looked(&s).await;
         assert_eq!(
-            release_at(&my_vm(&s, &bob).await),
+            release_at(&s.my_vm(&bob).await),
             Some(kept + Duration::minutes(10))
         );
         heartbeat(&s, &busy, Some(30.0)).await;
@@ -201,11 +190,11 @@ async fn an_idle_seat_is_warned_kept_then_released_to_the_queue() {
         // Still idle at the release: the seat goes, and the queue gets the VM.
         clock.advance(Duration::minutes(5));
         looked(&s).await;
-        assert_eq!(my_vm(&s, &bob).await["state"], "released");
-        assert_eq!(my_vm(&s, &ada).await["state"], "ready");
+        assert_eq!(s.my_vm(&bob).await["state"], "released");
+        assert_eq!(s.my_vm(&ada).await["state"], "ready");
         reset(&s, &idle).await;
         let seated = wait_for(10, "carol seated", || async {
-            let seat = my_vm(&s, &carol).await;
+            let seat = s.my_vm(&carol).await;
             (seat["state"] == "ready").then(|| seat["hostname"].as_str().map(str::to_owned))
         })
         .await;
@@ -280,7 +269,7 @@ async fn seats_in_use_are_kept_and_nothing_goes_without_a_queue() {
         clock.advance(Duration::minutes(30));
         looked(&s).await;
         for cookie in [&ada, &bob] {
-            let seat = my_vm(&s, cookie).await;
+            let seat = s.my_vm(cookie).await;
             assert_eq!(seat["state"], "ready");
             assert_eq!(seat.get("idle"), None, "{seat}");
         }
@@ -288,11 +277,11 @@ async fn seats_in_use_are_kept_and_nothing_goes_without_a_queue() {
         // Someone waits: the idle seat goes at once, the one in use stays.
         queue(&s, "carol@example.org").await;
         wait_for(10, "bob's idle seat released", || async {
-            (my_vm(&s, &bob).await["state"] == "released").then_some(())
+            (s.my_vm(&bob).await["state"] == "released").then_some(())
         })
         .await;
         looked(&s).await;
-        let seat = my_vm(&s, &ada).await;
+        let seat = s.my_vm(&ada).await;
         assert_eq!(seat["state"], "ready");
         assert_eq!(seat.get("idle"), None, "{seat}");
     })

@@ -72,17 +72,6 @@ async fn queued(s: &TestServer, email: &str, code: &str) -> String {
 }
 
 /// `GET /api/my-vm` as the browser holding `cookie`.
-async fn my_vm(s: &TestServer, cookie: &str) -> Value {
-    let r = s
-        .client
-        .get(s.url("/api/my-vm"))
-        .header(reqwest::header::COOKIE, cookie)
-        .send()
-        .await
-        .expect("GET /api/my-vm");
-    Answer::read(r).await.expect(200)
-}
-
 async fn seat_page(s: &TestServer, cookie: &str) -> String {
     s.client
         .get(s.url("/my-vm"))
@@ -110,7 +99,7 @@ fn waiting(position: u64, of: u64) -> Value {
 /// Polls the browser's seat until it is ready (bounded); its hostname.
 async fn seated(s: &TestServer, cookie: &str) -> String {
     wait_for(10, "the participant is seated", || async {
-        let seat = my_vm(s, cookie).await;
+        let seat = s.my_vm(cookie).await;
         (seat["state"] == "ready").then(|| seat["hostname"].as_str().expect("host").to_owned())
     })
     .await
@@ -157,17 +146,6 @@ async fn queue_emails(s: &TestServer) -> Vec<String> {
         .collect()
 }
 
-async fn metrics(s: &TestServer) -> String {
-    s.client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn a_full_pool_seats_the_queue_in_order() {
     let s = TestServer::start().await;
@@ -190,9 +168,9 @@ async fn a_full_pool_seats_the_queue_in_order() {
         let bob = queued(&s, "bob@example.org", "4/0Bob").await;
         let cy = queued(&s, "Cy@Example.org", "4/0Cy").await;
         let dan = queued(&s, "dan@example.org", "4/0Dan").await;
-        assert_eq!(my_vm(&s, &bob).await, waiting(1, 3));
-        assert_eq!(my_vm(&s, &cy).await, waiting(2, 3));
-        assert_eq!(my_vm(&s, &dan).await, waiting(3, 3));
+        assert_eq!(s.my_vm(&bob).await, waiting(1, 3));
+        assert_eq!(s.my_vm(&cy).await, waiting(2, 3));
+        assert_eq!(s.my_vm(&dan).await, waiting(3, 3));
         let page = seat_page(&s, &cy).await;
         assert!(
             page.contains(r#"<strong id="position">2</strong>"#)
@@ -204,7 +182,11 @@ async fn a_full_pool_seats_the_queue_in_order() {
             queue_emails(&s).await,
             ["bob@example.org", "cy@example.org", "dan@example.org"]
         );
-        assert!(metrics(&s).await.contains("lablink_waitlist_length 3\n"));
+        assert!(
+            s.metrics_text()
+                .await
+                .contains("lablink_waitlist_length 3\n")
+        );
 
         // vm-1 is released: nobody gets it before its desktop is reset, then the first
         // in line does.
@@ -214,7 +196,7 @@ async fn a_full_pool_seats_the_queue_in_order() {
             (s.app.waiters.parked() == 1).then_some(())
         })
         .await;
-        assert_eq!(my_vm(&s, &bob).await, waiting(1, 3));
+        assert_eq!(s.my_vm(&bob).await, waiting(1, 3));
         reset_done(&s, "vm-1").await;
         assert_eq!(seated(&s, &bob).await, "vm-1");
         let (woken, _) = poll.await.expect("poll");
@@ -234,13 +216,13 @@ async fn a_full_pool_seats_the_queue_in_order() {
             page.contains(&format!(r#"<dd id="pin">{}</dd>"#, stored.pin)),
             "{page}"
         );
-        assert_eq!(my_vm(&s, &cy).await, waiting(1, 2));
-        assert_eq!(my_vm(&s, &dan).await, waiting(2, 2));
+        assert_eq!(s.my_vm(&cy).await, waiting(1, 2));
+        assert_eq!(s.my_vm(&dan).await, waiting(2, 2));
         assert_eq!(
-            my_vm(&s, ada.cookie.as_deref().expect("c")).await["state"],
+            s.my_vm(ada.cookie.as_deref().expect("c")).await["state"],
             "released"
         );
-        let text = metrics(&s).await;
+        let text = s.metrics_text().await;
         assert!(text.contains("lablink_waitlist_length 2\n"), "{text}");
         assert!(
             text.contains("lablink_waitlist_wait_seconds_count 1\n"),
@@ -270,7 +252,7 @@ async fn a_new_claim_does_not_pass_those_waiting() {
             .await
             .expect(200);
         assert_eq!(s.free_count().await, 1);
-        assert_eq!(my_vm(&s, &bob).await, waiting(1, 1));
+        assert_eq!(s.my_vm(&bob).await, waiting(1, 1));
         // A newcomer does not take it ahead of Bob: none free, and the queue offered.
         let eve = s.claim("eve@example.org", &crd_command("4/0Eve")).await;
         assert_eq!(eve.status, StatusCode::SERVICE_UNAVAILABLE, "{}", eve.html);
@@ -321,7 +303,7 @@ async fn one_place_per_email_a_bounded_queue_and_leaving_it() {
         let again = join_with(&s, &fields("BOB@example.org", "sesame-42"), Some(&bob)).await;
         assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.html);
         assert!(again.cookie.is_none());
-        assert_eq!(my_vm(&s, &bob).await, waiting(1, 1));
+        assert_eq!(s.my_vm(&bob).await, waiting(1, 1));
         // From another browser: told so, nothing changes.
         let other = join_with(&s, &fields("bob@example.org", "sesame-42"), None).await;
         assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.html);
@@ -376,9 +358,9 @@ async fn one_place_per_email_a_bounded_queue_and_leaving_it() {
         );
         let cleared = header(&left, reqwest::header::SET_COOKIE).expect("cookie cleared");
         assert!(cleared.contains("Max-Age=0"), "{cleared}");
-        assert_eq!(my_vm(&s, &cy).await, waiting(1, 1));
+        assert_eq!(s.my_vm(&cy).await, waiting(1, 1));
         let dan = join_with(&s, &fields("dan@example.org", "sesame-42"), None).await;
-        assert_eq!(my_vm(&s, &dan.cookie.expect("cookie")).await, waiting(2, 2));
+        assert_eq!(s.my_vm(&dan.cookie.expect("cookie")).await, waiting(2, 2));
         assert_eq!(
             queue_emails(&s).await,
             ["cy@example.org", "dan@example.org"]
@@ -418,11 +400,11 @@ async fn the_queue_survives_a_restart_and_is_seated_after_it() {
     .await;
     let s = within(30, "restart", s.restart(|_| {})).await;
     within(30, "second run", async {
-        assert_eq!(my_vm(&s, &bob).await, waiting(1, 2));
-        assert_eq!(my_vm(&s, &cy).await, waiting(2, 2));
+        assert_eq!(s.my_vm(&bob).await, waiting(1, 2));
+        assert_eq!(s.my_vm(&cy).await, waiting(2, 2));
         free_up(&s, "vm-1").await;
         assert_eq!(seated(&s, &bob).await, "vm-1");
-        assert_eq!(my_vm(&s, &cy).await, waiting(1, 1));
+        assert_eq!(s.my_vm(&cy).await, waiting(1, 1));
     })
     .await;
 }
@@ -499,8 +481,8 @@ async fn the_admin_sees_the_queue_and_removes_from_it() {
             .expect("POST");
         assert_eq!(removed.status(), StatusCode::SEE_OTHER);
         assert_eq!(queue_emails(&s).await, ["cy@example.org"]);
-        assert_eq!(my_vm(&s, &cy).await, waiting(1, 1));
-        assert_eq!(my_vm(&s, &bob).await["state"], "released");
+        assert_eq!(s.my_vm(&cy).await, waiting(1, 1));
+        assert_eq!(s.my_vm(&bob).await["state"], "released");
         let audit = s
             .app
             .store
@@ -541,7 +523,7 @@ async fn joining_with_a_vm_free_is_a_claim() {
         assert_eq!(claimed.hostname(), "vm-1");
         claimed.pin();
         assert_eq!(
-            my_vm(&s, claimed.cookie.as_deref().expect("cookie")).await["state"],
+            s.my_vm(claimed.cookie.as_deref().expect("cookie")).await["state"],
             "ready"
         );
     })

@@ -105,6 +105,20 @@ fn claim_cookie(token: &str, email: &str, headers: &HeaderMap) -> String {
     )
 }
 
+/// The claim form again, saying the request could not be read.
+async fn unreadable(app: &App, rejection: &FormRejection) -> Response {
+    let message = format!("The form could not be read ({rejection}); please submit it again.");
+    render_form(
+        app,
+        rejection.status(),
+        &FormState {
+            error: Some(&message),
+            ..FormState::default()
+        },
+    )
+    .await
+}
+
 pub async fn request_vm(
     State(app): State<App>,
     client: Option<Extension<ClientIp>>,
@@ -115,18 +129,7 @@ pub async fn request_vm(
         Ok(Form(f)) => f,
         Err(rejection) => {
             app.metrics.claim(Counted::Invalid);
-            let message =
-                format!("The form could not be read ({rejection}); please submit it again.");
-            return render_form(
-                &app,
-                rejection.status(),
-                &FormState {
-                    email: "",
-                    error: Some(&message),
-                    ..FormState::default()
-                },
-            )
-            .await;
+            return unreadable(&app, &rejection).await;
         }
     };
     let typed_email = form.email.clone().unwrap_or_default();
@@ -298,19 +301,7 @@ pub async fn join_waitlist(
 ) -> Response {
     let form = match form {
         Ok(Form(f)) => f,
-        Err(rejection) => {
-            let message =
-                format!("The form could not be read ({rejection}); please submit it again.");
-            return render_form(
-                &app,
-                rejection.status(),
-                &FormState {
-                    error: Some(&message),
-                    ..FormState::default()
-                },
-            )
-            .await;
-        }
+        Err(rejection) => return unreadable(&app, &rejection).await,
     };
     let typed_email = form.email.clone().unwrap_or_default();
     let joined = match claim_request(&form, &headers, client) {

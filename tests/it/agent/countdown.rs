@@ -79,16 +79,9 @@ async fn the_agent_shows_each_countdown_mark_on_the_desktop_once() {
 
 /// Heartbeats the allocator has answered, from its request metrics.
 async fn heartbeats(s: &TestServer) -> u64 {
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
+    s.metrics_text()
         .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics");
-    text.lines()
+        .lines()
         .filter(|l| {
             l.starts_with("lablink_http_request_duration_seconds_count{")
                 && l.contains("route=\"/api/heartbeat\"")
