@@ -151,6 +151,12 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
         .await;
         assert_eq!(event(&s).await["marks_sent"], json!([30, 10, 2]));
 
+        // Ada saved her work on the desktop: the hard stop rescues it before destroying.
+        let ada_vm = claimed.hostname();
+        let desktop = dir.path().join("local-vms").join(&ada_vm).join("Desktop");
+        std::fs::create_dir_all(desktop.join("session")).expect("desktop folder");
+        std::fs::write(desktop.join("session/labels.slp"), b"ada's labels").expect("write work");
+
         // The end: one destroy run, then the event has ended and claims are refused.
         clock.advance(Duration::minutes(1));
         let ended = wait_for(60, "the hard stop", || async {
@@ -164,6 +170,27 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
             .find(|r| r["action"] == "destroy_all")
             .expect("the hard stop's run");
         assert_eq!(stop["state"], "succeeded");
+        let rescues = s.get("/api/rescues", Auth::admin()).await.expect(200);
+        let ada = rescues["rescues"]
+            .as_array()
+            .expect("rescues")
+            .iter()
+            .find(|r| r["email"] == "ada@example.org")
+            .cloned()
+            .unwrap_or_else(|| panic!("no rescue of ada: {rescues}"));
+        assert_eq!(ada["reason"], "event-end", "{ada}");
+        assert_eq!(ada["outcome"], "saved", "{ada}");
+        assert_eq!(ada["files"], 1, "{ada}");
+        let (_, lines) = s.finished_run(stop["id"].as_u64().expect("id"), 30).await;
+        let saved = lines
+            .iter()
+            .position(|l| l.contains("saved"))
+            .expect("rescue in the run");
+        let removed = lines
+            .iter()
+            .position(|l| l.contains("removed"))
+            .expect("records removed");
+        assert!(saved < removed, "rescued before destroying: {lines:?}");
         assert_eq!(ended["ended"]["run_id"], stop["id"]);
         assert_eq!(s.free_count().await, 0);
         let vms = s.get("/api/vms", Auth::admin()).await.expect(200);
