@@ -283,6 +283,15 @@ async fn hard_stop(pool: &Pool, event: &Event) {
 
 async fn finish(pool: &Pool, event: &Event, run_id: Option<u64>, result: String) {
     let at = pool.clock.now();
+    // Nobody still waiting will be seated now; their page says the workshop has ended.
+    match pool.store.write(crate::store::waitlist::clear).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            waiting = n,
+            "the event has ended: the waiting list is emptied"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot empty the waiting list"),
+    }
     journal(pool, JournalKind::Ended, None, None, None, result.clone()).await;
     let end = EventEnd {
         at,

@@ -145,6 +145,15 @@ pub fn is_empty(tx: &WriteTransaction) -> Result<bool, StoreError> {
     Ok(tx.open_table(WAITLIST)?.is_empty()?)
 }
 
+/// Empties the queue (the event is over: nobody will be seated); how many waited.
+pub fn clear(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut places = tx.open_table(WAITLIST)?;
+    let waited = places.len()?;
+    places.retain(|_, _| false)?;
+    tx.open_table(WAITLIST_BY_EMAIL)?.retain(|_, _| false)?;
+    Ok(waited)
+}
+
 pub fn len(tx: &ReadTransaction) -> Result<u64, StoreError> {
     Ok(tx.open_table(WAITLIST)?.len()?)
 }

@@ -151,6 +151,29 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
         .await;
         assert_eq!(event(&s).await["marks_sent"], json!([30, 10, 2]));
 
+        // The pool is full: two more take the free seats, a fourth waits in the queue.
+        for who in ["bob", "cy"] {
+            let c = s
+                .claim(
+                    &format!("{who}@example.org"),
+                    &crd_command(&format!("4/{who}")),
+                )
+                .await;
+            assert_eq!(c.status, 200, "{}", c.html);
+        }
+        let queued = s
+            .client
+            .post(s.url("/api/waitlist/join"))
+            .form(&[
+                ("email", "dan@example.org"),
+                ("crd_command", &crd_command("4/dan")),
+            ])
+            .send()
+            .await
+            .expect("join the waitlist");
+        assert!(queued.status().is_success(), "{}", queued.status());
+        assert_eq!(queue_length(&s).await, 1);
+
         // Ada saved her work on the desktop: the hard stop rescues it before destroying.
         let ada_vm = claimed.hostname();
         let desktop = dir.path().join("local-vms").join(&ada_vm).join("Desktop");
@@ -199,8 +222,15 @@ async fn an_event_prewarms_replaces_counts_down_and_stops_hard() {
         assert_eq!(late.status, 409);
         assert!(late.html.contains("has ended"), "{}", late.html);
         assert_eq!(s.my_vm(&cookie).await["event"]["phase"], "ended");
+        // Nobody will be seated any more: the queue is emptied.
+        assert_eq!(queue_length(&s).await, 0);
     })
     .await;
+}
+
+async fn queue_length(s: &TestServer) -> u64 {
+    let queue = s.get("/api/waitlist", Auth::admin()).await.expect(200);
+    queue["waiting"].as_u64().expect("waiting")
 }
 
 /// The pid of `host`'s local agent, from the launch runs' output.
