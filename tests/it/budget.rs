@@ -214,18 +214,7 @@ async fn the_events_prewarm_over_the_cap_is_refused_and_journaled() {
         assert_eq!(cost["warn"], false);
 
         let id = created["id"].as_u64().expect("id");
-        let refusal = wait_for(10, "the refusal in the journal", || async {
-            let journal = s
-                .app
-                .store
-                .read(move |tx| lablink::store::events::journal_of(tx, id))
-                .await
-                .expect("journal");
-            journal
-                .into_iter()
-                .find(|e| e.kind == JournalKind::LaunchRefused)
-        })
-        .await;
+        let refusal = refused_launch(&s, id, 10).await;
         assert!(
             refusal
                 .detail
@@ -354,18 +343,7 @@ async fn a_replacement_over_the_cap_is_refused() {
             nix::sys::signal::Signal::SIGKILL,
         )
         .expect("kill the VM's agent");
-        let refusal = wait_for(30, "the refused replacement", || async {
-            let journal = s
-                .app
-                .store
-                .read(move |tx| lablink::store::events::journal_of(tx, id))
-                .await
-                .expect("journal");
-            journal
-                .into_iter()
-                .find(|e| e.kind == JournalKind::LaunchRefused)
-        })
-        .await;
+        let refusal = refused_launch(&s, id, 30).await;
         assert!(
             refusal
                 .detail
@@ -386,4 +364,20 @@ async fn a_replacement_over_the_cap_is_refused() {
         assert_eq!(event["launches"].as_array().map(Vec::len), Some(1));
     })
     .await;
+}
+
+/// The first launch the event's journal records as refused (waiting up to `secs`).
+async fn refused_launch(s: &TestServer, id: u64, secs: u64) -> lablink::model::JournalEntry {
+    wait_for(secs, "a refused launch in the event's journal", || async {
+        let journal = s
+            .app
+            .store
+            .read(move |tx| lablink::store::events::journal_of(tx, id))
+            .await
+            .expect("journal");
+        journal
+            .into_iter()
+            .find(|e| e.kind == JournalKind::LaunchRefused)
+    })
+    .await
 }
