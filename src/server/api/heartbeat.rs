@@ -123,7 +123,8 @@ pub async fn post_heartbeat(
         "notice": notice,
     });
     if let Some(rescue) = &vm.rescue {
-        let left = (rescue.deadline - app.clock.now()).num_seconds().max(0);
+        // Rescue deadlines are real time (an upload takes real seconds), not the pool's clock.
+        let left = (rescue.deadline - chrono::Utc::now()).num_seconds().max(0);
         answer["rescue"] = json!({
             "id": rescue.id,
             "patterns": app.rescues.patterns(),
