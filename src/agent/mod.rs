@@ -254,6 +254,11 @@ async fn agent(
     tasks.spawn(rescue::run(
         alloc.clone(),
         setup.desktop_dir.clone(),
+        // Whose files may be packed (the agent itself when no desktop user is named).
+        setup
+            .user
+            .as_ref()
+            .map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.uid()),
         rescue_rx,
         cancel.clone(),
     ));

@@ -31,6 +31,7 @@ const ENTRY_OVERHEAD: u64 = 128;
 pub async fn run(
     alloc: Arc<Allocator>,
     desktop_dir: PathBuf,
+    desktop_uid: u32,
     mut asked: watch::Receiver<Option<RescueAsk>>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
@@ -48,7 +49,7 @@ pub async fn run(
             return Ok(());
         };
         last = Some(ask.id);
-        rescue(&alloc, &desktop_dir, &ask, &cancel).await?;
+        rescue(&alloc, &desktop_dir, desktop_uid, &ask, &cancel).await?;
     }
 }
 
@@ -66,6 +67,7 @@ pub struct Packed {
 async fn rescue(
     alloc: &Allocator,
     desktop_dir: &Path,
+    desktop_uid: u32,
     ask: &RescueAsk,
     cancel: &CancellationToken,
 ) -> Result<(), CallError> {
@@ -81,9 +83,11 @@ async fn rescue(
             ask.max_bytes,
             ask.id,
         );
-        tokio::task::spawn_blocking(move || pack(&dir, &patterns, max, &scratch_path(id)))
-            .await
-            .unwrap_or_else(|e| Err(format!("packing stopped: {e}")))
+        tokio::task::spawn_blocking(move || {
+            pack(&dir, &patterns, max, &scratch_path(id), desktop_uid)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("packing stopped: {e}")))
     };
     let result = match packed {
         Err(why) => {
@@ -279,8 +283,14 @@ pub fn pack(
     patterns: &[String],
     max_bytes: u64,
     into: &Path,
+    desktop_uid: u32,
 ) -> Result<Packed, String> {
     let set = globs(patterns)?;
+    // The participant may replace their desktop folder with a link to anywhere (as root the
+    // agent could read it all): only a real folder is packed.
+    if std::fs::symlink_metadata(desktop_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err("the desktop folder is a symbolic link; nothing was packed".into());
+    }
     let root = match std::fs::canonicalize(desktop_dir) {
         Ok(root) => root,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -293,17 +303,9 @@ pub fn pack(
         }
         Err(e) => return Err(format!("cannot open the desktop folder: {e}")),
     };
-    // As root, only the desktop owner's own files: a hard link to a system file is not
+    // As root, only the desktop user's own files: a hard link to a system file is not
     // theirs to take away.
-    let owner = if nix::unistd::geteuid().is_root() {
-        Some(
-            std::fs::metadata(&root)
-                .map_err(|e| format!("cannot read the desktop folder: {e}"))?
-                .uid(),
-        )
-    } else {
-        None
-    };
+    let owner = nix::unistd::geteuid().is_root().then_some(desktop_uid);
     let (candidates, symlinks) =
         matching(&root, &set).map_err(|e| format!("cannot read the desktop folder: {e}"))?;
     if candidates.is_empty() {
@@ -403,6 +405,24 @@ fn write_zip(
 mod tests {
     use super::*;
 
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    #[test]
+    fn a_desktop_folder_replaced_by_a_link_is_not_packed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        std::fs::write(elsewhere.join("secret.slp"), b"not theirs").expect("write");
+        let desktop = dir.path().join("Desktop");
+        std::os::unix::fs::symlink(&elsewhere, &desktop).expect("symlink");
+        let into = dir.path().join("out.zip");
+        let refused = pack(&desktop, &["**/*.slp".into()], 1 << 20, &into, me());
+        assert!(refused.is_err_and(|e| e.contains("symbolic link")));
+        assert!(!into.exists());
+    }
+
     fn names(zip: &Path) -> Vec<String> {
         let mut archive = zip::ZipArchive::new(File::open(zip).expect("zip")).expect("a zip");
         (0..archive.len())
@@ -423,7 +443,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, desktop.join("link.slp")).expect("symlink");
         std::os::unix::fs::symlink(dir.path(), desktop.join("up")).expect("symlink");
         let into = dir.path().join("out.zip");
-        let packed = pack(&desktop, &["**/*.slp".into()], 1 << 20, &into).expect("packed");
+        let packed = pack(&desktop, &["**/*.slp".into()], 1 << 20, &into, me()).expect("packed");
         assert_eq!(packed.files, 2);
         assert_eq!(packed.refused, 2, "two symlinks passed over");
         assert_eq!(
@@ -443,7 +463,7 @@ mod tests {
         std::fs::write(desktop.join("a.slp"), vec![1u8; 1000]).expect("write");
         std::fs::write(desktop.join("b.slp"), vec![2u8; 5000]).expect("write");
         let into = dir.path().join("out.zip");
-        let packed = pack(&desktop, &["*.slp".into()], 2000, &into).expect("packed");
+        let packed = pack(&desktop, &["*.slp".into()], 2000, &into, me()).expect("packed");
         assert_eq!((packed.files, packed.left_out), (1, 1));
         assert_eq!(
             names(&into),
@@ -455,10 +475,16 @@ mod tests {
     fn nothing_matching_is_no_archive() {
         let dir = tempfile::tempdir().expect("tempdir");
         let into = dir.path().join("out.zip");
-        let missing = pack(&dir.path().join("none"), &["*.slp".into()], 100, &into);
+        let missing = pack(
+            &dir.path().join("none"),
+            &["*.slp".into()],
+            100,
+            &into,
+            me(),
+        );
         assert!(missing.expect("ok").zip.is_none());
         std::fs::write(dir.path().join("x.txt"), "x").expect("write");
-        let packed = pack(dir.path(), &["*.slp".into()], 100, &into).expect("ok");
+        let packed = pack(dir.path(), &["*.slp".into()], 100, &into, me()).expect("ok");
         assert!(packed.zip.is_none());
         assert!(!into.exists());
     }

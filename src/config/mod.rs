@@ -638,6 +638,16 @@ impl Config {
             let field = e.split(':').next().unwrap_or("name");
             bad(&format!("event.{field}"), e);
         }
+        // A destroy waits for its rescues inside the run, which is stopped at its timeout.
+        if self.rescue.timeout_seconds + 60 > self.provision.run_timeout_seconds {
+            bad(
+                "rescue.timeout_seconds",
+                format!(
+                    "{} s leaves a destroy no time within provision.run_timeout_seconds ({} s): keep it at least 60 s shorter",
+                    self.rescue.timeout_seconds, self.provision.run_timeout_seconds
+                ),
+            );
+        }
         if self.machine.software.trim().is_empty() {
             bad("machine.software", "must not be empty".into());
         } else {

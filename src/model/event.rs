@@ -193,6 +193,9 @@ pub struct Event {
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
     pub launches: Vec<EventLaunch>,
+    /// When the pre-warm launch started (kept apart from `launches`, which is trimmed).
+    #[serde(default)]
+    pub prewarm_started: Option<DateTime<Utc>>,
     /// Replacement VMs launched so far (bounded: a broken image must not launch forever).
     #[serde(default)]
     pub replaced: u32,
@@ -218,6 +221,7 @@ impl Event {
             created_at: now,
             updated_at: now,
             launches: Vec::new(),
+            prewarm_started: None,
             replaced: 0,
             marks_sent: Vec::new(),
             stop_run: None,
@@ -290,8 +294,11 @@ impl Event {
     }
 
     pub fn launched(mut self, launch: EventLaunch) -> Event {
-        if launch.reason == LaunchReason::Replace {
-            self.replaced += launch.count;
+        match launch.reason {
+            LaunchReason::Replace => self.replaced += launch.count,
+            LaunchReason::Prewarm => {
+                self.prewarm_started.get_or_insert(launch.at);
+            }
         }
         self.updated_at = launch.at;
         self.launches.push(launch);
@@ -304,9 +311,7 @@ impl Event {
 
     /// Whether the pre-warm launch has been started.
     pub fn prewarmed(&self) -> bool {
-        self.launches
-            .iter()
-            .any(|l| l.reason == LaunchReason::Prewarm)
+        self.prewarm_started.is_some()
     }
 
     /// A new plan from the admin. A later end makes the marks past it count again.
@@ -432,6 +437,24 @@ mod tests {
         assert_eq!(e.marks_sent.len(), 3);
         assert_eq!(e.due_mark(late), None);
         assert_eq!(e.due_mark(end), None, "stopping: no more marks");
+    }
+
+    #[test]
+    fn the_prewarm_is_remembered_past_the_trimmed_launches() {
+        let launch = |reason| EventLaunch {
+            at: t(10),
+            run_id: 1,
+            count: 1,
+            reason,
+        };
+        let mut e =
+            Event::new(1, plan(), false, "admin", t(0)).launched(launch(LaunchReason::Prewarm));
+        for _ in 0..LAUNCHES_KEPT + 5 {
+            e = e.launched(launch(LaunchReason::Replace));
+        }
+        assert_eq!(e.launches.len(), LAUNCHES_KEPT);
+        assert!(e.prewarmed());
+        assert_eq!(e.replaced as usize, LAUNCHES_KEPT + 5);
     }
 
     #[test]

@@ -150,7 +150,7 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
     let claim_email = email.clone();
     let committer = pool.clone();
     let outcome = tokio::spawn(async move {
-        let liveness = committer.liveness.clone();
+        let (liveness, rescues) = (committer.liveness.clone(), committer.rescues.clone());
         let outcome = committer
             .store
             .write(move |tx| {
@@ -163,10 +163,21 @@ async fn checked_claim(pool: &Arc<Pool>, request: ClaimRequest) -> Result<Claim,
                     presented_sha256: presented.as_deref(),
                     reseat,
                 };
-                vms::claim(tx, &request, now, &|host| liveness.is_alive(host))
+                let outcome = vms::claim(tx, &request, now, &|host| liveness.is_alive(host))?;
+                // Off a VM that stopped responding: its files are rescued before its reset,
+                // whenever its agent is back.
+                if let ClaimOutcome::Reseated { from, vm } = &outcome
+                    && let Some(held) = &vm.assignment
+                {
+                    rescues.on_vacate(tx, from, held)?;
+                }
+                Ok(outcome)
             })
             .await;
         if let Ok(outcome) = &outcome {
+            if matches!(outcome, ClaimOutcome::Reseated { .. }) {
+                committer.rescues.requested();
+            }
             wake_claimed(&committer, outcome);
         }
         outcome

@@ -149,15 +149,22 @@ pub async fn load(pool: &Pool) -> Result<(), EventLoadError> {
                 return Ok(Ok(current));
             };
             match current {
-                Some(e) if e.plan.name == plan.name && e.from_config => {
-                    if e.plan == plan {
-                        return Ok(Ok(Some(e)));
-                    }
+                // The same plan: the same event, whatever its phase (an ended one stays ended).
+                Some(e) if e.from_config && e.plan == plan => Ok(Ok(Some(e))),
+                Some(e) if e.plan.name == plan.name && e.from_config && !finished(&e, now) => {
                     let e = e.replanned(plan, now);
                     events::put(tx, &e)?;
                     Ok(Ok(Some(e)))
                 }
-                Some(e) if !finished(&e, now) => Ok(Err(e.plan.name)),
+                Some(e) if !finished(&e, now) => Ok(Err(format!(
+                    "event.name: the event '{}' (created in the console) has not ended; end or cancel it there, or remove the event section",
+                    e.plan.name
+                ))),
+                // A new event that is already over would destroy the pool at once.
+                _ if plan.ends_at <= now => Ok(Err(format!(
+                    "event.end: {} has passed; a new event must end in the future",
+                    plan.ends_at
+                ))),
                 _ => {
                     let e = events::create(tx, Event::new(0, plan, true, "config", now))?;
                     Ok(Ok(Some(e)))
@@ -173,9 +180,7 @@ pub async fn load(pool: &Pool) -> Result<(), EventLoadError> {
             pool.event.current.send_replace(current);
             Ok(())
         }
-        Err(other) => Err(EventLoadError::Config(format!(
-            "event.name: the event '{other}' (created in the console) has not ended; end or cancel it there, or remove the event section"
-        ))),
+        Err(why) => Err(EventLoadError::Config(why)),
     }
 }
 

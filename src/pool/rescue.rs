@@ -104,13 +104,15 @@ impl Rescuer {
         tx: &redb::WriteTransaction,
         host: &str,
         held: &Assignment,
-        now: DateTime<Utc>,
     ) -> Result<Option<Rescue>, StoreError> {
         let Some(vm) = vms::get_in(tx, host)? else {
             return Ok(None);
         };
         let can = self.agent_can(&vm);
-        rescues::create_for(tx, host, held, RescueReason::Release, can, self.terms, now).map(Some)
+        // Rescues run on real time (an upload takes real seconds), whatever clock the
+        // caller's change follows.
+        let at = Utc::now();
+        rescues::create_for(tx, host, held, RescueReason::Release, can, self.terms, at).map(Some)
     }
 
     /// `vms::release` of `host`, with the rescue of its participant's files in the same
@@ -125,7 +127,7 @@ impl Rescuer {
         let released = vms::release(tx, host, now)?;
         match (held, released) {
             (Some(held), Some(_)) => {
-                self.on_vacate(tx, host, &held, now)?;
+                self.on_vacate(tx, host, &held)?;
                 vms::get_in(tx, host)
             }
             (_, released) => Ok(released),

@@ -134,7 +134,7 @@ pub async fn move_participant(
             if let Some(MoveOutcome::Moved { to, .. }) = &moved
                 && let Some(held) = &to.assignment
             {
-                rescues.on_vacate(tx, &f, held, at)?;
+                rescues.on_vacate(tx, &f, held)?;
             }
             Ok(moved)
         })

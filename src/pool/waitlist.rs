@@ -225,6 +225,10 @@ pub async fn length(pool: &Pool) -> Result<u64, PoolError> {
 pub async fn seat_waiting(pool: &Pool) -> Result<Vec<Seating>, PoolError> {
     const FAILED: &str = "Failed to seat the waiting list.";
     let mut seated = Vec::new();
+    // Past the event's end nobody is seated (the hard stop is about to take every VM).
+    if super::event::closed(pool).is_some() {
+        return Ok(seated);
+    }
     loop {
         // Most wake-ups find nobody waiting or nothing free: a read, so they commit nothing.
         let (waiting, free) = pool

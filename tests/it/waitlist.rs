@@ -345,6 +345,18 @@ async fn one_place_per_email_a_bounded_queue_and_leaving_it() {
             .await
             .expect("POST");
         assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+        // Another site's page cannot queue a browser either.
+        let queued_from_elsewhere = no_redirects()
+            .post(s.url("/api/waitlist/join"))
+            .header("sec-fetch-site", "cross-site")
+            .form(&[
+                ("email", "mallory@example.org"),
+                ("crd_command", &crd_command("4/0M")),
+            ])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(queued_from_elsewhere.status(), StatusCode::FORBIDDEN);
         let left = no_redirects()
             .post(s.url("/api/waitlist/leave"))
             .header(reqwest::header::COOKIE, bob.as_str())

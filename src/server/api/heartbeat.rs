@@ -101,9 +101,11 @@ pub async fn post_heartbeat(
     }
     if let Some(pending) = &vm.rescue
         && agent.nonce().is_none()
+        && app.identities.credential(&host).is_none()
     {
-        // Uploads take the VM's own credential only: an agent with the shared token
-        // cannot deliver, and the reset must not wait for it.
+        // Uploads take the VM's own credential only: a VM that has none (its agent uses the
+        // shared token) cannot deliver, and the reset must not wait for it. A VM that has
+        // one keeps its rescue, whoever else sends a heartbeat in its name.
         app.rescues
             .unsupported(pending.id)
             .await

@@ -299,6 +299,15 @@ pub async fn join_waitlist(
     headers: HeaderMap,
     form: Result<Form<ClaimForm>, FormRejection>,
 ) -> Response {
+    // Another site's page must not queue this browser (and set its claim cookie).
+    if crate::server::auth::cross_site(&headers) {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "Join the queue from the workshop's own page.",
+        )
+        .back("/")
+        .into_response();
+    }
     let form = match form {
         Ok(Form(f)) => f,
         Err(rejection) => return unreadable(&app, &rejection).await,
