@@ -348,3 +348,29 @@ async fn concurrent_claims_never_share_a_vm() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn another_sites_page_cannot_claim_a_seat() {
+    let s = TestServer::start().await;
+    s.register_running("vm-1").await;
+    within(30, "cross-site claim", async {
+        let forged = s
+            .client
+            .post(s.url("/api/request_vm"))
+            .header("sec-fetch-site", "cross-site")
+            .form(&[
+                ("email", "ada@example.org"),
+                ("crd_command", &crd_command("4/0Ada")),
+            ])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+        assert!(forged.headers().get(reqwest::header::SET_COOKIE).is_none());
+        assert_eq!(s.free_count().await, 1, "nothing was claimed");
+        // The same form from the workshop's own page works.
+        let own = s.claim("ada@example.org", &crd_command("4/0Ada")).await;
+        assert_eq!(own.status, 200, "{}", own.html);
+    })
+    .await;
+}

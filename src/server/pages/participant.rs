@@ -125,6 +125,16 @@ pub async fn request_vm(
     headers: HeaderMap,
     form: Result<Form<ClaimForm>, FormRejection>,
 ) -> Response {
+    // Another site's page must not claim a seat for this browser (and set its cookie).
+    if crate::server::auth::cross_site(&headers) {
+        app.metrics.claim(Counted::Invalid);
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "Ask for a desktop from the workshop's own page.",
+        )
+        .back("/")
+        .into_response();
+    }
     let form = match form {
         Ok(Form(f)) => f,
         Err(rejection) => {
