@@ -343,6 +343,15 @@ impl TestServer {
     }
 
     /// POST a JSON body as the agent (with the right token).
+    /// The newest `n` entries of the audit log, newest first.
+    pub async fn recent_audit(&self, n: usize) -> Vec<lablink::model::AuditEntry> {
+        self.app
+            .store
+            .read(move |tx| lablink::store::audit::recent(tx, n))
+            .await
+            .expect("audit")
+    }
+
     /// `GET /api/my-vm` from the browser holding `cookie` (the claim cookie).
     pub async fn my_vm(&self, cookie: &str) -> Value {
         let r = self

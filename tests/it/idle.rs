@@ -200,13 +200,7 @@ async fn an_idle_seat_is_warned_kept_then_released_to_the_queue() {
         .await;
         assert_eq!(seated.as_deref(), Some(idle.as_str()));
 
-        let audit = s
-            .app
-            .pool
-            .store
-            .read(|tx| lablink::store::audit::recent(tx, 50))
-            .await
-            .expect("audit");
+        let audit = s.recent_audit(50).await;
         assert!(
             audit
                 .iter()

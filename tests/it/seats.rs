@@ -68,11 +68,8 @@ async fn seat_page(s: &TestServer, claimed: &Claimed) -> String {
 }
 
 async fn audit_actions(s: &TestServer) -> Vec<String> {
-    s.app
-        .store
-        .read(|tx| lablink::store::audit::recent(tx, 100))
+    s.recent_audit(100)
         .await
-        .expect("audit")
         .into_iter()
         .map(|e| format!("{} {}", e.action, e.detail))
         .collect()

@@ -484,36 +484,19 @@ async fn the_admin_sees_the_queue_and_removes_from_it() {
         );
         assert!(b < c, "in order: {}", page.text);
 
-        let removed = no_redirects()
-            .post(s.url("/admin/waitlist/remove"))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-            .form(&[("email", "bob@example.org")])
-            .send()
-            .await
-            .expect("POST");
+        let removed = remove_from_queue(&s, "bob@example.org").await;
         assert_eq!(removed.status(), StatusCode::SEE_OTHER);
         assert_eq!(queue_emails(&s).await, ["cy@example.org"]);
         assert_eq!(s.my_vm(&cy).await, waiting(1, 1));
         assert_eq!(s.my_vm(&bob).await["state"], "released");
-        let audit = s
-            .app
-            .store
-            .read(|tx| lablink::store::audit::recent(tx, 10))
-            .await
-            .expect("audit");
+        let audit = s.recent_audit(10).await;
         assert!(
             audit
                 .iter()
                 .any(|e| e.action == "waitlist remove" && e.detail == "bob@example.org"),
             "{audit:?}"
         );
-        let again = no_redirects()
-            .post(s.url("/admin/waitlist/remove"))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-            .form(&[("email", "bob@example.org")])
-            .send()
-            .await
-            .expect("POST");
+        let again = remove_from_queue(&s, "bob@example.org").await;
         assert_eq!(again.status(), StatusCode::NOT_FOUND);
     })
     .await;
@@ -590,4 +573,15 @@ async fn the_queue_in_real_browsers() {
     assert_eq!(marker, json!(42), "the queue page was reloaded");
     bob.close().await.expect("close");
     cy.close().await.expect("close");
+}
+
+/// The admin page's "remove" button for `email`.
+async fn remove_from_queue(s: &TestServer, email: &str) -> reqwest::Response {
+    no_redirects()
+        .post(s.url("/admin/waitlist/remove"))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .form(&[("email", email)])
+        .send()
+        .await
+        .expect("POST")
 }

@@ -105,6 +105,16 @@ fn claim_cookie(token: &str, email: &str, headers: &HeaderMap) -> String {
     )
 }
 
+/// A participant form posted from another site's page: refused (403, `say`, a link back to
+/// `back`). `None` when it came from the workshop's own pages or a script.
+pub(super) fn from_elsewhere(headers: &HeaderMap, say: &str, back: &str) -> Option<Response> {
+    crate::server::auth::cross_site(headers).then(|| {
+        PageError::new(StatusCode::FORBIDDEN, say)
+            .back(back)
+            .into_response()
+    })
+}
+
 /// The claim form again, saying the request could not be read.
 async fn unreadable(app: &App, rejection: &FormRejection) -> Response {
     let message = format!("The form could not be read ({rejection}); please submit it again.");
@@ -126,14 +136,13 @@ pub async fn request_vm(
     form: Result<Form<ClaimForm>, FormRejection>,
 ) -> Response {
     // Another site's page must not claim a seat for this browser (and set its cookie).
-    if crate::server::auth::cross_site(&headers) {
+    if let Some(refused) = from_elsewhere(
+        &headers,
+        "Ask for a desktop from the workshop's own page.",
+        "/",
+    ) {
         app.metrics.claim(Counted::Invalid);
-        return PageError::new(
-            StatusCode::FORBIDDEN,
-            "Ask for a desktop from the workshop's own page.",
-        )
-        .back("/")
-        .into_response();
+        return refused;
     }
     let form = match form {
         Ok(Form(f)) => f,
@@ -310,13 +319,12 @@ pub async fn join_waitlist(
     form: Result<Form<ClaimForm>, FormRejection>,
 ) -> Response {
     // Another site's page must not queue this browser (and set its claim cookie).
-    if crate::server::auth::cross_site(&headers) {
-        return PageError::new(
-            StatusCode::FORBIDDEN,
-            "Join the queue from the workshop's own page.",
-        )
-        .back("/")
-        .into_response();
+    if let Some(refused) = from_elsewhere(
+        &headers,
+        "Join the queue from the workshop's own page.",
+        "/",
+    ) {
+        return refused;
     }
     let form = match form {
         Ok(Form(f)) => f,
@@ -343,10 +351,9 @@ pub async fn join_waitlist(
 /// `POST /api/waitlist/leave` (the queue page's button): out of the queue, the claim
 /// cookie dropped, back to the start page.
 pub async fn leave_waitlist(State(app): State<App>, headers: HeaderMap) -> Response {
-    if crate::server::auth::cross_site(&headers) {
-        return PageError::new(StatusCode::FORBIDDEN, "Leave the queue from its own page.")
-            .back("/my-vm")
-            .into_response();
+    if let Some(refused) = from_elsewhere(&headers, "Leave the queue from its own page.", "/my-vm")
+    {
+        return refused;
     }
     let Some(ClaimCookie {
         token,

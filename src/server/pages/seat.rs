@@ -151,10 +151,10 @@ pub async fn still_here(
         Some("/desktop") => "/desktop",
         _ => "/my-vm",
     };
-    if crate::server::auth::cross_site(&headers) {
-        return PageError::new(StatusCode::FORBIDDEN, "Answer from your seat's own page.")
-            .back(back)
-            .into_response();
+    if let Some(refused) =
+        super::participant::from_elsewhere(&headers, "Answer from your seat's own page.", back)
+    {
+        return refused;
     }
     match find(&app, &headers).await {
         Ok(SeatFound::Mine(vm)) => {
