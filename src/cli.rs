@@ -30,8 +30,21 @@ pub enum Command {
     /// Print the agents' API token of a data directory; or mint (--vm) or revoke
     /// (--revoke) one VM's own credential.
     Token(crate::commands::token::TokenArgs),
-    /// Fix a seat of a running allocator: release, move, clear or revoke.
-    Seat(crate::commands::seat::SeatArgs),
+    /// A running allocator at a glance: health, event, runs in progress, every VM.
+    Status(crate::commands::status::StatusArgs),
+    /// Who sits where on a running allocator; release, move, clear or revoke a seat.
+    #[command(alias = "seat")]
+    Seats(crate::commands::seats::SeatsArgs),
+    /// A VM's logs from a running allocator (--follow, --errors).
+    Logs(crate::commands::logs::LogsArgs),
+    /// Launch VMs on a running allocator and follow the run.
+    Launch(crate::commands::launch::LaunchArgs),
+    /// Destroy VMs (HOST…, or --all) on a running allocator and follow the run.
+    Destroy(crate::commands::launch::DestroyArgs),
+    /// The provisioning runs of a running allocator: list, show, --follow, --cancel.
+    Runs(crate::commands::runs::RunsArgs),
+    /// Download the pool's records, the event report or the rescued files.
+    Export(crate::commands::export::ExportArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -88,7 +101,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Agent(args) => crate::agent::run(*args),
         Command::Token(args) => commands::token::run(args),
-        Command::Seat(args) => commands::seat::run(args),
+        Command::Status(args) => commands::status::run(args),
+        Command::Seats(args) => commands::seats::run(args),
+        Command::Logs(args) => commands::logs::run(args),
+        Command::Launch(args) => commands::launch::launch(args),
+        Command::Destroy(args) => commands::launch::destroy(args),
+        Command::Runs(args) => commands::runs::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
         Command::Config(ConfigCommand::Reference) => commands::config::reference(),

@@ -265,14 +265,27 @@ impl IntoResponse for PageError {
 
 /// A failed page asked for by htmx (`HX-Request`) answers the message fragment the
 /// console swaps into its flash box, with 200: htmx swaps nothing from an error status.
-pub async fn htmx_page_errors(request: Request, next: Next) -> Response {
+/// Asked for by a script that takes JSON and not HTML (a download by `lablink export`),
+/// it answers `{"error": message}` with the page's status.
+pub async fn page_errors(request: Request, next: Next) -> Response {
     let htmx = request.headers().contains_key("hx-request");
+    let accept = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let script = accept.contains("application/json") && !accept.contains("text/html");
     let response = next.run(request).await;
     match response.extensions().get::<FailedPage>() {
         Some(FailedPage(message)) if htmx => {
             let problem = crate::views::admin::Flash::Problem(message.clone());
             crate::views::admin::flash(Some(&problem)).into_response()
         }
+        Some(FailedPage(message)) if script => (
+            response.status(),
+            axum::Json(serde_json::json!({ "error": message })),
+        )
+            .into_response(),
         _ => response,
     }
 }

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 /// Exit status for bad configuration or arguments (as clap uses for usage errors).
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit status when the allocator refuses the credentials: trying again will not help.
+pub const EXIT_UNAUTHORIZED: u8 = 3;
+/// Exit status when the allocator cannot be reached: trying again later may help.
+pub const EXIT_UNREACHABLE: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -16,6 +20,13 @@ pub enum CliError {
     /// The command could not do its work. Status 1.
     #[error("{0}")]
     Failed(String),
+    /// The allocator refused the credentials (401), or they do not allow the request
+    /// (403). Status 3.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Nothing answered at the allocator's address. Status 4.
+    #[error("{0}")]
+    Unreachable(String),
     /// The command has already said why (a FAIL verdict, the problems of `config check`,
     /// the agent's refused token in its log): only this status remains.
     #[error("exit status {0}")]
@@ -46,6 +57,8 @@ impl CliError {
         match self {
             CliError::Usage(_) => EXIT_CONFIG,
             CliError::Failed(_) => 1,
+            CliError::Unauthorized(_) => EXIT_UNAUTHORIZED,
+            CliError::Unreachable(_) => EXIT_UNREACHABLE,
             CliError::Reported(code) => *code,
             CliError::In { error, .. } => error.code(),
         }
@@ -59,7 +72,9 @@ impl CliError {
     fn lines_as(&self, who: &str) -> Vec<String> {
         match self {
             CliError::Usage(message) => message.lines().map(|l| format!("{who}: {l}")).collect(),
-            CliError::Failed(message) => vec![format!("{who}: {message}")],
+            CliError::Failed(message)
+            | CliError::Unauthorized(message)
+            | CliError::Unreachable(message) => vec![format!("{who}: {message}")],
             CliError::Reported(_) => Vec::new(),
             CliError::In { command, error } => error.lines_as(&format!("{who} {command}")),
         }
@@ -100,6 +115,8 @@ mod tests {
             (CliError::Reported(1), 1),
             (CliError::Usage("HOST: bad".into()).of("seat"), 2),
             (CliError::Failed("gone".into()).of("install"), 1),
+            (CliError::Unauthorized("401".into()).of("status"), 3),
+            (CliError::Unreachable("refused".into()), 4),
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code, "{error:?}");

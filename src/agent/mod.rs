@@ -32,8 +32,7 @@ pub use config::AgentArgs;
 use desktop::Desktop;
 use retry::{Gave, until_acknowledged};
 
-/// Exit status when the allocator refuses the token: restarting will not help.
-pub const EXIT_UNAUTHORIZED: u8 = 3;
+use crate::exit::EXIT_UNAUTHORIZED;
 
 pub fn run(args: AgentArgs) -> Result<(), CliError> {
     crate::logging::init(args.log_format);

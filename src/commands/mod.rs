@@ -4,10 +4,16 @@ pub mod admin;
 pub mod backup;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod install;
+pub mod launch;
+pub mod logs;
+pub mod output;
 pub mod remote;
-pub mod seat;
+pub mod runs;
+pub mod seats;
 pub mod serve;
+pub mod status;
 pub mod token;
 
 /// `--version` with the commit and target it was built from.

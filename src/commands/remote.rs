@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::exit::CliError;
+
 /// How a command signs in to a running allocator.
 #[derive(clap::Args, Debug)]
 pub struct Login {
@@ -15,6 +17,23 @@ pub struct Login {
     /// Read the admin password from this file (else LABLINK_ADMIN_PASSWORD, else prompted).
     #[arg(long)]
     pub password_file: Option<std::path::PathBuf>,
+}
+
+/// Which allocator a command talks to, and how it signs in.
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// The allocator's address.
+    #[arg(long, default_value = "http://127.0.0.1:5000")]
+    pub url: String,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+impl Target {
+    /// An admin client for the target; a bad `--url` or missing password is a usage error.
+    pub fn admin(&self) -> Result<Admin, CliError> {
+        Admin::new(&self.url, &self.login).map_err(CliError::Usage)
+    }
 }
 
 /// Where the admin password comes from when no `--password-file` is given.
@@ -130,6 +149,11 @@ impl Admin {
         }
     }
 
+    /// The allocator's address, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Credentials for `hosts` (`POST /api/vm-credentials`, in batches well inside the
     /// body limit), in their order.
     pub async fn mint(&self, hosts: &[String]) -> Result<Vec<String>, String> {
@@ -154,7 +178,7 @@ impl Admin {
 
     /// The VMs `GET /api/vms` shows unresponsive, and the allocator's staleness limit.
     pub async fn unresponsive(&self) -> Result<(Vec<String>, Duration), String> {
-        let pool = self.get("/api/vms").await?;
+        let pool = self.get("/api/vms").await.map_err(|e| e.to_string())?;
         let marked = pool["vms"]
             .as_array()
             .map(|vms| {
@@ -170,48 +194,128 @@ impl Admin {
         Ok((marked, Duration::from_secs(stale)))
     }
 
-    /// POSTs `body` (JSON) to `path`; the answer's JSON, or what went wrong in words.
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+    /// POSTs `body` (JSON) to `path`; the answer's JSON, or what went wrong.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         self.call(self.client.post(url).json(body)).await
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, String> {
+    /// POSTs a form (the endpoints upstream defined as forms, e.g. `/api/launch`).
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        self.call(self.client.post(url).form(form)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         self.call(self.client.get(url)).await
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
-        let base = &self.base;
-        let response = request
+    /// GETs `path` as raw bytes (CSV, ZIP downloads).
+    pub async fn download(&self, path: &str) -> Result<bytes::Bytes, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        // Whatever the download is; a refusal comes as JSON with its reason.
+        let request = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "*/*, application/json");
+        let response = self.check(self.send(request).await?).await?;
+        response.bytes().await.map_err(|e| self.failed(&e))
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, RemoteError> {
+        let response = self
+            .send(
+                // Endpoints that also serve the console answer JSON only when asked for it.
+                request.header(reqwest::header::ACCEPT, "application/json"),
+            )
+            .await?;
+        let response = self.check(response).await?;
+        let text = response.text().await.map_err(|e| self.failed(&e))?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RemoteError> {
+        request
             .basic_auth(&self.user, Some(&self.password))
-            // Endpoints that also serve the console answer JSON only when asked for it.
-            .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(|e| {
-                if e.is_connect() {
-                    format!(
-                        "cannot connect to {base}: the allocator is not running there or not reachable ({})",
+                if e.is_connect() || e.is_timeout() {
+                    RemoteError::Unreachable(format!(
+                        "cannot connect to {}: the allocator is not running there or not reachable ({})",
+                        self.base,
                         error_chain(&e)
-                    )
+                    ))
                 } else {
-                    format!("request to {base} failed: {}", error_chain(&e))
+                    self.failed(&e)
                 }
-            })?;
+            })
+    }
+
+    fn failed(&self, e: &reqwest::Error) -> RemoteError {
+        RemoteError::Failed(format!(
+            "request to {} failed: {}",
+            self.base,
+            error_chain(e)
+        ))
+    }
+
+    /// A success passes; any other answer becomes the error it stands for, with the
+    /// allocator's own message.
+    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, RemoteError> {
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let base = &self.base;
         let text = response.text().await.unwrap_or_default();
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(json);
-        }
         let detail = json["error"]
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| text.trim().chars().take(200).collect());
         Err(match status.as_u16() {
-            401 => format!("wrong admin user or password (HTTP 401 from {base})"),
-            _ => format!("{base} answered HTTP {status}: {detail}"),
+            401 => RemoteError::Unauthorized(format!(
+                "wrong admin user or password (HTTP 401 from {base})"
+            )),
+            403 => RemoteError::Unauthorized(format!("{base} refused: {detail} (HTTP 403)")),
+            code => RemoteError::Refused {
+                status: code,
+                message: format!("{base} answered HTTP {status}: {detail}"),
+            },
         })
+    }
+}
+
+/// Why a call to the allocator did not succeed; each kind has its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// Nothing answered (connection refused, DNS, timeout): trying later may help.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The credentials were refused (401) or do not allow this (403).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The allocator answered and refused the request (the message is its reason).
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+    /// The exchange broke off, or the answer could not be read.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<RemoteError> for CliError {
+    fn from(e: RemoteError) -> CliError {
+        match e {
+            RemoteError::Unreachable(m) => CliError::Unreachable(m),
+            RemoteError::Unauthorized(m) => CliError::Unauthorized(m),
+            RemoteError::Refused { message, .. } | RemoteError::Failed(message) => {
+                CliError::Failed(message)
+            }
+        }
     }
 }

@@ -101,7 +101,8 @@ async fn through_api(args: &TokenArgs, url: &str, change: Change<'_>) -> Result<
         Change::Mint(name) => {
             let answer = admin
                 .post("/api/vm-credentials", &json!({ "hostname": name }))
-                .await?;
+                .await
+                .map_err(|e| e.to_string())?;
             answer["credentials"][name]
                 .as_str()
                 .map(str::to_owned)
@@ -110,7 +111,8 @@ async fn through_api(args: &TokenArgs, url: &str, change: Change<'_>) -> Result<
         Change::Revoke(name) => {
             let answer = admin
                 .post(&format!("/api/vms/{name}/revoke"), &json!({}))
-                .await?;
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(answer["message"].as_str().unwrap_or("revoked").to_owned())
         }
     }

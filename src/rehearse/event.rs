@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::RehearseArgs;
 use super::participant::{Browser, element_text};
-use crate::commands::remote::Admin;
+use crate::commands::remote::{Admin, RemoteError};
 
 /// The event starts this long after it is planned, and launches its VMs then (no pre-warm:
 /// the first participants meet a pool still booting, as an arrival spike would).
@@ -127,7 +127,10 @@ pub async fn rehearse(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let report = admin.get("/api/event/report").await;
+    let report = admin
+        .get("/api/event/report")
+        .await
+        .map_err(|e| e.to_string());
     Ok(print(&journeys, lost, ended.as_ref(), report))
 }
 
@@ -267,7 +270,7 @@ async fn destroy(admin: &Admin, host: &str, until: Instant) -> bool {
             .await
         {
             Ok(_) => return true,
-            Err(e) if e.contains("409") || e.contains("in progress") => {
+            Err(RemoteError::Refused { status: 409, .. }) => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {

@@ -65,6 +65,10 @@ pub fn build(app: App) -> Router {
         .route("/api/gpu_health", post(telemetry::post_gpu_health))
         .route("/api/vm-metrics/{hostname}", post(telemetry::post_metrics))
         .route("/api/vm-logs/{hostname}", get(logs::get_logs))
+        .route(
+            "/api/vm-logs/{hostname}/follow",
+            get(super::api::log_follow::follow),
+        )
         .route("/api/health", get(health::health))
         .route("/api/openapi.json", get(super::api::openapi::document))
         .route("/health", get(health::health))
@@ -151,7 +155,7 @@ pub fn build(app: App) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(Extension(BodyLimit(DEFAULT_BODY_LIMIT)))
-        .layer(middleware::from_fn(crate::error::htmx_page_errors))
+        .layer(middleware::from_fn(crate::error::page_errors))
         .layer(middleware::from_fn(form_csrf))
         .layer(sessions::layer(app.store.clone(), &app.config))
         .layer(middleware::from_fn(security_headers))

@@ -685,6 +685,11 @@ pub async fn mint_credential(s: &TestServer, host: &str) -> String {
         .to_owned()
 }
 
+/// The environment a `lablink` command needs to sign in to a TestServer as its admin.
+pub fn admin_cli_env() -> [(&'static str, &'static str); 1] {
+    [("LABLINK_ADMIN_PASSWORD", ADMIN_PASSWORD)]
+}
+
 /// Runs the real `lablink` binary with a clean environment; fails the test after `secs`.
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)], secs: u64) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"));

@@ -13,6 +13,7 @@ mod browser;
 mod budget;
 mod claim;
 mod cli;
+mod cli_ops;
 mod concurrency;
 mod crash;
 mod desktop;

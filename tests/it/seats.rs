@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_PASSWORD, Auth, Claimed, TestServer, crd_command, pool_view, run_binary, wait_for, within,
+    ADMIN_PASSWORD, Auth, Claimed, TestServer, admin_cli_env, crd_command, pool_view, run_binary,
+    wait_for, within,
 };
 
 async fn admin_post(s: &TestServer, path: &str, body: Value) -> crate::helpers::Answer {
@@ -415,7 +416,7 @@ async fn lablink_seat_fixes_a_seat_from_the_command_line() {
     s.register_many(2).await;
     s.claim("ada@example.org", &crd_command("4/0ACli")).await;
     let base = s.url("");
-    let env = [("LABLINK_ADMIN_PASSWORD", ADMIN_PASSWORD)];
+    let env = admin_cli_env();
     let out = run_binary(
         &["seat", "move", "vm-1", "--to", "vm-2", "--url", &base],
         &env,

@@ -12,7 +12,7 @@ fn fake_terraform() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin/terraform")
 }
 
-async fn terraform_server(timeout_secs: u64) -> TestServer {
+pub(crate) async fn terraform_server(timeout_secs: u64) -> TestServer {
     terraform_server_with(timeout_secs, |_| {}).await
 }
 
@@ -38,7 +38,7 @@ fn control(s: &TestServer) -> PathBuf {
     s.dir.join("fake-tf")
 }
 
-fn set_mode(s: &TestServer, mode: &str) {
+pub(crate) fn set_mode(s: &TestServer, mode: &str) {
     std::fs::create_dir_all(control(s)).expect("mkdir");
     std::fs::write(control(s).join("mode"), mode).expect("mode");
 }

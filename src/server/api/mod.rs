@@ -7,6 +7,7 @@ pub mod event;
 pub mod extract;
 pub mod health;
 pub mod heartbeat;
+pub mod log_follow;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;

@@ -38,7 +38,7 @@ pub fn is_htmx(headers: &HeaderMap) -> bool {
 
 /// The answer to a console action: a message fragment for htmx, otherwise back to `back`
 /// (or, on a problem, an error page; htmx gets its message, see
-/// [`crate::error::htmx_page_errors`]).
+/// [`crate::error::page_errors`]).
 pub fn action_result(
     headers: &HeaderMap,
     result: Result<String, ApiError>,

@@ -1,0 +1,429 @@
+//! The command line against a running allocator: `status`, `seats`, `logs`, `launch`,
+//! `destroy`, `runs` and `export` run as real `lablink` processes against a real server,
+//! for people (tables) and scripts (`--json`, exit statuses).
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::helpers::{
+    ADMIN_USER, TestServer, admin_cli_env, crd_command, free_port, run_binary, wait_for, within,
+};
+
+/// Runs `lablink ARGS --url <server>` as the admin.
+async fn lablink(s: &TestServer, args: &[&str]) -> Output {
+    let base = s.url("");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--url", base.as_str()]);
+    run_binary(&all, &admin_cli_env(), 60).await
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+#[track_caller]
+fn failed_with(out: &Output, code: i32, says: &str) {
+    assert_eq!(out.status.code(), Some(code), "stderr: {}", stderr(out));
+    assert!(
+        stderr(out).contains(says),
+        "expected {says:?} in: {}",
+        stderr(out)
+    );
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_str(&succeeded(out))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_seats_show_the_pool_as_tables_and_json() {
+    let s = TestServer::start().await;
+    s.register_many(3).await;
+    s.claim("ada@example.org", &crd_command("4/0AStatus")).await;
+    within(120, "test", async {
+        let text = succeeded(&lablink(&s, &["status"]).await);
+        assert!(text.contains(": ok, up "), "{text}");
+        assert!(
+            text.contains("VMs: 3 — 1 assigned, 2 free, 0 starting, 0 unresponsive"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.contains("ada@example.org"))
+            .unwrap_or_else(|| panic!("no row for the seat: {text}"));
+        assert!(row.starts_with("vm-1") && row.contains("running"), "{row}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("HOST") && l.contains("PARTICIPANT"))
+        );
+
+        let status = json_of(&lablink(&s, &["status", "--json"]).await);
+        assert_eq!(status["counts"]["total"], 3);
+        assert_eq!(status["counts"]["assigned"], 1);
+        assert_eq!(status["counts"]["free"], 2);
+        assert_eq!(status["event"], Value::Null);
+        assert_eq!(status["runs_in_progress"], json!([]));
+        assert_eq!(status["health"]["status"], "ok");
+        assert_eq!(status["vms"].as_array().map(Vec::len), Some(3));
+
+        let seats = succeeded(&lablink(&s, &["seats"]).await);
+        assert!(
+            seats
+                .lines()
+                .any(|l| l.starts_with("vm-1") && l.contains("ada@example.org"))
+        );
+        assert!(seats.contains("1 seated, 2 free"), "{seats}");
+        let listed = json_of(&lablink(&s, &["seats", "list", "--json"]).await);
+        assert_eq!(listed["free"], 2);
+        assert_eq!(listed["seats"][0]["hostname"], "vm-1");
+        assert_eq!(listed["seats"][0]["participant"], "ada@example.org");
+
+        let moved =
+            json_of(&lablink(&s, &["seats", "move", "vm-1", "--to", "vm-3", "--json"]).await);
+        assert!(
+            moved["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("vm-3")),
+            "{moved}"
+        );
+        let listed = json_of(&lablink(&s, &["seats", "--json"]).await);
+        assert_eq!(listed["seats"][0]["hostname"], "vm-3");
+        failed_with(
+            &lablink(&s, &["seats", "release", "vm-2"]).await,
+            1,
+            "vm-2 has no participant",
+        );
+        failed_with(&lablink(&s, &["seats", "clear", "../x"]).await, 2, "HOST");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_an_unreachable_allocator_and_bad_flags_have_their_statuses() {
+    let s = TestServer::start().await;
+    within(120, "test", async {
+        let base = s.url("");
+        for args in [["status"], ["runs"], ["seats"]] {
+            let wrong = run_binary(
+                &[args[0], "--url", &base],
+                &[("LABLINK_ADMIN_PASSWORD", "not-the-password")],
+                30,
+            )
+            .await;
+            failed_with(&wrong, 3, "wrong admin user or password");
+        }
+        let wrong_user = run_binary(
+            &["status", "--url", &base, "--user", "mallory"],
+            &admin_cli_env(),
+            30,
+        )
+        .await;
+        failed_with(&wrong_user, 3, "HTTP 401");
+
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        for args in [
+            vec!["status"],
+            vec!["logs", "vm-1"],
+            vec!["launch", "1"],
+            vec!["export"],
+        ] {
+            let mut all = args.clone();
+            all.extend(["--url", closed.as_str()]);
+            let out = run_binary(&all, &admin_cli_env(), 30).await;
+            failed_with(&out, 4, "cannot connect to");
+        }
+
+        failed_with(
+            &run_binary(&["status", "--url", "ftp://x"], &admin_cli_env(), 30).await,
+            2,
+            "--url",
+        );
+        failed_with(
+            &run_binary(&["status", "--url", &base], &[], 30).await,
+            2,
+            "no admin password",
+        );
+        failed_with(&lablink(&s, &["launch", "0"]).await, 2, "COUNT");
+        failed_with(&lablink(&s, &["runs", "--follow"]).await, 2, "<ID>");
+        failed_with(&lablink(&s, &["destroy"]).await, 2, "<HOSTS>");
+        failed_with(&lablink(&s, &["destroy", "--all"]).await, 2, "--yes");
+        failed_with(
+            &lablink(&s, &["destroy", "a", "b", "--detach"]).await,
+            2,
+            "one HOST",
+        );
+        failed_with(
+            &lablink(&s, &["export", "rescues", "--format", "csv"]).await,
+            2,
+            "ZIP",
+        );
+        failed_with(
+            &lablink(&s, &["logs", "vm-1", "--kind", "nope"]).await,
+            2,
+            "--kind",
+        );
+        let logged_in = s.recent_audit(50).await;
+        assert!(
+            !logged_in
+                .iter()
+                .any(|e| e.actor == ADMIN_USER && e.action != "login"),
+            "nothing refused changed anything: {logged_in:?}"
+        );
+    })
+    .await;
+}
+
+async fn ship_logs(s: &TestServer, host: &str, group: &str, lines: &[&str]) {
+    s.agent_post(
+        "/api/vm-logs",
+        &json!({"log_group": group, "log_stream": host, "messages": lines}),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_printed_whole_and_followed_as_they_arrive() {
+    let s = TestServer::start().await;
+    s.register_running("vm-1").await;
+    within(120, "test", async {
+        failed_with(
+            &lablink(&s, &["logs", "vm-1"]).await,
+            0,
+            "no logs shipped yet",
+        );
+        ship_logs(
+            &s,
+            "vm-1",
+            "lablink-cloud-init",
+            &["boot step one", "boot step two"],
+        )
+        .await;
+        ship_logs(&s, "vm-1", "lablink-docker", &["container says hello"]).await;
+
+        let all = succeeded(&lablink(&s, &["logs", "vm-1"]).await);
+        let boot = all.find("boot step one").expect("boot lines");
+        let container = all.find("container says hello").expect("container lines");
+        assert!(boot < container, "{all}");
+        let only = succeeded(&lablink(&s, &["logs", "vm-1", "--kind", "container"]).await);
+        assert!(
+            only.contains("container says hello") && !only.contains("boot step"),
+            "{only}"
+        );
+        let answer = json_of(&lablink(&s, &["logs", "vm-1", "--json"]).await);
+        assert_eq!(answer["hostname"], "vm-1");
+        assert!(
+            answer["docker_logs"]
+                .as_str()
+                .is_some_and(|l| l.contains("hello"))
+        );
+        failed_with(&lablink(&s, &["logs", "vm-9"]).await, 1, "VM not found");
+
+        let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
+            .args(["logs", "vm-1", "--follow", "--url", &s.url("")])
+            .env_clear()
+            .envs(admin_cli_env())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lablink logs --follow");
+        let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
+        let mut seen = Vec::new();
+        let mut read_until = async |wanted: &str, seen: &mut Vec<String>| {
+            while !seen.iter().any(|l| l.contains(wanted)) {
+                match lines.next_line().await.expect("read") {
+                    Some(line) => seen.push(line),
+                    None => panic!("the follower ended before {wanted:?}: {seen:?}"),
+                }
+            }
+        };
+        read_until("container says hello", &mut seen).await;
+        // Lines shipped after it started come while it waits.
+        ship_logs(&s, "vm-1", "lablink-docker", &["a later line"]).await;
+        read_until("a later line", &mut seen).await;
+        ship_logs(&s, "vm-1", "lablink-cloud-init", &["a late boot line"]).await;
+        read_until("a late boot line", &mut seen).await;
+        let count = |text: &str| seen.iter().filter(|l| l.contains(text)).count();
+        assert_eq!(count("boot step one"), 1, "each line once: {seen:?}");
+        assert_eq!(count("container says hello"), 1, "each line once: {seen:?}");
+        follower.start_kill().expect("stop the follower");
+        let _ = follower.wait().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_runs_and_destroy_follow_runs_to_their_end() {
+    let s = TestServer::start_with(|c| {
+        c.provision.provider = "local".into();
+        c.provision.local_executable = env!("CARGO_BIN_EXE_lablink").into();
+        c.machine.software = "cliops".into();
+    })
+    .await;
+    within(180, "test", async {
+        let launched = succeeded(&lablink(&s, &["launch", "2"]).await);
+        assert!(
+            launched.contains("(pid "),
+            "the run's output is printed: {launched}"
+        );
+        wait_for(60, "two VMs running", || async {
+            (s.free_count().await == 2).then_some(())
+        })
+        .await;
+
+        let runs = succeeded(&lablink(&s, &["runs"]).await);
+        let row = runs
+            .lines()
+            .find(|l| l.starts_with("#1 launch 2 VM(s)"))
+            .unwrap_or_else(|| panic!("{runs}"));
+        assert!(
+            row.contains("succeeded") && row.contains(ADMIN_USER),
+            "{row}"
+        );
+        let listed = json_of(&lablink(&s, &["runs", "--json"]).await);
+        assert_eq!(listed["runs"][0]["id"], 1);
+        let one = json_of(&lablink(&s, &["runs", "1", "--json"]).await);
+        assert_eq!(one["run"]["state"], "succeeded");
+        assert!(
+            one["lines"].as_array().is_some_and(|l| !l.is_empty()),
+            "{one}"
+        );
+        let shown = succeeded(&lablink(&s, &["runs", "1"]).await);
+        assert!(
+            shown.starts_with("Run #1 launch 2 VM(s): succeeded"),
+            "{shown}"
+        );
+        failed_with(&lablink(&s, &["runs", "99"]).await, 1, "No run #99");
+
+        let detached = json_of(&lablink(&s, &["launch", "1", "--detach", "--json"]).await);
+        let id = detached["run_id"].as_u64().expect("run id").to_string();
+        let followed = json_of(&lablink(&s, &["runs", &id, "--follow", "--json"]).await);
+        assert_eq!(followed["state"], "succeeded");
+        wait_for(60, "three VMs running", || async {
+            (s.free_count().await == 3).then_some(())
+        })
+        .await;
+
+        let host = "cliops-lablink-local-vm-3";
+        let destroyed = json_of(&lablink(&s, &["destroy", host, "--json"]).await);
+        assert_eq!(destroyed["state"], "succeeded");
+        assert_eq!(destroyed["action"], "destroy_vm");
+        failed_with(&lablink(&s, &["destroy", host]).await, 1, "VM not found");
+        let all = json_of(&lablink(&s, &["destroy", "--all", "--yes", "--json"]).await);
+        assert_eq!(all["state"], "succeeded");
+        assert_eq!(s.free_count().await, 0);
+        let audit: Vec<String> = s
+            .recent_audit(20)
+            .await
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert!(audit.iter().any(|a| a == "destroy-all"), "{audit:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_fails_the_command_that_follows_it() {
+    let s = crate::terraform::terraform_server(60).await;
+    within(120, "test", async {
+        crate::terraform::set_mode(&s, "fail");
+        let out = lablink(&s, &["launch", "1"]).await;
+        failed_with(&out, 1, "run #1 ended failed (exit code 1)");
+        assert!(
+            stdout(&out).contains("UnauthorizedOperation")
+                || stderr(&out).contains("UnauthorizedOperation")
+                || stdout(&out).contains("Creating"),
+            "{}",
+            stdout(&out)
+        );
+        failed_with(
+            &lablink(&s, &["runs", "1", "--follow"]).await,
+            1,
+            "ended failed",
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_downloads_the_records_to_a_private_file_or_stdout() {
+    let s = TestServer::start().await;
+    s.register_many(2).await;
+    s.claim("ada@example.org", &crd_command("4/0AExport")).await;
+    within(120, "test", async {
+        let csv = succeeded(&lablink(&s, &["export"]).await);
+        let header = csv.lines().next().expect("a header");
+        assert!(header.starts_with("hostname,"), "{header}");
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("vm-1,") && l.contains("ada@example.org"))
+        );
+
+        let file = s.dir.join("pool.json");
+        let out = lablink(
+            &s,
+            &[
+                "export",
+                "pool",
+                "--format",
+                "json",
+                "-o",
+                file.to_str().expect("path"),
+            ],
+        )
+        .await;
+        succeeded(&out);
+        assert!(stderr(&out).contains("wrote"), "{}", stderr(&out));
+        let mode = std::fs::metadata(&file)
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "participants' addresses are owner-only"
+        );
+        let records: Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("JSON");
+        let text = records.to_string();
+        assert!(
+            text.contains("vm-2") && text.contains("ada@example.org"),
+            "{text}"
+        );
+
+        failed_with(&lablink(&s, &["export", "report"]).await, 1, "No event");
+        // The download's refusal comes with the allocator's reason, and writes nothing.
+        let zip = s.dir.join("rescues.zip");
+        let none = lablink(
+            &s,
+            &["export", "rescues", "-o", zip.to_str().expect("path")],
+        )
+        .await;
+        failed_with(&none, 1, "No rescued files are kept.");
+        assert!(!zip.exists());
+    })
+    .await;
+}
