@@ -32,6 +32,9 @@ pub enum Command {
     Token(crate::commands::token::TokenArgs),
     /// Fix a seat of a running allocator: release, move, clear or revoke.
     Seat(crate::commands::seat::SeatArgs),
+    /// Check this allocator box before a workshop: configuration, data directory,
+    /// Terraform, cloud credentials, DNS and TLS, the allocator URL, clock, exposure.
+    Doctor(crate::commands::doctor::DoctorArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => crate::agent::run(*args),
         Command::Token(args) => commands::token::run(args),
         Command::Seat(args) => commands::seat::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
         Command::Config(ConfigCommand::Reference) => commands::config::reference(),
