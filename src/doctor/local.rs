@@ -97,7 +97,12 @@ pub fn data_dir(setup: &Setup) -> Vec<Finding> {
         "create it for the allocator's user: `install -d -m 700 {shown}` (or set server.data_dir / --data-dir)"
     );
     match std::fs::metadata(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             let Some(ancestor) = existing_ancestor(&dir) else {
                 return vec![Finding::fail(
                     "data_dir",

@@ -16,6 +16,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod desktop;
+mod doctor;
 mod errors;
 mod event;
 mod health_shutdown;
