@@ -201,7 +201,7 @@ pub fn free_space(setup: &Setup) -> Finding {
     };
     match nix::sys::statvfs::statvfs(&at) {
         Ok(stat) => {
-            let free = u64::from(stat.blocks_available()).saturating_mul(stat.fragment_size());
+            let free = stat.blocks_available().saturating_mul(stat.fragment_size());
             judge_free(&dir, free / (1024 * 1024), setup.min_free_mb)
         }
         Err(e) => Finding::fail(
