@@ -230,9 +230,17 @@ pub fn store(setup: &Setup) -> Finding {
                 format!("{shown} is readable; no allocator has it open"),
             )
         }
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Finding::pass(
+        Err(
+            redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch,
+        ) => Finding::pass(
             "store",
             format!("{shown} is in use: an allocator is running on it"),
+        ),
+        // Only a writer may repair; the allocator does at its next start.
+        Err(redb::DatabaseError::RepairAborted) => Finding::warn(
+            "store",
+            format!("{shown} was not closed cleanly (the allocator stopped abruptly)"),
+            "start the allocator: it repairs the store as it opens it (a large store takes a while)",
         ),
         Err(e) => Finding::fail(
             "store",

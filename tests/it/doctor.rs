@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::helpers::{TestServer, free_port, run_binary};
+use crate::helpers::{ServeProc, TestServer, free_port, run_binary};
 
 /// A doctor run: its exit status and standard output.
 struct Run {
@@ -416,6 +416,16 @@ async fn a_data_directory_of_another_user_fails() {
 }
 
 #[tokio::test]
+async fn a_data_directory_nobody_can_write_in_fails() {
+    // Root writes anywhere a mode allows nothing; procfs refuses new files to everyone, and
+    // /proc/self belongs to the process looking at it.
+    let mut b = Sandbox::new();
+    b.set("LABLINK_SERVER_DATA_DIR", "/proc/self");
+    let run = b.doctor(&[]).await;
+    run.expect_fail("data_dir", "/proc/self is not writable");
+}
+
+#[tokio::test]
 async fn a_data_directory_that_cannot_be_created_fails() {
     let mut b = Sandbox::new();
     let file = b.path("a-file");
@@ -426,6 +436,39 @@ async fn a_data_directory_that_cannot_be_created_fails() {
     );
     let run = b.doctor(&[]).await;
     run.expect_fail("data_dir", "cannot be created");
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_fails() {
+    let b = Sandbox::new();
+    let store = data_dir(&b).join("lablink.redb");
+    std::fs::write(&store, b"not a redb file, whatever its name says").expect("write");
+    let run = b.doctor(&[]).await;
+    run.expect_fail("store", "lablink.redb cannot be opened");
+}
+
+#[tokio::test]
+async fn a_store_left_by_a_killed_allocator_warns() {
+    let b = Sandbox::new();
+    let port = free_port();
+    let log = b.path("serve.log");
+    let mut serve = ServeProc::start(&data_dir(&b), port, log).await;
+    let running = b.doctor(&[]).await;
+    assert!(
+        running
+            .finding("store")
+            .contains("is in use: an allocator is running on it"),
+        "{}",
+        running.out
+    );
+    serve.kill().await;
+    let run = b.doctor(&[]).await;
+    let finding = run.finding("store");
+    assert!(
+        finding.starts_with("WARN") && finding.contains("was not closed cleanly"),
+        "{}",
+        run.out
+    );
 }
 
 #[tokio::test]
