@@ -45,6 +45,9 @@ pub enum Command {
     Runs(crate::commands::runs::RunsArgs),
     /// Download the pool's records, the event report or the rescued files.
     Export(crate::commands::export::ExportArgs),
+    /// Check this allocator box before a workshop: configuration, data directory,
+    /// Terraform, cloud credentials, DNS and TLS, the allocator URL, clock, exposure.
+    Doctor(crate::commands::doctor::DoctorArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -108,6 +111,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Destroy(args) => commands::launch::destroy(args),
         Command::Runs(args) => commands::runs::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
         Command::Config(ConfigCommand::Reference) => commands::config::reference(),

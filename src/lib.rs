@@ -11,6 +11,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod crd;
+pub mod doctor;
 pub mod download;
 pub mod error;
 pub mod exit;

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod backup;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod export;
 pub mod install;
 pub mod launch;

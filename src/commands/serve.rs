@@ -28,7 +28,7 @@ pub struct ServeArgs {
 
 /// The config file to read: the flag, `LABLINK_CONFIG`, or upstream's
 /// `CONFIG_DIR`/`CONFIG_NAME` (as the lablink-template container sets them).
-fn config_path(args: &ServeArgs, env: &[(String, String)]) -> Option<PathBuf> {
+pub fn config_path(args: &ServeArgs, env: &[(String, String)]) -> Option<PathBuf> {
     let var = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     if let Some(p) = &args.config {
         return Some(p.clone());
@@ -43,6 +43,20 @@ fn config_path(args: &ServeArgs, env: &[(String, String)]) -> Option<PathBuf> {
 
 /// File < environment < flags, with every problem collected.
 pub fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config, Vec<String>> {
+    let (config, problems) = load(args, env)?;
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+/// As `resolve`, but a config with problems is returned with them (`lablink doctor` goes
+/// on checking the rest); only a file that cannot be read at all is an error.
+pub fn load(
+    args: &ServeArgs,
+    env: &[(String, String)],
+) -> Result<(Config, Vec<String>), Vec<String>> {
     let mut problems: Vec<String> = Vec::new();
     let path = config_path(args, env);
     let mut config = match &path {
@@ -67,11 +81,7 @@ pub fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config, Vec
         config.server.data_dir = dir.display().to_string();
     }
     problems.extend(config.validate().iter().map(Problem::to_string));
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(problems)
-    }
+    Ok((config, problems))
 }
 
 pub fn run(args: ServeArgs) -> Result<(), CliError> {

@@ -43,7 +43,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("runtime", &["allocator", "jobs", "agent"]),
     (
         "entry",
-        &["main", "lib", "cli", "commands", "bench", "rehearse"],
+        &[
+            "main", "lib", "cli", "commands", "bench", "rehearse", "doctor",
+        ],
     ),
 ];
 

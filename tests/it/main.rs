@@ -17,6 +17,7 @@ mod cli_ops;
 mod concurrency;
 mod crash;
 mod desktop;
+mod doctor;
 mod errors;
 mod event;
 mod health_shutdown;
