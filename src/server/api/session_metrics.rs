@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::heartbeat::MAX_GPU_MEMORY_MIB;
 use super::{ApiQuery, required_hostname, stored_vm};
 use crate::error::ApiError;
-use crate::model::{SeatSeries, SeriesPoint, SeriesSummary};
+use crate::model::{SeatSeries, SeriesPoint, SeriesSummary, validate_hostname};
 use crate::pool::usage::{self, AgentSample, SeatFilter};
 use crate::server::auth::{Admin, Agent};
 use crate::server::body::JsonBody;
@@ -105,6 +105,9 @@ pub async fn post(
     })))
 }
 
+/// The longest e-mail address (RFC 5321's path limit less its brackets).
+const MAX_EMAIL_LEN: usize = 254;
+
 #[derive(Deserialize)]
 pub struct Which {
     hostname: Option<String>,
@@ -141,9 +144,19 @@ pub async fn get(
     _admin: Admin,
     ApiQuery(which): ApiQuery<Which>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(host) = &which.hostname {
+        validate_hostname(host).map_err(ApiError::BadRequest)?;
+    }
+    if let Some(email) = &which.email
+        && (email.is_empty() || email.len() > MAX_EMAIL_LEN)
+    {
+        return Err(ApiError::bad_request(format!(
+            "email: expected 1 to {MAX_EMAIL_LEN} characters."
+        )));
+    }
     let filter = SeatFilter {
-        hostname: which.hostname.filter(|h| !h.is_empty()),
-        email: which.email.filter(|e| !e.is_empty()),
+        hostname: which.hostname,
+        email: which.email,
     };
     let seats = usage::session_metrics(&app.pool, filter).await?;
     let shown: Vec<SeatMetrics> = seats.iter().map(SeatMetrics::of).collect();
