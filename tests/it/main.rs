@@ -35,6 +35,7 @@ mod rescue;
 mod rfb;
 mod schedule;
 mod seats;
+mod session_metrics;
 mod secrets;
 mod store;
 mod terraform;
