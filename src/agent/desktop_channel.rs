@@ -155,7 +155,12 @@ async fn listen(
             }
             match serde_json::from_slice::<Open>(&line) {
                 Ok(open) => {
-                    tokio::spawn(serve_stream(alloc.clone(), vnc.clone(), streams.clone(), open));
+                    tokio::spawn(serve_stream(
+                        alloc.clone(),
+                        vnc.clone(),
+                        streams.clone(),
+                        open,
+                    ));
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable line on the desktop channel"),
             }

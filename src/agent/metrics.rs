@@ -62,9 +62,10 @@ impl Sample {
 pub async fn run(
     alloc: Arc<Allocator>,
     sources: Sources,
-    every: watch::Receiver<Option<Duration>>,
+    mut every: watch::Receiver<Option<Duration>>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
+    let mut told = true;
     let mut kept: VecDeque<Sample> = VecDeque::new();
     let mut dropped = 0u64;
     let mut send_from = Instant::now();
@@ -81,7 +82,10 @@ pub async fn run(
             in_use: *sources.in_use.borrow(),
             desktop_connected: sources.desktop.as_ref().map(|d| d.any()),
         });
-        let due = kept.len() >= SEND_AT || kept.front().is_some_and(|s| s.taken.elapsed() >= SEND_AFTER);
+        let due = kept.len() >= SEND_AT
+            || kept
+                .front()
+                .is_some_and(|s| s.taken.elapsed() >= SEND_AFTER);
         if due && Instant::now() >= send_from {
             match send(&alloc, interval, &mut kept).await {
                 Ok(()) => {
@@ -114,6 +118,8 @@ pub async fn run(
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            // A new interval (the first heartbeat's answer) applies from now.
+            changed = every.changed(), if told => told = changed.is_ok(),
             () = cancel.cancelled() => return Ok(()),
         }
     }

@@ -182,7 +182,9 @@ async fn agent(
         std::env::temp_dir(),
         desktop_user.clone(),
     ));
-    let open_streams = vnc.enabled().then(Arc::<desktop_channel::OpenStreams>::default);
+    let open_streams = vnc
+        .enabled()
+        .then(Arc::<desktop_channel::OpenStreams>::default);
     if let Some(open) = &open_streams {
         tasks.spawn(desktop_channel::run(
             alloc.clone(),

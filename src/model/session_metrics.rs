@@ -70,7 +70,11 @@ impl SeriesPoint {
             in_use: s.in_use,
             desktop_connected: s.desktop_connected,
             seconds: s.seconds,
-            in_use_seconds: if s.in_use == Some(true) { s.seconds } else { 0.0 },
+            in_use_seconds: if s.in_use == Some(true) {
+                s.seconds
+            } else {
+                0.0
+            },
             connected_seconds: if s.desktop_connected == Some(true) {
                 s.seconds
             } else {
@@ -200,7 +204,8 @@ impl SeatSeries {
             s.gpu_memory_peak_mib = max_of(s.gpu_memory_peak_mib, p.gpu_memory_max_mib);
             s.in_use_seconds += p.in_use_seconds;
             if p.desktop_connected.is_some() {
-                s.connected_seconds = Some(s.connected_seconds.unwrap_or(0.0) + p.connected_seconds);
+                s.connected_seconds =
+                    Some(s.connected_seconds.unwrap_or(0.0) + p.connected_seconds);
             }
             s.sampled_seconds += p.seconds;
         }
@@ -239,7 +244,7 @@ mod tests {
         }
         let s = series.summary();
         assert_eq!(s.samples, 1000);
-        assert!((s.gpu_util_mean.unwrap() - util_sum / 1000.0).abs() < 1e-9);
+        assert!((s.gpu_util_mean.expect("a mean") - util_sum / 1000.0).abs() < 1e-9);
         assert_eq!(s.gpu_util_peak, Some(90.0));
         assert_eq!(s.gpu_memory_peak_mib, Some(9000));
         assert_eq!(s.in_use_seconds, 250.0 * 15.0);
@@ -273,7 +278,10 @@ mod tests {
     fn connection_time_counts_only_known_samples() {
         let t0 = Utc::now();
         let mut series = SeatSeries::new("ada@example.org", "vm-1", t0);
-        for (i, connected) in [Some(true), Some(false), None, Some(true)].iter().enumerate() {
+        for (i, connected) in [Some(true), Some(false), None, Some(true)]
+            .iter()
+            .enumerate()
+        {
             let mut s = sample(t0, i as i64, None, false);
             s.desktop_connected = *connected;
             series.record(&s, 16, Duration::zero());

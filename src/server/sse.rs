@@ -16,16 +16,16 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::model::Counts;
 use crate::model::validate_hostname;
+use crate::pool::usage;
 use crate::server::api::{ApiPath, ApiQuery};
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, sessions, vms};
 use crate::views::admin::Viewer;
-use crate::pool::usage;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
-use crate::views::admin::sessions::rows as session_rows;
 use crate::views::admin::runs::{lines_fragment, summary};
+use crate::views::admin::sessions::rows as session_rows;
 
 /// Changes closer together than this are sent as one update.
 const SETTLE: Duration = Duration::from_millis(200);

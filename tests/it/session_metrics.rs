@@ -32,7 +32,10 @@ fn start() -> Arc<ManualClock> {
 fn refused_with(answer: &Answer, status: u16, needle: &str) {
     let body = answer.expect(status);
     let message = body["error"].as_str().unwrap_or_default();
-    assert!(message.contains(needle), "{message:?} does not name {needle:?}");
+    assert!(
+        message.contains(needle),
+        "{message:?} does not name {needle:?}"
+    );
 }
 
 /// One sample as the agent sends it.
@@ -88,14 +91,22 @@ async fn a_full_series_stays_within_its_bound_and_keeps_the_mean() {
         let all: Vec<Value> = (0..200)
             .map(|i| {
                 let age = f64::from(199 - i) * 15.0;
-                sample(age, f64::from(i % 10) * 10.0, 1000 + u64::from(i as u16) * 10, i % 2 == 0)
+                sample(
+                    age,
+                    f64::from(i % 10) * 10.0,
+                    1000 + u64::from(i as u16) * 10,
+                    i % 2 == 0,
+                )
             })
             .collect();
         for batch in all.chunks(20) {
             assert_eq!(send(&s, &credential, &host, batch).await["accepted"], 20);
         }
         // The last batch again (its answer lost): nothing is counted twice.
-        assert_eq!(send(&s, &credential, &host, &all[180..]).await["accepted"], 0);
+        assert_eq!(
+            send(&s, &credential, &host, &all[180..]).await["accepted"],
+            0
+        );
 
         let found = seats(&s, &format!("?hostname={host}")).await;
         assert_eq!(found.len(), 1, "{found:#?}");
@@ -117,7 +128,10 @@ async fn a_full_series_stays_within_its_bound_and_keeps_the_mean() {
         // A Chrome Remote Desktop seat: nobody can tell whether it is connected.
         assert_eq!(summary["connected_seconds"], Value::Null);
         // The points follow the day in order.
-        let times: Vec<&str> = points.iter().map(|p| p["at"].as_str().expect("at")).collect();
+        let times: Vec<&str> = points
+            .iter()
+            .map(|p| p["at"].as_str().expect("at"))
+            .collect();
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
 
         assert!(seats(&s, "?email=bob@example.org").await.is_empty());
@@ -132,7 +146,10 @@ async fn a_full_series_stays_within_its_bound_and_keeps_the_mean() {
         // one summary row per seat.
         let instances = s.get("/admin/instances", Auth::admin()).await.text;
         assert!(instances.contains("<svg class=\"spark\""), "{instances}");
-        assert!(instances.contains("GPU mean 45 %, peak 90 %"), "{instances}");
+        assert!(
+            instances.contains("GPU mean 45 %, peak 90 %"),
+            "{instances}"
+        );
         let sessions = s.get("/admin/sessions", Auth::admin()).await.text;
         assert!(sessions.contains("ada@example.org"), "{sessions}");
         assert!(sessions.contains("<title>ada@example.org on vm-1: GPU mean 45 %"));
@@ -145,7 +162,10 @@ async fn a_full_series_stays_within_its_bound_and_keeps_the_mean() {
         assert_eq!(lines.len(), 2, "{csv}");
         assert!(lines[0].starts_with("participant_email,hostname,assigned_at"));
         assert!(lines[1].starts_with("ada@example.org,vm-1,"), "{csv}");
-        assert!(lines[1].contains(",200,45.0,90.0,2990,1500.0,,3000.0"), "{csv}");
+        assert!(
+            lines[1].contains(",200,45.0,90.0,2990,1500.0,,3000.0"),
+            "{csv}"
+        );
         let exported = s
             .get("/admin/export-sessions.json", Auth::admin())
             .await
@@ -278,7 +298,11 @@ async fn sparklines_in_a_real_browser() {
             .map(|i| {
                 let age = f64::from(239 - i) * 15.0;
                 let busy = (60..180).contains(&i);
-                let util = if busy { 60.0 + f64::from(i % 7) * 5.0 } else { f64::from(i % 3) };
+                let util = if busy {
+                    60.0 + f64::from(i % 7) * 5.0
+                } else {
+                    f64::from(i % 3)
+                };
                 sample(age, util, if busy { 6000 } else { 800 }, busy)
             })
             .collect();

@@ -45,13 +45,14 @@ fn checked(i: usize, s: &Sample) -> Result<AgentSample, ApiError> {
     if !(0.0..=MAX_AGE_SECONDS).contains(&s.age_seconds) {
         return Err(bad("age_seconds", format!("0 to {MAX_AGE_SECONDS}")));
     }
-    if s
-        .gpu_utilization_pct
+    if s.gpu_utilization_pct
         .is_some_and(|u| !(0.0..=100.0).contains(&u))
     {
         return Err(bad("gpu_utilization_pct", "0 to 100".into()));
     }
-    if s.gpu_memory_used_mib.is_some_and(|m| m > MAX_GPU_MEMORY_MIB) {
+    if s.gpu_memory_used_mib
+        .is_some_and(|m| m > MAX_GPU_MEMORY_MIB)
+    {
         return Err(bad(
             "gpu_memory_used_mib",
             format!("0 to {MAX_GPU_MEMORY_MIB}"),
@@ -96,8 +97,7 @@ pub async fn post(
         .collect::<Result<Vec<_>, _>>()?;
     agent.acts_as(&host)?;
     let vm = stored_vm(&app, &host, "Failed to record the session metrics.").await?;
-    let accepted =
-        usage::record_samples(&app.pool, &vm, &samples, batch.interval_seconds).await?;
+    let accepted = usage::record_samples(&app.pool, &vm, &samples, batch.interval_seconds).await?;
     Ok(Json(json!({
         "status": "ok",
         "accepted": accepted,

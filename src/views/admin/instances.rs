@@ -7,7 +7,12 @@ use super::{Viewer, shell};
 use crate::model::Counts;
 use crate::model::{Run, SeatSeries, Vm};
 
-pub fn page(viewer: &Viewer, pool: &[Vm], sessions: &[SeatSeries], current: Option<&Run>) -> Markup {
+pub fn page(
+    viewer: &Viewer,
+    pool: &[Vm],
+    sessions: &[SeatSeries],
+    current: Option<&Run>,
+) -> Markup {
     shell(
         viewer,
         "/admin/instances",
