@@ -66,6 +66,8 @@ pub struct Beat {
     pub notice: Option<Notice>,
     /// Their files are to be rescued first.
     pub rescue: Option<RescueAsk>,
+    /// How often to sample the seat's session metrics.
+    pub sample_every: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -91,6 +93,7 @@ struct BeatBody {
     reset_id: Option<u32>,
     notice: Option<Notice>,
     rescue: Option<RescueAsk>,
+    metrics_sample_seconds: Option<u64>,
 }
 
 pub struct Allocator {
@@ -230,7 +233,29 @@ impl Allocator {
                 .notice
                 .filter(|n| !n.id.is_empty() && n.id.len() <= 128 && n.text.len() <= 1024),
             rescue: answer.rescue,
+            sample_every: answer
+                .metrics_sample_seconds
+                .filter(|s| (1..=3600).contains(s))
+                .map(Duration::from_secs),
         })
+    }
+
+    /// A batch of session-metrics samples (`super::metrics::Sample` as JSON), taken every
+    /// `interval`.
+    pub async fn send_session_metrics(
+        &self,
+        interval: Duration,
+        samples: &[Value],
+    ) -> Result<(), CallError> {
+        self.post_json(
+            "/api/session-metrics",
+            json!({
+                "hostname": self.vm_name,
+                "interval_seconds": interval.as_secs_f64(),
+                "samples": samples,
+            }),
+        )
+        .await
     }
 
     /// Uploads the archive of rescue `id`, streamed from `file`.

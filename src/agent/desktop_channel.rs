@@ -5,6 +5,7 @@
 //! restarts or the network drops.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,6 +37,33 @@ const STABLE: Duration = Duration::from_secs(60);
 /// A longer line than any open request is not from our allocator.
 const MAX_LINE: usize = 4096;
 
+/// How many streams with input (the participant's, or an instructor's taking control) are
+/// open right now: whether a desktop is connected, for the session metrics.
+#[derive(Debug, Default)]
+pub struct OpenStreams(AtomicUsize);
+
+impl OpenStreams {
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts a stream as open while it lives.
+struct Counted(Arc<OpenStreams>);
+
+impl Counted {
+    fn new(open: Arc<OpenStreams>) -> Counted {
+        open.0.fetch_add(1, Ordering::Relaxed);
+        Counted(open)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Deserialize)]
 struct Open {
     id: String,
@@ -45,6 +73,7 @@ struct Open {
 pub async fn run(
     alloc: Arc<Allocator>,
     vnc: Arc<dyn DesktopSource>,
+    open: Arc<OpenStreams>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
     let mut delays = backoff(Duration::from_secs(30));
@@ -58,7 +87,7 @@ pub async fn run(
             Ok(channel) => {
                 tracing::info!("desktop channel open");
                 let opened = tokio::time::Instant::now();
-                let ended = listen(channel, &alloc, &vnc, &cancel).await;
+                let ended = listen(channel, &alloc, &vnc, &open, &cancel).await;
                 if cancel.is_cancelled() {
                     return Ok(());
                 }
@@ -98,6 +127,7 @@ async fn listen(
     mut channel: reqwest::Response,
     alloc: &Arc<Allocator>,
     vnc: &Arc<dyn DesktopSource>,
+    streams: &Arc<OpenStreams>,
     cancel: &CancellationToken,
 ) -> String {
     let mut line = Vec::new();
@@ -125,7 +155,12 @@ async fn listen(
             }
             match serde_json::from_slice::<Open>(&line) {
                 Ok(open) => {
-                    tokio::spawn(serve_stream(alloc.clone(), vnc.clone(), open));
+                    tokio::spawn(serve_stream(
+                        alloc.clone(),
+                        vnc.clone(),
+                        streams.clone(),
+                        open,
+                    ));
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable line on the desktop channel"),
             }
@@ -135,7 +170,12 @@ async fn listen(
 }
 
 /// One viewer's stream: refused with the reason when the desktop cannot be reached.
-async fn serve_stream(alloc: Arc<Allocator>, vnc: Arc<dyn DesktopSource>, open: Open) {
+async fn serve_stream(
+    alloc: Arc<Allocator>,
+    vnc: Arc<dyn DesktopSource>,
+    streams: Arc<OpenStreams>,
+    open: Open,
+) {
     let server = match connect(vnc.as_ref()).await {
         Ok(server) => server,
         Err(reason) => {
@@ -154,6 +194,7 @@ async fn serve_stream(alloc: Arc<Allocator>, vnc: Arc<dyn DesktopSource>, open: 
         }
     };
     tracing::info!(view_only = open.view_only, "desktop stream open");
+    let _counted = (!open.view_only).then(|| Counted::new(streams));
     match crate::rfb::serve(tunnel, server, open.view_only, VIEWER_HANDSHAKE).await {
         Ok(()) => tracing::info!("desktop stream closed"),
         Err(e) => tracing::info!(error = %e, "desktop stream ended"),

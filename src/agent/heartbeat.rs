@@ -37,6 +37,9 @@ pub struct Reports {
     pub disk: std::path::PathBuf,
     /// The GPUs' latest figures, from the GPU monitor.
     pub gpu: watch::Receiver<Option<GpuUse>>,
+    /// Where the session-metrics interval the allocator asks for is published (the sampler
+    /// keeps its own while none is).
+    pub sample_every: watch::Sender<Option<Duration>>,
 }
 
 /// Sends heartbeats until cancelled; publishes the reset the allocator asks for (its
@@ -64,6 +67,11 @@ pub async fn run(
             Ok(beat) => {
                 warned = false;
                 interval = beat.interval.unwrap_or(interval);
+                reports.sample_every.send_if_modified(|every| {
+                    let changed = *every != beat.sample_every;
+                    *every = beat.sample_every;
+                    changed
+                });
                 reset.send_if_modified(|r| {
                     let changed = *r != beat.reset;
                     *r = beat.reset;

@@ -65,10 +65,13 @@ pub fn software_running(proc_root: &Path, software: &str) -> bool {
     })
 }
 
+/// Scans every `interval`, reports each change until acknowledged, and publishes every
+/// scan's finding in `state` (for the session metrics).
 pub async fn monitor(
     alloc: Arc<Allocator>,
     software: String,
     interval: Duration,
+    state: tokio::sync::watch::Sender<Option<bool>>,
     cancel: CancellationToken,
 ) -> Result<(), CallError> {
     let mut reported: Option<bool> = None;
@@ -78,6 +81,7 @@ pub async fn monitor(
             tokio::task::spawn_blocking(move || software_running(Path::new("/proc"), &name))
                 .await
                 .unwrap_or(false);
+        state.send_replace(Some(running));
         if reported != Some(running) {
             match until_acknowledged("in-use status", &cancel, || alloc.report_in_use(running))
                 .await

@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod heartbeat;
 pub mod inuse;
 pub mod logs;
+pub mod metrics;
 pub mod notify;
 pub mod rescue;
 pub mod reset;
@@ -128,10 +129,12 @@ async fn agent(
         gpu_use_tx,
         cancel.clone(),
     ));
+    let (in_use_tx, in_use) = tokio::sync::watch::channel(None);
     tasks.spawn(inuse::monitor(
         alloc.clone(),
         args.software.clone(),
         every.inuse,
+        in_use_tx,
         cancel.clone(),
     ));
     let positions = Arc::new(logs::Positions::load(state_dir(&args).as_deref()));
@@ -178,10 +181,14 @@ async fn agent(
         std::env::temp_dir(),
         desktop_user.clone(),
     ));
-    if vnc.enabled() {
+    let open_streams = vnc
+        .enabled()
+        .then(Arc::<desktop_channel::OpenStreams>::default);
+    if let Some(open) = &open_streams {
         tasks.spawn(desktop_channel::run(
             alloc.clone(),
             vnc.clone(),
+            open.clone(),
             cancel.clone(),
         ));
     }
@@ -238,12 +245,24 @@ async fn agent(
         fallback_display: args.vnc_display.clone(),
     });
     let (rescue_tx, rescue_rx) = tokio::sync::watch::channel(None);
+    let (sample_every_tx, sample_every) = tokio::sync::watch::channel(None);
+    tasks.spawn(metrics::run(
+        alloc.clone(),
+        metrics::Sources {
+            gpu: gpu_use.clone(),
+            in_use,
+            desktop: open_streams,
+        },
+        sample_every,
+        cancel.clone(),
+    ));
     tasks.spawn(heartbeat::run(
         alloc.clone(),
         every.heartbeat,
         heartbeat::Reports {
             disk: setup.desktop_dir.clone(),
             gpu: gpu_use,
+            sample_every: sample_every_tx,
         },
         reset_tx,
         rescue_tx,

@@ -390,7 +390,12 @@ async fn agents(
     for (name, credential) in names.into_iter().zip(credentials) {
         let alloc =
             Arc::new(Allocator::new(base.clone(), credential, name).map_err(|e| e.to_string())?);
-        tokio::spawn(desktop_channel::run(alloc, source.clone(), stop.clone()));
+        tokio::spawn(desktop_channel::run(
+            alloc,
+            source.clone(),
+            Default::default(),
+            stop.clone(),
+        ));
     }
     Ok(())
 }

@@ -54,6 +54,7 @@ settings! {
         section rescue: RescueConfig;
         section budget: BudgetConfig;
         section idle: IdleConfig;
+        section metrics: MetricsConfig;
     }
 }
 
@@ -419,6 +420,18 @@ settings! {
         gpu_threshold_percent: u64 = 5, range(0, 100);
         /// Release idle seats only while someone waits in the queue.
         only_when_waiting: bool = true;
+    }
+}
+
+settings! {
+    /// Per-seat session metrics sampled by the agents (LabLink's own section).
+    pub struct MetricsConfig {
+        /// Seconds between two samples of a seat's GPU, software and desktop (the agents are
+        /// told in the heartbeat's answer).
+        sample_seconds: u64 = 15, range(1, 3600);
+        /// Most points kept per seat; when full, neighbours are merged (half the resolution),
+        /// so a whole day keeps its shape.
+        max_samples_per_seat: u64 = 720, range(16, 100_000);
     }
 }
 

@@ -12,6 +12,7 @@ mod identity;
 mod rescue;
 mod run;
 mod schedule;
+mod session_metrics;
 mod usage;
 mod waitlist;
 
@@ -28,6 +29,7 @@ pub use rescue::{
 };
 pub use run::{AuditEntry, Run, RunAction, RunState};
 pub use schedule::{EXECUTIONS_KEPT, Execution, Schedule, ScheduleStatus};
+pub use session_metrics::{SeatSeries, SeriesPoint, SeriesSummary, SessionSample};
 pub use usage::{SeatUsage, UsageSample};
 pub use waitlist::WaitEntry;
 

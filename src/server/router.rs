@@ -151,6 +151,7 @@ pub fn build(app: App) -> Router {
         .route("/assets/{*path}", get(assets::serve))
         .merge(rescue_routes())
         .merge(report_routes())
+        .merge(session_metrics_routes())
         .merge(log_shipping)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
@@ -175,6 +176,17 @@ fn report_routes() -> Router<App> {
         .route("/api/desktop-started", post(api::desktop_started))
         .route("/admin/event/report", get(pages::page))
         .route("/admin/event/report.csv", get(pages::csv))
+}
+
+/// Session metrics: the agents' sample batches, the API, the console's page and exports.
+fn session_metrics_routes() -> Router<App> {
+    use super::api::session_metrics as api;
+    use super::pages::session_metrics as pages;
+    Router::new()
+        .route("/api/session-metrics", get(api::get).post(api::post))
+        .route("/admin/sessions", get(pages::page))
+        .route("/admin/export-sessions.csv", get(pages::csv))
+        .route("/admin/export-sessions.json", get(pages::json))
 }
 
 /// Work rescue: the agents' uploads (streamed to disk, limited by `rescue.max_mb`), the

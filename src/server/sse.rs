@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::model::Counts;
 use crate::model::validate_hostname;
+use crate::pool::usage;
 use crate::server::api::{ApiPath, ApiQuery};
 use crate::server::auth::Admin;
 use crate::server::state::App;
@@ -24,6 +25,7 @@ use crate::store::{runs, sessions, vms};
 use crate::views::admin::Viewer;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
 use crate::views::admin::runs::{lines_fragment, summary};
+use crate::views::admin::sessions::rows as session_rows;
 
 /// Changes closer together than this are sent as one update.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -97,17 +99,18 @@ pub struct PoolView {
     view: Option<String>,
 }
 
-/// `GET /admin/events/pool?view=dashboard|instances`: the `counts` fragment, and `chart`
-/// (dashboard) or `instances` (the table), each sent when it changed.
+/// `GET /admin/events/pool?view=dashboard|instances|sessions`: the `counts` fragment, and
+/// `chart` (dashboard), `instances` (the table) or `sessions` (the session summary), each
+/// sent when it changed.
 pub async fn pool(
     State(app): State<App>,
     admin: Admin,
     ApiQuery(q): ApiQuery<PoolView>,
 ) -> EventStream {
-    let second = if q.view.as_deref() == Some("dashboard") {
-        "chart"
-    } else {
-        "instances"
+    let second = match q.view.as_deref() {
+        Some("dashboard") => "chart",
+        Some("sessions") => "sessions",
+        _ => "instances",
     };
     let session = admin.session_id.clone();
     let (tx, rx) = mpsc::channel(8);
@@ -127,13 +130,25 @@ pub async fn pool(
                 csrf: &admin.csrf,
                 now: app.clock.now(),
             };
+            let detail = match second {
+                "chart" => Ok(startup_chart(&pool)),
+                "sessions" => usage::current_sessions(&app.pool)
+                    .await
+                    .map(|seats| session_rows(&seats)),
+                _ => usage::of_current_seats(&app.pool, &pool)
+                    .await
+                    .map(|seats| instance_rows(&pool, &seats, &viewer)),
+            };
+            let detail = match detail {
+                Ok(detail) => detail,
+                Err(e) => {
+                    tracing::error!(error = ?e, "live pool: cannot read the session metrics");
+                    return;
+                }
+            };
             let fresh = [
                 counts(&Counts::of(&pool)).into_string(),
-                if second == "chart" {
-                    startup_chart(&pool).into_string()
-                } else {
-                    instance_rows(&pool, &viewer).into_string()
-                },
+                detail.into_string(),
             ];
             for (i, name) in ["counts", second].into_iter().enumerate() {
                 if fresh[i] != sent[i] {

@@ -70,6 +70,10 @@ pub const RESCUES: TableDefinition<u64, &[u8]> = TableDefinition::new("rescues_v
 pub const SEAT_USAGE: TableDefinition<(i64, &str, &str), &[u8]> =
     TableDefinition::new("seat_usage_v1");
 
+/// The same key as `SEAT_USAGE` → encoded `model::SeatSeries`: each seat's session metrics.
+pub const SEAT_SERIES: TableDefinition<(i64, &str, &str), &[u8]> =
+    TableDefinition::new("seat_series_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -101,5 +105,6 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(WAITLIST_BY_EMAIL)?;
     visitor.visit(RESCUES)?;
     visitor.visit(SEAT_USAGE)?;
+    visitor.visit(SEAT_SERIES)?;
     Ok(())
 }

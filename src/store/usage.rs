@@ -1,12 +1,13 @@
 //! Each seat's GPU use, one row per seat (VM, participant, claim time), written by the
-//! heartbeats of assigned VMs.
+//! heartbeats of assigned VMs; and, under the same key, its session metrics, written by the
+//! agent's sample batches. Nothing prunes either yet: a seat's rows outlive its VM.
 
 use chrono::{DateTime, Utc};
 use redb::{ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
 
-use super::tables::SEAT_USAGE;
+use super::tables::{SEAT_SERIES, SEAT_USAGE};
 use super::{StoreError, codec};
-use crate::model::{SeatUsage, UsageSample};
+use crate::model::{SeatSeries, SeatUsage, SessionSample, UsageSample};
 
 fn key_text(at: i64, host: &str, email: &str) -> String {
     format!("{at}/{host}/{email}")
@@ -53,6 +54,75 @@ pub fn overlapping(
             codec::decode(SEAT_USAGE.name(), &key_text(at, host, email), v.value())?;
         if usage.overlaps(from, to) {
             out.push(usage);
+        }
+    }
+    Ok(out)
+}
+
+/// Takes `samples` into the session metrics of the seat of `email` on `host` claimed at
+/// `assigned_at` (created at its first sample), keeping at most `max_points` points;
+/// how many were taken (see `SeatSeries::record`).
+pub fn record_samples(
+    tx: &WriteTransaction,
+    host: &str,
+    email: &str,
+    assigned_at: DateTime<Utc>,
+    samples: &[SessionSample],
+    max_points: usize,
+    min_gap: chrono::Duration,
+) -> Result<usize, StoreError> {
+    let mut table = tx.open_table(SEAT_SERIES)?;
+    let at = assigned_at.timestamp_millis();
+    let found = match table.get((at, host, email))? {
+        Some(v) => Some(codec::decode::<SeatSeries>(
+            SEAT_SERIES.name(),
+            &key_text(at, host, email),
+            v.value(),
+        )?),
+        None => None,
+    };
+    let mut series = found.unwrap_or_else(|| SeatSeries::new(email, host, assigned_at));
+    let taken = samples
+        .iter()
+        .filter(|s| series.record(s, max_points, min_gap))
+        .count();
+    if taken > 0 {
+        table.insert((at, host, email), codec::encode(&series).as_slice())?;
+    }
+    Ok(taken)
+}
+
+/// Every seat's session metrics, by claim time.
+pub fn all_series(tx: &ReadTransaction) -> Result<Vec<SeatSeries>, StoreError> {
+    let table = tx.open_table(SEAT_SERIES)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let (at, host, email) = k.value();
+        out.push(codec::decode(
+            SEAT_SERIES.name(),
+            &key_text(at, host, email),
+            v.value(),
+        )?);
+    }
+    Ok(out)
+}
+
+/// The session metrics of each seat in `seats` (claim time, host, e-mail) that has some.
+pub fn series_of(
+    tx: &ReadTransaction,
+    seats: &[(DateTime<Utc>, String, String)],
+) -> Result<Vec<SeatSeries>, StoreError> {
+    let table = tx.open_table(SEAT_SERIES)?;
+    let mut out = Vec::new();
+    for (assigned_at, host, email) in seats {
+        let at = assigned_at.timestamp_millis();
+        if let Some(v) = table.get((at, host.as_str(), email.as_str()))? {
+            out.push(codec::decode(
+                SEAT_SERIES.name(),
+                &key_text(at, host, email),
+                v.value(),
+            )?);
         }
     }
     Ok(out)

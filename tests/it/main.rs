@@ -38,6 +38,7 @@ mod rfb;
 mod schedule;
 mod seats;
 mod secrets;
+mod session_metrics;
 mod store;
 mod terraform;
 mod terraform_modules;

@@ -28,7 +28,7 @@ pub struct Heartbeat {
 }
 
 /// More GPU memory than any machine has (16 TiB, in MiB).
-const MAX_GPU_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+pub const MAX_GPU_MEMORY_MIB: u64 = 16 * 1024 * 1024;
 
 fn boot_id_ok(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
@@ -120,6 +120,7 @@ pub async fn post_heartbeat(
     let mut answer = json!({
         "status": "ok",
         "interval_seconds": app.config.server.heartbeat_seconds,
+        "metrics_sample_seconds": app.config.metrics.sample_seconds,
         "reset_requested": vm.reset_requested(),
         "reset_id": vm.resets,
         "notice": notice,

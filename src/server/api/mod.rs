@@ -19,6 +19,7 @@ pub mod report;
 pub mod rescue;
 pub mod schedules;
 pub mod seats;
+pub mod session_metrics;
 pub mod startup;
 pub mod telemetry;
 pub mod waitlist;

@@ -79,9 +79,11 @@ pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, P
         .await
         .map_err(ApiError::store("Failed to read the pool."))?;
     let current = app.provisioner.current().await;
+    let sessions = crate::pool::usage::of_current_seats(&app.pool, &pool).await?;
     Ok(view::instances::page(
         &viewer(&admin),
         &pool,
+        &sessions,
         current.as_ref(),
     ))
 }

@@ -8,6 +8,7 @@ pub mod participant;
 pub mod report;
 pub mod rescue;
 pub mod seat;
+pub mod session_metrics;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;

@@ -5,9 +5,14 @@ use maud::{Markup, html};
 use super::pool::{counts, instance_rows};
 use super::{Viewer, shell};
 use crate::model::Counts;
-use crate::model::{Run, Vm};
+use crate::model::{Run, SeatSeries, Vm};
 
-pub fn page(viewer: &Viewer, pool: &[Vm], current: Option<&Run>) -> Markup {
+pub fn page(
+    viewer: &Viewer,
+    pool: &[Vm],
+    sessions: &[SeatSeries],
+    current: Option<&Run>,
+) -> Markup {
     shell(
         viewer,
         "/admin/instances",
@@ -23,11 +28,11 @@ pub fn page(viewer: &Viewer, pool: &[Vm], current: Option<&Run>) -> Markup {
                 div.scroll {
                     table.pool {
                         thead { tr {
-                            th { "#" } th { "Hostname" } th { "Status" } th { "GPU" } th { "In use" }
+                            th { "#" } th { "Hostname" } th { "Status" } th { "GPU" } th { "In use" } th { "Activity" }
                             th { "Participant" } th { "PIN" } th { "Terraform" } th { "Cloud-init" }
                             th { "Container" } th { "Total" } th { "Actions" }
                         } }
-                        tbody #instances sse-swap="instances" { (instance_rows(pool, viewer)) }
+                        tbody #instances sse-swap="instances" { (instance_rows(pool, sessions, viewer)) }
                     }
                 }
             }

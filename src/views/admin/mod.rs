@@ -12,6 +12,7 @@ pub mod pool;
 pub mod report;
 pub mod runs;
 pub mod schedules;
+pub mod sessions;
 pub mod teardown;
 pub mod token;
 pub mod waitlist;
@@ -29,10 +30,11 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 10] = [
+const NAV: [(&str, &str); 11] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
+    ("/admin/sessions", "Sessions"),
     ("/admin/create", "Launch"),
     ("/admin/scheduled-destruction", "Schedules"),
     ("/admin/instances/delete", "Teardown & data"),

@@ -4,7 +4,7 @@
 use maud::{Markup, html};
 
 use super::{Viewer, csrf_field, seconds};
-use crate::model::{Counts, DesktopKind, Vm};
+use crate::model::{Counts, DesktopKind, SeatSeries, Vm};
 
 pub fn counts(c: &Counts) -> Markup {
     let card = |label: &str, value: usize, class: &str| {
@@ -69,11 +69,12 @@ pub fn startup_chart(pool: &[Vm]) -> Markup {
     }
 }
 
-/// One row per VM, with its actions.
-pub fn instance_rows(pool: &[Vm], viewer: &Viewer) -> Markup {
+/// One row per VM, with its actions, and the sparkline of its seat's session metrics
+/// (`sessions`: those of the seats held now).
+pub fn instance_rows(pool: &[Vm], sessions: &[SeatSeries], viewer: &Viewer) -> Markup {
     html! {
         @if pool.is_empty() {
-            tr { td colspan="12" .note { "No VMs yet. " a href="/admin/create" { "Launch some." } } }
+            tr { td colspan="13" .note { "No VMs yet. " a href="/admin/create" { "Launch some." } } }
         }
         @for (i, vm) in pool.iter().enumerate() {
             tr id={"vm-" (vm.hostname)} data-status=(vm.status.map_or("", |s| s.as_str())) {
@@ -95,6 +96,15 @@ pub fn instance_rows(pool: &[Vm], viewer: &Viewer) -> Markup {
                 }
                 td { (vm.health.as_ref().map_or("—", |h| h.as_str())) }
                 td { (if vm.in_use { "Yes" } else { "No" }) }
+                td.activity {
+                    @if let Some(series) = sessions.iter().find(|s| crate::pool::usage::is_current_seat(vm, s)) {
+                        (super::sessions::sparkline(series))
+                    } @else if vm.assignment.is_some() {
+                        span.note { "no samples yet" }
+                    } @else {
+                        "—"
+                    }
+                }
                 td.assignee { (vm.assignment.as_ref().map_or("—", |a| a.email.as_str())) }
                 td { (vm.assignment.as_ref().map_or("—", |a| a.pin.as_str())) }
                 td { (seconds(vm.timings.terraform_apply.duration_seconds)) }

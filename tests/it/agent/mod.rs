@@ -9,6 +9,7 @@ mod countdown;
 mod desktop;
 mod desktop_started;
 mod logs;
+mod session_metrics;
 mod setup;
 mod telemetry;
 
