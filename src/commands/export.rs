@@ -1,5 +1,6 @@
 //! `lablink export [WHAT] [--format csv|json] [-o FILE]`: the console's downloads from a
-//! running allocator: the pool's records, the event report, the participants' rescued files.
+//! running allocator: the pool's records, the event report, the seats' session metrics, the
+//! participants' rescued files.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ pub enum What {
     Pool,
     /// The event's report (seats, claim→desktop times, failures, cost, one row per participant).
     Report,
+    /// Each seat's session metrics: a summary row per seat (CSV) or with the series (JSON).
+    Sessions,
     /// Every participant's rescued files, as one ZIP.
     Rescues,
 }
@@ -53,6 +56,8 @@ fn source(what: What, format: Option<Format>) -> Result<&'static str, CliError> 
         (What::Pool, Format::Json) => "/admin/export.json",
         (What::Report, Format::Csv) => "/admin/event/report.csv",
         (What::Report, Format::Json) => "/api/event/report",
+        (What::Sessions, Format::Csv) => "/admin/export-sessions.csv",
+        (What::Sessions, Format::Json) => "/admin/export-sessions.json",
     })
 }
 

@@ -415,6 +415,22 @@ async fn export_downloads_the_records_to_a_private_file_or_stdout() {
         );
 
         failed_with(&lablink(&s, &["export", "report"]).await, 1, "No event");
+        // The agent's session samples (the shared token may speak for vm-1).
+        let sample = json!({"age_seconds": 0, "gpu_utilization_pct": 42.0,
+            "gpu_memory_used_mib": 900, "in_use": true, "desktop_connected": null});
+        s.agent_post(
+            "/api/session-metrics",
+            &json!({"hostname": "vm-1", "interval_seconds": 15, "samples": [sample]}),
+        )
+        .await
+        .expect(200);
+        let sessions = succeeded(&lablink(&s, &["export", "sessions"]).await);
+        assert!(
+            sessions
+                .lines()
+                .any(|l| l.contains("vm-1") && l.contains("ada@example.org")),
+            "{sessions}"
+        );
         // The download's refusal comes with the allocator's reason, and writes nothing.
         let zip = s.dir.join("rescues.zip");
         let none = lablink(
