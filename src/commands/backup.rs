@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::remote::{error_chain, is_loopback, password};
+use super::remote::{Admin, error_chain, is_loopback};
 use crate::exit::CliError;
 use crate::store::{self, StoreError, backup as snapshot};
 
@@ -21,11 +21,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct BackupArgs {
     /// Where to write the backup (a redb file; written with mode 0600).
     pub file: PathBuf,
-    /// The allocator's address.
-    #[arg(long, default_value = "http://127.0.0.1:5000")]
-    pub url: String,
     #[command(flatten)]
-    pub login: super::remote::Login,
+    pub target: super::remote::Target,
 }
 
 #[derive(Args, Debug)]
@@ -53,13 +50,13 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 pub fn backup(args: BackupArgs) -> Result<(), CliError> {
-    let base = args.url.trim_end_matches('/');
+    let url = args.target.url().map_err(CliError::Usage)?;
+    let base = url.trim_end_matches('/');
     let endpoint = match reqwest::Url::parse(&format!("{base}/api/backup")) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
         _ => {
             return Err(CliError::Usage(format!(
-                "--url {}: not an http(s) address such as http://127.0.0.1:5000",
-                args.url
+                "--url {url}: not an http(s) address such as http://127.0.0.1:5000"
             )));
         }
     };
@@ -69,19 +66,21 @@ pub fn backup(args: BackupArgs) -> Result<(), CliError> {
             args.file.display()
         )));
     }
-    let password = password(args.login.password_file.as_deref(), &args.login.user, base)
-        .map_err(CliError::Usage)?;
+    let mut client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT);
+    if is_loopback(&endpoint) {
+        client = client.no_proxy();
+    }
+    let client = client
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot set up the HTTP client: {e}")))?;
+    let admin = Admin::with_client(client, base, &args.target.login).map_err(CliError::Usage)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let partial = with_suffix(&args.file, ".partial");
-    let downloaded = runtime.block_on(download(
-        &endpoint,
-        base,
-        &args.login.user,
-        &password,
-        &partial,
-    ));
+    let downloaded = runtime.block_on(download(&admin, &partial));
     let outcome = downloaded.and_then(|bytes| {
         let summary = snapshot::verify(&partial)
             .map_err(|e| format!("the download is not a usable backup: {e}"))?;
@@ -107,25 +106,9 @@ pub fn backup(args: BackupArgs) -> Result<(), CliError> {
 }
 
 /// Downloads the snapshot into `partial` (mode 0600, synced); the number of bytes.
-async fn download(
-    endpoint: &reqwest::Url,
-    base: &str,
-    user: &str,
-    password: &str,
-    partial: &Path,
-) -> Result<u64, String> {
-    let mut client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT);
-    if is_loopback(endpoint) {
-        client = client.no_proxy();
-    }
-    let client = client
-        .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-    let request = client
-        .get(endpoint.clone())
-        .basic_auth(user, Some(password));
+async fn download(admin: &Admin, partial: &Path) -> Result<u64, String> {
+    let base = admin.base();
+    let request = admin.request(reqwest::Method::GET, "/api/backup");
     let mut response = request.send().await.map_err(|e| {
         if e.is_connect() {
             format!(
@@ -146,7 +129,7 @@ async fn download(
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| body.trim().chars().take(200).collect());
         return Err(match status.as_u16() {
-            401 => format!("wrong admin user or password (HTTP 401 from {base})"),
+            401 => admin.refused(),
             404 => format!(
                 "{base} has no backup endpoint (HTTP 404): is it a LabLink allocator of this version?"
             ),

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod install;
+pub mod login;
 pub mod remote;
 pub mod seat;
 pub mod serve;

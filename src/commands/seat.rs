@@ -26,11 +26,8 @@ pub struct SeatArgs {
     /// With `move`: the VM to move the participant to.
     #[arg(long, value_name = "HOST")]
     pub to: Option<String>,
-    /// The allocator's address.
-    #[arg(long, default_value = "http://127.0.0.1:5000")]
-    pub url: String,
     #[command(flatten)]
-    pub login: super::remote::Login,
+    pub target: super::remote::Target,
 }
 
 pub fn run(args: SeatArgs) -> Result<(), CliError> {
@@ -45,8 +42,8 @@ pub fn run(args: SeatArgs) -> Result<(), CliError> {
     if args.to.is_some() && !matches!(args.action, Action::Move) {
         return Err(CliError::Usage("--to goes only with `move`".into()).of("seat"));
     }
-    let admin = super::remote::Admin::new(&args.url, &args.login)
-        .map_err(|e| CliError::Usage(e).of("seat"))?;
+    let admin =
+        super::remote::Admin::new(&args.target).map_err(|e| CliError::Usage(e).of("seat"))?;
     let (verb, body) = match args.action {
         Action::Release => ("release", json!({})),
         Action::Move => ("move", json!({ "to": args.to })),

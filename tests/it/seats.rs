@@ -415,7 +415,7 @@ async fn lablink_seat_fixes_a_seat_from_the_command_line() {
     s.register_many(2).await;
     s.claim("ada@example.org", &crd_command("4/0ACli")).await;
     let base = s.url("");
-    let env = [("LABLINK_ADMIN_PASSWORD", ADMIN_PASSWORD)];
+    let env = [("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)];
     let out = run_binary(
         &["seat", "move", "vm-1", "--to", "vm-2", "--url", &base],
         &env,
