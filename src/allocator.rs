@@ -32,6 +32,7 @@ pub async fn run(
     {
         tracing::warn!("provisioning did not stop within {PROVISION_STOP:?}; leaving it");
     }
+    crate::pool::admin_tokens::flush(&app.pool).await;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.close())
         .await

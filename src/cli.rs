@@ -57,6 +57,11 @@ pub enum Command {
     /// Install this executable as a systemd service (as root).
     #[command(subcommand)]
     Install(crate::commands::install::InstallCommand),
+    /// Sign in to a running allocator once: an API token is made with the password and
+    /// kept (mode 0600) for the commands that talk to it.
+    Login(crate::commands::login::LoginArgs),
+    /// Revoke the stored API token of an allocator and forget it.
+    Logout(crate::commands::login::LogoutArgs),
     /// Download a consistent snapshot of the store from a running allocator.
     Backup(crate::commands::backup::BackupArgs),
     /// Put a backup in place as the store of a stopped allocator.
@@ -120,6 +125,8 @@ pub fn run(cli: Cli) -> ExitCode {
             password_file,
         }) => commands::admin::set_password(&data_dir, password_file.as_deref()),
         Command::Install(command) => commands::install::run(command),
+        Command::Login(args) => commands::login::login(args),
+        Command::Logout(args) => commands::login::logout(args),
         Command::Backup(args) => commands::backup::backup(args),
         Command::Restore(args) => commands::backup::restore(args),
         Command::Version => {

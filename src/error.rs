@@ -26,6 +26,8 @@ pub enum ApiError {
     OtherVm(String),
     #[error("Unauthorized Access")]
     BadBasic,
+    #[error("API token unknown or revoked.")]
+    UnknownApiToken,
     #[error("Cross-site requests are not accepted here.")]
     CrossSite,
     #[error("Too many sign-in checks at once; try again in a moment.")]
@@ -96,9 +98,10 @@ impl ApiError {
         match self {
             ApiError::Refusal(inner) => inner.status(),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::MissingToken | ApiError::BadToken | ApiError::BadBasic => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::MissingToken
+            | ApiError::BadToken
+            | ApiError::BadBasic
+            | ApiError::UnknownApiToken => StatusCode::UNAUTHORIZED,
             ApiError::VmNotFound | ApiError::NoVms | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::CrossSite
             | ApiError::BadCsrf

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::remote::{error_chain, is_loopback, password};
+use super::remote::{Admin, RemoteError, error_chain, is_loopback};
 use crate::exit::CliError;
 use crate::store::{self, StoreError, backup as snapshot};
 
@@ -21,11 +21,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct BackupArgs {
     /// Where to write the backup (a redb file; written with mode 0600).
     pub file: PathBuf,
-    /// The allocator's address.
-    #[arg(long, default_value = "http://127.0.0.1:5000")]
-    pub url: String,
     #[command(flatten)]
-    pub login: super::remote::Login,
+    pub target: super::remote::Target,
 }
 
 #[derive(Args, Debug)]
@@ -53,13 +50,13 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 pub fn backup(args: BackupArgs) -> Result<(), CliError> {
-    let base = args.url.trim_end_matches('/');
+    let url = args.target.url().map_err(CliError::Usage)?;
+    let base = url.trim_end_matches('/');
     let endpoint = match reqwest::Url::parse(&format!("{base}/api/backup")) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
         _ => {
             return Err(CliError::Usage(format!(
-                "--url {}: not an http(s) address such as http://127.0.0.1:5000",
-                args.url
+                "--url {url}: not an http(s) address such as http://127.0.0.1:5000"
             )));
         }
     };
@@ -69,35 +66,36 @@ pub fn backup(args: BackupArgs) -> Result<(), CliError> {
             args.file.display()
         )));
     }
-    let password = password(args.login.password_file.as_deref(), &args.login.user, base)
-        .map_err(CliError::Usage)?;
+    let mut client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT);
+    if is_loopback(&endpoint) {
+        client = client.no_proxy();
+    }
+    let client = client
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot set up the HTTP client: {e}")))?;
+    let admin = Admin::with_client(client, base, &args.target.login).map_err(CliError::Usage)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let partial = with_suffix(&args.file, ".partial");
-    let downloaded = runtime.block_on(download(
-        &endpoint,
-        base,
-        &args.login.user,
-        &password,
-        &partial,
-    ));
+    let downloaded = runtime.block_on(download(&admin, &partial));
     let outcome = downloaded.and_then(|bytes| {
         let summary = snapshot::verify(&partial)
-            .map_err(|e| format!("the download is not a usable backup: {e}"))?;
+            .map_err(|e| CliError::Failed(format!("the download is not a usable backup: {e}")))?;
         std::fs::rename(&partial, &args.file).map_err(|e| {
-            format!(
+            CliError::Failed(format!(
                 "cannot rename {} to {}: {e}",
                 partial.display(),
                 args.file.display()
-            )
+            ))
         })?;
         sync_parent(&args.file);
         Ok((bytes, summary))
     });
-    let (bytes, summary) = outcome.map_err(|e| {
+    let (bytes, summary) = outcome.inspect_err(|_| {
         let _ = std::fs::remove_file(&partial);
-        CliError::Failed(e)
     })?;
     println!(
         "backup of {base} written to {} ({bytes} bytes; {summary})",
@@ -107,68 +105,34 @@ pub fn backup(args: BackupArgs) -> Result<(), CliError> {
 }
 
 /// Downloads the snapshot into `partial` (mode 0600, synced); the number of bytes.
-async fn download(
-    endpoint: &reqwest::Url,
-    base: &str,
-    user: &str,
-    password: &str,
-    partial: &Path,
-) -> Result<u64, String> {
-    let mut client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT);
-    if is_loopback(endpoint) {
-        client = client.no_proxy();
-    }
-    let client = client
-        .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-    let request = client
-        .get(endpoint.clone())
-        .basic_auth(user, Some(password));
-    let mut response = request.send().await.map_err(|e| {
-        if e.is_connect() {
-            format!(
-                "cannot connect to {base}: the allocator is not running there or not reachable ({})",
-                error_chain(&e)
-            )
-        } else if e.is_timeout() {
-            format!("{base} did not answer in time ({})", error_chain(&e))
-        } else {
-            format!("request to {base} failed: {}", error_chain(&e))
-        }
-    })?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| body.trim().chars().take(200).collect());
-        return Err(match status.as_u16() {
-            401 => format!("wrong admin user or password (HTTP 401 from {base})"),
-            404 => format!(
+async fn download(admin: &Admin, partial: &Path) -> Result<u64, CliError> {
+    let base = admin.base();
+    let mut response = match admin.fetch("/api/backup").await {
+        Ok(response) => response,
+        Err(RemoteError::Refused { status: 404, .. }) => {
+            return Err(CliError::Failed(format!(
                 "{base} has no backup endpoint (HTTP 404): is it a LabLink allocator of this version?"
-            ),
-            429 => format!("too many failed sign-ins from this address: {detail}"),
-            _ => format!("{base} answered HTTP {status}: {detail}"),
-        });
-    }
-    let mut out =
-        private_file(partial).map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = private_file(partial)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", partial.display())))?;
     let mut bytes = 0u64;
     loop {
-        let chunk = response
-            .chunk()
-            .await
-            .map_err(|e| format!("the download from {base} broke off: {}", error_chain(&e)))?;
+        let chunk = response.chunk().await.map_err(|e| {
+            CliError::Failed(format!(
+                "the download from {base} broke off: {}",
+                error_chain(&e)
+            ))
+        })?;
         let Some(chunk) = chunk else { break };
         out.write_all(&chunk)
-            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", partial.display())))?;
         bytes += chunk.len() as u64;
     }
     out.sync_all()
-        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", partial.display())))?;
     Ok(bytes)
 }
 

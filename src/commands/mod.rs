@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod export;
 pub mod install;
 pub mod launch;
+pub mod login;
 pub mod logs;
 pub mod output;
 pub mod remote;

@@ -1,63 +1,106 @@
-//! Talking to a running allocator as its admin (HTTP Basic): only the allocator may open
-//! its store, so commands that change a running one go through its API.
+//! Talking to a running allocator as its admin: only the allocator may open its store, so
+//! commands that change a running one go through its API. Which allocator: `--url`, else
+//! `LABLINK_URL`, else the last `lablink login`, else this machine. Signed in with an API
+//! token (`LABLINK_TOKEN`, else the one `lablink login` stored for that address), else
+//! the admin password over HTTP Basic.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::exit::CliError;
 
-/// How a command signs in to a running allocator.
-#[derive(clap::Args, Debug)]
+/// How a command signs in to a running allocator with the password.
+#[derive(clap::Args, Clone, Debug)]
 pub struct Login {
     /// Admin user name.
-    #[arg(long, default_value = "admin")]
+    #[arg(long, env = USER_ENV, default_value = "admin")]
     pub user: String,
-    /// Read the admin password from this file (else LABLINK_ADMIN_PASSWORD, else prompted).
+    /// Read the admin password from this file (else LABLINK_APP_ADMIN_PASSWORD, else
+    /// prompted). Given, it is used even when an API token is stored.
     #[arg(long)]
-    pub password_file: Option<std::path::PathBuf>,
+    pub password_file: Option<PathBuf>,
 }
 
-/// Which allocator a command talks to, and how it signs in.
-#[derive(clap::Args, Debug)]
+/// Which running allocator a command talks to, and how it signs in.
+#[derive(clap::Args, Clone, Debug)]
 pub struct Target {
-    /// The allocator's address.
-    #[arg(long, default_value = "http://127.0.0.1:5000")]
-    pub url: String,
+    /// The allocator's address (else LABLINK_URL, else the address of the last `lablink
+    /// login`, else http://127.0.0.1:5000).
+    #[arg(long)]
+    pub url: Option<String>,
     #[command(flatten)]
     pub login: Login,
 }
 
 impl Target {
-    /// An admin client for the target; a bad `--url` or missing password is a usage error.
+    /// The allocator's address, by the rule above.
+    pub fn url(&self) -> Result<String, String> {
+        if let Some(url) = self.explicit_url() {
+            return Ok(url);
+        }
+        Ok(super::login::Logins::load()?
+            .default_url()
+            .unwrap_or_else(|| DEFAULT_URL.to_owned()))
+    }
+
+    /// The address given by `--url` or `LABLINK_URL`, if any.
+    pub fn explicit_url(&self) -> Option<String> {
+        self.url.clone().or_else(|| non_empty_env(URL_ENV))
+    }
+
+    /// An admin client for the target; a bad `--url` or no credential is a usage error.
     pub fn admin(&self) -> Result<Admin, CliError> {
-        Admin::new(&self.url, &self.login).map_err(CliError::Usage)
+        Admin::new(self).map_err(CliError::Usage)
     }
 }
 
-/// Where the admin password comes from when no `--password-file` is given.
-pub const PASSWORD_ENV: &str = "LABLINK_ADMIN_PASSWORD";
+/// Where the admin password comes from when no `--password-file` is given (the name
+/// `lablink serve` reads it from too).
+pub const PASSWORD_ENV: &str = "LABLINK_APP_ADMIN_PASSWORD";
+/// What `PASSWORD_ENV` was called before: refused, so a script cannot go on unnoticed with
+/// a prompt or a stored token it did not mean.
+pub const OLD_PASSWORD_ENV: &str = "LABLINK_ADMIN_PASSWORD";
+pub const USER_ENV: &str = "LABLINK_APP_ADMIN_USER";
+pub const URL_ENV: &str = "LABLINK_URL";
+pub const TOKEN_ENV: &str = "LABLINK_TOKEN";
+pub const DEFAULT_URL: &str = "http://127.0.0.1:5000";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Names per `POST /api/vm-credentials`: well inside the allocator's 64 KiB body limit.
 const MINT_BATCH: usize = 1_000;
 
-/// The admin password: from `file`, else LABLINK_ADMIN_PASSWORD, else asked on the
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Fails when only the old name of the password variable is set.
+pub fn refuse_old_env() -> Result<(), String> {
+    if std::env::var_os(OLD_PASSWORD_ENV).is_some() && std::env::var_os(PASSWORD_ENV).is_none() {
+        return Err(format!(
+            "{OLD_PASSWORD_ENV} was renamed {PASSWORD_ENV} (the name `lablink serve` reads too): set that instead"
+        ));
+    }
+    Ok(())
+}
+
+/// The admin password: from `file`, else LABLINK_APP_ADMIN_PASSWORD, else asked on the
 /// terminal.
 pub fn password(file: Option<&Path>, user: &str, url: &str) -> Result<String, String> {
+    refuse_old_env()?;
     let text = match file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("--password-file {}: {e}", path.display()))?,
-        None => match std::env::var(PASSWORD_ENV) {
-            Ok(p) if !p.is_empty() => p,
-            _ if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+        None => match non_empty_env(PASSWORD_ENV) {
+            Some(p) => p,
+            None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
                 rpassword::prompt_password(format!("Password of {user} at {url}: "))
                     .map_err(|e| format!("cannot read the password: {e}"))?
             }
-            _ => {
+            None => {
                 return Err(format!(
-                    "no admin password: give --password-file, set {PASSWORD_ENV}, or run in a terminal to be asked"
+                    "no admin password: give --password-file, set {PASSWORD_ENV}, run in a terminal to be asked, or sign in once with `lablink login`"
                 ));
             }
         },
@@ -67,6 +110,49 @@ pub fn password(file: Option<&Path>, user: &str, url: &str) -> Result<String, St
         return Err("the admin password is empty".into());
     }
     Ok(password)
+}
+
+/// How requests sign in.
+#[derive(Clone)]
+enum Credential {
+    /// An admin API token, and where it came from (for the message when it is refused).
+    Token {
+        token: String,
+        from: String,
+    },
+    Password {
+        user: String,
+        password: String,
+    },
+}
+
+/// The credential for the allocator at `url` (already without a trailing slash).
+fn credential(url: &str, login: &Login) -> Result<Credential, String> {
+    refuse_old_env()?;
+    let with_password = |login: &Login| {
+        password(login.password_file.as_deref(), &login.user, url).map(|password| {
+            Credential::Password {
+                user: login.user.clone(),
+                password,
+            }
+        })
+    };
+    if login.password_file.is_some() {
+        return with_password(login);
+    }
+    if let Some(token) = non_empty_env(TOKEN_ENV) {
+        return Ok(Credential::Token {
+            token,
+            from: TOKEN_ENV.to_owned(),
+        });
+    }
+    if let Some(stored) = super::login::Logins::load()?.get(url) {
+        return Ok(Credential::Token {
+            token: stored.token.clone(),
+            from: format!("the login stored for {url}"),
+        });
+    }
+    with_password(login)
 }
 
 pub fn is_loopback(url: &reqwest::Url) -> bool {
@@ -105,36 +191,46 @@ pub fn base_url(url: &str) -> Result<reqwest::Url, String> {
 }
 
 /// An admin's HTTP session with one allocator.
+#[derive(Clone)]
 pub struct Admin {
     base: String,
     client: reqwest::Client,
-    user: String,
-    password: String,
+    credential: Credential,
+}
+
+/// An HTTP client for `url` (no proxy for this machine).
+pub fn client_for(url: &reqwest::Url, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout);
+    if is_loopback(url) {
+        client = client.no_proxy();
+    }
+    client
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
 impl Admin {
-    pub fn new(url: &str, login: &Login) -> Result<Admin, String> {
-        let parsed = base_url(url)?;
-        let mut client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(Duration::from_secs(60));
-        if is_loopback(&parsed) {
-            client = client.no_proxy();
-        }
-        let client = client
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        Admin::with_client(client, url, login)
+    /// The allocator `target` names, with the credential for it.
+    pub fn new(target: &Target) -> Result<Admin, String> {
+        let url = target.url()?;
+        let client = client_for(&base_url(&url)?, Duration::from_secs(60))?;
+        Admin::with_client(client, &url, &target.login)
     }
 
     /// Over an HTTP client the caller already has.
     pub fn with_client(client: reqwest::Client, url: &str, login: &Login) -> Result<Admin, String> {
         let base = url.trim_end_matches('/');
-        let password = password(login.password_file.as_deref(), &login.user, base)?;
-        Ok(Admin::with_password(client, base, &login.user, password))
+        Ok(Admin {
+            base: base.to_owned(),
+            client,
+            credential: credential(base, login)?,
+        })
     }
 
-    /// With a password the caller already has (the benchmark's own allocator).
+    /// With a password the caller already has (the benchmark's own allocator, `lablink
+    /// login`).
     pub fn with_password(
         client: reqwest::Client,
         url: &str,
@@ -144,14 +240,52 @@ impl Admin {
         Admin {
             base: url.trim_end_matches('/').to_owned(),
             client,
-            user: user.to_owned(),
-            password,
+            credential: Credential::Password {
+                user: user.to_owned(),
+                password,
+            },
+        }
+    }
+
+    /// With an API token the caller already has (`lablink logout`).
+    pub fn with_token(client: reqwest::Client, url: &str, token: String, from: String) -> Admin {
+        Admin {
+            base: url.trim_end_matches('/').to_owned(),
+            client,
+            credential: Credential::Token { token, from },
         }
     }
 
     /// The allocator's address, without a trailing slash.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// `request` with this admin's credential.
+    pub fn sign(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Credential::Token { token, .. } => request.bearer_auth(token),
+            Credential::Password { user, password } => request.basic_auth(user, Some(password)),
+        }
+    }
+
+    /// A request to `path` with this admin's credential, for a caller that reads the
+    /// answer itself.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.sign(self.client.request(method, format!("{}{path}", self.base)))
+    }
+
+    /// What a 401 answer means for this credential.
+    pub fn refused(&self) -> String {
+        let base = &self.base;
+        match &self.credential {
+            Credential::Token { from, .. } => format!(
+                "the API token from {from} is unknown or revoked (HTTP 401 from {base}): run `lablink login` to get a new one"
+            ),
+            Credential::Password { .. } => {
+                format!("wrong admin user or password (HTTP 401 from {base})")
+            }
+        }
     }
 
     /// Credentials for `hosts` (`POST /api/vm-credentials`, in batches well inside the
@@ -211,15 +345,26 @@ impl Admin {
         self.call(self.client.get(url)).await
     }
 
-    /// GETs `path` as raw bytes (CSV, ZIP downloads).
-    pub async fn download(&self, path: &str) -> Result<bytes::Bytes, RemoteError> {
+    pub async fn delete(&self, path: &str) -> Result<Value, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        self.call(self.client.delete(url)).await
+    }
+
+    /// GETs `path` for a download (a backup, CSV, ZIP): the successful answer, to read
+    /// whole or stream.
+    pub async fn fetch(&self, path: &str) -> Result<reqwest::Response, RemoteError> {
         let url = format!("{}{path}", self.base);
         // Whatever the download is; a refusal comes as JSON with its reason.
         let request = self
             .client
             .get(url)
             .header(reqwest::header::ACCEPT, "*/*, application/json");
-        let response = self.check(self.send(request).await?).await?;
+        self.check(self.send(request).await?).await
+    }
+
+    /// GETs `path` as raw bytes.
+    pub async fn download(&self, path: &str) -> Result<bytes::Bytes, RemoteError> {
+        let response = self.fetch(path).await?;
         response.bytes().await.map_err(|e| self.failed(&e))
     }
 
@@ -239,14 +384,19 @@ impl Admin {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RemoteError> {
-        request
-            .basic_auth(&self.user, Some(&self.password))
+        self.sign(request)
             .send()
             .await
             .map_err(|e| {
-                if e.is_connect() || e.is_timeout() {
+                if e.is_connect() {
                     RemoteError::Unreachable(format!(
                         "cannot connect to {}: the allocator is not running there or not reachable ({})",
+                        self.base,
+                        error_chain(&e)
+                    ))
+                } else if e.is_timeout() {
+                    RemoteError::Unreachable(format!(
+                        "{} did not answer in time ({})",
                         self.base,
                         error_chain(&e)
                     ))
@@ -279,10 +429,7 @@ impl Admin {
             .map(str::to_owned)
             .unwrap_or_else(|| text.trim().chars().take(200).collect());
         Err(match status.as_u16() {
-            401 => RemoteError::Unauthorized(format!(
-                "wrong admin user or password (HTTP 401 from {base})"
-            )),
-            403 => RemoteError::Unauthorized(format!("{base} refused: {detail} (HTTP 403)")),
+            401 => RemoteError::Unauthorized(self.refused()),
             code => RemoteError::Refused {
                 status: code,
                 message: format!("{base} answered HTTP {status}: {detail}"),
@@ -297,10 +444,11 @@ pub enum RemoteError {
     /// Nothing answered (connection refused, DNS, timeout): trying later may help.
     #[error("{0}")]
     Unreachable(String),
-    /// The credentials were refused (401) or do not allow this (403).
+    /// The credentials were refused (401).
     #[error("{0}")]
     Unauthorized(String),
-    /// The allocator answered and refused the request (the message is its reason).
+    /// The allocator answered and refused the request (the message is its reason; 403:
+    /// the credentials do not allow it).
     #[error("{message}")]
     Refused { status: u16, message: String },
     /// The exchange broke off, or the answer could not be read.
@@ -312,7 +460,11 @@ impl From<RemoteError> for CliError {
     fn from(e: RemoteError) -> CliError {
         match e {
             RemoteError::Unreachable(m) => CliError::Unreachable(m),
-            RemoteError::Unauthorized(m) => CliError::Unauthorized(m),
+            RemoteError::Unauthorized(m)
+            | RemoteError::Refused {
+                status: 403,
+                message: m,
+            } => CliError::Unauthorized(m),
             RemoteError::Refused { message, .. } | RemoteError::Failed(message) => {
                 CliError::Failed(message)
             }

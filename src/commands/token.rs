@@ -25,11 +25,9 @@ pub struct TokenArgs {
     /// Revoke this VM: its credential stops working and its record is removed.
     #[arg(long, value_name = "NAME")]
     pub revoke: Option<String>,
-    /// A running allocator's address: mint or revoke through its API.
-    #[arg(long)]
-    pub url: Option<String>,
+    /// A running allocator (--url, or LABLINK_URL): mint or revoke through its API.
     #[command(flatten)]
-    pub login: super::remote::Login,
+    pub target: super::remote::Target,
 }
 
 enum Change<'a> {
@@ -51,9 +49,12 @@ pub fn run(args: TokenArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let text = match (change, &args.url) {
+    let text = match (change, args.target.explicit_url()) {
         (None, _) => return print_shared(&args.data_dir, &runtime),
-        (Some((_, change)), Some(url)) => runtime.block_on(through_api(&args, url, change)),
+        (Some((_, change)), Some(url)) => {
+            let admin = super::remote::Admin::new(&args.target).map_err(CliError::Usage)?;
+            runtime.block_on(through_api(&admin, &url, change))
+        }
         (Some((_, change)), None) => runtime.block_on(in_store(&args.data_dir, change)),
     }
     .map_err(CliError::Failed)?;
@@ -95,8 +96,11 @@ fn print_shared(data_dir: &Path, runtime: &tokio::runtime::Runtime) -> Result<()
     Ok(())
 }
 
-async fn through_api(args: &TokenArgs, url: &str, change: Change<'_>) -> Result<String, String> {
-    let admin = super::remote::Admin::new(url, &args.login)?;
+async fn through_api(
+    admin: &super::remote::Admin,
+    url: &str,
+    change: Change<'_>,
+) -> Result<String, String> {
     match change {
         Change::Mint(name) => {
             let answer = admin

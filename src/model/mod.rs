@@ -4,6 +4,7 @@
 //! transitions easy to test and the store the only place that persists them. Hostnames,
 //! identities, provisioning runs, schedules and the pool's counts have files of their own.
 
+mod admin_token;
 pub mod budget;
 mod counts;
 mod event;
@@ -16,6 +17,9 @@ mod session_metrics;
 mod usage;
 mod waitlist;
 
+pub use admin_token::{
+    AdminToken, MAX_TOKEN_NAME_LEN, TOKEN_PREFIX, TokenScope, check_token_name, token_digest,
+};
 pub use counts::Counts;
 pub use event::{
     Event, EventEnd, EventLaunch, EventPhase, EventPlan, JournalEntry, JournalKind, LaunchReason,

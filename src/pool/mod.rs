@@ -4,6 +4,7 @@
 //! HTTP handlers, the CLI's server side and the background jobs call in here; this layer
 //! knows nothing of HTTP.
 
+pub mod admin_tokens;
 pub mod agent_token;
 pub mod budget;
 pub mod claim;
@@ -79,6 +80,8 @@ pub struct Pool {
     pub rescues: Arc<rescue::Rescuer>,
     /// How long each seat has been idle (`idle.reclaim_minutes`).
     pub idle: idle::IdleSeats,
+    /// The admin API tokens in force and their last use.
+    pub admin_tokens: admin_tokens::AdminTokens,
 }
 
 impl Pool {
@@ -106,6 +109,7 @@ impl Pool {
         let metrics = Arc::new(Metrics::new());
         let identities = Identities::load(store.clone(), api_token.clone()).await?;
         let liveness = Arc::new(Liveness::new(config.staleness_limit()));
+        let admin_tokens = admin_tokens::AdminTokens::load(&store).await?;
         let known = store.read(vms::list).await?;
         liveness.watch(known.into_iter().map(|vm| {
             let heartbeats = vm.boot_id.is_some();
@@ -154,6 +158,7 @@ impl Pool {
             shutdown: CancellationToken::new(),
             rescues,
             idle: idle::IdleSeats::default(),
+            admin_tokens,
         };
         event::load(&pool).await.map_err(|e| match e {
             event::EventLoadError::Store(e) => OpenError::Store(e),

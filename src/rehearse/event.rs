@@ -83,7 +83,7 @@ pub async fn rehearse(
         let arrive = started + Duration::from_secs_f64(offset);
         let leave_at =
             leaves.then(|| arrive + (ends - arrive).mul_f64(rand::random::<f64>() / 2.0));
-        let admin = Admin::with_client(http.clone(), &base, &args.login)?;
+        let admin = admin.clone();
         people.spawn(async move {
             tokio::time::sleep_until(arrive.into()).await;
             participant(&http, &base, &admin, browser, arrive, leave_at, ends).await

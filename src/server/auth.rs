@@ -1,4 +1,5 @@
-//! Who may call what: agents with the bearer token, the admin with HTTP Basic.
+//! Who may call what: agents with the bearer token, the admin with HTTP Basic, a console
+//! session or an admin API token (`Bearer lablink_at_…`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use super::client_ip::ClientIp;
 use super::state::App;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::model::TOKEN_PREFIX;
+use crate::pool::admin_tokens::TokenUse;
 use crate::pool::liveness::Liveness;
 use crate::shared_token::AgentScope;
 use crate::store::{Store, StoreError, meta};
@@ -294,6 +297,53 @@ async fn verify_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// The token of `Authorization: Bearer lablink_at_…`: an admin API token, not an agent's
+/// credential.
+fn admin_token(header: Option<&str>) -> Option<&str> {
+    header?
+        .strip_prefix("Bearer ")
+        .filter(|t| t.starts_with(TOKEN_PREFIX))
+}
+
+/// Checks an admin API token, and that its scope allows this request. An unknown token
+/// counts against the client's sign-in limit, as a wrong password does; a known one
+/// neither counts nor clears earlier failures (it is not the password).
+fn check_admin_token(
+    app: &App,
+    token: &str,
+    parts: &Parts,
+    ip: Option<IpAddr>,
+) -> Result<TokenUse, ApiError> {
+    if !parts.method.is_safe() && cross_site(&parts.headers) {
+        return Err(ApiError::CrossSite);
+    }
+    let attempt = match ip.map(|ip| app.login_limiter.begin(ip)) {
+        Some(Err(wait)) => return Err(ApiError::TooManyAttempts(wait.as_secs())),
+        Some(Ok(attempt)) => Some(attempt),
+        None => None,
+    };
+    let Some(found) = app.admin_tokens.check(token, ip, app.clock.now()) else {
+        if let Some(attempt) = attempt {
+            attempt.finish(false);
+        }
+        return Err(ApiError::UnknownApiToken);
+    };
+    drop(attempt);
+    if !found.scope.allows(parts.method.as_str()) && !revokes_itself(parts, &found) {
+        return Err(ApiError::Forbidden(format!(
+            "The API token \"{}\" has the read_only scope: it may only make GET and HEAD requests. \
+             Use an admin-scope token (or the password) for changes.",
+            found.name
+        )));
+    }
+    Ok(found)
+}
+
+/// A token may always revoke itself (`lablink logout`), whatever its scope.
+fn revokes_itself(parts: &Parts, token: &TokenUse) -> bool {
+    parts.method == Method::DELETE && parts.uri.path() == format!("/api/admin-tokens/{}", token.id)
+}
+
 /// A VM agent, authenticated by its own credential (or the shared token, if accepted).
 pub struct Agent {
     pub scope: AgentScope,
@@ -392,7 +442,9 @@ impl FromRequestParts<App> for AgentOrAdmin {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let header = authorization(parts);
-        if header.is_some_and(|h| h.starts_with("Bearer ")) {
+        if let Some(token) = admin_token(header) {
+            check_admin_token(app, token, parts, peer_ip(parts)).map(|_| AgentOrAdmin::Admin)
+        } else if header.is_some_and(|h| h.starts_with("Bearer ")) {
             check_bearer(app, header).map(AgentOrAdmin::Agent)
         } else {
             check_basic(app, header, peer_ip(parts))
@@ -403,7 +455,8 @@ impl FromRequestParts<App> for AgentOrAdmin {
 }
 
 /// The signed-in admin: by the session cookie of the login form (state-changing requests
-/// must carry the session's CSRF token), or by HTTP Basic for scripts written for upstream.
+/// must carry the session's CSRF token), by HTTP Basic for scripts written for upstream,
+/// or by an admin API token.
 pub struct Admin {
     pub user: String,
     /// The client's address, for the audit log and the sign-in limit.
@@ -412,6 +465,8 @@ pub struct Admin {
     pub csrf: String,
     /// The session's id (none under Basic): live streams check it is still signed in.
     pub session_id: Option<String>,
+    /// The API token the request came with, if it came with one.
+    pub api_token: Option<TokenUse>,
 }
 
 impl Admin {
@@ -427,6 +482,17 @@ impl Admin {
     /// Signed in through the console (a session) rather than HTTP Basic.
     pub fn from_console(&self) -> bool {
         !self.csrf.is_empty()
+    }
+
+    /// Refuses what only the password or a console session may do: `what` names it.
+    pub fn not_by_token(&self, what: &str) -> Result<(), ApiError> {
+        match &self.api_token {
+            Some(token) => Err(ApiError::Forbidden(format!(
+                "An API token (here \"{}\") cannot {what}; use the admin password or the console.",
+                token.name
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -460,6 +526,17 @@ impl FromRequestParts<App> for Admin {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
         let ip = peer_ip(parts);
         let header = authorization(parts);
+        if let Some(token) = admin_token(header) {
+            let used =
+                check_admin_token(app, token, parts, ip).map_err(IntoResponse::into_response)?;
+            return Ok(Admin {
+                user: format!("{} (token \"{}\")", app.admin.user, used.name),
+                ip,
+                csrf: String::new(),
+                session_id: None,
+                api_token: Some(used),
+            });
+        }
         if header.is_some_and(|h| h.starts_with("Basic ")) {
             if !parts.method.is_safe() && cross_site(&parts.headers) {
                 return Err(ApiError::CrossSite.into_response());
@@ -472,6 +549,7 @@ impl FromRequestParts<App> for Admin {
                 ip,
                 csrf: String::new(),
                 session_id: None,
+                api_token: None,
             });
         }
         let Some(session) = parts.extensions.get::<Session>().cloned() else {
@@ -505,6 +583,7 @@ impl FromRequestParts<App> for Admin {
             ip,
             csrf,
             session_id: session.id().map(|id| id.to_string()),
+            api_token: None,
         })
     }
 }

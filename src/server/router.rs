@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json};
 use serde_json::json;
 use tracing::Instrument;
@@ -149,6 +149,7 @@ pub fn build(app: App) -> Router {
         .route("/download/lablink", get(download::executable))
         .route("/download/lablink.sha256", get(download::checksum))
         .route("/assets/{*path}", get(assets::serve))
+        .merge(admin_token_routes())
         .merge(rescue_routes())
         .merge(report_routes())
         .merge(session_metrics_routes())
@@ -165,6 +166,17 @@ pub fn build(app: App) -> Router {
             observe::observe,
         ))
         .with_state(app)
+}
+
+/// Admin API tokens: the JSON API and the console's page.
+fn admin_token_routes() -> Router<App> {
+    use super::api::admin_tokens as api;
+    use super::pages::api_tokens as pages;
+    Router::new()
+        .route("/api/admin-tokens", get(api::list).post(api::create))
+        .route("/api/admin-tokens/{id}", delete(api::revoke))
+        .route("/admin/api-tokens", get(pages::page).post(pages::create))
+        .route("/admin/api-tokens/{id}/revoke", post(pages::revoke))
 }
 
 /// The post-event report (HTML, CSV, JSON) and the agents' "desktop started" it times.

@@ -74,6 +74,10 @@ pub const SEAT_USAGE: TableDefinition<(i64, &str, &str), &[u8]> =
 pub const SEAT_SERIES: TableDefinition<(i64, &str, &str), &[u8]> =
     TableDefinition::new("seat_series_v1");
 
+/// token id → encoded `model::AdminToken`: the admin API tokens (their SHA-256, never the
+/// text). A revoked token's entry is removed.
+pub const ADMIN_TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("admin_tokens_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -106,5 +110,7 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(RESCUES)?;
     visitor.visit(SEAT_USAGE)?;
     visitor.visit(SEAT_SERIES)?;
+
+    visitor.visit(ADMIN_TOKENS)?;
     Ok(())
 }

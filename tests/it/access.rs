@@ -143,7 +143,7 @@ async fn lablink_token_prints_a_vm_credential_the_server_accepts() {
     let base = s.url("");
     let out = run_binary(
         &["token", "--url", &base, "--vm", "lab-pc-3"],
-        &[("LABLINK_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        &[("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
         10,
     )
     .await;

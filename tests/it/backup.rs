@@ -16,7 +16,7 @@ use lablink::store::{Store, audit, backup, codec, meta, schedules, vms};
 
 use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TestServer, crd_command, run_binary, within};
 
-const ENV_PASSWORD: (&str, &str) = ("LABLINK_ADMIN_PASSWORD", ADMIN_PASSWORD);
+const ENV_PASSWORD: (&str, &str) = ("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD);
 
 /// Everything a restore must bring back, as the store reads it.
 #[derive(Debug, PartialEq)]
@@ -225,8 +225,8 @@ async fn a_wrong_password_or_no_allocator_leaves_no_file() {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let file = out_dir.path().join("b.redb");
     within(60, "test", async {
-        let out = backup_with(&s.base, &file, &[("LABLINK_ADMIN_PASSWORD", "not-it")]).await;
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let out = backup_with(&s.base, &file, &[("LABLINK_APP_ADMIN_PASSWORD", "not-it")]).await;
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
         assert!(
             text(&out.stderr).contains("wrong admin user or password"),
             "{}",
@@ -238,7 +238,7 @@ async fn a_wrong_password_or_no_allocator_leaves_no_file() {
         let out = backup_with(&s.base, &file, &[]).await;
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
         assert!(
-            text(&out.stderr).contains("LABLINK_ADMIN_PASSWORD"),
+            text(&out.stderr).contains("LABLINK_APP_ADMIN_PASSWORD"),
             "{}",
             text(&out.stderr)
         );
@@ -248,7 +248,7 @@ async fn a_wrong_password_or_no_allocator_leaves_no_file() {
 
         let nobody = format!("http://127.0.0.1:{}", crate::helpers::free_port());
         let out = backup_with(&nobody, &file, &[ENV_PASSWORD]).await;
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
         let stderr = text(&out.stderr);
         assert!(
             stderr.contains("not running") && stderr.contains(&nobody),

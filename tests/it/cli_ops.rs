@@ -126,7 +126,7 @@ async fn bad_credentials_an_unreachable_allocator_and_bad_flags_have_their_statu
         for args in [["status"], ["runs"], ["seats"]] {
             let wrong = run_binary(
                 &[args[0], "--url", &base],
-                &[("LABLINK_ADMIN_PASSWORD", "not-the-password")],
+                &[("LABLINK_APP_ADMIN_PASSWORD", "not-the-password")],
                 30,
             )
             .await;

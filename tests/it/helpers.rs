@@ -687,7 +687,7 @@ pub async fn mint_credential(s: &TestServer, host: &str) -> String {
 
 /// The environment a `lablink` command needs to sign in to a TestServer as its admin.
 pub fn admin_cli_env() -> [(&'static str, &'static str); 1] {
-    [("LABLINK_ADMIN_PASSWORD", ADMIN_PASSWORD)]
+    [("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)]
 }
 
 /// Runs the real `lablink` binary with a clean environment; fails the test after `secs`.

@@ -4,6 +4,7 @@
 mod access;
 mod agent;
 mod agent_api;
+mod api_tokens;
 mod architecture;
 mod assets;
 mod backup;

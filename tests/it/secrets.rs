@@ -58,7 +58,7 @@ async fn no_secret_reaches_any_log() {
         .to_owned();
     let http = reqwest::Client::new();
 
-    let (pin, session, csrf, new_token, vm) = within(90, "a workshop", async {
+    let (pin, session, csrf, new_token, vm, api_token) = within(90, "a workshop", async {
         // The admin launches a VM (Basic auth) after one wrong guess.
         let wrong = http
             .post(format!("{base}/api/launch"))
@@ -103,6 +103,26 @@ async fn no_secret_reaches_any_log() {
         let page = claim.text().await.expect("page");
         let pin = html_field(&page, "pin").expect("a PIN");
         let vm = html_field(&page, "hostname").expect("a VM");
+
+        // A script's admin API token is made and used.
+        let made: Value = http
+            .post(format!("{base}/api/admin-tokens"))
+            .basic_auth("admin", Some(ADMIN_PASSWORD))
+            .json(&serde_json::json!({"name": "ci", "scope": "admin"}))
+            .send()
+            .await
+            .expect("make a token")
+            .json()
+            .await
+            .expect("json");
+        let api_token = made["token"].as_str().expect("a token").to_owned();
+        let used = http
+            .get(format!("{base}/api/vms"))
+            .bearer_auth(&api_token)
+            .send()
+            .await
+            .expect("GET /api/vms");
+        assert_eq!(used.status(), 200);
 
         // The admin signs in with the form and rotates the agents' token.
         let no_redirects = reqwest::Client::builder()
@@ -158,7 +178,7 @@ async fn no_secret_reaches_any_log() {
             .strip_prefix("lablink_session=")
             .unwrap_or_default()
             .to_owned();
-        (pin, session, csrf, new_token, vm)
+        (pin, session, csrf, new_token, vm, api_token)
     })
     .await;
 
@@ -207,6 +227,7 @@ async fn no_secret_reaches_any_log() {
         ("VM credential after rotation", new.for_vm(&vm, &nonce)),
         ("CSRF token", csrf.clone()),
         ("session id", session.clone()),
+        ("admin API token", api_token.clone()),
     ];
     let logs = every_log(&data, &serve_log);
     assert!(logs.len() >= 2, "the agent's log is searched too");

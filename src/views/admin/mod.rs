@@ -1,6 +1,7 @@
 //! The admin console: a shared shell (navigation, sign-out, the CSRF token every form and
 //! htmx request carries) and one module per page.
 
+pub mod api_tokens;
 pub mod audit;
 pub mod cost;
 pub mod dashboard;
@@ -30,7 +31,7 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 11] = [
+const NAV: [(&str, &str); 12] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
@@ -39,6 +40,7 @@ const NAV: [(&str, &str); 11] = [
     ("/admin/scheduled-destruction", "Schedules"),
     ("/admin/instances/delete", "Teardown & data"),
     ("/admin/token", "Agent token"),
+    ("/admin/api-tokens", "API tokens"),
     ("/admin/audit", "Audit log"),
     ("/admin/waitlist", "Waitlist"),
     ("/admin/rescues", "Rescued files"),

@@ -291,7 +291,7 @@ async fn the_assignment_arrives_after_the_allocator_was_killed_mid_poll() {
     // As shipped: the VM runs on its own credential, minted by the admin.
     let minted = run_binary(
         &["token", "--url", &base, "--vm", &rig.vm],
-        &[("LABLINK_ADMIN_PASSWORD", SERVE_ADMIN_PASSWORD)],
+        &[("LABLINK_APP_ADMIN_PASSWORD", SERVE_ADMIN_PASSWORD)],
         20,
     )
     .await;
