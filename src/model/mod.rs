@@ -9,6 +9,7 @@ mod counts;
 mod event;
 mod hostname;
 mod identity;
+pub mod log_errors;
 mod rescue;
 mod run;
 mod schedule;
