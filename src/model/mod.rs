@@ -27,7 +27,7 @@ pub use identity::Identity;
 pub use rescue::{
     LEFT_OUT_ENTRY, PendingRescue, Rescue, RescueOutcome, RescueReason, upload_limit,
 };
-pub use run::{AuditEntry, Run, RunAction, RunState};
+pub use run::{AuditEntry, Run, RunAction, RunProgress, RunState};
 pub use schedule::{EXECUTIONS_KEPT, Execution, Schedule, ScheduleStatus};
 pub use usage::{SeatUsage, UsageSample};
 pub use waitlist::WaitEntry;

@@ -38,6 +38,17 @@ impl RunState {
     pub fn is_finished(self) -> bool {
         self != RunState::Running
     }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed out",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// One admin action, as the audit log keeps it.
@@ -70,6 +81,22 @@ pub struct Run {
     pub exit_code: Option<i32>,
     /// Output lines stored so far.
     pub lines: u64,
+    /// Resources (Terraform) or VMs (local provider) done out of the total; `None` when
+    /// the provider does not tell (and for runs stored before it was kept).
+    #[serde(default)]
+    pub progress: Option<RunProgress>,
+    /// The admin who cancelled the run, when it was cancelled by one.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
+}
+
+/// How far a run has come: `done` and `failed` out of `total` (`total` may grow while a
+/// provider still plans).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProgress {
+    pub done: u32,
+    pub total: u32,
+    pub failed: u32,
 }
 
 impl Run {

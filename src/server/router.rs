@@ -147,6 +147,7 @@ pub fn build(app: App) -> Router {
         .route("/assets/{*path}", get(assets::serve))
         .merge(rescue_routes())
         .merge(report_routes())
+        .merge(operations_routes())
         .merge(log_shipping)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
@@ -171,6 +172,17 @@ fn report_routes() -> Router<App> {
         .route("/api/desktop-started", post(api::desktop_started))
         .route("/admin/event/report", get(pages::page))
         .route("/admin/event/report.csv", get(pages::csv))
+}
+
+/// Following the allocator's own log, and cancelling a run.
+fn operations_routes() -> Router<App> {
+    use super::api::allocator_log;
+    use super::pages::allocator_log as page;
+    Router::new()
+        .route("/api/allocator-log", get(allocator_log::get))
+        .route("/admin/allocator-log", get(page::page))
+        .route("/admin/allocator-log/events", get(sse::allocator_log))
+        .route("/api/runs/{id}/cancel", post(provision::cancel_run))
 }
 
 /// Work rescue: the agents' uploads (streamed to disk, limited by `rescue.max_mb`), the

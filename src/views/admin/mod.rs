@@ -1,6 +1,7 @@
 //! The admin console: a shared shell (navigation, sign-out, the CSRF token every form and
 //! htmx request carries) and one module per page.
 
+pub mod allocator_log;
 pub mod audit;
 pub mod cost;
 pub mod dashboard;
@@ -29,7 +30,7 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 10] = [
+const NAV: [(&str, &str); 11] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
@@ -38,6 +39,7 @@ const NAV: [(&str, &str); 10] = [
     ("/admin/instances/delete", "Teardown & data"),
     ("/admin/token", "Agent token"),
     ("/admin/audit", "Audit log"),
+    ("/admin/allocator-log", "Allocator log"),
     ("/admin/waitlist", "Waitlist"),
     ("/admin/rescues", "Rescued files"),
 ];
