@@ -107,3 +107,20 @@ impl Run {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_stored_before_progress_was_kept_still_reads() {
+        let stored = r#"{"id":4,"action":"launch","count":2,"provider":"terraform",
+            "requested_by":"admin","requested_from":null,"state":"succeeded",
+            "started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:05:00Z",
+            "exit_code":0,"lines":12}"#;
+        let run: Run = serde_json::from_str(stored).expect("an old run");
+        assert_eq!((run.progress, run.cancelled_by), (None, None));
+        let shown = serde_json::to_value(&run).expect("json");
+        assert_eq!(shown["progress"], serde_json::Value::Null);
+    }
+}

@@ -33,6 +33,7 @@ mod rehearse;
 mod report;
 mod rescue;
 mod rfb;
+mod runs;
 mod schedule;
 mod seats;
 mod secrets;

@@ -8,11 +8,11 @@ use serde_json::Value;
 
 use crate::helpers::{Auth, TestServer, wait_for, within};
 
-fn fake_terraform() -> PathBuf {
+pub(crate) fn fake_terraform() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin/terraform")
 }
 
-async fn terraform_server(timeout_secs: u64) -> TestServer {
+pub(crate) async fn terraform_server(timeout_secs: u64) -> TestServer {
     terraform_server_with(timeout_secs, |_| {}).await
 }
 
@@ -34,16 +34,16 @@ async fn terraform_server_with(
     .await
 }
 
-fn control(s: &TestServer) -> PathBuf {
+pub(crate) fn control(s: &TestServer) -> PathBuf {
     s.dir.join("fake-tf")
 }
 
-fn set_mode(s: &TestServer, mode: &str) {
+pub(crate) fn set_mode(s: &TestServer, mode: &str) {
     std::fs::create_dir_all(control(s)).expect("mkdir");
     std::fs::write(control(s).join("mode"), mode).expect("mode");
 }
 
-fn calls(s: &TestServer) -> Vec<Value> {
+pub(crate) fn calls(s: &TestServer) -> Vec<Value> {
     std::fs::read_to_string(control(s).join("calls.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -51,7 +51,7 @@ fn calls(s: &TestServer) -> Vec<Value> {
         .collect()
 }
 
-fn args_of(call: &Value) -> Vec<String> {
+pub(crate) fn args_of(call: &Value) -> Vec<String> {
     call["args"]
         .as_array()
         .expect("args")
@@ -103,6 +103,7 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
                 "-input=false",
                 "-no-color",
                 "-auto-approve",
+                "-json",
                 "-var-file=lablink.tfvars.json"
             ]
         );
@@ -207,6 +208,7 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
                 "-input=false",
                 "-no-color",
                 "-auto-approve",
+                "-json",
                 "-var-file=lablink.tfvars.json"
             ]
         );
