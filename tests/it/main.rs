@@ -23,6 +23,7 @@ mod helpers;
 mod idle;
 mod limits;
 mod liveness;
+mod logs_view;
 mod long_poll;
 mod observability;
 mod openapi;
