@@ -291,9 +291,14 @@ mod tests {
     #[test]
     fn the_ring_keeps_the_newest_lines_and_filters_by_level() {
         let ring = LogRing::new(3);
-        for (i, level) in [LogLevel::Info, LogLevel::Warn, LogLevel::Debug, LogLevel::Error]
-            .into_iter()
-            .enumerate()
+        for (i, level) in [
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Debug,
+            LogLevel::Error,
+        ]
+        .into_iter()
+        .enumerate()
         {
             ring.push(level, "lablink::test", format!("line {}", i + 1));
         }
@@ -322,9 +327,16 @@ mod tests {
         fields.field("by", format_args!("admin"));
         fields.field("reason", format_args!("{:?}", "over budget"));
         ring.push(LogLevel::Warn, "t", fields.finish());
-        ring.push(LogLevel::Info, "t", "token lablink-vm:vm-1:ab:cdef used".into());
+        ring.push(
+            LogLevel::Info,
+            "t",
+            "token lablink-vm:vm-1:ab:cdef used".into(),
+        );
         let (lines, _) = ring.read(LogLevel::Debug, None, 10);
-        assert_eq!(lines[0].message, "run refused by=admin reason=\"over budget\"");
+        assert_eq!(
+            lines[0].message,
+            "run refused by=admin reason=\"over budget\""
+        );
         assert_eq!(lines[1].message, "token [redacted] used");
     }
 }

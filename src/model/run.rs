@@ -119,7 +119,7 @@ mod tests {
             "started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:05:00Z",
             "exit_code":0,"lines":12}"#;
         let run: Run = serde_json::from_str(stored).expect("an old run");
-        assert_eq!((run.progress, run.cancelled_by), (None, None));
+        assert_eq!((run.progress, run.cancelled_by.as_deref()), (None, None));
         let shown = serde_json::to_value(&run).expect("json");
         assert_eq!(shown["progress"], serde_json::Value::Null);
     }

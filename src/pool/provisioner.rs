@@ -326,7 +326,9 @@ impl Provisioner {
         let (state, exit_code) = match result {
             Ok(()) => {
                 if let Some(by) = &cancelled_by {
-                    log.line(format!("{by} asked to cancel the run after its work was done"));
+                    log.line(format!(
+                        "{by} asked to cancel the run after its work was done"
+                    ));
                 }
                 (RunState::Succeeded, Some(0))
             }

@@ -241,10 +241,7 @@ impl Provider for Local {
                 return Err(RunFailure {
                     state: crate::model::RunState::Cancelled,
                     exit_code: None,
-                    message: format!(
-                        "stopped after {} of {count} VM(s): {made}",
-                        started.len()
-                    ),
+                    message: format!("stopped after {} of {count} VM(s): {made}", started.len()),
                     rows_to_remove: Vec::new(),
                 });
             }

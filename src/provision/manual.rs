@@ -43,7 +43,13 @@ impl Provider for Manual {
             ));
         }
         let total = hosts.len() as u32;
-        log.progress(|p| *p = crate::model::RunProgress { done: total, total, failed: 0 });
+        log.progress(|p| {
+            *p = crate::model::RunProgress {
+                done: total,
+                total,
+                failed: 0,
+            }
+        });
         Ok(())
     }
 }

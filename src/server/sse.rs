@@ -14,17 +14,17 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
+use crate::logging::ring;
 use crate::model::Counts;
 use crate::model::log_errors::ErrorFilter;
 use crate::model::validate_hostname;
+use crate::server::api::allocator_log::level_and_limit;
 use crate::server::api::logs::parse_errors_only;
 use crate::server::api::{ApiPath, ApiQuery};
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, sessions, vms};
-use crate::logging::ring;
-use crate::server::api::allocator_log::level_and_limit;
 use crate::views::admin::Viewer;
 use crate::views::admin::allocator_log::lines_fragment as allocator_lines;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
@@ -327,7 +327,11 @@ pub async fn allocator_log(
             let full = lines.len() as u64 == LINES_PER_EVENT;
             if !lines.is_empty() {
                 let html = allocator_lines(&lines).into_string();
-                if tx.send(html_event("line", &html).id(next.to_string())).await.is_err() {
+                if tx
+                    .send(html_event("line", &html).id(next.to_string()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

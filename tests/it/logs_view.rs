@@ -56,7 +56,12 @@ async fn errors_only_keeps_error_lines_and_their_tracebacks() {
     let s = TestServer::start().await;
     within(60, "test", async {
         s.register_running("vm-1").await;
-        ship(&s, "lablink-cloud-init", &["cloud-init ran", "status=error is fine"]).await;
+        ship(
+            &s,
+            "lablink-cloud-init",
+            &["cloud-init ran", "status=error is fine"],
+        )
+        .await;
         ship(&s, "lablink-docker", &CONTAINER).await;
 
         let all = s.get("/api/vm-logs/vm-1", Auth::admin()).await.expect(200);
@@ -82,7 +87,10 @@ async fn errors_only_keeps_error_lines_and_their_tracebacks() {
             .await
             .expect_error(400, "errors_only must be true or false.");
         // The agent reads its own logs the same way.
-        let own = s.agent_get("/api/vm-logs/vm-1?errors_only=true").await.expect(200);
+        let own = s
+            .agent_get("/api/vm-logs/vm-1?errors_only=true")
+            .await
+            .expect(200);
         assert_eq!(own["cloud_init_logs"], "");
 
         // The page shows only the error lines and follows only new error lines.
@@ -94,8 +102,9 @@ async fn errors_only_keeps_error_lines_and_their_tracebacks() {
         assert!(!page.text.contains("desktop started"), "{}", page.text);
         assert!(page.text.contains("No error lines."), "{}", page.text);
         assert!(
-            page.text
-                .contains("/admin/logs/vm-1/events?cloud-init=1&amp;container=1&amp;errors_only=true"),
+            page.text.contains(
+                "/admin/logs/vm-1/events?cloud-init=1&amp;container=1&amp;errors_only=true"
+            ),
             "{}",
             page.text
         );
@@ -196,6 +205,75 @@ async fn the_allocators_own_warnings_are_in_its_log() {
             s.get("/api/allocator-log", Auth::None).await.status,
             StatusCode::UNAUTHORIZED
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them)"]
+async fn the_errors_filter_in_a_real_browser() {
+    use crate::browser::{
+        browser, click, require_browser, shoot, sign_in, start_driver, wait_text,
+    };
+    require_browser();
+    lablink::logging::init_ring_only();
+    let s = TestServer::start().await;
+    let driver = start_driver().await;
+    within(180, "browser", async {
+        s.register_running("vm-1").await;
+        ship(&s, "lablink-docker", &CONTAINER).await;
+        let admin = browser(&driver, 1280, 900).await;
+        sign_in(&admin, &s.base, ADMIN_PASSWORD).await;
+        admin
+            .goto(&format!("{}/admin/logs/vm-1", s.base))
+            .await
+            .expect("open the logs");
+        wait_text(&admin, "#log-container", "desktop started").await;
+        shoot(&admin, "logs-all-lines").await;
+
+        click(&admin, "#errors-toggle").await;
+        wait_text(&admin, "h1", "errors only").await;
+        wait_text(&admin, "#log-container", "ConnectionError: refused").await;
+        let text = admin
+            .find(fantoccini::Locator::Css("#log-container"))
+            .await
+            .expect("the container log")
+            .text()
+            .await
+            .expect("text");
+        assert!(!text.contains("desktop started"), "{text}");
+        assert!(!text.contains("retry-all-errors"), "{text}");
+
+        // New lines arrive live, filtered the same way.
+        ship(
+            &s,
+            "lablink-docker",
+            &["[agent] INFO seat taken", "[agent] FATAL: disk full"],
+        )
+        .await;
+        wait_text(&admin, "#log-container", "FATAL: disk full").await;
+        let text = admin
+            .find(fantoccini::Locator::Css("#log-container"))
+            .await
+            .expect("the container log")
+            .text()
+            .await
+            .expect("text");
+        assert!(!text.contains("seat taken"), "{text}");
+        shoot(&admin, "logs-errors-only").await;
+
+        // The allocator's own log, at warn and above, shows a refused launch live.
+        admin
+            .goto(&format!("{}/admin/allocator-log?level=warn", s.base))
+            .await
+            .expect("open the allocator log");
+        wait_text(&admin, "h1", "Allocator log").await;
+        s.admin_form("/api/launch", &[("num_vms", "418")], &[])
+            .await
+            .expect(400);
+        wait_text(&admin, "#allocator-log", "launch 418 VM(s)").await;
+        shoot(&admin, "allocator-log").await;
+        admin.close().await.expect("close");
     })
     .await;
 }

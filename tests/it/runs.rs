@@ -45,12 +45,8 @@ async fn progress_counts_terraforms_json_messages_while_the_run_goes() {
         assert_eq!(body["run"]["state"], "running");
         for (i, want) in [(1, 1), (2, 2), (3, 3)] {
             step(&s, &format!("step-{i}"));
-            let body = progress_reaches(
-                &s,
-                id,
-                json!({"done": want, "total": 3, "failed": 0}),
-            )
-            .await;
+            let body =
+                progress_reaches(&s, id, json!({"done": want, "total": 3, "failed": 0})).await;
             // Still going: the fake waits for `finish` after the last VM.
             assert_eq!(body["run"]["state"], "running", "{body}");
         }
@@ -66,11 +62,20 @@ async fn progress_counts_terraforms_json_messages_while_the_run_goes() {
         assert_eq!(run["cancelled_by"], Value::Null);
         // Terraform's own words, not its JSON.
         assert!(
-            lines.iter().any(|l| l.ends_with("Creation complete after 1s")),
+            lines
+                .iter()
+                .any(|l| l.ends_with("Creation complete after 1s")),
             "{lines:?}"
         );
-        assert!(lines.iter().any(|l| l == "Plan: 3 to add, 0 to change, 0 to destroy."));
-        assert!(!lines.iter().any(|l| l.contains("\"@message\"")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "Plan: 3 to add, 0 to change, 0 to destroy.")
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("\"@message\"")),
+            "{lines:?}"
+        );
         let apply = calls(&s)
             .iter()
             .map(args_of)
@@ -126,7 +131,11 @@ async fn cancelling_a_run_interrupts_terraform_and_records_who() {
         for name in &made {
             assert!(last.contains(name.as_str()), "{last}");
         }
-        assert!(lines.iter().any(|l| l == "Interrupt received. Gracefully shutting down..."));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "Interrupt received. Gracefully shutting down...")
+        );
 
         let audit = s.recent_audit(5).await;
         let entry = audit
@@ -137,12 +146,16 @@ async fn cancelling_a_run_interrupts_terraform_and_records_who() {
         assert_eq!(entry.detail, format!("run #{id} (launch 3 VM(s))"));
 
         // Finished runs cannot be cancelled; unknown ones are not found.
-        s.admin_json(reqwest::Method::POST, &format!("/api/runs/{id}/cancel"), None)
-            .await
-            .expect_error(
-                409,
-                &format!("run #{id} (launch 3 VM(s)) has already finished: cancelled"),
-            );
+        s.admin_json(
+            reqwest::Method::POST,
+            &format!("/api/runs/{id}/cancel"),
+            None,
+        )
+        .await
+        .expect_error(
+            409,
+            &format!("run #{id} (launch 3 VM(s)) has already finished: cancelled"),
+        );
         s.admin_json(reqwest::Method::POST, "/api/runs/999/cancel", None)
             .await
             .expect_error(404, "No run #999.");
@@ -153,10 +166,7 @@ async fn cancelling_a_run_interrupts_terraform_and_records_who() {
         assert_eq!(anonymous.status, 401);
         // The VMs created so far can be destroyed as usual.
         set_mode(&s, "succeed");
-        let destroy = s
-            .admin_form("/destroy", &[], &[])
-            .await
-            .expect(202)["run_id"]
+        let destroy = s.admin_form("/destroy", &[], &[]).await.expect(202)["run_id"]
             .as_u64()
             .expect("id");
         let (run, lines) = s.finished_run(destroy, 30).await;

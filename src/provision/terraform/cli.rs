@@ -278,16 +278,23 @@ fn read_message(line: &str) -> (Vec<String>, Option<Counted>) {
     if message["type"] == "diagnostic"
         && let Some(detail) = message["diagnostic"]["detail"].as_str()
     {
-        lines.extend(detail.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+        lines.extend(
+            detail
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
     }
     // Data sources read during the apply are no change: the plan's summary leaves them out.
     let changes = |action: &Value| !matches!(action.as_str(), Some("noop" | "read"));
     let count = |key: &str| message["changes"][key].as_u64().unwrap_or(0);
     let counted = match message["type"].as_str() {
         Some("planned_change") if changes(&message["change"]["action"]) => Some(Counted::Planned),
-        Some("change_summary") if message["changes"]["operation"] == "plan" => Some(
-            Counted::Total(u32::try_from(count("add") + count("change") + count("remove")).unwrap_or(u32::MAX)),
-        ),
+        Some("change_summary") if message["changes"]["operation"] == "plan" => {
+            Some(Counted::Total(
+                u32::try_from(count("add") + count("change") + count("remove")).unwrap_or(u32::MAX),
+            ))
+        }
         Some("apply_complete") if changes(&message["hook"]["action"]) => Some(Counted::Done),
         Some("apply_errored") if changes(&message["hook"]["action"]) => Some(Counted::Failed),
         _ => None,
@@ -375,7 +382,10 @@ mod tests {
             read(r#"{"@level":"error","@message":"Error: creating EC2 Instance","type":"diagnostic","diagnostic":{"severity":"error","summary":"creating EC2 Instance","detail":"UnauthorizedOperation: no\n\nrequest id 7"}}"#).0,
             ["Error: creating EC2 Instance", "UnauthorizedOperation: no", "request id 7"]
         );
-        assert_eq!(read("plain stderr text"), (vec!["plain stderr text".to_owned()], None));
+        assert_eq!(
+            read("plain stderr text"),
+            (vec!["plain stderr text".to_owned()], None)
+        );
         assert_eq!(read("[1,2]"), (vec!["[1,2]".to_owned()], None));
     }
 }

@@ -177,7 +177,12 @@ pub async fn logs_page(
             chunks,
         })
         .collect();
-    Ok(view::logs::page(&viewer(&admin), &host, &tails, errors_only))
+    Ok(view::logs::page(
+        &viewer(&admin),
+        &host,
+        &tails,
+        errors_only,
+    ))
 }
 
 /// `POST /admin/instances/<hostname>/reboot` (form).

@@ -27,7 +27,10 @@ pub fn page(viewer: &Viewer, host: &str, tails: &[Tail], errors_only: bool) -> M
     let (toggle, toggle_text) = if errors_only {
         (format!("/admin/logs/{host}"), "Show all lines")
     } else {
-        (format!("/admin/logs/{host}?errors_only=true"), "Errors only")
+        (
+            format!("/admin/logs/{host}?errors_only=true"),
+            "Errors only",
+        )
     };
     shell(
         viewer,
