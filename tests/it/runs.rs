@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Auth, TestServer, wait_for, within};
 use crate::terraform::{args_of, calls, control, set_mode, terraform_server};
+use crate::ui::Console;
 
 fn step(s: &TestServer, name: &str) {
     std::fs::write(control(s).join(name), "").expect("step file");
@@ -188,6 +189,57 @@ async fn the_local_provider_counts_the_vms_it_starts() {
         let (run, lines) = s.finished_run(id, 30).await;
         assert_eq!(run["state"], "succeeded", "{lines:?}");
         assert_eq!(run["progress"], json!({"done": 2, "total": 2, "failed": 0}));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_cancels_with_its_button_and_the_session_token() {
+    let s = terraform_server(60).await;
+    within(60, "test", async {
+        set_mode(&s, "paced");
+        let id = launch(&s, "2").await;
+        progress_reaches(&s, id, json!({"done": 0, "total": 2, "failed": 0})).await;
+        let console = Console::sign_in(&s).await;
+        let page = console
+            .get(&format!("/admin/runs/{id}"))
+            .await
+            .text()
+            .await
+            .expect("page");
+        let action = format!("action=\"/api/runs/{id}/cancel\"");
+        assert!(page.contains(&action), "{page}");
+        assert!(page.contains("Cancel run"), "{page}");
+        assert!(page.contains("planning…") || page.contains("0/2"), "{page}");
+        // Without the session's token the form is refused and the run goes on.
+        let refused = console.post(&format!("/api/runs/{id}/cancel"), &[]).await;
+        assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+        assert_eq!(run_of(&s, id).await["run"]["state"], "running");
+        let csrf = console.csrf.clone();
+        let done = console
+            .post(&format!("/api/runs/{id}/cancel"), &[("csrf_token", &csrf)])
+            .await;
+        assert!(done.status().is_success() || done.status().is_redirection());
+        let (run, lines) = s.finished_run(id, 30).await;
+        assert_eq!(run["state"], "cancelled", "{lines:?}");
+        assert_eq!(run["cancelled_by"], "admin");
+        // The VM in flight when SIGINT came was finished, as Terraform does.
+        assert!(
+            lines
+                .last()
+                .expect("last")
+                .contains("created before it stopped: sleap-lablink-client-test-vm-1 ("),
+            "{lines:?}"
+        );
+        // A finished run's page has no button.
+        let page = console
+            .get(&format!("/admin/runs/{id}"))
+            .await
+            .text()
+            .await
+            .expect("page");
+        assert!(!page.contains("Cancel run"), "{page}");
+        assert!(page.contains("cancelled"), "{page}");
     })
     .await;
 }

@@ -19,11 +19,11 @@ fn no_redirects() -> Client {
 }
 
 /// A signed-in browser: its session cookie and the page's CSRF token.
-struct Console {
+pub(crate) struct Console {
     http: Client,
     base: String,
     cookie: String,
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 fn session_cookie(response: &reqwest::Response) -> Option<String> {
@@ -60,7 +60,7 @@ async fn login(s: &TestServer, password: &str) -> reqwest::Response {
 }
 
 impl Console {
-    async fn sign_in(s: &TestServer) -> Console {
+    pub(crate) async fn sign_in(s: &TestServer) -> Console {
         let answer = login(s, ADMIN_PASSWORD).await;
         assert_eq!(answer.status(), StatusCode::SEE_OTHER);
         assert_eq!(answer.headers()[LOCATION], "/admin/instances");
@@ -87,7 +87,7 @@ impl Console {
         console
     }
 
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))
             .header(COOKIE, &self.cookie)
@@ -97,7 +97,7 @@ impl Console {
             .expect("GET")
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.base))
             .header(COOKIE, &self.cookie)
