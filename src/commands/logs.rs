@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::output;
 use super::remote::{Admin, Target};
 use crate::exit::CliError;
+use crate::model::log_errors::ErrorFilter;
 
 /// Seconds one follow request waits for new lines (the API allows up to 30).
 const FOLLOW_WAIT: u64 = 25;
@@ -60,12 +61,15 @@ fn errors_param(args: &LogsArgs) -> &'static str {
     if args.errors { "errors_only=true" } else { "" }
 }
 
+/// The answers' keys of the boot and the container log.
+const KEYS: [&str; 2] = ["cloud_init_logs", "docker_logs"];
+
 /// The text of the kinds asked for, from an answer of either logs endpoint.
 fn texts(answer: &Value, kind: Kind) -> Vec<&str> {
     let keys: &[&str] = match kind {
-        Kind::All => &["cloud_init_logs", "docker_logs"],
-        Kind::Boot => &["cloud_init_logs"],
-        Kind::Container => &["docker_logs"],
+        Kind::All => &KEYS,
+        Kind::Boot => &KEYS[..1],
+        Kind::Container => &KEYS[1..],
     };
     keys.iter().filter_map(|k| answer[*k].as_str()).collect()
 }
@@ -96,19 +100,29 @@ async fn once(admin: &Admin, args: &LogsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Follows both logs from the start. With `--errors` the lines are filtered here, one
+/// filter per log, so a traceback split between two answers stays whole.
 async fn follow(admin: &Admin, args: &LogsArgs) -> Result<(), CliError> {
     let mut cursor = String::from("0:0");
+    let mut filters: [ErrorFilter; 2] = Default::default();
     loop {
         let path = format!(
-            "/api/vm-logs/{}/follow?cursor={cursor}&wait={FOLLOW_WAIT}&{}",
-            args.host,
-            errors_param(args)
+            "/api/vm-logs/{}/follow?cursor={cursor}&wait={FOLLOW_WAIT}",
+            args.host
         );
         let answer = tokio::select! {
             answer = admin.get(&path) => answer?,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         let mut out = std::io::stdout().lock();
+        let mut answer = answer;
+        if args.errors {
+            for (filter, key) in filters.iter_mut().zip(KEYS) {
+                if let Some(text) = answer[key].as_str().map(|t| filter.feed(t)) {
+                    answer[key] = Value::String(text);
+                }
+            }
+        }
         let written = if args.json {
             writeln!(out, "{answer}")
         } else {

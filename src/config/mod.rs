@@ -218,6 +218,9 @@ settings! {
         stale_after_heartbeats: u64 = 3, range(2, 20);
         /// Per VM and log type (cloud-init, container), oldest lines dropped first.
         log_cap_bytes: u64 = 1024 * 1024, range(4096, 64 * 1024 * 1024);
+        /// Newest lines of the allocator's own log kept in memory for the console's
+        /// allocator log and `GET /api/allocator-log` (0: none).
+        log_ring_lines: u64 = 2000, range(0, 100_000);
         /// Comma-separated addresses of reverse proxies whose `X-Forwarded-For` names the
         /// client (for the sign-in limit and the audit log).
         trusted_proxies: String = "127.0.0.1,::1", text("IP addresses", ip_addresses);

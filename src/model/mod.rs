@@ -10,6 +10,7 @@ mod counts;
 mod event;
 mod hostname;
 mod identity;
+pub mod log_errors;
 mod rescue;
 mod run;
 mod schedule;
@@ -31,7 +32,7 @@ pub use identity::Identity;
 pub use rescue::{
     LEFT_OUT_ENTRY, PendingRescue, Rescue, RescueOutcome, RescueReason, upload_limit,
 };
-pub use run::{AuditEntry, Run, RunAction, RunState};
+pub use run::{AuditEntry, Run, RunAction, RunProgress, RunState};
 pub use schedule::{EXECUTIONS_KEPT, Execution, Schedule, ScheduleStatus};
 pub use session_metrics::{SeatSeries, SeriesPoint, SeriesSummary, SessionSample};
 pub use usage::{SeatUsage, UsageSample};

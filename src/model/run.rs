@@ -38,6 +38,17 @@ impl RunState {
     pub fn is_finished(self) -> bool {
         self != RunState::Running
     }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed out",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// One admin action, as the audit log keeps it.
@@ -70,6 +81,22 @@ pub struct Run {
     pub exit_code: Option<i32>,
     /// Output lines stored so far.
     pub lines: u64,
+    /// Resources (Terraform) or VMs (local provider) done out of the total; `None` when
+    /// the provider does not tell (and for runs stored before it was kept).
+    #[serde(default)]
+    pub progress: Option<RunProgress>,
+    /// The admin who cancelled the run, when it was cancelled by one.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
+}
+
+/// How far a run has come: `done` and `failed` out of `total` (`total` may grow while a
+/// provider still plans).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProgress {
+    pub done: u32,
+    pub total: u32,
+    pub failed: u32,
 }
 
 impl Run {
@@ -78,5 +105,22 @@ impl Run {
         self.exit_code = exit_code;
         self.ended_at = Some(now);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_stored_before_progress_was_kept_still_reads() {
+        let stored = r#"{"id":4,"action":"launch","count":2,"provider":"terraform",
+            "requested_by":"admin","requested_from":null,"state":"succeeded",
+            "started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:05:00Z",
+            "exit_code":0,"lines":12}"#;
+        let run: Run = serde_json::from_str(stored).expect("an old run");
+        assert_eq!((run.progress, run.cancelled_by.as_deref()), (None, None));
+        let shown = serde_json::to_value(&run).expect("json");
+        assert_eq!(shown["progress"], serde_json::Value::Null);
     }
 }

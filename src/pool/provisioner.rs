@@ -33,6 +33,24 @@ pub enum ProvisionError {
     Store(#[from] StoreError),
 }
 
+/// Why a run cannot be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("No run #{0}.")]
+    NoSuchRun(u64),
+    #[error("run #{} ({}) has already finished: {}", .0.id, .0.action.describe(), .0.state.describe())]
+    Finished(Box<Run>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The run going on, how to stop it, and who asked to.
+struct Current {
+    run: Run,
+    cancel: CancellationToken,
+    cancelled_by: Option<String>,
+}
+
 /// How long a destroyed VM's reports are refused (unless a launch comes first).
 const GONE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -72,7 +90,7 @@ pub struct Provisioner {
     desktops: Arc<super::desktop::Desktops>,
     rescues: Arc<super::rescue::Rescuer>,
     allocator_url: OnceLock<String>,
-    current: Mutex<Option<Run>>,
+    current: Mutex<Option<Current>>,
     /// VMs removed by a destroy, for a while: a report still in flight from a dying VM
     /// must not bring its record back (and offer a dead VM to a participant).
     gone: Gone,
@@ -147,7 +165,27 @@ impl Provisioner {
 
     /// The run going on now, if any.
     pub async fn current(&self) -> Option<Run> {
-        self.current.lock().await.clone()
+        self.current.lock().await.as_ref().map(|c| c.run.clone())
+    }
+
+    /// Stops run `id`: its processes get SIGINT (Terraform finishes the resources in
+    /// flight and saves its state), SIGKILL only after a grace period; the run ends as
+    /// `cancelled` when its work stopped short. Answers at once with the run as it is.
+    pub async fn cancel(&self, id: u64, by: &str) -> Result<Run, CancelError> {
+        {
+            let mut current = self.current.lock().await;
+            if let Some(c) = current.as_mut().filter(|c| c.run.id == id) {
+                if c.cancelled_by.is_none() {
+                    c.cancelled_by = Some(by.to_owned());
+                }
+                c.cancel.cancel();
+                return Ok(c.run.clone());
+            }
+        }
+        match self.store.read(move |tx| runs::get(tx, id)).await? {
+            None => Err(CancelError::NoSuchRun(id)),
+            Some(run) => Err(CancelError::Finished(Box::new(run))),
+        }
     }
 
     /// Records the run and starts it in the background; answers at once.
@@ -164,8 +202,8 @@ impl Provisioner {
         }
         // Everything below happens under the one-run lock, on a fresh view of the pool.
         let mut current = self.current.lock().await;
-        if let Some(run) = current.as_ref() {
-            return Err(ProvisionError::Busy(Box::new(run.clone())));
+        if let Some(c) = current.as_ref() {
+            return Err(ProvisionError::Busy(Box::new(c.run.clone())));
         }
         let existing = self.store.read(vms::list).await?;
         if let RunAction::Launch { .. } = action {
@@ -205,23 +243,33 @@ impl Provisioner {
                 Ok(run)
             })
             .await?;
-        *current = Some(run.clone());
+        // On timeout or cancel the run is cancelled (its processes get SIGINT and a grace
+        // period), not dropped: a killed Terraform could leave resources it never recorded.
+        let run_cancel = self.cancel.child_token();
+        *current = Some(Current {
+            run: run.clone(),
+            cancel: run_cancel.clone(),
+            cancelled_by: None,
+        });
         drop(current);
         tracing::info!(run = run.id, action = %run.action.describe(), by = %run.requested_by, "run started");
         let this = self.clone();
         let started = run.clone();
         self.tasks.spawn(async move {
-            this.execute(started, existing, hosts).await;
+            this.execute(started, existing, hosts, run_cancel).await;
         });
         Ok(run)
     }
 
-    async fn execute(&self, run: Run, existing: Vec<Vm>, hosts: Vec<String>) {
+    async fn execute(
+        &self,
+        run: Run,
+        existing: Vec<Vm>,
+        hosts: Vec<String>,
+        run_cancel: CancellationToken,
+    ) {
         let started = std::time::Instant::now();
         let log = RunLog::start(run.id, self.store.clone(), vec![self.api_token.get()]);
-        // On timeout the run is cancelled (its processes get SIGINT and a grace period),
-        // not dropped: a killed Terraform could leave resources it never recorded.
-        let run_cancel = self.cancel.child_token();
         let work = async {
             match &run.action {
                 RunAction::Launch { count } => {
@@ -269,15 +317,39 @@ impl Provisioner {
                 })
             }
         };
+        let cancelled_by = self
+            .current
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|c| c.cancelled_by.clone());
         let (state, exit_code) = match result {
-            Ok(()) => (RunState::Succeeded, Some(0)),
-            Err(failure) => {
-                log.line(format!("run failed: {}", failure.message));
+            Ok(()) => {
+                if let Some(by) = &cancelled_by {
+                    log.line(format!(
+                        "{by} asked to cancel the run after its work was done"
+                    ));
+                }
+                (RunState::Succeeded, Some(0))
+            }
+            Err(mut failure) => {
                 if !hosts.is_empty() {
                     self.release(&log, &hosts).await;
                 }
                 if !failure.rows_to_remove.is_empty() {
                     self.forget(&log, Some(&failure.rows_to_remove)).await;
+                }
+                // The last line says why, and (for a launch) what exists now.
+                match &cancelled_by {
+                    Some(by) => {
+                        failure.state = RunState::Cancelled;
+                        log.line(format!("run cancelled by {by}: {}", failure.message));
+                    }
+                    None if self.cancel.is_cancelled() => log.line(format!(
+                        "run stopped, the allocator is shutting down: {}",
+                        failure.message
+                    )),
+                    None => log.line(format!("run failed: {}", failure.message)),
                 }
                 (failure.state, failure.exit_code)
             }
@@ -286,9 +358,10 @@ impl Provisioner {
         self.metrics
             .provision_run(&run.action, state, started.elapsed());
         let (id, now) = (run.id, Utc::now());
+        let by = cancelled_by.filter(|_| state == RunState::Cancelled);
         match self
             .store
-            .write(move |tx| runs::finish(tx, id, state, exit_code, now))
+            .write(move |tx| runs::finish(tx, id, state, exit_code, by, now))
             .await
         {
             Ok(_) => tracing::info!(run = id, ?state, "run finished"),

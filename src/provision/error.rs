@@ -60,7 +60,8 @@ pub enum ProviderError {
     },
     #[error("{what} did not finish within {after:?}; its process group was stopped")]
     Timeout { what: String, after: Duration },
-    #[error("{what} was stopped: the allocator is shutting down")]
+    /// Cancelled: by an admin (the run) or because the allocator stops.
+    #[error("{what} was stopped before it finished")]
     Cancelled { what: String },
     #[error("cannot {doing} {}: {source}", path.display())]
     Io {

@@ -227,9 +227,23 @@ impl Provider for Local {
             .max()
             .unwrap_or(0);
         let mut started = Vec::new();
+        log.progress(|p| p.total = count);
         for n in taken + 1..=taken + u64::from(count) {
             if cancel.is_cancelled() {
-                break;
+                let made = if started.is_empty() {
+                    "no VM was started".to_owned()
+                } else {
+                    format!(
+                        "started {} (they keep running; a destroy stops them)",
+                        started.join(", ")
+                    )
+                };
+                return Err(RunFailure {
+                    state: crate::model::RunState::Cancelled,
+                    exit_code: None,
+                    message: format!("stopped after {} of {count} VM(s): {made}", started.len()),
+                    rows_to_remove: Vec::new(),
+                });
             }
             let name = format!("{}-vm-{n}", self.prefix);
             let credential = match ctx
@@ -254,6 +268,7 @@ impl Provider for Local {
                     ));
                     children.insert(name.clone(), child);
                     started.push(name);
+                    log.progress(|p| p.done += 1);
                 }
                 Err(e) => {
                     let spawned = started
@@ -296,7 +311,11 @@ impl Provider for Local {
                 }
             }
         }
+        // Stopped all at once: done goes from 0 to all when they have stopped.
+        let total = stopping.len() as u32;
+        log.progress(|p| p.total = total);
         Self::stop_all(stopping, Some(log)).await;
+        log.progress(|p| p.done = total);
         Ok(())
     }
 

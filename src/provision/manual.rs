@@ -42,6 +42,14 @@ impl Provider for Manual {
                 "forgetting {host}; the machine itself keeps running"
             ));
         }
+        let total = hosts.len() as u32;
+        log.progress(|p| {
+            *p = crate::model::RunProgress {
+                done: total,
+                total,
+                failed: 0,
+            }
+        });
         Ok(())
     }
 }

@@ -153,6 +153,7 @@ pub fn build(app: App) -> Router {
         .merge(rescue_routes())
         .merge(report_routes())
         .merge(session_metrics_routes())
+        .merge(operations_routes())
         .merge(log_shipping)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
@@ -199,6 +200,17 @@ fn session_metrics_routes() -> Router<App> {
         .route("/admin/sessions", get(pages::page))
         .route("/admin/export-sessions.csv", get(pages::csv))
         .route("/admin/export-sessions.json", get(pages::json))
+}
+
+/// Following the allocator's own log, and cancelling a run.
+fn operations_routes() -> Router<App> {
+    use super::api::allocator_log;
+    use super::pages::allocator_log as page;
+    Router::new()
+        .route("/api/allocator-log", get(allocator_log::get))
+        .route("/admin/allocator-log", get(page::page))
+        .route("/admin/allocator-log/events", get(sse::allocator_log))
+        .route("/api/runs/{id}/cancel", post(provision::cancel_run))
 }
 
 /// Work rescue: the agents' uploads (streamed to disk, limited by `rescue.max_mb`), the

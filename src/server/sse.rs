@@ -14,17 +14,22 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
+use crate::logging::ring;
 use crate::model::Counts;
+use crate::model::log_errors::ErrorFilter;
 use crate::model::validate_hostname;
 use crate::pool::usage;
+use crate::server::api::allocator_log::level_and_limit;
+use crate::server::api::logs::parse_errors_only;
 use crate::server::api::{ApiPath, ApiQuery};
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, sessions, vms};
 use crate::views::admin::Viewer;
+use crate::views::admin::allocator_log::lines_fragment as allocator_lines;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
-use crate::views::admin::runs::{lines_fragment, summary};
+use crate::views::admin::runs::{lines_fragment, progress, summary};
 use crate::views::admin::sessions::rows as session_rows;
 
 /// Changes closer together than this are sent as one update.
@@ -171,8 +176,8 @@ pub struct RunFrom {
     from: Option<u64>,
 }
 
-/// `GET /admin/runs/<id>/events?from=N`: `line` events (id = lines sent so far), then
-/// `state` and `done` when the run ends.
+/// `GET /admin/runs/<id>/events?from=N`: `line` events (id = lines sent so far),
+/// `progress` when it moved, then `state` and `done` when the run ends.
 pub async fn run(
     State(app): State<App>,
     admin: Admin,
@@ -185,6 +190,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
+        let mut shown_progress = None;
         loop {
             let from = next;
             let read = app
@@ -198,6 +204,13 @@ pub async fn run(
             let Ok(Some((run, lines))) = read else {
                 return;
             };
+            if run.progress != shown_progress {
+                shown_progress = run.progress;
+                let html = progress(&run).into_string();
+                if tx.send(html_event("progress", &html)).await.is_err() {
+                    return;
+                }
+            }
             if !lines.is_empty() {
                 next = from + lines.len() as u64;
                 let event = html_event("line", &lines_fragment(&lines)).id(next.to_string());
@@ -224,24 +237,34 @@ pub async fn run(
     respond(rx)
 }
 
-/// `GET /admin/logs/<hostname>/events?cloud-init=N&container=M`: both logs of a VM on one
-/// connection, as `cloud-init` and `container` events carrying new batches; the event id
-/// `N:M` names the next batch of each, for resuming.
+/// `GET /admin/logs/<hostname>/events?cloud-init=N&container=M[&errors_only=true]`: both
+/// logs of a VM on one connection, as `cloud-init` and `container` events carrying new
+/// batches (only their error lines with `errors_only`); the event id `N:M` names the next
+/// batch of each, for resuming.
 pub async fn logs(
     State(app): State<App>,
     admin: Admin,
     ApiPath(host): ApiPath<String>,
-    ApiQuery(q): ApiQuery<std::collections::HashMap<String, u64>>,
+    ApiQuery(q): ApiQuery<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    let errors_only = parse_errors_only(q.get("errors_only").map(String::as_str))?;
+    let mut from_query = [0; 2];
+    for (i, kind) in LogKind::ALL.into_iter().enumerate() {
+        if let Some(value) = q.get(kind.slug()) {
+            from_query[i] = value.trim().parse().map_err(|_| {
+                ApiError::bad_request(format!("{} must be a batch number.", kind.slug()))
+            })?;
+        }
+    }
     let resumed = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(':'))
         .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
-    let mut next: [u64; 2] = resumed
-        .unwrap_or_else(|| LogKind::ALL.map(|kind| q.get(kind.slug()).copied().unwrap_or(0)));
+    let mut next: [u64; 2] = resumed.unwrap_or(from_query);
+    let mut filters: [ErrorFilter; 2] = Default::default();
     let session = admin.session_id.clone();
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
@@ -270,7 +293,13 @@ pub async fn logs(
                 };
                 next[i] = last + 1;
                 more |= batch.iter().map(|(_, t)| t.len()).sum::<usize>() >= LOG_BYTES_PER_EVENT;
-                let text: String = batch.into_iter().map(|(_, t)| t).collect();
+                let text: String = batch
+                    .into_iter()
+                    .map(|(_, t)| if errors_only { filters[i].feed(&t) } else { t })
+                    .collect();
+                if text.is_empty() {
+                    continue;
+                }
                 let html = maud::html! { (text) }.into_string();
                 let event = html_event(kind.slug(), &html).id(format!("{}:{}", next[0], next[1]));
                 if tx.send(event).await.is_err() {
@@ -278,6 +307,51 @@ pub async fn logs(
                 }
             }
             if more {
+                continue;
+            }
+            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
+                return;
+            }
+        }
+    });
+    Ok(respond(rx))
+}
+
+#[derive(Deserialize)]
+pub struct AllocatorLogFrom {
+    pub level: Option<String>,
+    pub after: Option<u64>,
+}
+
+/// `GET /admin/allocator-log/events?level=warn&after=ID`: the allocator's new log lines at
+/// that level or more severe, as `line` events (event id: the `after` to resume from).
+pub async fn allocator_log(
+    admin: Admin,
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<AllocatorLogFrom>,
+    headers: HeaderMap,
+) -> Result<EventStream, ApiError> {
+    let (level, _) = level_and_limit(q.level.as_deref(), None)?;
+    let mut after = last_event_id(&headers).or(q.after).unwrap_or(0);
+    let session = admin.session_id.clone();
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut changes = ring().subscribe();
+        loop {
+            let (lines, next) = ring().read(level, Some(after), LINES_PER_EVENT as usize);
+            let full = lines.len() as u64 == LINES_PER_EVENT;
+            if !lines.is_empty() {
+                let html = allocator_lines(&lines).into_string();
+                if tx
+                    .send(html_event("line", &html).id(next.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            after = next;
+            if full {
                 continue;
             }
             if !next_change(&app, &mut changes, &tx, session.as_deref()).await {

@@ -68,6 +68,7 @@ impl App {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<App, StartupError> {
+        crate::logging::ring().set_capacity(config.server.log_ring_lines as usize);
         let pool = Pool::open(config, store, clock).await?;
         let data_dir = pool.config.data_dir();
         crate::secret_file::write(

@@ -5,7 +5,7 @@ use redb::{ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{RUN_LINES, RUNS};
 use super::{StoreError, codec};
-use crate::model::{Run, RunAction, RunState};
+use crate::model::{Run, RunAction, RunProgress, RunState};
 
 fn decode(id: u64, bytes: &[u8]) -> Result<Run, StoreError> {
     codec::decode(RUNS.name(), &id.to_string(), bytes)
@@ -33,13 +33,21 @@ pub fn start(
         ended_at: None,
         exit_code: None,
         lines: 0,
+        progress: None,
+        cancelled_by: None,
     };
     runs.insert(id, codec::encode(&run).as_slice())?;
     Ok(run)
 }
 
-/// Appends output lines; returns the run's new line count.
-pub fn append_lines(tx: &WriteTransaction, id: u64, lines: &[String]) -> Result<u64, StoreError> {
+/// Appends output lines and records the progress (when the provider told one); returns
+/// the run's new line count.
+pub fn append_lines(
+    tx: &WriteTransaction,
+    id: u64,
+    lines: &[String],
+    progress: Option<RunProgress>,
+) -> Result<u64, StoreError> {
     let mut runs = tx.open_table(RUNS)?;
     let mut out = tx.open_table(RUN_LINES)?;
     let mut run = match runs.get(id)? {
@@ -50,22 +58,28 @@ pub fn append_lines(tx: &WriteTransaction, id: u64, lines: &[String]) -> Result<
         out.insert((id, run.lines), line.as_str())?;
         run.lines += 1;
     }
+    if progress.is_some() {
+        run.progress = progress;
+    }
     runs.insert(id, codec::encode(&run).as_slice())?;
     Ok(run.lines)
 }
 
+/// Records how the run ended, and who cancelled it when an admin did.
 pub fn finish(
     tx: &WriteTransaction,
     id: u64,
     state: RunState,
     exit_code: Option<i32>,
+    cancelled_by: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<Option<Run>, StoreError> {
     let mut runs = tx.open_table(RUNS)?;
-    let run = match runs.get(id)? {
+    let mut run: Run = match runs.get(id)? {
         Some(v) => decode(id, v.value())?,
         None => return Ok(None),
     };
+    run.cancelled_by = cancelled_by;
     let run = run.finished(state, exit_code, now);
     runs.insert(id, codec::encode(&run).as_slice())?;
     Ok(Some(run))

@@ -251,25 +251,80 @@ async fn logs_are_printed_whole_and_followed_as_they_arrive() {
             .expect("spawn lablink logs --follow");
         let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
         let mut seen = Vec::new();
-        let mut read_until = async |wanted: &str, seen: &mut Vec<String>| {
-            while !seen.iter().any(|l| l.contains(wanted)) {
-                match lines.next_line().await.expect("read") {
-                    Some(line) => seen.push(line),
-                    None => panic!("the follower ended before {wanted:?}: {seen:?}"),
-                }
-            }
-        };
-        read_until("container says hello", &mut seen).await;
+        read_until(&mut lines, &mut seen, "container says hello").await;
         // Lines shipped after it started come while it waits.
         ship_logs(&s, "vm-1", "lablink-docker", &["a later line"]).await;
-        read_until("a later line", &mut seen).await;
+        read_until(&mut lines, &mut seen, "a later line").await;
         ship_logs(&s, "vm-1", "lablink-cloud-init", &["a late boot line"]).await;
-        read_until("a late boot line", &mut seen).await;
+        read_until(&mut lines, &mut seen, "a late boot line").await;
         let count = |text: &str| seen.iter().filter(|l| l.contains(text)).count();
         assert_eq!(count("boot step one"), 1, "each line once: {seen:?}");
         assert_eq!(count("container says hello"), 1, "each line once: {seen:?}");
         follower.start_kill().expect("stop the follower");
         let _ = follower.wait().await;
+
+        // Only the error lines, a traceback with its line: whole, and followed (the
+        // traceback arrives in two batches and stays whole).
+        ship_logs(
+            &s,
+            "vm-1",
+            "lablink-docker",
+            &["INFO all fine", "ERROR sleap crashed"],
+        )
+        .await;
+        let errors = succeeded(&lablink(&s, &["logs", "vm-1", "--errors"]).await);
+        assert!(errors.contains("ERROR sleap crashed"), "{errors}");
+        assert!(
+            !errors.contains("all fine") && !errors.contains("hello"),
+            "{errors}"
+        );
+        let mut errors_follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
+            .args(["logs", "vm-1", "--follow", "--errors", "--url", &s.url("")])
+            .env_clear()
+            .envs(admin_cli_env())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lablink logs --follow --errors");
+        let mut lines = BufReader::new(errors_follower.stdout.take().expect("stdout")).lines();
+        let mut seen = Vec::new();
+        read_until(&mut lines, &mut seen, "ERROR sleap crashed").await;
+        ship_logs(
+            &s,
+            "vm-1",
+            "lablink-docker",
+            &[
+                "ERROR failed to load model",
+                "Traceback (most recent call last):",
+            ],
+        )
+        .await;
+        read_until(&mut lines, &mut seen, "Traceback").await;
+        ship_logs(
+            &s,
+            "vm-1",
+            "lablink-docker",
+            &[
+                "  File \"train.py\", line 3, in <module>",
+                "ValueError: bad shape",
+                "INFO retrying",
+                "ERROR gave up",
+            ],
+        )
+        .await;
+        read_until(&mut lines, &mut seen, "ERROR gave up").await;
+        assert!(
+            seen.iter().any(|l| l.contains("File \"train.py\"")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter().any(|l| l.contains("ValueError: bad shape")),
+            "{seen:?}"
+        );
+        assert!(!seen.iter().any(|l| l.contains("INFO")), "{seen:?}");
+        errors_follower.start_kill().expect("stop");
+        let _ = errors_follower.wait().await;
     })
     .await;
 }
@@ -352,10 +407,9 @@ async fn a_failed_run_fails_the_command_that_follows_it() {
         crate::terraform::set_mode(&s, "fail");
         let out = lablink(&s, &["launch", "1"]).await;
         failed_with(&out, 1, "run #1 ended failed (exit code 1)");
+        // Terraform's own error is among the run's printed output.
         assert!(
-            stdout(&out).contains("UnauthorizedOperation")
-                || stderr(&out).contains("UnauthorizedOperation")
-                || stdout(&out).contains("Creating"),
+            stdout(&out).contains("UnauthorizedOperation"),
             "{}",
             stdout(&out)
         );
@@ -440,6 +494,66 @@ async fn export_downloads_the_records_to_a_private_file_or_stdout() {
         .await;
         failed_with(&none, 1, "No rescued files are kept.");
         assert!(!zip.exists());
+    })
+    .await;
+}
+
+/// Reads `lines` until one contains `wanted`; every line read is kept in `seen`.
+async fn read_until<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    seen: &mut Vec<String>,
+    wanted: &str,
+) {
+    while !seen.iter().any(|l| l.contains(wanted)) {
+        match lines.next_line().await.expect("read") {
+            Some(line) => seen.push(line),
+            None => panic!("ended before {wanted:?}: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_launch_shows_its_progress_and_ends_when_cancelled() {
+    let s = crate::terraform::terraform_server(60).await;
+    within(120, "test", async {
+        crate::terraform::set_mode(&s, "paced");
+        let mut launch = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
+            .args(["launch", "2", "--url", &s.url("")])
+            .env_clear()
+            .envs(admin_cli_env())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lablink launch");
+        let mut progress = BufReader::new(launch.stderr.take().expect("stderr")).lines();
+        let mut seen = Vec::new();
+        read_until(&mut progress, &mut seen, "run #1: 0/2").await;
+        std::fs::write(crate::terraform::control(&s).join("step-1"), "").expect("step");
+        read_until(&mut progress, &mut seen, "run #1: 1/2").await;
+
+        let runs = succeeded(&lablink(&s, &["runs"]).await);
+        let row = runs.lines().find(|l| l.starts_with("#1 ")).expect("run #1");
+        assert!(row.contains("running") && row.contains("1/2"), "{row}");
+        let status = succeeded(&lablink(&s, &["status"]).await);
+        assert!(
+            status.contains("Run in progress: #1 launch 2 VM(s) 1/2 (by admin"),
+            "{status}"
+        );
+
+        let cancelled = succeeded(&lablink(&s, &["runs", "1", "--cancel"]).await);
+        assert!(cancelled.contains("run #1"), "{cancelled}");
+        read_until(&mut progress, &mut seen, "ended cancelled").await;
+        let ended = launch.wait().await.expect("launch ends");
+        assert_eq!(ended.code(), Some(1), "{seen:?}");
+        failed_with(
+            &lablink(&s, &["runs", "1", "--cancel"]).await,
+            1,
+            "already finished",
+        );
+        let run = json_of(&lablink(&s, &["runs", "1", "--json"]).await);
+        assert_eq!(run["run"]["cancelled_by"], ADMIN_USER);
     })
     .await;
 }

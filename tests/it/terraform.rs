@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::helpers::{Auth, TestServer, wait_for, within};
 
-fn fake_terraform() -> PathBuf {
+pub(crate) fn fake_terraform() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin/terraform")
 }
 
@@ -34,7 +34,7 @@ async fn terraform_server_with(
     .await
 }
 
-fn control(s: &TestServer) -> PathBuf {
+pub(crate) fn control(s: &TestServer) -> PathBuf {
     s.dir.join("fake-tf")
 }
 
@@ -43,7 +43,7 @@ pub(crate) fn set_mode(s: &TestServer, mode: &str) {
     std::fs::write(control(s).join("mode"), mode).expect("mode");
 }
 
-fn calls(s: &TestServer) -> Vec<Value> {
+pub(crate) fn calls(s: &TestServer) -> Vec<Value> {
     std::fs::read_to_string(control(s).join("calls.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -51,7 +51,7 @@ fn calls(s: &TestServer) -> Vec<Value> {
         .collect()
 }
 
-fn args_of(call: &Value) -> Vec<String> {
+pub(crate) fn args_of(call: &Value) -> Vec<String> {
     call["args"]
         .as_array()
         .expect("args")
@@ -103,6 +103,7 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
                 "-input=false",
                 "-no-color",
                 "-auto-approve",
+                "-json",
                 "-var-file=lablink.tfvars.json"
             ]
         );
@@ -207,6 +208,7 @@ async fn launch_runs_init_and_apply_with_generated_variables() {
                 "-input=false",
                 "-no-color",
                 "-auto-approve",
+                "-json",
                 "-var-file=lablink.tfvars.json"
             ]
         );

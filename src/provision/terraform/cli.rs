@@ -81,7 +81,9 @@ impl Terraform {
         }
     }
 
-    /// Runs one terraform command in `dir`, its output going to the run log.
+    /// Runs one terraform command in `dir`, its output going to the run log; with
+    /// `-json` among `args`, each message as the line Terraform would have printed, and
+    /// the resources it changes counted as the run's progress.
     async fn terraform(
         &self,
         dir: &Path,
@@ -91,7 +93,28 @@ impl Terraform {
     ) -> Result<(), ProviderError> {
         let cmd = self.command(dir, args);
         log.line(format!("$ terraform {}", args.join(" ")));
-        let outcome = process::run(cmd, None, self.limits(), cancel, |_, line| log.line(line))
+        let json = args.iter().any(|a| a == "-json");
+        let mut planned = 0;
+        let on_line = |_, line: String| {
+            if !json {
+                return log.line(line);
+            }
+            let (lines, counted) = read_message(&line);
+            for line in lines {
+                log.line(line);
+            }
+            match counted {
+                None => {}
+                Some(Counted::Planned) => {
+                    planned += 1;
+                    log.progress(|p| p.total = planned);
+                }
+                Some(Counted::Total(total)) => log.progress(|p| p.total = total),
+                Some(Counted::Done) => log.progress(|p| p.done += 1),
+                Some(Counted::Failed) => log.progress(|p| p.failed += 1),
+            }
+        };
+        let outcome = process::run(cmd, None, self.limits(), cancel, on_line)
             .await
             .map_err(self.cannot_run())?;
         let status = self.exited(args, outcome)?;
@@ -162,7 +185,8 @@ impl Terraform {
         self.change("destroy", dir, log, cancel).await
     }
 
-    /// `terraform apply` or `destroy` with the generated variables, unattended.
+    /// `terraform apply` or `destroy` with the generated variables, unattended, its
+    /// output as JSON messages (for the progress count).
     async fn change(
         &self,
         command: &str,
@@ -175,6 +199,7 @@ impl Terraform {
             "-input=false",
             "-no-color",
             "-auto-approve",
+            "-json",
             &format!("-var-file={VARS_FILE}"),
         ]
         .map(String::from);
@@ -228,6 +253,55 @@ impl Terraform {
     }
 }
 
+/// What a message of Terraform's `-json` output counts for the run's progress.
+#[derive(Debug, PartialEq)]
+enum Counted {
+    /// One more resource to change (before the plan's summary says how many in all).
+    Planned,
+    /// The plan's summary: resources to add, change and remove, together.
+    Total(u32),
+    Done,
+    Failed,
+}
+
+/// The human lines of one line of `-json` output (its `@message`, and a diagnostic's
+/// detail), and what it counts. A line that is not such a message (standard error, an
+/// old Terraform) is kept as it is.
+fn read_message(line: &str) -> (Vec<String>, Option<Counted>) {
+    let Ok(message) = serde_json::from_str::<Value>(line) else {
+        return (vec![line.to_owned()], None);
+    };
+    let Some(text) = message["@message"].as_str() else {
+        return (vec![line.to_owned()], None);
+    };
+    let mut lines = vec![text.to_owned()];
+    if message["type"] == "diagnostic"
+        && let Some(detail) = message["diagnostic"]["detail"].as_str()
+    {
+        lines.extend(
+            detail
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
+    }
+    // Data sources read during the apply are no change: the plan's summary leaves them out.
+    let changes = |action: &Value| !matches!(action.as_str(), Some("noop" | "read"));
+    let count = |key: &str| message["changes"][key].as_u64().unwrap_or(0);
+    let counted = match message["type"].as_str() {
+        Some("planned_change") if changes(&message["change"]["action"]) => Some(Counted::Planned),
+        Some("change_summary") if message["changes"]["operation"] == "plan" => {
+            Some(Counted::Total(
+                u32::try_from(count("add") + count("change") + count("remove")).unwrap_or(u32::MAX),
+            ))
+        }
+        Some("apply_complete") if changes(&message["hook"]["action"]) => Some(Counted::Done),
+        Some("apply_errored") if changes(&message["hook"]["action"]) => Some(Counted::Failed),
+        _ => None,
+    };
+    (lines, counted)
+}
+
 /// Runs `program` outside a run (auto-reboot, fetching files): its exit code and stdout;
 /// stderr goes to the debug log.
 pub(super) async fn capture(
@@ -266,5 +340,52 @@ pub(super) async fn capture(
             after: timeout,
         }),
         Outcome::Cancelled => Err(ProviderError::Cancelled { what }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_messages_become_terraforms_lines_and_count_progress() {
+        let read = |line: &str| read_message(line);
+        assert_eq!(
+            read(r#"{"@level":"info","@message":"Terraform 1.9.0","type":"version"}"#),
+            (vec!["Terraform 1.9.0".to_owned()], None)
+        );
+        assert_eq!(
+            read(r#"{"@message":"aws_instance.vm[0]: Plan to create","type":"planned_change","change":{"action":"create"}}"#).1,
+            Some(Counted::Planned)
+        );
+        assert_eq!(
+            read(r#"{"@message":"data.x: Plan to read","type":"planned_change","change":{"action":"read"}}"#).1,
+            None
+        );
+        assert_eq!(
+            read(r#"{"@message":"Plan: 3 to add, 1 to change, 2 to destroy.","type":"change_summary","changes":{"add":3,"change":1,"remove":2,"operation":"plan"}}"#).1,
+            Some(Counted::Total(6))
+        );
+        assert_eq!(
+            read(r#"{"@message":"Apply complete! Resources: 3 added, 1 changed, 2 destroyed.","type":"change_summary","changes":{"add":3,"change":1,"remove":2,"operation":"apply"}}"#).1,
+            None
+        );
+        assert_eq!(
+            read(r#"{"@message":"aws_instance.vm[0]: Creation complete after 42s [id=i-1]","type":"apply_complete","hook":{"action":"create"}}"#).1,
+            Some(Counted::Done)
+        );
+        assert_eq!(
+            read(r#"{"@message":"aws_instance.vm[1]: Creation errored after 3s","type":"apply_errored","hook":{"action":"create"}}"#).1,
+            Some(Counted::Failed)
+        );
+        assert_eq!(
+            read(r#"{"@level":"error","@message":"Error: creating EC2 Instance","type":"diagnostic","diagnostic":{"severity":"error","summary":"creating EC2 Instance","detail":"UnauthorizedOperation: no\n\nrequest id 7"}}"#).0,
+            ["Error: creating EC2 Instance", "UnauthorizedOperation: no", "request id 7"]
+        );
+        assert_eq!(
+            read("plain stderr text"),
+            (vec!["plain stderr text".to_owned()], None)
+        );
+        assert_eq!(read("[1,2]"), (vec!["[1,2]".to_owned()], None));
     }
 }

@@ -111,6 +111,21 @@ impl Provider for Terraform {
                 .map(|i| self.name(*i))
                 .filter(|n| !after.contains(n))
                 .collect();
+            let created: Vec<String> = new
+                .iter()
+                .map(|i| self.name(*i))
+                .filter(|n| after.contains(n))
+                .collect();
+            failure.message = if created.is_empty() {
+                format!("{}; no new VM was created", failure.message)
+            } else {
+                format!(
+                    "{}; created before it stopped: {} (they stay in the Terraform state: \
+                     they join the pool when they boot, and a destroy removes them)",
+                    failure.message,
+                    created.join(", ")
+                )
+            };
             return Err(failure);
         }
         let times = self

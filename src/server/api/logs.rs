@@ -5,8 +5,9 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiPath;
+use super::{ApiPath, ApiQuery};
 use crate::error::ApiError;
+use crate::model::log_errors::errors_only;
 use crate::model::validate_hostname;
 use crate::server::auth::{Agent, AgentOrAdmin};
 use crate::server::body::JsonBody;
@@ -66,12 +67,36 @@ pub async fn post_logs(
     }
 }
 
+#[derive(Deserialize)]
+pub struct LogFilter {
+    errors_only: Option<String>,
+}
+
+impl LogFilter {
+    /// Upstream's `errors_only=true|false` (any case); anything else is refused.
+    pub fn errors_only(&self) -> Result<bool, ApiError> {
+        parse_errors_only(self.errors_only.as_deref())
+    }
+}
+
+pub fn parse_errors_only(value: Option<&str>) -> Result<bool, ApiError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::bad_request("errors_only must be true or false.")),
+    }
+}
+
+/// `GET /api/vm-logs/<hostname>[?errors_only=true]`: both logs; with `errors_only`, each
+/// reduced to its error lines (`""` when it has none, `null` when nothing was shipped).
 pub async fn get_logs(
     State(app): State<App>,
     caller: AgentOrAdmin,
     ApiPath(host): ApiPath<String>,
+    ApiQuery(filter): ApiQuery<LogFilter>,
 ) -> Result<Json<Value>, ApiError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    let only_errors = filter.errors_only()?;
     caller.may_read(&host)?;
     let lookup = host.clone();
     let found = app
@@ -86,17 +111,19 @@ pub async fn get_logs(
         })
         .await
         .map_err(ApiError::store("Failed to get VM logs."))?;
-    let (cloud_init, container) = found.ok_or(ApiError::VmNotFound)?;
-    let combined = match (&cloud_init, &container) {
-        (None, None) => None,
-        (a, b) => Some(
-            [a.as_deref(), b.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-    };
+    let (mut cloud_init, mut container) = found.ok_or(ApiError::VmNotFound)?;
+    if only_errors {
+        cloud_init = cloud_init.as_deref().map(errors_only);
+        container = container.as_deref().map(errors_only);
+    }
+    // As upstream: the non-empty logs joined, `null` when there is no text at all.
+    let combined = [cloud_init.as_deref(), container.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let combined = (!combined.is_empty()).then_some(combined);
     Ok(Json(json!({
         "hostname": host,
         "cloud_init_logs": cloud_init,

@@ -1,6 +1,7 @@
 //! The JSON API: what VM agents call (upstream 0.1.2 paths and bodies) and the health check.
 
 pub mod admin_tokens;
+pub mod allocator_log;
 pub mod backup;
 pub mod desktop;
 pub mod download;

@@ -65,7 +65,7 @@ async fn start(
                 Ok(format!("Deleting {hostname} (run #{}).", run.id)),
                 "",
             ),
-            _ => crate::views::admin::runs::panel(&run, &[]).into_response(),
+            _ => crate::views::admin::runs::panel(&run, &[], &admin.csrf).into_response(),
         });
     }
     if wants_json(headers) {
@@ -202,4 +202,37 @@ pub async fn get_run(
     let (run, lines) = found.ok_or_else(|| ApiError::NotFound(format!("No run #{id}.")))?;
     let next = from + lines.len() as u64;
     Ok(Json(json!({ "run": run, "lines": lines, "next": next })).into_response())
+}
+
+/// `POST /api/runs/<id>/cancel`: stops a run in progress (404 unknown, 409 finished).
+/// Answers 202 with the run as it is (still `running` until its processes stopped) in
+/// JSON; the console (htmx) gets a message, and a browser's plain form post (one that
+/// prefers HTML) goes back to the run's page.
+pub async fn cancel_run(
+    State(app): State<App>,
+    admin: Admin,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Response, ApiError> {
+    let cancelled = launch::cancel(&app.pool, &admin.actor(), id)
+        .await
+        .map_err(ApiError::from);
+    let back = format!("/admin/runs/{id}");
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.trim_start().starts_with("text/html"));
+    if is_htmx(&headers) || browser {
+        return Ok(action_result(
+            &headers,
+            cancelled.map(|_| format!("Cancelling run #{id}: its processes were told to stop.")),
+            &back,
+        ));
+    }
+    let run = cancelled?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "cancelling", "run": run })),
+    )
+        .into_response())
 }

@@ -13,6 +13,8 @@ use crate::model::validate_hostname;
 use crate::pool::agent_token::{self, Rotated, fingerprint};
 use crate::pool::reboot::reboot_now;
 use crate::pool::schedules::{self as schedule, NewSchedule};
+use crate::server::api::ApiQuery;
+use crate::server::api::logs::LogFilter;
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
@@ -146,8 +148,11 @@ pub async fn logs_page(
     State(app): State<App>,
     admin: Admin,
     PagePath(host): PagePath<String>,
+    filter: Result<ApiQuery<LogFilter>, ApiError>,
 ) -> Result<Markup, PageError> {
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
+    let ApiQuery(filter) = filter?;
+    let errors_only = filter.errors_only()?;
     let lookup = host.clone();
     let tails = app
         .store
@@ -174,7 +179,12 @@ pub async fn logs_page(
             chunks,
         })
         .collect();
-    Ok(view::logs::page(&viewer(&admin), &host, &tails))
+    Ok(view::logs::page(
+        &viewer(&admin),
+        &host,
+        &tails,
+        errors_only,
+    ))
 }
 
 /// `POST /admin/instances/<hostname>/reboot` (form).

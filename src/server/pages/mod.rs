@@ -1,6 +1,7 @@
 //! HTML pages.
 
 pub mod admin;
+pub mod allocator_log;
 pub mod api_tokens;
 pub mod desktop;
 pub mod event;

@@ -1,6 +1,7 @@
 //! The admin console: a shared shell (navigation, sign-out, the CSRF token every form and
 //! htmx request carries) and one module per page.
 
+pub mod allocator_log;
 pub mod api_tokens;
 pub mod audit;
 pub mod cost;
@@ -31,7 +32,7 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 12] = [
+const NAV: [(&str, &str); 13] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
@@ -42,6 +43,7 @@ const NAV: [(&str, &str); 12] = [
     ("/admin/token", "Agent token"),
     ("/admin/api-tokens", "API tokens"),
     ("/admin/audit", "Audit log"),
+    ("/admin/allocator-log", "Allocator log"),
     ("/admin/waitlist", "Waitlist"),
     ("/admin/rescues", "Rescued files"),
 ];

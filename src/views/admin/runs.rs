@@ -3,17 +3,10 @@
 use maud::{Markup, html};
 
 use super::{Viewer, shell, time};
-use crate::model::{Run, RunState};
+use crate::model::{Run, RunProgress, RunState};
 
 pub fn state_text(state: RunState) -> &'static str {
-    match state {
-        RunState::Running => "running",
-        RunState::Succeeded => "succeeded",
-        RunState::Failed => "failed",
-        RunState::TimedOut => "timed out",
-        RunState::Cancelled => "cancelled",
-        RunState::Interrupted => "interrupted",
-    }
+    state.describe()
 }
 
 pub fn run_list(recent: &[Run]) -> Markup {
@@ -26,6 +19,7 @@ pub fn run_list(recent: &[Run]) -> Markup {
                     li {
                         a href={"/admin/runs/" (run.id)} { "#" (run.id) " " (run.action.describe()) }
                         " — " span.status.(state_text(run.state)) { (state_text(run.state)) }
+                        @if let Some(p) = run.progress { " " (count(p)) }
                         " · " (run.requested_by) " · " (time(run.started_at))
                     }
                 }
@@ -39,6 +33,7 @@ pub fn summary(run: &Run) -> Markup {
     html! {
         span.status.(state_text(run.state)) { (state_text(run.state)) }
         @if let Some(code) = run.exit_code { " (exit " (code) ")" }
+        @if let Some(by) = &run.cancelled_by { " by " (by) }
         " · provider " (run.provider) " · requested by " (run.requested_by)
         @if let Some(from) = &run.requested_from { " from " (from) }
         " · started " (time(run.started_at))
@@ -46,12 +41,51 @@ pub fn summary(run: &Run) -> Markup {
     }
 }
 
-/// The run's heading, state and output; while it runs, new lines and the final state
-/// arrive over SSE (resuming after the lines already shown).
-pub fn panel(run: &Run, lines: &[String]) -> Markup {
+/// `done/total`, as the API's `progress` says it.
+fn count(p: RunProgress) -> String {
+    format!("{}/{}", p.done, p.total)
+}
+
+/// How far the run has come: "12/40" and a bar (nothing when the provider does not say).
+pub fn progress(run: &Run) -> Markup {
+    html! {
+        @if let Some(p) = run.progress {
+            @if p.total == 0 && p.done == 0 {
+                span.note { "planning…" }
+            } @else {
+                strong.run-count { (count(p)) }
+                " "
+                progress value=(p.done) max=(p.total.max(p.done)) { (count(p)) }
+                @if p.failed > 0 { " " span.status.failed { (p.failed) " failed" } }
+            }
+        }
+    }
+}
+
+/// The button that stops a running run (SIGINT first: Terraform saves its state).
+fn cancel_form(run: &Run, csrf: &str) -> Markup {
+    let action = format!("/api/runs/{}/cancel", run.id);
+    html! {
+        form.inline method="post" action=(action) hx-post=(action)
+            hx-target={"#run-cancel-result-" (run.id)} hx-swap="innerHTML" {
+            input type="hidden" name="csrf_token" value=(csrf);
+            button.small.danger type="submit" { "Cancel run" }
+        }
+        span #{"run-cancel-result-" (run.id)} {}
+    }
+}
+
+/// The run's heading, state, progress and output; while it runs, new lines, the progress
+/// and the final state arrive over SSE (resuming after the lines already shown), and a
+/// button cancels it (`csrf`: the console's token; htmx also sends it as a header).
+pub fn panel(run: &Run, lines: &[String], csrf: &str) -> Markup {
     let body = html! {
         h2 { "Run #" (run.id) ": " (run.action.describe()) }
-        p.run-state #{"run-state-" (run.id)} sse-swap="state" { (summary(run)) }
+        div.run-state #{"run-state-" (run.id)} sse-swap="state" {
+            (summary(run))
+            @if !run.state.is_finished() { " " (cancel_form(run, csrf)) }
+        }
+        p.run-progress #{"run-progress-" (run.id)} sse-swap="progress" { (progress(run)) }
         pre.output #{"run-output-" (run.id)} sse-swap="line" hx-swap="beforeend" {
             @for line in lines { (line) "\n" }
         }
@@ -73,7 +107,7 @@ pub fn page(viewer: &Viewer, run: &Run, lines: &[String]) -> Markup {
         "",
         &format!("Run #{}", run.id),
         html! {
-            (panel(run, lines))
+            (panel(run, lines, viewer.csrf))
             p { a href="/admin/instances" { "Back to the instances" } }
         },
     )
