@@ -13,12 +13,19 @@ use crate::views::admin::teardown::DESTROY_CONFIRMATION;
 pub struct LaunchArgs {
     /// How many VMs to launch.
     pub count: u32,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// What launch and destroy share: where, and whether to follow the run.
+#[derive(Args, Debug)]
+pub struct RunOptions {
     /// Start the run and return at once (follow it with `lablink runs ID --follow`).
     #[arg(long)]
     pub detach: bool,
     #[command(flatten)]
     pub target: Target,
-    /// Print JSON for scripts.
+    /// Print JSON for scripts (the run's record once it ends).
     #[arg(long)]
     pub json: bool,
 }
@@ -34,28 +41,22 @@ pub struct DestroyArgs {
     /// With --all: do not ask (needed when not in a terminal).
     #[arg(long, requires = "all")]
     pub yes: bool,
-    /// Start the run(s) and return at once.
-    #[arg(long)]
-    pub detach: bool,
     #[command(flatten)]
-    pub target: Target,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    pub json: bool,
+    pub run: RunOptions,
 }
 
 pub fn launch(args: LaunchArgs) -> Result<(), CliError> {
     if args.count == 0 {
         return Err(CliError::Usage("COUNT must be at least 1".into()).of("launch"));
     }
-    let admin = args.target.admin().map_err(|e| e.of("launch"))?;
+    let admin = args.run.target.admin().map_err(|e| e.of("launch"))?;
     let count = args.count.to_string();
     output::runtime()?
         .block_on(async {
             let answer = admin
                 .post_form("/api/launch", &[("num_vms", &count)])
                 .await?;
-            started(&admin, &answer, args.detach, args.json).await
+            started(&admin, &answer, &args.run).await
         })
         .map_err(|e| e.of("launch"))
 }
@@ -64,9 +65,9 @@ pub fn launch(args: LaunchArgs) -> Result<(), CliError> {
 async fn started(
     admin: &Admin,
     answer: &serde_json::Value,
-    detach: bool,
-    as_json: bool,
+    options: &RunOptions,
 ) -> Result<(), CliError> {
+    let (detach, as_json) = (options.detach, options.json);
     let id = answer["run_id"].as_u64().ok_or_else(|| {
         CliError::Failed(format!("the allocator answered without a run: {answer}"))
     })?;
@@ -110,7 +111,7 @@ pub fn destroy(args: DestroyArgs) -> Result<(), CliError> {
         crate::model::validate_hostname(host)
             .map_err(|e| CliError::Usage(format!("HOST {host}: {e}")).of("destroy"))?;
     }
-    if args.detach && args.hosts.len() > 1 {
+    if args.run.detach && args.hosts.len() > 1 {
         return Err(CliError::Usage(
             "--detach goes with one HOST: the allocator runs one destroy at a time".into(),
         )
@@ -119,18 +120,18 @@ pub fn destroy(args: DestroyArgs) -> Result<(), CliError> {
     if args.all {
         confirm_all(args.yes).map_err(|e| e.of("destroy"))?;
     }
-    let admin = args.target.admin().map_err(|e| e.of("destroy"))?;
+    let admin = args.run.target.admin().map_err(|e| e.of("destroy"))?;
     output::runtime()?
         .block_on(async {
             if args.all {
                 let answer = admin.post("/destroy", &json!({})).await?;
-                return started(&admin, &answer, args.detach, args.json).await;
+                return started(&admin, &answer, &args.run).await;
             }
             for host in &args.hosts {
                 let answer = admin
                     .post(&format!("/api/vms/{host}/destroy"), &json!({}))
                     .await?;
-                started(&admin, &answer, args.detach, args.json).await?;
+                started(&admin, &answer, &args.run).await?;
             }
             Ok(())
         })

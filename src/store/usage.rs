@@ -13,6 +13,21 @@ fn key_text(at: i64, host: &str, email: &str) -> String {
     format!("{at}/{host}/{email}")
 }
 
+/// The row of the seat claimed at `at` (ms) by `email` on `host` in `table` (named `name`),
+/// decoded.
+fn seat_row<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<(i64, &'static str, &'static str), &'static [u8]>,
+    name: &str,
+    at: i64,
+    host: &str,
+    email: &str,
+) -> Result<Option<T>, StoreError> {
+    table
+        .get((at, host, email))?
+        .map(|v| codec::decode(name, &key_text(at, host, email), v.value()))
+        .transpose()
+}
+
 /// Adds `sample` to the seat of `email` on `host` claimed at `assigned_at` (created at its
 /// first heartbeat).
 pub fn record(
@@ -24,14 +39,7 @@ pub fn record(
 ) -> Result<SeatUsage, StoreError> {
     let mut table = tx.open_table(SEAT_USAGE)?;
     let at = assigned_at.timestamp_millis();
-    let found = match table.get((at, host, email))? {
-        Some(v) => Some(codec::decode::<SeatUsage>(
-            SEAT_USAGE.name(),
-            &key_text(at, host, email),
-            v.value(),
-        )?),
-        None => None,
-    };
+    let found: Option<SeatUsage> = seat_row(&table, SEAT_USAGE.name(), at, host, email)?;
     let usage = found
         .unwrap_or_else(|| SeatUsage::new(email, host, assigned_at, sample.at))
         .record(sample);
@@ -73,14 +81,7 @@ pub fn record_samples(
 ) -> Result<usize, StoreError> {
     let mut table = tx.open_table(SEAT_SERIES)?;
     let at = assigned_at.timestamp_millis();
-    let found = match table.get((at, host, email))? {
-        Some(v) => Some(codec::decode::<SeatSeries>(
-            SEAT_SERIES.name(),
-            &key_text(at, host, email),
-            v.value(),
-        )?),
-        None => None,
-    };
+    let found: Option<SeatSeries> = seat_row(&table, SEAT_SERIES.name(), at, host, email)?;
     let mut series = found.unwrap_or_else(|| SeatSeries::new(email, host, assigned_at));
     let taken = samples
         .iter()
@@ -117,13 +118,7 @@ pub fn series_of(
     let mut out = Vec::new();
     for (assigned_at, host, email) in seats {
         let at = assigned_at.timestamp_millis();
-        if let Some(v) = table.get((at, host.as_str(), email.as_str()))? {
-            out.push(codec::decode(
-                SEAT_SERIES.name(),
-                &key_text(at, host, email),
-                v.value(),
-            )?);
-        }
+        out.extend(seat_row(&table, SEAT_SERIES.name(), at, host, email)?);
     }
     Ok(out)
 }

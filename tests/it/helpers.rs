@@ -685,6 +685,20 @@ pub async fn mint_credential(s: &TestServer, host: &str) -> String {
         .to_owned()
 }
 
+/// Reads an event stream (SSE) until `want` appears in the raw stream; everything read.
+pub async fn read_events_until(mut response: reqwest::Response, want: &str) -> String {
+    let mut seen = String::new();
+    while !seen.contains(want) {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("event stream")
+            .unwrap_or_else(|| panic!("stream ended before {want:?}: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
 /// The environment a `lablink` command needs to sign in to a TestServer as its admin.
 pub fn admin_cli_env() -> [(&'static str, &'static str); 1] {
     [("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)]

@@ -4,21 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Auth, TestServer, within};
-
-/// Reads an event stream until `want` shows up; everything read so far.
-async fn read_until(mut response: reqwest::Response, want: &str) -> String {
-    let mut seen = String::new();
-    while !seen.contains(want) {
-        let chunk = response
-            .chunk()
-            .await
-            .expect("event stream")
-            .unwrap_or_else(|| panic!("stream ended before {want:?}: {seen}"));
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    seen
-}
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Auth, TestServer, read_events_until, within};
 
 async fn stream(s: &TestServer, path: &str) -> reqwest::Response {
     let response = s
@@ -119,7 +105,7 @@ async fn errors_only_keeps_error_lines_and_their_tracebacks() {
             &["[agent] INFO seat taken", "[agent] FATAL: disk full"],
         )
         .await;
-        let seen = read_until(events, "disk full").await;
+        let seen = read_events_until(events, "disk full").await;
         assert!(seen.contains("event: container"), "{seen}");
         assert!(!seen.contains("seat taken"), "{seen}");
         assert!(!seen.contains("desktop started"), "{seen}");
@@ -162,7 +148,7 @@ async fn the_allocators_own_warnings_are_in_its_log() {
             .await
             .expect(400);
         let wanted = "launch 417 VM(s)";
-        let seen = read_until(events, wanted).await;
+        let seen = read_events_until(events, wanted).await;
         assert!(seen.contains("event: line"), "{seen}");
         assert!(seen.contains("WARN"), "{seen}");
 
@@ -234,13 +220,7 @@ async fn the_errors_filter_in_a_real_browser() {
         click(&admin, "#errors-toggle").await;
         wait_text(&admin, "h1", "errors only").await;
         wait_text(&admin, "#log-container", "ConnectionError: refused").await;
-        let text = admin
-            .find(fantoccini::Locator::Css("#log-container"))
-            .await
-            .expect("the container log")
-            .text()
-            .await
-            .expect("text");
+        let text = container_text(&admin).await;
         assert!(!text.contains("desktop started"), "{text}");
         assert!(!text.contains("retry-all-errors"), "{text}");
 
@@ -252,13 +232,7 @@ async fn the_errors_filter_in_a_real_browser() {
         )
         .await;
         wait_text(&admin, "#log-container", "FATAL: disk full").await;
-        let text = admin
-            .find(fantoccini::Locator::Css("#log-container"))
-            .await
-            .expect("the container log")
-            .text()
-            .await
-            .expect("text");
+        let text = container_text(&admin).await;
         assert!(!text.contains("seat taken"), "{text}");
         shoot(&admin, "logs-errors-only").await;
 
@@ -276,4 +250,15 @@ async fn the_errors_filter_in_a_real_browser() {
         admin.close().await.expect("close");
     })
     .await;
+}
+
+/// The text of the logs page's container log.
+async fn container_text(admin: &fantoccini::Client) -> String {
+    admin
+        .find(fantoccini::Locator::Css("#log-container"))
+        .await
+        .expect("the container log")
+        .text()
+        .await
+        .expect("text")
 }

@@ -7,7 +7,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode, redirect};
 use serde_json::json;
 
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Auth, TestServer, within};
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Auth, TestServer, read_events_until, within};
 
 fn no_redirects() -> Client {
     Client::builder()
@@ -469,21 +469,6 @@ async fn exported_cells_never_start_a_spreadsheet_formula() {
         assert_eq!(json[0]["participant_email"], email);
     })
     .await;
-}
-
-/// Reads an SSE response until `want` appears in the raw stream.
-async fn read_events_until(response: reqwest::Response, want: &str) -> String {
-    let mut response = response;
-    let mut seen = String::new();
-    while !seen.contains(want) {
-        let chunk = response
-            .chunk()
-            .await
-            .expect("event stream")
-            .unwrap_or_else(|| panic!("stream ended before {want:?}: {seen}"));
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    seen
 }
 
 #[tokio::test]
