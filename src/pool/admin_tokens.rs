@@ -103,6 +103,11 @@ impl AdminTokens {
         Some(entry.token.clone())
     }
 
+    /// Whether token `id` is still in force (not revoked).
+    pub fn in_force(&self, id: u64) -> bool {
+        self.lock().values().any(|live| live.token.id == id)
+    }
+
     fn insert(&self, digest: [u8; 32], token: &AdminToken) {
         self.lock().insert(digest, Live::from(token));
     }

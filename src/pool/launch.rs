@@ -49,7 +49,9 @@ pub async fn cancel(pool: &Pool, actor: &Actor, id: u64) -> Result<Run, PoolErro
         .await
         .map_err(|e| match e {
             CancelError::NoSuchRun(_) => PoolError::NotFound(e.to_string()),
-            CancelError::Finished(_) => PoolError::Conflict(e.to_string()),
+            CancelError::Finished(_) | CancelError::Finishing(_) => {
+                PoolError::Conflict(e.to_string())
+            }
             CancelError::Store(source) => PoolError::Store {
                 message: "Failed to read the run.",
                 source,

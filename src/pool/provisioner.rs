@@ -40,6 +40,8 @@ pub enum CancelError {
     NoSuchRun(u64),
     #[error("run #{} ({}) has already finished: {}", .0.id, .0.action.describe(), .0.state.describe())]
     Finished(Box<Run>),
+    #[error("run #{0} is finishing; it can no longer be cancelled")]
+    Finishing(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,6 +51,8 @@ struct Current {
     run: Run,
     cancel: CancellationToken,
     cancelled_by: Option<String>,
+    /// The run's outcome is being recorded: too late to cancel it.
+    finishing: bool,
 }
 
 /// How long a destroyed VM's reports are refused (unless a launch comes first).
@@ -172,19 +176,26 @@ impl Provisioner {
     /// flight and saves its state), SIGKILL only after a grace period; the run ends as
     /// `cancelled` when its work stopped short. Answers at once with the run as it is.
     pub async fn cancel(&self, id: u64, by: &str) -> Result<Run, CancelError> {
-        {
+        let cancelled = {
             let mut current = self.current.lock().await;
-            if let Some(c) = current.as_mut().filter(|c| c.run.id == id) {
-                if c.cancelled_by.is_none() {
-                    c.cancelled_by = Some(by.to_owned());
+            match current.as_mut().filter(|c| c.run.id == id) {
+                Some(c) if c.finishing => return Err(CancelError::Finishing(id)),
+                Some(c) => {
+                    if c.cancelled_by.is_none() {
+                        c.cancelled_by = Some(by.to_owned());
+                    }
+                    c.cancel.cancel();
+                    Some(c.run.clone())
                 }
-                c.cancel.cancel();
-                return Ok(c.run.clone());
+                None => None,
             }
-        }
-        match self.store.read(move |tx| runs::get(tx, id)).await? {
-            None => Err(CancelError::NoSuchRun(id)),
-            Some(run) => Err(CancelError::Finished(Box::new(run))),
+        };
+        // The run as stored now (its output and progress so far), not as it started.
+        let stored = self.store.read(move |tx| runs::get(tx, id)).await?;
+        match (cancelled, stored) {
+            (Some(_), Some(run)) | (Some(run), None) => Ok(run),
+            (None, None) => Err(CancelError::NoSuchRun(id)),
+            (None, Some(run)) => Err(CancelError::Finished(Box::new(run))),
         }
     }
 
@@ -250,6 +261,7 @@ impl Provisioner {
             run: run.clone(),
             cancel: run_cancel.clone(),
             cancelled_by: None,
+            finishing: false,
         });
         drop(current);
         tracing::info!(run = run.id, action = %run.action.describe(), by = %run.requested_by, "run started");
@@ -317,12 +329,11 @@ impl Provisioner {
                 })
             }
         };
-        let cancelled_by = self
-            .current
-            .lock()
-            .await
-            .as_ref()
-            .and_then(|c| c.cancelled_by.clone());
+        // From here on a cancel is refused: the outcome below is what gets recorded.
+        let cancelled_by = self.current.lock().await.as_mut().and_then(|c| {
+            c.finishing = true;
+            c.cancelled_by.clone()
+        });
         let (state, exit_code) = match result {
             Ok(()) => {
                 if let Some(by) = &cancelled_by {

@@ -307,7 +307,8 @@ fn admin_token(header: Option<&str>) -> Option<&str> {
 
 /// Checks an admin API token, and that its scope allows this request. An unknown token
 /// counts against the client's sign-in limit, as a wrong password does; a known one
-/// neither counts nor clears earlier failures (it is not the password).
+/// neither counts, nor clears earlier failures, nor is refused by them (it is not the
+/// password).
 fn check_admin_token(
     app: &App,
     token: &str,
@@ -317,18 +318,16 @@ fn check_admin_token(
     if !parts.method.is_safe() && cross_site(&parts.headers) {
         return Err(ApiError::CrossSite);
     }
-    let attempt = match ip.map(|ip| app.login_limiter.begin(ip)) {
-        Some(Err(wait)) => return Err(ApiError::TooManyAttempts(wait.as_secs())),
-        Some(Ok(attempt)) => Some(attempt),
-        None => None,
-    };
     let Some(found) = app.admin_tokens.check(token, ip, app.clock.now()) else {
-        if let Some(attempt) = attempt {
-            attempt.finish(false);
+        // Only an unknown token meets the limit: a client locked out by a stale or
+        // revoked token can still use a good one.
+        match ip.map(|ip| app.login_limiter.begin(ip)) {
+            Some(Err(wait)) => return Err(ApiError::TooManyAttempts(wait.as_secs())),
+            Some(Ok(attempt)) => attempt.finish(false),
+            None => {}
         }
         return Err(ApiError::UnknownApiToken);
     };
-    drop(attempt);
     if !found.scope.allows(parts.method.as_str()) && !revokes_itself(parts, &found) {
         return Err(ApiError::Forbidden(format!(
             "The API token \"{}\" has the read_only scope: it may only make GET and HEAD requests. \
@@ -482,6 +481,21 @@ impl Admin {
     /// Signed in through the console (a session) rather than HTTP Basic.
     pub fn from_console(&self) -> bool {
         !self.csrf.is_empty()
+    }
+
+    /// Refuses a read-only API token where a GET hands out secrets, participants' files or
+    /// screens, or acts: `what` names it.
+    pub fn not_read_only(&self, what: &str) -> Result<(), ApiError> {
+        match &self.api_token {
+            Some(token) if token.scope == crate::model::TokenScope::ReadOnly => {
+                Err(ApiError::Forbidden(format!(
+                    "The API token \"{}\" has the read_only scope, which cannot {what}; use an \
+                     admin-scope token or the admin password.",
+                    token.name
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Refuses what only the password or a console session may do: `what` names it.

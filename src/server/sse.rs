@@ -54,13 +54,46 @@ fn respond(rx: mpsc::Receiver<Event>) -> EventStream {
     Sse::new(Box::pin(stream) as _).keep_alive(KeepAlive::default())
 }
 
+/// How a stream's admin signed in, to check it still holds.
+enum SignedIn {
+    Session(String),
+    Token(u64),
+    /// HTTP Basic: each request carries the password, there is nothing to end.
+    Password,
+}
+
+impl SignedIn {
+    fn of(admin: &Admin) -> SignedIn {
+        match (&admin.session_id, &admin.api_token) {
+            (Some(id), _) => SignedIn::Session(id.clone()),
+            (None, Some(token)) => SignedIn::Token(token.id),
+            (None, None) => SignedIn::Password,
+        }
+    }
+
+    async fn still(&self, app: &App) -> bool {
+        match self {
+            SignedIn::Password => true,
+            SignedIn::Token(id) => app.admin_tokens.in_force(*id),
+            SignedIn::Session(id) => {
+                let (id, now) = (id.clone(), chrono::Utc::now().timestamp());
+                matches!(
+                    app.store.read(move |tx| sessions::load(tx, &id, now)).await,
+                    Ok(Some(_))
+                )
+            }
+        }
+    }
+}
+
 /// Waits for the next commit (or `RECHECK`); `false` when the stream should end instead:
-/// the browser went away, the allocator stops, or the admin's session ended.
+/// the browser went away, the allocator stops, or the admin's session ended (or token was
+/// revoked).
 async fn next_change(
     app: &App,
     changes: &mut tokio::sync::watch::Receiver<u64>,
     tx: &mpsc::Sender<Event>,
-    session: Option<&str>,
+    signed_in: &SignedIn,
 ) -> bool {
     tokio::select! {
         changed = changes.changed() => {
@@ -74,16 +107,7 @@ async fn next_change(
         () = tx.closed() => return false,
         () = app.shutdown.cancelled() => return false,
     }
-    match session {
-        None => true,
-        Some(id) => {
-            let (id, now) = (id.to_owned(), chrono::Utc::now().timestamp());
-            matches!(
-                app.store.read(move |tx| sessions::load(tx, &id, now)).await,
-                Ok(Some(_))
-            )
-        }
-    }
+    signed_in.still(app).await
 }
 
 /// An event carrying `html`; SSE cannot carry carriage returns, which only ever come
@@ -117,7 +141,7 @@ pub async fn pool(
         Some("sessions") => "sessions",
         _ => "instances",
     };
-    let session = admin.session_id.clone();
+    let signed_in = SignedIn::of(&admin);
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -163,7 +187,7 @@ pub async fn pool(
                     sent[i] = fresh[i].clone();
                 }
             }
-            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
+            if !next_change(&app, &mut changes, &tx, &signed_in).await {
                 return;
             }
         }
@@ -186,7 +210,7 @@ pub async fn run(
     headers: HeaderMap,
 ) -> EventStream {
     let mut next = last_event_id(&headers).or(q.from).unwrap_or(0);
-    let session = admin.session_id.clone();
+    let signed_in = SignedIn::of(&admin);
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -229,7 +253,7 @@ pub async fn run(
                 let _ = tx.send(Event::default().event("done").data("done")).await;
                 return;
             }
-            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
+            if !next_change(&app, &mut changes, &tx, &signed_in).await {
                 return;
             }
         }
@@ -265,7 +289,7 @@ pub async fn logs(
         .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
     let mut next: [u64; 2] = resumed.unwrap_or(from_query);
     let mut filters: [ErrorFilter; 2] = Default::default();
-    let session = admin.session_id.clone();
+    let signed_in = SignedIn::of(&admin);
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = app.store.changes();
@@ -309,7 +333,7 @@ pub async fn logs(
             if more {
                 continue;
             }
-            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
+            if !next_change(&app, &mut changes, &tx, &signed_in).await {
                 return;
             }
         }
@@ -333,7 +357,7 @@ pub async fn allocator_log(
 ) -> Result<EventStream, ApiError> {
     let (level, _) = level_and_limit(q.level.as_deref(), None)?;
     let mut after = last_event_id(&headers).or(q.after).unwrap_or(0);
-    let session = admin.session_id.clone();
+    let signed_in = SignedIn::of(&admin);
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = ring().subscribe();
@@ -354,7 +378,7 @@ pub async fn allocator_log(
             if full {
                 continue;
             }
-            if !next_change(&app, &mut changes, &tx, session.as_deref()).await {
+            if !next_change(&app, &mut changes, &tx, &signed_in).await {
                 return;
             }
         }

@@ -111,6 +111,26 @@ async fn tokens_are_hashed_scoped_audited_and_revoked_at_once() {
             "The API token \"monitor\" has the read_only scope: it may only make GET and HEAD \
              requests. Use an admin-scope token (or the password) for changes.",
         );
+        // Nor the reads that hand out secrets, participants' files or screens, or act.
+        for (path, what) in [
+            ("/api/backup", "download a backup"),
+            ("/api/scp-client", "collect participants' data"),
+            ("/admin/rescues/all.zip", "download participants' files"),
+            ("/admin/rescues/1", "download participants' files"),
+            ("/admin/desktop/lab-vm-1/ws", "watch or take over"),
+        ] {
+            let refused = with_token(&s, Method::GET, path, monitor_token, None).await;
+            assert_eq!(refused.status, 403, "{path}: {}", refused.text);
+            assert!(refused.text.contains(what), "{path}: {}", refused.text);
+        }
+        let backup = s
+            .client
+            .get(s.url("/api/backup"))
+            .bearer_auth(ci_token)
+            .send()
+            .await
+            .expect("backup");
+        assert_eq!(backup.status(), 200, "an admin-scope token may");
         // Admin: changes, audited under the token's name.
         with_token(&s, Method::POST, "/api/vm-credentials", ci_token, Some(mint))
             .await
@@ -553,6 +573,59 @@ async fn the_old_password_variable_is_refused_naming_the_new_one() {
             );
         }
         assert!(!home.logins().exists());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_loses_its_live_streams_and_a_locked_out_address_keeps_good_tokens() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        let watcher = create(&s, "watcher", "read_only").await;
+        let token = watcher["token"].as_str().expect("token");
+        let mut stream = s
+            .client
+            .get(s.url("/admin/events/pool"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(stream.status(), 200);
+        stream.chunk().await.expect("first event").expect("open");
+        s.admin_json(
+            Method::DELETE,
+            &format!("/api/admin-tokens/{}", watcher["id"]),
+            None,
+        )
+        .await
+        .expect(200);
+        // The revocation is a commit: the stream checks and ends.
+        while let Some(chunk) = stream.chunk().await.expect("read") {
+            assert!(!chunk.is_empty());
+        }
+
+        // Wrong tokens lock the address out; a good token still works from it.
+        let good = create(&s, "good", "read_only").await;
+        let mut locked = false;
+        for _ in 0..50 {
+            let wrong = with_token(&s, Method::GET, "/api/vms", "lablink_at_wrong", None).await;
+            if wrong.status == 429 {
+                locked = true;
+                break;
+            }
+            assert_eq!(wrong.status, 401);
+        }
+        assert!(locked, "wrong tokens meet the sign-in limit");
+        with_token(
+            &s,
+            Method::GET,
+            "/api/vms",
+            good["token"].as_str().expect("token"),
+            None,
+        )
+        .await
+        .expect(200);
     })
     .await;
 }

@@ -191,8 +191,9 @@ impl Provider for Terraform {
         };
         if let Err(e) = done {
             let mut failure = RunFailure::from(e);
-            // Some may be gone already: their rows go, the rest return to the pool.
-            if let Ok(after) = self.existing(&dir, log, cancel).await {
+            // Some may be gone already: their rows go, the rest return to the pool. Read
+            // with a fresh token: after a cancel, the run's own is cancelled already.
+            if let Ok(after) = self.existing(&dir, log, &CancellationToken::new()).await {
                 failure.rows_to_remove = hosts
                     .iter()
                     .filter(|h| !after.contains(h))

@@ -28,6 +28,8 @@ impl Drop for Scratch {
 }
 
 pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, ApiError> {
+    // The store holds the agents' token and the password hash.
+    admin.not_read_only("download a backup")?;
     let stamp = app.clock.now().format("%Y%m%dT%H%M%SZ").to_string();
     // Next to the store: same file system, same private directory.
     let dir = app

@@ -12,6 +12,7 @@ use crate::server::auth::Admin;
 use crate::server::state::App;
 
 pub async fn download(State(app): State<App>, admin: Admin) -> Result<Response, ApiError> {
+    admin.not_read_only("collect participants' data from the VMs")?;
     let Collected { zip, stamp } = participant_files::collect(&app.pool, &admin.actor()).await?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(
         tokio::fs::File::from_std(zip),

@@ -174,6 +174,7 @@ pub async fn instructor_socket(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     same_site(&headers)?;
+    admin.not_read_only("watch or take over a participant's desktop")?;
     let ws = upgrade_or_error(ws)?;
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     let viewer = mode.viewer()?;

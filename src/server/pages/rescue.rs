@@ -89,6 +89,7 @@ pub async fn admin_file(
     admin: Admin,
     PagePath(id): PagePath<u64>,
 ) -> Result<Response, PageError> {
+    admin.not_read_only("download participants' files")?;
     let rescue = app.rescues.find(id).await?;
     let response = download(&app, &rescue).await?;
     app.audit_by(
@@ -102,6 +103,7 @@ pub async fn admin_file(
 
 /// Every kept archive in one zip, streamed as it is written.
 pub async fn admin_all(State(app): State<App>, admin: Admin) -> Result<Response, PageError> {
+    admin.not_read_only("download participants' files")?;
     let all = app.rescues.list().await?;
     let kept = all.iter().filter(|r| r.has_archive()).count();
     if kept == 0 {
