@@ -233,9 +233,13 @@ struct RingLayer;
 
 impl<S: tracing::Subscriber> Layer<S> for RingLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        // The console cannot show trace lines: kept, they would only push out the others.
+        if *meta.level() == tracing::Level::TRACE {
+            return;
+        }
         let mut text = Fields::default();
         event.record(&mut text);
-        let meta = event.metadata();
         ring().push(LogLevel::of(meta.level()), meta.target(), text.finish());
     }
 }
@@ -246,6 +250,10 @@ struct Fields {
     rest: String,
 }
 
+/// Longest line the ring keeps (in bytes; longer ones are cut, marked with "…"), so
+/// its memory is bounded by its line count.
+const MAX_LINE_BYTES: usize = 4096;
+
 impl Fields {
     fn finish(mut self) -> String {
         if !self.rest.is_empty() {
@@ -253,6 +261,14 @@ impl Fields {
                 self.message.push(' ');
             }
             self.message.push_str(&self.rest);
+        }
+        if self.message.len() > MAX_LINE_BYTES {
+            let mut cut = MAX_LINE_BYTES;
+            while !self.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.message.truncate(cut);
+            self.message.push('…');
         }
         self.message
     }
@@ -317,6 +333,16 @@ mod tests {
         assert_eq!(ids(lines), vec![2, 3, 4]);
         ring.set_capacity(1);
         assert_eq!(ids(ring.read(LogLevel::Debug, None, 10).0), vec![4]);
+    }
+
+    #[test]
+    fn a_long_line_is_cut_at_a_character() {
+        let mut fields = Fields::default();
+        fields.field("message", format_args!("{}", "é".repeat(MAX_LINE_BYTES)));
+        let line = fields.finish();
+        assert!(line.ends_with('…'));
+        assert!(line.len() <= MAX_LINE_BYTES + '…'.len_utf8());
+        assert!(line.trim_end_matches('…').chars().all(|c| c == 'é'));
     }
 
     #[test]

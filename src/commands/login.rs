@@ -133,6 +133,16 @@ impl Logins {
     pub fn get(&self, url: &str) -> Option<&StoredLogin> {
         self.allocators.get(&key(url))
     }
+
+    /// Removes the login of `url`; another stored one becomes the default if it was.
+    fn forget(&mut self, url: &str) -> Option<StoredLogin> {
+        let url = key(url);
+        let stored = self.allocators.remove(&url)?;
+        if self.default.as_deref() == Some(url.as_str()) {
+            self.default = self.allocators.keys().next().cloned();
+        }
+        Some(stored)
+    }
 }
 
 enum Revoked {
@@ -193,11 +203,12 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
         .enable_all()
         .build()?;
     let failed = |e: String| CliError::Failed(e).of("login");
+    let mut old_revoked = false;
     let created = runtime.block_on(async {
         // A new login replaces this machine's earlier token for the address.
         if let Some(old) = logins.get(&url) {
             match revoke(&admin, old.id).await? {
-                Revoked::Now | Revoked::Before => {}
+                Revoked::Now | Revoked::Before => old_revoked = true,
                 Revoked::Refused => return Err(RemoteError::Unauthorized(admin.refused())),
             }
         }
@@ -208,6 +219,11 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
             )
             .await
     });
+    if created.is_err() && old_revoked {
+        // The earlier token is gone on the allocator: it must not stay the default here.
+        logins.forget(&url);
+        let _ = logins.save();
+    }
     let created = created.map_err(|e| CliError::from(e).of("login"))?;
     let (Some(id), Some(token)) = (created["id"].as_u64(), created["token"].as_str()) else {
         return Err(failed(format!("{url} answered without a token: {created}")));
@@ -249,13 +265,10 @@ pub fn logout(args: LogoutArgs) -> Result<(), CliError> {
         println!("Not signed in to any allocator.");
         return Ok(());
     };
-    let Some(stored) = logins.allocators.remove(&url) else {
+    let Some(stored) = logins.forget(&url) else {
         println!("Not signed in to {url}; nothing to do.");
         return Ok(());
     };
-    if logins.default.as_deref() == Some(url.as_str()) {
-        logins.default = logins.allocators.keys().next().cloned();
-    }
     let revoked = match base_url(&url).and_then(|u| client_for(&u, Duration::from_secs(30))) {
         Ok(client) => {
             let admin = Admin::with_token(
@@ -269,9 +282,9 @@ pub fn logout(args: LogoutArgs) -> Result<(), CliError> {
                 .build()?;
             runtime
                 .block_on(revoke(&admin, stored.id))
-                .map_err(|e| e.to_string())
+                .map_err(CliError::from)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(CliError::Usage(e)),
     };
     let path = logins
         .save()
@@ -294,11 +307,19 @@ pub fn logout(args: LogoutArgs) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Err(e) => Err(CliError::Failed(format!(
-            "removed from {}, but not revoked on {url} ({e}): revoke \"{}\" in the console (API tokens)",
-            path.display(),
-            stored.name
-        ))
-        .of("logout")),
+        Err(e) => {
+            let why = format!(
+                "removed from {}, but not revoked on {url} ({e}): revoke \"{}\" in the console (API tokens)",
+                path.display(),
+                stored.name
+            );
+            // The status says why it was not revoked (unreachable: 4); the message, what to do.
+            Err(match e {
+                CliError::Unreachable(_) => CliError::Unreachable(why),
+                CliError::Unauthorized(_) => CliError::Unauthorized(why),
+                _ => CliError::Failed(why),
+            }
+            .of("logout"))
+        }
     }
 }

@@ -52,12 +52,13 @@ pub fn run(args: TokenArgs) -> Result<(), CliError> {
     let text = match (change, args.target.explicit_url()) {
         (None, _) => return print_shared(&args.data_dir, &runtime),
         (Some((_, change)), Some(url)) => {
-            let admin = super::remote::Admin::new(&args.target).map_err(CliError::Usage)?;
-            runtime.block_on(through_api(&admin, &url, change))
+            let admin = args.target.admin()?;
+            runtime.block_on(through_api(&admin, &url, change))?
         }
-        (Some((_, change)), None) => runtime.block_on(in_store(&args.data_dir, change)),
-    }
-    .map_err(CliError::Failed)?;
+        (Some((_, change)), None) => runtime
+            .block_on(in_store(&args.data_dir, change))
+            .map_err(CliError::Failed)?,
+    };
     println!("{text}");
     Ok(())
 }
@@ -100,23 +101,23 @@ async fn through_api(
     admin: &super::remote::Admin,
     url: &str,
     change: Change<'_>,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     match change {
         Change::Mint(name) => {
             let answer = admin
                 .post("/api/vm-credentials", &json!({ "hostname": name }))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             answer["credentials"][name]
                 .as_str()
                 .map(str::to_owned)
-                .ok_or_else(|| format!("{url} answered without a credential for {name}"))
+                .ok_or_else(|| {
+                    CliError::Failed(format!("{url} answered without a credential for {name}"))
+                })
         }
         Change::Revoke(name) => {
             let answer = admin
                 .post(&format!("/api/vms/{name}/revoke"), &json!({}))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             Ok(answer["message"].as_str().unwrap_or("revoked").to_owned())
         }
     }

@@ -122,16 +122,17 @@ pub async fn examine(setup: &Setup) -> Vec<Finding> {
     findings.push(local::store(setup));
     findings.push(terraform::check(setup).await);
     findings.push(aws::credentials(setup).await);
-    let (public, allocator, cloud) = tokio::join!(
+    let (public, allocator, cloud, ntp) = tokio::join!(
         net::public_url(setup),
         net::allocator_url(setup),
-        net::cloud_date(setup)
+        net::cloud_date(setup),
+        net::ntp_synchronized()
     );
     let (public, public_date) = public;
     let (allocator, allocator_date) = allocator;
     findings.push(public);
     findings.push(allocator);
-    findings.push(net::clock([cloud, public_date, allocator_date]));
+    findings.push(net::clock(cloud, ntp, [public_date, allocator_date]));
     findings.push(local::exposure(setup));
     findings
 }

@@ -511,31 +511,65 @@ pub async fn cloud_date(setup: &Setup) -> Option<Reference> {
     reference(url, answer.headers(), sent)
 }
 
-/// This clock against the first server that answered with a `Date`.
-pub fn clock(references: [Option<Reference>; 3]) -> Finding {
+/// Whether the kernel's clock is synchronised by NTP, as `timedatectl` says (`None`: no
+/// systemd to ask).
+pub async fn ntp_synchronized() -> Option<bool> {
+    let run = tokio::process::Command::new("timedatectl")
+        .args(["show", "--property=NTPSynchronized", "--value"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(REQUEST_TIMEOUT, run)
+        .await
+        .ok()?
+        .ok()?;
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// This clock against an independent reference: the cloud's endpoint, else NTP's own
+/// verdict. The public and allocator URLs are usually served by this very machine, so
+/// their `Date` is only telling when it is far off.
+pub fn clock(cloud: Option<Reference>, ntp: Option<bool>, own: [Option<Reference>; 2]) -> Finding {
     let check = "clock";
     let fix = "synchronise the clock: `timedatectl set-ntp true`, then `timedatectl status` should \
                say \"System clock synchronized: yes\"";
-    let Some(r) = references.into_iter().flatten().next() else {
-        return Finding::warn(
-            check,
-            "no server answered with a Date to compare this clock with",
-            fix,
-        );
+    let judge = |r: &Reference, independent: bool| {
+        let off = r.ahead.abs();
+        let way = if r.ahead >= 0.0 { "ahead of" } else { "behind" };
+        let found = format!("this clock is {off:.0} s {way} {}", r.source);
+        if off > SKEW_FAIL_SECONDS {
+            Some(Finding::fail(
+                check,
+                format!("{found}: TLS and AWS request signatures fail at this skew"),
+                fix,
+            ))
+        } else if off > SKEW_WARN_SECONDS {
+            Some(Finding::warn(check, found, fix))
+        } else if independent {
+            Some(Finding::pass(check, found))
+        } else {
+            None
+        }
     };
-    let off = r.ahead.abs();
-    let way = if r.ahead >= 0.0 { "ahead of" } else { "behind" };
-    let found = format!("this clock is {off:.0} s {way} {}", r.source);
-    if off > SKEW_FAIL_SECONDS {
-        Finding::fail(
+    if let Some(finding) = cloud.as_ref().and_then(|r| judge(r, true)) {
+        return finding;
+    }
+    if let Some(finding) = own.iter().flatten().find_map(|r| judge(r, false)) {
+        return finding;
+    }
+    match ntp {
+        Some(true) => Finding::pass(check, "synchronised by NTP (timedatectl)"),
+        Some(false) => Finding::warn(check, "not synchronised by NTP (timedatectl)", fix),
+        None => Finding::warn(
             check,
-            format!("{found}: TLS and AWS request signatures fail at this skew"),
+            "no independent time source answered (the cloud's endpoint, timedatectl)",
             fix,
-        )
-    } else if off > SKEW_WARN_SECONDS {
-        Finding::warn(check, found, fix)
-    } else {
-        Finding::pass(check, found)
+        ),
     }
 }
 
@@ -544,15 +578,15 @@ mod tests {
     use super::*;
     use crate::doctor::Status;
 
+    fn reference(ahead: f64) -> Option<Reference> {
+        Some(Reference {
+            source: "http://a".into(),
+            ahead,
+        })
+    }
+
     fn off(ahead: f64) -> Finding {
-        clock([
-            None,
-            Some(Reference {
-                source: "http://a".into(),
-                ahead,
-            }),
-            None,
-        ])
+        clock(reference(ahead), None, [None, None])
     }
 
     #[test]
@@ -562,19 +596,31 @@ mod tests {
         assert!(off(-7.0).found.contains("7 s behind http://a"));
         assert_eq!(off(61.0).status, Status::Fail);
         assert!(off(61.0).found.contains("ahead of"));
-        assert_eq!(clock([None, None, None]).status, Status::Warn);
+        assert_eq!(clock(None, None, [None, None]).status, Status::Warn);
+        // This machine's own pages: telling only when far off; NTP decides otherwise.
+        let own = |ahead| clock(None, Some(true), [None, reference(ahead)]);
+        assert_eq!(own(0.2).status, Status::Pass);
+        assert!(own(0.2).found.contains("NTP"));
+        assert_eq!(own(-70.0).status, Status::Fail);
+        assert_eq!(
+            clock(None, Some(false), [reference(0.0), None]).status,
+            Status::Warn
+        );
     }
 
     #[test]
-    fn the_first_reference_wins() {
+    fn the_cloud_comes_first_then_a_far_off_own_page() {
         let r = |source: &str, ahead| {
             Some(Reference {
                 source: source.into(),
                 ahead,
             })
         };
-        let f = clock([None, r("public", 100.0), r("allocator", 0.0)]);
+        let f = clock(None, None, [r("public", 100.0), r("allocator", 0.0)]);
         assert_eq!(f.status, Status::Fail);
         assert!(f.found.contains("public"));
+        let f = clock(r("sts", 0.5), None, [r("public", 100.0), None]);
+        assert_eq!(f.status, Status::Pass);
+        assert!(f.found.contains("sts"));
     }
 }

@@ -283,7 +283,9 @@ async fn a_healthy_setup_passes_and_exits_0() {
     b.terraform_ready()
         .set("LABLINK_SERVER_LISTEN", s.addr())
         .set("LABLINK_SERVER_DATA_DIR", &s.dir.display().to_string())
-        .set("LABLINK_PROVISION_ALLOCATOR_URL", &s.base);
+        .set("LABLINK_PROVISION_ALLOCATOR_URL", &s.base)
+        // The cloud's endpoint, for the clock: here a loopback server with a good Date.
+        .set("AWS_ENDPOINT_URL_STS", &s.base);
     let run = b.doctor(&[]).await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.out, run.err);
     assert!(!run.out.contains("FAIL  "), "{}", run.out);
