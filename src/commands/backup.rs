@@ -2,17 +2,16 @@
 //! HTTP API (only the allocator may open the store file). `lablink restore FILE`: that
 //! snapshot put in place as the store of a stopped allocator.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
-use super::remote::{Admin, RemoteError, error_chain, is_loopback};
+use super::remote::{Admin, RemoteError};
 use crate::exit::CliError;
+use crate::secret_file;
 use crate::store::{self, StoreError, backup as snapshot};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause in the download (the allocator writes the whole snapshot before it
 /// sends the first byte).
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
@@ -42,44 +41,19 @@ fn stamp() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
 }
 
-/// `name` with `suffix` appended to its file name.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
 pub fn backup(args: BackupArgs) -> Result<(), CliError> {
-    let url = args.target.url().map_err(CliError::Usage)?;
-    let base = url.trim_end_matches('/');
-    let endpoint = match reqwest::Url::parse(&format!("{base}/api/backup")) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
-        _ => {
-            return Err(CliError::Usage(format!(
-                "--url {url}: not an http(s) address such as http://127.0.0.1:5000"
-            )));
-        }
-    };
     if args.file.is_dir() {
         return Err(CliError::Usage(format!(
             "{} is a directory; name the backup file to write",
             args.file.display()
         )));
     }
-    let mut client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT);
-    if is_loopback(&endpoint) {
-        client = client.no_proxy();
-    }
-    let client = client
-        .build()
-        .map_err(|e| CliError::Failed(format!("cannot set up the HTTP client: {e}")))?;
-    let admin = Admin::with_client(client, base, &args.target.login).map_err(CliError::Usage)?;
+    let admin = args.target.downloader(READ_TIMEOUT)?;
+    let base = admin.base().to_owned();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let partial = with_suffix(&args.file, ".partial");
+    let partial = secret_file::with_suffix(&args.file, ".partial");
     let downloaded = runtime.block_on(download(&admin, &partial));
     let outcome = downloaded.and_then(|bytes| {
         let summary = snapshot::verify(&partial)
@@ -106,47 +80,22 @@ pub fn backup(args: BackupArgs) -> Result<(), CliError> {
 
 /// Downloads the snapshot into `partial` (mode 0600, synced); the number of bytes.
 async fn download(admin: &Admin, partial: &Path) -> Result<u64, CliError> {
-    let base = admin.base();
-    let mut response = match admin.fetch("/api/backup").await {
+    let response = match admin.fetch("/api/backup").await {
         Ok(response) => response,
         Err(RemoteError::Refused { status: 404, .. }) => {
             return Err(CliError::Failed(format!(
-                "{base} has no backup endpoint (HTTP 404): is it a LabLink allocator of this version?"
+                "{} has no backup endpoint (HTTP 404): is it a LabLink allocator of this version?",
+                admin.base()
             )));
         }
         Err(e) => return Err(e.into()),
     };
-    let mut out = private_file(partial)
-        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", partial.display())))?;
-    let mut bytes = 0u64;
-    loop {
-        let chunk = response.chunk().await.map_err(|e| {
-            CliError::Failed(format!(
-                "the download from {base} broke off: {}",
-                error_chain(&e)
-            ))
-        })?;
-        let Some(chunk) = chunk else { break };
-        out.write_all(&chunk)
-            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", partial.display())))?;
-        bytes += chunk.len() as u64;
-    }
-    out.sync_all()
-        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", partial.display())))?;
+    let cannot_write =
+        |e: std::io::Error| CliError::Failed(format!("cannot write {}: {e}", partial.display()));
+    let mut out = secret_file::create(partial).map_err(cannot_write)?;
+    let bytes = admin.save(response, &mut out).await?;
+    out.sync_all().map_err(cannot_write)?;
     Ok(bytes)
-}
-
-/// Created or truncated, readable by the owner only (also when it existed before).
-fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    Ok(file)
 }
 
 /// Makes a rename in `path`'s directory durable (best effort).
@@ -245,7 +194,7 @@ fn place(args: &RestoreArgs) -> Result<Option<PathBuf>, String> {
     {
         let mut from = std::fs::File::open(&args.file)
             .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
-        let mut to = private_file(&temp_path)
+        let mut to = secret_file::create(&temp_path)
             .map_err(|e| format!("cannot write {}: {e}", temp_path.display()))?;
         std::io::copy(&mut from, &mut to)
             .and_then(|_| to.sync_all())

@@ -2,14 +2,18 @@
 //! running allocator: the pool's records, the event report, the seats' session metrics, the
 //! participants' rescued files.
 
-use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use super::output;
 use super::remote::Target;
 use crate::exit::CliError;
+use crate::secret_file;
+
+/// Longest pause in a download (the allocator packs a ZIP of rescues as it sends it).
+const PAUSE: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum What {
@@ -72,23 +76,36 @@ pub fn run(args: ExportArgs) -> Result<(), CliError> {
         )
         .of("export"));
     }
-    let admin = args.target.admin().map_err(|e| e.of("export"))?;
-    let bytes = output::runtime()?
-        .block_on(admin.download(path))
-        .map_err(|e| CliError::from(e).of("export"))?;
-    match &args.output {
+    let admin = args.target.downloader(PAUSE).map_err(|e| e.of("export"))?;
+    let runtime = output::runtime()?;
+    let saved = match &args.output {
+        // Owner-only (the records hold participants' e-mail addresses), written under
+        // a temporary name and renamed when complete.
         Some(file) => {
-            // Owner-only: the records hold participants' e-mail addresses.
-            crate::secret_file::write_bytes(file, &bytes).map_err(|e| {
-                CliError::Failed(format!("--output {}: {e}", file.display())).of("export")
-            })?;
-            eprintln!("wrote {} ({} bytes)", file.display(), bytes.len());
+            let partial = secret_file::with_suffix(file, ".partial");
+            let cannot_write =
+                |e: std::io::Error| CliError::Failed(format!("--output {}: {e}", file.display()));
+            let written = runtime.block_on(async {
+                let response = admin.fetch(path).await?;
+                let mut out = secret_file::create(&partial).map_err(cannot_write)?;
+                let bytes = admin.save(response, &mut out).await?;
+                out.sync_all().map_err(cannot_write)?;
+                std::fs::rename(&partial, file).map_err(cannot_write)?;
+                Ok(bytes)
+            });
+            if written.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            written.map(|bytes| eprintln!("wrote {} ({bytes} bytes)", file.display()))
         }
-        None => {
-            let mut out = std::io::stdout().lock();
-            // A reader that stops early (`| head`) is not an error.
-            let _ = out.write_all(&bytes).and_then(|()| out.flush());
-        }
-    }
+        None => runtime.block_on(async {
+            let response = admin.fetch(path).await?;
+            admin
+                .save(response, &mut std::io::stdout().lock())
+                .await
+                .map(|_| ())
+        }),
+    };
+    saved.map_err(|e| e.of("export"))?;
     Ok(())
 }

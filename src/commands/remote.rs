@@ -54,6 +54,14 @@ impl Target {
     pub fn admin(&self) -> Result<Admin, CliError> {
         Admin::new(self).map_err(CliError::Usage)
     }
+
+    /// An admin client for downloads of any size: at most `pause` without a byte.
+    pub fn downloader(&self, pause: Duration) -> Result<Admin, CliError> {
+        let url = self.url().map_err(CliError::Usage)?;
+        let client = download_client_for(&base_url(&url).map_err(CliError::Usage)?, pause)
+            .map_err(CliError::Failed)?;
+        Admin::with_client(client, &url, &self.login).map_err(CliError::Usage)
+    }
 }
 
 /// Where the admin password comes from when no `--password-file` is given (the name
@@ -200,9 +208,20 @@ pub struct Admin {
 
 /// An HTTP client for `url` (no proxy for this machine).
 pub fn client_for(url: &reqwest::Url, timeout: Duration) -> Result<reqwest::Client, String> {
-    let mut client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(timeout);
+    build_client(url, reqwest::Client::builder().timeout(timeout))
+}
+
+/// An HTTP client for downloads from `url`: no limit on the whole, at most `pause` without
+/// a byte.
+pub fn download_client_for(url: &reqwest::Url, pause: Duration) -> Result<reqwest::Client, String> {
+    build_client(url, reqwest::Client::builder().read_timeout(pause))
+}
+
+fn build_client(
+    url: &reqwest::Url,
+    client: reqwest::ClientBuilder,
+) -> Result<reqwest::Client, String> {
+    let mut client = client.connect_timeout(CONNECT_TIMEOUT);
     if is_loopback(url) {
         client = client.no_proxy();
     }
@@ -362,10 +381,32 @@ impl Admin {
         self.check(self.send(request).await?).await
     }
 
-    /// GETs `path` as raw bytes.
-    pub async fn download(&self, path: &str) -> Result<bytes::Bytes, RemoteError> {
-        let response = self.fetch(path).await?;
-        response.bytes().await.map_err(|e| self.failed(&e))
+    /// Writes the body of `response` (from [`fetch`](Self::fetch)) into `out` as it
+    /// arrives; the number of bytes. A reader that stops early (stdout piped into `head`)
+    /// ends the copy without an error.
+    pub async fn save(
+        &self,
+        mut response: reqwest::Response,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, CliError> {
+        let mut bytes = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            CliError::Failed(format!(
+                "the download from {} broke off: {}",
+                self.base,
+                error_chain(&e)
+            ))
+        })? {
+            match out.write_all(&chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(bytes),
+                written => written?,
+            }
+            bytes += chunk.len() as u64;
+        }
+        match out.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(bytes),
+            flushed => flushed.map(|()| bytes).map_err(CliError::from),
+        }
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, RemoteError> {
