@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Finding, Setup};
+use crate::commands::remote::error_chain;
 
 const DEFAULT_IMDS: &str = "http://169.254.169.254";
 
@@ -74,13 +75,13 @@ async fn instance_role(endpoint: &str) -> Result<String, String> {
         .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
         .send()
         .await
-        .map_err(|e| super::net::describe(&e))?;
+        .map_err(|e| error_chain(&e))?;
     let mut ask = http.get(format!("{base}/latest/meta-data/iam/security-credentials/"));
     if token.status().is_success() {
-        let token = token.text().await.map_err(|e| super::net::describe(&e))?;
+        let token = token.text().await.map_err(|e| error_chain(&e))?;
         ask = ask.header("X-aws-ec2-metadata-token", token);
     }
-    let answer = ask.send().await.map_err(|e| super::net::describe(&e))?;
+    let answer = ask.send().await.map_err(|e| error_chain(&e))?;
     let status = answer.status();
     let body = answer.text().await.unwrap_or_default();
     match body.lines().next().map(str::trim) {

@@ -10,6 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use super::{Finding, Setup};
+use crate::commands::remote::error_chain;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -17,25 +18,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const RENEW_WITHIN: Duration = Duration::from_secs(14 * 24 * 3600);
 const SKEW_WARN_SECONDS: f64 = 5.0;
 const SKEW_FAIL_SECONDS: f64 = 60.0;
-
-/// An error's causes, which is where reqwest keeps what went wrong (its own message only
-/// repeats the URL); the error itself when it has none.
-pub(super) fn describe(e: &dyn std::error::Error) -> String {
-    let Some(first) = e.source() else {
-        return e.to_string();
-    };
-    let mut text = first.to_string();
-    let mut cause = first.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
-}
 
 /// How far this clock is from a server's, measured from one answer.
 pub struct Reference {
@@ -71,7 +53,7 @@ fn client() -> Result<reqwest::Client, String> {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .build()
-        .map_err(|e| describe(&e))
+        .map_err(|e| error_chain(&e))
 }
 
 /// What a certificate check saw during the handshake.
@@ -167,7 +149,7 @@ fn recording_client() -> Result<(reqwest::Client, Arc<Recording>), String> {
         .timeout(REQUEST_TIMEOUT)
         .use_preconfigured_tls(tls)
         .build()
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| error_chain(&e))?;
     Ok((http, recording))
 }
 
@@ -301,7 +283,7 @@ pub async fn public_url(setup: &Setup) -> (Finding, Option<Reference>) {
                         check,
                         format!(
                             "{host} resolves to {addresses}, but {url} does not answer: {}",
-                            describe(&e)
+                            error_chain(&e)
                         ),
                         format!("open port {port} to this host (security group, firewall)"),
                     ),
@@ -348,7 +330,7 @@ pub async fn public_url(setup: &Setup) -> (Finding, Option<Reference>) {
                     check,
                     format!(
                         "{host} resolves to {addresses}, but no TLS answer from {url}: {}",
-                        describe(e)
+                        error_chain(e)
                     ),
                     format!(
                         "check the TLS front (Caddy, the load balancer) listens on port {port}"
@@ -465,7 +447,7 @@ pub async fn allocator_url(setup: &Setup) -> (Finding, Option<Reference>) {
             return (
                 Finding::fail(
                     check,
-                    format!("{url} does not answer: {}", describe(&e)),
+                    format!("{url} does not answer: {}", error_chain(&e)),
                     "start the allocator (`systemctl start lablink`) and make sure VMs can reach \
                      this URL; or correct provision.allocator_url",
                 ),

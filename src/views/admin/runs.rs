@@ -3,11 +3,7 @@
 use maud::{Markup, html};
 
 use super::{Viewer, shell, time};
-use crate::model::{Run, RunProgress, RunState};
-
-pub fn state_text(state: RunState) -> &'static str {
-    state.describe()
-}
+use crate::model::{Run, RunProgress};
 
 pub fn run_list(recent: &[Run]) -> Markup {
     html! {
@@ -18,7 +14,7 @@ pub fn run_list(recent: &[Run]) -> Markup {
                 @for run in recent {
                     li {
                         a href={"/admin/runs/" (run.id)} { "#" (run.id) " " (run.action.describe()) }
-                        " — " span.status.(state_text(run.state)) { (state_text(run.state)) }
+                        " — " span.status.(run.state.describe()) { (run.state.describe()) }
                         @if let Some(p) = run.progress { " " (count(p)) }
                         " · " (run.requested_by) " · " (time(run.started_at))
                     }
@@ -31,7 +27,7 @@ pub fn run_list(recent: &[Run]) -> Markup {
 /// What a run is doing, as one line.
 pub fn summary(run: &Run) -> Markup {
     html! {
-        span.status.(state_text(run.state)) { (state_text(run.state)) }
+        span.status.(run.state.describe()) { (run.state.describe()) }
         @if let Some(code) = run.exit_code { " (exit " (code) ")" }
         @if let Some(by) = &run.cancelled_by { " by " (by) }
         " · provider " (run.provider) " · requested by " (run.requested_by)
