@@ -239,16 +239,7 @@ async fn logs_are_printed_whole_and_followed_as_they_arrive() {
         );
         failed_with(&lablink(&s, &["logs", "vm-9"]).await, 1, "VM not found");
 
-        let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
-            .args(["logs", "vm-1", "--follow", "--url", &s.url("")])
-            .env_clear()
-            .envs(admin_cli_env())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn lablink logs --follow");
+        let mut follower = spawn(&s, &["logs", "vm-1", "--follow"]);
         let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
         let mut seen = Vec::new();
         read_until(&mut lines, &mut seen, "container says hello").await;
@@ -278,15 +269,7 @@ async fn logs_are_printed_whole_and_followed_as_they_arrive() {
             !errors.contains("all fine") && !errors.contains("hello"),
             "{errors}"
         );
-        let mut errors_follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
-            .args(["logs", "vm-1", "--follow", "--errors", "--url", &s.url("")])
-            .env_clear()
-            .envs(admin_cli_env())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn lablink logs --follow --errors");
+        let mut errors_follower = spawn(&s, &["logs", "vm-1", "--follow", "--errors"]);
         let mut lines = BufReader::new(errors_follower.stdout.take().expect("stdout")).lines();
         let mut seen = Vec::new();
         read_until(&mut lines, &mut seen, "ERROR sleap crashed").await;
@@ -498,6 +481,21 @@ async fn export_downloads_the_records_to_a_private_file_or_stdout() {
     .await;
 }
 
+/// Starts `lablink ARGS --url <server>` as the admin, its stdout and stderr piped.
+fn spawn(s: &TestServer, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
+        .args(args)
+        .args(["--url", &s.url("")])
+        .env_clear()
+        .envs(admin_cli_env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn lablink {args:?}: {e}"))
+}
+
 /// Reads `lines` until one contains `wanted`; every line read is kept in `seen`.
 async fn read_until<R: tokio::io::AsyncBufRead + Unpin>(
     lines: &mut tokio::io::Lines<R>,
@@ -517,16 +515,7 @@ async fn a_followed_launch_shows_its_progress_and_ends_when_cancelled() {
     let s = crate::terraform::terraform_server(60).await;
     within(120, "test", async {
         crate::terraform::set_mode(&s, "paced");
-        let mut launch = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
-            .args(["launch", "2", "--url", &s.url("")])
-            .env_clear()
-            .envs(admin_cli_env())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn lablink launch");
+        let mut launch = spawn(&s, &["launch", "2"]);
         let mut progress = BufReader::new(launch.stderr.take().expect("stderr")).lines();
         let mut seen = Vec::new();
         read_until(&mut progress, &mut seen, "run #1: 0/2").await;
