@@ -168,6 +168,16 @@ impl SeatSeries {
         true
     }
 
+    /// The same series at most `max_points` long (neighbours merged as when it fills up):
+    /// what a small picture needs.
+    pub fn reduced_to(&self, max_points: usize) -> SeatSeries {
+        let mut reduced = self.clone();
+        while reduced.points.len() > max_points.max(2) {
+            reduced.halve();
+        }
+        reduced
+    }
+
     fn halve(&mut self) {
         self.points = self
             .points
@@ -228,6 +238,26 @@ mod tests {
             desktop_connected: None,
             seconds: 15.0,
         }
+    }
+
+    #[test]
+    fn a_reduced_series_keeps_its_means_in_fewer_points() {
+        let t0 = Utc::now();
+        let mut series = SeatSeries::new("a@b.org", "vm-1", t0);
+        for i in 0..500 {
+            let sample = SessionSample {
+                at: t0 + chrono::Duration::seconds(15 * (i + 1)),
+                gpu_utilization_pct: Some(if i % 2 == 0 { 20.0 } else { 60.0 }),
+                gpu_memory_used_mib: Some(100),
+                in_use: Some(true),
+                desktop_connected: None,
+                seconds: 15.0,
+            };
+            assert!(series.record(&sample, 720, chrono::Duration::seconds(7)));
+        }
+        let small = series.reduced_to(120);
+        assert!(small.points.len() <= 120 && small.points.len() > 60);
+        assert_eq!(small.summary(), series.summary());
     }
 
     #[test]

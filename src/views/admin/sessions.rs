@@ -59,6 +59,8 @@ fn described(series: &SeatSeries) -> String {
 /// and the time the software was in use (the band along the bottom), over the time it was
 /// sampled.
 pub fn sparkline(series: &SeatSeries) -> Markup {
+    // No more points than the picture has pixels across.
+    let series = &series.reduced_to(WIDTH as usize);
     let points = &series.points;
     let Some(first) = points.first() else {
         return html! { span.note { "no samples yet" } };
