@@ -1,7 +1,7 @@
 //! `lablink bench`, run small as the real binary: every phase still runs and says what it
 //! measured. No figure is asserted; the bench measures, it does not judge.
 
-use crate::helpers::run_binary;
+use crate::helpers::{run_binary, succeeded};
 
 #[tokio::test]
 async fn every_bench_phase_runs_and_reports() {
@@ -33,12 +33,7 @@ async fn every_bench_phase_runs_and_reports() {
         120,
     )
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let line = |name: &str| {
         stdout
             .lines()

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{
-    ADMIN_USER, TestServer, admin_cli_env, crd_command, free_port, run_binary, wait_for, within,
+    ADMIN_USER, TestServer, admin_cli_env, crd_command, free_port, run_binary, succeeded, wait_for,
+    within,
 };
 
 /// Runs `lablink ARGS --url <server>` as the admin.
@@ -26,18 +27,6 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn succeeded(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
 }
 
 #[track_caller]

@@ -704,6 +704,20 @@ pub fn admin_cli_env() -> [(&'static str, &'static str); 1] {
     [("LABLINK_APP_ADMIN_PASSWORD", ADMIN_PASSWORD)]
 }
 
+/// The stdout of a command that must have succeeded (else the test fails, showing both
+/// streams).
+#[track_caller]
+pub fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {stdout}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Runs the real `lablink` binary with a clean environment; fails the test after `secs`.
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)], secs: u64) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"));

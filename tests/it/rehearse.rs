@@ -1,6 +1,6 @@
 //! `lablink rehearse`, run as the real binary against a real allocator.
 
-use crate::helpers::{ADMIN_PASSWORD, TestServer, run_binary};
+use crate::helpers::{ADMIN_PASSWORD, TestServer, run_binary, succeeded};
 
 /// The admin password in a file: the rehearsal mints its VMs' credentials with it.
 fn password_file(password: &str) -> (tempfile::TempDir, String) {
@@ -33,12 +33,7 @@ async fn a_rehearsal_reports_and_passes_on_a_healthy_allocator() {
         90,
     )
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     for line in [
         "VMs registered         30 of 30",
         "long-polls held        30 at the first claim",
@@ -93,12 +88,7 @@ async fn dead_and_frozen_agents_are_never_handed_out_and_their_participants_are_
         60,
     )
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     // 4 of 20 fail before the claims; 12 participants (4 spares for the second wave).
     for line in [
         "20 VMs, 12 participants",
@@ -272,12 +262,7 @@ async fn an_event_rehearsal_runs_the_event_through_its_end() {
         400,
     )
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     for line in [
         "participants: 6",
         "never seated:            0",
