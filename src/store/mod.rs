@@ -28,6 +28,7 @@ pub mod waitlist;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use thiserror::Error;
@@ -236,8 +237,34 @@ impl Store {
         {
             tracing::error!("store writer thread panicked");
         }
-        if let Ok(mut db) = self.inner.db.write() {
-            db.take();
+        let db = self.inner.db.write().ok().and_then(|mut db| db.take());
+        if let Some(db) = db {
+            release_after_readers(db);
+        }
+    }
+}
+
+/// How long `close` waits for reads begun before it to finish.
+const READERS_GRACE: Duration = Duration::from_secs(10);
+
+/// Drops the last handle on the database, which releases the file, once the reads that
+/// still hold it have finished: a store reopened right after `close` (a restart in the
+/// same process) must not find the file still open.
+fn release_after_readers(mut db: Arc<Database>) {
+    let deadline = Instant::now() + READERS_GRACE;
+    loop {
+        match Arc::try_unwrap(db) {
+            Ok(last) => return drop(last),
+            Err(shared) if Instant::now() < deadline => {
+                db = shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "reads still running {READERS_GRACE:?} after close; the file stays open until they end"
+                );
+                return;
+            }
         }
     }
 }

@@ -315,14 +315,16 @@ async fn sparklines_in_a_real_browser() {
             .goto(&format!("{}/admin/instances", s.base))
             .await
             .expect("open instances");
-        let spark = wait_css(&admin, "#vm-vm-1 td.activity svg.spark").await;
-        let title = spark
-            .find(fantoccini::Locator::Css("title"))
+        wait_css(&admin, "#vm-vm-1 td.activity svg.spark").await;
+        // Live updates replace the row: read it in one script, not through a handle.
+        let title = admin
+            .execute(
+                "return document.querySelector('#vm-vm-1 td.activity svg.spark title').textContent;",
+                vec![],
+            )
             .await
-            .expect("a title")
-            .html(true)
-            .await
-            .expect("title text");
+            .expect("the sparkline's title");
+        let title = title.as_str().unwrap_or_default().to_owned();
         assert!(title.contains("GPU mean"), "{title}");
         assert!(title.contains("peak 90 %"), "{title}");
         let drawn = admin
@@ -352,12 +354,16 @@ async fn sparklines_in_a_real_browser() {
             .expect("mark the page");
         let peak = || async {
             admin
-                .find(fantoccini::Locator::Css("#sessions tr td:nth-child(5)"))
+                .execute(
+                    "const c = document.querySelector('#sessions tr td:nth-child(5)'); \
+                     return c ? c.textContent.trim() : '';",
+                    vec![],
+                )
                 .await
-                .expect("peak cell")
-                .text()
-                .await
+                .expect("read the peak cell")
+                .as_str()
                 .unwrap_or_default()
+                .to_owned()
         };
         assert!(peak().await.starts_with("90 %"), "{}", peak().await);
         // A new busiest sample arrives: the summary follows over the event stream.

@@ -102,6 +102,60 @@ async fn a_second_open_of_a_running_store_is_refused() {
         .expect(200);
 }
 
+/// `close` releases the file only once reads begun before it have finished, so a
+/// restart in the same process can open the store again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_reads_in_flight_and_then_releases_the_file() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let closed = Arc::new(AtomicBool::new(false));
+    let (began_tx, began) = mpsc::channel::<()>();
+    let watched = store.clone();
+    let seen_closed = closed.clone();
+    let reader = store.clone();
+    let read = tokio::spawn(async move {
+        reader
+            .read(move |_tx| {
+                let _ = began_tx.send(());
+                // Stay inside the read until `close` has stopped the writer, and a moment more:
+                // `close` must not have returned when the read ends.
+                for _ in 0..6000 {
+                    if !watched.writer_alive() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                Ok(seen_closed.load(Ordering::SeqCst))
+            })
+            .await
+    });
+    began
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the read began");
+    let closer_store = store.clone();
+    let closer_flag = closed.clone();
+    let closing = tokio::task::spawn_blocking(move || {
+        closer_store.close();
+        closer_flag.store(true, Ordering::SeqCst);
+    });
+    let closed_during_read = within(30, "the read", read)
+        .await
+        .expect("read task")
+        .expect("the read began before close, so it completes");
+    assert!(
+        !closed_during_read,
+        "close returned while a read was in flight"
+    );
+    within(30, "close", closing).await.expect("close task");
+    let reopened = Store::open(dir.path()).map(|_| ());
+    assert!(reopened.is_ok(), "reopen right after close: {reopened:?}");
+}
+
 #[tokio::test]
 async fn a_second_serve_process_exits_with_a_clear_message() {
     let s = TestServer::start().await;
