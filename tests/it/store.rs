@@ -1,5 +1,7 @@
 //! The store across restarts, its lock against a second process, and schema versions.
 
+use std::path::Path;
+
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -154,6 +156,104 @@ async fn close_waits_for_reads_in_flight_and_then_releases_the_file() {
     within(30, "close", closing).await.expect("close task");
     let reopened = Store::open(dir.path()).map(|_| ());
     assert!(reopened.is_ok(), "reopen right after close: {reopened:?}");
+}
+
+/// A store written by the first release's schema (v1; `tests/fixtures/store-v1`, made by
+/// that build's `lablink serve` through its API: three running VMs, one claimed by
+/// ada@example.org, logs, boot timings, in-use) opens with this build: every migration runs
+/// and nothing written before is lost.
+#[tokio::test]
+async fn a_store_from_schema_v1_is_upgraded_with_its_data() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["lablink.redb", "api-token"] {
+        std::fs::copy(fixture.join(file), dir.path().join(file)).expect("copy the fixture");
+    }
+    let old_token = std::fs::read_to_string(fixture.join("api-token")).expect("token");
+    let s = TestServer::start_in(dir.path(), |_| {}).await;
+    within(30, "the upgraded store", async {
+        assert_eq!(s.token(), old_token.trim(), "the agents' token is kept");
+        let statuses = s.agent_get("/api/vm-status").await.expect(200);
+        assert_eq!(
+            statuses,
+            json!({"old-vm-1": "running", "old-vm-2": "running", "old-vm-3": "running"})
+        );
+        let mut claimed = Vec::new();
+        for host in ["old-vm-1", "old-vm-2", "old-vm-3"] {
+            let vm = s.stored_vm(host).await.expect("the VM is kept");
+            assert!(vm.health.is_some(), "{host}: GPU health kept");
+            assert_eq!(vm.in_use, host == "old-vm-2", "{host}: in-use kept");
+            if let Some(a) = vm.assignment {
+                claimed.push((host, a));
+            }
+        }
+        let [(host, assignment)] = claimed.as_slice() else {
+            panic!("exactly one VM was claimed: {claimed:?}");
+        };
+        assert_eq!(assignment.email, "ada@example.org");
+        assert_eq!(assignment.crd_code, "4/0AfJohXkUpgradeFixture");
+        let timings = s.stored_vm("old-vm-1").await.expect("vm").timings;
+        assert_eq!(
+            timings.cloud_init.duration_seconds,
+            Some(90.0),
+            "boot timings kept"
+        );
+
+        // The participant's VM still starts their desktop with the stored code.
+        let startup = s
+            .agent_post("/vm_startup", &json!({"hostname": host}))
+            .await
+            .expect(200);
+        assert_eq!(startup["pin"], json!(assignment.pin));
+        assert!(
+            startup["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("4/0AfJohXkUpgradeFixture")),
+            "{startup}"
+        );
+        let logs = s
+            .get(
+                "/api/vm-logs/old-vm-1",
+                Auth::Basic("admin", ADMIN_PASSWORD),
+            )
+            .await
+            .expect(200);
+        assert_eq!(logs["logs"], json!("written by schema v1\nsecond line"));
+
+        // Once their agents are heard again, the upgraded pool hands out the next VM.
+        for vm in ["old-vm-1", "old-vm-2", "old-vm-3"] {
+            s.agent_post(
+                "/api/vm-status",
+                &json!({"hostname": vm, "status": "running"}),
+            )
+            .await
+            .expect(200);
+        }
+        let next = s
+            .claim("grace@example.org", &crd_command("4/0AfterUpgrade"))
+            .await;
+        assert_eq!(next.status, StatusCode::OK, "{}", next.html);
+        let next_host = next.field("hostname").expect("a hostname");
+        assert_ne!(&next_host, host, "a claimed VM is not handed out again");
+    })
+    .await;
+    let mut s = s;
+    s.stop().await;
+    let db = redb::Database::open(dir.path().join("lablink.redb")).expect("open redb directly");
+    let tx = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta_v1");
+    let table = tx.open_table(meta).expect("meta table");
+    let version = table
+        .get("schema_version")
+        .expect("get")
+        .expect("a version");
+    assert_eq!(
+        version.value(),
+        lablink::store::migrate::SCHEMA_VERSION
+            .to_string()
+            .as_bytes(),
+        "the file is at this build's schema"
+    );
 }
 
 #[tokio::test]
