@@ -48,6 +48,9 @@ pub enum Command {
     /// Check this allocator box before a workshop: configuration, data directory,
     /// Terraform, cloud credentials, DNS and TLS, the allocator URL, clock, exposure.
     Doctor(crate::commands::doctor::DoctorArgs),
+    /// After a deployment: wait (bounded) for its name, certificate and health check, then
+    /// read the allocator's own checks (GET /api/doctor); exit 1 naming what failed.
+    VerifyDeploy(crate::commands::verify_deploy::VerifyDeployArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -117,6 +120,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Runs(args) => commands::runs::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
+        Command::VerifyDeploy(args) => commands::verify_deploy::run(args),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
         Command::Config(ConfigCommand::Reference) => commands::config::reference(),

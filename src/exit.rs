@@ -101,6 +101,22 @@ pub fn finish(result: Result<(), CliError>) -> ExitCode {
     }
 }
 
+/// "error: cause: cause" (reqwest's own message hides why a connection failed); a cause
+/// its predecessor already says is left out.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ pub struct DoctorArgs {
     pub json: bool,
     /// Free MiB on the data directory's filesystem under which the check fails (it warns
     /// under 2048).
-    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    #[arg(long, default_value_t = doctor::DEFAULT_MIN_FREE_MB, value_name = "MIB")]
     pub min_free_mb: u64,
     /// Check this URL as the public one (default: https://<dns.domain>, or http:// when
     /// ssl.provider is none).
@@ -50,6 +50,7 @@ pub fn run(args: DoctorArgs) -> Result<(), CliError> {
                 env,
                 min_free_mb: args.min_free_mb,
                 public_url: args.public_url,
+                inside_allocator: false,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -17,6 +17,7 @@ pub mod seats;
 pub mod serve;
 pub mod status;
 pub mod token;
+pub mod verify_deploy;
 
 /// `--version` with the commit and target it was built from.
 pub const LONG_VERSION: &str = concat!(

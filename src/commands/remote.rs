@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::exit::CliError;
+use crate::exit::{CliError, error_chain};
 
 /// How a command signs in to a running allocator with the password.
 #[derive(clap::Args, Clone, Debug)]
@@ -173,22 +173,6 @@ pub fn is_loopback(url: &reqwest::Url) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// "error: cause: cause" (reqwest's own message hides why a connection failed); a cause
-/// its predecessor already says is left out.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A base URL as `--url` gives it, checked.

@@ -106,14 +106,17 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, config_path(&args, &env)))
 }
 
-async fn serve(config: Config) -> Result<(), CliError> {
+async fn serve(config: Config, config_file: Option<PathBuf>) -> Result<(), CliError> {
     let addr = config
         .listen_addr()
         .map_err(|e| CliError::Failed(format!("server.listen: {e}")))?;
     let app = open_app(config).await?;
+    if let Some(file) = config_file {
+        let _ = app.config_file.set(file);
+    }
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Finding, Setup};
-use crate::commands::remote::error_chain;
+use crate::exit::error_chain;
 
 const DEFAULT_IMDS: &str = "http://169.254.169.254";
 

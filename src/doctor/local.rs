@@ -72,7 +72,10 @@ pub(super) fn judge_dir(dir: &Path, owner: u32, mode: u32, me: u32) -> Vec<Findi
 
 /// Whether this process can create a file in `dir` (a probe file, removed at once).
 fn can_write(dir: &Path) -> Result<(), std::io::Error> {
-    let probe = dir.join(format!(".lablink-doctor-{}", std::process::id()));
+    // Inside the allocator two requests may probe at once: each its own file.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".lablink-doctor-{}-{n}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

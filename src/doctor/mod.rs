@@ -11,13 +11,16 @@ mod local;
 mod net;
 mod terraform;
 
+pub use net::{Certificate, RENEW_WITHIN, certificate, resolve};
+
+use std::borrow::Cow;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Pass,
@@ -38,10 +41,11 @@ impl Status {
     }
 }
 
-/// What one check found.
-#[derive(Clone, Debug, Serialize)]
+/// What one check found (also as `GET /api/doctor` answers it, read back by
+/// `lablink verify-deploy`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Finding {
-    pub check: &'static str,
+    pub check: Cow<'static, str>,
     pub status: Status,
     pub found: String,
     /// A command to run or a key to set; only with WARN and FAIL.
@@ -49,36 +53,36 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn pass(check: &'static str, found: impl Into<String>) -> Finding {
+    pub fn pass(check: &'static str, found: impl Into<String>) -> Finding {
         Finding {
-            check,
+            check: Cow::Borrowed(check),
             status: Status::Pass,
             found: found.into(),
             fix: None,
         }
     }
 
-    fn skip(check: &'static str, found: impl Into<String>) -> Finding {
+    pub fn skip(check: &'static str, found: impl Into<String>) -> Finding {
         Finding {
-            check,
+            check: Cow::Borrowed(check),
             status: Status::Skip,
             found: found.into(),
             fix: None,
         }
     }
 
-    fn warn(check: &'static str, found: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub fn warn(check: &'static str, found: impl Into<String>, fix: impl Into<String>) -> Finding {
         Finding {
-            check,
+            check: Cow::Borrowed(check),
             status: Status::Warn,
             found: found.into(),
             fix: Some(fix.into()),
         }
     }
 
-    fn fail(check: &'static str, found: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub fn fail(check: &'static str, found: impl Into<String>, fix: impl Into<String>) -> Finding {
         Finding {
-            check,
+            check: Cow::Borrowed(check),
             status: Status::Fail,
             found: found.into(),
             fix: Some(fix.into()),
@@ -101,7 +105,13 @@ pub struct Setup {
     pub min_free_mb: u64,
     /// Checked instead of the URL made of `dns.domain`.
     pub public_url: Option<String>,
+    /// The checks run inside the allocator itself (`GET /api/doctor`): the store check,
+    /// which opens the store beside a running allocator, is left out.
+    pub inside_allocator: bool,
 }
+
+/// Free MiB on the data directory's filesystem under which `free_space` fails, unless told.
+pub const DEFAULT_MIN_FREE_MB: u64 = 256;
 
 impl Setup {
     fn var(&self, name: &str) -> Option<String> {
@@ -119,7 +129,9 @@ pub async fn examine(setup: &Setup) -> Vec<Finding> {
     let mut findings = vec![local::config(setup)];
     findings.extend(local::data_dir(setup));
     findings.push(local::free_space(setup));
-    findings.push(local::store(setup));
+    if !setup.inside_allocator {
+        findings.push(local::store(setup));
+    }
     findings.push(terraform::check(setup).await);
     findings.push(aws::credentials(setup).await);
     let (public, allocator, cloud, ntp) = tokio::join!(
@@ -146,8 +158,16 @@ pub fn unreadable_config(problems: &[String]) -> Finding {
     )
 }
 
-/// The lines people read: status, check, what was found, and the fix indented below.
+/// The lines people read, then how many of each status.
 pub fn render(findings: &[Finding]) -> String {
+    let mut out = render_lines(findings);
+    out.push_str(&summary(findings));
+    out.push('\n');
+    out
+}
+
+/// Status, check, what was found, and the fix indented below.
+pub fn render_lines(findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
         out.push_str(&format!(
@@ -160,15 +180,19 @@ pub fn render(findings: &[Finding]) -> String {
             out.push_str(&format!("      fix: {fix}\n"));
         }
     }
+    out
+}
+
+/// `1 FAIL, 0 WARN, 7 PASS, 1 SKIP`.
+pub fn summary(findings: &[Finding]) -> String {
     let count = |s: Status| findings.iter().filter(|f| f.status == s).count();
-    out.push_str(&format!(
-        "{} FAIL, {} WARN, {} PASS, {} SKIP\n",
+    format!(
+        "{} FAIL, {} WARN, {} PASS, {} SKIP",
         count(Status::Fail),
         count(Status::Warn),
         count(Status::Pass),
         count(Status::Skip)
-    ));
-    out
+    )
 }
 
 #[cfg(test)]

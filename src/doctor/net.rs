@@ -10,12 +10,12 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use super::{Finding, Setup};
-use crate::commands::remote::error_chain;
+use crate::exit::error_chain;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A certificate that ends sooner than this is worth a warning.
-const RENEW_WITHIN: Duration = Duration::from_secs(14 * 24 * 3600);
+pub const RENEW_WITHIN: Duration = Duration::from_secs(14 * 24 * 3600);
 const SKEW_WARN_SECONDS: f64 = 5.0;
 const SKEW_FAIL_SECONDS: f64 = 60.0;
 
@@ -208,6 +208,98 @@ fn public_url_of(setup: &Setup) -> Option<String> {
     ))
 }
 
+/// The addresses `host` resolves to (bounded), or why it does not resolve.
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<String>, String> {
+    // RFC 6761: names under .invalid never resolve; nobody need be asked.
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if name == "invalid" || name.ends_with(".invalid") {
+        return Err("names under .invalid never resolve".to_owned());
+    }
+    let lookup = tokio::net::lookup_host((host.trim_matches(['[', ']']), port));
+    match tokio::time::timeout(REQUEST_TIMEOUT, lookup).await {
+        Ok(Ok(found)) => {
+            let mut addresses: Vec<String> = found.map(|a| a.ip().to_string()).collect();
+            addresses.dedup();
+            if addresses.is_empty() {
+                Err("it has no address".to_owned())
+            } else {
+                Ok(addresses)
+            }
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
+    }
+}
+
+/// What the certificate of an https URL is worth.
+#[derive(Debug)]
+pub enum Certificate {
+    /// Trusted, valid for the name now and for the time asked.
+    Good,
+    /// Trusted and valid now, but it ends within the time asked (on this date, if known).
+    EndsSoon(Option<String>),
+    /// Refused, in words a reader can act on.
+    Refused(String),
+    /// No TLS answer at all (nothing listens, the handshake broke off).
+    NoAnswer(String),
+    /// This host cannot check certificates at all.
+    NoAuthorities(String),
+}
+
+/// The certificate `url` (https) presents, checked against this host's trusted CAs
+/// (`SSL_CERT_FILE` names others), for its name and for `renew_within` more; with the
+/// answer's `Date`, for the clock.
+pub async fn certificate(
+    url: &url::Url,
+    renew_within: Duration,
+) -> (Certificate, Option<Reference>) {
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let (http, recording) = match recording_client() {
+        Ok(pair) => pair,
+        Err(e) => return (Certificate::NoAuthorities(e), None),
+    };
+    let sent = SystemTime::now();
+    let answer = http.get(url.clone()).send().await;
+    let seen = recording.seen.lock().ok().and_then(|s| s.clone());
+    let seen = match (seen, &answer) {
+        (Some(seen), _) => seen,
+        (None, Ok(_)) => {
+            return (
+                Certificate::Refused(format!("{url} answered without a certificate check")),
+                None,
+            );
+        }
+        (None, Err(e)) => return (Certificate::NoAnswer(error_chain(e)), None),
+    };
+    if let Err(e) = &seen.verdict {
+        return (Certificate::Refused(explain(e, &host)), None);
+    }
+    let date = answer
+        .as_ref()
+        .ok()
+        .and_then(|a| reference(url.to_string(), a.headers(), sent));
+    let later = SystemTime::now() + renew_within;
+    let later = UnixTime::since_unix_epoch(later.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let then = recording.inner.verify_server_cert(
+        &seen.end_entity,
+        &seen.intermediates,
+        &seen.name,
+        &[],
+        later,
+    );
+    let verdict = match then {
+        Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+            not_after,
+            ..
+        })) => Certificate::EndsSoon(Some(date_of(not_after))),
+        Err(rustls::Error::InvalidCertificate(CertificateError::Expired)) => {
+            Certificate::EndsSoon(None)
+        }
+        _ => Certificate::Good,
+    };
+    (verdict, date)
+}
+
 /// The public URL's name resolves and, over https, its certificate is valid, trusted and
 /// not about to expire.
 pub async fn public_url(setup: &Setup) -> (Finding, Option<Reference>) {
@@ -233,42 +325,24 @@ pub async fn public_url(setup: &Setup) -> (Finding, Option<Reference>) {
     };
     let host = url.host_str().unwrap_or_default().to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
-    let dns_fix = format!(
-        "create an A record for {host} pointing at this allocator (dns.terraform_managed: true \
-         creates it in the Route 53 zone dns.zone_id)"
-    );
-    // RFC 6761: names under .invalid never resolve; nobody need be asked.
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
-    let addresses = if name == "invalid" || name.ends_with(".invalid") {
-        Err("names under .invalid never resolve".to_owned())
-    } else {
-        match tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            tokio::net::lookup_host((host.trim_matches(['[', ']']), port)),
-        )
-        .await
-        {
-            Ok(Ok(found)) => Ok(found.map(|a| a.ip().to_string()).collect::<Vec<_>>()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
-        }
-    };
-    let addresses = match addresses {
-        Ok(a) if !a.is_empty() => {
-            let mut a = a;
-            a.dedup();
-            a.join(", ")
-        }
-        Ok(_) => "no address".to_owned(),
+    let addresses = match resolve(&host, port).await {
+        Ok(a) => a.join(", "),
         Err(why) => {
             return (
-                Finding::fail(check, format!("{host} does not resolve: {why}"), dns_fix),
+                Finding::fail(
+                    check,
+                    format!("{host} does not resolve: {why}"),
+                    format!(
+                        "create an A record for {host} pointing at this allocator \
+                         (dns.terraform_managed: true creates it in the Route 53 zone dns.zone_id)"
+                    ),
+                ),
                 None,
             );
         }
     };
-    let sent = SystemTime::now();
     if url.scheme() == "http" {
+        let sent = SystemTime::now();
         return match client() {
             Ok(http) => match http.get(url.clone()).send().await {
                 Ok(answer) => (
@@ -293,93 +367,39 @@ pub async fn public_url(setup: &Setup) -> (Finding, Option<Reference>) {
             Err(e) => (Finding::fail(check, e, "report this as a bug"), None),
         };
     }
-    let (http, recording) = match recording_client() {
-        Ok(pair) => pair,
-        Err(e) => {
-            return (
-                Finding::fail(
-                    check,
-                    e,
-                    "install the CA certificates (`apt install ca-certificates`)",
-                ),
-                None,
-            );
-        }
-    };
-    let answer = http.get(url.clone()).send().await;
-    let seen = recording.seen.lock().ok().and_then(|s| s.clone());
     let cert_fix = format!(
         "serve a certificate for {host} from a trusted CA (ssl.provider: letsencrypt gets and \
          renews one; port 80 must reach this host)"
     );
-    let seen = match (seen, &answer) {
-        (Some(seen), _) => seen,
-        (None, Ok(_)) => {
-            return (
-                Finding::fail(
-                    check,
-                    format!("{url} answered without a certificate check"),
-                    cert_fix,
-                ),
-                None,
-            );
-        }
-        (None, Err(e)) => {
-            return (
-                Finding::fail(
-                    check,
-                    format!(
-                        "{host} resolves to {addresses}, but no TLS answer from {url}: {}",
-                        error_chain(e)
-                    ),
-                    format!(
-                        "check the TLS front (Caddy, the load balancer) listens on port {port}"
-                    ),
-                ),
-                None,
-            );
-        }
-    };
-    if let Err(e) = &seen.verdict {
-        return (Finding::fail(check, explain(e, &host), cert_fix), None);
-    }
-    let date = answer
-        .as_ref()
-        .ok()
-        .and_then(|a| reference(url.to_string(), a.headers(), sent));
-    let later = SystemTime::now() + RENEW_WITHIN;
-    let later = UnixTime::since_unix_epoch(later.duration_since(UNIX_EPOCH).unwrap_or_default());
-    let in_two_weeks = recording.inner.verify_server_cert(
-        &seen.end_entity,
-        &seen.intermediates,
-        &seen.name,
-        &[],
-        later,
-    );
-    let finding = match in_two_weeks {
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        )) => {
-            let until = match in_two_weeks {
-                Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
-                    not_after,
-                    ..
-                })) => format!(" (until {})", date_of(not_after)),
-                _ => String::new(),
-            };
-            Finding::warn(
-                check,
-                format!("the certificate of {host} is valid but expires within 14 days{until}"),
-                "renew it (letsencrypt renews by itself when port 80 reaches this host; \
-                 otherwise replace it)",
-            )
-        }
-        _ => Finding::pass(
+    let days = RENEW_WITHIN.as_secs() / 86_400;
+    let (verdict, date) = certificate(&url, RENEW_WITHIN).await;
+    let finding = match verdict {
+        Certificate::Good => Finding::pass(
             check,
             format!(
                 "{host} resolves to {addresses}; its certificate is trusted, valid for the name and \
-                 for 14 days more"
+                 for {days} days more"
             ),
+        ),
+        Certificate::EndsSoon(until) => Finding::warn(
+            check,
+            format!(
+                "the certificate of {host} is valid but expires within {days} days{}",
+                until.map(|u| format!(" (until {u})")).unwrap_or_default()
+            ),
+            "renew it (letsencrypt renews by itself when port 80 reaches this host; \
+             otherwise replace it)",
+        ),
+        Certificate::Refused(why) => Finding::fail(check, why, cert_fix),
+        Certificate::NoAnswer(why) => Finding::fail(
+            check,
+            format!("{host} resolves to {addresses}, but no TLS answer from {url}: {why}"),
+            format!("check the TLS front (Caddy, the load balancer) listens on port {port}"),
+        ),
+        Certificate::NoAuthorities(why) => Finding::fail(
+            check,
+            why,
+            "install the CA certificates (`apt install ca-certificates`)",
         ),
     };
     (finding, date)

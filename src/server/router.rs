@@ -70,6 +70,7 @@ pub fn build(app: App) -> Router {
             get(super::api::log_follow::follow),
         )
         .route("/api/health", get(health::health))
+        .route("/api/doctor", get(super::api::doctor::doctor))
         .route("/api/openapi.json", get(super::api::openapi::document))
         .route("/health", get(health::health))
         .route("/metrics", get(super::api::metrics::metrics))

@@ -39,6 +39,8 @@ pub struct AppInner {
     pub agent_build: AgentBuild,
     /// The address `serve` listens on, once it does.
     pub listening: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The config file `serve` read, if any (`GET /api/doctor` names it).
+    pub config_file: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// Handlers reach the pool's parts (`app.store`, `app.config`, …) directly.
@@ -91,6 +93,7 @@ impl App {
                 started_at: Instant::now(),
                 agent_build,
                 listening: std::sync::OnceLock::new(),
+                config_file: std::sync::OnceLock::new(),
             }),
         })
     }

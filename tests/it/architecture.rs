@@ -36,6 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "fetch_budget",
             "download",
             "export",
+            "doctor",
         ],
     ),
     ("use cases", &["pool"]),
@@ -43,9 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("runtime", &["allocator", "jobs", "agent"]),
     (
         "entry",
-        &[
-            "main", "lib", "cli", "commands", "bench", "rehearse", "doctor",
-        ],
+        &["main", "lib", "cli", "commands", "bench", "rehearse"],
     ),
 ];
 

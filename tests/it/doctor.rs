@@ -201,8 +201,8 @@ async fn http_stub(skew: i64, body: &'static str) -> String {
     format!("http://{addr}")
 }
 
-/// A loopback HTTPS server presenting `cert` (signed by whoever the test chose).
-async fn https_stub(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> u16 {
+/// A TLS server side presenting `cert` (signed by whoever the test chose).
+pub fn acceptor(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -215,7 +215,12 @@ async fn https_stub(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> u16 {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     )
     .expect("server certificate");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A loopback HTTPS server presenting `cert` (signed by whoever the test chose).
+async fn https_stub(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> u16 {
+    let acceptor = acceptor(cert, key);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
@@ -232,13 +237,13 @@ async fn https_stub(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> u16 {
 }
 
 /// A certificate authority, written as the only one the doctor trusts (`SSL_CERT_FILE`).
-struct Authority {
+pub struct Authority {
     cert: rcgen::Certificate,
     key: rcgen::KeyPair,
 }
 
 impl Authority {
-    fn new(name: &str) -> Authority {
+    pub fn new(name: &str) -> Authority {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -250,13 +255,18 @@ impl Authority {
     }
 
     fn trust(&self, b: &mut Sandbox) {
-        let file = b.path("ca.pem");
-        std::fs::write(&file, self.cert.pem()).expect("write CA");
-        b.set("SSL_CERT_FILE", &file.display().to_string());
+        let file = self.write(&b.path("ca.pem"));
+        b.set("SSL_CERT_FILE", &file);
+    }
+
+    /// Writes this CA's certificate (PEM) to `file`; its path, for `SSL_CERT_FILE`.
+    pub fn write(&self, file: &std::path::Path) -> String {
+        std::fs::write(file, self.cert.pem()).expect("write CA");
+        file.display().to_string()
     }
 
     /// A server certificate for `names`, valid from a month ago until `days` from now.
-    fn issue(&self, names: &[&str], days: i64) -> (rcgen::Certificate, rcgen::KeyPair) {
+    pub fn issue(&self, names: &[&str], days: i64) -> (rcgen::Certificate, rcgen::KeyPair) {
         use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();

@@ -48,4 +48,5 @@ mod terraform_modules;
 mod ui;
 mod upstream_allocator;
 mod upstream_client;
+mod verify_deploy;
 mod waitlist;

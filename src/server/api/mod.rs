@@ -4,6 +4,7 @@ pub mod admin_tokens;
 pub mod allocator_log;
 pub mod backup;
 pub mod desktop;
+pub mod doctor;
 pub mod download;
 pub mod event;
 pub mod extract;
