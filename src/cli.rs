@@ -65,6 +65,9 @@ pub enum Command {
     Login(crate::commands::login::LoginArgs),
     /// Revoke the stored API token of an allocator and forget it.
     Logout(crate::commands::login::LogoutArgs),
+    /// Print the OpenAPI document of the JSON API (as `GET /api/openapi.json` serves it),
+    /// or with --markdown the API reference rendered from it.
+    Openapi(crate::commands::openapi::OpenapiArgs),
     /// Download a consistent snapshot of the store from a running allocator.
     Backup(crate::commands::backup::BackupArgs),
     /// Put a backup in place as the store of a stopped allocator.
@@ -131,6 +134,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Install(command) => commands::install::run(command),
         Command::Login(args) => commands::login::login(args),
         Command::Logout(args) => commands::login::logout(args),
+        Command::Openapi(args) => commands::openapi::run(args),
         Command::Backup(args) => commands::backup::backup(args),
         Command::Restore(args) => commands::backup::restore(args),
         Command::Version => {

@@ -10,6 +10,7 @@ pub mod install;
 pub mod launch;
 pub mod login;
 pub mod logs;
+pub mod openapi;
 pub mod output;
 pub mod remote;
 pub mod runs;

@@ -18,6 +18,7 @@ mod cli_ops;
 mod concurrency;
 mod crash;
 mod desktop;
+mod docs_site;
 mod doctor;
 mod errors;
 mod event;

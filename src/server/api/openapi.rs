@@ -2,6 +2,8 @@
 //! (`openapi.json` beside this file); `tests/it/openapi.rs` checks it against the router
 //! in both directions.
 
+pub mod markdown;
+
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
