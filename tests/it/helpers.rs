@@ -792,13 +792,26 @@ impl ServeProc {
         log: PathBuf,
         env: &[(&str, &str)],
     ) -> ServeProc {
+        let program = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"));
+        ServeProc::start_program(program, dir, port, log, env).await
+    }
+
+    /// As `start_with_env`, with another program: another build of lablink, or a runner
+    /// (qemu) and its arguments followed by that build.
+    pub async fn start_program(
+        mut program: tokio::process::Command,
+        dir: &Path,
+        port: u16,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> ServeProc {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("serve log");
         let err = out.try_clone().expect("clone serve log");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"))
+        let child = program
             .arg("serve")
             .arg("--data-dir")
             .arg(dir)

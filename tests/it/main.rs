@@ -6,6 +6,7 @@ mod agent;
 mod agent_api;
 mod api_tokens;
 mod architecture;
+mod arm64;
 mod assets;
 mod backup;
 mod bad_input;
