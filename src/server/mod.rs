@@ -71,13 +71,11 @@ fn served(
 }
 
 /// Serves `conn` (upgrades included: desktop WebSockets and tunnels) to its end; once
-/// `stopping` is cancelled, lets the request in flight finish and closes it. A combinator
-/// over the boxed connection rather than an async fn, which would hold the connection
-/// twice (its argument and its pinned local): each parked agent's task would grow by it.
-fn drained<I, S, B>(
+/// `stopping` is cancelled, lets the request in flight finish and closes it.
+async fn drained<I, S, B>(
     conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
     stopping: tokio_util::sync::CancellationToken,
-) -> impl Future<Output = hyper::Result<()>>
+) -> hyper::Result<()>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = B>,
@@ -85,16 +83,13 @@ where
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut conn = Box::pin(conn);
-    let mut stop = Box::pin(stopping.cancelled_owned());
-    let mut draining = false;
-    std::future::poll_fn(move |cx| {
-        if !draining && stop.as_mut().poll(cx).is_ready() {
-            draining = true;
-            conn.as_mut().graceful_shutdown();
-        }
-        conn.as_mut().poll(cx)
-    })
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => return ended,
+        () = stopping.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// TCP keep-alive probes: a peer that vanished without closing (a VM switched off, a
