@@ -262,9 +262,9 @@ mod tests {
 
     #[test]
     fn within_tolerance_passes() {
-        let base = parse(&baseline_text()).unwrap();
+        let base = parse(&baseline_text()).expect("the test baseline parses");
         // Each a little worse, but inside its tolerance.
-        let rows = compare(&base, &settings(), &now(0.27, 10.7, 99.0)).unwrap();
+        let rows = compare(&base, &settings(), &now(0.27, 10.7, 99.0)).expect("same settings");
         assert_eq!(
             verdicts(&rows),
             [
@@ -280,8 +280,8 @@ mod tests {
 
     #[test]
     fn a_regression_beyond_the_tolerance_fails_and_is_named() {
-        let base = parse(&baseline_text()).unwrap();
-        let rows = compare(&base, &settings(), &now(0.20, 8.0, 120.0)).unwrap();
+        let base = parse(&baseline_text()).expect("the test baseline parses");
+        let rows = compare(&base, &settings(), &now(0.20, 8.0, 120.0)).expect("same settings");
         assert_eq!(
             verdicts(&rows),
             [
@@ -290,7 +290,7 @@ mod tests {
                 ("start_ms", Verdict::Regression)
             ]
         );
-        let why = failures(&rows).unwrap();
+        let why = failures(&rows).expect("a failure");
         assert!(
             why.contains("claims_per_health is 0.200 against 0.400 (0.50×; tolerance ≥ 0.65×)"),
             "{why}"
@@ -313,8 +313,8 @@ mod tests {
 
     #[test]
     fn an_improvement_beyond_the_tolerance_passes_and_says_so() {
-        let base = parse(&baseline_text()).unwrap();
-        let rows = compare(&base, &settings(), &now(0.68, 4.6, 20.0)).unwrap();
+        let base = parse(&baseline_text()).expect("the test baseline parses");
+        let rows = compare(&base, &settings(), &now(0.68, 4.6, 20.0)).expect("same settings");
         assert!(
             rows.iter().all(|r| r.verdict == Verdict::Improved),
             "{rows:?}"
@@ -324,80 +324,83 @@ mod tests {
 
     #[test]
     fn a_figure_the_run_did_not_measure_fails() {
-        let base = parse(&baseline_text()).unwrap();
+        let base = parse(&baseline_text()).expect("the test baseline parses");
         let mut figures = now(0.40, 8.0, 50.0);
         figures.remove("parked_longpoll_kib");
-        let rows = compare(&base, &settings(), &figures).unwrap();
+        let rows = compare(&base, &settings(), &figures).expect("same settings");
         let missing = rows
             .iter()
             .find(|r| r.figure == "parked_longpoll_kib")
-            .unwrap();
+            .expect("a row per tolerance");
         assert_eq!((missing.now, missing.verdict), (None, Verdict::Missing));
         assert!(
             table(&rows).contains("| parked_longpoll_kib | 8.000 | — | — | ≤ 1.35× | MISSING |")
         );
         assert_eq!(
-            failures(&rows).unwrap(),
+            failures(&rows).expect("a failure"),
             "regression: parked_longpoll_kib was not measured"
         );
     }
 
     #[test]
     fn other_settings_are_refused() {
-        let base = parse(&baseline_text()).unwrap();
+        let base = parse(&baseline_text()).expect("the test baseline parses");
         let mut other = settings();
         other.pool = 300;
-        let e = compare(&base, &other, &now(0.4, 8.0, 50.0)).unwrap_err();
+        let e = compare(&base, &other, &now(0.4, 8.0, 50.0)).expect_err("refused");
         assert!(e.contains("pool 100000") && e.contains("pool 300"), "{e}");
     }
 
     #[test]
     fn bad_baseline_files_are_refused_with_what_to_fix() {
-        let e = load(Path::new("/nonexistent/baseline.json")).unwrap_err();
+        let e = load(Path::new("/nonexistent/baseline.json")).expect_err("refused");
         assert!(
             e.starts_with("baseline /nonexistent/baseline.json: cannot read it"),
             "{e}"
         );
 
-        let e = parse("{\"figures\": ").unwrap_err();
+        let e = parse("{\"figures\": ").expect_err("refused");
         assert!(e.starts_with("not a bench document"), "{e}");
 
-        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).expect("JSON");
         doc["tolerances"] = serde_json::json!({});
         assert!(
             parse(&doc.to_string())
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("states no tolerances")
         );
 
-        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).unwrap();
-        doc["figures"].as_object_mut().unwrap().remove("start_ms");
+        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).expect("JSON");
+        doc["figures"]
+            .as_object_mut()
+            .expect("figures")
+            .remove("start_ms");
         assert_eq!(
-            parse(&doc.to_string()).unwrap_err(),
+            parse(&doc.to_string()).expect_err("refused"),
             "tolerance for start_ms, which its figures lack"
         );
 
-        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).expect("JSON");
         doc["tolerances"]["start_ms"]["worst_ratio"] = serde_json::json!(0.5);
-        let e = parse(&doc.to_string()).unwrap_err();
+        let e = parse(&doc.to_string()).expect_err("refused");
         assert!(
             e.starts_with("tolerance for start_ms: worst_ratio 0.5 does not fit"),
             "{e}"
         );
 
-        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).expect("JSON");
         doc["tolerances"]["start_ms"]["better"] = serde_json::json!("faster");
         assert!(
             parse(&doc.to_string())
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("unknown variant `faster`")
         );
 
-        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&baseline_text()).expect("JSON");
         doc["figures"]["start_ms"] = serde_json::json!(0.0);
         assert!(
             parse(&doc.to_string())
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("a ratio needs a baseline above 0")
         );
     }

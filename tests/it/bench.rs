@@ -81,7 +81,7 @@ async fn every_bench_phase_runs_and_reports() {
 /// status 1 and the table naming the figure, while the figures within their tolerance pass.
 #[tokio::test]
 async fn json_document_and_a_failed_comparison() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let baseline = dir.path().join("baseline.json");
     let settings = serde_json::json!({
         "clients": 4, "seconds": 1, "pool": 300, "parked": 50, "wakes": 10,
@@ -99,7 +99,7 @@ async fn json_document_and_a_failed_comparison() {
             "start_ms": {"better": "lower", "worst_ratio": 2.0}
         }
     });
-    std::fs::write(&baseline, document.to_string()).unwrap();
+    std::fs::write(&baseline, document.to_string()).expect("write baseline");
     let out = run_binary(
         &[
             "bench",
@@ -121,7 +121,7 @@ async fn json_document_and_a_failed_comparison() {
             "0",
             "--json",
             "--compare",
-            baseline.to_str().unwrap(),
+            baseline.to_str().expect("UTF-8 path"),
         ],
         &[],
         120,
@@ -133,7 +133,7 @@ async fn json_document_and_a_failed_comparison() {
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}); stderr: {stderr}"));
     assert_eq!(doc["settings"], settings);
     assert_eq!(doc["context"]["version"], env!("CARGO_PKG_VERSION"));
-    assert!(doc["context"]["cores"].as_u64().unwrap() >= 1);
+    assert!(doc["context"]["cores"].as_u64().expect("cores") >= 1);
     let figures = &doc["figures"];
     for name in [
         "claims_per_health",
@@ -141,16 +141,19 @@ async fn json_document_and_a_failed_comparison() {
         "start_ms",
         "health_rps",
     ] {
-        assert!(figures[name].as_f64().unwrap() > 0.0, "{name}: {doc:#}");
+        assert!(
+            figures[name].as_f64().expect("a number") > 0.0,
+            "{name}: {doc:#}"
+        );
     }
     let verdicts: Vec<(&str, &str)> = doc["comparison"]
         .as_array()
-        .unwrap()
+        .expect("the comparison")
         .iter()
         .map(|r| {
             (
-                r["figure"].as_str().unwrap(),
-                r["verdict"].as_str().unwrap(),
+                r["figure"].as_str().expect("figure"),
+                r["verdict"].as_str().expect("verdict"),
             )
         })
         .collect();
@@ -176,11 +179,16 @@ async fn json_document_and_a_failed_comparison() {
 
 #[tokio::test]
 async fn a_bad_baseline_is_refused_before_measuring() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let baseline = dir.path().join("baseline.json");
-    std::fs::write(&baseline, "{\"figures\": {}}").unwrap();
+    std::fs::write(&baseline, "{\"figures\": {}}").expect("write baseline");
     let out = run_binary(
-        &["bench", "--smoke", "--compare", baseline.to_str().unwrap()],
+        &[
+            "bench",
+            "--smoke",
+            "--compare",
+            baseline.to_str().expect("UTF-8 path"),
+        ],
         &[],
         30,
     )
