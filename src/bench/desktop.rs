@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 use tokio_util::sync::CancellationToken;
 
 use super::heartbeat::{cpu_share, cpu_time};
+use super::report::Record;
 use super::{Server, register, rss_mib};
 use crate::agent::api::Allocator;
 use crate::agent::desktop_channel::{self, DesktopSource};
@@ -350,30 +351,39 @@ async fn relayed_when_ready(addr: SocketAddr, cookie: &str) -> Result<Link, Stri
 }
 
 /// Full frames per second and small round trips, straight and through the relay.
+/// `what` names the lines, `key` the figures (`desktop_{key}_…`).
 async fn compare(
-    what: &str,
+    (what, key): (&str, &str),
     straight: &mut Link,
     through: &mut Link,
     (w, h): (u16, u16),
     secs: Duration,
+    record: &Record,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 256 * 1024];
     let direct_rate = throughput(straight, (w, h), secs, &mut buf).await?;
     let relay_rate = throughput(through, (w, h), secs, &mut buf).await?;
-    println!(
+    record.say(format_args!(
         "{:<28} {:>10.0} MB/s direct   {:.0} MB/s relayed   = {:.0} % of direct   ({what}, {w}×{h} frames)",
         "desktop relay throughput",
         direct_rate,
         relay_rate,
         relay_rate / direct_rate * 100.0,
+    ));
+    record.figure(&format!("desktop_{key}_direct_mb_s"), direct_rate);
+    record.figure(&format!("desktop_{key}_relayed_mb_s"), relay_rate);
+    record.figure(
+        &format!("desktop_{key}_relayed_pct"),
+        relay_rate / direct_rate * 100.0,
     );
     let (d50, d99) = latency(straight, &mut buf).await?;
     let (r50, r99) = latency(through, &mut buf).await?;
-    println!(
+    record.say(format_args!(
         "{:<28} p50 {d50:.3} → {r50:.3} ms   p99 {d99:.3} → {r99:.3} ms   added p99 {:.3} ms   ({what}, {ROUND_TRIPS} round trips)",
         "desktop relay latency",
         r99 - d99
-    );
+    ));
+    record.figure(&format!("desktop_{key}_added_p99_ms"), r99 - d99);
     Ok(())
 }
 
@@ -400,7 +410,12 @@ async fn agents(
     Ok(())
 }
 
-pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<(), String> {
+pub async fn relay(
+    server: &Server,
+    streams: usize,
+    secs: Duration,
+    record: &Record,
+) -> Result<(), String> {
     let stop = CancellationToken::new();
     let port = synthetic_server(stop.clone()).await?;
     let vms = streams.max(1);
@@ -423,17 +438,21 @@ pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<()
     straight.handshake().await?;
     let mut through = relayed_when_ready(server.addr, &cookies[0]).await?;
     compare(
-        "synthetic server, Raw",
+        ("synthetic server, Raw", "synthetic_raw"),
         &mut straight,
         &mut through,
         (WIDTH, HEIGHT),
         secs,
+        record,
     )
     .await?;
     drop(through);
     drop(straight);
-    if let Err(e) = against_xvnc(server, &http, vms + 1, secs, &stop).await {
-        println!("{:<28} skipped: {e}", "desktop relay, real Xvnc");
+    if let Err(e) = against_xvnc(server, &http, vms + 1, secs, &stop, record).await {
+        record.say(format_args!(
+            "{:<28} skipped: {e}",
+            "desktop relay, real Xvnc"
+        ));
     }
 
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -448,12 +467,14 @@ pub async fn relay(server: &Server, streams: usize, secs: Duration) -> Result<()
     let t = Instant::now();
     tokio::time::sleep(secs).await;
     let cpu = cpu_share(cpu_before, cpu_time(server.pid), t.elapsed());
-    println!(
-        "{:<28} {:>10} open   RSS {before:.1} → {after:.1} MiB   {:.1} KiB each   CPU {cpu:.2} % of a core while idle",
+    let per = (after - before) * 1024.0 / idle.len().max(1) as f64;
+    record.say(format_args!(
+        "{:<28} {:>10} open   RSS {before:.1} → {after:.1} MiB   {per:.1} KiB each   CPU {cpu:.2} % of a core while idle",
         "idle desktop streams",
         idle.len(),
-        (after - before) * 1024.0 / idle.len().max(1) as f64
-    );
+    ));
+    record.figure("desktop_idle_stream_kib", per);
+    record.figure("desktop_idle_cpu_pct", cpu);
     drop(idle);
     stop.cancel();
     Ok(())
@@ -494,6 +515,7 @@ async fn against_xvnc(
     n: usize,
     secs: Duration,
     stop: &CancellationToken,
+    record: &Record,
 ) -> Result<(), String> {
     let display: u32 = (150..400)
         .find(|d| crate::provision::local::x_display_free(*d))
@@ -531,16 +553,25 @@ async fn against_xvnc(
         let mut straight = Link::Direct(s);
         straight.init().await?;
         let mut through = relayed_when_ready(server.addr, &cookie).await?;
-        compare("Xvnc, Raw", &mut straight, &mut through, XVNC_SIZE, secs).await?;
-        paint_noise(display)?;
-        straight.encoding(ZRLE).await?;
-        through.encoding(ZRLE).await?;
         compare(
-            "Xvnc, busy screen, ZRLE",
+            ("Xvnc, Raw", "xvnc_raw"),
             &mut straight,
             &mut through,
             XVNC_SIZE,
             secs,
+            record,
+        )
+        .await?;
+        paint_noise(display)?;
+        straight.encoding(ZRLE).await?;
+        through.encoding(ZRLE).await?;
+        compare(
+            ("Xvnc, busy screen, ZRLE", "xvnc_zrle"),
+            &mut straight,
+            &mut through,
+            XVNC_SIZE,
+            secs,
+            record,
         )
         .await
     }

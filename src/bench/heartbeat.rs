@@ -11,6 +11,7 @@ use hyper::{Method, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::client::{Budget, Conn, Samples, run_load};
+use super::report::Record;
 use super::{ADMIN_PASSWORD, Server, longpoll};
 use crate::commands::remote::Admin;
 
@@ -160,6 +161,7 @@ pub async fn load(
     vms: usize,
     every: Duration,
     run: Duration,
+    record: &Record,
 ) -> Result<(), String> {
     let fleet = Arc::new(Fleet::enroll(server, "beat", vms).await?);
     let conns = fleet.connect(server).await?;
@@ -212,22 +214,27 @@ pub async fn load(
     let (rss, _) = super::rss_mib(server.pid);
     drop(conns);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "{:<28} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ok {}  errors {}   ({vms} VMs, one every {} s, offered {:.0} req/s, {:.0} s)",
+    let rate = (all.ok + all.errors) as f64 / wall.as_secs_f64();
+    let (p50, p99) = (all.quantile_ms(0.5), all.quantile_ms(0.99));
+    record.say(format_args!(
+        "{:<28} {rate:>10.0} req/s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   ok {}  errors {}   ({vms} VMs, one every {} s, offered {:.0} req/s, {:.0} s)",
         "POST /api/heartbeat",
-        (all.ok + all.errors) as f64 / wall.as_secs_f64(),
-        all.quantile_ms(0.5),
-        all.quantile_ms(0.99),
         all.ok,
         all.errors,
         every.as_secs_f64(),
         vms as f64 / every.as_secs_f64(),
         wall.as_secs_f64(),
-    );
-    println!(
+    ));
+    record.say(format_args!(
         "{:<28} {:>10.1} % of one core   (load generator {own_cpu:.1} %, {cores} cores; RSS {rss:.1} MiB with {vms} connections)",
         "allocator CPU, heartbeats", server_cpu
-    );
+    ));
+    record.figure("heartbeat_rps", rate);
+    record.figure("heartbeat_p50_ms", p50);
+    record.figure("heartbeat_p99_ms", p99);
+    record.figure("heartbeat_errors", all.errors as f64);
+    record.figure("heartbeat_cpu_pct", server_cpu);
+    record.figure("heartbeat_rss_mib", rss);
     Ok(())
 }
 
@@ -235,7 +242,7 @@ pub async fn load(
 /// 3), each also parked on `/vm_startup`; then they freeze one after another, spread over
 /// a few seconds, their parked requests left open. Reports from each freeze to `GET
 /// /api/vms` showing the VM unresponsive.
-pub async fn detection(server: &Server, count: usize) -> Result<(), String> {
+pub async fn detection(server: &Server, count: usize, record: &Record) -> Result<(), String> {
     const EVERY: Duration = Duration::from_secs(1);
     const SPREAD: Duration = Duration::from_secs(4);
     let fleet = Arc::new(Fleet::enroll(server, "frozen", count).await?);
@@ -308,16 +315,30 @@ pub async fn detection(server: &Server, count: usize) -> Result<(), String> {
         }
     }
     drop((kept, polls));
-    println!(
-        "{:<28} p50 {:>5.2} s   p99 {:>5.2} s   from its last heartbeat p50 {:.2} s  p99 {:.2} s   ({} of {count} seen; {} before freezing; heartbeat 1 s, stale after 3)",
-        "frozen agent → unresponsive",
+    let freeze = (
         from_freeze.quantile_ms(0.5) / 1000.0,
         from_freeze.quantile_ms(0.99) / 1000.0,
+    );
+    let beat = (
         from_beat.quantile_ms(0.5) / 1000.0,
         from_beat.quantile_ms(0.99) / 1000.0,
+    );
+    record.say(format_args!(
+        "{:<28} p50 {:>5.2} s   p99 {:>5.2} s   from its last heartbeat p50 {:.2} s  p99 {:.2} s   ({} of {count} seen; {} before freezing; heartbeat 1 s, stale after 3)",
+        "frozen agent → unresponsive",
+        freeze.0,
+        freeze.1,
+        beat.0,
+        beat.1,
         from_freeze.ok,
         early,
-    );
+    ));
+    record.figure("frozen_from_freeze_p50_s", freeze.0);
+    record.figure("frozen_from_freeze_p99_s", freeze.1);
+    record.figure("frozen_from_beat_p50_s", beat.0);
+    record.figure("frozen_from_beat_p99_s", beat.1);
+    record.figure("frozen_unseen", from_freeze.errors as f64);
+    record.figure("frozen_early", early as f64);
     Ok(())
 }
 

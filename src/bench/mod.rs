@@ -4,13 +4,16 @@
 //! latency percentiles, claim→wake latency, the RSS cost of parked long-polls, and on
 //! allocators of their own the heartbeat load of a large fleet (requests/s, the allocator's
 //! CPU share), how soon a frozen agent is noticed, and the browser desktop relay
-//! (throughput and latency against a direct VNC connection, memory and idle CPU per stream). Nothing here asserts a threshold: it
-//! measures.
+//! (throughput and latency against a direct VNC connection, memory and idle CPU per stream).
+//! The run itself asserts no threshold: it measures. `--json` gives every figure as one
+//! document, and `--compare` holds them against a baseline's tolerances (the gate CI runs).
 
 mod client;
 mod desktop;
+mod gate;
 mod heartbeat;
 mod longpoll;
+mod report;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ use tokio::process::{Child, Command};
 
 use crate::exit::CliError;
 use client::{Budget, Conn, Samples, run_load};
+use report::{Context, Document, Record, Settings};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -64,18 +68,87 @@ pub struct BenchArgs {
     /// on a VM of its own (0 skips the desktop relay phase).
     #[arg(long, default_value_t = 200)]
     pub desktop_streams: usize,
+    /// The short profile CI runs (well under 90 s): 3 s phases, 100,000 VMs, 5,000 parked
+    /// long-polls, 50 wakes, no heartbeat, frozen-agent or desktop phase.
+    #[arg(long, conflicts_with_all = ["seconds", "pool", "parked", "wakes", "heartbeat_vms", "frozen", "desktop_streams"])]
+    pub smoke: bool,
+    /// Print one JSON document with every figure, the settings and the machine on stdout
+    /// (the report's lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Compare the figures with a baseline file's (`bench/baseline.json`, or
+    /// `bench/baseline-smoke.json` with --smoke) within the tolerances it states; exit
+    /// status 1 on a regression.
+    #[arg(long, value_name = "BASELINE")]
+    pub compare: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// These arguments with `--smoke`'s sizes, when it is given.
+    fn profiled(mut self) -> BenchArgs {
+        if self.smoke {
+            self.seconds = 3;
+            self.pool = 100_000;
+            self.parked = 5_000;
+            self.wakes = 50;
+            self.heartbeat_vms = 0;
+            self.frozen = 0;
+            self.desktop_streams = 0;
+        }
+        self
+    }
 }
 
 /// The admin password of the allocators the bench starts.
 const ADMIN_PASSWORD: &str = "bench-only-password";
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
+    let args = args.profiled();
+    // A baseline that cannot serve is said before minutes of measuring, not after.
+    let baseline = match &args.compare {
+        Some(path) => Some(gate::load(path).map_err(|e| CliError::Usage(e).of("bench"))?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime
-        .block_on(bench(args))
-        .map_err(|e| CliError::Failed(format!("bench: {e}")))
+    let record = Record::new(args.json);
+    let context = runtime
+        .block_on(bench(&args, &record))
+        .map_err(|e| CliError::Failed(e).of("bench"))?;
+    let settings = Settings::of(&args);
+    let figures = record.into_figures();
+    let comparison = match &baseline {
+        Some(b) => {
+            gate::compare(b, &settings, &figures).map_err(|e| CliError::Failed(e).of("bench"))?
+        }
+        None => Vec::new(),
+    };
+    let failed = gate::failures(&comparison);
+    if baseline.is_some() {
+        let table = gate::table(&comparison);
+        if args.json {
+            eprint!("\n{table}");
+        } else {
+            print!("\n{table}");
+        }
+    }
+    if args.json {
+        let document = Document {
+            note: None,
+            context,
+            settings,
+            figures,
+            tolerances: Default::default(),
+            comparison,
+        };
+        let text = serde_json::to_string_pretty(&document).map_err(CliError::failed)?;
+        println!("{text}");
+    }
+    match failed {
+        Some(why) => Err(CliError::Failed(why).of("bench")),
+        None => Ok(()),
+    }
 }
 
 struct Server {
@@ -250,51 +323,58 @@ fn claim_body(n: u64) -> Bytes {
     ))
 }
 
-fn print_phase(name: &str, s: &mut Samples, secs: f64) -> f64 {
+/// Reports a load phase as a line and as figures `{key}_rps`, `_p50_ms`, `_p99_ms` and
+/// `_errors`; returns its requests/s.
+fn phase_figures(record: &Record, (name, key): (&str, &str), s: &mut Samples, secs: f64) -> f64 {
     let rate = (s.ok + s.refused) as f64 / secs;
-    println!(
-        "{name:<28} {rate:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ok {}  refused {}  errors {}",
-        s.quantile_ms(0.5),
-        s.quantile_ms(0.99),
-        s.ok,
-        s.refused,
-        s.errors
-    );
+    let (p50, p99) = (s.quantile_ms(0.5), s.quantile_ms(0.99));
+    record.say(format_args!(
+        "{name:<28} {rate:>10.0} req/s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   ok {}  refused {}  errors {}",
+        s.ok, s.refused, s.errors
+    ));
+    record.figure(&format!("{key}_rps"), rate);
+    record.figure(&format!("{key}_p50_ms"), p50);
+    record.figure(&format!("{key}_p99_ms"), p99);
+    record.figure(&format!("{key}_errors"), s.errors as f64);
     rate
 }
 
-async fn bench(args: BenchArgs) -> Result<(), String> {
+async fn bench(args: &BenchArgs, record: &Record) -> Result<Context, String> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let exe = match &args.server {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| e.to_string())?,
     };
+    let context = Context::now(&exe).await?;
     let dir = std::env::temp_dir().join(format!("lablink-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let result = phases(&args, &exe, &dir).await;
+    let result = phases(args, &exe, &dir, record).await;
     let _ = std::fs::remove_dir_all(&dir);
-    result
+    result.map(|()| context)
 }
 
-async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> {
-    println!(
+async fn phases(args: &BenchArgs, exe: &Path, dir: &Path, record: &Record) -> Result<(), String> {
+    record.say(format_args!(
         "lablink bench: {} clients, {} s phases, server {}",
         args.clients,
         args.seconds,
         exe.display()
-    );
+    ));
     // A claim picks only VMs whose agent was heard within the staleness limit. The claim
     // pool's agents were heard when they registered; 20 heartbeat intervals (300 s) cover
     // registering and claiming all of them.
     let env = [("LABLINK_SERVER_STALE_AFTER_HEARTBEATS", "20")];
     let (server, startup) = start_server(exe, &dir.join("main"), &env, None).await?;
-    println!(
-        "{:<28} {:>10.1} ms",
-        "start to first answer",
-        startup.as_secs_f64() * 1000.0
-    );
+    let start_ms = startup.as_secs_f64() * 1000.0;
+    record.say(format_args!(
+        "{:<28} {start_ms:>10.1} ms",
+        "start to first answer"
+    ));
+    record.figure("start_ms", start_ms);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    println!("{:<28} {:>10.1} MiB", "idle RSS", rss_mib(server.pid).0);
+    let idle = rss_mib(server.pid).0;
+    record.say(format_args!("{:<28} {idle:>10.1} MiB", "idle RSS"));
+    record.figure("idle_rss_mib", idle);
 
     let phase = Duration::from_secs(args.seconds);
     let t = Instant::now();
@@ -309,21 +389,27 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
         |_| (Method::GET, "/api/health".into(), vec![], Bytes::new()),
     )
     .await;
-    let health_rate = print_phase("GET /api/health", &mut health, t.elapsed().as_secs_f64());
+    let health_rate = phase_figures(
+        record,
+        ("GET /api/health", "health"),
+        &mut health,
+        t.elapsed().as_secs_f64(),
+    );
 
-    wake_latency(&server, args).await?;
-    parked_cost(&server, args).await?;
+    wake_latency(&server, args, record).await?;
+    parked_cost(&server, args, record).await?;
 
     let t = Instant::now();
     register(&server, "pool", args.pool, "running", args.clients).await?;
     let reg_secs = t.elapsed().as_secs_f64();
-    println!(
+    record.say(format_args!(
         "{:<28} {:>10.0} req/s   ({} VMs in {:.1} s)",
         "register VMs (status POST)",
         args.pool as f64 / reg_secs,
         args.pool,
         reg_secs
-    );
+    ));
+    record.figure("register_rps", args.pool as f64 / reg_secs);
 
     let t = Instant::now();
     let mut claims = run_load(
@@ -345,26 +431,31 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
     )
     .await;
     let secs = t.elapsed().as_secs_f64();
-    let claim_rate = print_phase("POST /api/request_vm", &mut claims, secs);
-    println!(
-        "{:<28} {:>10.0} claims/s durable   = {:.3} × health req/s",
+    phase_figures(record, ("POST /api/request_vm", "claim"), &mut claims, secs);
+    let durable = claims.ok as f64 / secs;
+    record.say(format_args!(
+        "{:<28} {durable:>10.0} claims/s durable   = {:.3} × health req/s",
         "claims",
-        claims.ok as f64 / secs,
-        claim_rate / health_rate
-    );
+        durable / health_rate
+    ));
+    record.figure("claims_durable_per_s", durable);
+    record.figure("claims_per_health", durable / health_rate);
 
     let (rss, hwm) = rss_mib(server.pid);
-    println!(
-        "{:<28} {:>10.1} MiB   (peak {:.1} MiB)",
-        "RSS after load", rss, hwm
-    );
+    record.say(format_args!(
+        "{:<28} {rss:>10.1} MiB   (peak {hwm:.1} MiB)",
+        "RSS after load"
+    ));
+    record.figure("rss_after_load_mib", rss);
+    record.figure("rss_peak_mib", hwm);
 
     let (took, status) = server.stop().await?;
-    println!(
-        "{:<28} {:>10.1} ms   ({status})",
-        "SIGTERM to exit",
-        took.as_secs_f64() * 1000.0
-    );
+    let took_ms = took.as_secs_f64() * 1000.0;
+    record.say(format_args!(
+        "{:<28} {took_ms:>10.1} ms   ({status})",
+        "SIGTERM to exit"
+    ));
+    record.figure("sigterm_exit_ms", took_ms);
 
     if args.heartbeat_vms > 0 {
         let every = args.heartbeat_every.to_string();
@@ -375,6 +466,7 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
             args.heartbeat_vms,
             Duration::from_secs(args.heartbeat_every),
             Duration::from_secs(args.heartbeat_run),
+            record,
         )
         .await?;
         server.stop().await?;
@@ -391,7 +483,7 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
             Some("agent unresponsive"),
         )
         .await?;
-        heartbeat::detection(&server, args.frozen).await?;
+        heartbeat::detection(&server, args.frozen, record).await?;
         server.stop().await?;
     }
     if args.desktop_streams > 0 {
@@ -400,7 +492,7 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
             ("LABLINK_SERVER_STALE_AFTER_HEARTBEATS", "20"),
         ];
         let (server, _) = start_server(exe, &dir.join("desktop"), &env, None).await?;
-        desktop::relay(&server, args.desktop_streams, phase).await?;
+        desktop::relay(&server, args.desktop_streams, phase, record).await?;
         server.stop().await?;
     }
     Ok(())
@@ -408,7 +500,7 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<(), String> 
 
 /// Parks a long-poll on each of `wakes` VMs, then claims them one at a time and measures
 /// from sending the claim to the agent's socket receiving its assignment.
-async fn wake_latency(server: &Server, args: &BenchArgs) -> Result<(), String> {
+async fn wake_latency(server: &Server, args: &BenchArgs, record: &Record) -> Result<(), String> {
     register(server, "wake", args.wakes, "running", 8).await?;
     let mut pollers = Vec::new();
     for n in 1..=args.wakes {
@@ -447,19 +539,19 @@ async fn wake_latency(server: &Server, args: &BenchArgs) -> Result<(), String> {
             _ => samples.errors += 1,
         }
     }
-    println!(
-        "{:<28} p50 {:>6.2} ms   p99 {:>6.2} ms   woken {} of {}",
-        "claim → agent wake",
-        samples.quantile_ms(0.5),
-        samples.quantile_ms(0.99),
-        samples.ok,
-        args.wakes
-    );
+    let (p50, p99) = (samples.quantile_ms(0.5), samples.quantile_ms(0.99));
+    record.say(format_args!(
+        "{:<28} p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   woken {} of {}",
+        "claim → agent wake", samples.ok, args.wakes
+    ));
+    record.figure("wake_p50_ms", p50);
+    record.figure("wake_p99_ms", p99);
+    record.figure("wake_missed", (args.wakes - samples.ok) as f64);
     Ok(())
 }
 
 /// Parks `parked` long-polls at once and reports the server's RSS growth per request.
-async fn parked_cost(server: &Server, args: &BenchArgs) -> Result<(), String> {
+async fn parked_cost(server: &Server, args: &BenchArgs, record: &Record) -> Result<(), String> {
     register(server, "park", args.parked, "initializing", args.clients).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_mib(server.pid).0;
@@ -481,10 +573,14 @@ async fn parked_cost(server: &Server, args: &BenchArgs) -> Result<(), String> {
         }
     }
     let per = (after - before) * 1024.0 / streams.len().max(1) as f64;
-    println!(
+    record.say(format_args!(
         "{:<28} {:>10} parked   RSS {before:.1} → {after:.1} MiB   {per:.1} KiB each   (failed to park {failed})",
         "parked long-polls", still_parked
-    );
+    ));
+    record.figure("parked_rss_before_mib", before);
+    record.figure("parked_rss_after_mib", after);
+    record.figure("parked_longpoll_kib", per);
+    record.figure("parked_not_parked", (args.parked - still_parked) as f64);
     drop(streams);
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())

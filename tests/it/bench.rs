@@ -75,3 +75,132 @@ async fn every_bench_phase_runs_and_reports() {
     );
     assert!(line("idle desktop streams").contains("5 open"), "{stdout}");
 }
+
+/// A small run with `--json --compare`: the document holds the figures the gate reads,
+/// and a baseline no run can meet (claims per health 1000 × better) fails the gate with
+/// status 1 and the table naming the figure, while the figures within their tolerance pass.
+#[tokio::test]
+async fn json_document_and_a_failed_comparison() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let baseline = dir.path().join("baseline.json");
+    let settings = serde_json::json!({
+        "clients": 4, "seconds": 1, "pool": 300, "parked": 50, "wakes": 10,
+        "heartbeat_vms": 0, "heartbeat_every": 15, "heartbeat_run": 30, "frozen": 0,
+        "desktop_streams": 0
+    });
+    let document = serde_json::json!({
+        "context": {"taken": "2026-12-07T00:00:00Z", "cores": 2, "load_average": null,
+                    "version": "0.1.0", "commit": "test", "target": "test"},
+        "settings": settings,
+        "figures": {"claims_per_health": 1000.0, "parked_longpoll_kib": 1e9, "start_ms": 1e9},
+        "tolerances": {
+            "claims_per_health": {"better": "higher", "worst_ratio": 0.65},
+            "parked_longpoll_kib": {"better": "lower", "worst_ratio": 1.35},
+            "start_ms": {"better": "lower", "worst_ratio": 2.0}
+        }
+    });
+    std::fs::write(&baseline, document.to_string()).expect("write baseline");
+    let out = run_binary(
+        &[
+            "bench",
+            "--clients",
+            "4",
+            "--seconds",
+            "1",
+            "--pool",
+            "300",
+            "--parked",
+            "50",
+            "--wakes",
+            "10",
+            "--heartbeat-vms",
+            "0",
+            "--frozen",
+            "0",
+            "--desktop-streams",
+            "0",
+            "--json",
+            "--compare",
+            baseline.to_str().expect("UTF-8 path"),
+        ],
+        &[],
+        120,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}); stderr: {stderr}"));
+    assert_eq!(doc["settings"], settings);
+    assert_eq!(doc["context"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(doc["context"]["cores"].as_u64().expect("cores") >= 1);
+    let figures = &doc["figures"];
+    for name in [
+        "claims_per_health",
+        "parked_longpoll_kib",
+        "start_ms",
+        "health_rps",
+    ] {
+        assert!(
+            figures[name].as_f64().expect("a number") > 0.0,
+            "{name}: {doc:#}"
+        );
+    }
+    let verdicts: Vec<(&str, &str)> = doc["comparison"]
+        .as_array()
+        .expect("the comparison")
+        .iter()
+        .map(|r| {
+            (
+                r["figure"].as_str().expect("figure"),
+                r["verdict"].as_str().expect("verdict"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("claims_per_health", "regression"),
+            ("parked_longpoll_kib", "improved"),
+            ("start_ms", "improved")
+        ]
+    );
+    // The report's lines and the table go to stderr, the reason last.
+    assert!(stderr.contains("start to first answer"), "{stderr}");
+    assert!(
+        stderr.contains("| claims_per_health | 1000 |") && stderr.contains("| REGRESSION |"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("lablink bench: regression: claims_per_health is"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_baseline_is_refused_before_measuring() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let baseline = dir.path().join("baseline.json");
+    std::fs::write(&baseline, "{\"figures\": {}}").expect("write baseline");
+    let out = run_binary(
+        &[
+            "bench",
+            "--smoke",
+            "--compare",
+            baseline.to_str().expect("UTF-8 path"),
+        ],
+        &[],
+        30,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "lablink bench: baseline {}: not a bench document",
+            baseline.display()
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
