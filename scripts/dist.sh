@@ -42,7 +42,7 @@ if [ "$install_tools" = 1 ]; then
     || cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION"
   cargo cyclonedx --version 2>/dev/null | grep -q "$CARGO_CYCLONEDX_VERSION" \
     || cargo install --locked cargo-cyclonedx --version "$CARGO_CYCLONEDX_VERSION"
-  cargo zigbuild --version 2>/dev/null | grep -q "$CARGO_ZIGBUILD_VERSION" \
+  cargo-zigbuild --version 2>/dev/null | grep -q "$CARGO_ZIGBUILD_VERSION" \
     || cargo install --locked cargo-zigbuild --version "$CARGO_ZIGBUILD_VERSION"
   if [ "$("$zig_venv/bin/python3" -m ziglang version 2>/dev/null)" != "$ZIGLANG_VERSION" ]; then
     rm -rf "$zig_venv"
@@ -50,9 +50,9 @@ if [ "$install_tools" = 1 ]; then
     "$zig_venv/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
   fi
 fi
-for tool in deb cyclonedx zigbuild; do
-  cargo "$tool" --version >/dev/null 2>&1 \
-    || { echo "dist: cargo-$tool is missing (scripts/dist.sh --install-tools)" >&2; exit 1; }
+for tool in cargo-deb cargo-cyclonedx cargo-zigbuild; do
+  command -v "$tool" >/dev/null 2>&1 \
+    || { echo "dist: $tool is missing (scripts/dist.sh --install-tools)" >&2; exit 1; }
 done
 if [ "$("$zig_venv/bin/python3" -m ziglang version 2>/dev/null)" != "$ZIGLANG_VERSION" ]; then
   echo "dist: zig $ZIGLANG_VERSION is missing from $zig_venv (scripts/dist.sh --install-tools)" >&2
