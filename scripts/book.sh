@@ -41,7 +41,11 @@ out="$(cd "$out" && pwd)"
 find "$out" -mindepth 1 -delete
 log="$(mktemp)"
 rc="$(mktemp)"
-trap 'rm -f "$log" "$rc"' EXIT
+# LinkChecker run as root switches to the user nobody, who must reach every page: the links
+# are checked in a world-readable copy, since the output folder may lie in a private home
+# (CI's default target folder is under /root, mode 0700).
+site="$(mktemp -d)"
+trap 'rm -rf "$log" "$rc" "$site"' EXIT
 echo "==> mdbook build docs --dest-dir $out"
 mdbook build docs --dest-dir "$out" 2>&1 | tee "$log"
 # A warning is text lost from a page, e.g. `<host>` outside backticks read as an HTML tag.
@@ -63,12 +67,12 @@ ignore=
 [AnchorCheck]
 EOF
 chmod a+r "$rc"
-# LinkChecker run as root switches to the user nobody: the pages must be readable by all.
-chmod -R a+rX "$out"
+cp -r "$out/." "$site/"
+chmod -R a+rX "$site"
 # Left out: 404.html, served for any missing address, so its links start from the site's
 # root (`site-url`), not from where the file lies; and print.html, every chapter again on one
 # page with the same links (checking each anchor there again took minutes).
-mapfile -t pages < <(cd "$out" && find . -name '*.html' ! -path ./404.html ! -path ./print.html | sort)
+mapfile -t pages < <(cd "$site" && find . -name '*.html' ! -path ./404.html ! -path ./print.html | sort)
 echo "==> linkchecker: ${#pages[@]} page(s), internal links and anchors"
-(cd "$out" && linkchecker --config "$rc" --no-status "${pages[@]}")
+(cd "$site" && linkchecker --config "$rc" --no-status "${pages[@]}")
 echo "book: $out/index.html"

@@ -191,10 +191,11 @@ impl Desktop {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with("host#") && name.ends_with(".json") {
-                    if let Err(e) = std::fs::remove_file(entry.path()) {
-                        tracing::warn!(error = %e, file = %entry.path().display(), "cannot remove the host registration");
-                    }
+                if name.starts_with("host#")
+                    && name.ends_with(".json")
+                    && let Err(e) = std::fs::remove_file(entry.path())
+                {
+                    tracing::warn!(error = %e, file = %entry.path().display(), "cannot remove the host registration");
                 }
             }
         }

@@ -158,6 +158,33 @@ fn settings_text(s: &Settings) -> String {
         .unwrap_or_default()
 }
 
+/// Counts of things that went wrong during a run. Any of them above zero means the run
+/// measured something other than a working allocator (a ratio cannot show that: a server
+/// that stops parking long-polls uses *less* memory per request), so it fails the gate
+/// whatever the baseline says.
+const MUST_BE_ZERO: [&str; 6] = [
+    "claim_errors",
+    "health_errors",
+    "parked_not_parked",
+    "wake_missed",
+    "heartbeat_errors",
+    "frozen_unseen",
+];
+
+/// What went wrong during the run, if anything (see `MUST_BE_ZERO`).
+pub fn broken(figures: &BTreeMap<String, f64>) -> Option<String> {
+    let wrong: Vec<String> = MUST_BE_ZERO
+        .iter()
+        .filter_map(|name| {
+            figures
+                .get(*name)
+                .filter(|v| **v > 0.0)
+                .map(|v| format!("{name} = {v}"))
+        })
+        .collect();
+    (!wrong.is_empty()).then(|| format!("the run itself failed: {}", wrong.join(", ")))
+}
+
 /// The comparison as a Markdown table (readable in a terminal and in a CI step summary).
 pub fn table(rows: &[Row]) -> String {
     let mut t = String::from(
@@ -402,6 +429,22 @@ mod tests {
             parse(&doc.to_string())
                 .expect_err("refused")
                 .contains("a ratio needs a baseline above 0")
+        );
+    }
+
+    #[test]
+    fn a_run_with_errors_is_broken_whatever_its_ratios() {
+        let mut figures = BTreeMap::from([
+            ("claim_errors".to_string(), 0.0),
+            ("parked_not_parked".to_string(), 0.0),
+            ("claims_per_health".to_string(), 0.5),
+        ]);
+        assert_eq!(broken(&figures), None);
+        figures.insert("parked_not_parked".into(), 12.0);
+        figures.insert("wake_missed".into(), 1.0);
+        assert_eq!(
+            broken(&figures).as_deref(),
+            Some("the run itself failed: parked_not_parked = 12, wake_missed = 1")
         );
     }
 }

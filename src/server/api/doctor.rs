@@ -7,14 +7,21 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::doctor::{self, Finding, Setup};
+use crate::error::ApiError;
 use crate::server::auth::Admin;
 use crate::server::state::App;
 
-/// One run at a time: each runs Terraform and probes the network; a second request waits
-/// for the first (every probe is bounded) rather than doubling the work.
+/// One run at a time: each runs Terraform and probes the network. A request arriving
+/// during a run is told to come back rather than queued, so callers cannot pile up runs.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub async fn doctor(State(app): State<App>, _admin: Admin) -> Json<Vec<Finding>> {
+/// Roughly how long a run takes, for the refused caller's `Retry-After`.
+const RETRY_AFTER_SECONDS: u64 = 15;
+
+pub async fn doctor(State(app): State<App>, _admin: Admin) -> Result<Json<Vec<Finding>>, ApiError> {
+    let Ok(_turn) = ONE_AT_A_TIME.try_lock() else {
+        return Err(ApiError::Limited(RETRY_AFTER_SECONDS));
+    };
     let mut config = app.config.clone();
     // Where it really listens (a port of 0 is chosen at start).
     if let Some(addr) = app.listening.get() {
@@ -31,6 +38,5 @@ pub async fn doctor(State(app): State<App>, _admin: Admin) -> Json<Vec<Finding>>
         public_url: None,
         inside_allocator: true,
     };
-    let _turn = ONE_AT_A_TIME.lock().await;
-    Json(doctor::examine(&setup).await)
+    Ok(Json(doctor::examine(&setup).await))
 }
