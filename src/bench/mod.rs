@@ -171,6 +171,13 @@ async fn start_server(
     let started = Instant::now();
     let mut command = Command::new(exe);
     crate::process::clean_signals(command.as_std_mut());
+    // The measured server gets exactly the settings below: none of the caller's own
+    // LABLINK_* variables (which `serve` would apply, or refuse when it does not know them).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LABLINK_") {
+            command.env_remove(name);
+        }
+    }
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
