@@ -41,6 +41,8 @@ pub struct AppInner {
     pub listening: std::sync::OnceLock<std::net::SocketAddr>,
     /// The config file `serve` read, if any (`GET /api/doctor` names it).
     pub config_file: std::sync::OnceLock<std::path::PathBuf>,
+    /// Held while `GET /api/doctor` runs its checks: one run at a time per allocator.
+    pub doctor_run: tokio::sync::Mutex<()>,
 }
 
 /// Handlers reach the pool's parts (`app.store`, `app.config`, …) directly.
@@ -94,6 +96,7 @@ impl App {
                 agent_build,
                 listening: std::sync::OnceLock::new(),
                 config_file: std::sync::OnceLock::new(),
+                doctor_run: tokio::sync::Mutex::new(()),
             }),
         })
     }

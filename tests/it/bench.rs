@@ -1,37 +1,44 @@
 //! `lablink bench`, run small as the real binary: every phase still runs and says what it
 //! measured. No figure is asserted; the bench measures, it does not judge.
 
+use std::process::Output;
+
 use crate::helpers::{run_binary, succeeded};
+
+/// `lablink bench` with a small load (4 clients for 1 s, 300 VMs, 50 parked long-polls,
+/// 10 wakes) and `more` arguments.
+async fn small_bench(more: &[&str]) -> Output {
+    let mut args = vec![
+        "bench",
+        "--clients",
+        "4",
+        "--seconds",
+        "1",
+        "--pool",
+        "300",
+        "--parked",
+        "50",
+        "--wakes",
+        "10",
+    ];
+    args.extend_from_slice(more);
+    run_binary(&args, &[], 120).await
+}
 
 #[tokio::test]
 async fn every_bench_phase_runs_and_reports() {
-    let out = run_binary(
-        &[
-            "bench",
-            "--clients",
-            "4",
-            "--seconds",
-            "1",
-            "--pool",
-            "300",
-            "--parked",
-            "50",
-            "--wakes",
-            "10",
-            "--heartbeat-vms",
-            "100",
-            "--heartbeat-every",
-            "1",
-            "--heartbeat-run",
-            "2",
-            "--frozen",
-            "10",
-            "--desktop-streams",
-            "5",
-        ],
-        &[],
-        120,
-    )
+    let out = small_bench(&[
+        "--heartbeat-vms",
+        "100",
+        "--heartbeat-every",
+        "1",
+        "--heartbeat-run",
+        "2",
+        "--frozen",
+        "10",
+        "--desktop-streams",
+        "5",
+    ])
     .await;
     let stdout = succeeded(&out);
     let line = |name: &str| {
@@ -100,32 +107,17 @@ async fn json_document_and_a_failed_comparison() {
         }
     });
     std::fs::write(&baseline, document.to_string()).expect("write baseline");
-    let out = run_binary(
-        &[
-            "bench",
-            "--clients",
-            "4",
-            "--seconds",
-            "1",
-            "--pool",
-            "300",
-            "--parked",
-            "50",
-            "--wakes",
-            "10",
-            "--heartbeat-vms",
-            "0",
-            "--frozen",
-            "0",
-            "--desktop-streams",
-            "0",
-            "--json",
-            "--compare",
-            baseline.to_str().expect("UTF-8 path"),
-        ],
-        &[],
-        120,
-    )
+    let out = small_bench(&[
+        "--heartbeat-vms",
+        "0",
+        "--frozen",
+        "0",
+        "--desktop-streams",
+        "0",
+        "--json",
+        "--compare",
+        baseline.to_str().expect("UTF-8 path"),
+    ])
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -282,6 +282,14 @@ impl Authority {
     }
 }
 
+/// The `check` of each finding, in order.
+pub fn check_names(findings: &[Value]) -> Vec<&str> {
+    findings
+        .iter()
+        .map(|f| f["check"].as_str().expect("check"))
+        .collect()
+}
+
 fn data_dir(b: &Sandbox) -> PathBuf {
     b.path("data")
 }
@@ -332,10 +340,7 @@ async fn a_healthy_setup_passes_and_exits_0() {
     let json = b.doctor(&["--json"]).await;
     assert_eq!(json.code, Some(0), "{}", json.err);
     let findings: Vec<Value> = serde_json::from_str(&json.out).expect("a JSON array");
-    let checks: Vec<&str> = findings
-        .iter()
-        .map(|f| f["check"].as_str().expect("check"))
-        .collect();
+    let checks = check_names(&findings);
     assert_eq!(
         checks,
         [

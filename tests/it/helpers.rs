@@ -621,7 +621,7 @@ impl Auth<'_> {
         Auth::Basic(ADMIN_USER, ADMIN_PASSWORD)
     }
 
-    fn apply(self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub fn apply(self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::doctor::{Authority, acceptor};
+use crate::doctor::{Authority, acceptor, check_names};
 use crate::helpers::{ADMIN_PASSWORD, Auth, TestServer, free_port, run_binary};
 
 /// A TLS front on 127.0.0.1 presenting a certificate for `localhost` signed by `ca`; each
@@ -112,13 +112,19 @@ fn trusted_ca(dir: &tempfile::TempDir) -> (Authority, String) {
     (ca, file)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deployment_that_answers_passes_every_stage_and_the_doctor() {
-    let s = TestServer::start().await;
+/// `s` behind a TLS front the test CA vouches for: the directory holding the CA file (keep
+/// it while the test runs), that file, and the front's `https://localhost:PORT`.
+async fn trusted_front(s: &TestServer) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, ca_file) = trusted_ca(&dir);
     let port = tls_front(&ca, s.addr().to_owned()).await;
-    let url = format!("https://localhost:{port}");
+    (dir, ca_file, format!("https://localhost:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_that_answers_passes_every_stage_and_the_doctor() {
+    let s = TestServer::start().await;
+    let (_dir, ca_file, url) = trusted_front(&s).await;
 
     let run = verify(&["--url", &url, "--timeout", "30s"], &ca_file, PASSWORD).await;
     assert_eq!(run.code, Some(0), "{run}");
@@ -173,12 +179,7 @@ async fn a_deployment_that_answers_passes_every_stage_and_the_doctor() {
         stages,
         [("dns", "PASS"), ("certificate", "PASS"), ("health", "PASS")]
     );
-    let checks: Vec<&str> = report["doctor"]
-        .as_array()
-        .expect("doctor")
-        .iter()
-        .map(|f| f["check"].as_str().expect("check"))
-        .collect();
+    let checks = check_names(report["doctor"].as_array().expect("doctor"));
     // The doctor's checks but the store's, which the allocator itself holds open.
     assert_eq!(
         checks,
@@ -288,10 +289,7 @@ async fn a_health_check_that_never_answers_times_out_naming_the_stage() {
 async fn a_failed_check_on_the_allocator_exits_1_naming_it() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     let s = TestServer::start_with(|c| c.provision.allocator_url = closed.clone()).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, ca_file) = trusted_ca(&dir);
-    let port = tls_front(&ca, s.addr().to_owned()).await;
-    let url = format!("https://localhost:{port}");
+    let (_dir, ca_file, url) = trusted_front(&s).await;
     let run = verify(&["--url", &url, "--timeout", "30s"], &ca_file, PASSWORD).await;
     assert_eq!(run.code, Some(1), "{run}");
     assert!(
@@ -310,10 +308,7 @@ async fn a_failed_check_on_the_allocator_exits_1_naming_it() {
 #[tokio::test]
 async fn refused_credentials_exit_3() {
     let s = TestServer::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, ca_file) = trusted_ca(&dir);
-    let port = tls_front(&ca, s.addr().to_owned()).await;
-    let url = format!("https://localhost:{port}");
+    let (_dir, ca_file, url) = trusted_front(&s).await;
     let run = verify(
         &["--url", &url, "--timeout", "30s"],
         &ca_file,
@@ -351,4 +346,50 @@ async fn a_name_that_does_not_resolve_fails_naming_dns() {
     let run = verify(&["--timeout", "1s"], &ca_file, PASSWORD).await;
     assert_eq!(run.code, Some(2), "{run}");
     assert!(run.err.contains("--url https://NAME"), "{run}");
+}
+
+/// One doctor run at a time per allocator: while a run waits on a probe (here an allocator
+/// URL that accepts connections and never answers), a second request gets 429 with
+/// `Retry-After` at once; the first still answers, naming the silent URL.
+#[tokio::test]
+async fn a_doctor_run_during_a_run_is_refused_with_429() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
+    let s = TestServer::start_with(|c| c.provision.allocator_url = silent_url.clone()).await;
+
+    let first = {
+        let request = Auth::admin().apply(s.client.get(s.url("/api/doctor")));
+        tokio::spawn(async move { request.send().await })
+    };
+    // The first run is inside its allocator_url probe once the silent listener is reached.
+    let (_held, _) = tokio::time::timeout(std::time::Duration::from_secs(60), silent.accept())
+        .await
+        .expect("the doctor run probes the allocator URL")
+        .expect("accept");
+
+    let second = Auth::admin()
+        .apply(s.client.get(s.url("/api/doctor")))
+        .send()
+        .await
+        .expect("second request");
+    assert_eq!(second.status().as_u16(), 429);
+    let retry: u64 = second
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!(retry >= 1, "{retry}");
+
+    let first = first.await.expect("task").expect("first request");
+    assert_eq!(first.status().as_u16(), 200);
+    let findings: Vec<Value> = first.json().await.expect("JSON");
+    let allocator_url = findings
+        .iter()
+        .find(|f| f["check"] == "allocator_url")
+        .expect("an allocator_url finding");
+    assert_eq!(allocator_url["status"], "FAIL", "{allocator_url}");
+    assert!(
+        allocator_url.to_string().contains(&silent_url),
+        "{allocator_url}"
+    );
 }

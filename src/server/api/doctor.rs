@@ -11,15 +11,13 @@ use crate::error::ApiError;
 use crate::server::auth::Admin;
 use crate::server::state::App;
 
-/// One run at a time: each runs Terraform and probes the network. A request arriving
-/// during a run is told to come back rather than queued, so callers cannot pile up runs.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Roughly how long a run takes, for the refused caller's `Retry-After`.
 const RETRY_AFTER_SECONDS: u64 = 15;
 
 pub async fn doctor(State(app): State<App>, _admin: Admin) -> Result<Json<Vec<Finding>>, ApiError> {
-    let Ok(_turn) = ONE_AT_A_TIME.try_lock() else {
+    // One run at a time: each runs Terraform and probes the network. A request arriving
+    // during a run is told to come back rather than queued, so callers cannot pile them up.
+    let Ok(_turn) = app.doctor_run.try_lock() else {
         return Err(ApiError::Limited(RETRY_AFTER_SECONDS));
     };
     let mut config = app.config.clone();
