@@ -3,6 +3,9 @@ locals {
 
   tags = {
     ResourcePrefix = var.resource_prefix
+    Project        = "lablink"
+    Deployment     = var.deployment
+    Environment    = var.environment
     ManagedBy      = "terraform"
   }
 }

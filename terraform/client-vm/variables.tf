@@ -5,6 +5,16 @@ variable "vm_indices" {
   type        = list(number)
 }
 
+variable "deployment" {
+  description = "The deployment's name (the allocator's deployment_name), tagged on every resource"
+  type        = string
+}
+
+variable "environment" {
+  description = "dev, test, ci-test or prod, tagged on every resource"
+  type        = string
+}
+
 variable "allocator_url" {
   description = "URL the VMs reach the allocator at"
   type        = string

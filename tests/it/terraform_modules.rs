@@ -530,6 +530,14 @@ fn allocator_creates_a_hardened_instance_and_its_network() {
         client_text.contains("ResourcePrefix = var.resource_prefix"),
         "the client VMs must carry the ResourcePrefix tag the allocator's role relies on"
     );
+    // …and the allocator's own default tags, to find and bill them by project and environment.
+    for tag in [
+        r#"Project = "lablink""#,
+        "Deployment = var.deployment",
+        "Environment = var.environment",
+    ] {
+        assert!(client_text.contains(tag), "client VM tags lack `{tag}`");
+    }
 }
 
 #[test]

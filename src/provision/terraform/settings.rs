@@ -140,6 +140,8 @@ impl Settings {
         vars.insert("repository".into(), json!(m.repository));
         vars.insert("client_ami_id".into(), json!(m.ami_id));
         vars.insert("resource_prefix".into(), json!(resource_prefix));
+        vars.insert("deployment".into(), json!(deployment));
+        vars.insert("environment".into(), json!(environment));
         vars.insert("subject_software".into(), json!(m.software));
         vars.insert("gpu_support".into(), json!(is_gpu_type(&m.machine_type)));
         vars.insert(
