@@ -87,7 +87,7 @@ pub fn queue(viewer: &Viewer, hands: &[Hand]) -> Markup {
                                 td { (hand.participant) }
                                 td { (waiting(viewer, hand)) }
                                 td.taken-by { (hand.taken_by.as_deref().unwrap_or("—")) }
-                                td {
+                                td.actions {
                                     @if hand.taken_by.is_none() {
                                         (action(viewer, hand.id, "take", "Take"))
                                     }
@@ -104,7 +104,7 @@ pub fn queue(viewer: &Viewer, hands: &[Hand]) -> Markup {
 
 fn action(viewer: &Viewer, id: u64, verb: &str, label: &str) -> Markup {
     html! {
-        form.inline method="post" action=(format!("/admin/hands/{id}/{verb}")) {
+        form method="post" action=(format!("/admin/hands/{id}/{verb}")) {
             (csrf_field(viewer))
             button.small type="submit" { (label) }
         }
