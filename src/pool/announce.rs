@@ -138,14 +138,14 @@ mod tests {
     #[test]
     fn the_text_is_checked() {
         assert_eq!(
-            checked_text("  Break until 11:00 \r\n").unwrap(),
+            checked_text("  Break until 11:00 \r\n").expect("fine"),
             "Break until 11:00"
         );
         assert!(checked_text(" \n ").is_err());
         assert!(checked_text(&"x".repeat(MAX_CHARS)).is_ok());
-        let long = checked_text(&"é".repeat(MAX_CHARS + 1)).unwrap_err();
+        let long = checked_text(&"é".repeat(MAX_CHARS + 1)).expect_err("too long");
         assert!(long.to_string().contains("at most 500"), "{long}");
         assert!(checked_text("bell\u{7}").is_err());
-        assert_eq!(checked_text("a\n\tb").unwrap(), "a\n\tb");
+        assert_eq!(checked_text("a\n\tb").expect("fine"), "a\n\tb");
     }
 }

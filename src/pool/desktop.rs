@@ -675,6 +675,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn broadcast_streams_count_apart_and_only_they_end_at_the_stop() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let mut full = Vec::new();
+        for _ in 0..MAX_STREAMS_PER_VM {
+            full.push(opened(&d, &mut channel, open_now(&d, Viewer::Control)).await);
+        }
+        let (watching, _far) = opened(&d, &mut channel, open_now(&d, Viewer::Broadcast)).await;
+        assert_eq!(
+            d.broadcast_streams("vm-1"),
+            1,
+            "not held back by the seat's own streams"
+        );
+        d.cut_broadcast("vm-1");
+        assert!(watching.cut.is_cancelled());
+        assert!(
+            full.iter().all(|(s, _)| !s.cut.is_cancelled()),
+            "the seat's own go on"
+        );
+        let (next, _far) = opened(&d, &mut channel, open_now(&d, Viewer::Broadcast)).await;
+        assert!(!next.cut.is_cancelled(), "the next broadcast runs");
+        d.cut("vm-1");
+        assert!(
+            next.cut.is_cancelled(),
+            "a seat change ends its broadcast too"
+        );
+        drop((watching, next));
+        assert_eq!(d.broadcast_streams("vm-1"), 0);
+    }
+
+    #[tokio::test]
+    async fn taking_over_is_shown_until_given_back() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let mut controlled = d.controlled("vm-1");
+        let (peek, _a) = opened(&d, &mut channel, open_now(&d, Viewer::Peek)).await;
+        assert!(!*controlled.borrow_and_update(), "a peek is no take-over");
+        let (control, _b) = opened(&d, &mut channel, open_now(&d, Viewer::Control)).await;
+        controlled.changed().await.expect("changed");
+        assert!(*controlled.borrow_and_update());
+        drop(control);
+        controlled.changed().await.expect("changed");
+        assert!(!*controlled.borrow_and_update());
+        drop(peek);
+    }
+
+    #[tokio::test]
     async fn a_cut_while_opening_ends_that_stream_too() {
         let d = desktops();
         let mut channel = d.attach("vm-1");

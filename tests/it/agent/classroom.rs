@@ -3,17 +3,23 @@
 //! participant's desktop page and the console in headless Chromium. A raised hand shows
 //! in the open console within 2 s (pushed, not polled); the instructor broadcasts their
 //! seat and the participant's page shows its colour, then its own again at the stop; an
-//! announcement shows on the page.
+//! announcement shows on the page, and on the desktop as a notification.
 
 use std::time::{Duration, Instant};
 
 use super::browser_desktop::{Display, claim_in_browser, require_tools, wait_screen};
-use super::{Gpu, LONG_POLL, Rig, Token};
+use reqwest::Method;
+use serde_json::json;
+
+use super::{Gpu, LONG_POLL, Rig, Token, wait_vm};
 use crate::browser::{
     Driver, browser, click, fill, require_browser, shoot, sign_in, start_driver, wait_css,
     wait_text,
 };
-use crate::helpers::{ADMIN_PASSWORD, TestServer, free_port, mint_credential, wait_for};
+use crate::helpers::{
+    ADMIN_PASSWORD, TestServer, crd_command, free_port, mint_credential, wait_for, within,
+};
+use lablink::model::VmStatus;
 
 /// How soon a raised hand must show in an open console.
 const HAND_SHOWN_WITHIN: Duration = Duration::from_secs(2);
@@ -175,4 +181,53 @@ async fn hands_broadcast_and_announcements_in_real_browsers() {
     for mut agent in agents {
         agent.stop(30).await;
     }
+}
+
+/// An announcement reaches the seat's desktop as a notification, once, through the
+/// agent's heartbeat answers (the fake notify-send logs what it is asked to show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_shows_each_announcement_on_the_desktop_once() {
+    let s = TestServer::start_with(|c| {
+        c.server.long_poll_seconds = 2;
+        c.server.heartbeat_seconds = 1;
+    })
+    .await;
+    let rig = Rig::new("announce");
+    let log = rig.path("notify.log");
+    let mut agent = rig.agent_with_env(
+        &s.base,
+        Token::Flag(s.token()),
+        Gpu::Fake,
+        &[],
+        &[("FAKE_NOTIFY_LOG", log.as_path())],
+    );
+    within(60, "announcements on the desktop", async {
+        wait_vm(&s, &rig.vm, 15, "VM running", |vm| {
+            vm.status == Some(VmStatus::Running)
+        })
+        .await;
+        let claimed = s.claim("ada@example.org", &crd_command("4/ada-code")).await;
+        assert_eq!(claimed.status, 200, "{}", claimed.html);
+        agent
+            .wait_log(10, &["desktop started; the participant can connect"], 1)
+            .await;
+        for text in ["Break until 11:00", "Back in the room, please"] {
+            s.admin_json(
+                Method::POST,
+                "/api/announcements",
+                Some(json!({ "text": text })),
+            )
+            .await
+            .expect(201);
+            wait_for(15, "the notification", || async {
+                rig.read("notify.log").contains(text).then_some(())
+            })
+            .await;
+        }
+        let shown = rig.read("notify.log");
+        assert_eq!(shown.matches("Break until 11:00").count(), 1, "{shown}");
+        assert_eq!(shown.matches("--\n").count(), 2, "{shown}");
+    })
+    .await;
+    agent.stop(5).await;
 }
