@@ -73,7 +73,9 @@ impl Hands {
     }
 
     /// The open request of seat `hostname`, if its hand is up: for the seat wall (raised
-    /// hands first, a mark on the tile).
+    /// hands first, a mark on the tile). A request outlives its seat changing hands until
+    /// it is done (or the seat's new participant raises theirs): with the tile's
+    /// participant at hand, [`Hands::of_participant`] is the exact answer.
     pub fn of_seat(&self, hostname: &str) -> Option<Hand> {
         self.lock()
             .open
