@@ -64,6 +64,8 @@ pub struct Beat {
     /// A message for the participant's desktop (the workshop's countdown): its id changes
     /// with each new message.
     pub notice: Option<Notice>,
+    /// The console's latest announcement, to show once on the desktop.
+    pub announcement: Option<Notice>,
     /// Their files are to be rescued first.
     pub rescue: Option<RescueAsk>,
     /// How often to sample the seat's session metrics.
@@ -92,6 +94,7 @@ struct BeatBody {
     reset_requested: Option<bool>,
     reset_id: Option<u32>,
     notice: Option<Notice>,
+    announcement: Option<Notice>,
     rescue: Option<RescueAsk>,
     metrics_sample_seconds: Option<u64>,
 }
@@ -232,6 +235,9 @@ impl Allocator {
             notice: answer
                 .notice
                 .filter(|n| !n.id.is_empty() && n.id.len() <= 128 && n.text.len() <= 1024),
+            announcement: answer
+                .announcement
+                .filter(|n| !n.id.is_empty() && n.id.len() <= 128 && n.text.len() <= 4096),
             rescue: answer.rescue,
             sample_every: answer
                 .metrics_sample_seconds

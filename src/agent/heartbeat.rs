@@ -1,7 +1,8 @@
 //! The agent's heartbeat: proof of life every few seconds (a frozen agent stops sending
 //! it, and its VM leaves the free pool), with the boot id (a new one is a reboot) and the
 //! free disk space and the GPUs' latest figures. Its answer says when the last participant's desktop must be reset, and
-//! carries the messages to show on the desktop (the workshop's countdown).
+//! carries the messages to show on the desktop (the workshop's countdown, the console's
+//! announcements).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub async fn run(
 ) -> Result<(), CallError> {
     let boot = boot_id();
     let mut shown: Option<String> = None;
+    let mut announced: Option<String> = None;
     let mut interval = every;
     let mut warned = false;
     loop {
@@ -83,6 +85,13 @@ pub async fn run(
                     shown = Some(notice.id);
                     let (notifier, cancel) = (notifier.clone(), cancel.clone());
                     tokio::spawn(async move { notifier.show(&notice.text, &cancel).await });
+                }
+                if let Some(news) = beat.announcement
+                    && announced.as_ref() != Some(&news.id)
+                {
+                    announced = Some(news.id);
+                    let (notifier, cancel) = (notifier.clone(), cancel.clone());
+                    tokio::spawn(async move { notifier.show(&news.text, &cancel).await });
                 }
                 let asked = beat.rescue;
                 rescue.send_if_modified(|r| {

@@ -28,6 +28,9 @@ const CHANNEL_BACKLOG: usize = 32;
 const MAX_STREAMS_PER_VM: usize = 8;
 /// Of those, the participant's: the rest stay free for the instructor.
 const MAX_PARTICIPANT_STREAMS: usize = 6;
+/// Participants watching a broadcast of one VM's desktop, counted apart from the above:
+/// each holds its own connection to the VM's VNC server.
+const MAX_BROADCAST_STREAMS: usize = 400;
 
 /// What the agent is asked on its channel: dial back a tunnel for stream `id`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -45,11 +48,17 @@ pub enum Viewer {
     Peek,
     /// The instructor driving the desktop.
     Control,
+    /// A participant watching the desktop the instructor broadcasts.
+    Broadcast,
 }
 
 impl Viewer {
     pub fn view_only(self) -> bool {
-        self == Viewer::Peek
+        matches!(self, Viewer::Peek | Viewer::Broadcast)
+    }
+
+    fn instructor(self) -> bool {
+        matches!(self, Viewer::Peek | Viewer::Control)
     }
 }
 
@@ -79,29 +88,48 @@ struct Pending {
 }
 
 /// Per VM: its streams (open, or waiting for the agent's tunnel), the instructor's open
-/// views (shown to the participant) and the token that ends every stream of the seat.
+/// views and controls (shown to the participant), the token that ends every stream of the
+/// seat and its child that ends the broadcast's.
 struct SeatWatch {
     participant_streams: usize,
     instructor_streams: usize,
+    broadcast_streams: usize,
     instructor_views: usize,
+    instructor_controls: usize,
     watched: watch::Sender<bool>,
+    controlled: watch::Sender<bool>,
     cut: CancellationToken,
+    broadcast_cut: CancellationToken,
 }
 
 impl SeatWatch {
     fn new() -> SeatWatch {
+        let cut = CancellationToken::new();
         SeatWatch {
             participant_streams: 0,
             instructor_streams: 0,
+            broadcast_streams: 0,
             instructor_views: 0,
+            instructor_controls: 0,
             watched: watch::channel(false).0,
-            cut: CancellationToken::new(),
+            controlled: watch::channel(false).0,
+            broadcast_cut: cut.child_token(),
+            cut,
         }
     }
 
     fn unused(&self) -> bool {
-        self.participant_streams + self.instructor_streams == 0
+        self.participant_streams + self.instructor_streams + self.broadcast_streams == 0
             && self.watched.receiver_count() == 0
+            && self.controlled.receiver_count() == 0
+    }
+
+    fn count(&mut self, viewer: Viewer) -> &mut usize {
+        match viewer {
+            Viewer::Participant => &mut self.participant_streams,
+            Viewer::Peek | Viewer::Control => &mut self.instructor_streams,
+            Viewer::Broadcast => &mut self.broadcast_streams,
+        }
     }
 }
 
@@ -140,7 +168,7 @@ pub struct DesktopStream {
 struct Place {
     desktops: Arc<Desktops>,
     host: String,
-    instructor: bool,
+    viewer: Viewer,
     /// An instructor's view is open (and shown to the participant).
     viewing: bool,
 }
@@ -151,14 +179,15 @@ impl Drop for Place {
         let Some(seat) = inner.seats.get_mut(&self.host) else {
             return;
         };
-        if self.instructor {
-            seat.instructor_streams = seat.instructor_streams.saturating_sub(1);
-        } else {
-            seat.participant_streams = seat.participant_streams.saturating_sub(1);
-        }
+        let count = seat.count(self.viewer);
+        *count = count.saturating_sub(1);
         if self.viewing {
             seat.instructor_views = seat.instructor_views.saturating_sub(1);
             seat.watched.send_replace(seat.instructor_views > 0);
+            if self.viewer == Viewer::Control {
+                seat.instructor_controls = seat.instructor_controls.saturating_sub(1);
+                seat.controlled.send_replace(seat.instructor_controls > 0);
+            }
         }
         if seat.unused() {
             inner.seats.remove(&self.host);
@@ -215,14 +244,14 @@ impl Desktops {
 
     /// Asks `host`'s agent for a stream and waits up to `timeout` for its tunnel (or
     /// until the agent's channel closes or the allocator stops).
-    async fn open(
+    pub(super) async fn open(
         self: &Arc<Self>,
         host: &str,
         viewer: Viewer,
         timeout: Duration,
         stopping: &CancellationToken,
     ) -> Result<DesktopStream, PoolError> {
-        let instructor = viewer != Viewer::Participant;
+        let instructor = viewer.instructor();
         let id = crate::store::meta::random_secret();
         let (reply, answer) = oneshot::channel();
         let (opens, cut, mut place) = {
@@ -240,19 +269,25 @@ impl Desktops {
                 .entry(host.to_owned())
                 .or_insert_with(SeatWatch::new);
             let total = seat.participant_streams + seat.instructor_streams;
-            if total >= MAX_STREAMS_PER_VM
+            if viewer == Viewer::Broadcast {
+                if seat.broadcast_streams >= MAX_BROADCAST_STREAMS {
+                    return Err(PoolError::Unavailable(format!(
+                        "The broadcast has {MAX_BROADCAST_STREAMS} viewers already; try again later."
+                    )));
+                }
+            } else if total >= MAX_STREAMS_PER_VM
                 || (!instructor && seat.participant_streams >= MAX_PARTICIPANT_STREAMS)
             {
                 return Err(PoolError::Conflict(format!(
                     "This desktop is open in {total} windows already; close one and reload."
                 )));
             }
-            if instructor {
-                seat.instructor_streams += 1;
+            *seat.count(viewer) += 1;
+            let cut = if viewer == Viewer::Broadcast {
+                seat.broadcast_cut.clone()
             } else {
-                seat.participant_streams += 1;
-            }
-            let cut = seat.cut.clone();
+                seat.cut.clone()
+            };
             inner.pending.insert(
                 id.clone(),
                 Pending {
@@ -263,7 +298,7 @@ impl Desktops {
             let place = Place {
                 desktops: self.clone(),
                 host: host.to_owned(),
-                instructor,
+                viewer,
                 viewing: false,
             };
             (opens, cut, place)
@@ -313,6 +348,10 @@ impl Desktops {
             if instructor && let Some(seat) = inner.seats.get_mut(host) {
                 seat.instructor_views += 1;
                 seat.watched.send_replace(true);
+                if viewer == Viewer::Control {
+                    seat.instructor_controls += 1;
+                    seat.controlled.send_replace(true);
+                }
                 place.viewing = true;
             }
         }
@@ -361,16 +400,44 @@ impl Desktops {
             .subscribe()
     }
 
+    /// Whether the instructor controls `host`'s desktop, as it changes.
+    pub fn controlled(&self, host: &str) -> watch::Receiver<bool> {
+        self.lock()
+            .seats
+            .entry(host.to_owned())
+            .or_insert_with(SeatWatch::new)
+            .controlled
+            .subscribe()
+    }
+
     /// Ends every stream of `host`, open or opening (its seat changed hands).
     pub fn cut(&self, host: &str) {
         let mut inner = self.lock();
         if let Some(seat) = inner.seats.get_mut(host) {
             seat.cut.cancel();
             seat.cut = CancellationToken::new();
+            seat.broadcast_cut = seat.cut.child_token();
             if seat.unused() {
                 inner.seats.remove(host);
             }
         }
+    }
+
+    /// Ends the broadcast streams of `host`, open or opening (the broadcast stopped).
+    pub fn cut_broadcast(&self, host: &str) {
+        let mut inner = self.lock();
+        if let Some(seat) = inner.seats.get_mut(host) {
+            seat.broadcast_cut.cancel();
+            seat.broadcast_cut = seat.cut.child_token();
+        }
+    }
+
+    /// Broadcast streams of `host`, open or opening.
+    pub fn broadcast_streams(&self, host: &str) -> usize {
+        self.lock()
+            .seats
+            .get(host)
+            .map_or(0, |s| s.broadcast_streams)
     }
 
     /// The participant's streams to `host`, open or opening.
@@ -386,7 +453,7 @@ impl Desktops {
         self.lock()
             .seats
             .values()
-            .map(|s| s.participant_streams + s.instructor_streams)
+            .map(|s| s.participant_streams + s.instructor_streams + s.broadcast_streams)
             .sum()
     }
 }
@@ -442,7 +509,7 @@ pub async fn open_for_instructor(
         )
         .await?;
     let (action, detail) = match viewer {
-        Viewer::Control => ("desktop_control", "took control of the desktop"),
+        Viewer::Control => ("desktop_control", "took over the desktop"),
         _ => ("desktop_peek", "viewed the desktop"),
     };
     let participant = vm
@@ -456,6 +523,17 @@ pub async fn open_for_instructor(
     )
     .await;
     Ok(stream)
+}
+
+/// The instructor's control of `host`'s desktop ended (the taking-over view closed):
+/// audited as giving it back.
+pub async fn gave_back(pool: &Pool, actor: &Actor, host: &str) {
+    pool.audit_by(
+        actor,
+        "desktop_give_back",
+        format!("{host}: gave the desktop back"),
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -594,6 +672,53 @@ mod tests {
         assert!(own.cut.is_cancelled());
         let (after, _c) = opened(&d, &mut channel, open_now(&d, Viewer::Participant)).await;
         assert!(!after.cut.is_cancelled(), "a new stream after the cut runs");
+    }
+
+    #[tokio::test]
+    async fn broadcast_streams_count_apart_and_only_they_end_at_the_stop() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let mut full = Vec::new();
+        for _ in 0..MAX_STREAMS_PER_VM {
+            full.push(opened(&d, &mut channel, open_now(&d, Viewer::Control)).await);
+        }
+        let (watching, _far) = opened(&d, &mut channel, open_now(&d, Viewer::Broadcast)).await;
+        assert_eq!(
+            d.broadcast_streams("vm-1"),
+            1,
+            "not held back by the seat's own streams"
+        );
+        d.cut_broadcast("vm-1");
+        assert!(watching.cut.is_cancelled());
+        assert!(
+            full.iter().all(|(s, _)| !s.cut.is_cancelled()),
+            "the seat's own go on"
+        );
+        let (next, _far) = opened(&d, &mut channel, open_now(&d, Viewer::Broadcast)).await;
+        assert!(!next.cut.is_cancelled(), "the next broadcast runs");
+        d.cut("vm-1");
+        assert!(
+            next.cut.is_cancelled(),
+            "a seat change ends its broadcast too"
+        );
+        drop((watching, next));
+        assert_eq!(d.broadcast_streams("vm-1"), 0);
+    }
+
+    #[tokio::test]
+    async fn taking_over_is_shown_until_given_back() {
+        let d = desktops();
+        let mut channel = d.attach("vm-1");
+        let mut controlled = d.controlled("vm-1");
+        let (peek, _a) = opened(&d, &mut channel, open_now(&d, Viewer::Peek)).await;
+        assert!(!*controlled.borrow_and_update(), "a peek is no take-over");
+        let (control, _b) = opened(&d, &mut channel, open_now(&d, Viewer::Control)).await;
+        controlled.changed().await.expect("changed");
+        assert!(*controlled.borrow_and_update());
+        drop(control);
+        controlled.changed().await.expect("changed");
+        assert!(!*controlled.borrow_and_update());
+        drop(peek);
     }
 
     #[tokio::test]

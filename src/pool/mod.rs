@@ -6,12 +6,15 @@
 
 pub mod admin_tokens;
 pub mod agent_token;
+pub mod announce;
+pub mod broadcast;
 pub mod budget;
 pub mod claim;
 pub mod claim_limit;
 pub mod desktop;
 pub mod error;
 pub mod event;
+pub mod hands;
 pub mod idle;
 pub mod launch;
 pub mod liveness;
@@ -82,6 +85,12 @@ pub struct Pool {
     pub idle: idle::IdleSeats,
     /// The admin API tokens in force and their last use.
     pub admin_tokens: admin_tokens::AdminTokens,
+    /// Participants' open requests for help.
+    pub hands: hands::Hands,
+    /// The console's recent announcements.
+    pub announcements: announce::Announcements,
+    /// The desktop shown to every participant, if any.
+    pub broadcast: broadcast::Broadcast,
 }
 
 impl Pool {
@@ -159,6 +168,9 @@ impl Pool {
             rescues,
             idle: idle::IdleSeats::default(),
             admin_tokens,
+            hands: hands::Hands::default(),
+            announcements: announce::Announcements::default(),
+            broadcast: broadcast::Broadcast::default(),
         };
         event::load(&pool).await.map_err(|e| match e {
             event::EventLoadError::Store(e) => OpenError::Store(e),

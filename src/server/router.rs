@@ -155,6 +155,7 @@ pub fn build(app: App) -> Router {
         .merge(report_routes())
         .merge(session_metrics_routes())
         .merge(operations_routes())
+        .merge(classroom_routes())
         .merge(log_shipping)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
@@ -168,6 +169,34 @@ pub fn build(app: App) -> Router {
             observe::observe,
         ))
         .with_state(app)
+}
+
+/// The classroom: raised hands, announcements, take-over's audit, the broadcast.
+fn classroom_routes() -> Router<App> {
+    use super::api::classroom as api;
+    use super::pages::classroom as pages;
+    Router::new()
+        .route("/api/my-vm/hand", post(pages::raise))
+        .route("/api/my-vm/hand/lower", post(pages::lower))
+        .route("/api/my-vm/classroom", get(pages::participant_events))
+        .route("/broadcast", get(pages::broadcast_page))
+        .route("/broadcast/ws", get(pages::broadcast_socket))
+        .route("/api/hands", get(api::list_hands))
+        .route("/api/hands/{id}/take", post(api::take))
+        .route("/api/hands/{id}/done", post(api::done))
+        .route(
+            "/api/announcements",
+            get(api::list_announcements).post(api::announce),
+        )
+        .route("/api/broadcast", get(api::current).post(api::start))
+        .route("/api/broadcast/stop", post(api::stop))
+        .route("/admin/hands", get(pages::page))
+        .route("/admin/hands/events", get(sse::hands))
+        .route("/admin/hands/{id}/take", post(pages::take))
+        .route("/admin/hands/{id}/done", post(pages::done))
+        .route("/admin/announce", post(pages::announce))
+        .route("/admin/broadcast", post(pages::broadcast_start))
+        .route("/admin/broadcast/stop", post(pages::broadcast_stop))
 }
 
 /// Admin API tokens: the JSON API and the console's page.

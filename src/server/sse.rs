@@ -1,4 +1,5 @@
-//! Server-sent events for the admin console: the pool, a run's output and a VM's logs.
+//! Server-sent events for the admin console: the pool, a run's output, a VM's logs and
+//! the raised hands.
 //!
 //! Each stream is fed by a task that waits on the store's commit counter (not a timer),
 //! re-reads what it shows, and sends only what changed. The task ends when the browser
@@ -28,6 +29,7 @@ use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, sessions, vms};
 use crate::views::admin::Viewer;
 use crate::views::admin::allocator_log::lines_fragment as allocator_lines;
+use crate::views::admin::hands as hands_view;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
 use crate::views::admin::runs::{lines_fragment, progress, summary};
 use crate::views::admin::sessions::rows as session_rows;
@@ -384,4 +386,56 @@ pub async fn allocator_log(
         }
     });
     Ok(respond(rx))
+}
+
+/// Waiting times on `/admin/hands` are shown in minutes: the queue is rendered again this
+/// often even without a change.
+const HANDS_CLOCK: Duration = Duration::from_secs(15);
+
+/// `GET /admin/hands/events`: the `hands` queue and the `broadcast` state, each at once and
+/// then as soon as it changes (a raised hand is pushed when it is raised, not polled).
+pub async fn hands(State(app): State<App>, admin: Admin) -> EventStream {
+    let signed_in = SignedIn::of(&admin);
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut raised = app.hands.subscribe();
+        let mut air = app.broadcast.subscribe();
+        let mut sent: [String; 2] = Default::default();
+        let mut checked = tokio::time::Instant::now();
+        loop {
+            let viewer = Viewer {
+                user: &admin.user,
+                csrf: &admin.csrf,
+                now: app.clock.now(),
+            };
+            raised.borrow_and_update();
+            let on_air = air.borrow_and_update().clone();
+            let fresh = [
+                hands_view::queue(&viewer, &app.hands.list()).into_string(),
+                hands_view::on_air(&viewer, on_air.as_ref()).into_string(),
+            ];
+            for (i, name) in ["hands", "broadcast"].into_iter().enumerate() {
+                if fresh[i] != sent[i] {
+                    if tx.send(html_event(name, &fresh[i])).await.is_err() {
+                        return;
+                    }
+                    sent[i] = fresh[i].clone();
+                }
+            }
+            tokio::select! {
+                changed = raised.changed() => if changed.is_err() { return },
+                changed = air.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(HANDS_CLOCK) => {}
+                () = tx.closed() => return,
+                () = app.shutdown.cancelled() => return,
+            }
+            if checked.elapsed() >= RECHECK {
+                if !signed_in.still(&app).await {
+                    return;
+                }
+                checked = tokio::time::Instant::now();
+            }
+        }
+    });
+    respond(rx)
 }

@@ -11,6 +11,8 @@ struct Screen<'a> {
     view_only: bool,
     /// The participant's page learns whether the instructor is viewing.
     events: Option<&'a str>,
+    /// The participant's classroom panel (hand, announcements, broadcast).
+    classroom: Option<Markup>,
 }
 
 fn shell(screen: &Screen, bar: Markup) -> Markup {
@@ -23,6 +25,9 @@ fn shell(screen: &Screen, bar: Markup) -> Markup {
                 @if screen.events.is_some() {
                     script src="/assets/participant.js" defer {}
                 }
+                @if screen.classroom.is_some() {
+                    script type="module" src="/assets/classroom.js" {}
+                }
             }
             body.desktop-page data-desktop="connecting" {
                 header.desktop-bar {
@@ -34,6 +39,9 @@ fn shell(screen: &Screen, bar: Markup) -> Markup {
                     (super::participant::event_bar())
                     (super::participant::idle_banner("/desktop"))
                 }
+                @if let Some(classroom) = &screen.classroom {
+                    (classroom)
+                }
                 div #desktop-screen
                     data-ws=(screen.socket)
                     data-view-only=(if screen.view_only { "true" } else { "false" })
@@ -43,14 +51,18 @@ fn shell(screen: &Screen, bar: Markup) -> Markup {
     }
 }
 
-/// `GET /desktop`: the participant's own desktop.
-pub fn participant(hostname: &str) -> Markup {
+/// `GET /desktop`: the participant's own desktop; `raised`: their hand is up.
+pub fn participant(hostname: &str, raised: bool) -> Markup {
     shell(
         &Screen {
             title: "Your desktop",
             socket: "/desktop/ws",
             view_only: false,
             events: Some("/desktop/events"),
+            classroom: Some(super::classroom::panel(
+                super::classroom::On::Desktop,
+                raised,
+            )),
         },
         html! {
             span.desktop-host { (hostname) }
@@ -60,8 +72,46 @@ pub fn participant(hostname: &str) -> Markup {
     )
 }
 
-/// `GET /admin/desktop/{host}`: the instructor's view of a VM's desktop.
-pub fn instructor(hostname: &str, participant: Option<&str>, control: bool) -> Markup {
+/// `GET /broadcast`: the desktop the instructor broadcasts, view-only (for participants
+/// whose seat page cannot hold it).
+pub fn broadcast() -> Markup {
+    shell(
+        &Screen {
+            title: "The instructor's screen",
+            socket: "/broadcast/ws",
+            view_only: true,
+            events: None,
+            classroom: None,
+        },
+        html! {
+            span.desktop-mode { "The instructor's screen (view only)" }
+            a.desktop-link href="/my-vm" { "Your seat" }
+        },
+    )
+}
+
+/// What the instructor's view of a desktop offers besides the picture.
+pub struct Instructor<'a> {
+    pub hostname: &'a str,
+    pub participant: Option<&'a str>,
+    /// Driving the desktop (not only watching).
+    pub control: bool,
+    /// The CSRF token of the console's forms.
+    pub csrf: &'a str,
+    /// This desktop is being broadcast to every participant.
+    pub broadcasting: bool,
+}
+
+/// `GET /admin/desktop/{host}`: the instructor's view of a VM's desktop: take over and
+/// give back, broadcast it and stop.
+pub fn instructor(peek: &Instructor) -> Markup {
+    let Instructor {
+        hostname,
+        participant,
+        control,
+        csrf,
+        broadcasting,
+    } = *peek;
     let socket = format!(
         "/admin/desktop/{hostname}/ws{}",
         if control { "?control=1" } else { "" }
@@ -73,6 +123,7 @@ pub fn instructor(hostname: &str, participant: Option<&str>, control: bool) -> M
             socket: &socket,
             view_only: !control,
             events: None,
+            classroom: None,
         },
         html! {
             span.desktop-host {
@@ -80,12 +131,29 @@ pub fn instructor(hostname: &str, participant: Option<&str>, control: bool) -> M
                 @if let Some(p) = participant { " · " (p) }
             }
             @if control {
-                span.desktop-mode.control { "You are controlling this desktop" }
-                a.desktop-link href=(format!("/admin/desktop/{hostname}")) { "Back to view only" }
+                span.desktop-mode.control { "You have control of this desktop (the participant is told)" }
+                a.desktop-link #give-back href=(format!("/admin/desktop/{hostname}")) { "Give back" }
             } @else {
                 span.desktop-mode { "View only" }
-                a.desktop-link #take-control href=(format!("/admin/desktop/{hostname}?control=1")) { "Take control" }
+                a.desktop-link #take-control href=(format!("/admin/desktop/{hostname}?control=1")) { "Take over" }
             }
+            @if broadcasting {
+                form.desktop-form method="post" action="/admin/broadcast/stop" {
+                    input type="hidden" name="csrf_token" value=(csrf);
+                    input type="hidden" name="back" value=(format!("/admin/desktop/{hostname}"));
+                    span.desktop-mode.control #on-air { "Broadcasting to every participant" }
+                    " "
+                    button.small #broadcast-stop type="submit" { "Stop broadcast" }
+                }
+            } @else if !csrf.is_empty() {
+                form.desktop-form method="post" action="/admin/broadcast" {
+                    input type="hidden" name="csrf_token" value=(csrf);
+                    input type="hidden" name="hostname" value=(hostname);
+                    input type="hidden" name="back" value=(format!("/admin/desktop/{hostname}"));
+                    button.small #broadcast-start type="submit" { "Broadcast to everyone" }
+                }
+            }
+            a.desktop-link href="/admin/hands" { "Raised hands" }
             a.desktop-link href="/admin/instances" { "Instances" }
         },
     )

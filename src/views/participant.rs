@@ -313,21 +313,35 @@ fn new_seat_form(email: &str, ask_join_code: bool, desktop: DesktopKind, button:
 /// by a plain reload).
 /// `saved_files`: archives of this participant's files kept by the allocator (rescued
 /// when a seat of theirs ended), linked to `/my-files`.
-pub fn seat(seat: &Seat, ask_join_code: bool, desktop: DesktopKind, saved_files: usize) -> Markup {
+/// `raised`: the participant's hand is up (`pool::hands`).
+pub fn seat(
+    seat: &Seat,
+    ask_join_code: bool,
+    desktop: DesktopKind,
+    saved_files: usize,
+    raised: bool,
+) -> Markup {
     let refresh = match seat {
         Seat::Ready { .. } | Seat::OtherBrowser | Seat::Waiting { .. } | Seat::WaitingElsewhere => {
             Some((SEAT_REFRESH, "/my-vm"))
         }
         _ => None,
     };
+    let ready = matches!(seat, Seat::Ready { .. });
+    let scripts: &[&str] = if ready {
+        &["/assets/participant.js", "/assets/classroom.js"]
+    } else {
+        &["/assets/participant.js"]
+    };
     page_refreshing(
         "Your seat",
-        &["/assets/participant.js"],
+        scripts,
         refresh,
         html! {
             (event_bar())
-            @if let Seat::Ready { .. } = seat {
+            @if ready {
                 (idle_banner("/my-vm"))
+                (super::classroom::panel(super::classroom::On::Seat, raised))
             }
             div #seat data-state=(seat.state()) data-host=(seat.hostname()) data-saved-files=(saved_files) {
                 @match seat {

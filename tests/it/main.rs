@@ -14,6 +14,7 @@ mod bench;
 mod browser;
 mod budget;
 mod claim;
+mod classroom;
 mod cli;
 mod cli_ops;
 mod concurrency;

@@ -117,6 +117,11 @@ pub async fn post_heartbeat(
         .as_ref()
         .and_then(|_| crate::pool::event::desktop_notice(&app.pool))
         .map(|(id, text)| json!({"id": id, "text": text}));
+    let announcement = vm
+        .assignment
+        .as_ref()
+        .and_then(|_| crate::pool::announce::for_desktop(&app.pool))
+        .map(|a| json!({"id": a.id.to_string(), "text": a.text}));
     let mut answer = json!({
         "status": "ok",
         "interval_seconds": app.config.server.heartbeat_seconds,
@@ -124,6 +129,7 @@ pub async fn post_heartbeat(
         "reset_requested": vm.reset_requested(),
         "reset_id": vm.resets,
         "notice": notice,
+        "announcement": announcement,
     });
     if let Some(rescue) = &vm.rescue {
         // Rescue deadlines are real time (an upload takes real seconds), not the pool's clock.

@@ -3,6 +3,7 @@
 pub mod admin_tokens;
 pub mod allocator_log;
 pub mod backup;
+pub mod classroom;
 pub mod desktop;
 pub mod doctor;
 pub mod download;

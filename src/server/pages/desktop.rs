@@ -1,7 +1,8 @@
 //! Browser desktops. `GET /desktop`: the participant's desktop (noVNC), found by their
 //! claim cookie; `GET /desktop/ws`: its WebSocket, relayed to the VM's agent;
 //! `GET /desktop/events`: whether the instructor is viewing. `GET /admin/desktop/{host}`
-//! and its `/ws`: the instructor's view of any VM, view-only unless `?control=1`.
+//! and its `/ws`: the instructor's view of any VM, view-only unless `?control=1` (taking
+//! over; closing it gives the desktop back).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -41,7 +42,7 @@ const VIEWER_SILENT: Duration = Duration::from_secs(90);
 const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// The participant's browser-desktop seat, or why there is none.
-async fn own_seat(app: &App, headers: &HeaderMap) -> Result<Option<Vm>, ApiError> {
+pub(super) async fn own_seat(app: &App, headers: &HeaderMap) -> Result<Option<Vm>, ApiError> {
     let Some(cookie) = ClaimCookie::from_headers(headers) else {
         return Ok(None);
     };
@@ -61,7 +62,13 @@ fn is_browser_seat(vm: &Vm) -> bool {
 
 pub async fn participant_page(State(app): State<App>, headers: HeaderMap) -> Response {
     match own_seat(&app, &headers).await {
-        Ok(Some(vm)) if is_browser_seat(&vm) => view::participant(&vm.hostname).into_response(),
+        Ok(Some(vm)) if is_browser_seat(&vm) => {
+            let raised = vm
+                .assignment
+                .as_ref()
+                .is_some_and(|a| app.hands.of_participant(&vm.hostname, &a.email).is_some());
+            view::participant(&vm.hostname, raised).into_response()
+        }
         // No seat, another kind of seat, or one that moved on: the seat page explains.
         Ok(_) => Redirect::to("/my-vm").into_response(),
         Err(e) => PageError::from(e).into_response(),
@@ -70,14 +77,14 @@ pub async fn participant_page(State(app): State<App>, headers: HeaderMap) -> Res
 
 /// A browser's WebSocket must come from our own pages: cookies ride along on a
 /// cross-site WebSocket handshake too.
-fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
     if cross_site(headers) {
         return Err(ApiError::CrossSite);
     }
     Ok(())
 }
 
-fn upgrade_or_error(
+pub(super) fn upgrade_or_error(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<WebSocketUpgrade, ApiError> {
     ws.map_err(|rejection| {
@@ -98,7 +105,7 @@ pub async fn participant_socket(
         ApiError::Forbidden("This browser holds no seat; claim one on the start page first.".into())
     })?;
     let stream = desktop::open_for_participant(&app.pool, &vm).await?;
-    Ok(relay(ws, stream, app.shutdown.clone()))
+    Ok(relay(ws, stream, app.shutdown.clone(), async {}))
 }
 
 /// `viewing` events: `true` while the instructor has the participant's desktop open.
@@ -150,7 +157,7 @@ impl Mode {
 
 pub async fn instructor_page(
     State(app): State<App>,
-    _admin: Admin,
+    admin: Admin,
     PagePath(host): PagePath<String>,
     ApiQuery(mode): ApiQuery<Mode>,
 ) -> Result<Markup, PageError> {
@@ -158,11 +165,14 @@ pub async fn instructor_page(
     let viewer = mode.viewer()?;
     let vm = crate::pool::stored_vm(&app.pool, &host, "Failed to read the VM.").await?;
     let participant = vm.assignment.as_ref().map(|a| a.email.as_str());
-    Ok(view::instructor(
-        &host,
+    let broadcasting = app.broadcast.current().is_some_and(|b| b.hostname == host);
+    Ok(view::instructor(&view::Instructor {
+        hostname: &host,
         participant,
-        viewer == Viewer::Control,
-    ))
+        control: viewer == Viewer::Control,
+        csrf: &admin.csrf,
+        broadcasting,
+    }))
 }
 
 pub async fn instructor_socket(
@@ -178,22 +188,37 @@ pub async fn instructor_socket(
     let ws = upgrade_or_error(ws)?;
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     let viewer = mode.viewer()?;
-    let stream = desktop::open_for_instructor(&app.pool, &admin.actor(), &host, viewer).await?;
-    Ok(relay(ws, stream, app.shutdown.clone()))
+    let actor = admin.actor();
+    let stream = desktop::open_for_instructor(&app.pool, &actor, &host, viewer).await?;
+    let pool = app.pool.clone();
+    let after = async move {
+        if viewer == Viewer::Control {
+            desktop::gave_back(&pool, &actor, &host).await;
+        }
+    };
+    Ok(relay(ws, stream, app.shutdown.clone(), after))
 }
 
 /// Upgrades to the WebSocket and copies bytes both ways between it and the VM's tunnel
-/// until either side closes, the seat changes hands, or the allocator stops. Each
-/// direction holds at most one chunk: a slow browser slows the VM's sending down rather
-/// than making the allocator buffer.
-fn relay(ws: WebSocketUpgrade, stream: DesktopStream, stopping: CancellationToken) -> Response {
+/// until either side closes, the seat changes hands, or the allocator stops; then runs
+/// `after`. Each direction holds at most one chunk: a slow browser slows the VM's sending
+/// down rather than making the allocator buffer.
+pub(super) fn relay(
+    ws: WebSocketUpgrade,
+    stream: DesktopStream,
+    stopping: CancellationToken,
+    after: impl Future<Output = ()> + Send + 'static,
+) -> Response {
     ws.protocols(["binary"])
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(CHUNK * 4)
         .max_message_size(MAX_VIEWER_MESSAGE)
         .max_frame_size(MAX_VIEWER_MESSAGE)
-        .on_upgrade(move |socket| pump(socket, stream, stopping))
+        .on_upgrade(move |socket| async move {
+            pump(socket, stream, stopping).await;
+            after.await;
+        })
 }
 
 async fn pump(socket: WebSocket, mut stream: DesktopStream, stopping: CancellationToken) {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod allocator_log;
 pub mod api_tokens;
+pub mod classroom;
 pub mod desktop;
 pub mod event;
 pub mod login;

@@ -97,7 +97,18 @@ pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
                 _ => None,
             }
             .unwrap_or(app.config.desktop_kinds()[0]);
-            (StatusCode::OK, view::seat(&seat, ask, desktop, saved)).into_response()
+            let raised = match &found {
+                SeatFound::Mine(vm) => vm
+                    .assignment
+                    .as_ref()
+                    .is_some_and(|a| app.hands.of_participant(&vm.hostname, &a.email).is_some()),
+                _ => false,
+            };
+            (
+                StatusCode::OK,
+                view::seat(&seat, ask, desktop, saved, raised),
+            )
+                .into_response()
         }
         Err(e) => {
             tracing::error!(error = ?e, "cannot read a participant's seat");

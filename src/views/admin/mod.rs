@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cost;
 pub mod dashboard;
 pub mod event;
+pub mod hands;
 pub mod instances;
 pub mod login;
 pub mod logs;
@@ -32,11 +33,12 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 13] = [
+const NAV: [(&str, &str); 14] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
     ("/admin/sessions", "Sessions"),
+    ("/admin/hands", "Hands"),
     ("/admin/create", "Launch"),
     ("/admin/scheduled-destruction", "Schedules"),
     ("/admin/instances/delete", "Teardown & data"),

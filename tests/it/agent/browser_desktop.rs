@@ -22,7 +22,7 @@ use crate::helpers::{
     ADMIN_PASSWORD, ADMIN_USER, TestServer, free_port, mint_credential, wait_for, within,
 };
 
-fn require_tools() {
+pub(super) fn require_tools() {
     require(&["Xvnc", "xsetroot", "xdotool"]);
 }
 
@@ -38,14 +38,14 @@ fn require(tools: &[&str]) {
 }
 
 /// An X display the agent's Xvnc creates for a browser seat.
-struct Display {
+pub(super) struct Display {
     number: u32,
-    name: String,
+    pub(super) name: String,
 }
 
 impl Display {
     /// A display number no X server uses (nor one reserved earlier in this run).
-    fn free() -> Display {
+    pub(super) fn free() -> Display {
         static NEXT: AtomicU32 = AtomicU32::new(140);
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +60,7 @@ impl Display {
     }
 
     /// Once the agent's Xvnc is up: a solid background and the pointer in a corner.
-    async fn paint(&self, rgb: (u8, u8, u8)) {
+    pub(super) async fn paint(&self, rgb: (u8, u8, u8)) {
         let socket = format!("/tmp/.X11-unix/X{}", self.number);
         wait_for(60, &format!("Xvnc on {}", self.name), || async {
             Path::new(&socket).exists().then_some(())
@@ -261,7 +261,7 @@ async fn screen_centre(client: &fantoccini::Client) -> (u8, u8, u8) {
     (buf[at], buf[at + 1], buf[at + 2])
 }
 
-async fn wait_screen(client: &fantoccini::Client, want: (u8, u8, u8), what: &str) {
+pub(super) async fn wait_screen(client: &fantoccini::Client, want: (u8, u8, u8), what: &str) {
     let mut last = (0, 0, 0);
     for _ in 0..150 {
         last = screen_centre(client).await;
@@ -273,7 +273,11 @@ async fn wait_screen(client: &fantoccini::Client, want: (u8, u8, u8), what: &str
     panic!("{what}: the desktop never showed {want:?}; last {last:?}");
 }
 
-async fn claim_in_browser(client: &fantoccini::Client, base: &str, email: &str) -> String {
+pub(super) async fn claim_in_browser(
+    client: &fantoccini::Client,
+    base: &str,
+    email: &str,
+) -> String {
     client.goto(&format!("{base}/")).await.expect("open /");
     fill(client, "#email", email).await;
     click(client, "form button[type=submit]").await;

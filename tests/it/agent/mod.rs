@@ -4,6 +4,7 @@
 
 mod as_user;
 mod browser_desktop;
+mod classroom;
 mod command_line;
 mod countdown;
 mod desktop;

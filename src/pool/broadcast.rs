@@ -1,0 +1,125 @@
+//! Broadcast: the instructor shows one seat's desktop (their own claimed seat, or a
+//! participant's) to every participant, view-only, in their page. Each participant's page
+//! opens its own view-only stream to that VM through the desktop relay; stopping cuts
+//! them all at once. What is on air lives in memory: a restart ends the broadcast.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::desktop::{DesktopStream, Viewer};
+use super::error::PoolError;
+use super::{Actor, Pool};
+use crate::model::Vm;
+
+/// The desktop being broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OnAir {
+    /// A new id per start: a page seeing another id reconnects.
+    pub id: u64,
+    pub hostname: String,
+    pub by: String,
+    pub since: DateTime<Utc>,
+}
+
+pub struct Broadcast {
+    on_air: watch::Sender<Option<OnAir>>,
+}
+
+impl Default for Broadcast {
+    fn default() -> Broadcast {
+        Broadcast {
+            on_air: watch::channel(None).0,
+        }
+    }
+}
+
+impl Broadcast {
+    pub fn current(&self) -> Option<OnAir> {
+        self.on_air.borrow().clone()
+    }
+
+    /// What is on air, as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<Option<OnAir>> {
+        self.on_air.subscribe()
+    }
+}
+
+/// `actor` broadcasts `host`'s desktop (replacing what was on air). Audited.
+pub async fn start(pool: &Pool, actor: &Actor, host: &str) -> Result<OnAir, PoolError> {
+    let vm = super::stored_vm(pool, host, "Failed to read the VM.").await?;
+    if !pool.desktops.attached(&vm.hostname) {
+        return Err(PoolError::Unavailable(format!(
+            "The desktop of {host} is not reachable (its agent has no desktop channel: not \
+             a browser desktop, or not started yet); broadcast a seat with a browser desktop."
+        )));
+    }
+    let on_air = OnAir {
+        id: u64::try_from(pool.clock.now().timestamp_millis()).unwrap_or(0),
+        hostname: vm.hostname.clone(),
+        by: actor.user.clone(),
+        since: pool.clock.now(),
+    };
+    let mut next = on_air.clone();
+    let before = pool.broadcast.on_air.send_replace(None);
+    if let Some(before) = &before {
+        pool.desktops.cut_broadcast(&before.hostname);
+        next.id = next.id.max(before.id + 1);
+    }
+    pool.broadcast.on_air.send_replace(Some(next.clone()));
+    let participant = vm
+        .assignment
+        .as_ref()
+        .map_or_else(|| "no participant".to_owned(), |a| a.email.clone());
+    pool.audit_by(
+        actor,
+        "broadcast_start",
+        format!("{host}: broadcast the desktop to every participant (seat: {participant})"),
+    )
+    .await;
+    Ok(next)
+}
+
+/// `actor` stops the broadcast: every participant's broadcast stream is cut. Audited.
+pub async fn stop(pool: &Pool, actor: &Actor) -> Result<OnAir, PoolError> {
+    // Off the air before the cut: a stream opening meanwhile sees it and gives up.
+    let stopped = pool
+        .broadcast
+        .on_air
+        .send_replace(None)
+        .ok_or_else(|| PoolError::Conflict("Nothing is being broadcast.".into()))?;
+    pool.desktops.cut_broadcast(&stopped.hostname);
+    pool.audit_by(
+        actor,
+        "broadcast_stop",
+        format!("{}: stopped the broadcast", stopped.hostname),
+    )
+    .await;
+    Ok(stopped)
+}
+
+/// The participant at `vm` watches the broadcast (view-only).
+pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream, PoolError> {
+    if vm.assignment.is_none() {
+        return Err(PoolError::Forbidden("This browser holds no seat.".into()));
+    }
+    let on_air = pool
+        .broadcast
+        .current()
+        .ok_or_else(|| PoolError::NotFound("Nothing is being broadcast now.".into()))?;
+    let stream = pool
+        .desktops
+        .open(
+            &on_air.hostname,
+            Viewer::Broadcast,
+            pool.config.desktop_open_timeout(),
+            &pool.shutdown,
+        )
+        .await?;
+    // Stopped (or switched) while opening: the cut may have come before this stream took
+    // its token.
+    if pool.broadcast.current().map(|b| b.id) != Some(on_air.id) {
+        return Err(PoolError::Conflict("The broadcast ended.".into()));
+    }
+    Ok(stream)
+}

@@ -1,0 +1,240 @@
+//! Raised hands: a participant asks for help from their seat's page, the console shows the
+//! queue (oldest first), a staff member takes a request (everyone sees who has it) and
+//! marks it done. Every step is audited.
+//!
+//! Open requests live in memory only: a restart of the allocator loses the queue (the
+//! audit log keeps who raised and who answered); participants whose hand was up see it
+//! lowered and raise it again.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::error::PoolError;
+use super::{Actor, Pool};
+use crate::model::Vm;
+
+/// More open requests than this is not a classroom; the next one is refused.
+const MAX_OPEN: usize = 2_000;
+
+/// One open request for help.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Hand {
+    pub id: u64,
+    pub hostname: String,
+    pub participant: String,
+    pub raised_at: DateTime<Utc>,
+    /// The staff member answering it, once taken.
+    pub taken_by: Option<String>,
+    pub taken_at: Option<DateTime<Utc>>,
+}
+
+pub struct Hands {
+    inner: Mutex<Inner>,
+    /// Bumped on every change: the live views wait on it.
+    changed: watch::Sender<u64>,
+}
+
+struct Inner {
+    /// Oldest first.
+    open: Vec<Hand>,
+    next_id: u64,
+}
+
+impl Default for Hands {
+    fn default() -> Hands {
+        // Ids carry on from the clock so that a console page from before a restart cannot
+        // take a new request by an old number.
+        let first = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(1);
+        Hands {
+            inner: Mutex::new(Inner {
+                open: Vec::new(),
+                next_id: first,
+            }),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Hands {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Open requests, oldest first.
+    pub fn list(&self) -> Vec<Hand> {
+        self.lock().open.clone()
+    }
+
+    /// The open request of seat `hostname`, if its hand is up: for the seat wall (raised
+    /// hands first, a mark on the tile). A request outlives its seat changing hands until
+    /// it is done (or the seat's new participant raises theirs): with the tile's
+    /// participant at hand, [`Hands::of_participant`] is the exact answer.
+    pub fn of_seat(&self, hostname: &str) -> Option<Hand> {
+        self.lock()
+            .open
+            .iter()
+            .find(|h| h.hostname == hostname)
+            .cloned()
+    }
+
+    /// The open request of `participant` at seat `hostname`.
+    pub fn of_participant(&self, hostname: &str, participant: &str) -> Option<Hand> {
+        self.of_seat(hostname)
+            .filter(|h| h.participant == participant)
+    }
+
+    /// Changes as they happen (the value is a counter; read the list after a change).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+fn participant_of(vm: &Vm) -> Result<String, PoolError> {
+    vm.assignment
+        .as_ref()
+        .map(|a| a.email.clone())
+        .ok_or_else(|| PoolError::Forbidden("This browser holds no seat.".into()))
+}
+
+/// The participant at `vm` raises their hand.
+pub async fn raise(pool: &Pool, vm: &Vm) -> Result<Hand, PoolError> {
+    let participant = participant_of(vm)?;
+    let hand = {
+        let mut inner = pool.hands.lock();
+        if inner
+            .open
+            .iter()
+            .any(|h| h.hostname == vm.hostname && h.participant == participant)
+        {
+            return Err(PoolError::Conflict(
+                "Your hand is raised already; someone is on the way.".into(),
+            ));
+        }
+        // A request left by the seat's previous participant is theirs no more.
+        inner.open.retain(|h| h.hostname != vm.hostname);
+        if inner.open.len() >= MAX_OPEN {
+            return Err(PoolError::Unavailable(
+                "Too many open requests for help; please wave to a helper.".into(),
+            ));
+        }
+        inner.next_id += 1;
+        let hand = Hand {
+            id: inner.next_id,
+            hostname: vm.hostname.clone(),
+            participant: participant.clone(),
+            raised_at: pool.clock.now(),
+            taken_by: None,
+            taken_at: None,
+        };
+        inner.open.push(hand.clone());
+        hand
+    };
+    pool.hands.bump();
+    pool.audit(
+        &participant,
+        None,
+        "hand_raised",
+        format!("{}: asked for help (request {})", hand.hostname, hand.id),
+    )
+    .await;
+    Ok(hand)
+}
+
+/// The participant at `vm` lowers their hand.
+pub async fn lower(pool: &Pool, vm: &Vm) -> Result<(), PoolError> {
+    let participant = participant_of(vm)?;
+    let lowered = {
+        let mut inner = pool.hands.lock();
+        let at = inner
+            .open
+            .iter()
+            .position(|h| h.hostname == vm.hostname && h.participant == participant)
+            .ok_or_else(|| PoolError::NotFound("Your hand is not raised.".into()))?;
+        inner.open.remove(at)
+    };
+    pool.hands.bump();
+    pool.audit(
+        &participant,
+        None,
+        "hand_lowered",
+        format!(
+            "{}: no longer needs help (request {})",
+            lowered.hostname, lowered.id
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+fn unknown(id: u64) -> PoolError {
+    PoolError::NotFound(format!(
+        "There is no open request for help {id}; it may be done or withdrawn already."
+    ))
+}
+
+/// `actor` answers request `id`; taking one taken by someone else is refused.
+pub async fn take(pool: &Pool, actor: &Actor, id: u64) -> Result<Hand, PoolError> {
+    let hand = {
+        let mut inner = pool.hands.lock();
+        let hand = inner
+            .open
+            .iter_mut()
+            .find(|h| h.id == id)
+            .ok_or_else(|| unknown(id))?;
+        match &hand.taken_by {
+            Some(who) if *who != actor.user => {
+                return Err(PoolError::Conflict(format!(
+                    "{who} has taken this request already."
+                )));
+            }
+            Some(_) => return Ok(hand.clone()),
+            None => {
+                hand.taken_by = Some(actor.user.clone());
+                hand.taken_at = Some(pool.clock.now());
+            }
+        }
+        hand.clone()
+    };
+    pool.hands.bump();
+    pool.audit_by(
+        actor,
+        "hand_taken",
+        format!(
+            "{}: took the request for help {} of {}",
+            hand.hostname, hand.id, hand.participant
+        ),
+    )
+    .await;
+    Ok(hand)
+}
+
+/// Request `id` is answered: it leaves the queue.
+pub async fn done(pool: &Pool, actor: &Actor, id: u64) -> Result<Hand, PoolError> {
+    let hand = {
+        let mut inner = pool.hands.lock();
+        let at = inner
+            .open
+            .iter()
+            .position(|h| h.id == id)
+            .ok_or_else(|| unknown(id))?;
+        inner.open.remove(at)
+    };
+    pool.hands.bump();
+    pool.audit_by(
+        actor,
+        "hand_done",
+        format!(
+            "{}: answered the request for help {} of {}",
+            hand.hostname, hand.id, hand.participant
+        ),
+    )
+    .await;
+    Ok(hand)
+}

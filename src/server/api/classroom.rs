@@ -1,0 +1,95 @@
+//! The classroom over the JSON API: raised hands (`GET /api/hands`, take, done),
+//! announcements (`GET`/`POST /api/announcements`) and the broadcast (`GET`/`POST
+//! /api/broadcast`, `POST /api/broadcast/stop`). Every route here takes `Admin`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiPath;
+use crate::error::ApiError;
+use crate::model::validate_hostname;
+use crate::pool::{announce, broadcast, hands};
+use crate::server::auth::Admin;
+use crate::server::body::JsonBody;
+use crate::server::state::App;
+
+/// `GET /api/hands`: open requests for help, oldest first.
+pub async fn list_hands(State(app): State<App>, _admin: Admin) -> Json<Value> {
+    Json(json!({ "hands": app.hands.list() }))
+}
+
+/// `POST /api/hands/{id}/take`. Audited.
+pub async fn take(
+    State(app): State<App>,
+    admin: Admin,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let hand = hands::take(&app.pool, &admin.actor(), id).await?;
+    Ok(Json(json!({ "hand": hand })))
+}
+
+/// `POST /api/hands/{id}/done`. Audited.
+pub async fn done(
+    State(app): State<App>,
+    admin: Admin,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let hand = hands::done(&app.pool, &admin.actor(), id).await?;
+    Ok(Json(json!({ "hand": hand })))
+}
+
+/// `GET /api/announcements`: the kept announcements, newest first.
+pub async fn list_announcements(State(app): State<App>, _admin: Admin) -> Json<Value> {
+    Json(json!({ "announcements": app.announcements.recent() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAnnouncement {
+    text: String,
+}
+
+/// `POST /api/announcements` `{"text": "…"}`. Audited.
+pub async fn announce(
+    State(app): State<App>,
+    admin: Admin,
+    JsonBody(body): JsonBody<NewAnnouncement>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let announcement = announce::announce(&app.pool, &admin.actor(), &body.text).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "announcement": announcement })),
+    ))
+}
+
+/// `GET /api/broadcast`: what is on air (`null`: nothing).
+pub async fn current(State(app): State<App>, _admin: Admin) -> Json<Value> {
+    Json(json!({ "on_air": app.broadcast.current() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBroadcast {
+    hostname: String,
+}
+
+/// `POST /api/broadcast` `{"hostname": "…"}`: show that VM's desktop to every participant.
+/// Audited.
+pub async fn start(
+    State(app): State<App>,
+    admin: Admin,
+    JsonBody(body): JsonBody<NewBroadcast>,
+) -> Result<Json<Value>, ApiError> {
+    validate_hostname(&body.hostname).map_err(ApiError::BadRequest)?;
+    let on_air = broadcast::start(&app.pool, &admin.actor(), &body.hostname).await?;
+    Ok(Json(json!({ "on_air": on_air })))
+}
+
+/// `POST /api/broadcast/stop`: every participant's broadcast stream is cut. Audited.
+pub async fn stop(State(app): State<App>, admin: Admin) -> Result<Json<Value>, ApiError> {
+    let stopped = broadcast::stop(&app.pool, &admin.actor()).await?;
+    Ok(Json(json!({ "stopped": stopped })))
+}
