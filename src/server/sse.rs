@@ -22,11 +22,10 @@ use crate::pool::usage;
 use crate::server::api::allocator_log::level_and_limit;
 use crate::server::api::logs::parse_errors_only;
 use crate::server::api::{ApiPath, ApiQuery};
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, Staff};
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, sessions, vms};
-use crate::views::admin::Viewer;
 use crate::views::admin::allocator_log::lines_fragment as allocator_lines;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
 use crate::views::admin::runs::{lines_fragment, progress, summary};
@@ -63,7 +62,7 @@ enum SignedIn {
 }
 
 impl SignedIn {
-    fn of(admin: &Admin) -> SignedIn {
+    fn of(admin: &Staff) -> SignedIn {
         match (&admin.session_id, &admin.api_token) {
             (Some(id), _) => SignedIn::Session(id.clone()),
             (None, Some(token)) => SignedIn::Token(token.id),
@@ -133,7 +132,7 @@ pub struct PoolView {
 /// sent when it changed.
 pub async fn pool(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     ApiQuery(q): ApiQuery<PoolView>,
 ) -> EventStream {
     let second = match q.view.as_deref() {
@@ -154,11 +153,7 @@ pub async fn pool(
                     return;
                 }
             };
-            let viewer = Viewer {
-                user: &admin.user,
-                csrf: &admin.csrf,
-                now: app.clock.now(),
-            };
+            let viewer = admin.viewer(app.clock.now());
             let detail = match second {
                 "chart" => Ok(startup_chart(&pool)),
                 "sessions" => usage::current_sessions(&app.pool)
@@ -204,7 +199,7 @@ pub struct RunFrom {
 /// `progress` when it moved, then `state` and `done` when the run ends.
 pub async fn run(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     ApiPath(id): ApiPath<u64>,
     ApiQuery(q): ApiQuery<RunFrom>,
     headers: HeaderMap,
@@ -267,7 +262,7 @@ pub async fn run(
 /// batch of each, for resuming.
 pub async fn logs(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     ApiPath(host): ApiPath<String>,
     ApiQuery(q): ApiQuery<std::collections::HashMap<String, String>>,
     headers: HeaderMap,

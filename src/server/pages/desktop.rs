@@ -27,7 +27,7 @@ use crate::model::{DesktopKind, Vm, validate_hostname};
 use crate::pool::claim::{self, SeatFound};
 use crate::pool::desktop::{self, DesktopStream, Viewer};
 use crate::server::api::ApiQuery;
-use crate::server::auth::{Admin, cross_site};
+use crate::server::auth::{Staff, cross_site};
 use crate::server::state::App;
 use crate::views::desktop as view;
 
@@ -150,7 +150,7 @@ impl Mode {
 
 pub async fn instructor_page(
     State(app): State<App>,
-    _admin: Admin,
+    _staff: Staff,
     PagePath(host): PagePath<String>,
     ApiQuery(mode): ApiQuery<Mode>,
 ) -> Result<Markup, PageError> {
@@ -167,7 +167,7 @@ pub async fn instructor_page(
 
 pub async fn instructor_socket(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     PagePath(host): PagePath<String>,
     ApiQuery(mode): ApiQuery<Mode>,
     headers: HeaderMap,
