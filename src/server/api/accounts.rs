@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::ApiPath;
 use crate::error::ApiError;
-use crate::model::{Account, Role};
+use crate::model::{Account, Role, check_account_name};
 use crate::pool::accounts;
 use crate::server::auth::Admin;
 use crate::server::body::JsonBody;
@@ -31,7 +31,7 @@ pub fn to_json(account: &Account) -> Value {
 
 /// The role a form or body names (absent: helper), or what to fix.
 pub fn parse_role(value: Option<&str>) -> Result<Role, ApiError> {
-    match value.map(str::trim).filter(|v| !v.is_empty()) {
+    match value.filter(|v| !v.is_empty()) {
         None => Ok(Role::Helper),
         Some(value) => Role::parse_grantable(value).ok_or_else(|| {
             let roles: Vec<_> = Role::GRANTABLE.iter().map(|r| r.as_str()).collect();
@@ -42,6 +42,11 @@ pub fn parse_role(value: Option<&str>) -> Result<Role, ApiError> {
             ))
         }),
     }
+}
+
+/// An account name from a path, or what to fix.
+fn path_name(name: &str) -> Result<(), ApiError> {
+    check_account_name(name).map_err(|e| ApiError::bad_request(format!("name: {e}")))
 }
 
 /// What account changes are refused with.
@@ -72,7 +77,7 @@ pub async fn create(
     let role = parse_role(body.role.as_deref())?;
     let name = body.name.unwrap_or_default();
     let password = body.password.unwrap_or_default();
-    let made = accounts::create(&app.pool, &admin.actor(), name.trim(), role, &password).await?;
+    let made = accounts::create(&app.pool, &admin.actor(), &name, role, &password).await?;
     let mut answer = to_json(&made);
     answer["message"] = json!(format!("Account \"{}\" ({}) created.", made.name, made.role.as_str()));
     Ok((StatusCode::CREATED, Json(answer)))
@@ -91,6 +96,7 @@ pub async fn set_password(
     JsonBody(body): JsonBody<NewPassword>,
 ) -> Result<Json<Value>, ApiError> {
     admin.not_by_token(BY_TOKEN)?;
+    path_name(&name)?;
     let password = body.password.unwrap_or_default();
     let changed = accounts::reset_password(&app.pool, &admin.actor(), &name, &password).await?;
     Ok(Json(json!({
@@ -105,6 +111,7 @@ pub async fn remove(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     admin.not_by_token(BY_TOKEN)?;
+    path_name(&name)?;
     let removed = accounts::remove(&app.pool, &admin.actor(), &name).await?;
     Ok(Json(json!({
         "message": format!("Account \"{}\" removed; its console sessions ended.", removed.name),

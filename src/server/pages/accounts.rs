@@ -40,7 +40,7 @@ pub async fn create(
     let role = parse_role(form.role.as_deref()).map_err(back)?;
     let name = form.name.unwrap_or_default();
     let password = form.password.unwrap_or_default();
-    let made = accounts::create(&app.pool, &admin.actor(), name.trim(), role, &password)
+    let made = accounts::create(&app.pool, &admin.actor(), &name, role, &password)
         .await
         .map_err(|e| back(e.into()))?;
     let all = accounts::list(&app.pool).await?;
