@@ -91,10 +91,9 @@ fn new_password(name: &str) -> Result<String, CliError> {
         }
         _ => {
             let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| CliError::Failed(format!("cannot read the password from stdin: {e}")))?;
+            std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+                CliError::Failed(format!("cannot read the password from stdin: {e}"))
+            })?;
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
@@ -130,8 +129,8 @@ fn add(account: &OneAccount, role: &str) -> Result<(), CliError> {
 fn remove(account: &OneAccount) -> Result<(), CliError> {
     checked_name(&account.name)?;
     let admin = account.target.admin()?;
-    let answer = output::runtime()?
-        .block_on(admin.delete(&format!("/api/accounts/{}", account.name)))?;
+    let answer =
+        output::runtime()?.block_on(admin.delete(&format!("/api/accounts/{}", account.name)))?;
     print(&answer, account.json);
     Ok(())
 }
@@ -141,7 +140,8 @@ fn password(account: &OneAccount) -> Result<(), CliError> {
     let password = new_password(&account.name)?;
     let admin = account.target.admin()?;
     let path = format!("/api/accounts/{}/password", account.name);
-    let answer = output::runtime()?.block_on(admin.post(&path, &json!({ "password": password })))?;
+    let answer =
+        output::runtime()?.block_on(admin.post(&path, &json!({ "password": password })))?;
     print(&answer, account.json);
     Ok(())
 }
@@ -153,7 +153,11 @@ fn list(args: &ListArgs) -> Result<(), CliError> {
         output::json(&answer);
         return Ok(());
     }
-    let accounts: Vec<&Value> = answer["accounts"].as_array().into_iter().flatten().collect();
+    let accounts: Vec<&Value> = answer["accounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
     if accounts.is_empty() {
         println!("no accounts besides the admin");
         return Ok(());

@@ -71,7 +71,14 @@ pub async fn create(
                 return Ok(false);
             }
             let detail = format!("\"{}\" ({})", stored.name, stored.role.as_str());
-            audit::record(tx, &who.user, who.from.clone(), "create-account", &detail, now)?;
+            audit::record(
+                tx,
+                &who.user,
+                who.from.clone(),
+                "create-account",
+                &detail,
+                now,
+            )?;
             Ok(true)
         })
         .await
@@ -104,7 +111,14 @@ pub async fn reset_password(
             };
             let ended = sessions::delete_of(tx, &account.name, account.role.as_str())?;
             let detail = format!("\"{}\"; {ended} console session(s) ended", account.name);
-            audit::record(tx, &who.user, who.from.clone(), "reset-account-password", &detail, now)?;
+            audit::record(
+                tx,
+                &who.user,
+                who.from.clone(),
+                "reset-account-password",
+                &detail,
+                now,
+            )?;
             Ok(Some(account))
         })
         .await
@@ -130,7 +144,14 @@ pub async fn remove(pool: &Pool, actor: &Actor, name: &str) -> Result<Account, P
                 account.name,
                 account.role.as_str()
             );
-            audit::record(tx, &who.user, who.from.clone(), "remove-account", &detail, now)?;
+            audit::record(
+                tx,
+                &who.user,
+                who.from.clone(),
+                "remove-account",
+                &detail,
+                now,
+            )?;
             Ok(Some(account))
         })
         .await

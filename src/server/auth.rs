@@ -179,7 +179,11 @@ impl AdminCredentials {
 pub async fn authenticate(app: &App, user: &str, password: &str) -> Result<Option<Role>, Busy> {
     let is_admin: bool = user.as_bytes().ct_eq(app.admin.user.as_bytes()).into();
     if is_admin {
-        return Ok(app.admin.verify(user, password).await?.then_some(Role::Admin));
+        return Ok(app
+            .admin
+            .verify(user, password)
+            .await?
+            .then_some(Role::Admin));
     }
     let account = match crate::pool::accounts::find(&app.pool, user).await {
         Ok(account) => account,
@@ -621,7 +625,12 @@ impl FromRequestParts<App> for Admin {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
         let staff = Staff::from_request_parts(parts, app).await?;
         if staff.role != Role::Admin {
-            return Err(helper_refused(&staff.user, parts).into_response());
+            let refused = helper_refused(&staff.user, parts);
+            // The console's pages answer a page (or htmx's flash); the API answers JSON.
+            if parts.uri.path().starts_with("/admin") {
+                return Err(crate::error::PageError::from(refused).into_response());
+            }
+            return Err(refused.into_response());
         }
         Ok(Admin(staff))
     }

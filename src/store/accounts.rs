@@ -34,7 +34,10 @@ pub fn get(tx: &ReadTransaction, name: &str) -> Result<Option<Account>, StoreErr
 pub struct NameTaken;
 
 /// Stores a new account, unless its name is taken.
-pub fn insert(tx: &WriteTransaction, account: &Account) -> Result<Result<(), NameTaken>, StoreError> {
+pub fn insert(
+    tx: &WriteTransaction,
+    account: &Account,
+) -> Result<Result<(), NameTaken>, StoreError> {
     let mut table = tx.open_table(ACCOUNTS)?;
     if table.get(account.name.as_str())?.is_some() {
         return Ok(Err(NameTaken));
@@ -50,7 +53,10 @@ pub fn update(
     change: impl FnOnce(&mut Account),
 ) -> Result<Option<Account>, StoreError> {
     let mut table = tx.open_table(ACCOUNTS)?;
-    let current = table.get(name)?.map(|v| decode(name, v.value())).transpose()?;
+    let current = table
+        .get(name)?
+        .map(|v| decode(name, v.value()))
+        .transpose()?;
     let Some(mut account) = current else {
         return Ok(None);
     };

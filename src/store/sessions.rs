@@ -89,9 +89,8 @@ pub fn delete_of(tx: &WriteTransaction, user: &str, role: &str) -> Result<usize,
         let Ok(session) = serde_json::from_slice::<StoredSession>(v.value()) else {
             continue;
         };
-        let holds = |key: &str, want: &str| {
-            session.data.get(key).and_then(|v| v.as_str()) == Some(want)
-        };
+        let holds =
+            |key: &str, want: &str| session.data.get(key).and_then(|v| v.as_str()) == Some(want);
         if holds(USER_KEY, user) && holds(ROLE_KEY, role) {
             ended.push(*k.value());
         }

@@ -12,13 +12,13 @@ use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Answer, TestServer, mint_credential, within};
 
-async fn browser_server(mode: &str) -> TestServer {
+pub(crate) async fn browser_server(mode: &str) -> TestServer {
     let mode = mode.to_owned();
     TestServer::start_with(move |c| c.desktop.mode = mode).await
 }
 
 /// Claims with `form`; the answer and the claim cookie, if one was set.
-async fn claim(s: &TestServer, form: &[(&str, &str)]) -> (Answer, Option<String>) {
+pub(crate) async fn claim(s: &TestServer, form: &[(&str, &str)]) -> (Answer, Option<String>) {
     let response = s
         .client
         .post(s.url("/api/request_vm"))
@@ -35,7 +35,7 @@ async fn claim(s: &TestServer, form: &[(&str, &str)]) -> (Answer, Option<String>
     (Answer::read(response).await, cookie)
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The viewer's WebSocket at `path`, or the status (and body) of its refusal.
@@ -65,7 +65,7 @@ async fn viewer(
 
 /// Opens `path`'s WebSocket with `header` in a task of its own (the opening waits for the
 /// agent's answer, which the test gives meanwhile).
-fn open_in_background(
+pub(crate) fn open_in_background(
     s: &TestServer,
     path: &str,
     header: (&'static str, String),
@@ -83,7 +83,7 @@ fn open_in_background(
 }
 
 /// The test playing the VM's agent: its open desktop channel.
-struct FakeAgent {
+pub(crate) struct FakeAgent {
     channel: reqwest::Response,
     host: String,
     credential: String,
@@ -91,7 +91,7 @@ struct FakeAgent {
 }
 
 impl FakeAgent {
-    async fn connect(s: &TestServer, host: &str) -> FakeAgent {
+    pub(crate) async fn connect(s: &TestServer, host: &str) -> FakeAgent {
         let credential = mint_credential(s, host).await;
         let channel = s
             .client
@@ -124,7 +124,7 @@ impl FakeAgent {
     }
 
     /// The next open request (keep-alive lines skipped).
-    async fn next_open(&mut self) -> Value {
+    pub(crate) async fn next_open(&mut self) -> Value {
         loop {
             if let Some(end) = self.line.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.line.drain(..=end).collect();
@@ -141,7 +141,7 @@ impl FakeAgent {
         }
     }
 
-    async fn tunnel(&self, s: &TestServer, id: &str) -> reqwest::Upgraded {
+    pub(crate) async fn tunnel(&self, s: &TestServer, id: &str) -> reqwest::Upgraded {
         let response = s
             .client
             .get(s.url(&format!("/api/desktop/tunnel/{id}")))
@@ -157,7 +157,7 @@ impl FakeAgent {
     }
 }
 
-async fn register_running(s: &TestServer, host: &str) {
+pub(crate) async fn register_running(s: &TestServer, host: &str) {
     s.agent_post(
         "/api/vm-status",
         &json!({"hostname": host, "status": "running"}),

@@ -79,7 +79,11 @@ pub async fn create(
     let password = body.password.unwrap_or_default();
     let made = accounts::create(&app.pool, &admin.actor(), &name, role, &password).await?;
     let mut answer = to_json(&made);
-    answer["message"] = json!(format!("Account \"{}\" ({}) created.", made.name, made.role.as_str()));
+    answer["message"] = json!(format!(
+        "Account \"{}\" ({}) created.",
+        made.name,
+        made.role.as_str()
+    ));
     Ok((StatusCode::CREATED, Json(answer)))
 }
 

@@ -49,7 +49,11 @@ pub async fn create(
         made.name,
         made.role.as_str()
     ));
-    Ok(view::page(&admin.viewer(app.clock.now()), &all, Some(&done)))
+    Ok(view::page(
+        &admin.viewer(app.clock.now()),
+        &all,
+        Some(&done),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::model::Role;
-use crate::server::auth::{SESSION_CSRF, SESSION_ROLE, SESSION_USER, Staff, authenticate, cross_site};
+use crate::server::auth::{
+    SESSION_CSRF, SESSION_ROLE, SESSION_USER, Staff, authenticate, cross_site,
+};
 use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
 use crate::store::meta::random_secret;
@@ -121,8 +123,13 @@ pub async fn sign_in(
     if role != Role::Admin {
         crate::pool::accounts::record_sign_in(&app.pool, &user, Some(ip.to_string())).await;
     }
-    app.audit(&user, Some(ip.to_string()), "login", role.as_str().to_owned())
-        .await;
+    app.audit(
+        &user,
+        Some(ip.to_string()),
+        "login",
+        role.as_str().to_owned(),
+    )
+    .await;
     Redirect::to(&next).into_response()
 }
 

@@ -1,8 +1,8 @@
 //! The admin console: a shared shell (navigation, sign-out, the CSRF token every form and
 //! htmx request carries) and one module per page.
 
-pub mod allocator_log;
 pub mod accounts;
+pub mod allocator_log;
 pub mod api_tokens;
 pub mod audit;
 pub mod cost;
