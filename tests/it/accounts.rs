@@ -658,3 +658,73 @@ async fn listed_names(s: &TestServer) -> Vec<String> {
         .map(|a| a["name"].as_str().expect("name").to_owned())
         .collect()
 }
+
+/// The admin adds a helper on the Accounts page; the helper, in a browser of their own,
+/// sees the instances update live without the admin's buttons, and is told why an
+/// admin-only page is closed to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them)"]
+async fn accounts_and_a_helper_in_real_browsers() {
+    use crate::browser::{
+        browser, click, fill, require_browser, shoot, start_driver, wait_css, wait_text,
+    };
+    require_browser();
+    let s = TestServer::start().await;
+    let driver = start_driver().await;
+    within(240, "accounts in browsers", async {
+        register_running(&s, "vm-1").await;
+        let base = s.base.clone();
+        let admin = browser(&driver, 1400, 900).await;
+        crate::browser::sign_in(&admin, &base, crate::helpers::ADMIN_PASSWORD).await;
+        admin
+            .goto(&format!("{base}/admin/accounts"))
+            .await
+            .expect("accounts");
+        fill(&admin, "#account-name", HELPER).await;
+        fill(&admin, "#account-password", HELPER_PASSWORD).await;
+        click(&admin, "form[action='/admin/accounts'] button[type=submit]").await;
+        wait_text(&admin, "p.ok", "created").await;
+        wait_css(&admin, "#account-maria").await;
+        shoot(&admin, "60-accounts").await;
+
+        let helper = browser(&driver, 1400, 900).await;
+        helper
+            .goto(&format!("{base}/admin/login?next=/admin/instances"))
+            .await
+            .expect("login");
+        fill(&helper, "#username", HELPER).await;
+        fill(&helper, "#password", HELPER_PASSWORD).await;
+        click(&helper, "form button[type=submit]").await;
+        wait_text(&helper, "span.who", "maria (helper)").await;
+        wait_css(&helper, "#vm-vm-1").await;
+        // A participant sits down: the helper's table shows it by itself.
+        let seated = s
+            .claim("ada@example.org", &crate::helpers::crd_command("4/0Live"))
+            .await;
+        assert_eq!(seated.status, StatusCode::OK, "{}", seated.html);
+        wait_text(&helper, "#vm-vm-1 td.assignee", "ada@example.org").await;
+        let source = helper.source().await.expect("source");
+        for hidden in [
+            "/admin/instances/vm-1/release",
+            "/admin/instances/vm-1/reboot",
+            "/api/vms/vm-1/destroy",
+        ] {
+            assert!(!source.contains(hidden), "{hidden} shown to a helper");
+        }
+        assert!(
+            source.contains("/admin/desktop/vm-1") || source.contains("/admin/logs/vm-1"),
+            "the helper's links are there"
+        );
+        shoot(&helper, "61-helper-instances").await;
+
+        helper
+            .goto(&format!("{base}/admin/api-tokens"))
+            .await
+            .expect("tokens page");
+        wait_text(&helper, "p.error", "is a helper account").await;
+        shoot(&helper, "62-helper-refused").await;
+        helper.close().await.expect("close");
+        admin.close().await.expect("close");
+    })
+    .await;
+}
