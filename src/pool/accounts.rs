@@ -186,6 +186,19 @@ pub async fn find(pool: &Pool, name: &str) -> Result<Option<Account>, PoolError>
         .map_err(PoolError::store("Failed to read the accounts."))
 }
 
+/// What a console session of `account` remembers to tell that it began with the current
+/// password of this very account: it changes with a new password (or a removed account made
+/// again), so such a session is over even if its deletion raced a request that saved it.
+pub fn session_key(account: &Account) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(account.name.as_bytes())
+        .chain_update([0u8])
+        .chain_update(account.password_hash.as_bytes())
+        .finalize();
+    hex::encode(&digest[..16])
+}
+
 /// Notes a successful sign-in of account `name` (its last sign-in on the Accounts page).
 pub async fn record_sign_in(pool: &Pool, name: &str, from: Option<String>) {
     let (key, at) = (name.to_owned(), pool.clock.now());

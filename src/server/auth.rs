@@ -586,6 +586,8 @@ pub const SESSION_USER: &str = crate::store::sessions::USER_KEY;
 /// the admin's (only the admin could sign in then).
 pub const SESSION_ROLE: &str = crate::store::sessions::ROLE_KEY;
 pub const SESSION_CSRF: &str = "csrf";
+/// An account's session: `pool::accounts::session_key` of the account at sign-in.
+pub const SESSION_ACCOUNT: &str = "account";
 /// Unix seconds of the last time the session was saved for being used: saving moves its
 /// expiry, so an admin at work stays signed in and an idle session ends.
 const SESSION_RENEWED: &str = "renewed";
@@ -686,8 +688,9 @@ impl FromRequestParts<App> for Staff {
                 None => return Err(sign_in_first(parts)),
             },
         };
-        if role != Role::Admin && !account_holds(app, &user, role).await {
-            // Removed (or changed) since this session began: it is over.
+        let key = session.get::<String>(SESSION_ACCOUNT).await.ok().flatten();
+        if role != Role::Admin && !account_holds(app, &user, role, key.as_deref()).await {
+            // Removed, or a new password, since this session began: it is over.
             let _ = session.flush().await;
             return Err(sign_in_first(parts));
         }
@@ -720,11 +723,16 @@ impl FromRequestParts<App> for Staff {
     }
 }
 
-/// Whether account `user` still exists with `role` (a removal also deletes its sessions;
-/// this catches a request that raced it).
-async fn account_holds(app: &App, user: &str, role: Role) -> bool {
-    match crate::pool::accounts::find(&app.pool, user).await {
-        Ok(account) => account.is_some_and(|a| a.role == role),
+/// Whether account `user` still exists with `role` and the password its session began
+/// with (a removal or a new password also deletes its sessions; this catches a request
+/// that raced that and saved its session again).
+async fn account_holds(app: &App, user: &str, role: Role, key: Option<&str>) -> bool {
+    use crate::pool::accounts::{find, session_key};
+    match find(&app.pool, user).await {
+        Ok(account) => account.is_some_and(|a| {
+            a.role == role
+                && key.is_some_and(|k| bool::from(k.as_bytes().ct_eq(session_key(&a).as_bytes())))
+        }),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the accounts to check a session");
             false

@@ -728,3 +728,28 @@ async fn accounts_and_a_helper_in_real_browsers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_session_that_outlived_its_password_is_refused() {
+    let s = TestServer::start().await;
+    within(60, "test", async {
+        add_helper(&s, HELPER, HELPER_PASSWORD).await.expect(201);
+        let helper = Console::sign_in_as(&s, HELPER, HELPER_PASSWORD).await;
+        assert_eq!(page_status(&helper, "/admin").await.0, StatusCode::OK);
+        // The password changes while the session stays in the store (as when a request of
+        // the helper's saved it again just after the reset deleted it).
+        let hash = lablink::pool::accounts::hash_password("yet another long secret").expect("hash");
+        s.app
+            .store
+            .write(move |tx| {
+                lablink::store::accounts::update(tx, HELPER, |a| a.password_hash = hash)?;
+                Ok(())
+            })
+            .await
+            .expect("write");
+        let (status, location) = page_status(&helper, "/admin").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+        assert!(location.starts_with("/admin/login"), "{location}");
+    })
+    .await;
+}

@@ -12,7 +12,7 @@ use tower_sessions::Session;
 
 use crate::model::Role;
 use crate::server::auth::{
-    SESSION_CSRF, SESSION_ROLE, SESSION_USER, Staff, authenticate, cross_site,
+    SESSION_ACCOUNT, SESSION_CSRF, SESSION_ROLE, SESSION_USER, Staff, authenticate, cross_site,
 };
 use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
@@ -107,10 +107,24 @@ pub async fn sign_in(
             );
         }
     };
+    // An account's session remembers which password it began with (see `Staff`).
+    let account_key = match role {
+        Role::Admin => None,
+        _ => match crate::pool::accounts::find(&app.pool, &user).await {
+            Ok(found) => found.as_ref().map(crate::pool::accounts::session_key),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the account that signed in");
+                None
+            }
+        },
+    };
     let started = async {
         session.cycle_id().await?;
         session.insert(SESSION_USER, &user).await?;
         session.insert(SESSION_ROLE, role.as_str()).await?;
+        if let Some(key) = &account_key {
+            session.insert(SESSION_ACCOUNT, key).await?;
+        }
         session.insert(SESSION_CSRF, random_secret()).await
     };
     if let Err(e) = started.await {
