@@ -35,6 +35,10 @@ pub enum Command {
     /// Who sits where on a running allocator; release, move, clear or revoke a seat.
     #[command(alias = "seat")]
     Seats(crate::commands::seats::SeatsArgs),
+    /// The console's accounts on a running allocator (helpers): list, add, remove, or
+    /// give a new password (read from LABLINK_ACCOUNT_PASSWORD or stdin).
+    #[command(alias = "account")]
+    Accounts(crate::commands::accounts::AccountsArgs),
     /// A VM's logs from a running allocator (--follow, --errors).
     Logs(crate::commands::logs::LogsArgs),
     /// Launch VMs on a running allocator and follow the run.
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => commands::token::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Seats(args) => commands::seats::run(args),
+        Command::Accounts(args) => commands::accounts::run(args),
         Command::Logs(args) => commands::logs::run(args),
         Command::Launch(args) => commands::launch::launch(args),
         Command::Destroy(args) => commands::launch::destroy(args),

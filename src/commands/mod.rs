@@ -1,5 +1,6 @@
 //! What each subcommand does.
 
+pub mod accounts;
 pub mod admin;
 pub mod backup;
 pub mod config;

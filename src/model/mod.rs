@@ -4,6 +4,7 @@
 //! transitions easy to test and the store the only place that persists them. Hostnames,
 //! identities, provisioning runs, schedules and the pool's counts have files of their own.
 
+mod account;
 mod admin_token;
 pub mod budget;
 mod counts;
@@ -18,6 +19,9 @@ mod session_metrics;
 mod usage;
 mod waitlist;
 
+pub use account::{
+    Account, MAX_ACCOUNT_NAME_LEN, MIN_PASSWORD_LEN, Role, check_account_name, check_new_password,
+};
 pub use admin_token::{
     AdminToken, MAX_TOKEN_NAME_LEN, TOKEN_PREFIX, TokenScope, check_token_name, token_digest,
 };

@@ -4,6 +4,7 @@
 //! HTTP handlers, the CLI's server side and the background jobs call in here; this layer
 //! knows nothing of HTTP.
 
+pub mod accounts;
 pub mod admin_tokens;
 pub mod agent_token;
 pub mod announce;

@@ -1,11 +1,16 @@
-//! Who may call what: agents with the bearer token, the admin with HTTP Basic, a console
-//! session or an admin API token (`Bearer lablink_at_…`).
+//! Who may call what: agents with the bearer token; the console's people (the admin, and
+//! helper accounts) with HTTP Basic or a console session; scripts with an admin API token
+//! (`Bearer lablink_at_…`).
+//!
+//! Two extractors guard the console and the admin API. [`Admin`] takes the admin only (a
+//! helper is refused with 403): every route is admin-only unless its handler asks for
+//! [`Staff`] instead, which also lets helpers in. Use `Staff` only for what a helper may
+//! do: read the console, watch and take over desktops, answer raised hands, post
+//! announcements.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
@@ -24,7 +29,8 @@ use super::client_ip::ClientIp;
 use super::state::App;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::model::TOKEN_PREFIX;
+use crate::model::{Role, TOKEN_PREFIX};
+use crate::pool::accounts::{hash_password, verify_password};
 use crate::pool::admin_tokens::TokenUse;
 use crate::pool::liveness::Liveness;
 use crate::shared_token::AgentScope;
@@ -60,19 +66,6 @@ pub enum CredentialsError {
     Hash(String),
     #[error(transparent)]
     PasswordFile(#[from] crate::secret_file::WriteError),
-}
-
-fn hash_password(password: &str) -> Result<String, CredentialsError> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| CredentialsError::Hash(e.to_string()))
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), hash)
-        .is_ok()
 }
 
 impl AdminCredentials {
@@ -129,12 +122,26 @@ impl AdminCredentials {
         })
     }
 
-    /// Checks a Basic `user:password` pair (argon2, off the async threads, a bounded
+    /// Checks the admin's `user:password` pair (argon2, off the async threads, a bounded
     /// number at once).
     pub async fn verify(&self, user: &str, password: &str) -> Result<bool, Busy> {
+        let user_ok: bool = user.as_bytes().ct_eq(self.user.as_bytes()).into();
+        self.check(user_ok, user, password, &self.password_hash)
+            .await
+    }
+
+    /// Checks `password` against `hash` under the same bound and memory of recent checks
+    /// as the admin's; `user_ok` is the (constant-time) verdict on the name.
+    async fn check(
+        &self,
+        user_ok: bool,
+        user: &str,
+        password: &str,
+        hash: &str,
+    ) -> Result<bool, Busy> {
         use sha2::{Digest, Sha256};
         let digest: [u8; 32] = Sha256::new()
-            .chain_update(self.password_hash.as_bytes())
+            .chain_update(hash.as_bytes())
             .chain_update(user.as_bytes())
             .chain_update([0u8])
             .chain_update(password.as_bytes())
@@ -149,12 +156,11 @@ impl AdminCredentials {
                 return Ok(true);
             }
         }
-        let user_ok: bool = user.as_bytes().ct_eq(self.user.as_bytes()).into();
         let permit = tokio::time::timeout(std::time::Duration::from_secs(5), self.checks.acquire())
             .await
             .map_err(|_| Busy)?
             .map_err(|_| Busy)?;
-        let password_ok = verify_blocking(password, &self.password_hash).await;
+        let password_ok = verify_blocking(password, hash).await;
         drop(permit);
         let ok = user_ok && password_ok;
         if ok {
@@ -168,6 +174,32 @@ impl AdminCredentials {
     }
 }
 
+/// Who a `user`/`password` pair signs in as: the admin, an account with its role, or
+/// nobody. An unknown name costs the same Argon2 check as a known one.
+pub async fn authenticate(app: &App, user: &str, password: &str) -> Result<Option<Role>, Busy> {
+    let is_admin: bool = user.as_bytes().ct_eq(app.admin.user.as_bytes()).into();
+    if is_admin {
+        return Ok(app
+            .admin
+            .verify(user, password)
+            .await?
+            .then_some(Role::Admin));
+    }
+    let account = match crate::pool::accounts::find(&app.pool, user).await {
+        Ok(account) => account,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the accounts to check a sign-in");
+            None
+        }
+    };
+    let (known, hash) = match &account {
+        Some(account) => (true, account.password_hash.as_str()),
+        None => (false, app.admin.password_hash.as_str()),
+    };
+    let ok = app.admin.check(known, user, password, hash).await?;
+    Ok(account.filter(|_| ok).map(|a| a.role))
+}
+
 async fn verify_blocking(password: &str, hash: &str) -> bool {
     let (password, hash) = (password.to_owned(), hash.to_owned());
     tokio::task::spawn_blocking(move || verify_password(&password, &hash))
@@ -179,6 +211,7 @@ async fn hash_blocking(password: String) -> Result<String, CredentialsError> {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .map_err(|e| CredentialsError::Hash(e.to_string()))?
+        .map_err(CredentialsError::Hash)
 }
 
 /// Stores a configured (or generated) password. When it replaces a different admin
@@ -262,8 +295,13 @@ fn check_bearer(app: &App, header: Option<&str>) -> Result<Agent, ApiError> {
     })
 }
 
-/// Checks Basic credentials; failures count against the client's sign-in limit.
-async fn check_basic(app: &App, header: Option<&str>, ip: Option<IpAddr>) -> Result<(), ApiError> {
+/// Checks Basic credentials (the admin's or an account's): who signed in, with which role.
+/// Failures count against the client's sign-in limit.
+async fn check_basic(
+    app: &App,
+    header: Option<&str>,
+    ip: Option<IpAddr>,
+) -> Result<(String, Role), ApiError> {
     let attempt = match ip.map(|ip| app.login_limiter.begin(ip)) {
         Some(Err(wait)) => return Err(ApiError::TooManyAttempts(wait.as_secs())),
         Some(Ok(attempt)) => Some(attempt),
@@ -272,7 +310,7 @@ async fn check_basic(app: &App, header: Option<&str>, ip: Option<IpAddr>) -> Res
     let checked = verify_basic(app, header).await;
     if let Some(attempt) = attempt {
         match &checked {
-            Ok(()) => attempt.finish(true),
+            Ok(_) => attempt.finish(true),
             Err(ApiError::BadBasic) => attempt.finish(false),
             Err(_) => {} // busy: neither a success nor a failure
         }
@@ -280,7 +318,7 @@ async fn check_basic(app: &App, header: Option<&str>, ip: Option<IpAddr>) -> Res
     checked
 }
 
-async fn verify_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
+async fn verify_basic(app: &App, header: Option<&str>) -> Result<(String, Role), ApiError> {
     let encoded = header
         .and_then(|h| h.strip_prefix("Basic "))
         .ok_or(ApiError::BadBasic)?;
@@ -290,9 +328,9 @@ async fn verify_basic(app: &App, header: Option<&str>) -> Result<(), ApiError> {
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or(ApiError::BadBasic)?;
     let (user, password) = decoded.split_once(':').ok_or(ApiError::BadBasic)?;
-    match app.admin.verify(user, password).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ApiError::BadBasic),
+    match authenticate(app, user, password).await {
+        Ok(Some(role)) => Ok((user.to_owned(), role)),
+        Ok(None) => Err(ApiError::BadBasic),
         Err(Busy) => Err(ApiError::Busy),
     }
 }
@@ -446,18 +484,25 @@ impl FromRequestParts<App> for AgentOrAdmin {
         } else if header.is_some_and(|h| h.starts_with("Bearer ")) {
             check_bearer(app, header).map(AgentOrAdmin::Agent)
         } else {
-            check_basic(app, header, peer_ip(parts))
-                .await
-                .map(|_| AgentOrAdmin::Admin)
+            let (user, role) = check_basic(app, header, peer_ip(parts)).await?;
+            if role != Role::Admin {
+                return Err(helper_refused(&user, parts));
+            }
+            Ok(AgentOrAdmin::Admin)
         }
     }
 }
 
-/// The signed-in admin: by the session cookie of the login form (state-changing requests
-/// must carry the session's CSRF token), by HTTP Basic for scripts written for upstream,
-/// or by an admin API token.
-pub struct Admin {
+/// Someone of the console's staff, signed in: the admin or an account (a helper). By the
+/// session cookie of the login form (state-changing requests must carry the session's
+/// CSRF token), by HTTP Basic, or by an admin API token (which always acts as the admin).
+///
+/// A handler takes `Staff` only for what every role may do (see the module's header);
+/// everything else takes [`Admin`]. Both check the same credentials and the same CSRF
+/// token; `role` and `user` name who acted in the audit log (`actor`).
+pub struct Staff {
     pub user: String,
+    pub role: Role,
     /// The client's address, for the audit log and the sign-in limit.
     pub ip: Option<IpAddr>,
     /// The session's CSRF token for the forms of the page (empty under Basic).
@@ -468,14 +513,39 @@ pub struct Admin {
     pub api_token: Option<TokenUse>,
 }
 
-impl Admin {
+/// The signed-in admin: [`Staff`] whose role is admin. A helper is refused with 403 and a
+/// message naming what helpers may not do.
+pub struct Admin(Staff);
+
+impl std::ops::Deref for Admin {
+    type Target = Staff;
+    fn deref(&self) -> &Staff {
+        &self.0
+    }
+}
+
+impl Staff {
     pub fn from_ip(&self) -> Option<String> {
         self.ip.map(|ip| ip.to_string())
     }
 
-    /// This admin as the actor of an audited use case.
+    /// This person as the actor of an audited use case.
     pub fn actor(&self) -> crate::pool::Actor {
         crate::pool::Actor::new(self.user.clone(), self.from_ip())
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// The console's shell for this person (their name, role and CSRF token).
+    pub fn viewer(&self, now: chrono::DateTime<chrono::Utc>) -> crate::views::admin::Viewer<'_> {
+        crate::views::admin::Viewer {
+            user: &self.user,
+            role: self.role,
+            csrf: &self.csrf,
+            now,
+        }
     }
 
     /// Signed in through the console (a session) rather than HTTP Basic.
@@ -511,8 +581,13 @@ impl Admin {
 }
 
 /// Session keys.
-pub const SESSION_USER: &str = "admin";
+pub const SESSION_USER: &str = crate::store::sessions::USER_KEY;
+/// The role signed in with (`Role::as_str`); a session from before roles has none and is
+/// the admin's (only the admin could sign in then).
+pub const SESSION_ROLE: &str = crate::store::sessions::ROLE_KEY;
 pub const SESSION_CSRF: &str = "csrf";
+/// An account's session: `pool::accounts::session_key` of the account at sign-in.
+pub const SESSION_ACCOUNT: &str = "account";
 /// Unix seconds of the last time the session was saved for being used: saving moves its
 /// expiry, so an admin at work stays signed in and an idle session ends.
 const SESSION_RENEWED: &str = "renewed";
@@ -534,7 +609,36 @@ pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
     })
 }
 
+/// The 403 for a helper on a route that is the admin's.
+fn helper_refused(user: &str, parts: &Parts) -> ApiError {
+    ApiError::Forbidden(format!(
+        "\"{user}\" is a helper account: helpers may view the console, watch and take over \
+         desktops, answer raised hands and post announcements, but may not launch, destroy, \
+         reboot or delete VMs, release or move seats, manage tokens, accounts, schedules or the \
+         event, or download participants' data or backups. {} {} needs the admin.",
+        parts.method,
+        parts.uri.path()
+    ))
+}
+
 impl FromRequestParts<App> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+        let staff = Staff::from_request_parts(parts, app).await?;
+        if staff.role != Role::Admin {
+            let refused = helper_refused(&staff.user, parts);
+            // The console's pages answer a page (or htmx's flash); the API answers JSON.
+            if parts.uri.path().starts_with("/admin") {
+                return Err(crate::error::PageError::from(refused).into_response());
+            }
+            return Err(refused.into_response());
+        }
+        Ok(Admin(staff))
+    }
+}
+
+impl FromRequestParts<App> for Staff {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
@@ -543,8 +647,9 @@ impl FromRequestParts<App> for Admin {
         if let Some(token) = admin_token(header) {
             let used =
                 check_admin_token(app, token, parts, ip).map_err(IntoResponse::into_response)?;
-            return Ok(Admin {
+            return Ok(Staff {
                 user: format!("{} (token \"{}\")", app.admin.user, used.name),
+                role: Role::Admin,
                 ip,
                 csrf: String::new(),
                 session_id: None,
@@ -555,11 +660,12 @@ impl FromRequestParts<App> for Admin {
             if !parts.method.is_safe() && cross_site(&parts.headers) {
                 return Err(ApiError::CrossSite.into_response());
             }
-            check_basic(app, header, ip)
+            let (user, role) = check_basic(app, header, ip)
                 .await
                 .map_err(IntoResponse::into_response)?;
-            return Ok(Admin {
-                user: app.admin.user.clone(),
+            return Ok(Staff {
+                user,
+                role,
                 ip,
                 csrf: String::new(),
                 session_id: None,
@@ -574,6 +680,20 @@ impl FromRequestParts<App> for Admin {
         let Some((user, csrf)) = user.zip(csrf) else {
             return Err(sign_in_first(parts));
         };
+        let role = match session.get::<String>(SESSION_ROLE).await.ok().flatten() {
+            None => Role::Admin,
+            Some(role) if role == Role::Admin.as_str() => Role::Admin,
+            Some(role) => match Role::parse_grantable(&role) {
+                Some(role) => role,
+                None => return Err(sign_in_first(parts)),
+            },
+        };
+        let key = session.get::<String>(SESSION_ACCOUNT).await.ok().flatten();
+        if role != Role::Admin && !account_holds(app, &user, role, key.as_deref()).await {
+            // Removed, or a new password, since this session began: it is over.
+            let _ = session.flush().await;
+            return Err(sign_in_first(parts));
+        }
         let now = chrono::Utc::now().timestamp();
         let renewed = session.get::<i64>(SESSION_RENEWED).await.ok().flatten();
         if renewed.is_none_or(|t| now - t >= RENEW_EVERY) {
@@ -592,13 +712,31 @@ impl FromRequestParts<App> for Admin {
                 return Err(ApiError::BadCsrf.into_response());
             }
         }
-        Ok(Admin {
+        Ok(Staff {
             user,
+            role,
             ip,
             csrf,
             session_id: session.id().map(|id| id.to_string()),
             api_token: None,
         })
+    }
+}
+
+/// Whether account `user` still exists with `role` and the password its session began
+/// with (a removal or a new password also deletes its sessions; this catches a request
+/// that raced that and saved its session again).
+async fn account_holds(app: &App, user: &str, role: Role, key: Option<&str>) -> bool {
+    use crate::pool::accounts::{find, session_key};
+    match find(&app.pool, user).await {
+        Ok(account) => account.is_some_and(|a| {
+            a.role == role
+                && key.is_some_and(|k| bool::from(k.as_bytes().ct_eq(session_key(&a).as_bytes())))
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the accounts to check a session");
+            false
+        }
     }
 }
 

@@ -151,6 +151,7 @@ pub fn build(app: App) -> Router {
         .route("/download/lablink.sha256", get(download::checksum))
         .route("/assets/{*path}", get(assets::serve))
         .merge(admin_token_routes())
+        .merge(account_routes())
         .merge(rescue_routes())
         .merge(report_routes())
         .merge(session_metrics_routes())
@@ -208,6 +209,19 @@ fn admin_token_routes() -> Router<App> {
         .route("/api/admin-tokens/{id}", delete(api::revoke))
         .route("/admin/api-tokens", get(pages::page).post(pages::create))
         .route("/admin/api-tokens/{id}/revoke", post(pages::revoke))
+}
+
+/// Console accounts (helpers): the JSON API and the console's page, the admin's only.
+fn account_routes() -> Router<App> {
+    use super::api::accounts as api;
+    use super::pages::accounts as pages;
+    Router::new()
+        .route("/api/accounts", get(api::list).post(api::create))
+        .route("/api/accounts/{name}", delete(api::remove))
+        .route("/api/accounts/{name}/password", post(api::set_password))
+        .route("/admin/accounts", get(pages::page).post(pages::create))
+        .route("/admin/accounts/{name}/password", post(pages::set_password))
+        .route("/admin/accounts/{name}/remove", post(pages::remove))
 }
 
 /// The post-event report (HTML, CSV, JSON) and the agents' "desktop started" it times.

@@ -23,11 +23,10 @@ use crate::pool::usage;
 use crate::server::api::allocator_log::level_and_limit;
 use crate::server::api::logs::parse_errors_only;
 use crate::server::api::{ApiPath, ApiQuery};
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, Staff};
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{runs, sessions, vms};
-use crate::views::admin::Viewer;
 use crate::views::admin::allocator_log::lines_fragment as allocator_lines;
 use crate::views::admin::hands as hands_view;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
@@ -65,7 +64,7 @@ enum SignedIn {
 }
 
 impl SignedIn {
-    fn of(admin: &Admin) -> SignedIn {
+    fn of(admin: &Staff) -> SignedIn {
         match (&admin.session_id, &admin.api_token) {
             (Some(id), _) => SignedIn::Session(id.clone()),
             (None, Some(token)) => SignedIn::Token(token.id),
@@ -135,7 +134,7 @@ pub struct PoolView {
 /// sent when it changed.
 pub async fn pool(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     ApiQuery(q): ApiQuery<PoolView>,
 ) -> EventStream {
     let second = match q.view.as_deref() {
@@ -156,11 +155,7 @@ pub async fn pool(
                     return;
                 }
             };
-            let viewer = Viewer {
-                user: &admin.user,
-                csrf: &admin.csrf,
-                now: app.clock.now(),
-            };
+            let viewer = admin.viewer(app.clock.now());
             let detail = match second {
                 "chart" => Ok(startup_chart(&pool)),
                 "sessions" => usage::current_sessions(&app.pool)
@@ -206,7 +201,7 @@ pub struct RunFrom {
 /// `progress` when it moved, then `state` and `done` when the run ends.
 pub async fn run(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     ApiPath(id): ApiPath<u64>,
     ApiQuery(q): ApiQuery<RunFrom>,
     headers: HeaderMap,
@@ -269,7 +264,7 @@ pub async fn run(
 /// batch of each, for resuming.
 pub async fn logs(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     ApiPath(host): ApiPath<String>,
     ApiQuery(q): ApiQuery<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
@@ -394,8 +389,8 @@ const HANDS_CLOCK: Duration = Duration::from_secs(15);
 
 /// `GET /admin/hands/events`: the `hands` queue and the `broadcast` state, each at once and
 /// then as soon as it changes (a raised hand is pushed when it is raised, not polled).
-pub async fn hands(State(app): State<App>, admin: Admin) -> EventStream {
-    let signed_in = SignedIn::of(&admin);
+pub async fn hands(State(app): State<App>, staff: Staff) -> EventStream {
+    let signed_in = SignedIn::of(&staff);
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut raised = app.hands.subscribe();
@@ -403,11 +398,7 @@ pub async fn hands(State(app): State<App>, admin: Admin) -> EventStream {
         let mut sent: [String; 2] = Default::default();
         let mut checked = tokio::time::Instant::now();
         loop {
-            let viewer = Viewer {
-                user: &admin.user,
-                csrf: &admin.csrf,
-                now: app.clock.now(),
-            };
+            let viewer = staff.viewer(app.clock.now());
             raised.borrow_and_update();
             let on_air = air.borrow_and_update().clone();
             let fresh = [

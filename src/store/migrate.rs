@@ -3,14 +3,14 @@
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{
-    ADMIN_TOKENS, AUDIT, EVENT_JOURNAL, EVENTS, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META, RESCUES,
-    RUN_LINES, RUNS, SCHEDULE_NAMES, SCHEDULES, SEAT_SERIES, SEAT_USAGE, SESSIONS, VM_BY_EMAIL,
-    VM_IDENTITIES, VMS, WAITLIST, WAITLIST_BY_EMAIL,
+    ACCOUNTS, ADMIN_TOKENS, AUDIT, EVENT_JOURNAL, EVENTS, FREE_VMS, LOG_CHUNKS, LOG_HEADS, META,
+    RESCUES, RUN_LINES, RUNS, SCHEDULE_NAMES, SCHEDULES, SEAT_SERIES, SEAT_USAGE, SESSIONS,
+    VM_BY_EMAIL, VM_IDENTITIES, VMS, WAITLIST, WAITLIST_BY_EMAIL,
 };
 use super::{StoreError, codec};
 
 /// The schema this binary writes. Bump it and append a step to `MIGRATIONS` together.
-pub const SCHEMA_VERSION: u64 = 11;
+pub const SCHEMA_VERSION: u64 = 12;
 
 const VERSION_KEY: &str = "schema_version";
 
@@ -29,6 +29,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_seat_usage_v9,
     add_seat_series_v10,
     add_admin_tokens_v11,
+    add_accounts_v12,
 ];
 
 fn create_tables_v1(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -109,6 +110,12 @@ fn add_seat_series_v10(tx: &WriteTransaction) -> Result<(), StoreError> {
 /// Admin API tokens.
 fn add_admin_tokens_v11(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(ADMIN_TOKENS)?;
+    Ok(())
+}
+
+/// Console accounts (helpers). Nothing older changes: the configured admin stays as it is.
+fn add_accounts_v12(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(ACCOUNTS)?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! one fsync per batch without giving up "durable before the HTTP answer".
 //! Reads run on the blocking pool in their own read transactions.
 
+pub mod accounts;
 pub mod admin_tokens;
 pub mod audit;
 pub mod backup;

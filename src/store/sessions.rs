@@ -74,6 +74,33 @@ pub fn delete_expired(tx: &WriteTransaction, now: i64) -> Result<usize, StoreErr
     Ok(dead.len())
 }
 
+/// The session's keys that name who signed in and with which role (the console writes
+/// them at sign-in; a session from before roles has no role and is the admin's).
+pub const USER_KEY: &str = "admin";
+pub const ROLE_KEY: &str = "role";
+
+/// Signs out every browser of account `user` signed in with `role` (after its removal or
+/// a new password); how many sessions ended.
+pub fn delete_of(tx: &WriteTransaction, user: &str, role: &str) -> Result<usize, StoreError> {
+    let mut table = tx.open_table(SESSIONS)?;
+    let mut ended = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let Ok(session) = serde_json::from_slice::<StoredSession>(v.value()) else {
+            continue;
+        };
+        let holds =
+            |key: &str, want: &str| session.data.get(key).and_then(|v| v.as_str()) == Some(want);
+        if holds(USER_KEY, user) && holds(ROLE_KEY, role) {
+            ended.push(*k.value());
+        }
+    }
+    for k in &ended {
+        table.remove(k)?;
+    }
+    Ok(ended.len())
+}
+
 /// Signs out every browser (after a password change).
 pub fn delete_all(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SESSIONS)?.retain(|_, _| false)?;

@@ -78,6 +78,10 @@ pub const SEAT_SERIES: TableDefinition<(i64, &str, &str), &[u8]> =
 /// text). A revoked token's entry is removed.
 pub const ADMIN_TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("admin_tokens_v1");
 
+/// account name → encoded `model::Account`: the console's accounts besides the configured
+/// admin (helpers), each with an Argon2 hash of its password, never the password.
+pub const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts_v1");
+
 /// Something done to every table alike (the backup copies them, the restore checks them).
 pub trait TableVisitor {
     fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -112,5 +116,6 @@ pub fn visit_all(visitor: &mut impl TableVisitor) -> Result<(), super::StoreErro
     visitor.visit(SEAT_SERIES)?;
 
     visitor.visit(ADMIN_TOKENS)?;
+    visitor.visit(ACCOUNTS)?;
     Ok(())
 }

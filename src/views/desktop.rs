@@ -100,6 +100,8 @@ pub struct Instructor<'a> {
     pub csrf: &'a str,
     /// This desktop is being broadcast to every participant.
     pub broadcasting: bool,
+    /// The viewer may start and stop a broadcast (the admin, not a helper).
+    pub may_broadcast: bool,
 }
 
 /// `GET /admin/desktop/{host}`: the instructor's view of a VM's desktop: take over and
@@ -111,6 +113,7 @@ pub fn instructor(peek: &Instructor) -> Markup {
         control,
         csrf,
         broadcasting,
+        may_broadcast,
     } = *peek;
     let socket = format!(
         "/admin/desktop/{hostname}/ws{}",
@@ -137,7 +140,9 @@ pub fn instructor(peek: &Instructor) -> Markup {
                 span.desktop-mode { "View only" }
                 a.desktop-link #take-control href=(format!("/admin/desktop/{hostname}?control=1")) { "Take over" }
             }
-            @if broadcasting {
+            @if broadcasting && !may_broadcast {
+                span.desktop-mode.control #on-air { "Broadcasting to every participant" }
+            } @else if broadcasting {
                 form.desktop-form method="post" action="/admin/broadcast/stop" {
                     input type="hidden" name="csrf_token" value=(csrf);
                     input type="hidden" name="back" value=(format!("/admin/desktop/{hostname}"));
@@ -145,7 +150,7 @@ pub fn instructor(peek: &Instructor) -> Markup {
                     " "
                     button.small #broadcast-stop type="submit" { "Stop broadcast" }
                 }
-            } @else if !csrf.is_empty() {
+            } @else if may_broadcast && !csrf.is_empty() {
                 form.desktop-form method="post" action="/admin/broadcast" {
                     input type="hidden" name="csrf_token" value=(csrf);
                     input type="hidden" name="hostname" value=(hostname);

@@ -2,6 +2,7 @@
 //! directory, and (for the command line) the real binary.
 
 mod access;
+mod accounts;
 mod agent;
 mod agent_api;
 mod api_tokens;

@@ -220,6 +220,23 @@ async fn a_store_from_schema_v1_is_upgraded_with_its_data() {
             .expect(200);
         assert_eq!(logs["logs"], json!("written by schema v1\nsecond line"));
 
+        // Schema 12's accounts: none yet, and a helper can be added and sign in.
+        let accounts = s.get("/api/accounts", Auth::admin()).await.expect(200);
+        assert_eq!(accounts, json!({"accounts": []}));
+        s.admin_json(
+            reqwest::Method::POST,
+            "/api/accounts",
+            Some(json!({"name": "helper1", "password": "a long helper secret"})),
+        )
+        .await
+        .expect(201);
+        assert_eq!(
+            s.get("/admin", Auth::Basic("helper1", "a long helper secret"))
+                .await
+                .status,
+            200
+        );
+
         // Once their agents are heard again, the upgraded pool hands out the next VM.
         for vm in ["old-vm-1", "old-vm-2", "old-vm-3"] {
             s.agent_post(

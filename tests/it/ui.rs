@@ -22,7 +22,7 @@ fn no_redirects() -> Client {
 pub(crate) struct Console {
     http: Client,
     base: String,
-    cookie: String,
+    pub(crate) cookie: String,
     pub(crate) csrf: String,
 }
 
@@ -47,10 +47,14 @@ fn csrf_of(html: &str) -> String {
 }
 
 async fn login(s: &TestServer, password: &str) -> reqwest::Response {
+    login_as(s, ADMIN_USER, password).await
+}
+
+pub(crate) async fn login_as(s: &TestServer, user: &str, password: &str) -> reqwest::Response {
     no_redirects()
         .post(s.url("/admin/login"))
         .form(&[
-            ("username", ADMIN_USER),
+            ("username", user),
             ("password", password),
             ("next", "/admin/instances"),
         ])
@@ -61,7 +65,12 @@ async fn login(s: &TestServer, password: &str) -> reqwest::Response {
 
 impl Console {
     pub(crate) async fn sign_in(s: &TestServer) -> Console {
-        let answer = login(s, ADMIN_PASSWORD).await;
+        Console::sign_in_as(s, ADMIN_USER, ADMIN_PASSWORD).await
+    }
+
+    /// Signs in as `user` (the admin or an account).
+    pub(crate) async fn sign_in_as(s: &TestServer, user: &str, password: &str) -> Console {
+        let answer = login_as(s, user, password).await;
         assert_eq!(answer.status(), StatusCode::SEE_OTHER);
         assert_eq!(answer.headers()[LOCATION], "/admin/instances");
         let set = answer

@@ -1,6 +1,7 @@
 //! The classroom over the JSON API: raised hands (`GET /api/hands`, take, done),
 //! announcements (`GET`/`POST /api/announcements`) and the broadcast (`GET`/`POST
-//! /api/broadcast`, `POST /api/broadcast/stop`). Every route here takes `Admin`.
+//! /api/broadcast`, `POST /api/broadcast/stop`). Helper accounts (`Staff`) may read all of it,
+//! answer hands and announce; starting and stopping a broadcast is the admin's (`Admin`).
 
 use axum::Json;
 use axum::extract::State;
@@ -12,37 +13,37 @@ use super::ApiPath;
 use crate::error::ApiError;
 use crate::model::validate_hostname;
 use crate::pool::{announce, broadcast, hands};
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, Staff};
 use crate::server::body::JsonBody;
 use crate::server::state::App;
 
 /// `GET /api/hands`: open requests for help, oldest first.
-pub async fn list_hands(State(app): State<App>, _admin: Admin) -> Json<Value> {
+pub async fn list_hands(State(app): State<App>, _staff: Staff) -> Json<Value> {
     Json(json!({ "hands": app.hands.list() }))
 }
 
 /// `POST /api/hands/{id}/take`. Audited.
 pub async fn take(
     State(app): State<App>,
-    admin: Admin,
+    staff: Staff,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Value>, ApiError> {
-    let hand = hands::take(&app.pool, &admin.actor(), id).await?;
+    let hand = hands::take(&app.pool, &staff.actor(), id).await?;
     Ok(Json(json!({ "hand": hand })))
 }
 
 /// `POST /api/hands/{id}/done`. Audited.
 pub async fn done(
     State(app): State<App>,
-    admin: Admin,
+    staff: Staff,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<Value>, ApiError> {
-    let hand = hands::done(&app.pool, &admin.actor(), id).await?;
+    let hand = hands::done(&app.pool, &staff.actor(), id).await?;
     Ok(Json(json!({ "hand": hand })))
 }
 
 /// `GET /api/announcements`: the kept announcements, newest first.
-pub async fn list_announcements(State(app): State<App>, _admin: Admin) -> Json<Value> {
+pub async fn list_announcements(State(app): State<App>, _staff: Staff) -> Json<Value> {
     Json(json!({ "announcements": app.announcements.recent() }))
 }
 
@@ -55,10 +56,10 @@ pub struct NewAnnouncement {
 /// `POST /api/announcements` `{"text": "…"}`. Audited.
 pub async fn announce(
     State(app): State<App>,
-    admin: Admin,
+    staff: Staff,
     JsonBody(body): JsonBody<NewAnnouncement>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let announcement = announce::announce(&app.pool, &admin.actor(), &body.text).await?;
+    let announcement = announce::announce(&app.pool, &staff.actor(), &body.text).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "announcement": announcement })),
@@ -66,7 +67,7 @@ pub async fn announce(
 }
 
 /// `GET /api/broadcast`: what is on air (`null`: nothing).
-pub async fn current(State(app): State<App>, _admin: Admin) -> Json<Value> {
+pub async fn current(State(app): State<App>, _staff: Staff) -> Json<Value> {
     Json(json!({ "on_air": app.broadcast.current() }))
 }
 

@@ -1,5 +1,6 @@
 //! The JSON API: what VM agents call (upstream 0.1.2 paths and bodies) and the health check.
 
+pub mod accounts;
 pub mod admin_tokens;
 pub mod allocator_log;
 pub mod backup;

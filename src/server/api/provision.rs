@@ -65,7 +65,7 @@ async fn start(
                 Ok(format!("Deleting {hostname} (run #{}).", run.id)),
                 "",
             ),
-            _ => crate::views::admin::runs::panel(&run, &[], &admin.csrf).into_response(),
+            _ => crate::views::admin::runs::panel(&run, &[], Some(&admin.csrf)).into_response(),
         });
     }
     if wants_json(headers) {

@@ -15,7 +15,7 @@ use crate::pool::reboot::reboot_now;
 use crate::pool::schedules::{self as schedule, NewSchedule};
 use crate::server::api::ApiQuery;
 use crate::server::api::logs::LogFilter;
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, Staff};
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
 use crate::store::{audit, runs, schedules, vms};
@@ -26,12 +26,8 @@ use crate::views::admin::{self as view, Flash, Viewer};
 const LOG_PAGE_BYTES: usize = 512 * 1024;
 const AUDIT_SHOWN: usize = 500;
 
-fn viewer(admin: &Admin) -> Viewer<'_> {
-    Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: chrono::Utc::now(),
-    }
+fn viewer(staff: &Staff) -> Viewer<'_> {
+    staff.viewer(chrono::Utc::now())
 }
 
 pub fn is_htmx(headers: &HeaderMap) -> bool {
@@ -53,7 +49,7 @@ pub fn action_result(
     }
 }
 
-pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
+pub async fn dashboard(State(app): State<App>, admin: Staff) -> Result<Markup, PageError> {
     let (pool, recent) = app
         .store
         .read(|tx| Ok((vms::list(tx)?, runs::recent(tx, 10)?)))
@@ -74,7 +70,7 @@ pub async fn dashboard(State(app): State<App>, admin: Admin) -> Result<Markup, P
     ))
 }
 
-pub async fn instances(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
+pub async fn instances(State(app): State<App>, admin: Staff) -> Result<Markup, PageError> {
     let pool = app
         .store
         .read(vms::list)
@@ -125,7 +121,7 @@ pub async fn teardown(State(app): State<App>, admin: Admin) -> Result<Markup, Pa
 
 pub async fn run(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     PagePath(id): PagePath<u64>,
 ) -> Result<Markup, PageError> {
     let found = app
@@ -146,7 +142,7 @@ pub async fn run(
 /// (upstream answered JSON; no client reads this page but a browser).
 pub async fn logs_page(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     PagePath(host): PagePath<String>,
     filter: Result<ApiQuery<LogFilter>, ApiError>,
 ) -> Result<Markup, PageError> {
@@ -270,7 +266,7 @@ pub async fn seat_action(
 
 async fn schedules_page(
     app: &App,
-    admin: &Admin,
+    admin: &Staff,
     draft: &Draft<'_>,
     message: Option<Flash>,
     status: StatusCode,
@@ -291,7 +287,7 @@ const NO_DRAFT: Draft = Draft {
     rule: "",
 };
 
-pub async fn scheduled_destruction(State(app): State<App>, admin: Admin) -> Response {
+pub async fn scheduled_destruction(State(app): State<App>, admin: Staff) -> Response {
     schedules_page(&app, &admin, &NO_DRAFT, None, StatusCode::OK).await
 }
 
@@ -497,7 +493,7 @@ pub async fn export(
 }
 
 /// `GET /admin/waitlist`: who waits, in order.
-pub async fn waitlist_page(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
+pub async fn waitlist_page(State(app): State<App>, admin: Staff) -> Result<Markup, PageError> {
     let entries = crate::pool::waitlist::list(&app.pool).await?;
     let settings = &app.config.waitlist;
     Ok(view::waitlist::page(

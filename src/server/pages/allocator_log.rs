@@ -8,7 +8,7 @@ use crate::server::api::ApiQuery;
 use crate::server::api::allocator_log::level_and_limit;
 use crate::server::auth::Admin;
 use crate::server::sse::AllocatorLogFrom;
-use crate::views::admin::{Viewer, allocator_log};
+use crate::views::admin::allocator_log;
 
 /// Lines the page shows at first; newer ones stream in.
 const SHOWN: usize = 1000;
@@ -20,10 +20,6 @@ pub async fn page(
     let ApiQuery(q) = query?;
     let (level, _) = level_and_limit(q.level.as_deref(), None)?;
     let (lines, next) = ring().read(level, None, SHOWN);
-    let viewer = Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: chrono::Utc::now(),
-    };
+    let viewer = admin.viewer(chrono::Utc::now());
     Ok(allocator_log::page(&viewer, level, &lines, next))
 }

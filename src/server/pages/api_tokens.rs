@@ -11,18 +11,14 @@ use super::{PageForm, PagePath};
 use crate::error::{ApiError, PageError};
 use crate::pool::admin_tokens;
 use crate::server::api::admin_tokens::parse_scope;
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, Staff};
 use crate::server::state::App;
 use crate::views::admin::{Viewer, api_tokens as view};
 
 const PAGE: &str = "/admin/api-tokens";
 
-fn viewer(admin: &Admin) -> Viewer<'_> {
-    Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: chrono::Utc::now(),
-    }
+fn viewer(staff: &Staff) -> Viewer<'_> {
+    staff.viewer(chrono::Utc::now())
 }
 
 pub async fn page(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {

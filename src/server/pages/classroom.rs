@@ -2,7 +2,8 @@
 //! help" button), `GET /api/my-vm/classroom` (live: the hand, the latest announcement,
 //! the broadcast, the instructor's control), `GET /broadcast` and `/broadcast/ws` (the
 //! broadcast desktop, view-only). Console side: `GET /admin/hands` and its form actions
-//! (take, done, announce, broadcast, stop). Every console route here takes `Admin`.
+//! (take, done, announce, broadcast, stop). Helper accounts (`Staff`) may answer hands and
+//! announce; starting and stopping a broadcast is the admin's (`Admin`).
 
 use std::convert::Infallible;
 
@@ -23,10 +24,9 @@ use super::{PageForm, PagePath};
 use crate::error::{ApiError, PageError};
 use crate::model::{Vm, validate_hostname};
 use crate::pool::{announce, broadcast, hands};
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, Staff};
 use crate::server::state::App;
 use crate::store::vms;
-use crate::views::admin::Viewer;
 use crate::views::admin::hands::{self as view, Broadcastable, Classroom};
 
 #[derive(Deserialize)]
@@ -183,16 +183,8 @@ pub async fn broadcast_socket(
     Ok(relay(ws, stream, app.shutdown.clone(), async {}))
 }
 
-fn viewer(admin: &Admin) -> Viewer<'_> {
-    Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: chrono::Utc::now(),
-    }
-}
-
 /// `GET /admin/hands`: the queue, the broadcast and announcements.
-pub async fn page(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
+pub async fn page(State(app): State<App>, staff: Staff) -> Result<Markup, PageError> {
     let pool = app.store.read(vms::list).await?;
     let seats: Vec<Broadcastable> = pool
         .into_iter()
@@ -206,7 +198,7 @@ pub async fn page(State(app): State<App>, admin: Admin) -> Result<Markup, PageEr
     let on_air = app.broadcast.current();
     let announcements = app.announcements.recent();
     Ok(view::page(
-        &viewer(&admin),
+        &staff.viewer(chrono::Utc::now()),
         &Classroom {
             hands: &hands,
             on_air: on_air.as_ref(),
@@ -227,11 +219,11 @@ fn console_back(back: Option<&str>) -> String {
 /// `POST /admin/hands/{id}/take`. Audited.
 pub async fn take(
     State(app): State<App>,
-    admin: Admin,
+    staff: Staff,
     headers: HeaderMap,
     PagePath(id): PagePath<u64>,
 ) -> Response {
-    let result = hands::take(&app.pool, &admin.actor(), id)
+    let result = hands::take(&app.pool, &staff.actor(), id)
         .await
         .map(|h| {
             format!(
@@ -246,11 +238,11 @@ pub async fn take(
 /// `POST /admin/hands/{id}/done`. Audited.
 pub async fn done(
     State(app): State<App>,
-    admin: Admin,
+    staff: Staff,
     headers: HeaderMap,
     PagePath(id): PagePath<u64>,
 ) -> Response {
-    let result = hands::done(&app.pool, &admin.actor(), id)
+    let result = hands::done(&app.pool, &staff.actor(), id)
         .await
         .map(|h| format!("The request of {} is done.", h.participant))
         .map_err(ApiError::from);
@@ -265,11 +257,11 @@ pub struct AnnounceForm {
 /// `POST /admin/announce` (form: `text`). Audited.
 pub async fn announce(
     State(app): State<App>,
-    admin: Admin,
+    staff: Staff,
     headers: HeaderMap,
     PageForm(form): PageForm<AnnounceForm>,
 ) -> Response {
-    let result = announce::announce(&app.pool, &admin.actor(), &form.text)
+    let result = announce::announce(&app.pool, &staff.actor(), &form.text)
         .await
         .map(|_| "Announced.".to_owned())
         .map_err(ApiError::from);

@@ -28,7 +28,7 @@ use crate::model::{DesktopKind, Vm, validate_hostname};
 use crate::pool::claim::{self, SeatFound};
 use crate::pool::desktop::{self, DesktopStream, Viewer};
 use crate::server::api::ApiQuery;
-use crate::server::auth::{Admin, cross_site};
+use crate::server::auth::{Staff, cross_site};
 use crate::server::state::App;
 use crate::views::desktop as view;
 
@@ -157,7 +157,7 @@ impl Mode {
 
 pub async fn instructor_page(
     State(app): State<App>,
-    admin: Admin,
+    staff: Staff,
     PagePath(host): PagePath<String>,
     ApiQuery(mode): ApiQuery<Mode>,
 ) -> Result<Markup, PageError> {
@@ -170,14 +170,15 @@ pub async fn instructor_page(
         hostname: &host,
         participant,
         control: viewer == Viewer::Control,
-        csrf: &admin.csrf,
+        csrf: &staff.csrf,
         broadcasting,
+        may_broadcast: staff.is_admin(),
     }))
 }
 
 pub async fn instructor_socket(
     State(app): State<App>,
-    admin: Admin,
+    admin: Staff,
     PagePath(host): PagePath<String>,
     ApiQuery(mode): ApiQuery<Mode>,
     headers: HeaderMap,

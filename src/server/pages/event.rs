@@ -12,23 +12,19 @@ use crate::model::EventPhase;
 use crate::pool::PoolError;
 use crate::pool::budget;
 use crate::pool::event::{self, EventForm};
-use crate::server::auth::Admin;
+use crate::server::auth::{Admin, Staff};
 use crate::server::state::App;
 use crate::views::admin::event::{self as view, Draft};
 use crate::views::admin::{Flash, Viewer};
 
-fn viewer(admin: &Admin) -> Viewer<'_> {
-    Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: chrono::Utc::now(),
-    }
+fn viewer(staff: &Staff) -> Viewer<'_> {
+    staff.viewer(chrono::Utc::now())
 }
 
 /// The page, with `draft` in the form (`None`: the stored plan, or a fresh form).
 async fn show(
     app: &App,
-    admin: &Admin,
+    admin: &Staff,
     draft: Option<Draft>,
     message: Option<Flash>,
     code: StatusCode,
@@ -67,7 +63,7 @@ async fn show(
         .into_response()
 }
 
-pub async fn page(State(app): State<App>, admin: Admin) -> Response {
+pub async fn page(State(app): State<App>, admin: Staff) -> Response {
     show(&app, &admin, None, None, StatusCode::OK).await
 }
 

@@ -1,5 +1,6 @@
-//! `/admin/login` and `/admin/logout`: the console's session, with a new session id at
-//! sign-in, a CSRF token per session and a per-address limit on failed attempts.
+//! `/admin/login` and `/admin/logout`: the console's session (the admin's or a helper
+//! account's, with its role), with a new session id at sign-in, a CSRF token per session
+//! and a per-address limit on failed attempts.
 
 use axum::Extension;
 use axum::extract::rejection::FormRejection;
@@ -9,7 +10,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use crate::server::auth::{Admin, SESSION_CSRF, SESSION_USER, cross_site};
+use crate::model::Role;
+use crate::server::auth::{
+    SESSION_ACCOUNT, SESSION_CSRF, SESSION_ROLE, SESSION_USER, Staff, authenticate, cross_site,
+};
 use crate::server::client_ip::ClientIp;
 use crate::server::state::App;
 use crate::store::meta::random_secret;
@@ -83,9 +87,12 @@ pub async fn sign_in(
         }
     };
     let password = form.password.unwrap_or_default();
-    match app.admin.verify(&user, &password).await {
-        Ok(true) => attempt.finish(true),
-        Ok(false) => {
+    let role = match authenticate(&app, &user, &password).await {
+        Ok(Some(role)) => {
+            attempt.finish(true);
+            role
+        }
+        Ok(None) => {
             attempt.finish(false);
             // The name is whatever was typed: kept short in the log.
             let tried: String = user.chars().take(64).collect();
@@ -99,10 +106,25 @@ pub async fn sign_in(
                 "Too many sign-ins at once; try again in a moment.",
             );
         }
-    }
+    };
+    // An account's session remembers which password it began with (see `Staff`).
+    let account_key = match role {
+        Role::Admin => None,
+        _ => match crate::pool::accounts::find(&app.pool, &user).await {
+            Ok(found) => found.as_ref().map(crate::pool::accounts::session_key),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the account that signed in");
+                None
+            }
+        },
+    };
     let started = async {
         session.cycle_id().await?;
         session.insert(SESSION_USER, &user).await?;
+        session.insert(SESSION_ROLE, role.as_str()).await?;
+        if let Some(key) = &account_key {
+            session.insert(SESSION_ACCOUNT, key).await?;
+        }
         session.insert(SESSION_CSRF, random_secret()).await
     };
     if let Err(e) = started.await {
@@ -112,12 +134,20 @@ pub async fn sign_in(
             "Could not start a session; try again.",
         );
     }
-    app.audit(&user, Some(ip.to_string()), "login", String::new())
-        .await;
+    if role != Role::Admin {
+        crate::pool::accounts::record_sign_in(&app.pool, &user, Some(ip.to_string())).await;
+    }
+    app.audit(
+        &user,
+        Some(ip.to_string()),
+        "login",
+        role.as_str().to_owned(),
+    )
+    .await;
     Redirect::to(&next).into_response()
 }
 
-pub async fn sign_out(State(app): State<App>, admin: Admin, session: Session) -> Response {
+pub async fn sign_out(State(app): State<App>, admin: Staff, session: Session) -> Response {
     if let Err(e) = session.flush().await {
         tracing::error!(error = %e, "cannot end an admin session");
     }

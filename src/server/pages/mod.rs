@@ -1,5 +1,6 @@
 //! HTML pages.
 
+pub mod accounts;
 pub mod admin;
 pub mod allocator_log;
 pub mod api_tokens;

@@ -12,7 +12,6 @@ use crate::server::api::extract::ApiQuery;
 use crate::server::api::report::WhichEvent;
 use crate::server::auth::Admin;
 use crate::server::state::App;
-use crate::views::admin::Viewer;
 use crate::views::admin::report as view;
 
 async fn made(
@@ -30,11 +29,7 @@ pub async fn page(
     which: Result<ApiQuery<WhichEvent>, ApiError>,
 ) -> Result<Markup, PageError> {
     let (report, past) = made(&app, which).await?;
-    let viewer = Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: app.clock.now(),
-    };
+    let viewer = admin.viewer(app.clock.now());
     Ok(view::page(&viewer, &report, past))
 }
 

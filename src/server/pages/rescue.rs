@@ -15,7 +15,6 @@ use crate::model::Rescue;
 use crate::pool::rescue::archive_name;
 use crate::server::auth::Admin;
 use crate::server::state::App;
-use crate::views::admin::Viewer;
 
 /// The rescues of the participant whose browser sent `headers`; 401 without a claim.
 async fn participants_own(app: &App, headers: &HeaderMap) -> Result<Vec<Rescue>, PageError> {
@@ -76,11 +75,7 @@ fn zip_response(name: &str, body: Body) -> Response {
 
 pub async fn admin_list(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
     let all = app.rescues.list().await?;
-    let viewer = Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: chrono::Utc::now(),
-    };
+    let viewer = admin.viewer(chrono::Utc::now());
     Ok(crate::views::rescues::admin(&viewer, &all))
 }
 

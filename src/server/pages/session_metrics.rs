@@ -12,16 +12,11 @@ use crate::pool::usage::{self, SeatFilter};
 use crate::server::api::session_metrics::SeatMetrics;
 use crate::server::auth::Admin;
 use crate::server::state::App;
-use crate::views::admin::Viewer;
 use crate::views::admin::sessions as view;
 
 pub async fn page(State(app): State<App>, admin: Admin) -> Result<Markup, PageError> {
     let seats = usage::current_sessions(&app.pool).await?;
-    let viewer = Viewer {
-        user: &admin.user,
-        csrf: &admin.csrf,
-        now: app.clock.now(),
-    };
+    let viewer = admin.viewer(app.clock.now());
     Ok(view::page(&viewer, &seats))
 }
 

@@ -85,6 +85,7 @@ pub fn page(
                     p.note { "This event is defined in the configuration file's " code { "event" }
                         " section: change it there and restart the allocator." }
                 }
+                _ if !viewer.is_admin() => {}
                 Some(_) => {
                     h2 { "Change the event" }
                     (form(viewer, draft, "Save changes"))
@@ -106,8 +107,9 @@ pub fn page(
 fn summary(viewer: &Viewer, s: &EventStatus) -> Markup {
     let e = &s.event;
     let plan = &e.plan;
-    let can_change =
-        !e.from_config && !matches!(s.phase, EventPhase::Ended | EventPhase::Cancelled);
+    let can_change = viewer.is_admin()
+        && !e.from_config
+        && !matches!(s.phase, EventPhase::Ended | EventPhase::Cancelled);
     html! {
         section #event data-phase=(s.phase.as_str()) {
             h2 { (plan.name) " " span.status.(s.phase.as_str()) #event-phase { (s.phase.as_str()) } }

@@ -33,7 +33,8 @@ pub fn page(viewer: &Viewer, room: &Classroom) -> Markup {
                 h2 { "Broadcast" }
                 div #broadcast-state sse-swap="broadcast" { (on_air(viewer, room.on_air)) }
             }
-            @if room.seats.is_empty() {
+            @if !viewer.is_admin() {
+            } @else if room.seats.is_empty() {
                 p.note { "No desktop can be broadcast now: none of the VMs has a browser desktop connected." }
             } @else {
                 form.inline #broadcast-form method="post" action="/admin/broadcast" {
@@ -124,6 +125,9 @@ fn waiting(viewer: &Viewer, hand: &Hand) -> String {
 pub fn on_air(viewer: &Viewer, on_air: Option<&OnAir>) -> Markup {
     html! {
         @match on_air {
+            Some(b) if !viewer.is_admin() => {
+                p #on-air { "Broadcasting " a href=(format!("/admin/desktop/{}", b.hostname)) { (b.hostname) } " (by " (b.by) ", since " (time(b.since)) ")" }
+            }
             Some(b) => {
                 form.inline method="post" action="/admin/broadcast/stop" {
                     (csrf_field(viewer))

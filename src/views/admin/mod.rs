@@ -1,6 +1,7 @@
 //! The admin console: a shared shell (navigation, sign-out, the CSRF token every form and
 //! htmx request carries) and one module per page.
 
+pub mod accounts;
 pub mod allocator_log;
 pub mod api_tokens;
 pub mod audit;
@@ -23,32 +24,45 @@ pub mod waitlist;
 use maud::{DOCTYPE, Markup, html};
 
 use super::layout::head_start;
+use crate::model::Role;
 
 /// Whoever is signed in, as the shell shows it.
 pub struct Viewer<'a> {
     pub user: &'a str,
+    /// Pages leave out what this role may not use (the server refuses it anyway).
+    pub role: Role,
     /// Empty when the admin signed in with HTTP Basic (no forms need it then).
     pub csrf: &'a str,
     /// What "N s ago" is counted from.
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 14] = [
+impl Viewer<'_> {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// The navigation; the entries after the first `HELPER_NAV` are the admin's only.
+const NAV: [(&str, &str); 15] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
-    ("/admin/sessions", "Sessions"),
-    ("/admin/hands", "Hands"),
-    ("/admin/create", "Launch"),
     ("/admin/scheduled-destruction", "Schedules"),
+    ("/admin/waitlist", "Waitlist"),
+    ("/admin/hands", "Hands"),
+    ("/admin/sessions", "Sessions"),
+    ("/admin/create", "Launch"),
     ("/admin/instances/delete", "Teardown & data"),
     ("/admin/token", "Agent token"),
     ("/admin/api-tokens", "API tokens"),
+    ("/admin/accounts", "Accounts"),
     ("/admin/audit", "Audit log"),
     ("/admin/allocator-log", "Allocator log"),
-    ("/admin/waitlist", "Waitlist"),
     ("/admin/rescues", "Rescued files"),
 ];
+/// How many of `NAV`'s first entries a helper may open.
+const HELPER_NAV: usize = 6;
 
 /// htmx settings that keep it inside the CSP: no injected styles, no eval.
 const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;
@@ -68,14 +82,14 @@ pub fn shell(viewer: &Viewer, active: &str, title: &str, body: Markup) -> Markup
                 header.top {
                     a.brand href="/admin" { "LabLink" }
                     nav.main {
-                        @for (href, label) in NAV {
-                            a href=(href) aria-current=[(href == active).then_some("page")] { (label) }
+                        @for (href, label) in NAV.iter().take(if viewer.is_admin() { NAV.len() } else { HELPER_NAV }) {
+                            a href=(href) aria-current=[(*href == active).then_some("page")] { (label) }
                         }
                     }
                     @if !viewer.csrf.is_empty() {
                         form.signout method="post" action="/admin/logout" {
                             (csrf_field(viewer))
-                            span.who { (viewer.user) }
+                            span.who { (viewer.user) @if !viewer.is_admin() { " (" (viewer.role.as_str()) ")" } }
                             button.link type="submit" { "Sign out" }
                         }
                     }

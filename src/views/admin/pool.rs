@@ -117,6 +117,7 @@ pub fn instance_rows(pool: &[Vm], sessions: &[SeatSeries], viewer: &Viewer) -> M
                         a.button.small.peek href={"/admin/desktop/" (vm.hostname)}
                             title="view the participant's desktop (view only; they see a notice)" { "Desktop" }
                     }
+                    @if viewer.is_admin() {
                     @let reboot = format!("/admin/instances/{}/reboot", vm.hostname);
                     form method="post" action=(reboot) hx-post=(reboot) hx-target="#flash"
                         hx-confirm={"Reboot " (vm.hostname) "?"} {
@@ -129,6 +130,7 @@ pub fn instance_rows(pool: &[Vm], sessions: &[SeatSeries], viewer: &Viewer) -> M
                         hx-confirm={"Delete " (vm.hostname) "? Its participant loses the desktop."} {
                         (csrf_field(viewer))
                         button.small.danger type="submit" { "Delete" }
+                    }
                     }
                 }
             }

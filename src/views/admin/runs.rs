@@ -73,13 +73,14 @@ fn cancel_form(run: &Run, csrf: &str) -> Markup {
 
 /// The run's heading, state, progress and output; while it runs, new lines, the progress
 /// and the final state arrive over SSE (resuming after the lines already shown), and a
-/// button cancels it (`csrf`: the console's token; htmx also sends it as a header).
-pub fn panel(run: &Run, lines: &[String], csrf: &str) -> Markup {
+/// button cancels it (`cancel`: the console's token, htmx also sends it as a header;
+/// `None` for a helper, who may not cancel).
+pub fn panel(run: &Run, lines: &[String], cancel: Option<&str>) -> Markup {
     let body = html! {
         h2 { "Run #" (run.id) ": " (run.action.describe()) }
         div.run-state #{"run-state-" (run.id)} sse-swap="state" {
             (summary(run))
-            @if !run.state.is_finished() { " " (cancel_form(run, csrf)) }
+            @if let Some(csrf) = cancel.filter(|_| !run.state.is_finished()) { " " (cancel_form(run, csrf)) }
         }
         p.run-progress #{"run-progress-" (run.id)} sse-swap="progress" { (progress(run)) }
         pre.output #{"run-output-" (run.id)} sse-swap="line" hx-swap="beforeend" {
@@ -103,7 +104,7 @@ pub fn page(viewer: &Viewer, run: &Run, lines: &[String]) -> Markup {
         "",
         &format!("Run #{}", run.id),
         html! {
-            (panel(run, lines, viewer.csrf))
+            (panel(run, lines, viewer.is_admin().then_some(viewer.csrf)))
             p { a href="/admin/instances" { "Back to the instances" } }
         },
     )

@@ -37,7 +37,7 @@ pub fn page(
         html! {
             h1 { "Scheduled destruction" }
             (flash(message))
-            form.grid method="post" action="/admin/scheduled-destruction" {
+            @if viewer.is_admin() { form.grid method="post" action="/admin/scheduled-destruction" {
                 (csrf_field(viewer))
                 label for="schedule_name" { "Name" }
                 input #schedule_name type="text" name="schedule_name" required maxlength="255"
@@ -52,7 +52,7 @@ pub fn page(
                     }
                 }
                 button type="submit" { "Schedule" }
-            }
+            } }
             h2 { "Schedules" }
             @if schedules.is_empty() {
                 p.note { "Nothing scheduled." }
@@ -74,7 +74,7 @@ pub fn page(
                                     td { (s.last_execution_result.as_deref().unwrap_or("—")) }
                                     td { (s.created_by) }
                                     td {
-                                        @if s.status == ScheduleStatus::Scheduled {
+                                        @if s.status == ScheduleStatus::Scheduled && viewer.is_admin() {
                                             form method="post" action={"/admin/scheduled-destruction/" (s.id) "/cancel"} {
                                                 (csrf_field(viewer))
                                                 button.small type="submit" { "Cancel" }

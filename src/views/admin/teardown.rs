@@ -25,7 +25,7 @@ pub fn launch_page(viewer: &Viewer, provider: &str, current: Option<(&Run, &[Str
                 button type="submit" { "Launch" }
             }
             div #run-panel {
-                @if let Some((run, lines)) = current { (panel(run, lines, viewer.csrf)) }
+                @if let Some((run, lines)) = current { (panel(run, lines, Some(viewer.csrf))) }
             }
         },
     )

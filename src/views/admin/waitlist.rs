@@ -33,11 +33,11 @@ pub fn page(viewer: &Viewer, entries: &[WaitEntry], enabled: bool, max: u64) -> 
                                     td { (e.desktop.as_str()) }
                                     td { (time(e.joined_at)) " (" (ago(viewer, e)) ")" }
                                     td {
-                                        form method="post" action="/admin/waitlist/remove" {
+                                        @if viewer.is_admin() { form method="post" action="/admin/waitlist/remove" {
                                             (csrf_field(viewer))
                                             input type="hidden" name="email" value=(e.email);
                                             button.small type="submit" { "Remove" }
-                                        }
+                                        } }
                                     }
                                 }
                             }
