@@ -93,7 +93,7 @@ pub async fn run(pool: Arc<Pool>) {
                     {
                         Ok(_) => {
                             pool.rescues.requested();
-                            pool.desktops.cut(&host);
+                            pool.seat_ended(&host);
                             tracing::warn!(
                                 vm = %host,
                                 "VM still failing after its reboot attempts; its participant may claim another VM"

@@ -215,7 +215,7 @@ pub(super) fn seated(
         ClaimOutcome::Assigned(vm) => Seated::Assigned { vm, token },
         ClaimOutcome::Reseated { from, vm } => {
             tracing::info!(from = %from, to = %vm.hostname, "participant re-seated: their VM stopped responding");
-            pool.desktops.cut(&from);
+            pool.seat_ended(&from);
             Seated::Reseated { from, vm }
         }
         ClaimOutcome::Rejoined {

@@ -73,9 +73,7 @@ impl Hands {
     }
 
     /// The open request of seat `hostname`, if its hand is up: for the seat wall (raised
-    /// hands first, a mark on the tile). A request outlives its seat changing hands until
-    /// it is done (or the seat's new participant raises theirs): with the tile's
-    /// participant at hand, [`Hands::of_participant`] is the exact answer.
+    /// hands first, a mark on the tile). A request ends with its seat (`seat_ended`).
     pub fn of_seat(&self, hostname: &str) -> Option<Hand> {
         self.lock()
             .open
@@ -88,6 +86,20 @@ impl Hands {
     pub fn of_participant(&self, hostname: &str, participant: &str) -> Option<Hand> {
         self.of_seat(hostname)
             .filter(|h| h.participant == participant)
+    }
+
+    /// Ends the open requests of seat `hostname`: the seat ended, and whoever sits there
+    /// next has not asked for anything.
+    pub fn seat_ended(&self, hostname: &str) {
+        let ended = {
+            let mut inner = self.lock();
+            let before = inner.open.len();
+            inner.open.retain(|h| h.hostname != hostname);
+            before != inner.open.len()
+        };
+        if ended {
+            self.bump();
+        }
     }
 
     /// Changes as they happen (the value is a counter; read the list after a change).

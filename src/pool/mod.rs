@@ -87,7 +87,7 @@ pub struct Pool {
     /// The admin API tokens in force and their last use.
     pub admin_tokens: admin_tokens::AdminTokens,
     /// Participants' open requests for help.
-    pub hands: hands::Hands,
+    pub hands: Arc<hands::Hands>,
     /// The console's recent announcements.
     pub announcements: announce::Announcements,
     /// The desktop shown to every participant, if any.
@@ -95,6 +95,13 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The seat of `host` ended (released, moved, re-seated, revoked, destroyed): its
+    /// desktop streams and its open request for help end with it.
+    pub fn seat_ended(&self, host: &str) {
+        self.desktops.cut(host);
+        self.hands.seat_ended(host);
+    }
+
     /// Opens the pool of `store`: the agents' token, the VM identities, the liveness of
     /// every known VM, and the provider of `config`. Runs cut short by the last stop are
     /// marked interrupted.
@@ -116,6 +123,7 @@ impl Pool {
         }
         let waiters = Arc::new(Waiters::default());
         let desktops = Arc::new(desktop::Desktops::default());
+        let hands = Arc::new(hands::Hands::default());
         let metrics = Arc::new(Metrics::new());
         let identities = Identities::load(store.clone(), api_token.clone()).await?;
         let liveness = Arc::new(Liveness::new(config.staleness_limit()));
@@ -139,6 +147,7 @@ impl Pool {
                 identities: identities.clone(),
                 liveness: liveness.clone(),
                 desktops: desktops.clone(),
+                hands: hands.clone(),
                 rescues: rescues.clone(),
             },
             metrics.clone(),
@@ -169,7 +178,7 @@ impl Pool {
             rescues,
             idle: idle::IdleSeats::default(),
             admin_tokens,
-            hands: hands::Hands::default(),
+            hands,
             announcements: announce::Announcements::default(),
             broadcast: broadcast::Broadcast::default(),
         };

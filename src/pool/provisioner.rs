@@ -92,6 +92,7 @@ pub struct Provisioner {
     identities: Arc<Identities>,
     liveness: Arc<Liveness>,
     desktops: Arc<super::desktop::Desktops>,
+    hands: Arc<super::hands::Hands>,
     rescues: Arc<super::rescue::Rescuer>,
     allocator_url: OnceLock<String>,
     current: Mutex<Option<Current>>,
@@ -114,6 +115,8 @@ pub struct Handles {
     pub liveness: Arc<Liveness>,
     /// Destroyed VMs' desktop streams end with them.
     pub desktops: Arc<super::desktop::Desktops>,
+    /// …and their open requests for help.
+    pub hands: Arc<super::hands::Hands>,
     /// Participants' files are rescued before their VM is destroyed.
     pub rescues: Arc<super::rescue::Rescuer>,
 }
@@ -132,6 +135,7 @@ impl Provisioner {
             identities,
             liveness,
             desktops,
+            hands,
             rescues,
         } = handles;
         Provisioner {
@@ -142,6 +146,7 @@ impl Provisioner {
             identities,
             liveness,
             desktops,
+            hands,
             rescues,
             allocator_url: OnceLock::new(),
             current: Mutex::new(None),
@@ -464,6 +469,7 @@ impl Provisioner {
                     self.waiters.notify(host, Wake::Deleted);
                     self.liveness.forget(host);
                     self.desktops.cut(host);
+                    self.hands.seat_ended(host);
                 }
                 if !removed.is_empty() {
                     log.line(format!("removed {} VM record(s)", removed.len()));

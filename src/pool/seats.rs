@@ -63,7 +63,7 @@ async fn release_seat(pool: &Pool, host: &str, held: &Assignment) -> Result<Opti
         .map_err(PoolError::store("Failed to release the seat."))?;
     if vm.is_some() {
         pool.rescues.requested();
-        pool.desktops.cut(host);
+        pool.seat_ended(host);
     }
     Ok(vm)
 }
@@ -158,7 +158,7 @@ pub async fn move_participant(
         }
     };
     pool.rescues.requested();
-    pool.desktops.cut(from);
+    pool.seat_ended(from);
     wake_assigned(pool, &new);
     if let Some(a) = &new.assignment {
         pool.audit_by(
@@ -224,7 +224,7 @@ pub async fn revoke(pool: &Pool, actor: &Actor, host: &str) -> Result<(), PoolEr
     }
     pool.liveness.forget(host);
     pool.waiters.notify(host, Wake::Deleted);
-    pool.desktops.cut(host);
+    pool.seat_ended(host);
     pool.audit_by(actor, "revoke", host.to_owned()).await;
     Ok(())
 }

@@ -223,6 +223,22 @@ async fn a_raised_hand_is_queued_taken_and_done_live_and_audited() {
     assert_eq!(audited(&s, "hand_done").await.len(), 1);
     assert_eq!(audited(&s, "hand_lowered").await.len(), 1);
 
+    // A hand ends with its seat: released, the seat's next participant has asked nothing.
+    assert_eq!(
+        participant_post(&s, "/api/my-vm/hand", Some(&bob)).await.0,
+        303
+    );
+    console.until(r#"data-host="vm-2""#, 10).await;
+    s.admin_json(Method::POST, "/api/vms/vm-2/release", Some(json!({})))
+        .await
+        .expect(200);
+    console.until("No hand is raised.", 10).await;
+    let hands = s
+        .admin_json(Method::GET, "/api/hands", None)
+        .await
+        .expect(200);
+    assert_eq!(hands["hands"], json!([]), "{hands}");
+
     // The console's page and its form actions.
     let page = s.get("/admin/hands", crate::helpers::Auth::admin()).await;
     assert_eq!(page.status, 200);
