@@ -54,6 +54,10 @@ pub fn build(app: App) -> Router {
             "/api/desktop/tunnel/{id}/refuse",
             post(agent_desktop::refuse),
         )
+        .route(
+            "/api/desktop/thumbnail",
+            axum::routing::put(agent_desktop::thumbnail),
+        )
         .route("/api/unassigned_vms_count", get(pool::unassigned_count))
         .route("/vm_startup", post(startup::vm_startup))
         .route(
