@@ -193,6 +193,52 @@ pub async fn put(pool: &Pool, host: &str, jpeg: Bytes) -> Result<(), PoolError> 
     }
 }
 
+/// One VM on the wall.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tile {
+    pub vm: Vm,
+    /// The version of its current seat's picture.
+    pub thumbnail: Option<u64>,
+    /// How long its seat has been idle, as of its agent's last heartbeat.
+    pub idle: Option<chrono::Duration>,
+    pub gpu_pct: Option<f64>,
+}
+
+/// Every VM as the wall shows it, by name.
+pub async fn wall(pool: &Pool) -> Result<Vec<Tile>, PoolError> {
+    let vms = pool
+        .store
+        .read(vms::list)
+        .await
+        .map_err(PoolError::store("Failed to read the pool."))?;
+    let now = pool.clock.now();
+    let thumbnails = &pool.desktops.thumbnails;
+    Ok(vms
+        .into_iter()
+        .map(|vm| {
+            let (idle, gpu_pct) = super::idle::activity(pool, &vm, now);
+            Tile {
+                thumbnail: thumbnails.version(&vm),
+                idle,
+                gpu_pct,
+                vm,
+            }
+        })
+        .collect())
+}
+
+/// The picture of `host`'s current seat.
+pub async fn of_seat(pool: &Pool, host: &str) -> Result<Option<Thumbnail>, PoolError> {
+    let h = host.to_owned();
+    let vm = pool
+        .store
+        .read(move |tx| vms::get(tx, &h))
+        .await
+        .map_err(PoolError::store("Failed to read the VM."))?
+        .ok_or(PoolError::VmNotFound)?;
+    Ok(pool.desktops.thumbnails.get(&vm))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,12 @@ pub fn build(app: App) -> Router {
         .route("/admin/runs/{id}", get(admin::run))
         .route("/admin/runs/{id}/events", get(sse::run))
         .route("/admin/events/pool", get(sse::pool))
+        .route("/admin/wall", get(super::pages::wall::page))
+        .route("/admin/wall/events", get(sse::wall))
+        .route(
+            "/admin/wall/{hostname}/thumbnail",
+            get(super::pages::wall::thumbnail),
+        )
         .route("/admin/token", get(admin::token))
         .route("/admin/token/rotate", post(admin::rotate_token))
         .route("/admin/token/mint", post(admin::mint_credential))

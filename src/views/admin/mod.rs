@@ -18,6 +18,7 @@ pub mod sessions;
 pub mod teardown;
 pub mod token;
 pub mod waitlist;
+pub mod wall;
 
 use maud::{DOCTYPE, Markup, html};
 
@@ -32,10 +33,11 @@ pub struct Viewer<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-const NAV: [(&str, &str); 13] = [
+const NAV: [(&str, &str); 14] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
+    ("/admin/wall", "Seat wall"),
     ("/admin/sessions", "Sessions"),
     ("/admin/create", "Launch"),
     ("/admin/scheduled-destruction", "Schedules"),
