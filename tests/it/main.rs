@@ -52,3 +52,4 @@ mod upstream_allocator;
 mod upstream_client;
 mod verify_deploy;
 mod waitlist;
+mod wall;
