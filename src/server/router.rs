@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json};
 use serde_json::json;
 use tracing::Instrument;
@@ -54,10 +54,7 @@ pub fn build(app: App) -> Router {
             "/api/desktop/tunnel/{id}/refuse",
             post(agent_desktop::refuse),
         )
-        .route(
-            "/api/desktop/thumbnail",
-            axum::routing::put(agent_desktop::thumbnail),
-        )
+        .route("/api/desktop/thumbnail", put(agent_desktop::thumbnail))
         .route("/api/unassigned_vms_count", get(pool::unassigned_count))
         .route("/vm_startup", post(startup::vm_startup))
         .route(
