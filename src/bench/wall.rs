@@ -43,7 +43,7 @@ fn busy_desktop(seed: u64) -> Result<Vec<u8>, String> {
         v ^= v >> 33;
         v = v.wrapping_mul(0xff51_afd7_ed55_8ccd);
         v ^= v >> 33;
-        v % 4 == 0 && (x + y / 10 * 37) % 130 < 90
+        v.is_multiple_of(4) && (x + y / 10 * 37) % 130 < 90
     };
     let mut rgb = Vec::with_capacity(w * h * 3);
     for y in 0..h {
