@@ -26,6 +26,8 @@ struct Seat {
     colour: (u8, u8, u8),
     /// Their claim cookie (`name=value`), for their page and desktop.
     cookie: String,
+    /// Their VM's X display, in `Room::displays`.
+    display: usize,
 }
 
 struct Room {
@@ -35,9 +37,9 @@ struct Room {
     console: Client,
     seats: Vec<Seat>,
     agents: Vec<AgentProc>,
-    /// Kept for the rigs' files and the displays' names while the agents run.
+    displays: Vec<Display>,
+    /// Kept for the rigs' files while the agents run.
     _rigs: Vec<Rig>,
-    _displays: Vec<Display>,
 }
 
 const COLOURS: [(u8, u8, u8); 3] = [(204, 51, 51), (51, 170, 85), (40, 90, 200)];
@@ -105,6 +107,7 @@ impl Room {
                 email: email.to_owned(),
                 colour: COLOURS[i],
                 cookie,
+                display: i,
             });
         }
         let driver = start_driver().await;
@@ -116,8 +119,8 @@ impl Room {
             console,
             seats,
             agents,
+            displays,
             _rigs: rigs,
-            _displays: displays,
         }
     }
 
@@ -173,6 +176,36 @@ async fn tile_colours(console: &Client) -> Vec<(String, (u8, u8, u8))> {
 
 /// The wall shows every seat's own colour on its tile, live (the page is not reloaded
 /// while the pictures arrive), and a tile opens the view-only peek.
+/// Waits until every seat's tile shows `want(seat)`; what the tiles showed last.
+async fn wait_tiles(
+    room: &Room,
+    want: impl Fn(&Seat) -> (u8, u8, u8),
+) -> Vec<(String, (u8, u8, u8))> {
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        last = tile_colours(&room.console).await;
+        let all = room.seats.iter().all(|seat| {
+            last.iter()
+                .any(|(host, colour)| *host == seat.host && close_to(*colour, want(seat)))
+        });
+        if all {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for seat in &room.seats {
+        let shown = last.iter().find(|(host, _)| *host == seat.host);
+        assert!(
+            shown.is_some_and(|(_, c)| close_to(*c, want(seat))),
+            "{}'s tile ({}) shows {shown:?}, not {:?}; all: {last:?}",
+            seat.host,
+            seat.email,
+            want(seat)
+        );
+    }
+    last
+}
+
 async fn the_wall_shows_each_seat_in_its_colour(room: &Room) {
     let console = &room.console;
     // Each participant's own page names the seat the wall shows for them.
@@ -187,33 +220,34 @@ async fn the_wall_shows_each_seat_in_its_colour(room: &Room) {
         .await
         .expect("open the wall");
     wait_css(console, "#wall .tile").await;
-    let mut last = Vec::new();
-    for _ in 0..300 {
-        last = tile_colours(console).await;
-        let all = room.seats.iter().all(|seat| {
-            last.iter()
-                .any(|(host, colour)| *host == seat.host && close_to(*colour, seat.colour))
-        });
-        if all {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for seat in &room.seats {
-        let shown = last.iter().find(|(host, _)| *host == seat.host);
-        assert!(
-            shown.is_some_and(|(_, c)| close_to(*c, seat.colour)),
-            "{}'s tile ({}) shows {shown:?}, not {:?}; all: {last:?}",
-            seat.host,
-            seat.email,
-            seat.colour
-        );
-    }
+    wait_tiles(room, |seat| seat.colour).await;
     let text = console.source().await.expect("page source");
     for seat in &room.seats {
         assert!(text.contains(&seat.email), "{} not on the wall", seat.email);
     }
     shoot(console, "seat-wall").await;
+
+    // A desktop that changes is on the wall within seconds, without a reload.
+    console
+        .execute("window.__wall_marker = 7; return true;", vec![])
+        .await
+        .expect("mark the page");
+    let yellow = (230, 200, 40);
+    let changed = &room.seats[2];
+    room.displays[changed.display].paint(yellow).await;
+    wait_tiles(room, |seat| {
+        if seat.host == changed.host {
+            yellow
+        } else {
+            seat.colour
+        }
+    })
+    .await;
+    let marker = console
+        .execute("return window.__wall_marker || null;", vec![])
+        .await
+        .expect("read the mark");
+    assert_eq!(marker, serde_json::json!(7), "the wall was reloaded");
 
     // Filtering by a participant leaves their tile alone.
     crate::browser::fill(console, "#wall-filter", &room.seats[1].email).await;
