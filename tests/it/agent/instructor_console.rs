@@ -176,11 +176,8 @@ async fn tile_colours(console: &Client) -> Vec<(String, (u8, u8, u8))> {
 
 /// The wall shows every seat's own colour on its tile, live (the page is not reloaded
 /// while the pictures arrive), and a tile opens the view-only peek.
-/// Waits until every seat's tile shows `want(seat)`; what the tiles showed last.
-async fn wait_tiles(
-    room: &Room,
-    want: impl Fn(&Seat) -> (u8, u8, u8),
-) -> Vec<(String, (u8, u8, u8))> {
+/// Waits until every seat's tile shows `want(seat)`.
+async fn wait_tiles(room: &Room, want: impl Fn(&Seat) -> (u8, u8, u8)) {
     let mut last = Vec::new();
     for _ in 0..300 {
         last = tile_colours(&room.console).await;
@@ -203,7 +200,6 @@ async fn wait_tiles(
             want(seat)
         );
     }
-    last
 }
 
 async fn the_wall_shows_each_seat_in_its_colour(room: &Room) {
