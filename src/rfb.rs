@@ -88,6 +88,16 @@ pub enum RfbError {
     TooManyEncodings(u16),
     #[error("the viewer did not finish the handshake within {0:?}")]
     ViewerTimeout(Duration),
+    #[error(
+        "the VNC server's screen is {0}×{1} pixels; a picture of it takes at most {MAX_SCREEN_PIXELS}"
+    )]
+    ScreenSize(u16, u16),
+    #[error("the VNC server sent a rectangle in encoding {0}; LabLink asked for Raw (0) only")]
+    Encoding(i32),
+    #[error("the VNC server sent a rectangle outside its {0}×{1} screen")]
+    OutsideScreen(u16, u16),
+    #[error("the VNC server sent message type {0}, which LabLink does not read")]
+    ServerMessage(u8),
     #[error("VNC connection: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -598,6 +608,122 @@ impl ViewOnly {
         self.held = filled - at;
         Ok(())
     }
+}
+
+/// The largest screen `capture` takes a picture of (8K), so a broken server cannot make the
+/// agent allocate gigabytes.
+pub const MAX_SCREEN_PIXELS: usize = 7680 * 4320;
+
+/// A picture: 3 bytes (red, green, blue) per pixel, row after row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screen {
+    pub width: u16,
+    pub height: u16,
+    pub rgb: Vec<u8>,
+}
+
+/// After `authenticate`: a picture of the server's whole screen. Sends ClientInit (shared,
+/// so no viewer is disconnected), asks for 32-bit true colour in Raw encoding and one full
+/// (not incremental) update, and reads it; bells, clipboard and colour-map messages that
+/// arrive first are skipped.
+pub async fn capture<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &mut S,
+) -> Result<Screen, RfbError> {
+    server.write_all(&[1]).await?;
+    server.flush().await?;
+    let mut init = [0; 24];
+    read_exact(server, &mut init, Peer::Server).await?;
+    let width = u16::from_be_bytes([init[0], init[1]]);
+    let height = u16::from_be_bytes([init[2], init[3]]);
+    let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]);
+    skip(server, name_len).await?;
+    let pixels = usize::from(width) * usize::from(height);
+    if pixels == 0 || pixels > MAX_SCREEN_PIXELS {
+        return Err(RfbError::ScreenSize(width, height));
+    }
+
+    let mut ask = Vec::with_capacity(38);
+    // SetPixelFormat: 32 bits per pixel, depth 24, little-endian, true colour, 8 bits per
+    // channel at shifts 16 (red), 8 (green) and 0 (blue): each pixel arrives as B, G, R, x.
+    ask.extend_from_slice(&[
+        0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0,
+    ]);
+    // SetEncodings: Raw only.
+    ask.extend_from_slice(&[2, 0, 0, 1, 0, 0, 0, 0]);
+    // FramebufferUpdateRequest: not incremental, the whole screen.
+    ask.extend_from_slice(&[3, 0, 0, 0, 0, 0]);
+    ask.extend_from_slice(&width.to_be_bytes());
+    ask.extend_from_slice(&height.to_be_bytes());
+    server.write_all(&ask).await?;
+    server.flush().await?;
+
+    let mut rgb = vec![0; pixels * 3];
+    loop {
+        match read_u8(server, Peer::Server).await? {
+            0 => break,
+            // SetColourMapEntries: padding, first colour, count, then 6 bytes per colour.
+            1 => {
+                let mut head = [0; 5];
+                read_exact(server, &mut head, Peer::Server).await?;
+                skip(
+                    server,
+                    6 * u32::from(u16::from_be_bytes([head[3], head[4]])),
+                )
+                .await?;
+            }
+            // Bell.
+            2 => {}
+            // ServerCutText: padding, then a length and the text.
+            3 => {
+                let mut pad = [0; 3];
+                read_exact(server, &mut pad, Peer::Server).await?;
+                let len = read_u32(server, Peer::Server).await?;
+                if len > MAX_CUT_TEXT {
+                    return Err(RfbError::CutTextTooLong(len));
+                }
+                skip(server, len).await?;
+            }
+            other => return Err(RfbError::ServerMessage(other)),
+        }
+    }
+    let mut head = [0; 3];
+    read_exact(server, &mut head, Peer::Server).await?;
+    let rects = u16::from_be_bytes([head[1], head[2]]);
+    let mut row = Vec::new();
+    for _ in 0..rects {
+        let mut rect = [0; 12];
+        read_exact(server, &mut rect, Peer::Server).await?;
+        let at = |i: usize| usize::from(u16::from_be_bytes([rect[i], rect[i + 1]]));
+        let (x, y, w, h) = (at(0), at(2), at(4), at(6));
+        let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
+        if encoding != 0 {
+            return Err(RfbError::Encoding(encoding));
+        }
+        if x + w > usize::from(width) || y + h > usize::from(height) {
+            return Err(RfbError::OutsideScreen(width, height));
+        }
+        row.resize(w * 4, 0);
+        for line in y..y + h {
+            read_exact(server, &mut row, Peer::Server).await?;
+            let start = (line * usize::from(width) + x) * 3;
+            for (to, from) in rgb[start..start + w * 3]
+                .chunks_exact_mut(3)
+                .zip(row.chunks_exact(4))
+            {
+                to.copy_from_slice(&[from[2], from[1], from[0]]);
+            }
+        }
+    }
+    Ok(Screen { width, height, rgb })
+}
+
+/// Reads and drops `len` bytes.
+async fn skip<R: AsyncRead + Unpin>(from: &mut R, len: u32) -> Result<(), RfbError> {
+    let skipped = tokio::io::copy(&mut from.take(u64::from(len)), &mut tokio::io::sink()).await?;
+    if skipped < u64::from(len) {
+        return Err(RfbError::Closed(Peer::Server));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1122,6 +1248,130 @@ mod tests {
         assert!(
             matches!(ended, Err(RfbError::ViewerTimeout(l)) if l == limit),
             "{ended:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    fn server_init(width: u16, height: u16) -> Vec<u8> {
+        let mut init = Vec::new();
+        init.extend_from_slice(&width.to_be_bytes());
+        init.extend_from_slice(&height.to_be_bytes());
+        // The server's own pixel format, which the client replaces.
+        init.extend_from_slice(&[16, 16, 1, 1, 0, 31, 0, 63, 0, 31, 11, 5, 0, 0, 0, 0]);
+        init.extend_from_slice(&4u32.to_be_bytes());
+        init.extend_from_slice(b"seat");
+        init
+    }
+
+    fn rect(x: u16, y: u16, w: u16, h: u16, encoding: i32, pixel: [u8; 4]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in [x, y, w, h] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&encoding.to_be_bytes());
+        if encoding == 0 {
+            for _ in 0..usize::from(w) * usize::from(h) {
+                out.extend_from_slice(&pixel);
+            }
+        }
+        out
+    }
+
+    /// Runs `capture` against a server that sends `script` after reading the client's
+    /// ClientInit and requests; returns what the client sent and what it made of it.
+    async fn against(script: Vec<u8>) -> (Vec<u8>, Result<Screen, RfbError>) {
+        let (mut client, mut server) = duplex(1 << 16);
+        let serving = tokio::spawn(async move {
+            let mut init = [0; 1];
+            server.read_exact(&mut init).await.expect("client init");
+            server.write_all(&script).await.expect("script");
+            let mut asked = vec![0; 38];
+            // A client that failed early sends nothing more.
+            let read = server.read_exact(&mut asked).await.map(|_| ()).ok();
+            asked.insert(0, init[0]);
+            (asked, read)
+        });
+        let screen = capture(&mut client).await;
+        drop(client);
+        let (asked, _) = serving.await.expect("server");
+        (asked, screen)
+    }
+
+    #[tokio::test]
+    async fn a_full_update_in_raw_becomes_the_screen_in_rgb() {
+        let mut script = server_init(4, 2);
+        script.push(2); // a bell first
+        script.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']); // clipboard text
+        script.extend_from_slice(&[0, 0, 0, 2]);
+        // Left half blue-ish, right half red-ish (B, G, R, x).
+        script.extend(rect(0, 0, 2, 2, 0, [200, 20, 10, 0]));
+        script.extend(rect(2, 0, 2, 2, 0, [5, 30, 250, 0]));
+        let (asked, screen) = against(script).await;
+        let screen = screen.expect("screen");
+        assert_eq!((screen.width, screen.height), (4, 2));
+        let left = [10, 20, 200];
+        let right = [250, 30, 5];
+        let row: Vec<u8> = [left, left, right, right].concat();
+        assert_eq!(screen.rgb, [row.clone(), row].concat());
+        assert_eq!(asked[0], 1, "shared ClientInit");
+        assert_eq!(&asked[1..5], &[0, 0, 0, 0], "SetPixelFormat");
+        assert_eq!(asked[5], 32, "32 bits per pixel");
+        assert_eq!(&asked[21..29], &[2, 0, 0, 1, 0, 0, 0, 0], "Raw only");
+        assert_eq!(
+            &asked[29..39],
+            &[3, 0, 0, 0, 0, 0, 0, 4, 0, 2],
+            "the whole screen"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_encoding_is_refused() {
+        let mut script = server_init(2, 2);
+        script.extend_from_slice(&[0, 0, 0, 1]);
+        script.extend(rect(0, 0, 2, 2, 7, [0; 4]));
+        let (_, screen) = against(script).await;
+        assert!(matches!(screen, Err(RfbError::Encoding(7))), "{screen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_rectangle_outside_the_screen_is_refused() {
+        let mut script = server_init(2, 2);
+        script.extend_from_slice(&[0, 0, 0, 1]);
+        script.extend(rect(1, 1, 2, 2, 0, [0; 4]));
+        let (_, screen) = against(script).await;
+        assert!(
+            matches!(screen, Err(RfbError::OutsideScreen(2, 2))),
+            "{screen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_or_huge_screen_is_refused() {
+        for (w, h) in [(0, 10), (u16::MAX, u16::MAX)] {
+            let (_, screen) = against(server_init(w, h)).await;
+            assert!(
+                matches!(screen, Err(RfbError::ScreenSize(a, b)) if (a, b) == (w, h)),
+                "{screen:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_mid_update_is_an_error() {
+        let mut script = server_init(2, 2);
+        script.extend_from_slice(&[0, 0, 0, 1]);
+        let mut cut = rect(0, 0, 2, 2, 0, [1, 2, 3, 0]);
+        cut.truncate(cut.len() - 3);
+        script.extend(cut);
+        let (_, screen) = against(script).await;
+        assert!(
+            matches!(screen, Err(RfbError::Closed(Peer::Server))),
+            "{screen:?}"
         );
     }
 }

@@ -305,6 +305,33 @@ impl Allocator {
         .await
     }
 
+    /// Sends the latest picture of the desktop; how many seconds until the next one, as the
+    /// allocator wants it.
+    pub async fn put_thumbnail(&self, jpeg: Vec<u8>) -> Result<Option<u64>, CallError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            thumbnail_seconds: Option<u64>,
+        }
+        let url = format!("{}/api/desktop/thumbnail", self.base);
+        let mut req = self.http.put(url);
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        let resp = self
+            .send(
+                req.query(&[("hostname", &self.vm_name)])
+                    .header(reqwest::header::CONTENT_TYPE, "image/jpeg")
+                    .timeout(CALL_TIMEOUT)
+                    .body(jpeg),
+            )
+            .await?;
+        Ok(resp
+            .json::<Answer>()
+            .await
+            .ok()
+            .and_then(|a| a.thumbnail_seconds))
+    }
+
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.get(format!("{}{path}", self.base));
         if self.token.is_empty() {

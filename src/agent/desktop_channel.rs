@@ -202,7 +202,7 @@ async fn serve_stream(
 }
 
 /// The local VNC server, authenticated with the seat's password.
-async fn connect(vnc: &dyn DesktopSource) -> Result<tokio::net::TcpStream, String> {
+pub(super) async fn connect(vnc: &dyn DesktopSource) -> Result<tokio::net::TcpStream, String> {
     let endpoint = vnc.endpoint()?;
     let mut server = tokio::net::TcpStream::connect(("127.0.0.1", endpoint.port))
         .await

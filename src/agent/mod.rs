@@ -17,6 +17,7 @@ pub mod reset;
 pub mod retry;
 pub mod setup;
 pub mod subscribe;
+pub mod thumbnail;
 pub mod vnc;
 
 use std::path::PathBuf;
@@ -191,6 +192,7 @@ async fn agent(
             open.clone(),
             cancel.clone(),
         ));
+        tasks.spawn(thumbnail::run(alloc.clone(), vnc.clone(), cancel.clone()));
     }
     let desktop = Desktop {
         start_host: args.start_host.clone(),

@@ -4,7 +4,8 @@
 //! latency percentiles, claim→wake latency, the RSS cost of parked long-polls, and on
 //! allocators of their own the heartbeat load of a large fleet (requests/s, the allocator's
 //! CPU share), how soon a frozen agent is noticed, and the browser desktop relay
-//! (throughput and latency against a direct VNC connection, memory and idle CPU per stream).
+//! (throughput and latency against a direct VNC connection, memory and idle CPU per stream),
+//! and the seat wall with a room of agents sending thumbnails (CPU, memory, bandwidth).
 //! The run itself asserts no threshold: it measures. `--json` gives every figure as one
 //! document, and `--compare` holds them against a baseline's tolerances (the gate CI runs).
 
@@ -14,6 +15,7 @@ mod gate;
 mod heartbeat;
 mod longpoll;
 mod report;
+mod wall;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,9 +70,16 @@ pub struct BenchArgs {
     /// on a VM of its own (0 skips the desktop relay phase).
     #[arg(long, default_value_t = 200)]
     pub desktop_streams: usize,
+    /// Browser seats whose simulated agents send a thumbnail every 5 s while one console
+    /// watches the seat wall (0 skips the phase).
+    #[arg(long, default_value_t = 200)]
+    pub wall_seats: usize,
+    /// Seconds the seat wall phase is measured.
+    #[arg(long, default_value_t = 30)]
+    pub wall_run: u64,
     /// The short profile CI runs (well under 90 s): 3 s phases, 100,000 VMs, 5,000 parked
-    /// long-polls, 50 wakes, no heartbeat, frozen-agent or desktop phase.
-    #[arg(long, conflicts_with_all = ["seconds", "pool", "parked", "wakes", "heartbeat_vms", "frozen", "desktop_streams"])]
+    /// long-polls, 50 wakes, no heartbeat, frozen-agent, desktop or seat wall phase.
+    #[arg(long, conflicts_with_all = ["seconds", "pool", "parked", "wakes", "heartbeat_vms", "frozen", "desktop_streams", "wall_seats"])]
     pub smoke: bool,
     /// Print one JSON document with every figure, the settings and the machine on stdout
     /// (the report's lines go to stderr).
@@ -94,6 +103,7 @@ impl BenchArgs {
             self.heartbeat_vms = 0;
             self.frozen = 0;
             self.desktop_streams = 0;
+            self.wall_seats = 0;
         }
         self
     }
@@ -501,6 +511,16 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path, record: &Record) -> Re
         ];
         let (server, _) = start_server(exe, &dir.join("desktop"), &env, None).await?;
         desktop::relay(&server, args.desktop_streams, phase, record).await?;
+        server.stop().await?;
+    }
+    if args.wall_seats > 0 {
+        let env = [
+            ("LABLINK_DESKTOP_MODE", "browser"),
+            ("LABLINK_SERVER_STALE_AFTER_HEARTBEATS", "20"),
+        ];
+        let (server, _) = start_server(exe, &dir.join("wall"), &env, None).await?;
+        let run = Duration::from_secs(args.wall_run);
+        wall::load(&server, args.wall_seats, run, record).await?;
         server.stop().await?;
     }
     Ok(())

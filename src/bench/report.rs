@@ -66,6 +66,8 @@ pub struct Settings {
     pub heartbeat_run: u64,
     pub frozen: usize,
     pub desktop_streams: usize,
+    pub wall_seats: usize,
+    pub wall_run: u64,
 }
 
 impl Settings {
@@ -81,6 +83,8 @@ impl Settings {
             heartbeat_run: args.heartbeat_run,
             frozen: args.frozen,
             desktop_streams: args.desktop_streams,
+            wall_seats: args.wall_seats,
+            wall_run: args.wall_run,
         }
     }
 }

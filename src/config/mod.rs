@@ -319,6 +319,10 @@ settings! {
         mode: String = "crd", one_of(&["crd", "browser", "both"]);
         /// How long opening a browser desktop waits for the VM's agent to answer.
         open_timeout_seconds: u64 = 20, range(1, 300);
+        /// Seconds between two pictures of a browser seat's desktop for the seat wall
+        /// (`/admin/wall`); an agent sends one only when its desktop changed, or once a
+        /// minute (the agents are told in the answer to each picture).
+        thumbnail_seconds: u64 = 5, range(1, 3600);
     }
 }
 

@@ -65,6 +65,8 @@ impl Viewer {
 #[derive(Default)]
 pub struct Desktops {
     inner: Mutex<Inner>,
+    /// The seat wall's latest picture of each seat, dropped with its streams by `cut`.
+    pub thumbnails: super::thumbnails::Thumbnails,
 }
 
 #[derive(Default)]
@@ -410,8 +412,10 @@ impl Desktops {
             .subscribe()
     }
 
-    /// Ends every stream of `host`, open or opening (its seat changed hands).
+    /// Ends every stream of `host`, open or opening, and drops its thumbnail (its seat
+    /// changed hands, or the VM went).
     pub fn cut(&self, host: &str) {
+        self.thumbnails.forget(host);
         let mut inner = self.lock();
         if let Some(seat) = inner.seats.get_mut(host) {
             seat.cut.cancel();

@@ -129,6 +129,22 @@ pub fn warning(pool: &Pool, vm: &Vm) -> Option<DateTime<Utc>> {
         .flatten()
 }
 
+/// Since when `vm`'s seat has been idle (as of its last heartbeat; `None` while in use or
+/// not heard from yet in this seat) and its GPU's latest utilisation.
+pub fn activity(pool: &Pool, vm: &Vm, now: DateTime<Utc>) -> (Option<Duration>, Option<f64>) {
+    let Some(held) = vm.assignment.as_ref() else {
+        return (None, None);
+    };
+    let seats = pool.idle.lock();
+    match seats.get(&vm.hostname) {
+        Some(seat) if seat.email == held.email && seat.assigned_at == held.assigned_at => {
+            let idle = now - seat.active_at;
+            ((idle > Duration::zero()).then_some(idle), seat.gpu_pct)
+        }
+        _ => (None, None),
+    }
+}
+
 /// A seat idle long enough to be released.
 struct Due {
     host: String,

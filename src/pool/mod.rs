@@ -26,6 +26,7 @@ pub mod report;
 pub mod rescue;
 pub mod schedules;
 pub mod seats;
+pub mod thumbnails;
 pub mod usage;
 pub mod waiters;
 pub mod waitlist;

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json};
 use serde_json::json;
 use tracing::Instrument;
@@ -54,6 +54,7 @@ pub fn build(app: App) -> Router {
             "/api/desktop/tunnel/{id}/refuse",
             post(agent_desktop::refuse),
         )
+        .route("/api/desktop/thumbnail", put(agent_desktop::thumbnail))
         .route("/api/unassigned_vms_count", get(pool::unassigned_count))
         .route("/vm_startup", post(startup::vm_startup))
         .route(
@@ -134,6 +135,12 @@ pub fn build(app: App) -> Router {
         .route("/admin/runs/{id}", get(admin::run))
         .route("/admin/runs/{id}/events", get(sse::run))
         .route("/admin/events/pool", get(sse::pool))
+        .route("/admin/wall", get(super::pages::wall::page))
+        .route("/admin/wall/events", get(sse::wall))
+        .route(
+            "/admin/wall/{hostname}/thumbnail",
+            get(super::pages::wall::thumbnail),
+        )
         .route("/admin/token", get(admin::token))
         .route("/admin/token/rotate", post(admin::rotate_token))
         .route("/admin/token/mint", post(admin::mint_credential))

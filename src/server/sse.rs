@@ -1,10 +1,11 @@
-//! Server-sent events for the admin console: the pool, a run's output, a VM's logs and
-//! the raised hands.
+//! Server-sent events for the admin console: the pool, the seat wall, a run's output, a
+//! VM's logs and the raised hands.
 //!
 //! Each stream is fed by a task that waits on the store's commit counter (not a timer),
 //! re-reads what it shows, and sends only what changed. The task ends when the browser
 //! goes away or the allocator shuts down.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use crate::logging::ring;
 use crate::model::Counts;
 use crate::model::log_errors::ErrorFilter;
 use crate::model::validate_hostname;
-use crate::pool::usage;
+use crate::pool::{thumbnails, usage};
 use crate::server::api::allocator_log::level_and_limit;
 use crate::server::api::logs::parse_errors_only;
 use crate::server::api::{ApiPath, ApiQuery};
@@ -32,11 +33,15 @@ use crate::views::admin::hands as hands_view;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
 use crate::views::admin::runs::{lines_fragment, progress, summary};
 use crate::views::admin::sessions::rows as session_rows;
+use crate::views::admin::wall as wall_view;
 
 /// Changes closer together than this are sent as one update.
 const SETTLE: Duration = Duration::from_millis(200);
 /// A stream with nothing to send still checks this often that its session lives.
 const RECHECK: Duration = Duration::from_secs(30);
+/// The wall's pictures arrive all the time (200 seats every 5 s): it looks again at most
+/// this often, sending what changed meanwhile together.
+const WALL_SETTLE: Duration = Duration::from_secs(1);
 /// Most output lines (or log bytes) one event carries.
 const LINES_PER_EVENT: u64 = 2_000;
 const LOG_BYTES_PER_EVENT: usize = 256 * 1024;
@@ -185,6 +190,66 @@ pub async fn pool(
                 }
             }
             if !next_change(&app, &mut changes, &tx, &signed_in).await {
+                return;
+            }
+        }
+    });
+    respond(rx)
+}
+
+/// `GET /admin/wall/events`: `tile-<hostname>` with a tile's content when it changed (a new
+/// picture, status, participant, GPU, idle time), `grid` with every tile when VMs came or
+/// went. Looks again after a commit, a picture arriving or going, or `RECHECK` (idle time).
+pub async fn wall(State(app): State<App>, staff: Staff) -> EventStream {
+    let signed_in = SignedIn::of(&staff);
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut changes = app.store.changes();
+        let mut pictures = app.desktops.thumbnails.changes();
+        let mut hands = app.hands.subscribe();
+        // What the page shows now: the hosts in order, and each tile's content.
+        let mut shown: Option<(Vec<String>, HashMap<String, String>)> = None;
+        loop {
+            let tiles = match thumbnails::wall(&app).await {
+                Ok(tiles) => tiles,
+                Err(e) => {
+                    tracing::error!(error = ?e, "live wall: cannot read the pool");
+                    return;
+                }
+            };
+            let hosts: Vec<String> = tiles.iter().map(|t| t.vm.hostname.clone()).collect();
+            let fresh: HashMap<String, String> = tiles
+                .iter()
+                .map(|t| (t.vm.hostname.clone(), wall_view::tile(t).into_string()))
+                .collect();
+            let events: Vec<Event> = match &shown {
+                Some((was, sent)) if *was == hosts => hosts
+                    .iter()
+                    .filter(|h| sent.get(*h) != fresh.get(*h))
+                    .map(|h| html_event(&format!("tile-{h}"), &fresh[h]))
+                    .collect(),
+                // On (re)connecting the whole grid: the page may be older than the stream.
+                _ => vec![html_event("grid", &wall_view::grid(&tiles).into_string())],
+            };
+            for event in events {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            shown = Some((hosts, fresh));
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                changed = pictures.changed() => if changed.is_err() { return },
+                changed = hands.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(RECHECK) => {}
+                () = tx.closed() => return,
+                () = app.shutdown.cancelled() => return,
+            }
+            tokio::time::sleep(WALL_SETTLE).await;
+            changes.borrow_and_update();
+            pictures.borrow_and_update();
+            hands.borrow_and_update();
+            if !signed_in.still(&app).await {
                 return;
             }
         }

@@ -38,6 +38,10 @@ async fn every_bench_phase_runs_and_reports() {
         "10",
         "--desktop-streams",
         "5",
+        "--wall-seats",
+        "10",
+        "--wall-run",
+        "2",
     ])
     .await;
     let stdout = succeeded(&out);
@@ -81,6 +85,8 @@ async fn every_bench_phase_runs_and_reports() {
         "{stdout}"
     );
     assert!(line("idle desktop streams").contains("5 open"), "{stdout}");
+    assert!(line("seat wall").contains("10 seats"), "{stdout}");
+    assert!(line("seat wall bandwidth").contains("errors 0"), "{stdout}");
 }
 
 /// A small run with `--json --compare`: the document holds the figures the gate reads,
@@ -93,7 +99,7 @@ async fn json_document_and_a_failed_comparison() {
     let settings = serde_json::json!({
         "clients": 4, "seconds": 1, "pool": 300, "parked": 50, "wakes": 10,
         "heartbeat_vms": 0, "heartbeat_every": 15, "heartbeat_run": 30, "frozen": 0,
-        "desktop_streams": 0
+        "desktop_streams": 0, "wall_seats": 0, "wall_run": 30
     });
     let document = serde_json::json!({
         "context": {"taken": "2026-12-07T00:00:00Z", "cores": 2, "load_average": null,
@@ -113,6 +119,8 @@ async fn json_document_and_a_failed_comparison() {
         "--frozen",
         "0",
         "--desktop-streams",
+        "0",
+        "--wall-seats",
         "0",
         "--json",
         "--compare",

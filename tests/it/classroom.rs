@@ -66,18 +66,10 @@ impl Events {
 }
 
 /// A browser that does not follow redirects (the forms answer 303).
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
 
 /// The participant's form post to `path`: its status and body.
 async fn participant_post(s: &TestServer, path: &str, cookie: Option<&str>) -> (u16, String) {
-    let mut request = no_redirects()
+    let mut request = crate::helpers::no_redirects()
         .post(s.url(path))
         .form(&[("back", "/desktop")]);
     if let Some(cookie) = cookie {
@@ -114,7 +106,7 @@ async fn a_raised_hand_is_queued_taken_and_done_live_and_audited() {
     let (status, body) = participant_post(&s, "/api/my-vm/hand", None).await;
     assert_eq!(status, 403);
     assert!(body.contains("holds no seat"), "{body}");
-    let cross = no_redirects()
+    let cross = crate::helpers::no_redirects()
         .post(s.url("/api/my-vm/hand"))
         .header("cookie", &ada)
         .header("sec-fetch-site", "cross-site")

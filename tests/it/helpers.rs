@@ -99,6 +99,16 @@ pub fn free_port() -> u16 {
 }
 
 /// A client that never goes through a proxy and never waits forever.
+/// A client that reports redirects instead of following them (forms answer 303).
+pub fn no_redirects() -> Client {
+    Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("client")
+}
+
 pub fn client() -> Client {
     Client::builder()
         .no_proxy()

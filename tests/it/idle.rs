@@ -55,18 +55,9 @@ fn release_at(seat: &Value) -> Option<DateTime<Utc>> {
         .map(|t| t.parse().expect("release_at is a time"))
 }
 
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(crate::helpers::REQUEST_TIMEOUT)
-        .build()
-        .expect("client")
-}
-
 /// "I'm still here", as the seat page's form posts it (`origin`: the Origin header sent).
 async fn still_here(s: &TestServer, cookie: &str, origin: &str) -> reqwest::StatusCode {
-    no_redirects()
+    crate::helpers::no_redirects()
         .post(s.url("/api/my-vm/active"))
         .header(reqwest::header::COOKIE, cookie)
         .header(reqwest::header::ORIGIN, origin)
@@ -92,7 +83,7 @@ async fn claim(s: &TestServer, email: &str) -> (String, String) {
 /// Joins the queue from a fresh browser; its cookie.
 async fn queue(s: &TestServer, email: &str) -> String {
     let command = crd_command(&code(email));
-    let r = no_redirects()
+    let r = crate::helpers::no_redirects()
         .post(s.url("/api/waitlist/join"))
         .form(&[("email", email), ("crd_command", command.as_str())])
         .send()

@@ -54,3 +54,4 @@ mod upstream_allocator;
 mod upstream_client;
 mod verify_deploy;
 mod waitlist;
+mod wall;

@@ -4,19 +4,10 @@
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::{Client, StatusCode, redirect};
+use reqwest::{Client, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, Auth, TestServer, read_events_until, within};
-
-fn no_redirects() -> Client {
-    Client::builder()
-        .no_proxy()
-        .redirect(redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
 
 /// A signed-in browser: its session cookie and the page's CSRF token.
 pub(crate) struct Console {
@@ -51,7 +42,7 @@ async fn login(s: &TestServer, password: &str) -> reqwest::Response {
 }
 
 pub(crate) async fn login_as(s: &TestServer, user: &str, password: &str) -> reqwest::Response {
-    no_redirects()
+    crate::helpers::no_redirects()
         .post(s.url("/admin/login"))
         .form(&[
             ("username", user),
@@ -85,7 +76,7 @@ impl Console {
         assert!(set.contains("SameSite=Strict"), "{set}");
         assert!(set.contains("Max-Age=43200"), "{set}");
         let mut console = Console {
-            http: no_redirects(),
+            http: crate::helpers::no_redirects(),
             base: s.base.clone(),
             cookie: session_cookie(&answer).expect("cookie"),
             csrf: String::new(),
@@ -122,7 +113,7 @@ async fn browsers_sign_in_and_forms_need_the_session_token() {
     let s = TestServer::start().await;
     within(60, "test", async {
         // Not signed in: a browser is sent to the form, a script gets upstream's challenge.
-        let page = no_redirects()
+        let page = crate::helpers::no_redirects()
             .get(s.url("/admin/instances"))
             .header(ACCEPT, "text/html")
             .send()
@@ -137,7 +128,7 @@ async fn browsers_sign_in_and_forms_need_the_session_token() {
 
         let console = Console::sign_in(&s).await;
         // Signing in again from the same browser gives a new session id; the old one ends.
-        let again = no_redirects()
+        let again = crate::helpers::no_redirects()
             .post(s.url("/admin/login"))
             .header(COOKIE, &console.cookie)
             .form(&[("username", ADMIN_USER), ("password", ADMIN_PASSWORD)])
@@ -193,7 +184,7 @@ async fn browsers_sign_in_and_forms_need_the_session_token() {
         // every request.
         let cookie = session_cookie(&login(&s, ADMIN_PASSWORD).await).expect("cookie");
         let fresh = Console {
-            http: no_redirects(),
+            http: crate::helpers::no_redirects(),
             base: s.base.clone(),
             cookie,
             csrf: String::new(),
@@ -262,7 +253,7 @@ async fn failed_sign_ins_are_limited_per_address() {
         let via_proxy = |client: &'static str, password: &'static str| {
             let s = &s;
             async move {
-                no_redirects()
+                crate::helpers::no_redirects()
                     .post(s.url("/admin/login"))
                     .header("x-forwarded-for", client)
                     .form(&[("username", ADMIN_USER), ("password", password)])
@@ -293,7 +284,7 @@ async fn failed_sign_ins_are_limited_per_address() {
 #[tokio::test]
 async fn a_login_form_posted_from_another_site_is_refused() {
     let s = TestServer::start().await;
-    let answer = no_redirects()
+    let answer = crate::helpers::no_redirects()
         .post(s.url("/admin/login"))
         .header("sec-fetch-site", "cross-site")
         .form(&[("username", ADMIN_USER), ("password", ADMIN_PASSWORD)])

@@ -18,15 +18,6 @@ struct Joined {
     html: String,
 }
 
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(crate::helpers::REQUEST_TIMEOUT)
-        .build()
-        .expect("client")
-}
-
 fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
     response
         .headers()
@@ -38,7 +29,7 @@ fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Op
 /// Posts the join form as the landing page's offer does; `cookie`: the browser's claim
 /// cookie, if it has one.
 async fn join_with(s: &TestServer, fields: &[(&str, &str)], cookie: Option<&str>) -> Joined {
-    let mut req = no_redirects()
+    let mut req = crate::helpers::no_redirects()
         .post(s.url("/api/waitlist/join"))
         .form(fields);
     if let Some(cookie) = cookie {
@@ -327,7 +318,7 @@ async fn one_place_per_email_a_bounded_queue_and_leaving_it() {
 
         // Leaving needs this browser's proof; then the place is free and the cookie gone.
         let email = bob.split_once('.').expect("token.email").1;
-        let forged = no_redirects()
+        let forged = crate::helpers::no_redirects()
             .post(s.url("/api/waitlist/leave"))
             .header(
                 reqwest::header::COOKIE,
@@ -337,7 +328,7 @@ async fn one_place_per_email_a_bounded_queue_and_leaving_it() {
             .await
             .expect("POST");
         assert_eq!(forged.status(), StatusCode::FORBIDDEN);
-        let cross_site = no_redirects()
+        let cross_site = crate::helpers::no_redirects()
             .post(s.url("/api/waitlist/leave"))
             .header(reqwest::header::COOKIE, bob.as_str())
             .header("sec-fetch-site", "cross-site")
@@ -346,7 +337,7 @@ async fn one_place_per_email_a_bounded_queue_and_leaving_it() {
             .expect("POST");
         assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
         // Another site's page cannot queue a browser either.
-        let queued_from_elsewhere = no_redirects()
+        let queued_from_elsewhere = crate::helpers::no_redirects()
             .post(s.url("/api/waitlist/join"))
             .header("sec-fetch-site", "cross-site")
             .form(&[
@@ -357,7 +348,7 @@ async fn one_place_per_email_a_bounded_queue_and_leaving_it() {
             .await
             .expect("POST");
         assert_eq!(queued_from_elsewhere.status(), StatusCode::FORBIDDEN);
-        let left = no_redirects()
+        let left = crate::helpers::no_redirects()
             .post(s.url("/api/waitlist/leave"))
             .header(reqwest::header::COOKIE, bob.as_str())
             .send()
@@ -577,7 +568,7 @@ async fn the_queue_in_real_browsers() {
 
 /// The admin page's "remove" button for `email`.
 async fn remove_from_queue(s: &TestServer, email: &str) -> reqwest::Response {
-    no_redirects()
+    crate::helpers::no_redirects()
         .post(s.url("/admin/waitlist/remove"))
         .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
         .form(&[("email", email)])

@@ -2,7 +2,8 @@
 //! connection, on which it is told (one JSON object per line) to open a stream.
 //! `GET /api/desktop/tunnel/{id}` (HTTP upgrade to `lablink-rfb`): the agent dials back and
 //! the connection becomes that stream's bytes. `POST /api/desktop/tunnel/{id}/refuse`: the
-//! agent cannot open it, and says why.
+//! agent cannot open it, and says why. `PUT /api/desktop/thumbnail`: the agent's latest
+//! picture of its desktop, for the seat wall.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use serde::Deserialize;
 
 use super::{ApiPath, ApiQuery, required_hostname};
 use crate::error::ApiError;
+use crate::pool::thumbnails;
 use crate::server::auth::Agent;
 use crate::server::body::JsonBody;
 use crate::server::state::App;
@@ -161,4 +163,46 @@ pub async fn refuse(
             "No desktop stream with this id is waiting for this VM.".into(),
         ))
     }
+}
+
+/// `PUT /api/desktop/thumbnail?hostname=…` (body: a JPEG, `Content-Type: image/jpeg`, at
+/// most `thumbnails::MAX_BYTES_PER_SEAT`): kept as the seat's picture on the wall. The
+/// answer tells the agent how often to send (`desktop.thumbnail_seconds`).
+pub async fn thumbnail(
+    State(app): State<App>,
+    agent: Agent,
+    ApiQuery(named): ApiQuery<Named>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let host = required_hostname(named.hostname, "hostname is required.")?;
+    agent.acts_as_itself(&host)?;
+    let jpeg = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("image/jpeg"));
+    if !jpeg {
+        return Err(ApiError::UnsupportedMediaType(
+            "Send the thumbnail with Content-Type: image/jpeg.".into(),
+        ));
+    }
+    let limit = thumbnails::MAX_BYTES_PER_SEAT;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::bad_request(format!("Could not read the thumbnail: {e}"))
+        }
+    })?;
+    // Every JPEG starts with a start-of-image marker and a segment marker.
+    if !bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        return Err(ApiError::bad_request(
+            "The body is not a JPEG (it must start with FF D8 FF).",
+        ));
+    }
+    thumbnails::put(&app, &host, bytes).await?;
+    Ok(axum::Json(serde_json::json!({
+        "thumbnail_seconds": app.config.desktop.thumbnail_seconds,
+    })))
 }

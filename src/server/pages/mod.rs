@@ -13,6 +13,7 @@ pub mod report;
 pub mod rescue;
 pub mod seat;
 pub mod session_metrics;
+pub mod wall;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;

@@ -20,6 +20,7 @@ pub mod sessions;
 pub mod teardown;
 pub mod token;
 pub mod waitlist;
+pub mod wall;
 
 use maud::{DOCTYPE, Markup, html};
 
@@ -44,10 +45,11 @@ impl Viewer<'_> {
 }
 
 /// The navigation; the entries after the first `HELPER_NAV` are the admin's only.
-const NAV: [(&str, &str); 15] = [
+const NAV: [(&str, &str); 16] = [
     ("/admin", "Dashboard"),
     ("/admin/event", "Event"),
     ("/admin/instances", "Instances"),
+    ("/admin/wall", "Seat wall"),
     ("/admin/scheduled-destruction", "Schedules"),
     ("/admin/waitlist", "Waitlist"),
     ("/admin/hands", "Hands"),
@@ -62,7 +64,7 @@ const NAV: [(&str, &str); 15] = [
     ("/admin/rescues", "Rescued files"),
 ];
 /// How many of `NAV`'s first entries a helper may open.
-const HELPER_NAV: usize = 6;
+const HELPER_NAV: usize = 7;
 
 /// htmx settings that keep it inside the CSP: no injected styles, no eval.
 const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;

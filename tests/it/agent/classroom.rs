@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::browser_desktop::{Display, claim_in_browser, require_tools, wait_screen};
+use super::browser_desktop::{claim_in_browser, wait_screen};
+use super::x_display::{Display, require_tools};
 use reqwest::Method;
 use serde_json::json;
 

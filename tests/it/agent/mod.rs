@@ -9,10 +9,12 @@ mod command_line;
 mod countdown;
 mod desktop;
 mod desktop_started;
+mod instructor_console;
 mod logs;
 mod session_metrics;
 mod setup;
 mod telemetry;
+mod x_display;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
