@@ -65,8 +65,6 @@ impl Events {
     }
 }
 
-/// A browser that does not follow redirects (the forms answer 303).
-
 /// The participant's form post to `path`: its status and body.
 async fn participant_post(s: &TestServer, path: &str, cookie: Option<&str>) -> (u16, String) {
     let mut request = crate::helpers::no_redirects()
