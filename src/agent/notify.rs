@@ -49,6 +49,8 @@ impl Notifier {
             "--urgency=critical",
             "--app-name=LabLink",
             "--expire-time=0",
+            // The text may start with a dash: no option after this.
+            "--",
             "LabLink workshop",
             text,
         ]);

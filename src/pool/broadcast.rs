@@ -35,6 +35,18 @@ impl Default for Broadcast {
 }
 
 impl Broadcast {
+    /// Takes `host` off the air if it is on: its seat ended. Whether it was.
+    pub fn seat_ended(&self, host: &str) -> bool {
+        self.on_air.send_if_modified(|on_air| {
+            let ended = on_air.as_ref().is_some_and(|b| b.hostname == host);
+            if ended {
+                tracing::info!(vm = %host, "broadcast stopped: its seat ended");
+                *on_air = None;
+            }
+            ended
+        })
+    }
+
     pub fn current(&self) -> Option<OnAir> {
         self.on_air.borrow().clone()
     }

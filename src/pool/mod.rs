@@ -97,10 +97,14 @@ pub struct Pool {
 
 impl Pool {
     /// The seat of `host` ended (released, moved, re-seated, revoked, destroyed): its
-    /// desktop streams and its open request for help end with it.
+    /// desktop streams, its open request for help and a broadcast of it end with it (the
+    /// next participant there is not shown to the room).
     pub fn seat_ended(&self, host: &str) {
         self.desktops.cut(host);
         self.hands.seat_ended(host);
+        if self.broadcast.seat_ended(host) {
+            self.desktops.cut_broadcast(host);
+        }
     }
 
     /// Opens the pool of `store`: the agents' token, the VM identities, the liveness of

@@ -223,7 +223,11 @@ pub async fn wall(pool: &Pool) -> Result<Vec<Tile>, PoolError> {
                 thumbnail: thumbnails.version(&vm),
                 idle,
                 gpu_pct,
-                hand_waiting: pool.hands.of_seat(&vm.hostname).map(|h| now - h.raised_at),
+                hand_waiting: vm
+                    .assignment
+                    .as_ref()
+                    .and_then(|a| pool.hands.of_participant(&vm.hostname, &a.email))
+                    .map(|h| now - h.raised_at),
                 vm,
             }
         })

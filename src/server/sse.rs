@@ -64,8 +64,10 @@ fn respond(rx: mpsc::Receiver<Event>) -> EventStream {
 enum SignedIn {
     Session(String),
     Token(u64),
-    /// HTTP Basic: each request carries the password, there is nothing to end.
+    /// The admin over HTTP Basic: each request carries the password, there is nothing to end.
     Password,
+    /// A helper account over HTTP Basic: it holds while the account does.
+    HelperPassword(String),
 }
 
 impl SignedIn {
@@ -73,13 +75,18 @@ impl SignedIn {
         match (&admin.session_id, &admin.api_token) {
             (Some(id), _) => SignedIn::Session(id.clone()),
             (None, Some(token)) => SignedIn::Token(token.id),
-            (None, None) => SignedIn::Password,
+            (None, None) if admin.is_admin() => SignedIn::Password,
+            (None, None) => SignedIn::HelperPassword(admin.user.clone()),
         }
     }
 
     async fn still(&self, app: &App) -> bool {
         match self {
             SignedIn::Password => true,
+            SignedIn::HelperPassword(name) => matches!(
+                crate::pool::accounts::find(&app.pool, name).await,
+                Ok(Some(account)) if account.role != crate::model::Role::Admin
+            ),
             SignedIn::Token(id) => app.admin_tokens.in_force(*id),
             SignedIn::Session(id) => {
                 let (id, now) = (id.clone(), chrono::Utc::now().timestamp());

@@ -485,4 +485,23 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
         "{started:?}"
     );
     assert_eq!(audited(&s, "broadcast_stop").await.len(), 1);
+
+    // A broadcast ends with its seat: whoever sits there next is not shown to the room.
+    s.admin_json(
+        Method::POST,
+        "/api/broadcast",
+        Some(json!({"hostname": "vm-2"})),
+    )
+    .await
+    .expect(200);
+    page.until(r#""on":true}"#, 5).await;
+    s.admin_json(Method::POST, "/api/vms/vm-2/release", Some(json!({})))
+        .await
+        .expect(200);
+    page.until(r#""on":false}"#, 5).await;
+    let current = s
+        .admin_json(Method::GET, "/api/broadcast", None)
+        .await
+        .expect(200);
+    assert_eq!(current["on_air"], Value::Null, "{current}");
 }

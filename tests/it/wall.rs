@@ -266,6 +266,22 @@ async fn the_console_gets_the_picture_with_an_etag_and_only_signed_in() {
     s.get("/admin/wall/not%20a%20host/thumbnail", Auth::admin())
         .await
         .expect(400);
+
+    // A read-only API token sees the wall, not participants' screens.
+    let monitor = s
+        .admin_json(
+            reqwest::Method::POST,
+            "/api/admin-tokens",
+            Some(json!({"name": "monitor", "scope": "read_only"})),
+        )
+        .await
+        .expect(201);
+    let token = monitor["token"].as_str().expect("token");
+    let refused = s
+        .get("/admin/wall/vm-1/thumbnail", Auth::Bearer(token))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.text.contains("read_only scope"), "{}", refused.text);
 }
 
 #[tokio::test]

@@ -24,10 +24,11 @@ pub async fn page(State(app): State<App>, staff: Staff) -> Result<Markup, PageEr
 /// there is none), 304 when the browser has it already.
 pub async fn thumbnail(
     State(app): State<App>,
-    _staff: Staff,
+    staff: Staff,
     ApiPath(host): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    staff.not_read_only("see participants' screens")?;
     validate_hostname(&host).map_err(ApiError::BadRequest)?;
     let Some(picture) = thumbnails::of_seat(&app, &host).await? else {
         return Err(ApiError::NotFound(format!(

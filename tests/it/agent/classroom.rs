@@ -212,7 +212,8 @@ async fn the_agent_shows_each_announcement_on_the_desktop_once() {
         agent
             .wait_log(10, &["desktop started; the participant can connect"], 1)
             .await;
-        for text in ["Break until 11:00", "Back in the room, please"] {
+        // A text that starts with a dash is shown, not taken for an option.
+        for text in ["Break until 11:00", "-- Back in the room, please"] {
             s.admin_json(
                 Method::POST,
                 "/api/announcements",
@@ -227,7 +228,11 @@ async fn the_agent_shows_each_announcement_on_the_desktop_once() {
         }
         let shown = rig.read("notify.log");
         assert_eq!(shown.matches("Break until 11:00").count(), 1, "{shown}");
-        assert_eq!(shown.matches("--\n").count(), 2, "{shown}");
+        assert_eq!(shown.matches("== end ==\n").count(), 2, "{shown}");
+        assert!(
+            shown.contains("--\nLabLink workshop\n-- Back in the room, please\n"),
+            "{shown}"
+        );
     })
     .await;
     agent.stop(5).await;

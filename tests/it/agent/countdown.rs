@@ -56,7 +56,7 @@ async fn the_agent_shows_each_countdown_mark_on_the_desktop_once() {
         .expect(201);
         let shown = wait_for(15, "the notification", || async {
             let text = rig.read("notify.log");
-            text.contains("--\n").then_some(text)
+            text.contains("== end ==\n").then_some(text)
         })
         .await;
         assert!(shown.contains("--urgency=critical"), "{shown}");
@@ -71,7 +71,7 @@ async fn the_agent_shows_each_countdown_mark_on_the_desktop_once() {
             (heartbeats(&s).await >= beats + 3).then_some(())
         })
         .await;
-        assert_eq!(rig.read("notify.log").matches("--\n").count(), 1);
+        assert_eq!(rig.read("notify.log").matches("== end ==\n").count(), 1);
     })
     .await;
     agent.stop(5).await;
