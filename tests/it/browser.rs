@@ -163,11 +163,16 @@ async fn assert_same_page(client: &Client) {
 }
 
 pub(crate) async fn sign_in(client: &Client, base: &str, password: &str) -> String {
+    sign_in_as(client, base, ADMIN_USER, password).await
+}
+
+/// Signs in through the login form as `user` (the admin or a helper account).
+pub(crate) async fn sign_in_as(client: &Client, base: &str, user: &str, password: &str) -> String {
     client
         .goto(&format!("{base}/admin/login"))
         .await
         .expect("open login");
-    fill(client, "#username", ADMIN_USER).await;
+    fill(client, "#username", user).await;
     fill(client, "#password", password).await;
     click(client, "form button[type=submit]").await;
     tokio::time::sleep(Duration::from_millis(300)).await;

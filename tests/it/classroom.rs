@@ -2,7 +2,7 @@
 //! audit, bad input), announcements (the participant's live stream, the console, the
 //! agents' heartbeat answers), take-over and give-back as the participant sees them, and
 //! the broadcast (a view-only stream per participant, all cut at stop). The test plays
-//! the agents (`desktop::FakeAgent`); `agent::classroom` runs it with real agents,
+//! the agents (`desktop::FakeAgent`); `agent::instructor_console` runs it with real agents,
 //! Xvnc and Chromium.
 
 use std::time::{Duration, Instant};
