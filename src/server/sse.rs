@@ -244,15 +244,20 @@ pub async fn wall(State(app): State<App>, staff: Staff) -> EventStream {
                 }
             }
             shown = Some((hosts, fresh));
-            tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return },
-                changed = pictures.changed() => if changed.is_err() { return },
-                changed = hands.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(RECHECK) => {}
+            // A raised hand is shown at once; commits and pictures, which come in bursts
+            // (a launch, 200 agents), are gathered for `WALL_SETTLE` first.
+            let settle = tokio::select! {
+                biased;
+                changed = hands.changed() => if changed.is_err() { return } else { false },
+                changed = changes.changed() => if changed.is_err() { return } else { true },
+                changed = pictures.changed() => if changed.is_err() { return } else { true },
+                () = tokio::time::sleep(RECHECK) => false,
                 () = tx.closed() => return,
                 () = app.shutdown.cancelled() => return,
+            };
+            if settle {
+                tokio::time::sleep(WALL_SETTLE).await;
             }
-            tokio::time::sleep(WALL_SETTLE).await;
             changes.borrow_and_update();
             pictures.borrow_and_update();
             hands.borrow_and_update();

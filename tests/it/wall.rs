@@ -380,7 +380,7 @@ async fn a_raised_hand_marks_its_tile_live() {
         .expect("stream");
     let mut stream = Events(stream, String::new());
     let first = stream.until("id=\"tile-vm-1\"").await;
-    assert!(!first.contains("needs help"), "{first}");
+    assert!(!first.contains("Needs help"), "{first}");
 
     let raised = crate::helpers::no_redirects()
         .post(s.url("/api/my-vm/hand"))
@@ -390,7 +390,7 @@ async fn a_raised_hand_marks_its_tile_live() {
         .await
         .expect("raise");
     assert_eq!(raised.status(), 303);
-    let update = stream.until("needs help").await;
+    let update = stream.until("Needs help").await;
     assert!(update.contains("event: tile-vm-1"), "{update}");
     assert!(
         update.contains(r#"data-hand="0""#) || update.contains(r#"data-hand="1""#),

@@ -122,7 +122,7 @@ pub fn tile(t: &Tile) -> Markup {
             }
             div.facts {
                 @if let Some(waiting) = t.hand_waiting {
-                    a.hand-up href="/admin/hands" title="Raised hands" { "✋ needs help · " (short(waiting)) }
+                    a.hand-up href="/admin/hands" title="Raised hands" { "Needs help · " (short(waiting)) }
                     br;
                 }
                 strong.host { (host) }
