@@ -412,6 +412,16 @@ impl Desktops {
             .subscribe()
     }
 
+    /// Cancelled when `host`'s current seat ends (`cut`): for what lives as long as it.
+    pub fn seat_cut(&self, host: &str) -> CancellationToken {
+        self.lock()
+            .seats
+            .entry(host.to_owned())
+            .or_insert_with(SeatWatch::new)
+            .cut
+            .clone()
+    }
+
     /// Ends every stream of `host`, open or opening, and drops its thumbnail (its seat
     /// changed hands, or the VM went).
     pub fn cut(&self, host: &str) {

@@ -19,6 +19,10 @@ use crate::model::Vm;
 /// More open requests than this is not a classroom; the next one is refused.
 const MAX_OPEN: usize = 2_000;
 
+/// A seat raises its hand at most once in this long: each raise is an audited, durable
+/// write and wakes every open console.
+const RAISE_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// One open request for help.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Hand {
@@ -40,6 +44,8 @@ pub struct Hands {
 struct Inner {
     /// Oldest first.
     open: Vec<Hand>,
+    /// When each seat last raised its hand, within `RAISE_EVERY`.
+    last_raised: std::collections::HashMap<String, DateTime<Utc>>,
     next_id: u64,
 }
 
@@ -51,6 +57,7 @@ impl Default for Hands {
         Hands {
             inner: Mutex::new(Inner {
                 open: Vec::new(),
+                last_raised: std::collections::HashMap::new(),
                 next_id: first,
             }),
             changed: watch::channel(0).0,
@@ -129,6 +136,13 @@ pub async fn raise(pool: &Pool, vm: &Vm) -> Result<Hand, PoolError> {
                 "Your hand is raised already; someone is on the way.".into(),
             ));
         }
+        let now = pool.clock.now();
+        let window = chrono::Duration::from_std(RAISE_EVERY).unwrap_or_default();
+        inner.last_raised.retain(|_, at| now - *at < window);
+        if inner.last_raised.contains_key(&vm.hostname) {
+            return Err(PoolError::Limited(RAISE_EVERY));
+        }
+        inner.last_raised.insert(vm.hostname.clone(), now);
         // A request left by the seat's previous participant is theirs no more.
         inner.open.retain(|h| h.hostname != vm.hostname);
         if inner.open.len() >= MAX_OPEN {
@@ -141,7 +155,7 @@ pub async fn raise(pool: &Pool, vm: &Vm) -> Result<Hand, PoolError> {
             id: inner.next_id,
             hostname: vm.hostname.clone(),
             participant: participant.clone(),
-            raised_at: pool.clock.now(),
+            raised_at: now,
             taken_by: None,
             taken_at: None,
         };

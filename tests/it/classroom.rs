@@ -63,6 +63,16 @@ impl Events {
             }
         }
     }
+
+    /// Reads until the server ends the stream (within `secs`).
+    async fn ended(&mut self, secs: u64) {
+        within(secs, "the stream to end", async {
+            while let Ok(Some(chunk)) = self.response.chunk().await {
+                self.seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+    }
 }
 
 /// The participant's form post to `path`: its status and body.
@@ -193,6 +203,9 @@ async fn a_raised_hand_is_queued_taken_and_done_live_and_audited() {
     let (status, body) = participant_post(&s, "/api/my-vm/hand/lower", Some(&bob)).await;
     assert_eq!(status, 404);
     assert!(body.contains("not raised"), "{body}");
+    // Up and down and up again at once: a seat raises its hand at most every 3 s.
+    let (status, body) = participant_post(&s, "/api/my-vm/hand", Some(&bob)).await;
+    assert_eq!(status, 429, "{body}");
 
     let raised = audited(&s, "hand_raised").await;
     assert!(
@@ -214,12 +227,15 @@ async fn a_raised_hand_is_queued_taken_and_done_live_and_audited() {
     assert_eq!(audited(&s, "hand_lowered").await.len(), 1);
 
     // A hand ends with its seat: released, the seat's next participant has asked nothing.
+    let carol = seated(&s, "vm-3", "carol@example.org").await;
     assert_eq!(
-        participant_post(&s, "/api/my-vm/hand", Some(&bob)).await.0,
+        participant_post(&s, "/api/my-vm/hand", Some(&carol))
+            .await
+            .0,
         303
     );
-    console.until(r#"data-host="vm-2""#, 10).await;
-    s.admin_json(Method::POST, "/api/vms/vm-2/release", Some(json!({})))
+    console.until(r#"data-host="vm-3""#, 10).await;
+    s.admin_json(Method::POST, "/api/vms/vm-3/release", Some(json!({})))
         .await
         .expect(200);
     console.until("No hand is raised.", 10).await;
@@ -385,6 +401,21 @@ async fn take_over_is_shown_to_the_participant_and_giving_back_is_audited() {
         took.iter().any(|e| e.contains("vm-1: took over")),
         "{took:?}"
     );
+
+    // The page's events end with the seat: the next participant's take-over is not shown
+    // to Ada, whose page finds no seat when it comes back.
+    s.admin_json(Method::POST, "/api/vms/vm-1/release", Some(json!({})))
+        .await
+        .expect(200);
+    page.ended(10).await;
+    let again = s
+        .client
+        .get(s.url("/api/my-vm/classroom"))
+        .header("cookie", &ada)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(again.status(), 403);
 }
 
 #[tokio::test]

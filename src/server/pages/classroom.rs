@@ -110,6 +110,9 @@ pub async fn participant_events(
         let mut news = app.announcements.subscribe();
         let mut air = app.broadcast.subscribe();
         let mut control = app.desktops.controlled(&host);
+        // The seat ended: this page's events end with it (a new stream finds its new seat,
+        // or none).
+        let seat_ended = app.desktops.seat_cut(&host);
         let mut sent: [String; 4] = Default::default();
         loop {
             let hand = app.hands.of_participant(&host, &email);
@@ -143,6 +146,7 @@ pub async fn participant_events(
                 changed = news.changed() => if changed.is_err() { return },
                 changed = air.changed() => if changed.is_err() { return },
                 changed = control.changed() => if changed.is_err() { return },
+                () = seat_ended.cancelled() => return,
                 () = tx.closed() => return,
                 () = app.shutdown.cancelled() => return,
             }
