@@ -513,6 +513,48 @@ pub struct Staff {
     pub api_token: Option<TokenUse>,
 }
 
+/// How a long-lived request's admin or helper signed in (a live stream, a desktop view),
+/// to check now and then that it still holds.
+pub enum SignedIn {
+    Session(String),
+    Token(u64),
+    /// The admin over HTTP Basic: each request carries the password, there is nothing to end.
+    Password,
+    /// A helper account over HTTP Basic: it holds while the account does.
+    HelperPassword(String),
+}
+
+impl SignedIn {
+    pub fn of(admin: &Staff) -> SignedIn {
+        match (&admin.session_id, &admin.api_token) {
+            (Some(id), _) => SignedIn::Session(id.clone()),
+            (None, Some(token)) => SignedIn::Token(token.id),
+            (None, None) if admin.is_admin() => SignedIn::Password,
+            (None, None) => SignedIn::HelperPassword(admin.user.clone()),
+        }
+    }
+
+    pub async fn still(&self, app: &App) -> bool {
+        match self {
+            SignedIn::Password => true,
+            SignedIn::HelperPassword(name) => matches!(
+                crate::pool::accounts::find(&app.pool, name).await,
+                Ok(Some(account)) if account.role != crate::model::Role::Admin
+            ),
+            SignedIn::Token(id) => app.admin_tokens.in_force(*id),
+            SignedIn::Session(id) => {
+                let (id, now) = (id.clone(), chrono::Utc::now().timestamp());
+                matches!(
+                    app.store
+                        .read(move |tx| crate::store::sessions::load(tx, &id, now))
+                        .await,
+                    Ok(Some(_))
+                )
+            }
+        }
+    }
+}
+
 /// The signed-in admin: [`Staff`] whose role is admin. A helper is refused with 403 and a
 /// message naming what helpers may not do.
 pub struct Admin(Staff);

@@ -24,10 +24,10 @@ use crate::pool::{thumbnails, usage};
 use crate::server::api::allocator_log::level_and_limit;
 use crate::server::api::logs::parse_errors_only;
 use crate::server::api::{ApiPath, ApiQuery};
-use crate::server::auth::{Admin, Staff};
+use crate::server::auth::{Admin, SignedIn, Staff};
 use crate::server::state::App;
 use crate::store::logs::{self, Keep, LogKind};
-use crate::store::{runs, sessions, vms};
+use crate::store::{runs, vms};
 use crate::views::admin::allocator_log::lines_fragment as allocator_lines;
 use crate::views::admin::hands as hands_view;
 use crate::views::admin::pool::{counts, instance_rows, startup_chart};
@@ -58,45 +58,6 @@ fn respond(rx: mpsc::Receiver<Event>) -> EventStream {
         rx.recv().await.map(|event| (Ok(event), rx))
     });
     Sse::new(Box::pin(stream) as _).keep_alive(KeepAlive::default())
-}
-
-/// How a stream's admin signed in, to check it still holds.
-enum SignedIn {
-    Session(String),
-    Token(u64),
-    /// The admin over HTTP Basic: each request carries the password, there is nothing to end.
-    Password,
-    /// A helper account over HTTP Basic: it holds while the account does.
-    HelperPassword(String),
-}
-
-impl SignedIn {
-    fn of(admin: &Staff) -> SignedIn {
-        match (&admin.session_id, &admin.api_token) {
-            (Some(id), _) => SignedIn::Session(id.clone()),
-            (None, Some(token)) => SignedIn::Token(token.id),
-            (None, None) if admin.is_admin() => SignedIn::Password,
-            (None, None) => SignedIn::HelperPassword(admin.user.clone()),
-        }
-    }
-
-    async fn still(&self, app: &App) -> bool {
-        match self {
-            SignedIn::Password => true,
-            SignedIn::HelperPassword(name) => matches!(
-                crate::pool::accounts::find(&app.pool, name).await,
-                Ok(Some(account)) if account.role != crate::model::Role::Admin
-            ),
-            SignedIn::Token(id) => app.admin_tokens.in_force(*id),
-            SignedIn::Session(id) => {
-                let (id, now) = (id.clone(), chrono::Utc::now().timestamp());
-                matches!(
-                    app.store.read(move |tx| sessions::load(tx, &id, now)).await,
-                    Ok(Some(_))
-                )
-            }
-        }
-    }
 }
 
 /// Waits for the next commit (or `RECHECK`); `false` when the stream should end instead:

@@ -330,6 +330,27 @@ async fn a_helper_peeks_at_and_takes_over_a_desktop_and_the_audit_log_names_them
             by_helper.iter().filter(|a| a.contains("desktop")).count() >= 2,
             "both openings are audited under the helper's name: {audit:?}"
         );
+
+        // A helper removed while driving a desktop loses it at once.
+        let opening = open_in_background(
+            &s,
+            "/admin/desktop/vm-1/ws?control=1",
+            ("cookie", console_cookie(&helper)),
+        );
+        let open = agent.next_open().await;
+        let _tunnel = agent.tunnel(&s, open["id"].as_str().expect("id")).await;
+        let mut socket = opening.await.expect("join").expect("the helper's socket");
+        s.admin_json(Method::DELETE, "/api/accounts/maria", None)
+            .await
+            .expect(200);
+        within(10, "the removed helper's view to end", async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, tokio_tungstenite::tungstenite::Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     })
     .await;
 }

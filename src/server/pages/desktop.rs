@@ -28,7 +28,7 @@ use crate::model::{DesktopKind, Vm, validate_hostname};
 use crate::pool::claim::{self, SeatFound};
 use crate::pool::desktop::{self, DesktopStream, Viewer};
 use crate::server::api::ApiQuery;
-use crate::server::auth::{Staff, cross_site};
+use crate::server::auth::{SignedIn, Staff, cross_site};
 use crate::server::state::App;
 use crate::views::desktop as view;
 
@@ -40,6 +40,8 @@ const MAX_VIEWER_MESSAGE: usize = 1024 * 1024;
 /// A browser that has sent nothing (not even a pong) this long is gone.
 const VIEWER_SILENT: Duration = Duration::from_secs(90);
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// How often an instructor's or helper's open desktop view checks they are still signed in.
+const VIEWER_RECHECK: Duration = Duration::from_secs(30);
 
 /// The participant's browser-desktop seat, or why there is none.
 pub(super) async fn own_seat(app: &App, headers: &HeaderMap) -> Result<Option<Vm>, ApiError> {
@@ -191,13 +193,41 @@ pub async fn instructor_socket(
     let viewer = mode.viewer()?;
     let actor = admin.actor();
     let stream = desktop::open_for_instructor(&app.pool, &actor, &host, viewer).await?;
+    // The view ends when whoever opened it is signed out, removed or revoked: a helper
+    // taken off the team does not keep a participant's desktop.
+    let stopping = app.shutdown.child_token();
+    let signed_in = SignedIn::of(&admin);
+    let (ended, app_ref) = (stopping.clone(), app.clone());
+    tokio::spawn(async move {
+        // Removing an account or a session is a commit; look again after commits (at most
+        // once a second) and every `VIEWER_RECHECK` (a session expiring commits nothing).
+        let mut commits = app_ref.store.changes();
+        loop {
+            tokio::select! {
+                () = ended.cancelled() => return,
+                changed = commits.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(VIEWER_RECHECK) => {}
+            }
+            if !signed_in.still(&app_ref).await {
+                ended.cancel();
+                return;
+            }
+            tokio::select! {
+                () = ended.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            commits.borrow_and_update();
+        }
+    });
     let pool = app.pool.clone();
+    let done = stopping.clone();
     let after = async move {
+        done.cancel();
         if viewer == Viewer::Control {
             desktop::gave_back(&pool, &actor, &host).await;
         }
     };
-    Ok(relay(ws, stream, app.shutdown.clone(), after))
+    Ok(relay(ws, stream, stopping, after))
 }
 
 /// Upgrades to the WebSocket and copies bytes both ways between it and the VM's tunnel
