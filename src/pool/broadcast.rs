@@ -3,6 +3,9 @@
 //! opens its own view-only stream to that VM through the desktop relay; stopping cuts
 //! them all at once. What is on air lives in memory: a restart ends the broadcast.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -24,12 +27,36 @@ pub struct OnAir {
 
 pub struct Broadcast {
     on_air: watch::Sender<Option<OnAir>>,
+    /// Broadcast streams open per watching seat: one claim cannot take the slots of all.
+    viewers: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A seat may watch the broadcast in this many places at once (a page and a spare tab).
+pub const STREAMS_PER_SEAT: usize = 2;
+
+/// One of a seat's broadcast streams; dropping it frees the place.
+pub struct Watching {
+    viewers: Arc<Mutex<HashMap<String, usize>>>,
+    seat: String,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut viewers = self.viewers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = viewers.get_mut(&self.seat) {
+            *n -= 1;
+            if *n == 0 {
+                viewers.remove(&self.seat);
+            }
+        }
+    }
 }
 
 impl Default for Broadcast {
     fn default() -> Broadcast {
         Broadcast {
             on_air: watch::channel(None).0,
+            viewers: Arc::default(),
         }
     }
 }
@@ -110,11 +137,30 @@ pub async fn stop(pool: &Pool, actor: &Actor) -> Result<OnAir, PoolError> {
     Ok(stopped)
 }
 
-/// The participant at `vm` watches the broadcast (view-only).
-pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream, PoolError> {
+/// The participant at `vm` watches the broadcast (view-only): the stream, and its place
+/// among the seat's `STREAMS_PER_SEAT` (hold it as long as the stream).
+pub async fn open_for_participant(
+    pool: &Pool,
+    vm: &Vm,
+) -> Result<(DesktopStream, Watching), PoolError> {
     if vm.assignment.is_none() {
         return Err(PoolError::Forbidden("This browser holds no seat.".into()));
     }
+    let watching = {
+        let viewers = &pool.broadcast.viewers;
+        let mut open = viewers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(vm.hostname.clone()).or_default();
+        if *n >= STREAMS_PER_SEAT {
+            return Err(PoolError::Conflict(format!(
+                "This seat watches the broadcast in {STREAMS_PER_SEAT} places already; close one of them."
+            )));
+        }
+        *n += 1;
+        Watching {
+            viewers: viewers.clone(),
+            seat: vm.hostname.clone(),
+        }
+    };
     let on_air = pool
         .broadcast
         .current()
@@ -133,5 +179,5 @@ pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream,
     if pool.broadcast.current().map(|b| b.id) != Some(on_air.id) {
         return Err(PoolError::Conflict("The broadcast ended.".into()));
     }
-    Ok(stream)
+    Ok((stream, watching))
 }

@@ -494,6 +494,14 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
         .expect("ok");
     assert_eq!(got, Message::Binary(b"RFB 003.008\n".to_vec().into()));
 
+    // A seat watches in two places at most: a third is refused at once.
+    let _second = open_in_background(&s, "/broadcast/ws", ("cookie", ada.clone()));
+    teacher_vm.next_open().await;
+    let third = viewer(&s, "/broadcast/ws", &[("cookie", ada.clone())])
+        .await
+        .expect_err("a third place");
+    assert_eq!(third.0, 409, "{third:?}");
+
     s.admin_json(Method::POST, "/api/broadcast/stop", None)
         .await
         .expect(200);

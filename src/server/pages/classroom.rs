@@ -183,8 +183,10 @@ pub async fn broadcast_socket(
     let vm = own_seat(&app, &headers).await?.ok_or_else(|| {
         ApiError::Forbidden("This browser holds no seat; claim one on the start page first.".into())
     })?;
-    let stream = broadcast::open_for_participant(&app.pool, &vm).await?;
-    Ok(relay(ws, stream, app.shutdown.clone(), async {}))
+    let (stream, watching) = broadcast::open_for_participant(&app.pool, &vm).await?;
+    Ok(relay(ws, stream, app.shutdown.clone(), async move {
+        drop(watching);
+    }))
 }
 
 /// `GET /admin/hands`: the queue, the broadcast and announcements.
