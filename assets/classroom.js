@@ -18,6 +18,7 @@
   const controlNotice = byId("control-notice");
   const givenBack = byId("given-back");
   const note = byId("broadcast-note");
+  const yours = byId("broadcast-yours");
   const screen = panel.dataset.broadcast === "inline" ? byId("broadcast-screen") : null;
   const RETRY_MS = 2000;
 
@@ -76,9 +77,12 @@
   events.addEventListener("broadcast", (event) => {
     const on = parse(event);
     if (!on) return;
-    note.hidden = !on.on;
+    // The seat on air keeps its own desktop (the instructor demonstrates on it).
+    const watching = on.on && !on.yours;
+    note.hidden = !watching;
+    yours.hidden = !(on.on && on.yours);
     if (!screen) return;
-    if (on.on) watch(on.id);
+    if (watching) watch(on.id);
     else unwatch();
   });
 

@@ -49,6 +49,9 @@ pub fn panel(on: On, raised: bool) -> Markup {
                     " — " a #broadcast-link href="/broadcast" { "watch it" }
                 }
             }
+            div.broadcast-note #broadcast-yours role="status" hidden {
+                "Your desktop is being shown to everyone"
+            }
         }
         @if on == On::Desktop {
             div #broadcast-screen hidden {}

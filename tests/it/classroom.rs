@@ -422,9 +422,10 @@ async fn take_over_is_shown_to_the_participant_and_giving_back_is_audited() {
 async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
     let s = browser_server("browser").await;
     let ada = seated(&s, "vm-1", "ada@example.org").await;
-    let _teacher = seated(&s, "vm-2", "teacher@example.org").await;
+    let teacher = seated(&s, "vm-2", "teacher@example.org").await;
     let mut page = Events::open(&s, "/api/my-vm/classroom", Some(&ada)).await;
-    page.until("event: broadcast\ndata: {\"id\":null,\"on\":false}", 10)
+    let mut teacher_page = Events::open(&s, "/api/my-vm/classroom", Some(&teacher)).await;
+    page.until("event: broadcast\ndata: {\"id\":null,\"on\":false,\"yours\":false}", 10)
         .await;
 
     // Bad input: no such VM, a bad name, a VM without a desktop channel, nothing to stop.
@@ -472,7 +473,9 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
         .await
         .expect(200);
     assert_eq!(on["on_air"]["hostname"], "vm-2");
-    page.until(r#""on":true}"#, 5).await;
+    page.until(r#""on":true,"yours":false}"#, 5).await;
+    // The seat on air is told, and keeps its own desktop.
+    teacher_page.until(r#""on":true,"yours":true}"#, 5).await;
     let current = s
         .admin_json(Method::GET, "/api/broadcast", None)
         .await
@@ -505,7 +508,7 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
     s.admin_json(Method::POST, "/api/broadcast/stop", None)
         .await
         .expect(200);
-    page.until(r#""on":false}"#, 5).await;
+    page.until(r#""on":false,"yours":false}"#, 5).await;
     within(10, "the broadcast stream to end at the stop", async {
         loop {
             match ws.next().await {
@@ -533,11 +536,11 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
     )
     .await
     .expect(200);
-    page.until(r#""on":true}"#, 5).await;
+    page.until(r#""on":true,"yours":false}"#, 5).await;
     s.admin_json(Method::POST, "/api/vms/vm-2/release", Some(json!({})))
         .await
         .expect(200);
-    page.until(r#""on":false}"#, 5).await;
+    page.until(r#""on":false,"yours":false}"#, 5).await;
     let current = s
         .admin_json(Method::GET, "/api/broadcast", None)
         .await

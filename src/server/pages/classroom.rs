@@ -128,7 +128,13 @@ pub async fn participant_events(
                     "id": a.id, "text": a.text, "at": a.at,
                 })))
                 .to_string(),
-                json!({"on": on_air.is_some(), "id": on_air.map(|b| b.id)}).to_string(),
+                json!({
+                    "on": on_air.is_some(),
+                    "id": on_air.as_ref().map(|b| b.id),
+                    // This seat is on air: its page keeps its own desktop.
+                    "yours": on_air.as_ref().is_some_and(|b| b.hostname == host),
+                })
+                .to_string(),
                 control.borrow_and_update().to_string(),
             ];
             let names = ["hand", "announcement", "broadcast", "control"];
