@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::output::{self, ago, cell};
-use super::remote::Target;
+use super::remote::{ListArgs, Target};
 use crate::exit::CliError;
 use crate::model::{Role, check_account_name, check_new_password};
 
@@ -43,15 +43,6 @@ pub enum AccountAction {
     Remove(OneAccount),
     /// A new password (from LABLINK_ACCOUNT_PASSWORD or stdin); its console sessions end.
     Password(OneAccount),
-}
-
-#[derive(Args, Debug)]
-pub struct ListArgs {
-    #[command(flatten)]
-    pub target: Target,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args, Debug)]

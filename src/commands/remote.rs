@@ -34,6 +34,16 @@ pub struct Target {
     pub login: Login,
 }
 
+// A command that lists what a running allocator holds (no doc comment: clap would show it).
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
 impl Target {
     /// The allocator's address, by the rule above.
     pub fn url(&self) -> Result<String, String> {

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::output::{self, ago, cell};
-use super::remote::Target;
+use super::remote::{ListArgs, Target};
 use crate::exit::CliError;
 
 #[derive(Args, Debug)]
@@ -37,15 +37,6 @@ pub enum SeatAction {
     Clear(OneSeat),
     /// The VM's credential stops working and its record goes.
     Revoke(OneSeat),
-}
-
-#[derive(Args, Debug)]
-pub struct ListArgs {
-    #[command(flatten)]
-    pub target: Target,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -165,15 +165,7 @@ pub async fn open_for_participant(
         .broadcast
         .current()
         .ok_or_else(|| PoolError::NotFound("Nothing is being broadcast now.".into()))?;
-    let stream = pool
-        .desktops
-        .open(
-            &on_air.hostname,
-            Viewer::Broadcast,
-            pool.config.desktop_open_timeout(),
-            &pool.shutdown,
-        )
-        .await?;
+    let stream = super::desktop::open_stream(pool, &on_air.hostname, Viewer::Broadcast).await?;
     // Stopped (or switched) while opening: the cut may have come before this stream took
     // its token.
     if pool.broadcast.current().map(|b| b.id) != Some(on_air.id) {

@@ -472,6 +472,23 @@ impl Desktops {
     }
 }
 
+/// `viewer`'s stream of `host`'s desktop, waiting as configured and ending when the
+/// allocator stops.
+pub(super) async fn open_stream(
+    pool: &Pool,
+    host: &str,
+    viewer: Viewer,
+) -> Result<DesktopStream, PoolError> {
+    pool.desktops
+        .open(
+            host,
+            viewer,
+            pool.config.desktop_open_timeout(),
+            &pool.shutdown,
+        )
+        .await
+}
+
 /// The participant's own desktop: their seat must be a browser seat.
 pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream, PoolError> {
     match vm.assignment.as_ref().map(|a| a.desktop) {
@@ -483,15 +500,7 @@ pub async fn open_for_participant(pool: &Pool, vm: &Vm) -> Result<DesktopStream,
         }
         None => return Err(PoolError::Forbidden("This seat is not yours.".into())),
     }
-    let stream = pool
-        .desktops
-        .open(
-            &vm.hostname,
-            Viewer::Participant,
-            pool.config.desktop_open_timeout(),
-            &pool.shutdown,
-        )
-        .await?;
+    let stream = open_stream(pool, &vm.hostname, Viewer::Participant).await?;
     // The first stream of the seat is when its desktop answered, for the event's report.
     if vm
         .assignment
@@ -513,15 +522,7 @@ pub async fn open_for_instructor(
     viewer: Viewer,
 ) -> Result<DesktopStream, PoolError> {
     let vm = super::stored_vm(pool, host, "Failed to read the VM.").await?;
-    let stream = pool
-        .desktops
-        .open(
-            &vm.hostname,
-            viewer,
-            pool.config.desktop_open_timeout(),
-            &pool.shutdown,
-        )
-        .await?;
+    let stream = open_stream(pool, &vm.hostname, viewer).await?;
     let (action, detail) = match viewer {
         Viewer::Control => ("desktop_control", "took over the desktop"),
         _ => ("desktop_peek", "viewed the desktop"),

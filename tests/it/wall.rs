@@ -89,9 +89,23 @@ async fn fetch(
     (status, etag, cache, bytes)
 }
 
-/// `host`'s own credential (browser desktops take no other).
-async fn own(s: &TestServer, host: &str) -> String {
-    mint_credential(s, host).await
+/// `host`'s picture, sent with its own credential (browser desktops take no other).
+async fn put_own(s: &TestServer, host: &str, body: Vec<u8>) -> Answer {
+    let own = mint_credential(s, host).await;
+    put(s, host, Some(&own), "image/jpeg", body).await
+}
+
+/// The wall's live stream, signed in.
+async fn wall_events(s: &TestServer) -> Events {
+    let stream = s
+        .client
+        .get(s.url("/admin/wall/events"))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    Events(stream, String::new())
 }
 
 async fn admin_post(s: &TestServer, path: &str) -> Answer {
@@ -170,15 +184,7 @@ async fn a_chrome_remote_desktop_seat_has_no_picture() {
         .claim("ada@example.org", &crate::helpers::crd_command("4/abc"))
         .await;
     assert_eq!(claimed.status, 200, "{}", claimed.html);
-    put(
-        &s,
-        "vm-1",
-        Some(&own(&s, "vm-1").await),
-        "image/jpeg",
-        picture([1, 2, 3]),
-    )
-    .await
-    .expect(409);
+    put_own(&s, "vm-1", picture([1, 2, 3])).await.expect(409);
     let page = s.get("/admin/wall", Auth::admin()).await;
     assert_eq!(page.status, 200);
     assert!(page.text.contains("Chrome Remote Desktop"), "{}", page.text);
@@ -195,15 +201,7 @@ async fn the_console_gets_the_picture_with_an_etag_and_only_signed_in() {
     assert!(page.text.contains("no picture yet"), "{}", page.text);
 
     let red = picture([220, 20, 20]);
-    put(
-        &s,
-        "vm-1",
-        Some(&own(&s, "vm-1").await),
-        "image/jpeg",
-        red.clone(),
-    )
-    .await
-    .expect(200);
+    put_own(&s, "vm-1", red.clone()).await.expect(200);
     let (status, etag, cache, bytes) = fetch(&s, "vm-1", None).await;
     assert_eq!(status, 200);
     assert_eq!(bytes, red);
@@ -215,15 +213,7 @@ async fn the_console_gets_the_picture_with_an_etag_and_only_signed_in() {
     assert_eq!(again.as_deref(), Some(etag.as_str()));
 
     let blue = picture([20, 20, 220]);
-    put(
-        &s,
-        "vm-1",
-        Some(&own(&s, "vm-1").await),
-        "image/jpeg",
-        blue.clone(),
-    )
-    .await
-    .expect(200);
+    put_own(&s, "vm-1", blue.clone()).await.expect(200);
     let (status, newer, _, bytes) = fetch(&s, "vm-1", Some(&etag)).await;
     assert_eq!(status, 200, "a new picture is sent again");
     assert_eq!(bytes, blue);
@@ -288,15 +278,7 @@ async fn the_console_gets_the_picture_with_an_etag_and_only_signed_in() {
 async fn a_picture_goes_when_the_seat_changes_hands_or_the_vm_goes() {
     let s = browser_server().await;
     seat(&s, "vm-1", "ada@example.org").await;
-    put(
-        &s,
-        "vm-1",
-        Some(&own(&s, "vm-1").await),
-        "image/jpeg",
-        picture([9, 9, 9]),
-    )
-    .await
-    .expect(200);
+    put_own(&s, "vm-1", picture([9, 9, 9])).await.expect(200);
     assert_eq!(fetch(&s, "vm-1", None).await.0, 200);
 
     admin_post(&s, "/api/vms/vm-1/release").await.expect(200);
@@ -312,15 +294,7 @@ async fn a_picture_goes_when_the_seat_changes_hands_or_the_vm_goes() {
     .await;
     seat(&s, "vm-1", "bob@example.org").await;
     assert_eq!(fetch(&s, "vm-1", None).await.0, 404);
-    put(
-        &s,
-        "vm-1",
-        Some(&own(&s, "vm-1").await),
-        "image/jpeg",
-        picture([7, 7, 7]),
-    )
-    .await
-    .expect(200);
+    put_own(&s, "vm-1", picture([7, 7, 7])).await.expect(200);
     assert_eq!(fetch(&s, "vm-1", None).await.0, 200);
 
     admin_post(&s, "/api/vms/vm-1/revoke").await.expect(200);
@@ -334,27 +308,11 @@ async fn the_live_stream_sends_a_tile_when_its_picture_changes() {
     let s = browser_server().await;
     seat(&s, "vm-1", "ada@example.org").await;
     s.register_running("vm-2").await;
-    let stream = s
-        .client
-        .get(s.url("/admin/wall/events"))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(stream.status(), 200);
-    let mut stream = Events(stream, String::new());
+    let mut stream = wall_events(&s).await;
     let first = stream.until("id=\"tile-vm-2\"").await;
     assert!(first.contains("event: grid"), "{first}");
 
-    put(
-        &s,
-        "vm-1",
-        Some(&own(&s, "vm-1").await),
-        "image/jpeg",
-        picture([5, 5, 5]),
-    )
-    .await
-    .expect(200);
+    put_own(&s, "vm-1", picture([5, 5, 5])).await.expect(200);
     let update = stream.until("/admin/wall/vm-1/thumbnail?v=").await;
     assert!(update.contains("event: tile-vm-1"), "{update}");
     assert!(
@@ -371,14 +329,7 @@ async fn a_raised_hand_marks_its_tile_live() {
     s.register_running("vm-1").await;
     let claimed = s.claim("ada@example.org", "").await;
     let cookie = claimed.cookie.expect("the claim cookie");
-    let stream = s
-        .client
-        .get(s.url("/admin/wall/events"))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .expect("stream");
-    let mut stream = Events(stream, String::new());
+    let mut stream = wall_events(&s).await;
     let first = stream.until("id=\"tile-vm-1\"").await;
     assert!(!first.contains("Needs help"), "{first}");
 

@@ -67,17 +67,24 @@ pub struct NewAccount {
     password: Option<String>,
 }
 
+impl NewAccount {
+    /// Makes the account, if `admin` signed in rather than sent an API token.
+    pub async fn create(self, app: &App, admin: &Admin) -> Result<Account, ApiError> {
+        admin.not_by_token(BY_TOKEN)?;
+        let role = parse_role(self.role.as_deref())?;
+        let name = self.name.unwrap_or_default();
+        let password = self.password.unwrap_or_default();
+        Ok(accounts::create(&app.pool, &admin.actor(), &name, role, &password).await?)
+    }
+}
+
 /// `POST /api/accounts` `{name, role, password}` → 201 with the account.
 pub async fn create(
     State(app): State<App>,
     admin: Admin,
     JsonBody(body): JsonBody<NewAccount>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    admin.not_by_token(BY_TOKEN)?;
-    let role = parse_role(body.role.as_deref())?;
-    let name = body.name.unwrap_or_default();
-    let password = body.password.unwrap_or_default();
-    let made = accounts::create(&app.pool, &admin.actor(), &name, role, &password).await?;
+    let made = body.create(&app, &admin).await?;
     let mut answer = to_json(&made);
     answer["message"] = json!(format!(
         "Account \"{}\" ({}) created.",

@@ -10,7 +10,7 @@ use super::admin::action_result;
 use super::{PageForm, PagePath};
 use crate::error::{ApiError, PageError};
 use crate::pool::accounts;
-use crate::server::api::accounts::{BY_TOKEN, parse_role};
+use crate::server::api::accounts::{BY_TOKEN, NewAccount};
 use crate::server::auth::Admin;
 use crate::server::state::App;
 use crate::views::admin::{Flash, accounts as view};
@@ -22,27 +22,14 @@ pub async fn page(State(app): State<App>, admin: Admin) -> Result<Markup, PageEr
     Ok(view::page(&admin.viewer(app.clock.now()), &all, None))
 }
 
-#[derive(Deserialize)]
-pub struct CreateForm {
-    name: Option<String>,
-    role: Option<String>,
-    password: Option<String>,
-}
-
 /// `POST /admin/accounts`: the page again, saying the account was made.
 pub async fn create(
     State(app): State<App>,
     admin: Admin,
-    PageForm(form): PageForm<CreateForm>,
+    PageForm(form): PageForm<NewAccount>,
 ) -> Result<Markup, PageError> {
     let back = |e: ApiError| PageError::from(e).back(PAGE);
-    admin.not_by_token(BY_TOKEN).map_err(back)?;
-    let role = parse_role(form.role.as_deref()).map_err(back)?;
-    let name = form.name.unwrap_or_default();
-    let password = form.password.unwrap_or_default();
-    let made = accounts::create(&app.pool, &admin.actor(), &name, role, &password)
-        .await
-        .map_err(|e| back(e.into()))?;
+    let made = form.create(&app, &admin).await.map_err(back)?;
     let all = accounts::list(&app.pool).await?;
     let done = Flash::Done(format!(
         "Account \"{}\" ({}) created: they sign in at /admin/login.",

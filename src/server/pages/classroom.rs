@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::admin::action_result;
-use super::desktop::{own_seat, relay, same_site, upgrade_or_error};
+use super::desktop::{own_seat, participant_upgrade, relay};
 use super::participant::from_elsewhere;
 use super::{PageForm, PagePath};
 use crate::error::{ApiError, PageError};
@@ -184,11 +184,7 @@ pub async fn broadcast_socket(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    same_site(&headers)?;
-    let ws = upgrade_or_error(ws)?;
-    let vm = own_seat(&app, &headers).await?.ok_or_else(|| {
-        ApiError::Forbidden("This browser holds no seat; claim one on the start page first.".into())
-    })?;
+    let (ws, vm) = participant_upgrade(&app, &headers, ws).await?;
     let (stream, watching) = broadcast::open_for_participant(&app.pool, &vm).await?;
     Ok(relay(ws, stream, app.shutdown.clone(), async move {
         drop(watching);

@@ -79,14 +79,14 @@ pub async fn participant_page(State(app): State<App>, headers: HeaderMap) -> Res
 
 /// A browser's WebSocket must come from our own pages: cookies ride along on a
 /// cross-site WebSocket handshake too.
-pub(super) fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
+fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
     if cross_site(headers) {
         return Err(ApiError::CrossSite);
     }
     Ok(())
 }
 
-pub(super) fn upgrade_or_error(
+fn upgrade_or_error(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<WebSocketUpgrade, ApiError> {
     ws.map_err(|rejection| {
@@ -96,16 +96,27 @@ pub(super) fn upgrade_or_error(
     })
 }
 
+/// A participant's WebSocket: from our own pages, a WebSocket indeed, and from a browser
+/// holding a seat.
+pub(super) async fn participant_upgrade(
+    app: &App,
+    headers: &HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(WebSocketUpgrade, Vm), ApiError> {
+    same_site(headers)?;
+    let ws = upgrade_or_error(ws)?;
+    let vm = own_seat(app, headers).await?.ok_or_else(|| {
+        ApiError::Forbidden("This browser holds no seat; claim one on the start page first.".into())
+    })?;
+    Ok((ws, vm))
+}
+
 pub async fn participant_socket(
     State(app): State<App>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    same_site(&headers)?;
-    let ws = upgrade_or_error(ws)?;
-    let vm = own_seat(&app, &headers).await?.ok_or_else(|| {
-        ApiError::Forbidden("This browser holds no seat; claim one on the start page first.".into())
-    })?;
+    let (ws, vm) = participant_upgrade(&app, &headers, ws).await?;
     let stream = desktop::open_for_participant(&app.pool, &vm).await?;
     Ok(relay(ws, stream, app.shutdown.clone(), async {}))
 }

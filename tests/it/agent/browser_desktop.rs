@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 use super::x_display::{Display, require, require_tools};
-use super::{Gpu, LONG_POLL, Rig, Token};
+use super::{AgentProc, Gpu, LONG_POLL, Rig, Token};
 use crate::browser::{
     Driver, browser, click, fill, require_browser, shoot, sign_in, start_driver, wait_css,
 };
@@ -224,25 +224,18 @@ fn cookie_header(cookies: &[fantoccini::cookies::Cookie<'static>]) -> String {
         .join("; ")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvnc, xsetroot, xdotool and Chromium (.ci/run installs them)"]
-async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_peeks() {
-    require_tools();
-    require_browser();
-    let red = (204, 51, 51);
-    let green = (51, 170, 85);
-    let displays = [Display::free(), Display::free()];
-    let mut s = TestServer::start_with(|c| {
-        c.server.long_poll_seconds = LONG_POLL;
-        c.desktop.mode = "browser".into();
-    })
-    .await;
-    let rigs = [Rig::new("desktopa"), Rig::new("desktopb")];
+/// One agent per rig, each giving its display's Xvnc to browser desktops, once all their
+/// VMs are free.
+pub(super) async fn xvnc_agents(
+    s: &TestServer,
+    rigs: &[Rig],
+    displays: &[Display],
+) -> Vec<AgentProc> {
     let mut agents = Vec::new();
-    for (rig, display) in rigs.iter().zip(&displays) {
+    for (rig, display) in rigs.iter().zip(displays) {
         let port = free_port().to_string();
         // Browser desktops take only a VM's own credential.
-        let credential = mint_credential(&s, &rig.vm).await;
+        let credential = mint_credential(s, &rig.vm).await;
         agents.push(rig.agent(
             &s.base,
             Token::Flag(&credential),
@@ -257,10 +250,29 @@ async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_pe
             ],
         ));
     }
-    wait_for(60, "both VMs free", || async {
-        (s.free_count().await == 2).then_some(())
+    let want = rigs.len() as u64;
+    wait_for(60, &format!("{want} VMs free"), || async {
+        (s.free_count().await == want).then_some(())
     })
     .await;
+    agents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvnc, xsetroot, xdotool and Chromium (.ci/run installs them)"]
+async fn participants_get_their_own_desktop_in_the_browser_and_the_instructor_peeks() {
+    require_tools();
+    require_browser();
+    let red = (204, 51, 51);
+    let green = (51, 170, 85);
+    let displays = [Display::free(), Display::free()];
+    let mut s = TestServer::start_with(|c| {
+        c.server.long_poll_seconds = LONG_POLL;
+        c.desktop.mode = "browser".into();
+    })
+    .await;
+    let rigs = [Rig::new("desktopa"), Rig::new("desktopb")];
+    let agents = xvnc_agents(&s, &rigs, &displays).await;
     let colour_of = |host: &str| -> (u8, u8, u8) {
         let i = rigs
             .iter()

@@ -5,36 +5,13 @@ use chrono::{Duration, Utc};
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Gpu, Rig, Token, wait_vm};
-use crate::helpers::{TestServer, crd_command, wait_for, within};
-use lablink::model::VmStatus;
+use super::seat_with_notifications;
+use crate::helpers::{TestServer, wait_for, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_shows_each_countdown_mark_on_the_desktop_once() {
-    let s = TestServer::start_with(|c| {
-        c.server.long_poll_seconds = 2;
-        c.server.heartbeat_seconds = 1;
-    })
-    .await;
-    let rig = Rig::new("countdown");
-    let log = rig.path("notify.log");
-    let mut agent = rig.agent_with_env(
-        &s.base,
-        Token::Flag(s.token()),
-        Gpu::Fake,
-        &[],
-        &[("FAKE_NOTIFY_LOG", log.as_path())],
-    );
+    let (s, rig, mut agent) = seat_with_notifications("countdown").await;
     within(60, "countdown on the desktop", async {
-        wait_vm(&s, &rig.vm, 15, "VM running", |vm| {
-            vm.status == Some(VmStatus::Running)
-        })
-        .await;
-        let claimed = s.claim("ada@example.org", &crd_command("4/ada-code")).await;
-        assert_eq!(claimed.status, 200, "{}", claimed.html);
-        agent
-            .wait_log(10, &["desktop started; the participant can connect"], 1)
-            .await;
         assert_eq!(rig.read("notify.log"), "", "nothing to announce yet");
 
         // An event ending in 20 minutes: its 30-minute mark has passed.

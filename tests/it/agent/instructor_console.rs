@@ -16,16 +16,14 @@ use fantoccini::Client;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::browser_desktop::wait_screen;
+use super::browser_desktop::{wait_screen, xvnc_agents};
 use super::x_display::{Display, require_tools};
-use super::{AgentProc, Gpu, LONG_POLL, Rig, Token};
+use super::{AgentProc, LONG_POLL, Rig};
 use crate::browser::{
     Driver, browser, click, fill, require_browser, screenshot_dir, shoot, sign_in, sign_in_as,
     start_driver, wait_css, wait_text,
 };
-use crate::helpers::{
-    ADMIN_PASSWORD, Auth, TestServer, free_port, html_field, mint_credential, wait_for,
-};
+use crate::helpers::{ADMIN_PASSWORD, Auth, TestServer, html_field, wait_for};
 
 /// One participant's seat.
 struct Seat {
@@ -77,28 +75,7 @@ impl Room {
         .await;
         let rigs: Vec<Rig> = ["walla", "wallb", "wallc"].map(Rig::new).into();
         let displays: Vec<Display> = rigs.iter().map(|_| Display::free()).collect();
-        let mut agents = Vec::new();
-        for (rig, display) in rigs.iter().zip(&displays) {
-            let port = free_port().to_string();
-            let credential = mint_credential(&s, &rig.vm).await;
-            agents.push(rig.agent(
-                &s.base,
-                Token::Flag(&credential),
-                Gpu::Fake,
-                &[
-                    "--vnc",
-                    "xvnc",
-                    "--vnc-display",
-                    &display.name,
-                    "--vnc-port",
-                    &port,
-                ],
-            ));
-        }
-        wait_for(60, "three VMs free", || async {
-            (s.free_count().await == 3).then_some(())
-        })
-        .await;
+        let agents = xvnc_agents(&s, &rigs, &displays).await;
         let mut seats = Vec::new();
         for email in PARTICIPANTS {
             let claimed = s

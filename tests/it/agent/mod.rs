@@ -322,6 +322,40 @@ impl Drop for AgentProc {
     }
 }
 
+/// A running agent whose VM is `ada`'s, her desktop started; the fake notify-send logs
+/// the desktop's notifications to the rig's `notify.log`.
+async fn seat_with_notifications(name: &str) -> (TestServer, Rig, AgentProc) {
+    let s = TestServer::start_with(|c| {
+        c.server.long_poll_seconds = 2;
+        c.server.heartbeat_seconds = 1;
+    })
+    .await;
+    let rig = Rig::new(name);
+    let log = rig.path("notify.log");
+    let agent = rig.agent_with_env(
+        &s.base,
+        Token::Flag(s.token()),
+        Gpu::Fake,
+        &[],
+        &[("FAKE_NOTIFY_LOG", log.as_path())],
+    );
+    wait_vm(&s, &rig.vm, 15, "VM running", |vm| {
+        vm.status == Some(lablink::model::VmStatus::Running)
+    })
+    .await;
+    let claimed = s
+        .claim(
+            "ada@example.org",
+            &crate::helpers::crd_command("4/ada-code"),
+        )
+        .await;
+    assert_eq!(claimed.status, 200, "{}", claimed.html);
+    agent
+        .wait_log(10, &["desktop started; the participant can connect"], 1)
+        .await;
+    (s, rig, agent)
+}
+
 /// The stored VM once `ok` holds; on timeout the failure shows the last stored state.
 async fn wait_vm(
     s: &TestServer,
