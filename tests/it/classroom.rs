@@ -425,8 +425,11 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
     let teacher = seated(&s, "vm-2", "teacher@example.org").await;
     let mut page = Events::open(&s, "/api/my-vm/classroom", Some(&ada)).await;
     let mut teacher_page = Events::open(&s, "/api/my-vm/classroom", Some(&teacher)).await;
-    page.until("event: broadcast\ndata: {\"id\":null,\"on\":false,\"yours\":false}", 10)
-        .await;
+    page.until(
+        "event: broadcast\ndata: {\"id\":null,\"on\":false,\"yours\":false}",
+        10,
+    )
+    .await;
 
     // Bad input: no such VM, a bad name, a VM without a desktop channel, nothing to stop.
     s.admin_json(
