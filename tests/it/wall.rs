@@ -20,14 +20,8 @@ async fn browser_server() -> TestServer {
 /// `host` running, and `email` seated on it (the only free VM).
 async fn seat(s: &TestServer, host: &str, email: &str) {
     s.register_running(host).await;
-    let claimed = s
-        .client
-        .post(s.url("/api/request_vm"))
-        .form(&[("email", email)])
-        .send()
-        .await
-        .expect("claim");
-    assert_eq!(claimed.status(), 200);
+    let claimed = s.claim(email, "").await;
+    assert_eq!(claimed.status, 200, "{}", claimed.html);
 }
 
 /// A real JPEG of one colour, as the agent makes them.

@@ -464,21 +464,9 @@ async fn the_local_provider_gives_browser_seats_a_real_desktop() {
         (s.free_count().await == 1).then_some(())
     })
     .await;
-    let claimed = s
-        .client
-        .post(s.url("/api/request_vm"))
-        .form(&[("email", "lin@example.org")])
-        .send()
-        .await
-        .expect("claim");
-    assert_eq!(claimed.status(), 200);
-    let cookie = claimed
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("a claim cookie")
-        .to_owned();
+    let claimed = s.claim("lin@example.org", "").await;
+    assert_eq!(claimed.status, 200, "{}", claimed.html);
+    let cookie = claimed.cookie.expect("a claim cookie");
     let mut viewer = None;
     for _ in 0..100 {
         if let Ok(v) = open_socket(s.addr(), "/desktop/ws", &[("cookie", cookie.clone())]).await {

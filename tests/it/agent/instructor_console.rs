@@ -78,22 +78,10 @@ impl Room {
         let agents = xvnc_agents(&s, &rigs, &displays).await;
         let mut seats = Vec::new();
         for email in PARTICIPANTS {
-            let claimed = s
-                .client
-                .post(s.url("/api/request_vm"))
-                .form(&[("email", email)])
-                .send()
-                .await
-                .expect("claim");
-            assert_eq!(claimed.status(), 200);
-            let cookie = claimed
-                .headers()
-                .get("set-cookie")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(';').next())
-                .expect("a claim cookie")
-                .to_owned();
-            let page = claimed.text().await.expect("the claim's page");
+            let claimed = s.claim(email, "").await;
+            assert_eq!(claimed.status, 200, "{}", claimed.html);
+            let cookie = claimed.cookie.clone().expect("a claim cookie");
+            let page = claimed.html;
             let host = html_field(&page, "hostname")
                 .unwrap_or_else(|| panic!("{email} has no VM: {page}"));
             let i = rigs.iter().position(|r| r.vm == host).expect("a rig's VM");
