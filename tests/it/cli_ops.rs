@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{
-    ADMIN_USER, TestServer, admin_cli_env, crd_command, free_port, run_binary, succeeded, wait_for,
-    within,
+    ADMIN_USER, Auth, TestServer, admin_cli_env, crd_command, free_port, run_binary, succeeded,
+    wait_for, within,
 };
 
 /// Runs `lablink ARGS --url <server>` as the admin.
@@ -44,6 +44,40 @@ fn json_of(out: &Output) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
 
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Asserts the object `v` has (at least) each of `wanted`.
+#[track_caller]
+fn has_keys(v: &Value, wanted: &[&str]) {
+    let present = keys(v);
+    for key in wanted {
+        assert!(present.contains(key), "no {key:?} in {v}");
+    }
+}
+
+/// A run's record as the API gives it, which `runs`, `launch` and `destroy` print.
+const RUN_KEYS: [&str; 9] = [
+    "id",
+    "action",
+    "state",
+    "progress",
+    "requested_by",
+    "started_at",
+    "ended_at",
+    "exit_code",
+    "cancelled_by",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_seats_show_the_pool_as_tables_and_json() {
     let s = TestServer::start().await;
@@ -67,6 +101,36 @@ async fn status_and_seats_show_the_pool_as_tables_and_json() {
         );
 
         let status = json_of(&lablink(&s, &["status", "--json"]).await);
+        assert_eq!(
+            keys(&status),
+            ["counts", "event", "health", "runs_in_progress", "vms"]
+        );
+        assert_eq!(
+            keys(&status["counts"]),
+            [
+                "assigned",
+                "error",
+                "free",
+                "starting",
+                "total",
+                "unhealthy",
+                "unresponsive"
+            ]
+        );
+        has_keys(&status["health"], &["status", "checks", "uptime_seconds"]);
+        has_keys(
+            &status["vms"][0],
+            &[
+                "hostname",
+                "status",
+                "health",
+                "participant",
+                "in_use",
+                "available",
+                "unresponsive",
+                "last_seen_seconds_ago",
+            ],
+        );
         assert_eq!(status["counts"]["total"], 3);
         assert_eq!(status["counts"]["assigned"], 1);
         assert_eq!(status["counts"]["free"], 2);
@@ -83,6 +147,18 @@ async fn status_and_seats_show_the_pool_as_tables_and_json() {
         );
         assert!(seats.contains("1 seated, 2 free"), "{seats}");
         let listed = json_of(&lablink(&s, &["seats", "list", "--json"]).await);
+        assert_eq!(keys(&listed), ["free", "seats"]);
+        assert_eq!(
+            keys(&listed["seats"][0]),
+            [
+                "alive",
+                "assigned_at",
+                "hostname",
+                "in_use",
+                "participant",
+                "unresponsive"
+            ]
+        );
         assert_eq!(listed["free"], 2);
         assert_eq!(listed["seats"][0]["hostname"], "vm-1");
         assert_eq!(listed["seats"][0]["participant"], "ada@example.org");
@@ -97,6 +173,10 @@ async fn status_and_seats_show_the_pool_as_tables_and_json() {
         );
         let listed = json_of(&lablink(&s, &["seats", "--json"]).await);
         assert_eq!(listed["seats"][0]["hostname"], "vm-3");
+        let released = json_of(&lablink(&s, &["seats", "release", "vm-3", "--json"]).await);
+        assert!(released["message"].is_string(), "{released}");
+        let listed = json_of(&lablink(&s, &["seats", "--json"]).await);
+        assert_eq!(listed["seats"], json!([]), "{listed}");
         failed_with(
             &lablink(&s, &["seats", "release", "vm-2"]).await,
             1,
@@ -107,19 +187,109 @@ async fn status_and_seats_show_the_pool_as_tables_and_json() {
     .await;
 }
 
+/// Every subcommand that talks to an allocator, with each way of calling it: one request
+/// each for the credential checks below.
+const EVERY_SUBCOMMAND: [&[&str]; 19] = [
+    &["status"],
+    &["seats"],
+    &["seats", "release", "vm-1"],
+    &["seats", "move", "vm-1", "--to", "vm-2"],
+    &["seats", "clear", "vm-1"],
+    &["seats", "revoke", "vm-1"],
+    &["logs", "vm-1"],
+    &["logs", "vm-1", "--follow"],
+    &["launch", "1"],
+    &["destroy", "vm-1"],
+    &["destroy", "--all", "--yes"],
+    &["runs"],
+    &["runs", "1"],
+    &["runs", "1", "--follow"],
+    &["runs", "1", "--cancel"],
+    &["export"],
+    &["export", "report"],
+    &["export", "sessions"],
+    &["export", "rescues"],
+];
+
+/// The subcommands of `EVERY_SUBCOMMAND` that change something.
+fn changes(args: &[&str]) -> bool {
+    matches!(args[0], "launch" | "destroy")
+        || args.len() > 2 && args[0] == "seats"
+        || args.contains(&"--cancel")
+}
+
+/// Runs `lablink ARGS --url <base>` with `env` and nothing else.
+async fn lablink_as(base: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--url", base]);
+    run_binary(&all, env, 30).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_an_unreachable_allocator_and_bad_flags_have_their_statuses() {
     let s = TestServer::start().await;
-    within(120, "test", async {
+    s.register_many(2).await;
+    within(240, "test", async {
         let base = s.url("");
-        for args in [["status"], ["runs"], ["seats"]] {
-            let wrong = run_binary(
-                &[args[0], "--url", &base],
-                &[("LABLINK_APP_ADMIN_PASSWORD", "not-the-password")],
-                30,
-            )
-            .await;
-            failed_with(&wrong, 3, "wrong admin user or password");
+        let token = |scope: &'static str| {
+            let s = &s;
+            async move {
+                s.admin_json(
+                    reqwest::Method::POST,
+                    "/api/admin-tokens",
+                    Some(json!({"name": scope, "scope": scope})),
+                )
+                .await
+                .expect(201)
+            }
+        };
+        let revoked = token("admin").await;
+        s.admin_json(
+            reqwest::Method::DELETE,
+            &format!("/api/admin-tokens/{}", revoked["id"]),
+            None,
+        )
+        .await
+        .expect(200);
+        let revoked = revoked["token"].as_str().expect("token").to_owned();
+        let read_only = token("read_only").await["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        for args in EVERY_SUBCOMMAND {
+            let wrong = [("LABLINK_APP_ADMIN_PASSWORD", "not-the-password")];
+            failed_with(
+                &lablink_as(&base, args, &wrong).await,
+                3,
+                "wrong admin user or password",
+            );
+            // Five refusals in a row lock this address out; a good sign-in clears them.
+            s.get("/api/vms", Auth::admin()).await.expect(200);
+            let out = lablink_as(&base, args, &[("LABLINK_TOKEN", &revoked)]).await;
+            failed_with(&out, 3, "is unknown or revoked");
+            assert!(
+                stderr(&out).contains("lablink login"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+            s.get("/api/vms", Auth::admin()).await.expect(200);
+            if changes(args) {
+                failed_with(
+                    &lablink_as(&base, args, &[("LABLINK_TOKEN", &read_only)]).await,
+                    3,
+                    "has the read_only scope",
+                );
+            }
+            failed_with(
+                &lablink_as(&closed, args, &admin_cli_env()).await,
+                4,
+                "cannot connect to",
+            );
+        }
+        // A read-only token reads.
+        for args in [&["status"][..], &["seats"], &["runs"], &["logs", "vm-1"]] {
+            succeeded(&lablink_as(&base, args, &[("LABLINK_TOKEN", &read_only)]).await);
         }
         let wrong_user = run_binary(
             &["status", "--url", &base, "--user", "mallory"],
@@ -128,19 +298,20 @@ async fn bad_credentials_an_unreachable_allocator_and_bad_flags_have_their_statu
         )
         .await;
         failed_with(&wrong_user, 3, "HTTP 401");
-
-        let closed = format!("http://127.0.0.1:{}", free_port());
-        for args in [
-            vec!["status"],
-            vec!["logs", "vm-1"],
-            vec!["launch", "1"],
-            vec!["export"],
-        ] {
-            let mut all = args.clone();
-            all.extend(["--url", closed.as_str()]);
-            let out = run_binary(&all, &admin_cli_env(), 30).await;
-            failed_with(&out, 4, "cannot connect to");
-        }
+        // `login` too: nothing is stored when the allocator cannot be reached.
+        let home = tempfile::tempdir().expect("tempdir");
+        let config = home.path().display().to_string();
+        let login = lablink_as(
+            &closed,
+            &["login"],
+            &[
+                ("XDG_CONFIG_HOME", config.as_str()),
+                ("LABLINK_APP_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD),
+            ],
+        )
+        .await;
+        failed_with(&login, 4, "cannot connect to");
+        assert!(!home.path().join("lablink/logins.json").exists());
 
         failed_with(
             &run_binary(&["status", "--url", "ftp://x"], &admin_cli_env(), 30).await,
@@ -171,12 +342,11 @@ async fn bad_credentials_an_unreachable_allocator_and_bad_flags_have_their_statu
             2,
             "--kind",
         );
-        let logged_in = s.recent_audit(50).await;
+        let audit = s.recent_audit(50).await;
         assert!(
-            !logged_in
-                .iter()
-                .any(|e| e.actor == ADMIN_USER && e.action != "login"),
-            "nothing refused changed anything: {logged_in:?}"
+            !audit.iter().any(|e| e.actor != ADMIN_USER
+                || !["login", "create-api-token", "revoke-api-token"].contains(&e.action.as_str())),
+            "nothing refused changed anything: {audit:?}"
         );
     })
     .await;
@@ -220,7 +390,25 @@ async fn logs_are_printed_whole_and_followed_as_they_arrive() {
             "{only}"
         );
         let answer = json_of(&lablink(&s, &["logs", "vm-1", "--json"]).await);
+        assert_eq!(
+            keys(&answer),
+            ["cloud_init_logs", "docker_logs", "hostname", "logs"]
+        );
         assert_eq!(answer["hostname"], "vm-1");
+        // Followed, one JSON answer a line, each with the cursor to go on from.
+        let mut follower = spawn(&s, &["logs", "vm-1", "--follow", "--json"]);
+        let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
+        let first = lines.next_line().await.expect("read").expect("a line");
+        let first: Value = serde_json::from_str(&first).expect("one JSON object a line");
+        assert!(first["cursor"].is_string(), "{first}");
+        assert!(
+            first["docker_logs"]
+                .as_str()
+                .is_some_and(|l| l.contains("container says hello")),
+            "{first}"
+        );
+        follower.start_kill().expect("stop the follower");
+        let _ = follower.wait().await;
         assert!(
             answer["docker_logs"]
                 .as_str()
@@ -331,7 +519,13 @@ async fn launch_runs_and_destroy_follow_runs_to_their_end() {
         );
         let listed = json_of(&lablink(&s, &["runs", "--json"]).await);
         assert_eq!(listed["runs"][0]["id"], 1);
+        has_keys(&listed["runs"][0], &RUN_KEYS);
+        assert_eq!(
+            listed["runs"][0]["progress"],
+            json!({"done": 2, "total": 2, "failed": 0})
+        );
         let one = json_of(&lablink(&s, &["runs", "1", "--json"]).await);
+        assert_eq!(keys(&one), ["lines", "run"]);
         assert_eq!(one["run"]["state"], "succeeded");
         assert!(
             one["lines"].as_array().is_some_and(|l| !l.is_empty()),
@@ -347,6 +541,7 @@ async fn launch_runs_and_destroy_follow_runs_to_their_end() {
         let detached = json_of(&lablink(&s, &["launch", "1", "--detach", "--json"]).await);
         let id = detached["run_id"].as_u64().expect("run id").to_string();
         let followed = json_of(&lablink(&s, &["runs", &id, "--follow", "--json"]).await);
+        has_keys(&followed, &RUN_KEYS);
         assert_eq!(followed["state"], "succeeded");
         wait_for(60, "three VMs running", || async {
             (s.free_count().await == 3).then_some(())
@@ -355,6 +550,7 @@ async fn launch_runs_and_destroy_follow_runs_to_their_end() {
 
         let host = "cliops-lablink-local-vm-3";
         let destroyed = json_of(&lablink(&s, &["destroy", host, "--json"]).await);
+        has_keys(&destroyed, &RUN_KEYS);
         assert_eq!(destroyed["state"], "succeeded");
         assert_eq!(destroyed["action"], "destroy_vm");
         failed_with(&lablink(&s, &["destroy", host]).await, 1, "VM not found");
@@ -532,6 +728,50 @@ async fn a_followed_launch_shows_its_progress_and_ends_when_cancelled() {
         );
         let run = json_of(&lablink(&s, &["runs", "1", "--json"]).await);
         assert_eq!(run["run"]["cancelled_by"], ADMIN_USER);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_destroy_shows_its_progress_and_is_cancelled_from_the_command_line() {
+    let s = crate::terraform::terraform_server(60).await;
+    within(120, "test", async {
+        crate::terraform::set_mode(&s, "succeed");
+        succeeded(&lablink(&s, &["launch", "3"]).await);
+        crate::terraform::set_mode(&s, "paced");
+        let mut destroy = spawn(&s, &["destroy", "--all", "--yes"]);
+        let mut progress = BufReader::new(destroy.stderr.take().expect("stderr")).lines();
+        let mut seen = Vec::new();
+        read_until(&mut progress, &mut seen, "run #2: 0/3").await;
+        std::fs::write(crate::terraform::control(&s).join("step-1"), "").expect("step");
+        read_until(&mut progress, &mut seen, "run #2: 1/3").await;
+        let listed = json_of(&lablink(&s, &["runs", "--json"]).await);
+        let run = &listed["runs"][0];
+        assert_eq!(
+            (&run["id"], &run["action"]),
+            (&json!(2), &json!("destroy_all"))
+        );
+        assert_eq!(run["state"], "running");
+        assert_eq!(run["progress"], json!({"done": 1, "total": 3, "failed": 0}));
+
+        let cancelled = json_of(&lablink(&s, &["runs", "2", "--cancel", "--json"]).await);
+        has_keys(&cancelled, &["status", "run"]);
+        assert_eq!(cancelled["status"], "cancelling");
+        assert_eq!(cancelled["run"]["id"], 2);
+        read_until(&mut progress, &mut seen, "run #2 ended cancelled").await;
+        let ended = destroy.wait().await.expect("destroy ends");
+        assert_eq!(ended.code(), Some(1), "{seen:?}");
+        let run = json_of(&lablink(&s, &["runs", "2", "--json"]).await)["run"].clone();
+        assert_eq!(run["state"], "cancelled");
+        assert_eq!(run["cancelled_by"], ADMIN_USER);
+        // Terraform finished the VM under way when interrupted, and went no further.
+        assert_eq!(run["progress"], json!({"done": 2, "total": 3, "failed": 0}));
+        let left: Vec<String> = serde_json::from_str(
+            &std::fs::read_to_string(crate::terraform::control(&s).join("state.json"))
+                .expect("state"),
+        )
+        .expect("names");
+        assert_eq!(left.len(), 1, "{left:?}");
     })
     .await;
 }
