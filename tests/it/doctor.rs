@@ -541,6 +541,20 @@ async fn a_terraform_older_than_the_templates_need_fails() {
     b.doctor(&[])
         .await
         .expect_fail("terraform", "Terraform 2.1.0");
+    // A `terraform` that cannot say its version (a broken install, a wrapper script).
+    b.program(
+        "terraform",
+        "#!/bin/sh\necho 'plugin cache is corrupt' >&2\nexit 3\n",
+    );
+    let run = b.doctor(&[]).await;
+    let finding = run.expect_fail(
+        "terraform",
+        "`version -json` exited with exit status: 3: plugin cache is corrupt",
+    );
+    assert!(
+        finding.contains("fix: install Terraform or OpenTofu"),
+        "{finding}"
+    );
 }
 
 #[tokio::test]
@@ -634,6 +648,15 @@ async fn a_public_name_that_does_not_resolve_fails() {
 }
 
 #[tokio::test]
+async fn a_public_url_without_a_tls_answer_fails() {
+    let b = Sandbox::new();
+    let url = format!("https://localhost:{}", free_port());
+    let run = b.doctor(&["--public-url", &url]).await;
+    let finding = run.expect_fail("public_url", &format!("but no TLS answer from {url}"));
+    assert!(finding.contains("check the TLS front"), "{finding}");
+}
+
+#[tokio::test]
 async fn an_untrusted_certificate_fails() {
     // Signed by a CA the doctor does not trust (it trusts only another one).
     let stranger = Authority::new("stranger");
@@ -697,6 +720,27 @@ async fn an_allocator_url_that_does_not_answer_fails() {
         "allocator_url",
         &format!("{closed}/api/health does not answer"),
     );
+
+    // An allocator answering that it is unhealthy.
+    let unhealthy = http_stub(
+        0,
+        r#"{"status":"degraded","checks":{"store":"unwritable"},"uptime_seconds":1}"#,
+    )
+    .await;
+    b.set("LABLINK_PROVISION_ALLOCATOR_URL", &unhealthy);
+    let finding = b
+        .doctor(&[])
+        .await
+        .expect_fail("allocator_url", "the allocator is unhealthy");
+    assert!(finding.contains("unwritable"), "{finding}");
+
+    // Terraform VMs given no address to reach the allocator at.
+    b.terraform_ready().unset("LABLINK_PROVISION_ALLOCATOR_URL");
+    b.doctor(&[]).await.expect_fail(
+        "allocator_url",
+        "VMs would not know where to reach the allocator",
+    );
+    b.unset("LABLINK_PROVISION_PROVIDER");
 
     // Something else answering there is only a warning.
     let other = http_stub(0, "<html>welcome to nginx</html>").await;
