@@ -383,3 +383,75 @@ async fn sparklines_in_a_real_browser() {
     })
     .await;
 }
+
+/// A browser seat's time connected: what its agent says, or, when the agent cannot tell,
+/// whether the relay has a participant's stream open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_seats_time_connected_is_measured() {
+    use crate::desktop::{FakeAgent, claim, open_in_background};
+    let clock = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_on_with_clock(dir.path(), "127.0.0.1:0", clock.clone(), |c| {
+        c.desktop.mode = "browser".into();
+        c.metrics.sample_seconds = 15;
+    })
+    .await;
+    within(60, "a browser seat's connection", async {
+        s.register_running("vm-1").await;
+        let (answer, cookie) = claim(&s, &[("email", "ada@example.org")]).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let cookie = cookie.expect("claim cookie");
+        clock.advance(Duration::minutes(10));
+        let mut agent = FakeAgent::connect(&s, "vm-1").await;
+        let credential = mint_credential(&s, "vm-1").await;
+        let connected = |age: f64, connected: Option<bool>| {
+            let mut one = sample(age, 10.0, 100, true);
+            one["desktop_connected"] = json!(connected);
+            one
+        };
+        // Connected for two samples, then not; a sample without a say while nobody
+        // watches counts as not connected.
+        let batch = [
+            connected(60.0, Some(true)),
+            connected(45.0, Some(true)),
+            connected(30.0, Some(false)),
+            connected(15.0, None),
+        ];
+        assert_eq!(send(&s, &credential, "vm-1", &batch).await["accepted"], 4);
+        let seat = seats(&s, "?hostname=vm-1").await.remove(0);
+        assert_eq!(seat["summary"]["connected_seconds"], 30.0, "{seat}");
+        let flags: Vec<&Value> = seat["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| &p["desktop_connected"])
+            .collect();
+        assert_eq!(
+            flags,
+            [&json!(true), &json!(true), &json!(false), &json!(false)]
+        );
+
+        // The participant's page opens the desktop: while that stream is open, a sample
+        // without a say counts as connected.
+        let opening = open_in_background(&s, "/desktop/ws", ("cookie", cookie));
+        agent.next_open().await;
+        clock.advance(Duration::seconds(15));
+        assert_eq!(
+            send(&s, &credential, "vm-1", &[connected(0.0, None)]).await["accepted"],
+            1
+        );
+        let seat = seats(&s, "?hostname=vm-1").await.remove(0);
+        assert_eq!(seat["summary"]["connected_seconds"], 45.0, "{seat}");
+        opening.abort();
+
+        let csv = s
+            .get("/admin/export-sessions.csv", Auth::admin())
+            .await
+            .text;
+        let row = csv.lines().nth(1).expect("the seat's row");
+        assert!(row.starts_with("ada@example.org,vm-1,"), "{csv}");
+        // Time in use, then time connected.
+        assert!(row.contains(",75.0,45.0,"), "{csv}");
+    })
+    .await;
+}
