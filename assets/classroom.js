@@ -1,10 +1,11 @@
 // The participant's classroom panel (src/views/classroom.rs), from the live stream
 // /api/my-vm/classroom: the "I need help" button and the hand's state, the latest
 // announcement, the notice while the instructor has control of this desktop (and when it
-// is given back), and the instructor's broadcast: on the desktop page, a view-only noVNC
-// client over /broadcast/ws shown instead of the participant's own desktop; on the seat
-// page, a link to /broadcast. The body's data-broadcast (off | connecting | connected)
-// and the panel's data-hand / data-control / data-announcement say what is shown.
+// is given back), and the instructor's broadcast: a view-only noVNC client over
+// /broadcast/ws, shown instead of the participant's own desktop on the desktop page and
+// inside the seat page (which links to /broadcast, full size). The body's data-broadcast
+// (off | connecting | connected) and the panel's data-hand / data-control /
+// data-announcement say what is shown.
 (function () {
   "use strict";
   const panel = document.getElementById("classroom");
@@ -19,7 +20,7 @@
   const givenBack = byId("given-back");
   const note = byId("broadcast-note");
   const yours = byId("broadcast-yours");
-  const screen = panel.dataset.broadcast === "inline" ? byId("broadcast-screen") : null;
+  const screen = byId("broadcast-screen");
   const RETRY_MS = 2000;
 
   // Answered in place, so an open desktop stays connected; the live stream shows the result.
@@ -81,12 +82,11 @@
     const watching = on.on && !on.yours;
     note.hidden = !watching;
     yours.hidden = !(on.on && on.yours);
-    if (!screen) return;
     if (watching) watch(on.id);
     else unwatch();
   });
 
-  // The broadcast viewer (desktop page only).
+  // The broadcast viewer.
   let viewer = null; // the noVNC client, while one is open
   let onAir = null; // the broadcast's id while there is one
   let retry = null;

@@ -4,11 +4,12 @@
 //! them all at once. What is on air lives in memory: a restart ends the broadcast.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::desktop::{DesktopStream, Viewer};
 use super::error::PoolError;
@@ -27,6 +28,8 @@ pub struct OnAir {
 
 pub struct Broadcast {
     on_air: watch::Sender<Option<OnAir>>,
+    /// See `switching()`.
+    switching: Mutex<u64>,
     /// Broadcast streams open per watching seat: one claim cannot take the slots of all.
     viewers: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -56,22 +59,80 @@ impl Default for Broadcast {
     fn default() -> Broadcast {
         Broadcast {
             on_air: watch::channel(None).0,
+            switching: Mutex::new(0),
             viewers: Arc::default(),
         }
     }
 }
 
 impl Broadcast {
-    /// Takes `host` off the air if it is on: its seat ended. Whether it was.
-    pub fn seat_ended(&self, host: &str) -> bool {
-        self.on_air.send_if_modified(|on_air| {
+    /// Puts `host` on air in place of what was, whose broadcast streams `cut` ends, unless
+    /// `seat` (`host`'s seat as the caller read it) was cut meanwhile.
+    fn put_on_air(
+        &self,
+        host: &str,
+        by: &str,
+        now: DateTime<Utc>,
+        seat: &CancellationToken,
+        cut: impl FnOnce(&str),
+    ) -> Result<OnAir, PoolError> {
+        let mut last_id = self.switching();
+        // The seat's end cancels `seat` before it takes the seat off the air (under this
+        // lock): either this start sees the cancel, or the seat's end sees this start.
+        if seat.is_cancelled() {
+            return Err(PoolError::Conflict(format!(
+                "The seat of {host} changed while the broadcast was starting; check who sits \
+                 there and start again."
+            )));
+        }
+        let id = u64::try_from(now.timestamp_millis())
+            .unwrap_or(0)
+            .max(*last_id + 1);
+        *last_id = id;
+        let on_air = OnAir {
+            id,
+            hostname: host.to_owned(),
+            by: by.to_owned(),
+            since: now,
+        };
+        // On the air before the cut: a stream opening meanwhile to what was sees the change
+        // and gives up.
+        if let Some(before) = self.on_air.send_replace(Some(on_air.clone())) {
+            cut(&before.hostname);
+        }
+        Ok(on_air)
+    }
+
+    /// Takes the broadcast off the air and `cut`s its streams; what was on air.
+    fn take_off_air(&self, cut: impl FnOnce(&str)) -> Option<OnAir> {
+        let _switching = self.switching();
+        let stopped = self.on_air.send_replace(None)?;
+        cut(&stopped.hostname);
+        Some(stopped)
+    }
+
+    /// Takes `host` off the air if it is on, and `cut`s its streams: its seat ended.
+    /// Whether it was.
+    pub fn seat_ended(&self, host: &str, cut: impl FnOnce(&str)) -> bool {
+        let _switching = self.switching();
+        let ended = self.on_air.send_if_modified(|on_air| {
             let ended = on_air.as_ref().is_some_and(|b| b.hostname == host);
             if ended {
-                tracing::info!(vm = %host, "broadcast stopped: its seat ended");
                 *on_air = None;
             }
             ended
-        })
+        });
+        if ended {
+            tracing::info!(vm = %host, "broadcast stopped: its seat ended");
+            cut(host);
+        }
+        ended
+    }
+
+    /// Held while what is on air changes and the streams of what it replaced are cut: one
+    /// start, stop or seat end at a time. Holds the last broadcast's id.
+    fn switching(&self) -> MutexGuard<'_, u64> {
+        self.switching.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn current(&self) -> Option<OnAir> {
@@ -86,6 +147,8 @@ impl Broadcast {
 
 /// `actor` broadcasts `host`'s desktop (replacing what was on air). Audited.
 pub async fn start(pool: &Pool, actor: &Actor, host: &str) -> Result<OnAir, PoolError> {
+    // Taken before the VM is read: the end of the seat read below cancels it.
+    let seat = pool.desktops.seat_cut(host);
     let vm = super::stored_vm(pool, host, "Failed to read the VM.").await?;
     if !pool.desktops.attached(&vm.hostname) {
         return Err(PoolError::Unavailable(format!(
@@ -93,19 +156,13 @@ pub async fn start(pool: &Pool, actor: &Actor, host: &str) -> Result<OnAir, Pool
              a browser desktop, or not started yet); broadcast a seat with a browser desktop."
         )));
     }
-    let on_air = OnAir {
-        id: u64::try_from(pool.clock.now().timestamp_millis()).unwrap_or(0),
-        hostname: vm.hostname.clone(),
-        by: actor.user.clone(),
-        since: pool.clock.now(),
-    };
-    let mut next = on_air.clone();
-    let before = pool.broadcast.on_air.send_replace(None);
-    if let Some(before) = &before {
-        pool.desktops.cut_broadcast(&before.hostname);
-        next.id = next.id.max(before.id + 1);
-    }
-    pool.broadcast.on_air.send_replace(Some(next.clone()));
+    let on_air = pool.broadcast.put_on_air(
+        &vm.hostname,
+        &actor.user,
+        pool.clock.now(),
+        &seat,
+        |before| pool.desktops.cut_broadcast(before),
+    )?;
     let participant = vm
         .assignment
         .as_ref()
@@ -116,18 +173,15 @@ pub async fn start(pool: &Pool, actor: &Actor, host: &str) -> Result<OnAir, Pool
         format!("{host}: broadcast the desktop to every participant (seat: {participant})"),
     )
     .await;
-    Ok(next)
+    Ok(on_air)
 }
 
 /// `actor` stops the broadcast: every participant's broadcast stream is cut. Audited.
 pub async fn stop(pool: &Pool, actor: &Actor) -> Result<OnAir, PoolError> {
-    // Off the air before the cut: a stream opening meanwhile sees it and gives up.
     let stopped = pool
         .broadcast
-        .on_air
-        .send_replace(None)
+        .take_off_air(|host| pool.desktops.cut_broadcast(host))
         .ok_or_else(|| PoolError::Conflict("Nothing is being broadcast.".into()))?;
-    pool.desktops.cut_broadcast(&stopped.hostname);
     pool.audit_by(
         actor,
         "broadcast_stop",
@@ -172,4 +226,95 @@ pub async fn open_for_participant(
         return Err(PoolError::Conflict("The broadcast ended.".into()));
     }
     Ok((stream, watching))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).expect("time")
+    }
+
+    fn on_air(b: &Broadcast) -> Option<String> {
+        b.current().map(|b| b.hostname)
+    }
+
+    #[test]
+    fn a_start_or_stop_waits_for_the_one_before_to_cut_what_it_replaced() {
+        let b = Arc::new(Broadcast::default());
+        let seat = CancellationToken::new();
+        let cuts = Arc::new(Mutex::new(Vec::<String>::new()));
+        let record = |cuts: &Arc<Mutex<Vec<String>>>| {
+            let cuts = cuts.clone();
+            move |host: &str| cuts.lock().expect("cuts").push(host.to_owned())
+        };
+        b.put_on_air("vm-x", "admin", at(0), &seat, record(&cuts))
+            .expect("on air");
+        // vm-y replaces vm-x; while vm-x's streams are being cut, vm-x is started again
+        // (from another request).
+        let (done, finished) = mpsc::channel();
+        let mut others = Vec::new();
+        let y = b
+            .put_on_air("vm-y", "admin", at(1), &seat, |host| {
+                record(&cuts)(host);
+                let (b2, seat2, cuts2, done2) =
+                    (b.clone(), seat.clone(), cuts.clone(), done.clone());
+                others.push(std::thread::spawn(move || {
+                    let x = b2.put_on_air("vm-x", "admin", at(1), &seat2, record(&cuts2));
+                    done2.send(()).expect("told");
+                    x
+                }));
+                assert!(
+                    finished.recv_timeout(Duration::from_millis(300)).is_err(),
+                    "a start ran while another was cutting the streams it replaced"
+                );
+            })
+            .expect("on air");
+        let x = others
+            .pop()
+            .expect("started")
+            .join()
+            .expect("joined")
+            .expect("on air");
+        assert!(x.id > y.id, "every start a new id");
+        assert_eq!(on_air(&b).as_deref(), Some("vm-x"));
+        // vm-x's second broadcast was not cut by the first one's replacement.
+        assert_eq!(*cuts.lock().expect("cuts"), ["vm-x", "vm-y"]);
+
+        let stopped = b.take_off_air(record(&cuts)).expect("was on air");
+        assert_eq!(stopped.id, x.id);
+        assert_eq!(on_air(&b), None);
+        assert!(b.take_off_air(record(&cuts)).is_none());
+        assert_eq!(*cuts.lock().expect("cuts"), ["vm-x", "vm-y", "vm-x"]);
+    }
+
+    #[test]
+    fn a_seat_that_ends_while_its_broadcast_starts_does_not_go_on_air() {
+        let b = Broadcast::default();
+        let nothing = |host: &str| panic!("{host} cut");
+        // The start read vm-1's seat; the seat ends (its cut, then the broadcast's end)
+        // before the start puts it on air.
+        let seat = CancellationToken::new();
+        seat.cancel();
+        assert!(!b.seat_ended("vm-1", nothing));
+        let refused = b.put_on_air("vm-1", "admin", at(0), &seat, nothing);
+        assert!(
+            matches!(refused, Err(PoolError::Conflict(_))),
+            "{refused:?}"
+        );
+        assert_eq!(on_air(&b), None);
+
+        // On air, a seat's end takes it off and cuts its streams; another seat's does not.
+        b.put_on_air("vm-1", "admin", at(1), &CancellationToken::new(), nothing)
+            .expect("on air");
+        assert!(!b.seat_ended("vm-2", nothing));
+        let cut = Mutex::new(None);
+        assert!(b.seat_ended("vm-1", |host| *cut.lock().expect("cut") =
+            Some(host.to_owned())));
+        assert_eq!(cut.into_inner().expect("cut").as_deref(), Some("vm-1"));
+        assert_eq!(on_air(&b), None);
+    }
 }

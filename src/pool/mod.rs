@@ -92,7 +92,7 @@ pub struct Pool {
     /// The console's recent announcements.
     pub announcements: announce::Announcements,
     /// The desktop shown to every participant, if any.
-    pub broadcast: broadcast::Broadcast,
+    pub broadcast: Arc<broadcast::Broadcast>,
 }
 
 impl Pool {
@@ -100,11 +100,11 @@ impl Pool {
     /// desktop streams, its open request for help and a broadcast of it end with it (the
     /// next participant there is not shown to the room).
     pub fn seat_ended(&self, host: &str) {
+        // The cut first: a broadcast starting meanwhile sees it (`broadcast::start`).
         self.desktops.cut(host);
         self.hands.seat_ended(host);
-        if self.broadcast.seat_ended(host) {
-            self.desktops.cut_broadcast(host);
-        }
+        self.broadcast
+            .seat_ended(host, |host| self.desktops.cut_broadcast(host));
     }
 
     /// Opens the pool of `store`: the agents' token, the VM identities, the liveness of
@@ -129,6 +129,7 @@ impl Pool {
         let waiters = Arc::new(Waiters::default());
         let desktops = Arc::new(desktop::Desktops::default());
         let hands = Arc::new(hands::Hands::default());
+        let broadcast = Arc::new(broadcast::Broadcast::default());
         let metrics = Arc::new(Metrics::new());
         let identities = Identities::load(store.clone(), api_token.clone()).await?;
         let liveness = Arc::new(Liveness::new(config.staleness_limit()));
@@ -153,6 +154,7 @@ impl Pool {
                 liveness: liveness.clone(),
                 desktops: desktops.clone(),
                 hands: hands.clone(),
+                broadcast: broadcast.clone(),
                 rescues: rescues.clone(),
             },
             metrics.clone(),
@@ -185,7 +187,7 @@ impl Pool {
             admin_tokens,
             hands,
             announcements: announce::Announcements::default(),
-            broadcast: broadcast::Broadcast::default(),
+            broadcast,
         };
         event::load(&pool).await.map_err(|e| match e {
             event::EventLoadError::Store(e) => OpenError::Store(e),

@@ -93,6 +93,7 @@ pub struct Provisioner {
     liveness: Arc<Liveness>,
     desktops: Arc<super::desktop::Desktops>,
     hands: Arc<super::hands::Hands>,
+    broadcast: Arc<super::broadcast::Broadcast>,
     rescues: Arc<super::rescue::Rescuer>,
     allocator_url: OnceLock<String>,
     current: Mutex<Option<Current>>,
@@ -117,6 +118,8 @@ pub struct Handles {
     pub desktops: Arc<super::desktop::Desktops>,
     /// …and their open requests for help.
     pub hands: Arc<super::hands::Hands>,
+    /// …and a broadcast of their desktop.
+    pub broadcast: Arc<super::broadcast::Broadcast>,
     /// Participants' files are rescued before their VM is destroyed.
     pub rescues: Arc<super::rescue::Rescuer>,
 }
@@ -136,6 +139,7 @@ impl Provisioner {
             liveness,
             desktops,
             hands,
+            broadcast,
             rescues,
         } = handles;
         Provisioner {
@@ -147,6 +151,7 @@ impl Provisioner {
             liveness,
             desktops,
             hands,
+            broadcast,
             rescues,
             allocator_url: OnceLock::new(),
             current: Mutex::new(None),
@@ -470,6 +475,8 @@ impl Provisioner {
                     self.liveness.forget(host);
                     self.desktops.cut(host);
                     self.hands.seat_ended(host);
+                    self.broadcast
+                        .seat_ended(host, |host| self.desktops.cut_broadcast(host));
                 }
                 if !removed.is_empty() {
                     log.line(format!("removed {} VM record(s)", removed.len()));

@@ -2,8 +2,9 @@
 //! makes of its desktop every `desktop.thumbnail_seconds`) of every seat, in memory only.
 //! Each is bound to the seat it was taken of (the participant and when they were seated):
 //! it is dropped when the seat changes hands or the VM goes (`Desktops::cut`), and one
-//! that arrives late for an earlier seat is never shown for the next. Bounded per seat
-//! (the route's body limit) and in total.
+//! that arrives late for an earlier seat is never shown for the next, nor kept (a cut
+//! between reading the seat and storing its picture refuses the picture). Bounded per
+//! seat (the route's body limit) and in total.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -67,6 +68,14 @@ struct Inner {
     seats: HashMap<String, Thumbnail>,
     total: usize,
     next_version: u64,
+    /// Seats cut so far (`forget`), all VMs together.
+    cuts: u64,
+}
+
+/// When the caller started reading the seat a picture is for (see [`Thumbnails::ticket`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket {
+    cuts: u64,
 }
 
 impl Default for Thumbnails {
@@ -85,6 +94,8 @@ pub enum Refused {
     TooLarge(usize),
     /// Every seat's picture together would exceed `MAX_TOTAL_BYTES`.
     Full,
+    /// A seat was cut after the ticket was taken: the seat read may be gone.
+    Stale,
 }
 
 impl Thumbnails {
@@ -92,8 +103,23 @@ impl Thumbnails {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `jpeg` as `vm`'s latest picture (in place of the one before); its version.
-    fn put(&self, vm: &Vm, jpeg: Bytes, taken_at: DateTime<Utc>) -> Result<Option<u64>, Refused> {
+    /// Taken before reading the seat a picture is for. A cut after it (the seat read may
+    /// have ended, its `forget` done already) makes `put` refuse the picture.
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            cuts: self.lock().cuts,
+        }
+    }
+
+    /// Keeps `jpeg` as `vm`'s latest picture (in place of the one before), `vm` as read
+    /// after `ticket` was taken; its version.
+    fn put(
+        &self,
+        vm: &Vm,
+        jpeg: Bytes,
+        taken_at: DateTime<Utc>,
+        ticket: Ticket,
+    ) -> Result<Option<u64>, Refused> {
         let Some(seat) = SeatOf::of(vm) else {
             return Ok(None);
         };
@@ -101,6 +127,9 @@ impl Thumbnails {
             return Err(Refused::TooLarge(jpeg.len()));
         }
         let mut inner = self.lock();
+        if inner.cuts != ticket.cuts {
+            return Err(Refused::Stale);
+        }
         let replaced = inner.seats.get(&vm.hostname).map_or(0, |t| t.jpeg.len());
         if inner.total - replaced + jpeg.len() > MAX_TOTAL_BYTES {
             return Err(Refused::Full);
@@ -142,9 +171,11 @@ impl Thumbnails {
             .map(|t| t.version)
     }
 
-    /// Drops `host`'s picture (its seat changed hands, or the VM went).
+    /// Drops `host`'s picture (its seat changed hands, or the VM went); pictures of seats
+    /// read before are not kept after this.
     pub fn forget(&self, host: &str) {
         let mut inner = self.lock();
+        inner.cuts += 1;
         if let Some(gone) = inner.seats.remove(host) {
             inner.total -= gone.jpeg.len();
             drop(inner);
@@ -162,35 +193,50 @@ impl Thumbnails {
     }
 }
 
+/// Reads of the seat before a thumbnail is given up when seats keep being cut meanwhile.
+const PUT_ATTEMPTS: usize = 3;
+
 /// A thumbnail from `host`'s agent: kept while a participant sits at the VM with a browser
 /// desktop. A VM without one (free, or in Chrome Remote Desktop mode) has nothing to show.
 pub async fn put(pool: &Pool, host: &str, jpeg: Bytes) -> Result<(), PoolError> {
-    let h = host.to_owned();
-    let vm = pool
-        .store
-        .read(move |tx| vms::get(tx, &h))
-        .await
-        .map_err(PoolError::store("Failed to keep the thumbnail."))?
-        .ok_or(PoolError::VmNotFound)?;
-    if vm
-        .assignment
-        .as_ref()
-        .is_none_or(|a| a.desktop != DesktopKind::Browser)
-    {
-        return Err(PoolError::Conflict(format!(
-            "{host} has no participant on a browser desktop: there is no seat to show."
-        )));
-    }
     let thumbnails = &pool.desktops.thumbnails;
-    match thumbnails.put(&vm, jpeg, pool.clock.now()) {
-        Ok(_) => Ok(()),
-        Err(Refused::TooLarge(len)) => Err(PoolError::Invalid(format!(
-            "The thumbnail is {len} bytes; at most {MAX_BYTES_PER_SEAT} are kept."
-        ))),
-        Err(Refused::Full) => Err(PoolError::Unavailable(format!(
-            "The allocator holds {MAX_TOTAL_BYTES} bytes of thumbnails already; try again later."
-        ))),
+    for _ in 0..PUT_ATTEMPTS {
+        let ticket = thumbnails.ticket();
+        let h = host.to_owned();
+        let vm = pool
+            .store
+            .read(move |tx| vms::get(tx, &h))
+            .await
+            .map_err(PoolError::store("Failed to keep the thumbnail."))?
+            .ok_or(PoolError::VmNotFound)?;
+        if vm
+            .assignment
+            .as_ref()
+            .is_none_or(|a| a.desktop != DesktopKind::Browser)
+        {
+            return Err(PoolError::Conflict(format!(
+                "{host} has no participant on a browser desktop: there is no seat to show."
+            )));
+        }
+        match thumbnails.put(&vm, jpeg.clone(), pool.clock.now(), ticket) {
+            Ok(_) => return Ok(()),
+            // A seat was cut while this one was read (rarely this one): read it again.
+            Err(Refused::Stale) => {}
+            Err(Refused::TooLarge(len)) => {
+                return Err(PoolError::Invalid(format!(
+                    "The thumbnail is {len} bytes; at most {MAX_BYTES_PER_SEAT} are kept."
+                )));
+            }
+            Err(Refused::Full) => {
+                return Err(PoolError::Unavailable(format!(
+                    "The allocator holds {MAX_TOTAL_BYTES} bytes of thumbnails already; try again later."
+                )));
+            }
+        }
     }
+    Err(PoolError::Conflict(format!(
+        "Seats kept changing while the thumbnail of {host} was being kept; send the next one."
+    )))
 }
 
 /// One VM on the wall.
@@ -274,7 +320,9 @@ mod tests {
     fn a_picture_belongs_to_the_seat_it_was_taken_of() {
         let thumbnails = Thumbnails::default();
         let ada = vm("vm-1", Some("ada@example.org"), 100);
-        let v1 = thumbnails.put(&ada, jpeg(10), Utc::now()).expect("kept");
+        let v1 = thumbnails
+            .put(&ada, jpeg(10), Utc::now(), thumbnails.ticket())
+            .expect("kept");
         assert_eq!(thumbnails.get(&ada).map(|t| t.version), v1);
         // Someone else seated on the same VM does not see Ada's desktop.
         let bob = vm("vm-1", Some("bob@example.org"), 200);
@@ -288,7 +336,12 @@ mod tests {
         );
         // A free VM keeps nothing.
         assert_eq!(
-            thumbnails.put(&vm("vm-2", None, 0), jpeg(10), Utc::now()),
+            thumbnails.put(
+                &vm("vm-2", None, 0),
+                jpeg(10),
+                Utc::now(),
+                thumbnails.ticket()
+            ),
             Ok(None)
         );
         assert_eq!(thumbnails.total_bytes(), 10);
@@ -299,8 +352,12 @@ mod tests {
         let thumbnails = Thumbnails::default();
         let mut changes = thumbnails.changes();
         let ada = vm("vm-1", Some("ada@example.org"), 100);
-        let v1 = thumbnails.put(&ada, jpeg(10), Utc::now()).expect("kept");
-        let v2 = thumbnails.put(&ada, jpeg(30), Utc::now()).expect("kept");
+        let v1 = thumbnails
+            .put(&ada, jpeg(10), Utc::now(), thumbnails.ticket())
+            .expect("kept");
+        let v2 = thumbnails
+            .put(&ada, jpeg(30), Utc::now(), thumbnails.ticket())
+            .expect("kept");
         assert!(v2 > v1);
         assert_eq!(thumbnails.total_bytes(), 30);
         assert!(changes.has_changed().expect("open"));
@@ -320,30 +377,64 @@ mod tests {
         let thumbnails = Thumbnails::default();
         let ada = vm("vm-0", Some("ada@example.org"), 100);
         assert_eq!(
-            thumbnails.put(&ada, jpeg(MAX_BYTES_PER_SEAT + 1), Utc::now()),
+            thumbnails.put(
+                &ada,
+                jpeg(MAX_BYTES_PER_SEAT + 1),
+                Utc::now(),
+                thumbnails.ticket()
+            ),
             Err(Refused::TooLarge(MAX_BYTES_PER_SEAT + 1))
         );
         let seats = MAX_TOTAL_BYTES / MAX_BYTES_PER_SEAT;
         for i in 0..seats {
             let seat = vm(&format!("vm-{i}"), Some("p@example.org"), 1);
             thumbnails
-                .put(&seat, jpeg(MAX_BYTES_PER_SEAT), Utc::now())
+                .put(
+                    &seat,
+                    jpeg(MAX_BYTES_PER_SEAT),
+                    Utc::now(),
+                    thumbnails.ticket(),
+                )
                 .expect("room");
         }
         assert_eq!(thumbnails.total_bytes(), MAX_TOTAL_BYTES);
         let one_more = vm("vm-extra", Some("p@example.org"), 1);
         assert_eq!(
-            thumbnails.put(&one_more, jpeg(1), Utc::now()),
+            thumbnails.put(&one_more, jpeg(1), Utc::now(), thumbnails.ticket()),
             Err(Refused::Full)
         );
         // Replacing a seat's picture with a smaller one always fits.
         let first = vm("vm-0", Some("p@example.org"), 1);
         thumbnails
-            .put(&first, jpeg(5), Utc::now())
+            .put(&first, jpeg(5), Utc::now(), thumbnails.ticket())
             .expect("replaced");
         assert_eq!(
             thumbnails.total_bytes(),
             MAX_TOTAL_BYTES - MAX_BYTES_PER_SEAT + 5
+        );
+    }
+
+    #[test]
+    fn a_picture_of_a_seat_cut_while_it_was_read_is_not_kept() {
+        let thumbnails = Thumbnails::default();
+        let ada = vm("vm-1", Some("ada@example.org"), 100);
+        // The picture's request reads Ada's seat; the seat ends (the VM is deleted, or
+        // Ada released) and is cut before the picture is stored.
+        let ticket = thumbnails.ticket();
+        thumbnails.forget("vm-1");
+        assert_eq!(
+            thumbnails.put(&ada, jpeg(10), Utc::now(), ticket),
+            Err(Refused::Stale)
+        );
+        assert_eq!(thumbnails.total_bytes(), 0, "nothing left behind");
+        assert!(thumbnails.get(&ada).is_none());
+        // Read again after the cut, the seat as it is now is kept.
+        let ticket = thumbnails.ticket();
+        assert!(
+            thumbnails
+                .put(&ada, jpeg(10), Utc::now(), ticket)
+                .expect("kept")
+                .is_some()
         );
     }
 }

@@ -6,7 +6,7 @@
 use maud::{Markup, html};
 
 /// Where the panel sits: the desktop page shows a broadcast over the participant's own
-/// desktop; the seat page (which reloads itself now and then) links to `/broadcast`.
+/// desktop, the seat page inside the page (with a link to `/broadcast`, full size).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum On {
     Desktop,
@@ -26,8 +26,7 @@ impl On {
 pub fn panel(on: On, raised: bool) -> Markup {
     let back = on.back();
     html! {
-        div.classroom #classroom data-events="/api/my-vm/classroom"
-            data-broadcast=(if on == On::Desktop { "inline" } else { "link" }) {
+        div.classroom #classroom data-events="/api/my-vm/classroom" {
             p.announcement #announcement role="status" hidden {
                 strong { "Announcement: " } span #announcement-text {}
             }
@@ -46,15 +45,13 @@ pub fn panel(on: On, raised: bool) -> Markup {
             div.broadcast-note #broadcast-note role="status" hidden {
                 "The instructor is showing their screen"
                 @if on == On::Seat {
-                    " — " a #broadcast-link href="/broadcast" { "watch it" }
+                    " — " a #broadcast-link href="/broadcast" { "full size" }
                 }
             }
             div.broadcast-note #broadcast-yours role="status" hidden {
                 "Your desktop is being shown to everyone"
             }
         }
-        @if on == On::Desktop {
-            div #broadcast-screen hidden {}
-        }
+        div #broadcast-screen .on-seat[on == On::Seat] hidden {}
     }
 }

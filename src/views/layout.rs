@@ -12,13 +12,40 @@ pub fn page_refreshing(
     refresh: Option<(u32, &str)>,
     body: Markup,
 ) -> Markup {
+    shell(title, scripts, refresh, false, body)
+}
+
+/// A page whose scripts keep it current from live events: only a browser without script
+/// loads `url` again after `seconds` (a reload would cut what the scripts hold open, such
+/// as a desktop's stream).
+pub fn page_following(
+    title: &str,
+    scripts: &[&str],
+    refresh: Option<(u32, &str)>,
+    body: Markup,
+) -> Markup {
+    shell(title, scripts, refresh, true, body)
+}
+
+fn shell(
+    title: &str,
+    scripts: &[&str],
+    refresh: Option<(u32, &str)>,
+    without_script: bool,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 (head_start(&format!("{title} · LabLink")))
                 @if let Some((seconds, url)) = refresh {
-                    meta http-equiv="refresh" content=(format!("{seconds}; url={url}"));
+                    @let content = format!("{seconds}; url={url}");
+                    @if without_script {
+                        noscript { meta http-equiv="refresh" content=(content); }
+                    } @else {
+                        meta http-equiv="refresh" content=(content);
+                    }
                 }
                 @for src in scripts {
                     script src=(src) defer {}

@@ -2,7 +2,7 @@
 
 use maud::{Markup, html};
 
-use super::layout::{page, page_refreshing};
+use super::layout::{page, page_following, page_refreshing};
 use crate::model::DesktopKind;
 
 /// What the form remembers when it is shown again after a problem.
@@ -281,7 +281,8 @@ impl Seat<'_> {
     }
 }
 
-/// Seconds between automatic reloads of a seat page that has no form to lose.
+/// Seconds between automatic reloads of a seat page that has no form to lose, in a browser
+/// without script (with script, `assets/participant.js` follows the seat's live events).
 const SEAT_REFRESH: u32 = 15;
 
 fn new_seat_form(email: &str, ask_join_code: bool, desktop: DesktopKind, button: &str) -> Markup {
@@ -309,8 +310,8 @@ fn new_seat_form(email: &str, ask_join_code: bool, desktop: DesktopKind, button:
     }
 }
 
-/// `GET /my-vm`: the participant's seat, kept up to date (by script every few seconds, or
-/// by a plain reload).
+/// `GET /my-vm`: the participant's seat, kept up to date (by script from live events, or
+/// by a plain reload without script).
 /// `saved_files`: archives of this participant's files kept by the allocator (rescued
 /// when a seat of theirs ended), linked to `/my-files`.
 /// `raised`: the participant's hand is up (`pool::hands`).
@@ -333,7 +334,7 @@ pub fn seat(
     } else {
         &["/assets/participant.js"]
     };
-    page_refreshing(
+    page_following(
         "Your seat",
         scripts,
         refresh,

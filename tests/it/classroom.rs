@@ -431,6 +431,35 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
     )
     .await;
 
+    // The seat page holds the broadcast's screen, and only a browser without script
+    // reloads it (a reload would cut the broadcast's stream).
+    let seat_page = s
+        .client
+        .get(s.url("/my-vm"))
+        .header("cookie", &ada)
+        .send()
+        .await
+        .expect("GET /my-vm")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        seat_page.contains(r#"<div class="on-seat" id="broadcast-screen" hidden></div>"#),
+        "{seat_page}"
+    );
+    assert!(seat_page.contains(r#"href="/broadcast""#), "{seat_page}");
+    assert_eq!(
+        seat_page.matches(r#"http-equiv="refresh""#).count(),
+        1,
+        "{seat_page}"
+    );
+    assert!(
+        seat_page.contains(
+            r#"<noscript><meta http-equiv="refresh" content="15; url=/my-vm"></noscript>"#
+        ),
+        "{seat_page}"
+    );
+
     // Bad input: no such VM, a bad name, a VM without a desktop channel, nothing to stop.
     s.admin_json(
         Method::POST,

@@ -5,7 +5,8 @@
 //! participant's page. `Room` sets the seats up once; each check of issue 19 is a function
 //! taking it, run in turn by the one test (a new check is one more function and line): the
 //! wall shows the colours; a raised hand is on the console within 2 s and first on the
-//! wall; a broadcast of the instructor's desktop shows on the participant's page; an
+//! wall; a broadcast of the instructor's desktop shows on the participant's desktop page
+//! and inside their seat page; an
 //! announcement reaches it; a helper sees the wall and is refused launch and destroy.
 //! Every step keeps a screenshot. Needs Xvnc, xsetroot, xdotool and Chromium (`.ci/run`
 //! installs them).
@@ -389,6 +390,77 @@ async fn a_broadcast_shows_the_instructors_desktop_on_the_participants_page(room
     .await;
 }
 
+/// The centre pixel of the broadcast's screen inside the page (noVNC's canvas), if it shows.
+async fn inline_broadcast_colour(page: &Client) -> Option<(u8, u8, u8)> {
+    let read = page
+        .execute(
+            r##"
+            const c = document.querySelector("#broadcast-screen:not([hidden]) canvas");
+            if (!c || c.width === 0 || c.height === 0) return null;
+            const p = c.getContext("2d").getImageData(c.width >> 1, c.height >> 1, 1, 1).data;
+            return [p[0], p[1], p[2]];
+            "##,
+            vec![],
+        )
+        .await
+        .expect("read the broadcast's pixels");
+    let p = read.as_array()?;
+    let n = |i: usize| p[i].as_u64().expect("a channel") as u8;
+    Some((n(0), n(1), n(2)))
+}
+
+/// The pupil's seat page (`/my-vm`) shows the broadcast inside the page, and the page is
+/// not reloaded under it (it reloads by itself only without script).
+async fn a_broadcast_shows_inside_the_seat_page(room: &Room) {
+    let (console, page) = (&room.console, &room.page);
+    let instructor = &room.seats[INSTRUCTOR];
+    page.goto(&room.s.url("/my-vm")).await.expect("open /my-vm");
+    wait_css(page, "#classroom[data-hand]").await;
+    let refresh = page
+        .execute(
+            "return document.querySelector('meta[http-equiv=refresh]') !== null;",
+            vec![],
+        )
+        .await
+        .expect("look for a refresh");
+    assert_eq!(
+        refresh,
+        json!(false),
+        "the seat page reloads under a script"
+    );
+    mark(page).await;
+
+    wait_css(console, "#broadcast-host")
+        .await
+        .select_by_value(&instructor.host)
+        .await
+        .expect("pick the instructor's seat");
+    click(console, "#broadcast-form button[type=submit]").await;
+    wait_css(console, "#on-air").await;
+    wait_css(page, "body[data-broadcast=connected]").await;
+    wait_css(page, "#broadcast-link").await;
+    let mut last = None;
+    for _ in 0..150 {
+        last = inline_broadcast_colour(page).await;
+        if last.is_some_and(|c| close_to(c, instructor.colour)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        last.is_some_and(|c| close_to(c, instructor.colour)),
+        "the seat page's broadcast shows {last:?}, not {:?}",
+        instructor.colour
+    );
+    shoot(page, "classroom-broadcast-seat-page").await;
+
+    click(console, "#broadcast-stop").await;
+    wait_css(console, "#off-air").await;
+    wait_css(page, "body[data-broadcast=off]").await;
+    wait_css(page, "#broadcast-screen[hidden]").await;
+    same_page(page, "the seat page").await;
+}
+
 /// An announcement from the console shows on the participant's page at once; the audit
 /// log holds every step the console took.
 async fn an_announcement_shows_on_the_participants_page(room: &Room) {
@@ -498,6 +570,7 @@ async fn the_instructor_console_with_three_real_seats() {
     the_wall_shows_each_seat_in_its_colour(&room).await;
     a_raised_hand_is_on_the_console_within_two_seconds(&room).await;
     a_broadcast_shows_the_instructors_desktop_on_the_participants_page(&room).await;
+    a_broadcast_shows_inside_the_seat_page(&room).await;
     an_announcement_shows_on_the_participants_page(&room).await;
     a_helper_sees_the_wall_and_is_refused_launch_and_destroy(&room).await;
     room.close().await;
@@ -508,6 +581,7 @@ async fn the_instructor_console_with_three_real_seats() {
         "classroom-hands",
         "classroom-broadcast",
         "classroom-on-air",
+        "classroom-broadcast-seat-page",
         "classroom-announcement",
         "helper-wall",
         "helper-refused-launch",
