@@ -61,6 +61,22 @@ impl Launcher {
         }
     }
 
+    /// Takes the launcher off the Desktop before a reset moves the folder aside, so a
+    /// participant who left nothing there leaves no folder behind (the menu's entry stays
+    /// for the next one).
+    pub fn remove_from_desktop(&self) {
+        let (base, below) = self.desktop_place();
+        let removed = open_below(&base, &below, false, None)
+            .and_then(|dir| unlinkat(&dir, FILE_NAME, UnlinkatFlags::NoRemoveDir).map_err(io));
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the \"I need help\" launcher off the Desktop")
+            }
+        }
+    }
+
     /// The Desktop folder as a trusted base and the part below it the user controls.
     fn desktop_place(&self) -> (PathBuf, PathBuf) {
         if let Some(home) = &self.home
@@ -149,24 +165,23 @@ fn io(e: Errno) -> std::io::Error {
     std::io::Error::from(e)
 }
 
-/// Writes `contents` as `base/below/FILE_NAME`, mode 0755 (a Desktop launcher must be
-/// executable), given to `owner`. `base` is the administrator's (the home from the
-/// account database, or the folder holding the Desktop); each folder of `below` is
-/// opened without following links and made (for `owner`) when missing.
-fn write_below(
+fn give(fd: &OwnedFd, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    match owner {
+        Some((uid, gid)) => {
+            fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(io)
+        }
+        None => Ok(()),
+    }
+}
+
+/// The folder `base/below`: `base` opened as it is, each folder of `below` without
+/// following links, and (with `create`) made for `owner` when missing.
+fn open_below(
     base: &Path,
     below: &Path,
-    contents: &[u8],
+    create: bool,
     owner: Option<(u32, u32)>,
-) -> std::io::Result<()> {
-    let give = |fd: &OwnedFd| -> std::io::Result<()> {
-        match owner {
-            Some((uid, gid)) => {
-                fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(io)
-            }
-            None => Ok(()),
-        }
-    };
+) -> std::io::Result<OwnedFd> {
     let folder = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let mut dir = open(base, folder, Mode::empty()).map_err(io)?;
     for part in below.components() {
@@ -178,16 +193,30 @@ fn write_below(
         };
         dir = match openat(&dir, name, folder | OFlag::O_NOFOLLOW, Mode::empty()) {
             Ok(next) => next,
-            Err(Errno::ENOENT) => {
+            Err(Errno::ENOENT) if create => {
                 mkdirat(&dir, name, Mode::from_bits_truncate(0o755)).map_err(io)?;
                 let next =
                     openat(&dir, name, folder | OFlag::O_NOFOLLOW, Mode::empty()).map_err(io)?;
-                give(&next)?;
+                give(&next, owner)?;
                 next
             }
             Err(e) => return Err(io(e)),
         };
     }
+    Ok(dir)
+}
+
+/// Writes `contents` as `base/below/FILE_NAME`, mode 0755 (a Desktop launcher must be
+/// executable), given to `owner`. `base` is the administrator's (the home from the
+/// account database, or the folder holding the Desktop); each folder of `below` is
+/// opened without following links and made (for `owner`) when missing.
+fn write_below(
+    base: &Path,
+    below: &Path,
+    contents: &[u8],
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let dir = open_below(base, below, true, owner)?;
     let temp = format!(
         ".{FILE_NAME}.{}-{:08x}.tmp",
         std::process::id(),
@@ -201,7 +230,7 @@ fn write_below(
     )
     .map_err(io)?;
     let written = (|| {
-        give(&fd)?;
+        give(&fd, owner)?;
         fchmod(&fd, Mode::from_bits_truncate(0o755)).map_err(io)?;
         let mut file = std::fs::File::from(fd);
         file.write_all(contents)?;

@@ -450,6 +450,9 @@ impl Seats {
     async fn reset_desktop(&self) {
         tracing::info!("the participant left this VM; resetting the desktop");
         self.desktop.stop(&self.cancel).await;
+        if let Some(launcher) = self.launcher.clone() {
+            let _ = tokio::task::spawn_blocking(move || launcher.remove_from_desktop()).await;
+        }
         match reset::move_files_aside(&self.setup.desktop_dir) {
             Ok(Some(kept)) => {
                 tracing::info!(kept = %kept.display(), "the participant's files were moved aside")

@@ -157,6 +157,24 @@ async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
     })
     .await;
 
+    // Released: the reset takes the launcher off the Desktop (ada left nothing else, so
+    // nothing is moved aside); the menu keeps it for the next participant.
+    let released = s
+        .client
+        .post(s.url(&format!("/api/vms/{}/release", rig.vm)))
+        .basic_auth("admin", Some(crate::helpers::ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(released.status(), 200);
+    wait_vm(&s, &rig.vm, 30, "the VM reset and free again", |vm| {
+        vm.is_available()
+    })
+    .await;
+    assert!(!on_desktop.exists(), "the launcher left the Desktop");
+    assert!(!rig.path("home/lablink-previous").exists());
+    assert!(menu.exists());
+
     agent.stop(10).await;
     // No agent: the socket is gone, and the message names it.
     let alone = hand(&socket, &[], None).await;
