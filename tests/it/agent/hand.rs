@@ -46,8 +46,9 @@ async fn open_hands(s: &TestServer) -> Vec<Value> {
         .clone()
 }
 
-/// A seat held by ada, its agent on the VM's own credential, notifications logged.
-async fn seat(rig: &Rig) -> (TestServer, super::AgentProc) {
+/// A seat held by ada, its agent (with `extra` flags) on the VM's own credential,
+/// notifications logged.
+async fn seat(rig: &Rig, extra: &[&str]) -> (TestServer, super::AgentProc) {
     let s = TestServer::start_with(|c| {
         c.server.long_poll_seconds = 2;
         c.server.heartbeat_seconds = 1;
@@ -59,7 +60,7 @@ async fn seat(rig: &Rig) -> (TestServer, super::AgentProc) {
         &s.base,
         Token::Flag(&credential),
         Gpu::Fake,
-        &[],
+        extra,
         &[("FAKE_NOTIFY_LOG", log.as_path())],
     );
     wait_vm(&s, &rig.vm, 15, "VM running", |vm| {
@@ -91,7 +92,7 @@ async fn notified(rig: &Rig, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
     let rig = Rig::new("hand");
-    let (s, mut agent) = seat(&rig).await;
+    let (s, mut agent) = seat(&rig, &[]).await;
     let socket = rig.path("hand.sock");
 
     // The button: in the menu and on the Desktop, running this executable, no shell.
@@ -191,25 +192,30 @@ async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root, to run `lablink hand` as the nobody account (.ci/run runs as root)"]
-async fn another_account_cannot_use_the_agents_socket() {
+#[ignore = "needs root, to run `lablink hand` as other accounts (.ci/run runs as root)"]
+async fn only_the_desktop_user_and_the_agents_account_are_served() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "running a client as another account needs root"
+        "running clients as other accounts needs root"
     );
     let nobody = nix::unistd::User::from_name("nobody")
         .expect("look up nobody")
         .expect("a `nobody` account");
     let rig = Rig::new("handuid");
-    // nobody may reach the socket (the agent checks who connects, not the folder).
+    // Every account may reach the socket: the agent checks who connects, not the folder.
     std::fs::set_permissions(rig.dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod rig");
-    let (s, mut agent) = seat(&rig).await;
+    // nobody's desktop (simulated: no start-host to run as nobody).
+    let (s, mut agent) = seat(
+        &rig,
+        &["--desktop-user", "nobody", "--desktop", "simulated"],
+    )
+    .await;
     let socket = rig.path("hand.sock");
-    agent
-        .wait_log(10, &["listening for the desktop's"], 1)
-        .await;
-    let out = hand(&socket, &[], Some(nobody.uid.as_raw())).await;
+
+    // An account that is neither the desktop's nor the agent's.
+    let stranger = nobody.uid.as_raw() - 1;
+    let out = hand(&socket, &[], Some(stranger)).await;
     let (code, stdout, stderr) = said(&out);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert_eq!(
@@ -220,9 +226,15 @@ async fn another_account_cannot_use_the_agents_socket() {
     agent
         .wait_log(
             10,
-            &["refused a request for help", &format!("uid={}", nobody.uid)],
+            &["refused a request for help", &format!("uid={stranger}")],
             1,
         )
         .await;
+
+    let out = hand(&socket, &[], Some(nobody.uid.as_raw())).await;
+    let (code, stdout, stderr) = said(&out);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "Your hand is up — a helper is on the way.\n");
+    assert_eq!(open_hands(&s).await.len(), 1);
     agent.stop(10).await;
 }
