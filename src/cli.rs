@@ -27,6 +27,9 @@ pub enum Command {
     Serve(crate::commands::serve::ServeArgs),
     /// Run on a VM: register with the allocator, report health, start the desktop.
     Agent(Box<crate::agent::AgentArgs>),
+    /// On a VM's desktop: ask the workshop's helpers to come (the "I need help" button),
+    /// or with --lower say you no longer need help; through the VM's agent.
+    Hand(crate::commands::hand::HandArgs),
     /// Print the agents' API token of a data directory; or mint (--vm) or revoke
     /// (--revoke) one VM's own credential.
     Token(crate::commands::token::TokenArgs),
@@ -118,6 +121,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Agent(args) => crate::agent::run(*args),
+        Command::Hand(args) => commands::hand::run(args),
         Command::Token(args) => commands::token::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Seats(args) => commands::seats::run(args),

@@ -99,6 +99,20 @@ struct BeatBody {
     metrics_sample_seconds: Option<u64>,
 }
 
+/// The participant's hand as the allocator has it.
+#[derive(Debug, Deserialize)]
+pub struct HandState {
+    pub raised: bool,
+    pub taken_by: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum HandRefused {
+    /// The allocator refused, saying why (no participant, too soon again, …).
+    Said(String),
+    Call(CallError),
+}
+
 pub struct Allocator {
     http: Client,
     base: String,
@@ -330,6 +344,39 @@ impl Allocator {
             .await
             .ok()
             .and_then(|a| a.thumbnail_seconds))
+    }
+
+    /// Raises (`raised`) or lowers the participant's hand, from the desktop's launcher; the
+    /// hand as the allocator has it afterwards, or why not.
+    pub async fn set_hand(&self, raised: bool) -> Result<HandState, HandRefused> {
+        let resp = self
+            .post("/api/desktop/hand")
+            .timeout(CALL_TIMEOUT)
+            .json(&json!({"hostname": self.vm_name, "raised": raised}))
+            .send()
+            .await
+            .map_err(|e| HandRefused::Call(CallError::Transport(error_chain(&e))))?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp.json().await.map_err(|e| {
+                HandRefused::Call(CallError::Transport(format!("unreadable answer: {e}")))
+            });
+        }
+        match status {
+            StatusCode::UNAUTHORIZED => return Err(HandRefused::Call(CallError::Unauthorized)),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+                return Err(HandRefused::Call(CallError::NotFound));
+            }
+            _ => {}
+        }
+        #[derive(Deserialize)]
+        struct Said {
+            error: String,
+        }
+        match resp.json::<Said>().await {
+            Ok(said) if !said.error.trim().is_empty() => Err(HandRefused::Said(said.error)),
+            _ => Err(HandRefused::Call(CallError::Status(status))),
+        }
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {

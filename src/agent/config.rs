@@ -80,6 +80,11 @@ pub struct AgentArgs {
     /// libnotify, or a program taking its arguments).
     #[arg(long, env = "LABLINK_NOTIFY_PROGRAM", default_value = "notify-send")]
     pub notify_program: PathBuf,
+    /// The socket of the desktop's "I need help" launcher (`lablink hand`). Default:
+    /// /run/lablink/hand.sock when the agent runs as root, else
+    /// $XDG_RUNTIME_DIR/lablink-hand.sock, else hand.sock in the state directory.
+    #[arg(long, env = "LABLINK_HAND_SOCKET")]
+    pub hand_socket: Option<PathBuf>,
     /// Seconds start-host may run before it is stopped.
     #[arg(long, default_value_t = 120)]
     pub desktop_timeout: u64,

@@ -86,6 +86,10 @@ impl DesktopUser {
         self.uid.as_raw()
     }
 
+    pub fn gid(&self) -> u32 {
+        self.gid.as_raw()
+    }
+
     pub fn home(&self) -> &Path {
         &self.home
     }

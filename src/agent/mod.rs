@@ -7,8 +7,10 @@ pub mod desktop;
 pub mod desktop_channel;
 pub mod desktop_user;
 pub mod gpu;
+pub mod hand;
 pub mod heartbeat;
 pub mod inuse;
+pub mod launcher;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
@@ -210,7 +212,8 @@ async fn agent(
     let setup = setup::Setup {
         repository: args.tutorial_repo.clone(),
         desktop_dir: args.desktop_dir.clone().unwrap_or_else(|| {
-            home.unwrap_or_else(|| PathBuf::from("/home/client"))
+            home.clone()
+                .unwrap_or_else(|| PathBuf::from("/home/client"))
                 .join("Desktop")
         }),
         script: args.startup_script.clone(),
@@ -246,6 +249,30 @@ async fn agent(
         user: setup.user.clone(),
         fallback_display: args.vnc_display.clone(),
     });
+    let hand_socket = args
+        .hand_socket
+        .clone()
+        .or_else(|| hand::agent_default(state_dir(&args).as_deref()));
+    let launcher = match &hand_socket {
+        Some(path) => {
+            let me = nix::unistd::geteuid().as_raw();
+            let allowed = setup.user.as_ref().map_or(vec![me], |u| vec![me, u.uid()]);
+            tasks.spawn(hand::run(
+                alloc.clone(),
+                notifier.clone(),
+                path.clone(),
+                allowed,
+                cancel.clone(),
+            ));
+            launcher(&desktop, &setup, home, path)
+        }
+        None => {
+            tracing::warn!(
+                "no \"I need help\" launcher: no place for its socket (set --hand-socket)"
+            );
+            None
+        }
+    };
     let (rescue_tx, rescue_rx) = tokio::sync::watch::channel(None);
     let (sample_every_tx, sample_every) = tokio::sync::watch::channel(None);
     tasks.spawn(metrics::run(
@@ -268,7 +295,7 @@ async fn agent(
         },
         reset_tx,
         rescue_tx,
-        notifier,
+        notifier.clone(),
         cancel.clone(),
     ));
     tasks.spawn(rescue::run(
@@ -288,6 +315,7 @@ async fn agent(
         setup,
         gpu_checked,
         reset: reset_rx,
+        launcher,
         cancel: cancel.clone(),
     };
     tasks.spawn(seats.serve());
@@ -316,6 +344,29 @@ async fn agent(
     exit
 }
 
+/// The desktop's "I need help" launcher, for a desktop the agent starts (none for the
+/// simulated one of `lablink demo`, whose VMs share this machine's home).
+fn launcher(
+    desktop: &Desktop,
+    setup: &setup::Setup,
+    home: Option<PathBuf>,
+    socket: &std::path::Path,
+) -> Option<Arc<launcher::Launcher>> {
+    if desktop.simulated {
+        return None;
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| tracing::warn!(error = %e, "no \"I need help\" launcher: cannot tell this executable's path"))
+        .ok()?;
+    Some(Arc::new(launcher::Launcher {
+        exe,
+        socket: socket.to_path_buf(),
+        home,
+        desktop_dir: setup.desktop_dir.clone(),
+        user: setup.user.clone(),
+    }))
+}
+
 /// Tells the allocator the desktop started, retrying while it cannot be reached; an
 /// allocator without the call (404), or one that refuses it, is left alone.
 async fn tell_desktop_started(alloc: Arc<Allocator>, cancel: CancellationToken) {
@@ -340,6 +391,7 @@ struct Seats {
     setup: setup::Setup,
     gpu_checked: tokio::sync::watch::Receiver<bool>,
     reset: tokio::sync::watch::Receiver<Option<u32>>,
+    launcher: Option<Arc<launcher::Launcher>>,
     cancel: CancellationToken,
 }
 
@@ -363,6 +415,10 @@ impl Seats {
                 Err(subscribe::Ended::Stopped) => return Ok(()),
                 Err(subscribe::Ended::DesktopStarted) => {
                     crate::systemd::status("desktop started for the participant");
+                    // Again for each participant: a reset moved the last Desktop aside.
+                    if let Some(launcher) = self.launcher.clone() {
+                        let _ = tokio::task::spawn_blocking(move || launcher.install()).await;
+                    }
                     let told = tell_desktop_started(self.alloc.clone(), self.cancel.clone());
                     tokio::pin!(told);
                     let mut told_done = false;
@@ -394,6 +450,9 @@ impl Seats {
     async fn reset_desktop(&self) {
         tracing::info!("the participant left this VM; resetting the desktop");
         self.desktop.stop(&self.cancel).await;
+        if let Some(launcher) = self.launcher.clone() {
+            let _ = tokio::task::spawn_blocking(move || launcher.remove_from_desktop()).await;
+        }
         match reset::move_files_aside(&self.setup.desktop_dir) {
             Ok(Some(kept)) => {
                 tracing::info!(kept = %kept.display(), "the participant's files were moved aside")

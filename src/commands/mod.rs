@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod export;
+pub mod hand;
 pub mod install;
 pub mod launch;
 pub mod login;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::error::PoolError;
 use super::{Actor, Pool};
 use crate::model::Vm;
+use crate::store::vms;
 
 /// More open requests than this is not a classroom; the next one is refused.
 const MAX_OPEN: usize = 2_000;
@@ -197,6 +198,40 @@ pub async fn lower(pool: &Pool, vm: &Vm) -> Result<(), PoolError> {
     )
     .await;
     Ok(())
+}
+
+/// The "I need help" launcher on the desktop of seat `host`, through its agent: raises
+/// (`raised`) or lowers the hand of whoever sits there, as the page's buttons do, and
+/// answers the open request afterwards (`None`: the hand is down). Pressing it again is
+/// no error: the hand is already where it was asked to be.
+pub async fn from_desktop(
+    pool: &Pool,
+    host: &str,
+    raised: bool,
+) -> Result<Option<Hand>, PoolError> {
+    let h = host.to_owned();
+    let vm = pool
+        .store
+        .read(move |tx| vms::get(tx, &h))
+        .await
+        .map_err(PoolError::store("Failed to read the VM."))?
+        .ok_or(PoolError::VmNotFound)?;
+    let Some(participant) = vm.assignment.as_ref().map(|a| a.email.clone()) else {
+        return Err(PoolError::Conflict(format!(
+            "Nobody holds {host} now: there is no hand to raise or lower."
+        )));
+    };
+    let open = pool.hands.of_participant(host, &participant);
+    match (raised, open) {
+        (true, Some(hand)) => Ok(Some(hand)),
+        (true, None) => raise(pool, &vm).await.map(Some),
+        (false, None) => Ok(None),
+        (false, Some(_)) => match lower(pool, &vm).await {
+            // Answered by a helper meanwhile: down all the same.
+            Ok(()) | Err(PoolError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 fn unknown(id: u64) -> PoolError {

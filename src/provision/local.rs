@@ -134,6 +134,9 @@ impl Local {
             // The participant's files live (and are rescued from) inside the VM's folder.
             .arg("--desktop-dir")
             .arg(vm_dir.join("Desktop"))
+            // One socket per VM: they share this machine (and, run as root, its /run).
+            .arg("--hand-socket")
+            .arg(vm_dir.join("hand.sock"))
             .arg("--token-file")
             .arg(&credential_file);
         if self.browser_desktops {

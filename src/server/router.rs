@@ -55,6 +55,10 @@ pub fn build(app: App) -> Router {
             post(agent_desktop::refuse),
         )
         .route("/api/desktop/thumbnail", put(agent_desktop::thumbnail))
+        .route(
+            "/api/desktop/hand",
+            post(super::api::classroom::desktop_hand),
+        )
         .route("/api/unassigned_vms_count", get(pool::unassigned_count))
         .route("/vm_startup", post(startup::vm_startup))
         .route(

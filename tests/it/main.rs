@@ -21,6 +21,7 @@ mod cli_ops;
 mod concurrency;
 mod crash;
 mod desktop;
+mod desktop_hand;
 mod docs_site;
 mod doctor;
 mod errors;

@@ -384,6 +384,9 @@ async fn lablink_agent_works_against_the_upstream_0_1_2_allocator() {
         .arg(p("crd"))
         .arg("--state-dir")
         .arg(p("state"))
+        // Not /run/lablink: the tests run as root, many agents at once.
+        .arg("--hand-socket")
+        .arg(p("hand.sock"))
         .arg("--log-file")
         .arg(p("cloud-init.log"))
         .args(["--gpu-probe", "nvidia-smi"])

@@ -2,6 +2,7 @@
 //! announcements (`GET`/`POST /api/announcements`) and the broadcast (`GET`/`POST
 //! /api/broadcast`, `POST /api/broadcast/stop`). Helper accounts (`Staff`) may read all of it,
 //! answer hands and announce; starting and stopping a broadcast is the admin's (`Admin`).
+//! `POST /api/desktop/hand` is the agent's: the "I need help" launcher on the seat's desktop.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,7 +14,7 @@ use super::ApiPath;
 use crate::error::ApiError;
 use crate::model::validate_hostname;
 use crate::pool::{announce, broadcast, hands};
-use crate::server::auth::{Admin, Staff};
+use crate::server::auth::{Admin, Agent, Staff};
 use crate::server::body::JsonBody;
 use crate::server::state::App;
 
@@ -93,4 +94,31 @@ pub async fn start(
 pub async fn stop(State(app): State<App>, admin: Admin) -> Result<Json<Value>, ApiError> {
     let stopped = broadcast::stop(&app.pool, &admin.actor()).await?;
     Ok(Json(json!({ "stopped": stopped })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesktopHand {
+    hostname: String,
+    raised: bool,
+}
+
+/// `POST /api/desktop/hand` `{"hostname", "raised"}`: the participant at that VM pressed
+/// the launcher on their desktop; with the VM's own credential only (the shared token
+/// could raise any seat's hand). Answers the hand as it is now. Audited (as the
+/// participant), like the page's button.
+pub async fn desktop_hand(
+    State(app): State<App>,
+    agent: Agent,
+    JsonBody(body): JsonBody<DesktopHand>,
+) -> Result<Json<Value>, ApiError> {
+    validate_hostname(&body.hostname)
+        .map_err(|e| ApiError::BadRequest(format!("hostname: {e}")))?;
+    agent.acts_as_itself(&body.hostname)?;
+    let hand = hands::from_desktop(&app.pool, &body.hostname, body.raised).await?;
+    Ok(Json(json!({
+        "raised": hand.is_some(),
+        "raised_at": hand.as_ref().map(|h| h.raised_at),
+        "taken_by": hand.and_then(|h| h.taken_by),
+    })))
 }

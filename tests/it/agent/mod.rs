@@ -9,6 +9,7 @@ mod command_line;
 mod countdown;
 mod desktop;
 mod desktop_started;
+mod hand;
 mod instructor_console;
 mod logs;
 mod session_metrics;
@@ -192,6 +193,8 @@ impl Rig {
             .arg(&self.start_host)
             .args(["--crd-config-dir", &p("crd")])
             .args(["--state-dir", &p("state")])
+            // Not /run/lablink: the tests run as root, many agents at once.
+            .args(["--hand-socket", &p("hand.sock")])
             .args(["--gpu-probe", "nvidia-smi"])
             .args(["--gpu-interval", "0.2", "--inuse-interval", "0.2"])
             .args(["--log-flush-ms", "200"])
