@@ -252,11 +252,16 @@ async fn the_broadcast_phase_measures_a_small_room() {
     assert!(figure("broadcast_cpu_pct") >= 0.0, "{doc:#}");
     assert!(figure("broadcast_rss_growth_mib").is_finite(), "{doc:#}");
     assert_eq!(figure("broadcast_refused_opens"), 0.0, "{stderr}");
+    assert_eq!(figure("broadcast_unserved_viewers"), 0.0, "{stderr}");
+    assert_eq!(figure("broadcast_viewer_errors"), 0.0, "{stderr}");
     let viewers = stderr
         .lines()
         .find(|l| l.starts_with("broadcast viewers"))
         .unwrap_or_else(|| panic!("no broadcast line: {stderr}"));
-    assert!(viewers.contains("3 viewers"), "{viewers}");
+    assert!(
+        viewers.contains("3 viewers") && viewers.contains("first frame on 3 of them"),
+        "{viewers}"
+    );
     let real = figure("broadcast_real_vnc") == 1.0;
     assert_eq!(viewers.contains("screen: Xvnc"), real, "{viewers}");
     assert_eq!(
