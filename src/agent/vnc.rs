@@ -122,6 +122,12 @@ impl VncServer {
                 "-SecurityTypes",
                 "VncAuth",
                 "-AlwaysShared",
+                // Every stream is a connection from this agent (127.0.0.1), and Xvnc counts
+                // each as a failed attempt until it has authenticated: by default the sixth
+                // at once blacklists the agent for 10 s, and a broadcast opens one per
+                // participant at the same moment. Above the allocator's 408 streams per VM.
+                "-BlacklistThreshold",
+                "500",
                 "-geometry",
                 &geometry,
                 "-depth",

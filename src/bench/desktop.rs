@@ -30,12 +30,18 @@ const WIDTH: u16 = 1920;
 const HEIGHT: u16 = 1080;
 const BYTES_PER_PIXEL: usize = 4;
 const ROUND_TRIPS: usize = 2_000;
-const RAW: i32 = 0;
+pub(super) const RAW: i32 = 0;
+pub(super) const COPY_RECT: i32 = 1;
+/// What noVNC asks for first from a server at depth 24 (zlib, or JPEG when a quality level
+/// is asked for too).
+pub(super) const TIGHT: i32 = 7;
 /// What a browser viewer gets from a busy screen: zlib-compressed tiles.
-const ZRLE: i32 = 16;
+pub(super) const ZRLE: i32 = 16;
+/// A Tight pixel at depth 24: three bytes.
+const TPIXEL: usize = 3;
 
 /// The synthetic server, for the in-process agents.
-struct Synthetic(u16);
+pub(super) struct Synthetic(pub(super) u16);
 
 impl DesktopSource for Synthetic {
     fn endpoint(&self) -> Result<Endpoint, String> {
@@ -46,8 +52,13 @@ impl DesktopSource for Synthetic {
     }
 }
 
-/// Serves RFB 3.8 with security None on a loopback port until `stop`.
-async fn synthetic_server(stop: CancellationToken) -> Result<u16, String> {
+/// Serves RFB 3.8 with security None on a loopback port until `stop`. With `changes`, an
+/// incremental update request is answered one interval later (a screen that changes that
+/// often); without, at once.
+pub(super) async fn synthetic_server(
+    stop: CancellationToken,
+    changes: Option<Duration>,
+) -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -62,14 +73,18 @@ async fn synthetic_server(stop: CancellationToken) -> Result<u16, String> {
             };
             if let Ok((stream, _)) = accepted {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_viewer(stream, frame.clone()));
+                tokio::spawn(serve_viewer(stream, frame.clone(), changes));
             }
         }
     });
     Ok(port)
 }
 
-async fn serve_viewer(mut s: TcpStream, frame: Arc<[u8]>) -> std::io::Result<()> {
+async fn serve_viewer(
+    mut s: TcpStream,
+    frame: Arc<[u8]>,
+    changes: Option<Duration>,
+) -> std::io::Result<()> {
     s.write_all(b"RFB 003.008\n").await?;
     let mut version = [0u8; 12];
     s.read_exact(&mut version).await?;
@@ -93,6 +108,9 @@ async fn serve_viewer(mut s: TcpStream, frame: Arc<[u8]>) -> std::io::Result<()>
             3 => {
                 let mut r = [0u8; 9];
                 s.read_exact(&mut r).await?;
+                if let (1, Some(every)) = (r[0], changes) {
+                    tokio::time::sleep(every).await;
+                }
                 let w = u16::from_be_bytes([r[5], r[6]]).min(WIDTH);
                 let h = u16::from_be_bytes([r[7], r[8]]).min(HEIGHT);
                 let mut head = vec![0, 0, 0, 1, 0, 0, 0, 0];
@@ -116,7 +134,7 @@ async fn serve_viewer(mut s: TcpStream, frame: Arc<[u8]>) -> std::io::Result<()>
 }
 
 /// A viewer's connection: straight to the server, or through the allocator.
-enum Link {
+pub(super) enum Link {
     Direct(TcpStream),
     Relayed {
         ws: Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
@@ -188,8 +206,8 @@ impl Link {
     }
 
     /// Version and security None (what the agent offers viewers, and the synthetic
-    /// server), then the init messages.
-    async fn handshake(&mut self) -> Result<(), String> {
+    /// server), then the init messages; the screen's size.
+    pub(super) async fn handshake(&mut self) -> Result<(u16, u16), String> {
         self.read(12).await?;
         self.send(b"RFB 003.008\n").await?;
         self.read(2).await?;
@@ -198,32 +216,66 @@ impl Link {
         self.init().await
     }
 
-    /// ClientInit (shared), and ServerInit read past its name.
-    async fn init(&mut self) -> Result<(), String> {
+    /// ClientInit (shared), and ServerInit read past its name; the screen's size.
+    async fn init(&mut self) -> Result<(u16, u16), String> {
         self.send(&[1]).await?;
         let init = self.read(24).await?;
         let name = u32::from_be_bytes([init[20], init[21], init[22], init[23]]);
         self.read(name as usize).await?;
-        Ok(())
+        Ok((
+            u16::from_be_bytes([init[0], init[1]]),
+            u16::from_be_bytes([init[2], init[3]]),
+        ))
     }
 
-    /// Asks for `encoding` (Raw is what a viewer gets when it names none).
-    async fn encoding(&mut self, encoding: i32) -> Result<(), String> {
-        let mut m = vec![2, 0, 0, 1];
-        m.extend_from_slice(&encoding.to_be_bytes());
+    /// Asks for `encodings`, the preferred first (Raw is what a viewer gets when it names
+    /// none).
+    pub(super) async fn encodings(&mut self, encodings: &[i32]) -> Result<(), String> {
+        let count = u16::try_from(encodings.len()).map_err(|e| e.to_string())?;
+        let mut m = vec![2, 0];
+        m.extend_from_slice(&count.to_be_bytes());
+        for encoding in encodings {
+            m.extend_from_slice(&encoding.to_be_bytes());
+        }
         self.send(&m).await
     }
 
-    /// One framebuffer update of `w`×`h` (Raw or ZRLE rectangles), requested and read in
-    /// full; its size in bytes.
+    /// One framebuffer update of `w`×`h`, requested and read in full; its size in bytes.
     async fn update(&mut self, w: u16, h: u16, buf: &mut [u8]) -> Result<usize, String> {
-        let mut m = vec![3, 0, 0, 0, 0, 0];
+        self.request(false, (w, h)).await?;
+        self.read_update(buf).await
+    }
+
+    /// Asks for an update of the screen from its top left corner.
+    pub(super) async fn request(
+        &mut self,
+        incremental: bool,
+        (w, h): (u16, u16),
+    ) -> Result<(), String> {
+        let mut m = vec![3, u8::from(incremental), 0, 0, 0, 0];
         m.extend_from_slice(&w.to_be_bytes());
         m.extend_from_slice(&h.to_be_bytes());
-        self.send(&m).await?;
-        let head = self.read(4).await?;
-        if head[0] != 0 {
-            return Err(format!("server message {} instead of an update", head[0]));
+        self.send(&m).await
+    }
+
+    /// The next framebuffer update (Raw, CopyRect, Tight or ZRLE rectangles) read in full,
+    /// past any bell or clipboard text before it; its size in bytes.
+    pub(super) async fn read_update(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+        let mut head = self.read(4).await?;
+        loop {
+            match head[0] {
+                0 => break,
+                // Bell: that byte alone.
+                2 => head = [&head[1..], &self.read(1).await?].concat(),
+                // ServerCutText: padding, a length, the text.
+                3 => {
+                    let len = self.read(4).await?;
+                    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+                    self.consume(len as usize, buf).await?;
+                    head = self.read(4).await?;
+                }
+                other => return Err(format!("server message {other} instead of an update")),
+            }
         }
         let mut bytes = 4;
         for _ in 0..u16::from_be_bytes([head[2], head[3]]) {
@@ -235,6 +287,11 @@ impl Link {
             let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
             let data = match encoding {
                 RAW => usize::from(rw) * usize::from(rh) * BYTES_PER_PIXEL,
+                COPY_RECT => 4,
+                TIGHT => {
+                    bytes += self.tight((rw, rh), buf).await?;
+                    0
+                }
                 ZRLE => {
                     let len = self.read(4).await?;
                     bytes += 4;
@@ -249,6 +306,69 @@ impl Link {
         }
         Ok(bytes)
     }
+
+    /// A Tight rectangle of `w`×`h` after its header, read in full; its size in bytes.
+    async fn tight(&mut self, (w, h): (u16, u16), buf: &mut [u8]) -> Result<usize, String> {
+        let control = self.read(1).await?[0];
+        let mut bytes = 1;
+        match control >> 4 {
+            // Fill: one pixel.
+            0x8 => {
+                self.consume(TPIXEL, buf).await?;
+                return Ok(bytes + TPIXEL);
+            }
+            0x9 => {
+                let (len, len_bytes) = self.compact_length().await?;
+                self.consume(len, buf).await?;
+                return Ok(bytes + len_bytes + len);
+            }
+            kind if kind & 0x8 != 0 => {
+                return Err(format!("Tight compression {kind:#x} was not asked for"));
+            }
+            _ => {}
+        }
+        let (w, h) = (usize::from(w), usize::from(h));
+        let mut size = w * h * TPIXEL;
+        if control & 0x40 != 0 {
+            bytes += 1;
+            match self.read(1).await?[0] {
+                // Copy and gradient: a pixel each.
+                0 | 2 => {}
+                1 => {
+                    let colors = usize::from(self.read(1).await?[0]) + 1;
+                    self.consume(colors * TPIXEL, buf).await?;
+                    bytes += 1 + colors * TPIXEL;
+                    size = if colors == 2 {
+                        w.div_ceil(8) * h
+                    } else {
+                        w * h
+                    };
+                }
+                filter => return Err(format!("Tight filter {filter} is not one of 0, 1, 2")),
+            }
+        }
+        // Less than 12 bytes are sent as they are, more compressed behind their length.
+        if size < 12 {
+            self.consume(size, buf).await?;
+            return Ok(bytes + size);
+        }
+        let (len, len_bytes) = self.compact_length().await?;
+        self.consume(len, buf).await?;
+        Ok(bytes + len_bytes + len)
+    }
+
+    /// Tight's length of 1 to 3 bytes, 7 bits each (8 in the third); and how many bytes.
+    async fn compact_length(&mut self) -> Result<(usize, usize), String> {
+        let mut len = 0;
+        for i in 0..2 {
+            let b = self.read(1).await?[0];
+            len |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((len, i + 1));
+            }
+        }
+        Ok((len | usize::from(self.read(1).await?[0]) << 14, 3))
+    }
 }
 
 async fn direct(port: u16) -> Result<Link, String> {
@@ -259,8 +379,9 @@ async fn direct(port: u16) -> Result<Link, String> {
     Ok(Link::Direct(s))
 }
 
-async fn relayed(addr: SocketAddr, cookie: &str) -> Result<Link, String> {
-    let mut request = format!("ws://{addr}/desktop/ws")
+/// A WebSocket at `path` holding `cookie`.
+pub(super) async fn relayed(addr: SocketAddr, path: &str, cookie: &str) -> Result<Link, String> {
+    let mut request = format!("ws://{addr}{path}")
         .into_client_request()
         .map_err(|e| e.to_string())?;
     request.headers_mut().insert(
@@ -284,7 +405,11 @@ async fn relayed(addr: SocketAddr, cookie: &str) -> Result<Link, String> {
 }
 
 /// Claims a browser seat as participant `n`; the claim cookie.
-async fn claim(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Result<String, String> {
+pub(super) async fn claim(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    n: usize,
+) -> Result<String, String> {
     let resp = http
         .post(format!("http://{addr}/api/request_vm"))
         .form(&[
@@ -336,7 +461,7 @@ async fn latency(link: &mut Link, buf: &mut [u8]) -> Result<(f64, f64), String> 
 async fn relayed_when_ready(addr: SocketAddr, cookie: &str) -> Result<Link, String> {
     let mut last = String::new();
     for _ in 0..100 {
-        match relayed(addr, cookie).await {
+        match relayed(addr, "/desktop/ws", cookie).await {
             Ok(mut link) => {
                 link.handshake().await?;
                 return Ok(link);
@@ -388,18 +513,19 @@ async fn compare(
 }
 
 /// Starts one in-process agent desktop channel per VM name, each on a credential of its
-/// own (browser desktops refuse the shared token), all serving `source`.
-async fn agents(
+/// own (browser desktops refuse the shared token), all serving `source`, reaching the
+/// allocator at `base` (its own address, or a proxy in front of it).
+pub(super) async fn agents(
     server: &Server,
+    base: &str,
     names: Vec<String>,
     source: &Arc<dyn DesktopSource>,
     stop: &CancellationToken,
 ) -> Result<(), String> {
-    let base = format!("http://{}", server.addr);
     let credentials = super::heartbeat::admin_api(server)?.mint(&names).await?;
     for (name, credential) in names.into_iter().zip(credentials) {
         let alloc =
-            Arc::new(Allocator::new(base.clone(), credential, name).map_err(|e| e.to_string())?);
+            Arc::new(Allocator::new(base.to_owned(), credential, name).map_err(|e| e.to_string())?);
         tokio::spawn(desktop_channel::run(
             alloc,
             source.clone(),
@@ -417,12 +543,13 @@ pub async fn relay(
     record: &Record,
 ) -> Result<(), String> {
     let stop = CancellationToken::new();
-    let port = synthetic_server(stop.clone()).await?;
+    let port = synthetic_server(stop.clone(), None).await?;
     let vms = streams.max(1);
     register(server, "desk", vms as u64, "running", 16).await?;
     let source: Arc<dyn DesktopSource> = Arc::new(Synthetic(port));
     agents(
         server,
+        &format!("http://{}", server.addr),
         (1..=vms).map(|n| format!("desk-vm-{n}")).collect(),
         &source,
         &stop,
@@ -480,15 +607,15 @@ pub async fn relay(
     Ok(())
 }
 
-/// Tiles the display's background with random pixels: a screen that compresses badly,
-/// so its updates are as large as a busy desktop's.
-fn paint_noise(display: u32) -> Result<(), String> {
-    const SIDE: usize = 256;
-    let bits: Vec<String> = (0..SIDE * SIDE / 8)
+/// Tiles the display's background with a `w`×`h` picture of random pixels (`w` a multiple
+/// of 8): a screen that compresses badly, so its updates are as large as a busy desktop's.
+/// A picture as large as the screen does not repeat at all.
+pub(super) fn paint_noise(display: u32, (w, h): (u16, u16)) -> Result<(), String> {
+    let bits: Vec<String> = (0..usize::from(w) * usize::from(h) / 8)
         .map(|_| format!("0x{:02x}", rand::random::<u8>()))
         .collect();
     let xbm = format!(
-        "#define noise_width {SIDE}\n#define noise_height {SIDE}\nstatic unsigned char noise_bits[] = {{\n{}\n}};\n",
+        "#define noise_width {w}\n#define noise_height {h}\nstatic unsigned char noise_bits[] = {{\n{}\n}};\n",
         bits.join(",")
     );
     let path = std::env::temp_dir().join(format!("lablink-bench-noise-{}.xbm", std::process::id()));
@@ -507,16 +634,9 @@ fn paint_noise(display: u32) -> Result<(), String> {
     }
 }
 
-/// The same comparison against a real VNC server, TigerVNC's Xvnc, started as the agent
-/// starts it (loopback, a fresh password), when it is installed.
-async fn against_xvnc(
-    server: &Server,
-    http: &reqwest::Client,
-    n: usize,
-    secs: Duration,
-    stop: &CancellationToken,
-    record: &Record,
-) -> Result<(), String> {
+/// TigerVNC's Xvnc started as the agent starts it (loopback, a fresh password) on a free
+/// display, and that display's number; stop it with `VncServer::stop`.
+pub(super) async fn start_xvnc() -> Result<(Arc<VncServer>, u32), String> {
     let display: u32 = (150..400)
         .find(|d| crate::provision::local::x_display_free(*d))
         .ok_or("no free X display number")?;
@@ -537,11 +657,25 @@ async fn against_xvnc(
     xvnc.start()
         .await
         .map_err(|e| format!("Xvnc did not start ({e}); install tigervnc-standalone-server"))?;
+    Ok((xvnc, display))
+}
+
+/// The same comparison against a real VNC server, Xvnc, when it is installed.
+async fn against_xvnc(
+    server: &Server,
+    http: &reqwest::Client,
+    n: usize,
+    secs: Duration,
+    stop: &CancellationToken,
+    record: &Record,
+) -> Result<(), String> {
+    let (xvnc, display) = start_xvnc().await?;
     let result = async {
         let endpoint = VncServer::endpoint(&xvnc).ok_or("Xvnc has no endpoint")?;
         register(server, "deskx", 1, "running", 1).await?;
         let source: Arc<dyn DesktopSource> = xvnc.clone();
-        agents(server, vec!["deskx-vm-1".to_owned()], &source, stop).await?;
+        let base = format!("http://{}", server.addr);
+        agents(server, &base, vec!["deskx-vm-1".to_owned()], &source, stop).await?;
         let cookie = claim(http, server.addr, n).await?;
         let mut s = TcpStream::connect(("127.0.0.1", endpoint.port))
             .await
@@ -562,9 +696,9 @@ async fn against_xvnc(
             record,
         )
         .await?;
-        paint_noise(display)?;
-        straight.encoding(ZRLE).await?;
-        through.encoding(ZRLE).await?;
+        paint_noise(display, (256, 256))?;
+        straight.encodings(&[ZRLE]).await?;
+        through.encodings(&[ZRLE]).await?;
         compare(
             ("Xvnc, busy screen, ZRLE", "xvnc_zrle"),
             &mut straight,
@@ -578,4 +712,52 @@ async fn against_xvnc(
     .await;
     xvnc.stop().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rect(w: u16, h: u16, encoding: i32) -> Vec<u8> {
+        let mut r = vec![0, 0, 0, 0];
+        r.extend_from_slice(&w.to_be_bytes());
+        r.extend_from_slice(&h.to_be_bytes());
+        r.extend_from_slice(&encoding.to_be_bytes());
+        r
+    }
+
+    #[tokio::test]
+    async fn updates_are_read_whole_in_every_encoding_asked_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut link = Link::Direct(TcpStream::connect(addr).await.expect("connect"));
+        let (mut server, _) = listener.accept().await.expect("accept");
+        // A bell before the update, then five rectangles.
+        let mut bytes = vec![2, 0, 0, 0, 5];
+        // Tight fill: one pixel.
+        bytes.extend(rect(4, 4, TIGHT));
+        bytes.extend([0x80, 1, 2, 3]);
+        // Tight JPEG of 200 bytes (a two-byte length).
+        bytes.extend(rect(16, 16, TIGHT));
+        bytes.extend([0x90, 0xc8, 0x01]);
+        bytes.extend([7; 200]);
+        // Tight with a two-colour palette: 16×2 at one bit a pixel is 4 bytes, sent as is.
+        bytes.extend(rect(16, 2, TIGHT));
+        bytes.extend([0x40, 1, 1, 9, 9, 9, 8, 8, 8, 1, 2, 3, 4]);
+        // Tight copy, compressed to 20,000 bytes (a three-byte length).
+        bytes.extend(rect(100, 100, TIGHT));
+        bytes.extend([0x00, 0xa0, 0x9c, 0x01]);
+        bytes.extend(vec![5; 20_000]);
+        bytes.extend(rect(10, 10, COPY_RECT));
+        bytes.extend([0, 1, 0, 2]);
+        // And the next update: one Raw pixel.
+        bytes.extend([0, 0, 0, 1]);
+        bytes.extend(rect(1, 1, RAW));
+        bytes.extend([0xff; 4]);
+        server.write_all(&bytes).await.expect("write");
+        let mut buf = vec![0; 4096];
+        let first = link.read_update(&mut buf).await.expect("first update");
+        assert_eq!(first, 4 + 16 + 215 + 25 + 20_016 + 16);
+        assert_eq!(link.read_update(&mut buf).await, Ok(4 + 12 + 4));
+    }
 }

@@ -240,6 +240,29 @@ pub fn failures(rows: &[Row]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::BenchArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    /// The gate CI and the nightly run use: each committed baseline was taken with the
+    /// settings its profile runs with, or every comparison would be refused.
+    #[test]
+    fn the_committed_baselines_have_their_profiles_settings() {
+        for (file, args) in [
+            ("bench/baseline.json", &["bench"][..]),
+            ("bench/baseline-smoke.json", &["bench", "--smoke"][..]),
+        ] {
+            let baseline =
+                load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).expect("a baseline");
+            let args = Cli::parse_from(args).bench.profiled();
+            assert_eq!(baseline.settings, Settings::of(&args), "{file}");
+        }
+    }
 
     fn settings() -> Settings {
         Settings {
@@ -255,6 +278,7 @@ mod tests {
             desktop_streams: 0,
             wall_seats: 0,
             wall_run: 30,
+            broadcast_viewers: 0,
         }
     }
 

@@ -5,10 +5,13 @@
 //! allocators of their own the heartbeat load of a large fleet (requests/s, the allocator's
 //! CPU share), how soon a frozen agent is noticed, and the browser desktop relay
 //! (throughput and latency against a direct VNC connection, memory and idle CPU per stream),
-//! and the seat wall with a room of agents sending thumbnails (CPU, memory, bandwidth).
+//! the seat wall with a room of agents sending thumbnails (CPU, memory, bandwidth), and a
+//! broadcast watched by a room of participants (the broadcast VM's upload, the allocator's
+//! CPU and memory, the time until every viewer sees it).
 //! The run itself asserts no threshold: it measures. `--json` gives every figure as one
 //! document, and `--compare` holds them against a baseline's tolerances (the gate CI runs).
 
+mod broadcast;
 mod client;
 mod desktop;
 mod gate;
@@ -77,9 +80,14 @@ pub struct BenchArgs {
     /// Seconds the seat wall phase is measured.
     #[arg(long, default_value_t = 30)]
     pub wall_run: u64,
+    /// Participants watching one seat's broadcast, each on a seat of their own with its own
+    /// stream; measured for `--seconds` (0 skips the phase).
+    #[arg(long, default_value_t = 30)]
+    pub broadcast_viewers: usize,
     /// The short profile CI runs (well under 90 s): 3 s phases, 100,000 VMs, 5,000 parked
-    /// long-polls, 50 wakes, no heartbeat, frozen-agent, desktop or seat wall phase.
-    #[arg(long, conflicts_with_all = ["seconds", "pool", "parked", "wakes", "heartbeat_vms", "frozen", "desktop_streams", "wall_seats"])]
+    /// long-polls, 50 wakes, no heartbeat, frozen-agent, desktop, seat wall or broadcast
+    /// phase.
+    #[arg(long, conflicts_with_all = ["seconds", "pool", "parked", "wakes", "heartbeat_vms", "frozen", "desktop_streams", "wall_seats", "broadcast_viewers"])]
     pub smoke: bool,
     /// Print one JSON document with every figure, the settings and the machine on stdout
     /// (the report's lines go to stderr).
@@ -104,6 +112,7 @@ impl BenchArgs {
             self.frozen = 0;
             self.desktop_streams = 0;
             self.wall_seats = 0;
+            self.broadcast_viewers = 0;
         }
         self
     }
@@ -521,6 +530,15 @@ async fn phases(args: &BenchArgs, exe: &Path, dir: &Path, record: &Record) -> Re
         let (server, _) = start_server(exe, &dir.join("wall"), &env, None).await?;
         let run = Duration::from_secs(args.wall_run);
         wall::load(&server, args.wall_seats, run, record).await?;
+        server.stop().await?;
+    }
+    if args.broadcast_viewers > 0 {
+        let env = [
+            ("LABLINK_DESKTOP_MODE", "browser"),
+            ("LABLINK_SERVER_STALE_AFTER_HEARTBEATS", "20"),
+        ];
+        let (server, _) = start_server(exe, &dir.join("broadcast"), &env, None).await?;
+        broadcast::load(&server, args.broadcast_viewers, phase, record).await?;
         server.stop().await?;
     }
     Ok(())

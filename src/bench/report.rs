@@ -68,6 +68,9 @@ pub struct Settings {
     pub desktop_streams: usize,
     pub wall_seats: usize,
     pub wall_run: u64,
+    /// Documents from before the broadcast phase ran none.
+    #[serde(default)]
+    pub broadcast_viewers: usize,
 }
 
 impl Settings {
@@ -85,6 +88,7 @@ impl Settings {
             desktop_streams: args.desktop_streams,
             wall_seats: args.wall_seats,
             wall_run: args.wall_run,
+            broadcast_viewers: args.broadcast_viewers,
         }
     }
 }

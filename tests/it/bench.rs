@@ -42,6 +42,8 @@ async fn every_bench_phase_runs_and_reports() {
         "10",
         "--wall-run",
         "2",
+        "--broadcast-viewers",
+        "0",
     ])
     .await;
     let stdout = succeeded(&out);
@@ -99,7 +101,7 @@ async fn json_document_and_a_failed_comparison() {
     let settings = serde_json::json!({
         "clients": 4, "seconds": 1, "pool": 300, "parked": 50, "wakes": 10,
         "heartbeat_vms": 0, "heartbeat_every": 15, "heartbeat_run": 30, "frozen": 0,
-        "desktop_streams": 0, "wall_seats": 0, "wall_run": 30
+        "desktop_streams": 0, "wall_seats": 0, "wall_run": 30, "broadcast_viewers": 0
     });
     let document = serde_json::json!({
         "context": {"taken": "2026-12-07T00:00:00Z", "cores": 2, "load_average": null,
@@ -121,6 +123,8 @@ async fn json_document_and_a_failed_comparison() {
         "--desktop-streams",
         "0",
         "--wall-seats",
+        "0",
+        "--broadcast-viewers",
         "0",
         "--json",
         "--compare",
@@ -203,4 +207,80 @@ async fn a_bad_baseline_is_refused_before_measuring() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// The broadcast phase alone, with 3 viewers: its lines and figures are there, the rates
+/// and the first-frame time above zero, the CPU share and memory growth measured. The
+/// screen is Xvnc where it is installed and the synthetic server elsewhere: the line says
+/// which, and the figures exist either way.
+#[tokio::test]
+async fn the_broadcast_phase_measures_a_small_room() {
+    let out = small_bench(&[
+        "--heartbeat-vms",
+        "0",
+        "--frozen",
+        "0",
+        "--desktop-streams",
+        "0",
+        "--wall-seats",
+        "0",
+        "--broadcast-viewers",
+        "3",
+        "--json",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}); stderr: {stderr}"));
+    assert_eq!(doc["settings"]["broadcast_viewers"], 3);
+    let figure = |name: &str| {
+        doc["figures"][name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no figure {name}: {doc:#}"))
+    };
+    for name in [
+        "broadcast_first_frame_all_ms",
+        "broadcast_vm_upload_bytes_s",
+        "broadcast_vm_upload_bytes_s_per_viewer",
+        "broadcast_delivered_bytes_s_per_viewer",
+        "broadcast_delivered_slowest_bytes_s",
+        "broadcast_updates_per_s",
+    ] {
+        assert!(figure(name) > 0.0, "{name}: {doc:#}");
+    }
+    assert!(figure("broadcast_cpu_pct") >= 0.0, "{doc:#}");
+    assert!(figure("broadcast_rss_growth_mib").is_finite(), "{doc:#}");
+    assert_eq!(figure("broadcast_refused_opens"), 0.0, "{stderr}");
+    assert_eq!(figure("broadcast_unserved_viewers"), 0.0, "{stderr}");
+    assert_eq!(figure("broadcast_viewer_errors"), 0.0, "{stderr}");
+    let viewers = stderr
+        .lines()
+        .find(|l| l.starts_with("broadcast viewers"))
+        .unwrap_or_else(|| panic!("no broadcast line: {stderr}"));
+    assert!(
+        viewers.contains("3 viewers") && viewers.contains("first frame on 3 of them"),
+        "{viewers}"
+    );
+    let real = figure("broadcast_real_vnc") == 1.0;
+    assert_eq!(viewers.contains("screen: Xvnc"), real, "{viewers}");
+    assert_eq!(
+        viewers.contains("screen: synthetic RFB server"),
+        !real,
+        "{viewers}"
+    );
+    if real {
+        assert!(figure("broadcast_xvnc_cpu_pct") > 0.0, "{doc:#}");
+        assert!(figure("broadcast_screen_changes_per_s") > 0.0, "{doc:#}");
+    }
+    for line in [
+        "broadcast VM upload",
+        "broadcast delivered",
+        "broadcast allocator",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "no `{line}`: {stderr}"
+        );
+    }
 }
