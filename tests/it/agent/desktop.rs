@@ -472,18 +472,7 @@ async fn a_released_seat_is_reset_before_the_next_participant() {
         std::fs::write(desktop.join("project/labels.slp"), "ada's work").expect("write");
         std::fs::write(rig.path("crd/host#abc.json"), "{}").expect("registration");
 
-        let released = s
-            .client
-            .post(s.url(&format!("/api/vms/{}/release", rig.vm)))
-            .basic_auth("admin", Some(crate::helpers::ADMIN_PASSWORD))
-            .send()
-            .await
-            .expect("release");
-        assert_eq!(released.status(), 200);
-        wait_vm(&s, &rig.vm, 30, "the VM reset and free again", |vm| {
-            vm.is_available()
-        })
-        .await;
+        super::release_and_wait_free(&s, &rig.vm).await;
         assert!(
             rig.read("daemon.args").lines().any(|l| l == "--stop"),
             "the desktop was stopped"

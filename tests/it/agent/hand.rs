@@ -10,8 +10,8 @@ use std::process::Output;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{Gpu, Rig, Token, wait_vm};
-use crate::helpers::{TestServer, mint_credential, wait_for, within};
+use super::{AgentToken, Rig, release_and_wait_free};
+use crate::helpers::{TestServer, wait_for, within};
 
 /// `lablink hand ARGS` with the agent's socket in the environment, as the desktop user.
 async fn hand(socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
@@ -49,35 +49,7 @@ async fn open_hands(s: &TestServer) -> Vec<Value> {
 /// A seat held by ada, its agent (with `extra` flags) on the VM's own credential,
 /// notifications logged.
 async fn seat(rig: &Rig, extra: &[&str]) -> (TestServer, super::AgentProc) {
-    let s = TestServer::start_with(|c| {
-        c.server.long_poll_seconds = 2;
-        c.server.heartbeat_seconds = 1;
-    })
-    .await;
-    let credential = mint_credential(&s, &rig.vm).await;
-    let log = rig.path("notify.log");
-    let agent = rig.agent_with_env(
-        &s.base,
-        Token::Flag(&credential),
-        Gpu::Fake,
-        extra,
-        &[("FAKE_NOTIFY_LOG", log.as_path())],
-    );
-    wait_vm(&s, &rig.vm, 15, "VM running", |vm| {
-        vm.status == Some(lablink::model::VmStatus::Running)
-    })
-    .await;
-    let claimed = s
-        .claim(
-            "ada@example.org",
-            &crate::helpers::crd_command("4/ada-code"),
-        )
-        .await;
-    assert_eq!(claimed.status, 200, "{}", claimed.html);
-    agent
-        .wait_log(10, &["desktop started; the participant can connect"], 1)
-        .await;
-    (s, agent)
+    super::seated_agent(rig, AgentToken::Own, extra).await
 }
 
 async fn notified(rig: &Rig, text: &str) {
@@ -160,18 +132,7 @@ async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
 
     // Released: the reset takes the launcher off the Desktop (ada left nothing else, so
     // nothing is moved aside); the menu keeps it for the next participant.
-    let released = s
-        .client
-        .post(s.url(&format!("/api/vms/{}/release", rig.vm)))
-        .basic_auth("admin", Some(crate::helpers::ADMIN_PASSWORD))
-        .send()
-        .await
-        .expect("release");
-    assert_eq!(released.status(), 200);
-    wait_vm(&s, &rig.vm, 30, "the VM reset and free again", |vm| {
-        vm.is_available()
-    })
-    .await;
+    release_and_wait_free(&s, &rig.vm).await;
     assert!(!on_desktop.exists(), "the launcher left the Desktop");
     assert!(!rig.path("home/lablink-previous").exists());
     assert!(menu.exists());

@@ -328,18 +328,37 @@ impl Drop for AgentProc {
 /// A running agent whose VM is `ada`'s, her desktop started; the fake notify-send logs
 /// the desktop's notifications to the rig's `notify.log`.
 async fn seat_with_notifications(name: &str) -> (TestServer, Rig, AgentProc) {
+    let rig = Rig::new(name);
+    let (s, agent) = seated_agent(&rig, AgentToken::Shared, &[]).await;
+    (s, rig, agent)
+}
+
+/// Which token the agent of [`seated_agent`] presents.
+enum AgentToken {
+    /// The allocator's shared agent token.
+    Shared,
+    /// The VM's own credential, minted by the admin.
+    Own,
+}
+
+/// `rig`'s agent (with `extra` flags) running and its VM held by `ada`, her desktop
+/// started; the fake notify-send logs the desktop's notifications to `notify.log`.
+async fn seated_agent(rig: &Rig, token: AgentToken, extra: &[&str]) -> (TestServer, AgentProc) {
     let s = TestServer::start_with(|c| {
         c.server.long_poll_seconds = 2;
         c.server.heartbeat_seconds = 1;
     })
     .await;
-    let rig = Rig::new(name);
+    let credential = match token {
+        AgentToken::Shared => s.token().to_owned(),
+        AgentToken::Own => crate::helpers::mint_credential(&s, &rig.vm).await,
+    };
     let log = rig.path("notify.log");
     let agent = rig.agent_with_env(
         &s.base,
-        Token::Flag(s.token()),
+        Token::Flag(&credential),
         Gpu::Fake,
-        &[],
+        extra,
         &[("FAKE_NOTIFY_LOG", log.as_path())],
     );
     wait_vm(&s, &rig.vm, 15, "VM running", |vm| {
@@ -356,7 +375,23 @@ async fn seat_with_notifications(name: &str) -> (TestServer, Rig, AgentProc) {
     agent
         .wait_log(10, &["desktop started; the participant can connect"], 1)
         .await;
-    (s, rig, agent)
+    (s, agent)
+}
+
+/// Releases `host`'s seat as the admin and waits until its agent reset it and it is free.
+async fn release_and_wait_free(s: &TestServer, host: &str) {
+    let released = s
+        .client
+        .post(s.url(&format!("/api/vms/{host}/release")))
+        .basic_auth("admin", Some(crate::helpers::ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(released.status(), 200);
+    wait_vm(s, host, 30, "the VM reset and free again", |vm| {
+        vm.is_available()
+    })
+    .await;
 }
 
 /// The stored VM once `ok` holds; on timeout the failure shows the last stored state.
