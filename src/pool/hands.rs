@@ -15,7 +15,6 @@ use tokio::sync::watch;
 use super::error::PoolError;
 use super::{Actor, Pool};
 use crate::model::Vm;
-use crate::store::vms;
 
 /// More open requests than this is not a classroom; the next one is refused.
 const MAX_OPEN: usize = 2_000;
@@ -209,13 +208,7 @@ pub async fn from_desktop(
     host: &str,
     raised: bool,
 ) -> Result<Option<Hand>, PoolError> {
-    let h = host.to_owned();
-    let vm = pool
-        .store
-        .read(move |tx| vms::get(tx, &h))
-        .await
-        .map_err(PoolError::store("Failed to read the VM."))?
-        .ok_or(PoolError::VmNotFound)?;
+    let vm = super::stored_vm(pool, host, "Failed to read the VM.").await?;
     let Some(participant) = vm.assignment.as_ref().map(|a| a.email.clone()) else {
         return Err(PoolError::Conflict(format!(
             "Nobody holds {host} now: there is no hand to raise or lower."

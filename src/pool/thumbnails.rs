@@ -202,13 +202,7 @@ pub async fn put(pool: &Pool, host: &str, jpeg: Bytes) -> Result<(), PoolError> 
     let thumbnails = &pool.desktops.thumbnails;
     for _ in 0..PUT_ATTEMPTS {
         let ticket = thumbnails.ticket();
-        let h = host.to_owned();
-        let vm = pool
-            .store
-            .read(move |tx| vms::get(tx, &h))
-            .await
-            .map_err(PoolError::store("Failed to keep the thumbnail."))?
-            .ok_or(PoolError::VmNotFound)?;
+        let vm = super::stored_vm(pool, host, "Failed to keep the thumbnail.").await?;
         if vm
             .assignment
             .as_ref()
@@ -282,13 +276,7 @@ pub async fn wall(pool: &Pool) -> Result<Vec<Tile>, PoolError> {
 
 /// The picture of `host`'s current seat.
 pub async fn of_seat(pool: &Pool, host: &str) -> Result<Option<Thumbnail>, PoolError> {
-    let h = host.to_owned();
-    let vm = pool
-        .store
-        .read(move |tx| vms::get(tx, &h))
-        .await
-        .map_err(PoolError::store("Failed to read the VM."))?
-        .ok_or(PoolError::VmNotFound)?;
+    let vm = super::stored_vm(pool, host, "Failed to read the VM.").await?;
     Ok(pool.desktops.thumbnails.get(&vm))
 }
 
