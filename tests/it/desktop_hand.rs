@@ -6,7 +6,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, TestServer, mint_credential};
+use crate::helpers::{Answer, TestServer, mint_credential, open_hands};
 
 async fn press(s: &TestServer, token: Option<&str>, body: Value) -> Answer {
     let mut req = s.client.post(s.url("/api/desktop/hand")).json(&body);
@@ -14,15 +14,6 @@ async fn press(s: &TestServer, token: Option<&str>, body: Value) -> Answer {
         req = req.bearer_auth(token);
     }
     Answer::read(req.send().await.expect("POST")).await
-}
-
-async fn open_hands(s: &TestServer) -> Vec<Value> {
-    s.admin_json(Method::GET, "/api/hands", None)
-        .await
-        .expect(200)["hands"]
-        .as_array()
-        .expect("hands")
-        .clone()
 }
 
 #[tokio::test]

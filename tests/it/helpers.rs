@@ -695,6 +695,16 @@ pub async fn mint_credential(s: &TestServer, host: &str) -> String {
         .to_owned()
 }
 
+/// The open requests for help (`GET /api/hands` as the admin), oldest first.
+pub async fn open_hands(s: &TestServer) -> Vec<Value> {
+    s.admin_json(reqwest::Method::GET, "/api/hands", None)
+        .await
+        .expect(200)["hands"]
+        .as_array()
+        .expect("hands")
+        .clone()
+}
+
 /// Reads an event stream (SSE) until `want` appears in the raw stream; everything read.
 pub async fn read_events_until(mut response: reqwest::Response, want: &str) -> String {
     let mut seen = String::new();

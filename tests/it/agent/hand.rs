@@ -7,11 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
-use reqwest::Method;
-use serde_json::Value;
-
 use super::{AgentToken, Rig, release_and_wait_free};
-use crate::helpers::{TestServer, wait_for, within};
+use crate::helpers::{TestServer, open_hands, wait_for, within};
 
 /// `lablink hand ARGS` with the agent's socket in the environment, as the desktop user.
 async fn hand(socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
@@ -35,15 +32,6 @@ fn said(out: &Output) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn open_hands(s: &TestServer) -> Vec<Value> {
-    s.admin_json(Method::GET, "/api/hands", None)
-        .await
-        .expect(200)["hands"]
-        .as_array()
-        .expect("hands")
-        .clone()
 }
 
 /// A seat held by ada, its agent (with `extra` flags) on the VM's own credential,
