@@ -106,7 +106,9 @@ pub enum RfbError {
     UpdateEncoding(i32),
     #[error("the VNC server sent an update longer than {0} bytes, more than its screen can need")]
     UpdateTooLong(usize),
-    #[error("the viewer asked for a pixel format other than noVNC's, the only one a broadcast serves")]
+    #[error(
+        "the viewer asked for a pixel format other than noVNC's, the only one a broadcast serves"
+    )]
     ViewerPixelFormat,
     #[error("VNC connection: {0}")]
     Io(#[from] std::io::Error),

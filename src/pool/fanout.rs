@@ -318,7 +318,9 @@ mod tests {
 
     /// The seat's side of the handshake, up to the pixel format and encodings asked for.
     async fn seat_handshake(seat: &mut DuplexStream) {
-        seat.write_all(b"RFB 003.008\n\x01\x01").await.expect("greet");
+        seat.write_all(b"RFB 003.008\n\x01\x01")
+            .await
+            .expect("greet");
         let mut answer = [0; 13];
         seat.read_exact(&mut answer).await.expect("version, type");
         seat.write_all(&[0; 4]).await.expect("result");
@@ -329,7 +331,9 @@ mod tests {
         init.extend_from_slice(&[0, 0, 0, 0]);
         seat.write_all(&init).await.expect("server init");
         let mut asked = [0; 36];
-        seat.read_exact(&mut asked).await.expect("format, encodings");
+        seat.read_exact(&mut asked)
+            .await
+            .expect("format, encodings");
     }
 
     /// Whether the seat's next request asks for a full (not incremental) update.
@@ -348,8 +352,13 @@ mod tests {
     /// An update of one Raw rectangle, every byte `mark`: the whole screen, or its top half.
     fn update(mark: u8, full: bool) -> Vec<u8> {
         let h = if full { SIZE } else { SIZE / 2 };
-        let mut m = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, SIZE as u8, 0, h as u8, 0, 0, 0, 0];
-        m.extend(std::iter::repeat_n(mark, usize::from(SIZE) * usize::from(h) * 4));
+        let mut m = vec![
+            0, 0, 0, 1, 0, 0, 0, 0, 0, SIZE as u8, 0, h as u8, 0, 0, 0, 0,
+        ];
+        m.extend(std::iter::repeat_n(
+            mark,
+            usize::from(SIZE) * usize::from(h) * 4,
+        ));
         m
     }
 
@@ -369,7 +378,9 @@ mod tests {
         let mut init = [0; 24];
         t.read_exact(&mut init).await.expect("server init");
         assert_eq!(init[..4], [0, SIZE as u8, 0, SIZE as u8]);
-        t.write_all(&rfb::NOVNC_SET_PIXEL_FORMAT).await.expect("format");
+        t.write_all(&rfb::NOVNC_SET_PIXEL_FORMAT)
+            .await
+            .expect("format");
     }
 
     /// The mark of the viewer's next update, and whether it was full.
@@ -414,7 +425,11 @@ mod tests {
         seat.write_all(&update(4, false)).await.expect("sent");
         keyframe_request(&mut seat).await;
         seat.write_all(&update(5, true)).await.expect("sent");
-        assert_eq!(next_update(&mut b).await, (5, true), "not the update before");
+        assert_eq!(
+            next_update(&mut b).await,
+            (5, true),
+            "not the update before"
+        );
         assert_eq!(next_update(&mut a).await, (4, false));
         assert_eq!(next_update(&mut a).await, (5, true));
     }
@@ -453,7 +468,10 @@ mod tests {
         let behind = marks.len() - 2;
         assert!(behind < 100, "it lagged: {marks:?}");
         let expected: Vec<u8> = (0..=behind as u8).chain([200]).collect();
-        assert_eq!(marks, expected, "a run from the first keyframe, then the next");
+        assert_eq!(
+            marks, expected,
+            "a run from the first keyframe, then the next"
+        );
     }
 
     #[tokio::test]
@@ -515,6 +533,9 @@ mod tests {
         viewer.cut.cancelled().await;
         assert!(!hub.live());
         let refused = hub.join().await.map(|_| ()).expect_err("ended");
-        assert!(refused.to_string().contains("UpdateEncoding(7)"), "{refused}");
+        assert!(
+            refused.to_string().contains("UpdateEncoding(7)"),
+            "{refused}"
+        );
     }
 }

@@ -343,7 +343,10 @@ mod tests {
         let mut stream = vec![2, 3, 0, 0, 0, 0, 0, 0, 3, b'a', b'b', b'c'];
         let message = update(&[hextile_rect()]);
         stream.extend_from_slice(&message);
-        assert_eq!(parse(&stream, &screen).await.expect("parsed").bytes, message);
+        assert_eq!(
+            parse(&stream, &screen).await.expect("parsed").bytes,
+            message
+        );
     }
 
     #[tokio::test]
@@ -351,8 +354,13 @@ mod tests {
         let screen = init(20, 20);
         let message = update(&[hextile_rect()]);
         for cut in [1, 3, 10, 17, message.len() - 1] {
-            let err = parse(&message[..cut], &screen).await.expect_err("truncated");
-            assert!(matches!(err, RfbError::Closed(Peer::Server)), "{cut}: {err}");
+            let err = parse(&message[..cut], &screen)
+                .await
+                .expect_err("truncated");
+            assert!(
+                matches!(err, RfbError::Closed(Peer::Server)),
+                "{cut}: {err}"
+            );
         }
         let tight = update(&[rect(0, 0, 4, 4, 7)]);
         let err = parse(&tight, &screen).await.expect_err("tight");
@@ -422,7 +430,10 @@ mod tests {
     async fn the_client_asks_for_novnc_format_and_stateless_encodings_only() {
         let (mut ours, mut server) = tokio::io::duplex(1024);
         let connecting = tokio::spawn(async move { connect(&mut ours).await });
-        server.write_all(b"RFB 003.008\n\x01\x01").await.expect("sent");
+        server
+            .write_all(b"RFB 003.008\n\x01\x01")
+            .await
+            .expect("sent");
         let mut answer = [0; 13];
         server.read_exact(&mut answer).await.expect("answer");
         assert_eq!(&answer, b"RFB 003.008\n\x01");
@@ -435,11 +446,21 @@ mod tests {
         server_init.extend([0, 0, 0, 2, b'x', b'y']);
         server.write_all(&server_init).await.expect("init");
         let got = connecting.await.expect("join").expect("connected");
-        assert_eq!(got, ServerInit { width: 32, height: 16, name: b"xy".to_vec() });
+        assert_eq!(
+            got,
+            ServerInit {
+                width: 32,
+                height: 16,
+                name: b"xy".to_vec()
+            }
+        );
         let mut asked = [0; 36];
         server.read_exact(&mut asked).await.expect("asked");
         assert_eq!(asked[..20], NOVNC_SET_PIXEL_FORMAT);
-        assert_eq!(asked[20..], [2, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 0]);
+        assert_eq!(
+            asked[20..],
+            [2, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 0]
+        );
         assert_eq!(request(&got, false), [3, 0, 0, 0, 0, 0, 0, 32, 0, 16]);
     }
 }

@@ -421,9 +421,13 @@ async fn take_over_is_shown_to_the_participant_and_giving_back_is_audited() {
 /// The teacher's VM as the broadcast's seat: its RFB server's handshake over the agent's
 /// tunnel, up to the pixel format and encodings the allocator asks for (a 32×16 screen).
 async fn seat_handshake(seat: &mut reqwest::Upgraded) {
-    seat.write_all(b"RFB 003.008\n\x01\x01").await.expect("greet");
+    seat.write_all(b"RFB 003.008\n\x01\x01")
+        .await
+        .expect("greet");
     let mut answer = [0; 13];
-    seat.read_exact(&mut answer).await.expect("version and security");
+    seat.read_exact(&mut answer)
+        .await
+        .expect("version and security");
     assert_eq!(&answer, b"RFB 003.008\n\x01");
     seat.write_all(&[0; 4]).await.expect("security result");
     let mut shared = [0];
@@ -434,7 +438,9 @@ async fn seat_handshake(seat: &mut reqwest::Upgraded) {
     init.extend_from_slice(b"\0\0\0\x07teacher");
     seat.write_all(&init).await.expect("server init");
     let mut asked = [0; 36];
-    seat.read_exact(&mut asked).await.expect("format and encodings");
+    seat.read_exact(&mut asked)
+        .await
+        .expect("format and encodings");
     assert_eq!(asked[4..20], NOVNC_FORMAT);
     assert_eq!(
         asked[20..],
