@@ -104,6 +104,7 @@ impl Broadcast {
         // and gives up.
         if let Some(before) = self.on_air.send_replace(Some(on_air.clone())) {
             cut(&before.hostname);
+            self.drop_hub();
         }
         Ok(on_air)
     }
@@ -113,6 +114,7 @@ impl Broadcast {
         let _switching = self.switching();
         let stopped = self.on_air.send_replace(None)?;
         cut(&stopped.hostname);
+        self.drop_hub();
         Some(stopped)
     }
 
@@ -130,8 +132,14 @@ impl Broadcast {
         if ended {
             tracing::info!(vm = %host, "broadcast stopped: its seat ended");
             cut(host);
+            self.drop_hub();
         }
         ended
+    }
+
+    /// Lets go of the ended broadcast's fan-out (and the updates it still holds).
+    fn drop_hub(&self) {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Held while what is on air changes and the streams of what it replaced are cut: one
