@@ -48,7 +48,7 @@ pub enum Viewer {
     Peek,
     /// The instructor driving the desktop.
     Control,
-    /// A participant watching the desktop the instructor broadcasts.
+    /// The broadcast's one stream, which the allocator fans out to the participants.
     Broadcast,
 }
 
