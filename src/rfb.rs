@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::secret_file;
 
+pub mod fanout;
+
 /// VNC authentication uses at most 8 characters of a password.
 pub const PASSWORD_LEN: usize = 8;
 
@@ -98,6 +100,16 @@ pub enum RfbError {
     OutsideScreen(u16, u16),
     #[error("the VNC server sent message type {0}, which LabLink does not read")]
     ServerMessage(u8),
+    #[error(
+        "the VNC server sent a rectangle in encoding {0}; a broadcast asks for Raw (0), CopyRect (1) and Hextile (5) only"
+    )]
+    UpdateEncoding(i32),
+    #[error("the VNC server sent an update longer than {0} bytes, more than its screen can need")]
+    UpdateTooLong(usize),
+    #[error(
+        "the viewer asked for a pixel format other than noVNC's, the only one a broadcast serves"
+    )]
+    ViewerPixelFormat,
     #[error("VNC connection: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -1,16 +1,17 @@
-//! The broadcast's bandwidth: one seat's desktop on air to `viewers` participants. Each
-//! viewer has its own view-only stream through the relay (the allocator asks the seat's
-//! agent for one tunnel per viewer, and the agent opens one VNC connection per tunnel), so
-//! the broadcast VM uploads the screen once per viewer.
+//! The broadcast's bandwidth: one seat's desktop on air to `viewers` participants. The
+//! allocator holds one view-only stream to the seat (one tunnel, one VNC connection) and
+//! fans its updates out to every viewer, so the broadcast VM uploads the screen once
+//! however many watch.
 //!
 //! The seat's screen is TigerVNC's Xvnc when it is installed, all of it repainted with new
 //! two-colour noise every `CHANGE` (a busy desktop: every update a full screen that
-//! compresses badly, some 180 KB in Tight); otherwise the synthetic RFB server, which answers an incremental request one
+//! compresses badly); otherwise the synthetic RFB server, which answers an incremental request one
 //! `CHANGE` later with a full Raw frame. Its agent is this executable's desktop channel
 //! code, run in-process, reaching the allocator through a counting proxy: what passes the
 //! proxy towards the allocator (the channel and every tunnel) is what leaves the VM. Each
-//! viewer holds a claimed seat's cookie, opens `/broadcast/ws`, asks for the encodings noVNC
-//! asks for (Tight first, JPEG quality 6) and for the next update as soon as one arrived;
+//! viewer holds a claimed seat's cookie, opens `/broadcast/ws`, sends noVNC's pixel format
+//! and the encodings noVNC asks for (which the fan-out ignores: it serves Raw, CopyRect and
+//! Hextile) and asks for the next update as soon as one arrived;
 //! a refused open is tried again 2 s later, as the participant's page does.
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use super::report::Record;
 use super::{ADMIN_PASSWORD, Server, register, rss_mib};
 use crate::agent::desktop_channel::DesktopSource;
 use crate::agent::vnc::{VncServer, XVNC_SIZE};
+use crate::rfb::fanout::NOVNC_SET_PIXEL_FORMAT;
 
 /// How often the broadcast screen changes, all of it.
 const CHANGE: Duration = Duration::from_millis(500);
@@ -236,6 +238,7 @@ async fn viewer(
         let attempt = async {
             let mut link = desktop::relayed(addr, "/broadcast/ws", &cookie).await?;
             let size = link.handshake().await?;
+            link.send(&NOVNC_SET_PIXEL_FORMAT).await?;
             link.encodings(&ENCODINGS).await?;
             link.request(false, size).await?;
             let bytes = link.read_update(&mut buf).await?;

@@ -37,6 +37,8 @@ pub(super) const COPY_RECT: i32 = 1;
 pub(super) const TIGHT: i32 = 7;
 /// What a browser viewer gets from a busy screen: zlib-compressed tiles.
 pub(super) const ZRLE: i32 = 16;
+/// What the broadcast's fan-out serves besides Raw and CopyRect (stateless tiles).
+const HEXTILE: i32 = 5;
 /// A Tight pixel at depth 24: three bytes.
 const TPIXEL: usize = 3;
 
@@ -121,6 +123,11 @@ async fn serve_viewer(
                 s.write_all(&frame[..usize::from(w) * usize::from(h) * BYTES_PER_PIXEL])
                     .await?;
             }
+            // SetPixelFormat: its frame is one grey, the same in any 32-bit format.
+            0 => {
+                let mut format = [0u8; 19];
+                s.read_exact(&mut format).await?;
+            }
             2 => {
                 let mut head = [0u8; 3];
                 s.read_exact(&mut head).await?;
@@ -143,7 +150,7 @@ pub(super) enum Link {
 }
 
 impl Link {
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub(super) async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
         match self {
             Link::Direct(s) => s.write_all(bytes).await.map_err(|e| e.to_string()),
             Link::Relayed { ws, .. } => ws
@@ -292,6 +299,10 @@ impl Link {
                     bytes += self.tight((rw, rh), buf).await?;
                     0
                 }
+                HEXTILE => {
+                    bytes += self.hextile((rw, rh), buf).await?;
+                    0
+                }
                 ZRLE => {
                     let len = self.read(4).await?;
                     bytes += 4;
@@ -303,6 +314,37 @@ impl Link {
             };
             self.consume(data, buf).await?;
             bytes += 12 + data;
+        }
+        Ok(bytes)
+    }
+
+    /// A Hextile rectangle of `w`×`h` after its header, read in full; its size in bytes.
+    async fn hextile(&mut self, (w, h): (u16, u16), buf: &mut [u8]) -> Result<usize, String> {
+        let (w, h) = (usize::from(w), usize::from(h));
+        let mut bytes = 0;
+        for ty in (0..h).step_by(16) {
+            for tx in (0..w).step_by(16) {
+                let kind = self.read(1).await?[0];
+                let mut len = if kind & 1 != 0 {
+                    (w - tx).min(16) * (h - ty).min(16) * BYTES_PER_PIXEL
+                } else {
+                    (usize::from(kind & 2 != 0) + usize::from(kind & 4 != 0)) * BYTES_PER_PIXEL
+                };
+                if kind & 1 == 0 && kind & 8 != 0 {
+                    self.consume(len, buf).await?;
+                    bytes += len;
+                    let count = usize::from(self.read(1).await?[0]);
+                    bytes += 1;
+                    len = count
+                        * if kind & 16 != 0 {
+                            BYTES_PER_PIXEL + 2
+                        } else {
+                            2
+                        };
+                }
+                self.consume(len, buf).await?;
+                bytes += 1 + len;
+            }
         }
         Ok(bytes)
     }

@@ -1,7 +1,8 @@
 //! Broadcast: the instructor shows one seat's desktop (their own claimed seat, or a
-//! participant's) to every participant, view-only, in their page. Each participant's page
-//! opens its own view-only stream to that VM through the desktop relay; stopping cuts
-//! them all at once. What is on air lives in memory: a restart ends the broadcast.
+//! participant's) to every participant, view-only, in their page. The allocator opens one
+//! view-only stream to that VM when the first participant watches and fans its updates out
+//! to every participant's page (`fanout`); stopping cuts that stream and every page's with
+//! it. What is on air lives in memory: a restart ends the broadcast.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,8 +12,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::desktop::{DesktopStream, Viewer};
+use super::desktop::DesktopStream;
 use super::error::PoolError;
+use super::fanout::Hub;
 use super::{Actor, Pool};
 use crate::model::Vm;
 
@@ -32,6 +34,8 @@ pub struct Broadcast {
     switching: Mutex<u64>,
     /// Broadcast streams open per watching seat: one claim cannot take the slots of all.
     viewers: Arc<Mutex<HashMap<String, usize>>>,
+    /// The fan-out of what is on air, once someone watches.
+    hub: Mutex<Option<Arc<Hub>>>,
 }
 
 /// A seat may watch the broadcast in this many places at once (a page and a spare tab).
@@ -61,6 +65,7 @@ impl Default for Broadcast {
             on_air: watch::channel(None).0,
             switching: Mutex::new(0),
             viewers: Arc::default(),
+            hub: Mutex::default(),
         }
     }
 }
@@ -99,6 +104,7 @@ impl Broadcast {
         // and gives up.
         if let Some(before) = self.on_air.send_replace(Some(on_air.clone())) {
             cut(&before.hostname);
+            self.drop_hub();
         }
         Ok(on_air)
     }
@@ -108,6 +114,7 @@ impl Broadcast {
         let _switching = self.switching();
         let stopped = self.on_air.send_replace(None)?;
         cut(&stopped.hostname);
+        self.drop_hub();
         Some(stopped)
     }
 
@@ -125,8 +132,14 @@ impl Broadcast {
         if ended {
             tracing::info!(vm = %host, "broadcast stopped: its seat ended");
             cut(host);
+            self.drop_hub();
         }
         ended
+    }
+
+    /// Lets go of the ended broadcast's fan-out (and the updates it still holds).
+    fn drop_hub(&self) {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Held while what is on air changes and the streams of what it replaced are cut: one
@@ -219,8 +232,23 @@ pub async fn open_for_participant(
         .broadcast
         .current()
         .ok_or_else(|| PoolError::NotFound("Nothing is being broadcast now.".into()))?;
-    let stream = super::desktop::open_stream(pool, &on_air.hostname, Viewer::Broadcast).await?;
-    // Stopped (or switched) while opening: the cut may have come before this stream took
+    let hub = {
+        let mut hub = pool.broadcast.hub.lock().unwrap_or_else(|p| p.into_inner());
+        match &*hub {
+            Some(h) if h.id == on_air.id && h.live() => h.clone(),
+            _ => hub
+                .insert(Hub::start(
+                    &on_air,
+                    pool.desktops.clone(),
+                    pool.broadcast.subscribe(),
+                    pool.config.desktop_open_timeout(),
+                    pool.shutdown.clone(),
+                ))
+                .clone(),
+        }
+    };
+    let stream = hub.join().await?;
+    // Stopped (or switched) while joining: the hub may have ended before this stream took
     // its token.
     if pool.broadcast.current().map(|b| b.id) != Some(on_air.id) {
         return Err(PoolError::Conflict("The broadcast ended.".into()));

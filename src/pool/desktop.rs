@@ -28,8 +28,8 @@ const CHANNEL_BACKLOG: usize = 32;
 const MAX_STREAMS_PER_VM: usize = 8;
 /// Of those, the participant's: the rest stay free for the instructor.
 const MAX_PARTICIPANT_STREAMS: usize = 6;
-/// Participants watching a broadcast of one VM's desktop, counted apart from the above:
-/// each holds its own connection to the VM's VNC server.
+/// Broadcast streams of one VM's desktop, counted apart from the above: one per broadcast
+/// (its fan-out serves the viewers), more only while a cut one is still closing.
 const MAX_BROADCAST_STREAMS: usize = 400;
 
 /// What the agent is asked on its channel: dial back a tunnel for stream `id`.
@@ -48,7 +48,7 @@ pub enum Viewer {
     Peek,
     /// The instructor driving the desktop.
     Control,
-    /// A participant watching the desktop the instructor broadcasts.
+    /// The broadcast's one stream, which the allocator fans out to the participants.
     Broadcast,
 }
 
@@ -163,7 +163,20 @@ pub struct DesktopStream {
     pub tunnel: Tunnel,
     pub cut: CancellationToken,
     pub host: String,
-    _place: Place,
+    _place: Option<Place>,
+}
+
+impl DesktopStream {
+    /// A stream the allocator serves itself (a viewer of the fanned-out broadcast): it
+    /// takes no place among the VM's streams.
+    pub(super) fn served(tunnel: Tunnel, cut: CancellationToken, host: String) -> DesktopStream {
+        DesktopStream {
+            tunnel,
+            cut,
+            host,
+            _place: None,
+        }
+    }
 }
 
 /// A stream's place among its VM's streams, from the request until the stream ends.
@@ -274,7 +287,7 @@ impl Desktops {
             if viewer == Viewer::Broadcast {
                 if seat.broadcast_streams >= MAX_BROADCAST_STREAMS {
                     return Err(PoolError::Unavailable(format!(
-                        "The broadcast has {MAX_BROADCAST_STREAMS} viewers already; try again later."
+                        "The broadcast has {MAX_BROADCAST_STREAMS} streams open to this desktop already; try again later."
                     )));
                 }
             } else if total >= MAX_STREAMS_PER_VM
@@ -361,7 +374,7 @@ impl Desktops {
             tunnel,
             cut,
             host: host.to_owned(),
-            _place: place,
+            _place: Some(place),
         })
     }
 

@@ -15,6 +15,7 @@ pub mod claim_limit;
 pub mod desktop;
 pub mod error;
 pub mod event;
+pub mod fanout;
 pub mod hands;
 pub mod idle;
 pub mod launch;

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::desktop::{
@@ -418,6 +418,110 @@ async fn take_over_is_shown_to_the_participant_and_giving_back_is_audited() {
     assert_eq!(again.status(), 403);
 }
 
+/// The teacher's VM as the broadcast's seat: its RFB server's handshake over the agent's
+/// tunnel, up to the pixel format and encodings the allocator asks for (a 32×16 screen).
+async fn seat_handshake(seat: &mut reqwest::Upgraded) {
+    seat.write_all(b"RFB 003.008\n\x01\x01")
+        .await
+        .expect("greet");
+    let mut answer = [0; 13];
+    seat.read_exact(&mut answer)
+        .await
+        .expect("version and security");
+    assert_eq!(&answer, b"RFB 003.008\n\x01");
+    seat.write_all(&[0; 4]).await.expect("security result");
+    let mut shared = [0];
+    seat.read_exact(&mut shared).await.expect("client init");
+    assert_eq!(shared, [1], "shared: the participant's own viewer stays");
+    let mut init = vec![0, 32, 0, 16];
+    init.extend_from_slice(&NOVNC_FORMAT);
+    init.extend_from_slice(b"\0\0\0\x07teacher");
+    seat.write_all(&init).await.expect("server init");
+    let mut asked = [0; 36];
+    seat.read_exact(&mut asked)
+        .await
+        .expect("format and encodings");
+    assert_eq!(asked[4..20], NOVNC_FORMAT);
+    assert_eq!(
+        asked[20..],
+        [2, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 0],
+        "CopyRect, Hextile, Raw"
+    );
+}
+
+/// noVNC's pixel format: 32 bpp, depth 24, little-endian, true colour, shifts 0/8/16.
+const NOVNC_FORMAT: [u8; 16] = [32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 0, 8, 16, 0, 0, 0];
+
+/// Reads the seat's update requests up to a full (not incremental) one.
+async fn keyframe_request(seat: &mut reqwest::Upgraded) {
+    loop {
+        let mut request = [0; 10];
+        within(10, "an update request", seat.read_exact(&mut request))
+            .await
+            .expect("request");
+        assert_eq!(request[0], 3, "FramebufferUpdateRequest");
+        if request[1] == 0 {
+            assert_eq!(request[6..], [0, 32, 0, 16], "the whole screen");
+            return;
+        }
+    }
+}
+
+/// The whole 32×16 screen in one Raw rectangle, every byte `mark`.
+fn full_update(mark: u8) -> Vec<u8> {
+    let mut m = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 32, 0, 16, 0, 0, 0, 0];
+    m.extend(std::iter::repeat_n(mark, 32 * 16 * 4));
+    m
+}
+
+/// A participant's page watching the broadcast: noVNC's side of the RFB session.
+struct RfbViewer {
+    ws: crate::desktop::Socket,
+    buf: Vec<u8>,
+}
+
+impl RfbViewer {
+    async fn handshake(ws: crate::desktop::Socket) -> RfbViewer {
+        let mut v = RfbViewer {
+            ws,
+            buf: Vec::new(),
+        };
+        assert_eq!(v.read(12).await, b"RFB 003.008\n");
+        v.send(b"RFB 003.008\n").await;
+        assert_eq!(v.read(2).await, [1, 1], "security None only");
+        v.send(&[1]).await;
+        assert_eq!(v.read(4).await, [0; 4]);
+        v.send(&[1]).await;
+        let init = v.read(24).await;
+        assert_eq!(init[..4], [0, 32, 0, 16], "the seat's screen");
+        assert_eq!(init[4..20], NOVNC_FORMAT);
+        assert_eq!(v.read(7).await, b"teacher");
+        let mut format = vec![0, 0, 0, 0];
+        format.extend_from_slice(&NOVNC_FORMAT);
+        v.send(&format).await;
+        v.send(&[3, 0, 0, 0, 0, 0, 0, 32, 0, 16]).await;
+        v
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .expect("sent");
+    }
+
+    async fn read(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            match within(10, "the broadcast's bytes", self.ws.next()).await {
+                Some(Ok(Message::Binary(bytes))) => self.buf.extend_from_slice(&bytes),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("the broadcast stream ended: {other:?}"),
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+}
+
 #[tokio::test]
 async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
     let s = browser_server("browser").await;
@@ -514,28 +618,51 @@ async fn a_broadcast_reaches_each_participant_view_only_and_stop_cuts_it() {
         .expect(200);
     assert_eq!(current["on_air"]["hostname"], "vm-2");
 
-    // Ada's page opens its view: a view-only stream of the teacher's VM.
+    // Ada's page opens its view: the allocator opens a view-only stream of the teacher's
+    // VM and serves her page the updates it reads there.
     let watching = open_in_background(&s, "/broadcast/ws", ("cookie", ada.clone()));
     let open = teacher_vm.next_open().await;
     assert_eq!(open["view_only"], true, "a broadcast is view-only");
-    let mut tunnel = teacher_vm
+    let mut seat = teacher_vm
         .tunnel(&s, open["id"].as_str().expect("id"))
         .await;
-    let mut ws = watching.await.expect("join").expect("the broadcast socket");
-    tunnel.write_all(b"RFB 003.008\n").await.expect("write");
-    let got = within(10, "the teacher's desktop at Ada's page", ws.next())
-        .await
-        .expect("message")
-        .expect("ok");
-    assert_eq!(got, Message::Binary(b"RFB 003.008\n".to_vec().into()));
+    seat_handshake(&mut seat).await;
+    let ws = watching.await.expect("join").expect("the broadcast socket");
+    let mut ada_view = RfbViewer::handshake(ws).await;
+    keyframe_request(&mut seat).await;
+    seat.write_all(&full_update(7)).await.expect("update");
+    assert_eq!(
+        ada_view.read(full_update(7).len()).await,
+        full_update(7),
+        "the teacher's desktop at Ada's page"
+    );
+
+    // More of the room watches: still the one stream to the teacher's VM, and each new
+    // page starts at the next full update.
+    let mut room = Vec::new();
+    for (host, email) in [("vm-3", "bob@example.org"), ("vm-4", "cy@example.org")] {
+        let cookie = seated(&s, host, email).await;
+        let ws = viewer(&s, "/broadcast/ws", &[("cookie", cookie)])
+            .await
+            .expect("the broadcast socket");
+        room.push(RfbViewer::handshake(ws).await);
+    }
+    keyframe_request(&mut seat).await;
+    seat.write_all(&full_update(8)).await.expect("update");
+    for view in room.iter_mut().chain([&mut ada_view]) {
+        assert_eq!(view.read(full_update(8).len()).await, full_update(8));
+    }
+    assert_eq!(s.app.desktops.broadcast_streams("vm-2"), 1);
 
     // A seat watches in two places at most: a third is refused at once.
-    let _second = open_in_background(&s, "/broadcast/ws", ("cookie", ada.clone()));
-    teacher_vm.next_open().await;
+    let _second = viewer(&s, "/broadcast/ws", &[("cookie", ada.clone())])
+        .await
+        .expect("a second place");
     let third = viewer(&s, "/broadcast/ws", &[("cookie", ada.clone())])
         .await
         .expect_err("a third place");
     assert_eq!(third.0, 409, "{third:?}");
+    let mut ws = ada_view.ws;
 
     s.admin_json(Method::POST, "/api/broadcast/stop", None)
         .await
