@@ -10,9 +10,14 @@ use std::process::Output;
 use super::{AgentToken, Rig, release_and_wait_free};
 use crate::helpers::{TestServer, open_hands, wait_for, within};
 
-/// `lablink hand ARGS` with the agent's socket in the environment, as the desktop user.
-async fn hand(socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lablink"));
+/// `lablink hand ARGS` with the agent's socket in the environment.
+async fn hand(socket: &Path, args: &[&str]) -> Output {
+    hand_as(Path::new(env!("CARGO_BIN_EXE_lablink")), socket, args, None).await
+}
+
+/// `exe hand ARGS` with the agent's socket in the environment, as `uid` if given.
+async fn hand_as(exe: &Path, socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
+    let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("hand")
         .args(args)
         .env_clear()
@@ -87,7 +92,7 @@ async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
     }
 
     within(90, "the hand up and down from the desktop", async {
-        let up = hand(&socket, &[], None).await;
+        let up = hand(&socket, &[]).await;
         let (code, stdout, stderr) = said(&up);
         assert_eq!(code, Some(0), "{stderr}");
         assert_eq!(stdout, "Your hand is up — a helper is on the way.\n");
@@ -97,7 +102,7 @@ async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
         assert_eq!(hands[0]["participant"], "ada@example.org");
         notified(&rig, "Your hand is up — a helper is on the way.").await;
 
-        let down = hand(&socket, &["--lower"], None).await;
+        let down = hand(&socket, &["--lower"]).await;
         let (code, stdout, stderr) = said(&down);
         assert_eq!(code, Some(0), "{stderr}");
         assert_eq!(stdout, "Your hand is down: you no longer ask for help.\n");
@@ -105,7 +110,7 @@ async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
         notified(&rig, "Your hand is down: you no longer ask for help.").await;
 
         // Up again at once: the allocator's refusal is the answer, on stderr and the desktop.
-        let again = hand(&socket, &[], None).await;
+        let again = hand(&socket, &[]).await;
         let (code, stdout, stderr) = said(&again);
         assert_eq!(code, Some(1), "{stdout}{stderr}");
         assert!(
@@ -127,7 +132,7 @@ async fn the_desktop_button_raises_and_lowers_the_hand_through_the_agent() {
 
     agent.stop(10).await;
     // No agent: the socket is gone, and the message names it.
-    let alone = hand(&socket, &[], None).await;
+    let alone = hand(&socket, &[]).await;
     let (code, _, stderr) = said(&alone);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(
@@ -161,10 +166,14 @@ async fn only_the_desktop_user_and_the_agents_account_are_served() {
     )
     .await;
     let socket = rig.path("hand.sock");
+    // The build's own folder may be closed to other accounts (a target dir under /root).
+    let exe = rig.path("lablink");
+    std::fs::copy(env!("CARGO_BIN_EXE_lablink"), &exe).expect("copy lablink");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
     // An account that is neither the desktop's nor the agent's.
     let stranger = nobody.uid.as_raw() - 1;
-    let out = hand(&socket, &[], Some(stranger)).await;
+    let out = hand_as(&exe, &socket, &[], Some(stranger)).await;
     let (code, stdout, stderr) = said(&out);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert_eq!(
@@ -180,7 +189,7 @@ async fn only_the_desktop_user_and_the_agents_account_are_served() {
         )
         .await;
 
-    let out = hand(&socket, &[], Some(nobody.uid.as_raw())).await;
+    let out = hand_as(&exe, &socket, &[], Some(nobody.uid.as_raw())).await;
     let (code, stdout, stderr) = said(&out);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "Your hand is up — a helper is on the way.\n");
