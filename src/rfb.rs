@@ -685,16 +685,7 @@ pub async fn capture<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // Bell.
             2 => {}
-            // ServerCutText: padding, then a length and the text.
-            3 => {
-                let mut pad = [0; 3];
-                read_exact(server, &mut pad, Peer::Server).await?;
-                let len = read_u32(server, Peer::Server).await?;
-                if len > MAX_CUT_TEXT {
-                    return Err(RfbError::CutTextTooLong(len));
-                }
-                skip(server, len).await?;
-            }
+            3 => skip_cut_text(server).await?,
             other => return Err(RfbError::ServerMessage(other)),
         }
     }
@@ -727,6 +718,18 @@ pub async fn capture<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     Ok(Screen { width, height, rgb })
+}
+
+/// Reads and drops the rest of a ServerCutText message (its type read): padding, then a
+/// length and the text.
+async fn skip_cut_text<R: AsyncRead + Unpin>(server: &mut R) -> Result<(), RfbError> {
+    let mut pad = [0; 3];
+    read_exact(server, &mut pad, Peer::Server).await?;
+    let len = read_u32(server, Peer::Server).await?;
+    if len > MAX_CUT_TEXT {
+        return Err(RfbError::CutTextTooLong(len));
+    }
+    skip(server, len).await
 }
 
 /// Reads and drops `len` bytes.

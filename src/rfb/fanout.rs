@@ -7,8 +7,8 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
-    MAX_CUT_TEXT, MAX_SCREEN_PIXELS, Peer, RfbError, authenticate, greet_viewer, read_exact,
-    read_u8, read_u32, skip,
+    MAX_SCREEN_PIXELS, Peer, RfbError, authenticate, greet_viewer, read_exact, read_u8, skip,
+    skip_cut_text,
 };
 
 /// noVNC's SetPixelFormat message (core/rfb.js `RFB.messages.pixelFormat` at depth 24):
@@ -109,15 +109,7 @@ pub async fn read_update<S: AsyncRead + Unpin>(
         match read_u8(server, Peer::Server).await? {
             0 => break,
             2 => {}
-            3 => {
-                let mut pad = [0; 3];
-                read_exact(server, &mut pad, Peer::Server).await?;
-                let len = read_u32(server, Peer::Server).await?;
-                if len > MAX_CUT_TEXT {
-                    return Err(RfbError::CutTextTooLong(len));
-                }
-                skip(server, len).await?;
-            }
+            3 => skip_cut_text(server).await?,
             // SetColourMapEntries (1) cannot come in true colour; the rest are unknown.
             other => return Err(RfbError::ServerMessage(other)),
         }

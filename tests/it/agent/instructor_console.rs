@@ -352,6 +352,19 @@ async fn a_raised_hand_is_on_the_console_within_two_seconds(room: &Room) {
     wait_text(page, "#hand-state", "admin is coming").await;
 }
 
+/// Starts broadcasting `host` from the console's form (on the Hands page), and waits until
+/// it is on air and `page` shows it.
+async fn start_broadcast(console: &Client, page: &Client, host: &str) {
+    wait_css(console, "#broadcast-host")
+        .await
+        .select_by_value(host)
+        .await
+        .expect("pick the seat to broadcast");
+    click(console, "#broadcast-form button[type=submit]").await;
+    wait_css(console, "#on-air").await;
+    wait_css(page, "body[data-broadcast=connected]").await;
+}
+
 /// The admin broadcasts the instructor's desktop (blue): the pupil's page shows it in
 /// place of their own, and their own colour again at the stop.
 async fn a_broadcast_shows_the_instructors_desktop_on_the_participants_page(room: &Room) {
@@ -361,14 +374,7 @@ async fn a_broadcast_shows_the_instructors_desktop_on_the_participants_page(room
         .goto(&room.s.url("/admin/hands"))
         .await
         .expect("open /admin/hands");
-    wait_css(console, "#broadcast-host")
-        .await
-        .select_by_value(&instructor.host)
-        .await
-        .expect("pick the instructor's seat");
-    click(console, "#broadcast-form button[type=submit]").await;
-    wait_css(console, "#on-air").await;
-    wait_css(page, "body[data-broadcast=connected]").await;
+    start_broadcast(console, page, &instructor.host).await;
     wait_css(page, "#broadcast-note:not([hidden])").await;
     wait_screen(
         page,
@@ -430,14 +436,7 @@ async fn a_broadcast_shows_inside_the_seat_page(room: &Room) {
     );
     mark(page).await;
 
-    wait_css(console, "#broadcast-host")
-        .await
-        .select_by_value(&instructor.host)
-        .await
-        .expect("pick the instructor's seat");
-    click(console, "#broadcast-form button[type=submit]").await;
-    wait_css(console, "#on-air").await;
-    wait_css(page, "body[data-broadcast=connected]").await;
+    start_broadcast(console, page, &instructor.host).await;
     wait_css(page, "#broadcast-link").await;
     let mut last = None;
     for _ in 0..150 {
